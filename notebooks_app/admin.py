@@ -1,0 +1,129 @@
+"""Admin for inspecting notebooks, members and cells; the connection string is always masked."""
+import json
+
+from django.contrib import admin
+from django.utils.html import format_html, format_html_join
+
+from .models import Cell, Membership, Notebook
+
+
+def render_outputs(cell):
+    """A readable, escaped rendering of a cell's outputs and error (never raw HTML)."""
+    parts = []
+    for output in cell.outputs or []:
+        mime = output.get("mimeType", "?")
+        data = output.get("data", "")
+        if mime == "image/png":
+            parts.append(format_html('<div><small>{}</small><br><img alt="cell output" src="data:image/png;base64,{}" style="max-width:400px"></div>', mime, data))
+        else:
+            parts.append(format_html("<div><small>{}</small><pre>{}</pre></div>", mime, str(data)[:5000]))
+    if cell.stdout:
+        parts.append(format_html("<div><small>stdout</small><pre>{}</pre></div>", cell.stdout[:5000]))
+    if cell.error:
+        error = cell.error
+        parts.append(
+            format_html(
+                '<div style="color:#b00"><strong>{}: {}</strong><pre>{}</pre></div>',
+                error.get("ename", "Error"),
+                error.get("evalue", ""),
+                "\n".join(error.get("traceback") or []),
+            )
+        )
+    return format_html_join("", "{}", ((p,) for p in parts)) if parts else "—"
+
+
+class CellInline(admin.TabularInline):
+    model = Cell
+    extra = 0
+    ordering = ["position"]
+    fields = ["position", "type", "status", "code_block", "reads_writes", "rendered_outputs"]
+    readonly_fields = ["position", "type", "status", "code_block", "reads_writes", "rendered_outputs"]
+    show_change_link = True
+    can_delete = False
+
+    # Cells change only through operations.py, so the kernel's graph stays exact.
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="code")
+    def code_block(self, cell):
+        return format_html("<pre style='max-width:40em;white-space:pre-wrap'>{}</pre>", cell.code)
+
+    @admin.display(description="reads / writes")
+    def reads_writes(self, cell):
+        return format_html("reads: {}<br>writes: {}", ", ".join(cell.reads) or "—", ", ".join(cell.writes) or "—")
+
+    @admin.display(description="outputs")
+    def rendered_outputs(self, cell):
+        return render_outputs(cell)
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Notebook)
+class NotebookAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner", "member_count", "cell_count", "revision", "updated_at"]
+    search_fields = ["name", "owner__username"]
+    list_select_related = ["owner"]
+    readonly_fields = ["id", "revision", "connection", "created_at", "updated_at"]
+    fields = ["id", "name", "owner", "connection", "revision", "created_at", "updated_at"]
+    inlines = [MembershipInline, CellInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_counts()
+
+    @admin.display(description="members", ordering="member_count")
+    def member_count(self, notebook):
+        return notebook.member_count
+
+    @admin.display(description="cells", ordering="cell_count")
+    def cell_count(self, notebook):
+        return notebook.cell_count
+
+    @admin.display(description="database connection")
+    def connection(self, notebook):
+        return notebook.db_connection_display or "—"
+
+
+@admin.register(Cell)
+class CellAdmin(admin.ModelAdmin):
+    list_display = ["short_code", "notebook", "type", "status", "position", "updated_at"]
+    list_filter = ["status", "type"]
+    search_fields = ["code", "notebook__name"]
+    list_select_related = ["notebook"]
+    readonly_fields = ["id", "notebook", "reads_json", "writes_json", "rendered_outputs", "created_at", "updated_at"]
+    fields = ["id", "notebook", "position", "type", "result_variable", "status", "code", "reads_json", "writes_json", "rendered_outputs", "created_at", "updated_at"]
+
+    # Read-only: edits go through the notebook page (operations.py) so the kernel hears of them.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="cell")
+    def short_code(self, cell):
+        return str(cell)
+
+    @admin.display(description="reads")
+    def reads_json(self, cell):
+        return json.dumps(cell.reads)
+
+    @admin.display(description="writes")
+    def writes_json(self, cell):
+        return json.dumps(cell.writes)
+
+    @admin.display(description="outputs and error")
+    def rendered_outputs(self, cell):
+        return render_outputs(cell)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["notebook", "user", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["notebook__name", "user__username"]

@@ -1,0 +1,160 @@
+"""NotebookConsumer: one WebSocket on one notebook.
+
+It authenticates, validates every frame (protocol.py), performs edits through
+operations.py (one short transaction each, on the ORM thread), and relays the
+kernel worker's events to its socket.  It never sends notebook events itself:
+the kernel worker is their only sender, so every client sees one order.
+"""
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import DatabaseError, OperationalError
+
+from . import kernel_client, operations, protocol
+from .models import Notebook
+from .operations import OperationError
+
+logger = logging.getLogger(__name__)
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+# Token bucket per socket: a burst of RATE_BURST messages, refilled at RATE_PER_SECOND.
+RATE_BURST = 60
+RATE_PER_SECOND = 30.0
+
+
+@database_sync_to_async
+def _load_notebook_for(user, notebook_id):
+    notebook = Notebook.objects.filter(pk=notebook_id).first()
+    if notebook is None or not notebook.can_view(user):
+        return None, None
+    return notebook, notebook.role_of(user)
+
+
+@database_sync_to_async
+def _run_operation(func, *args, **kwargs):
+    return func(*args, **kwargs)
+
+
+class NotebookConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        self.notebook_id = str(self.scope["url_route"]["kwargs"]["notebook_id"])
+        self.group = kernel_client.group_name(self.notebook_id)
+        self.user = self.scope.get("user")
+        self.joined = False
+        self._tokens = float(RATE_BURST)
+        self._last_refill = time.monotonic()
+        if self.user is None or not self.user.is_authenticated:
+            await self.accept()
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        notebook, role = await _load_notebook_for(self.user, self.notebook_id)
+        if notebook is None:
+            # Unknown and not-yours look the same: never reveal that a notebook exists.
+            await self.accept()
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        if settings.KERNEL_EMBEDDED:
+            from .kernel.worker import ensure_embedded_worker
+
+            ensure_embedded_worker()
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.joined = True
+        await self.accept()
+        await self._request_state()
+
+    async def disconnect(self, code):
+        if getattr(self, "joined", False):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def _request_state(self, request_id=None):
+        await kernel_client.send(
+            self.notebook_id,
+            {"type": "kernel.sync", "notebook": self.notebook_id, "replyChannel": self.channel_name, "requestId": request_id},
+        )
+
+    # --- client -> server -------------------------------------------------------
+    async def receive(self, text_data=None, bytes_data=None):
+        request_id = None
+        try:
+            if not self._take_token():
+                raise protocol.ProtocolError(protocol.RATE_LIMITED, "Too many messages; slow down and retry in a moment.")
+            message = protocol.parse(text_data)
+            request_id = message.request_id
+            await self._handle(message)
+        except protocol.ProtocolError as exc:
+            await self._send_error(exc.code, exc.message, exc.request_id if exc.request_id is not None else request_id)
+        except OperationError as exc:
+            await self._send_error(exc.code, exc.message, request_id)
+        except OperationalError:
+            logger.warning("database busy while handling a message on %s", self.notebook_id, exc_info=True)
+            await self._send_error(protocol.BUSY, "The notebook is busy; please retry.", request_id)
+        except DatabaseError:
+            logger.exception("database error on notebook %s", self.notebook_id)
+            await self._send_error(protocol.INTERNAL_ERROR, "The change could not be saved; nothing was changed.", request_id)
+        except Exception:
+            logger.exception("unexpected error on notebook %s", self.notebook_id)
+            await self._send_error(protocol.INTERNAL_ERROR, "Something went wrong on the server; nothing was changed.", request_id)
+
+    def _take_token(self):
+        now = time.monotonic()
+        self._tokens = min(RATE_BURST, self._tokens + (now - self._last_refill) * RATE_PER_SECOND)
+        self._last_refill = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    async def _handle(self, message):
+        f, rid, nb = message.fields, message.request_id, self.notebook_id
+        if message.type == "sync":
+            await self._request_state(rid)
+        elif message.type == "create_cell":
+            await _run_operation(operations.create_cell, nb, self.user, f.get("cellType", "python"), f.get("afterCellId"), f.get("code", ""), rid)
+        elif message.type == "delete_cell":
+            await _run_operation(operations.delete_cell, nb, self.user, f["cellId"], rid)
+        elif message.type == "cell_update":
+            await _run_operation(operations.update_cell, nb, self.user, f["cellId"], f.get("code"), f.get("resultVariable"), rid)
+        elif message.type == "update_db_connection":
+            await _run_operation(operations.update_db_connection, nb, self.user, f["connectionString"], rid)
+        elif message.type in ("run_cell", "run_all", "interrupt"):
+            await self._kernel_command(message)
+        else:  # pragma: no cover - MESSAGE_SCHEMAS and this dispatch must agree
+            raise protocol.ProtocolError(protocol.UNKNOWN_TYPE, f"Unhandled message type {message.type}.", rid)
+
+    async def _kernel_command(self, message):
+        """Messages that change no rows: check permission (and the cell), then ask the kernel."""
+        cell_id = message.fields.get("cellId")
+
+        def check():
+            notebook = operations.check_can_edit(self.notebook_id, self.user)
+            if cell_id:
+                operations.check_cell_exists(notebook, cell_id)
+            return notebook.revision
+
+        revision = await _run_operation(check)
+        payload = {"type": f"kernel.{message.type}", "notebook": self.notebook_id, "revision": revision, "requestId": message.request_id}
+        if cell_id:
+            payload["cellId"] = cell_id
+        await kernel_client.send(self.notebook_id, payload)
+
+    async def _send_error(self, code, message, request_id=None):
+        await self.send(text_data=protocol.dumps(protocol.error_message(code, message, request_id)))
+
+    # --- kernel worker -> this socket --------------------------------------------
+    async def notebook_event(self, event):
+        """A frame the kernel worker has already encoded: relayed untouched."""
+        await self.send(text_data=event["text"])
+
+    async def notebook_access_changed(self, event):
+        """Sharing changed: close this socket if its user may no longer view the notebook."""
+        if event.get("userId") != self.user.pk:
+            return
+        notebook, _ = await _load_notebook_for(self.user, self.notebook_id)
+        if notebook is None:
+            await self._send_error(protocol.FORBIDDEN, "Your access to this notebook was removed.")
+            await self.close(code=CLOSE_FORBIDDEN)

@@ -1,0 +1,34 @@
+"""Forms of the server-rendered pages, with clear messages for bad input."""
+from django import forms
+from django.contrib.auth import get_user_model
+
+from .constants import NOTEBOOK_NAME_MAX, ROLES
+
+
+class NotebookForm(forms.Form):
+    name = forms.CharField(
+        max_length=NOTEBOOK_NAME_MAX,
+        strip=True,
+        error_messages={"required": "Give the notebook a name."},
+        widget=forms.TextInput(attrs={"placeholder": "New notebook name", "autocomplete": "off"}),
+    )
+
+
+class ShareForm(forms.Form):
+    username = forms.CharField(max_length=150, strip=True, error_messages={"required": "Enter a username."})
+    role = forms.ChoiceField(choices=ROLES)
+
+    def __init__(self, *args, notebook=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.notebook = notebook
+
+    def clean_username(self):
+        username = self.cleaned_data["username"]
+        try:
+            user = get_user_model().objects.get(username=username)
+        except get_user_model().DoesNotExist:
+            raise forms.ValidationError(f"There is no user called “{username}”.") from None
+        if self.notebook is not None and user.pk == self.notebook.owner_id:
+            raise forms.ValidationError("The owner already has full access.")
+        self.cleaned_data["user"] = user
+        return username

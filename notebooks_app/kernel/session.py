@@ -1,0 +1,590 @@
+"""One notebook's kernel session: its cells, dependency graph, runner and event stream.
+
+The session applies kernel messages strictly in order (one asyncio task drains
+its queue), runs reactive cascades, numbers every event it publishes with a
+per-notebook `seq`, and hands final cell states to a store in batches.  It knows
+nothing of Django or Channels: the worker gives it a `store` (load/persist) and
+a `publish` coroutine, which keeps this logic testable and the I/O in one place.
+"""
+import asyncio
+import bisect
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..constants import (
+    CELL_SQL,
+    STATUS_BLOCKED,
+    STATUS_ERROR,
+    STATUS_IDLE,
+    STATUS_QUEUED,
+    STATUS_RUNNING,
+    STATUS_STALE,
+    STATUS_SUCCESS,
+)
+from .analysis import analyze_python, analyze_sql
+from .graph import DependencyGraph
+from .runner import RunnerDied
+
+logger = logging.getLogger(__name__)
+
+# Events produced within FLUSH_DELAY of each other go out as one group message.
+FLUSH_DELAY = 0.01
+# During a long cascade, finished cells are written to the database this often.
+PERSIST_INTERVAL = 1.0
+# Streamed stdout kept per cell (the runner caps a single run too).
+STDOUT_CAP = 1_000_000
+TRANSIENT = frozenset({STATUS_QUEUED, STATUS_RUNNING})
+
+
+@dataclass
+class CellState:
+    id: str
+    type: str
+    code: str
+    position: int
+    result_variable: str = ""
+    status: str = STATUS_IDLE
+    outputs: list = field(default_factory=list)
+    stdout: str = ""
+    error: dict | None = None
+    reads: list = field(default_factory=list)
+    writes: list = field(default_factory=list)
+    graph_reads: frozenset = frozenset()
+    syntax_error: dict | None = None
+
+    @classmethod
+    def from_row(cls, row):
+        return cls(
+            id=str(row["id"]),
+            type=row["type"],
+            code=row["code"],
+            position=row["position"],
+            result_variable=row.get("result_variable") or row.get("resultVariable") or "",
+            status=row.get("status") or STATUS_IDLE,
+            outputs=list(row.get("outputs") or []),
+            stdout=row.get("stdout") or "",
+            error=row.get("error"),
+        )
+
+    def analyse(self):
+        if self.type == CELL_SQL:
+            result = analyze_sql(self.code, self.result_variable)
+        else:
+            result = analyze_python(self.code)
+        self.reads = sorted(result.reads)
+        self.writes = sorted(result.writes)
+        # Builtins become edges only when some cell defines them, which the graph decides.
+        self.graph_reads = frozenset(result.reads) | frozenset(result.builtins_used)
+        self.syntax_error = result.error
+
+    def to_message(self):
+        return {
+            "id": self.id,
+            "type": self.type,
+            "code": self.code,
+            "resultVariable": self.result_variable,
+            "status": self.status,
+            "outputs": self.outputs,
+            "stdout": self.stdout,
+            "reads": self.reads,
+            "writes": self.writes,
+            "error": self.error,
+        }
+
+    def to_row(self):
+        return {
+            "id": self.id,
+            "status": self.status,
+            "outputs": self.outputs,
+            "stdout": self.stdout,
+            "error": self.error,
+            "reads": self.reads,
+            "writes": self.writes,
+        }
+
+
+class NotebookSession:
+    def __init__(self, notebook_id, *, store, publish, runner_factory):
+        self.notebook_id = str(notebook_id)
+        self.store = store
+        self.publish = publish
+        self.runner_factory = runner_factory
+        self.runner = None
+        self.loaded = False
+        self.gone = False
+        self.name = ""
+        self.revision = -1
+        self.db_connection = ""
+        self.db_display = ""
+        self.cells = {}
+        self.order = []  # [(position, id)] sorted
+        self.graph = DependencyGraph()
+        self.ran_ok = set()  # cells run successfully in this runner since their last change
+        self.seq = 0
+        self._pending = []
+        self._flush_lock = asyncio.Lock()
+        self._flush_handle = None
+        self._load_lock = asyncio.Lock()
+        self._dirty = set()
+        self._last_persist = time.monotonic()
+        self._queue = asyncio.Queue()
+        self._task = None
+        self._cancel_cascade = False
+        self._running_cell = None
+
+    # --- lifecycle ----------------------------------------------------------------
+    def submit(self, message):
+        """Queue a structural or run message; they are applied strictly in order."""
+        self._queue.put_nowait(message)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain(), name=f"notebook-{self.notebook_id}")
+
+    async def _drain(self):
+        while True:
+            message = await self._queue.get()
+            try:
+                await self.handle(message)
+            except Exception as exc:  # one notebook's failure never kills the worker
+                logger.exception("kernel session %s failed on %s", self.notebook_id, message.get("type"))
+                self._emit({"type": "kernel_error", "message": f"The kernel could not process {message.get('type', 'a message')}: {exc}"})
+            finally:
+                try:
+                    await self.flush()
+                    await self.persist()
+                except Exception:
+                    logger.exception("could not publish or persist notebook %s", self.notebook_id)
+
+    async def close(self):
+        if self._task:
+            self._task.cancel()
+        if self.runner is not None:
+            await self.runner.close()
+
+    async def ensure_loaded(self):
+        if self.loaded:
+            return
+        async with self._load_lock:
+            if not self.loaded:
+                await self._load()
+
+    async def _load(self):
+        snapshot = await self.store.load(self.notebook_id)
+        previous_ids = set(self.cells)
+        if snapshot is None:
+            self.gone = True
+            self.cells, self.order, self.graph = {}, [], DependencyGraph()
+            self.loaded = True
+            return
+        self.name = snapshot["name"]
+        self.revision = snapshot["revision"]
+        self.db_connection = snapshot["db_connection"]
+        self.db_display = snapshot["db_display"]
+        self.cells, self.order, self.graph = {}, [], DependencyGraph()
+        self.ran_ok.clear()
+        for row in snapshot["cells"]:
+            cell = CellState.from_row(row)
+            old_reads, old_writes = list(row.get("reads") or []), list(row.get("writes") or [])
+            if cell.status in TRANSIENT:
+                cell.status = STATUS_STALE  # a worker stopped mid-run: its result never arrived
+                self._dirty.add(cell.id)
+            self._insert(cell)
+            if (cell.reads, cell.writes) != (old_reads, old_writes):
+                self._dirty.add(cell.id)
+        self._refresh_blocked(emit=False)
+        if self.runner is not None:
+            for gone_id in previous_ids - set(self.cells):
+                await self._forget(gone_id)
+        self.loaded = True
+
+    async def reload(self):
+        """Catch up with the database after a missed message, and resync every client."""
+        async with self._load_lock:
+            await self._load()
+        self._emit_state()
+
+    # --- ordering helpers ---------------------------------------------------------------
+    def _insert(self, cell):
+        cell.analyse()
+        self.cells[cell.id] = cell
+        bisect.insort(self.order, (cell.position, cell.id))
+        self.graph.add(cell.id, reads=cell.graph_reads, writes=cell.writes, position=cell.position)
+
+    def _remove(self, cell_id):
+        cell = self.cells.pop(cell_id)
+        index = bisect.bisect_left(self.order, (cell.position, cell_id))
+        del self.order[index]
+        self.graph.remove(cell_id)
+        self.ran_ok.discard(cell_id)
+        self._dirty.discard(cell_id)
+        return cell
+
+    def _reposition(self, positions):
+        for cell_id, position in positions.items():
+            cell = self.cells.get(cell_id)
+            if cell is not None and cell.position != position:
+                cell.position = position
+                self.graph.set_position(cell_id, position)
+        self.order = sorted((c.position, c.id) for c in self.cells.values())
+
+    def index_of(self, cell_id):
+        cell = self.cells[cell_id]
+        return bisect.bisect_left(self.order, (cell.position, cell_id))
+
+    def ordered_cells(self):
+        return [self.cells[cell_id] for _, cell_id in self.order]
+
+    def _label(self, cell_id):
+        cell = self.cells.get(cell_id)
+        if cell is None:
+            return "a deleted cell"
+        first = next((line.strip() for line in cell.code.splitlines() if line.strip()), "")
+        snippet = f" ({first[:40]})" if first else ""
+        return f"cell {self.index_of(cell_id) + 1}{snippet}"
+
+    # --- events --------------------------------------------------------------------
+    def _emit(self, event):
+        self.seq += 1
+        event["seq"] = self.seq
+        self._pending.append(event)
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(FLUSH_DELAY, lambda: loop.create_task(self.flush()))
+
+    async def flush(self):
+        """Publish pending events to the notebook's group: one frame, or one batch frame."""
+        async with self._flush_lock:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+            events, self._pending = self._pending, []
+            if not events:
+                return
+            frame = events[0] if len(events) == 1 else {"type": "batch", "events": events}
+            await self.publish(None, frame)
+
+    def state_message(self, request_id=None):
+        message = {
+            "type": "notebook_state",
+            "notebook": {
+                "id": self.notebook_id,
+                "name": self.name,
+                "revision": self.revision,
+                "cells": [cell.to_message() for cell in self.ordered_cells()],
+                "dbConnection": {"connected": bool(self.db_connection), "display": self.db_display},
+            },
+            "seq": self.seq,
+        }
+        if request_id is not None:
+            message["requestId"] = request_id
+        return message
+
+    def _emit_state(self):
+        """A full state to every client; it carries the seq of the last event before it."""
+        message = self.state_message()
+        self._pending.append(message)
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(FLUSH_DELAY, lambda: loop.create_task(self.flush()))
+
+    async def sync(self, reply_channel, request_id=None):
+        """Answer one socket with the current state, out of band (never queued behind a cascade)."""
+        await self.ensure_loaded()
+        if self.gone:
+            await self.publish(reply_channel, {"type": "error", "code": "not_found", "message": "This notebook no longer exists."})
+            return
+        await self.publish(reply_channel, self.state_message(request_id))
+
+    def _set_status(self, cell, status, *, error=None, emit=True):
+        cell.status = status
+        if status not in TRANSIENT:
+            self._dirty.add(cell.id)
+        if emit:
+            event = {"type": "cell_status", "cellId": cell.id, "status": status}
+            if status == STATUS_BLOCKED:
+                event["error"] = cell.error
+            self._emit(event)
+
+    # --- persistence -------------------------------------------------------------------
+    async def persist(self):
+        rows = [self.cells[c].to_row() for c in self._dirty if c in self.cells and self.cells[c].status not in TRANSIENT]
+        self._dirty = {c for c in self._dirty if c in self.cells and self.cells[c].status in TRANSIENT}
+        self._last_persist = time.monotonic()
+        if rows and not self.gone:
+            await self.store.persist(self.notebook_id, rows)
+
+    async def _persist_if_due(self):
+        if time.monotonic() - self._last_persist >= PERSIST_INTERVAL:
+            await self.flush()
+            await self.persist()
+
+    # --- messages ---------------------------------------------------------------------
+    async def handle(self, message):
+        await self.ensure_loaded()
+        if self.gone:
+            return
+        kind = message["type"]
+        handler = getattr(self, "on_" + kind.removeprefix("kernel."), None)
+        if handler is None:
+            logger.warning("kernel message of unknown type %s ignored", kind)
+            return
+        await handler(message)
+
+    async def _caught_up(self, message):
+        """True when `message` is the next revision and should be applied to memory.
+
+        A message the loaded state already reflects is skipped; one that skips a
+        revision means a message was missed, so the session reloads from the database.
+        """
+        revision = message.get("revision")
+        if revision is None or revision <= self.revision:
+            return False
+        if revision == self.revision + 1:
+            self.revision = revision
+            return True
+        logger.info("notebook %s: revision %s after %s, reloading", self.notebook_id, revision, self.revision)
+        await self.reload()
+        return False
+
+    async def on_create_cell(self, message):
+        if not await self._caught_up(message):
+            return
+        if message.get("positions"):
+            self._reposition(message["positions"])
+        row = dict(message["cell"], position=message["position"])
+        cell = CellState.from_row(row)
+        self._insert(cell)
+        self._dirty.add(cell.id)
+        self._emit({"type": "cell_created", "cellId": cell.id, "cell": cell.to_message(), "index": self.index_of(cell.id), "requestId": message.get("requestId")})
+        newly_blocked, _ = self._refresh_blocked()
+        await self._forget_all(newly_blocked)
+
+    async def on_update_cell(self, message):
+        if not await self._caught_up(message):
+            return
+        cell = self.cells.get(message["cellId"])
+        if cell is None:
+            return
+        cell.code = message["code"]
+        cell.result_variable = message.get("resultVariable") or ""
+        cell.analyse()
+        self.graph.update(cell.id, reads=cell.graph_reads, writes=cell.writes)
+        self._dirty.add(cell.id)
+        self._emit(
+            {
+                "type": "cell_updated",
+                "cellId": cell.id,
+                "code": cell.code,
+                "resultVariable": cell.result_variable,
+                "reads": cell.reads,
+                "writes": cell.writes,
+                "requestId": message.get("requestId"),
+            }
+        )
+        self._mark_stale([cell.id, *self.graph.descendants(cell.id)])
+        newly_blocked, _ = self._refresh_blocked()
+        await self._forget_all(newly_blocked)
+
+    async def on_delete_cell(self, message):
+        if not await self._caught_up(message):
+            return
+        cell_id = message["cellId"]
+        if cell_id not in self.cells:
+            return
+        # Descendants are taken before the cell leaves the graph: they are what must rerun.
+        descendants = self.graph.descendants(cell_id)
+        blocked_before = set(self.graph.blocked())
+        self._remove(cell_id)
+        await self._forget(cell_id)
+        self._emit({"type": "cell_deleted", "cellId": cell_id, "requestId": message.get("requestId")})
+        _, unblocked = self._refresh_blocked()
+        to_run = set(descendants)
+        for freed in (blocked_before - set(self.graph.blocked())) & set(self.cells):
+            to_run.add(freed)
+            to_run |= self.graph.descendants(freed)
+        to_run &= set(self.cells)
+        if to_run:
+            await self.cascade(to_run)
+        elif unblocked:
+            await self.flush()
+
+    async def on_db_connection(self, message):
+        if not await self._caught_up(message):
+            return
+        snapshot = await self.store.load_connection(self.notebook_id)
+        self.db_connection, self.db_display = snapshot
+        if self.runner is not None and self.runner.alive:
+            try:
+                await self.runner.call("set_connection", connection=self.db_connection)
+            except RunnerDied:
+                pass
+        self._emit({"type": "db_connection_updated", "connected": bool(self.db_connection), "display": self.db_display, "requestId": message.get("requestId")})
+        self._mark_stale([c.id for c in self.ordered_cells() if c.type == CELL_SQL])
+
+    async def on_run_cell(self, message):
+        if message.get("revision", -1) > self.revision:
+            await self.reload()
+        cell_id = message["cellId"]
+        if cell_id not in self.cells:
+            return
+        ancestors = self.graph.ancestors(cell_id)
+        stale_ancestors = {a for a in ancestors if a not in self.ran_ok}
+        to_run = stale_ancestors | {cell_id} | self.graph.descendants(cell_id)
+        # Rerunning an ancestor changes its values for its other dependents too.
+        others = set()
+        for ancestor in stale_ancestors:
+            others |= self.graph.descendants(ancestor)
+        self._mark_stale(sorted(others - to_run), only_if_ran=True)
+        await self.cascade(to_run)
+
+    async def on_run_all(self, message):
+        if message.get("revision", -1) > self.revision:
+            await self.reload()
+        await self.cascade(set(self.cells))
+
+    async def interrupt(self):
+        """Out of band: stop the running cell and the rest of its cascade."""
+        self._cancel_cascade = True
+        if self.runner is not None:
+            return await self.runner.interrupt()
+        return False
+
+    # --- graph-derived state ----------------------------------------------------------------
+    def _mark_stale(self, cell_ids, *, only_if_ran=False):
+        for cell_id in cell_ids:
+            cell = self.cells.get(cell_id)
+            self.ran_ok.discard(cell_id)
+            if cell is None or cell.status in (STATUS_BLOCKED, STATUS_STALE):
+                continue
+            if only_if_ran and cell.status == STATUS_IDLE:
+                continue
+            self._set_status(cell, STATUS_STALE)
+
+    def _blocked_error(self, cell_id):
+        details = self.graph.blocked_details(cell_id)
+        parts, ename = [], "MultipleDefinitionError"
+        for detail in details:
+            if detail["kind"] == "cycle":
+                ename = "CycleError"
+                path = " → ".join(self._label(c) for c in detail["cells"])
+                parts.append(f"this cell is on a cycle: {path}")
+            else:
+                others = ", ".join(self._label(c) for c in detail["cells"])
+                parts.append(f"'{detail['name']}' is also defined by {others}")
+        return {"ename": ename, "evalue": "; ".join(parts) or (self.graph.blocked_reason(cell_id) or "blocked"), "traceback": []}
+
+    def _refresh_blocked(self, emit=True):
+        """Bring cell statuses in line with the graph's blocked set.
+
+        Returns (newly blocked ids, newly unblocked ids); the caller removes the
+        names of newly blocked cells from the runner (`_forget_all`).
+        """
+        blocked = self.graph.blocked()
+        newly_blocked, unblocked = [], []
+        for cell_id in blocked:
+            cell = self.cells[cell_id]
+            error = self._blocked_error(cell_id)
+            if cell.status != STATUS_BLOCKED or cell.error != error:
+                if cell.status != STATUS_BLOCKED:
+                    newly_blocked.append(cell_id)
+                cell.error, cell.outputs = error, []
+                self.ran_ok.discard(cell_id)
+                self._set_status(cell, STATUS_BLOCKED, emit=emit)
+        for cell in self.cells.values():
+            if cell.status == STATUS_BLOCKED and cell.id not in blocked:
+                cell.error = None
+                self._set_status(cell, STATUS_STALE, emit=emit)
+                unblocked.append(cell.id)
+        return newly_blocked, unblocked
+
+    async def _forget_all(self, cell_ids):
+        for cell_id in cell_ids:
+            await self._forget(cell_id)
+
+    async def _forget(self, cell_id):
+        if self.runner is None or not self.runner.alive:
+            return
+        try:
+            await self.runner.forget(cell_id)
+        except RunnerDied:
+            logger.warning("runner of notebook %s died while forgetting a cell", self.notebook_id)
+
+    # --- running -------------------------------------------------------------------------
+    async def _ensure_runner(self):
+        if self.runner is None:
+            self.runner = self.runner_factory()
+        if not self.runner.alive:
+            await self.runner.start()
+            if self.db_connection:
+                await self.runner.call("set_connection", connection=self.db_connection)
+
+    async def cascade(self, cell_ids):
+        """Run `cell_ids` in topological order (ties by position), announcing each step."""
+        order = [c for c in self.graph.topological(cell_ids) if c in self.cells]
+        runnable = [c for c in order if self.cells[c].status != STATUS_BLOCKED]
+        for cell_id in runnable:
+            self._set_status(self.cells[cell_id], STATUS_QUEUED)
+        self._cancel_cascade = False
+        for position, cell_id in enumerate(runnable):
+            if self._cancel_cascade:
+                for rest in runnable[position:]:
+                    self._set_status(self.cells[rest], STATUS_STALE)
+                break
+            died = await self._run_one(self.cells[cell_id])
+            if died:
+                for rest in runnable[position + 1 :]:
+                    self._set_status(self.cells[rest], STATUS_STALE)
+                break
+            await self._persist_if_due()
+        self._cancel_cascade = False
+        await self.flush()
+
+    async def _run_one(self, cell):
+        """Run one cell; True if the runner died under it."""
+        cell.stdout, cell.outputs, cell.error = "", [], None
+        self._set_status(cell, STATUS_RUNNING)
+        if cell.syntax_error is not None:
+            return self._finish(cell, STATUS_ERROR, [], cell.syntax_error)
+
+        def on_stdout(text):
+            if len(cell.stdout) < STDOUT_CAP:
+                cell.stdout += text
+            self._emit({"type": "cell_stdout", "cellId": cell.id, "text": text})
+
+        self._running_cell = cell.id
+        try:
+            await self._ensure_runner()
+            if cell.type == CELL_SQL:
+                result = await self.runner.run_sql(cell.id, cell.code, result_variable=cell.result_variable, on_stdout=on_stdout)
+            else:
+                result = await self.runner.run(cell.id, cell.code, writes=cell.writes, on_stdout=on_stdout)
+        except RunnerDied as exc:
+            self._finish(cell, STATUS_ERROR, [], {"ename": "KernelDied", "evalue": f"{exc.reason}; the kernel was restarted with an empty namespace", "traceback": []})
+            self._kernel_restarted(exc.reason, except_cell=cell.id)
+            return True
+        finally:
+            self._running_cell = None
+        status = STATUS_SUCCESS if result.status == "success" else STATUS_ERROR
+        return self._finish(cell, status, result.outputs, result.error)
+
+    def _finish(self, cell, status, outputs, error):
+        cell.outputs, cell.error = outputs, error
+        if outputs:
+            self._emit({"type": "cell_output", "cellId": cell.id, "outputs": outputs})
+        if error is not None:
+            self._emit({"type": "cell_error", "cellId": cell.id, "error": error})
+        if status == STATUS_SUCCESS:
+            self.ran_ok.add(cell.id)
+        else:
+            self.ran_ok.discard(cell.id)
+        self._set_status(cell, status)
+        return False
+
+    def _kernel_restarted(self, reason, *, except_cell):
+        """The runner died: its namespace is gone, so every result that lived in it is stale."""
+        logger.warning("runner of notebook %s died: %s", self.notebook_id, reason)
+        self.ran_ok.clear()
+        self._emit({"type": "kernel_restarted", "reason": reason})
+        for cell in self.ordered_cells():
+            if cell.id != except_cell and cell.status in (STATUS_SUCCESS, STATUS_ERROR):
+                self._set_status(cell, STATUS_STALE)

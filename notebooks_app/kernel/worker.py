@@ -1,0 +1,177 @@
+"""The kernel worker: the Channels consumer behind `manage.py runworker kernel`.
+
+It owns one NotebookSession per notebook (graph + runner), loads it from the
+database on first use, and is the only sender of notebook events to the group
+`notebook.<id>`.  Its handler only hands a message to the notebook's session
+queue and returns (runworker drops a consumer instance that raises, together
+with its queued messages), so one notebook's failure or long cell never stalls
+another.  This is the only module under kernel/ that imports Django.
+"""
+import asyncio
+import logging
+
+from channels.consumer import AsyncConsumer
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from .. import protocol
+from ..kernel_client import group_name
+from ..models import Cell, Notebook
+from ..secrets import mask_connection_string
+from .runner import Runner
+from .session import NotebookSession
+
+logger = logging.getLogger(__name__)
+
+PERSISTED_FIELDS = ["status", "outputs", "stdout", "error", "reads", "writes"]
+
+
+class DatabaseStore:
+    """Reads notebooks for a session and writes back final cell states, in batches."""
+
+    @database_sync_to_async
+    def load(self, notebook_id):
+        notebook = Notebook.objects.filter(pk=notebook_id).first()
+        if notebook is None:
+            return None
+        cells = list(
+            notebook.cells.order_by("position").values(
+                "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes"
+            )
+        )
+        return {
+            "name": notebook.name,
+            "revision": notebook.revision,
+            "db_connection": notebook.db_connection,
+            "db_display": mask_connection_string(notebook.db_connection),
+            "cells": cells,
+        }
+
+    @database_sync_to_async
+    def load_connection(self, notebook_id):
+        value = Notebook.objects.filter(pk=notebook_id).values_list("db_connection", flat=True).first() or ""
+        return value, mask_connection_string(value)
+
+    @database_sync_to_async
+    def persist(self, notebook_id, rows):
+        """One bulk UPDATE of final states; rows of cells deleted meanwhile simply match nothing."""
+        cells = []
+        for row in rows:
+            cell = Cell(id=row["id"], notebook_id=notebook_id)
+            for name in PERSISTED_FIELDS:
+                setattr(cell, name, row[name])
+            cells.append(cell)
+        Cell.objects.bulk_update(cells, PERSISTED_FIELDS, batch_size=500)
+
+
+class KernelService:
+    """Every notebook session of this process; one per process."""
+
+    def __init__(self, channel_layer=None):
+        self.channel_layer = channel_layer or get_channel_layer()
+        self.sessions = {}
+        self.store = DatabaseStore()
+
+    def _runner_factory(self):
+        return Runner(
+            time_limit=settings.KERNEL_TIME_LIMIT,
+            output_cap=settings.KERNEL_OUTPUT_CAP,
+            memory_limit_mb=settings.KERNEL_MEMORY_LIMIT_MB or None,
+        )
+
+    def session(self, notebook_id):
+        notebook_id = str(notebook_id)
+        session = self.sessions.get(notebook_id)
+        if session is None:
+            session = NotebookSession(
+                notebook_id,
+                store=self.store,
+                publish=lambda target, payload, _id=notebook_id: self.publish(_id, target, payload),
+                runner_factory=self._runner_factory,
+            )
+            self.sessions[notebook_id] = session
+        return session
+
+    async def publish(self, notebook_id, target, payload):
+        """Encode once; the consumers relay the text untouched."""
+        event = {"type": "notebook.event", "text": protocol.dumps(payload)}
+        if target is None:
+            await self.channel_layer.group_send(group_name(notebook_id), event)
+        else:
+            await self.channel_layer.send(target, event)
+
+    def submit(self, message):
+        """Route one kernel message; never blocks and never raises."""
+        try:
+            notebook_id = message["notebook"]
+            kind = message["type"]
+        except (KeyError, TypeError):
+            logger.warning("malformed kernel message ignored: %r", message)
+            return
+        session = self.session(notebook_id)
+        loop = asyncio.get_running_loop()
+        if kind == "kernel.sync":
+            loop.create_task(self._guard(session.sync(message["replyChannel"], message.get("requestId")), notebook_id))
+        elif kind == "kernel.interrupt":
+            loop.create_task(self._guard(session.interrupt(), notebook_id))
+        else:
+            session.submit(message)
+
+    async def _guard(self, coroutine, notebook_id):
+        try:
+            await coroutine
+        except Exception:
+            logger.exception("kernel task for notebook %s failed", notebook_id)
+
+    async def close(self):
+        for session in list(self.sessions.values()):
+            await session.close()
+        self.sessions.clear()
+
+
+_service = None
+
+
+def get_service():
+    global _service
+    if _service is None:
+        _service = KernelService()
+    return _service
+
+
+class KernelConsumer(AsyncConsumer):
+    """Receives kernel.* messages on the kernel channel(s) and hands them to the service."""
+
+    async def dispatch(self, message):
+        get_service().submit(message)
+
+
+_embedded_task = None
+
+
+def ensure_embedded_worker():
+    """Embedded default: run the kernel worker on the server's own event loop.
+
+    Daphne has no ASGI lifespan, so the first WebSocket connection starts it;
+    the guard makes that happen once per process.
+    """
+    global _embedded_task
+    if _embedded_task is not None and not _embedded_task.done():
+        return
+    from channels.routing import ChannelNameRouter
+    from channels.worker import Worker
+
+    from ..kernel_client import shard_channels
+
+    channels = shard_channels()
+    router = ChannelNameRouter({name: KernelConsumer.as_asgi() for name in channels})
+    worker = Worker(application=router, channels=channels, channel_layer=get_channel_layer())
+    _embedded_task = asyncio.get_running_loop().create_task(worker.arun(), name="embedded-kernel-worker")
+    _embedded_task.add_done_callback(_log_embedded_exit)
+    logger.info("embedded kernel worker started on %s", ", ".join(channels))
+
+
+def _log_embedded_exit(task):
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("embedded kernel worker stopped", exc_info=task.exception())

@@ -1,0 +1,38 @@
+"""`manage.py demo`: an idempotent demo user and a sample notebook of dependent cells."""
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from notebooks_app.models import Notebook
+from notebooks_app.operations import POSITION_STEP
+
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "demo-notebook"
+DEMO_NOTEBOOK = "Welcome: a reactive notebook"
+DEMO_CELLS = [
+    "# Change `rate` and run this cell: every cell below that depends on it reruns.\nrate = 0.05\nyears = 10",
+    "principal = 1_000",
+    "final = principal * (1 + rate) ** years\nround(final, 2)",
+    "for year in range(1, years + 1):\n    print(year, round(principal * (1 + rate) ** year, 2))",
+]
+
+
+class Command(BaseCommand):
+    help = "Create (or refresh) a demo user and a sample notebook of cells that depend on each other."
+
+    def handle(self, *args, **options):
+        User = get_user_model()
+        with transaction.atomic():
+            user, created = User.objects.get_or_create(username=DEMO_USERNAME, defaults={"is_staff": True, "is_superuser": True})
+            if created or not user.check_password(DEMO_PASSWORD):
+                user.set_password(DEMO_PASSWORD)
+                user.save()
+            notebook, nb_created = Notebook.objects.get_or_create(owner=user, name=DEMO_NOTEBOOK)
+            if nb_created or not notebook.cells.exists():
+                for index, code in enumerate(DEMO_CELLS, start=1):
+                    notebook.cells.create(position=index * POSITION_STEP, type="python", code=code)
+                notebook.revision += 1
+                notebook.save(update_fields=["revision", "updated_at"])
+        self.stdout.write(self.style.SUCCESS("Demo ready."))
+        self.stdout.write(f"  Log in at http://127.0.0.1:8000/accounts/login/ as {DEMO_USERNAME} / {DEMO_PASSWORD}")
+        self.stdout.write(f"  Notebook: http://127.0.0.1:8000/notebooks/{notebook.pk}/")

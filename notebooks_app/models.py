@@ -1,0 +1,138 @@
+"""Notebooks, their members and their cells: the source of truth in the database.
+
+Domain questions (who may view or edit, how a connection string is shown)
+live here as methods; edits that must be transactional live in operations.py.
+"""
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Count, Q
+
+from .constants import CELL_STATUSES, CELL_TYPES, ROLE_EDITOR, ROLE_VIEWER, ROLES, STATUS_IDLE
+from .secrets import mask_connection_string
+
+
+class NotebookQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(Q(owner=user) | Q(memberships__user=user)).distinct()
+
+    def with_counts(self):
+        return self.annotate(
+            cell_count=Count("cells", distinct=True),
+            member_count=Count("memberships", distinct=True),
+        )
+
+
+class Notebook(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_notebooks")
+    # A secret: shown only through mask_connection_string(), never in full.
+    db_connection = models.TextField(blank=True, default="")
+    # Bumped by every structural or code change; the kernel worker compares it
+    # with its own to know whether its graph is behind the database.
+    revision = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = NotebookQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self):
+        return self.name
+
+    def role_of(self, user):
+        """'owner', 'editor', 'viewer' or None."""
+        if not user or not user.is_authenticated:
+            return None
+        if user.pk == self.owner_id:
+            return "owner"
+        membership = self.memberships.filter(user=user).only("role").first()
+        return membership.role if membership else None
+
+    def can_view(self, user):
+        return self.role_of(user) is not None
+
+    def can_edit(self, user):
+        return self.role_of(user) in ("owner", ROLE_EDITOR)
+
+    def share(self, user, role):
+        """Add `user` as a member with `role`, or change their role."""
+        if role not in dict(ROLES):
+            raise ValueError(f"unknown role {role!r}; expected one of {', '.join(dict(ROLES))}")
+        if user.pk == self.owner_id:
+            raise ValueError("the owner already has full access")
+        membership, _ = Membership.objects.update_or_create(notebook=self, user=user, defaults={"role": role})
+        return membership
+
+    def unshare(self, user):
+        return self.memberships.filter(user=user).delete()[0] > 0
+
+    @property
+    def db_connection_display(self):
+        return mask_connection_string(self.db_connection)
+
+
+class Membership(models.Model):
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notebook_memberships")
+    role = models.CharField(max_length=10, choices=ROLES, default=ROLE_VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["notebook", "user"], name="unique_membership")]
+
+    def __str__(self):
+        return f"{self.user} ({self.role}) on {self.notebook}"
+
+
+class Cell(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="cells")
+    # Gap-based order (see operations.POSITION_STEP): an insert between two
+    # cells takes the midpoint, and renumbers only when no gap is left.
+    position = models.BigIntegerField()
+    type = models.CharField(max_length=10, choices=CELL_TYPES, default="python")
+    code = models.TextField(blank=True, default="")
+    # SQL cells only: the Python name their result DataFrame is bound to.
+    result_variable = models.CharField(max_length=100, blank=True, default="")
+    status = models.CharField(max_length=10, choices=CELL_STATUSES, default=STATUS_IDLE)
+    outputs = models.JSONField(default=list, blank=True)
+    stdout = models.TextField(blank=True, default="")
+    reads = models.JSONField(default=list, blank=True)
+    writes = models.JSONField(default=list, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["notebook", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["notebook", "position"], name="unique_cell_position"),
+            models.CheckConstraint(condition=Q(type__in=[t for t, _ in CELL_TYPES]), name="cell_type_valid"),
+            models.CheckConstraint(condition=Q(status__in=[s for s, _ in CELL_STATUSES]), name="cell_status_valid"),
+        ]
+
+    def __str__(self):
+        first_line = (self.code.strip().splitlines() or [""])[0]
+        return f"[{self.type}] {first_line[:60]}"
+
+    def to_message(self):
+        """The cell as the protocol sends it (docs/protocol.md)."""
+        return {
+            "id": str(self.id),
+            "type": self.type,
+            "code": self.code,
+            "resultVariable": self.result_variable,
+            "status": self.status,
+            "outputs": self.outputs,
+            "stdout": self.stdout,
+            "reads": self.reads,
+            "writes": self.writes,
+            "error": self.error,
+        }

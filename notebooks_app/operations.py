@@ -1,0 +1,223 @@
+"""Transactional notebook edits: one function per user-visible change.
+
+Each function checks permission, locks the notebook row, changes rows, bumps
+`revision` and schedules the kernel message with `transaction.on_commit`, so the
+kernel worker (and through it every client) never hears of a change that rolled
+back.  Used by the WebSocket consumer, the views and the demo command.  Runs
+synchronously: callers in async code wrap it in `database_sync_to_async`.
+"""
+import logging
+import uuid
+
+from django.db import transaction
+from django.db.models import Max
+
+from . import kernel_client
+from .constants import CELL_PYTHON, CELL_SQL, STATUS_IDLE, STATUS_STALE
+from .models import Cell, Notebook
+from .secrets import mask_connection_string
+
+logger = logging.getLogger(__name__)
+
+POSITION_STEP = 1024
+
+
+class OperationError(Exception):
+    """A refused or impossible edit; `code` is the protocol's error code."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _lock_notebook(notebook_id, user, *, edit=True):
+    try:
+        notebook = Notebook.objects.select_for_update().get(pk=notebook_id)
+    except (Notebook.DoesNotExist, ValueError):
+        raise OperationError("not_found", "This notebook does not exist.") from None
+    if edit and not notebook.can_edit(user):
+        if notebook.can_view(user):
+            raise OperationError("forbidden", "You may view this notebook but not change it.")
+        raise OperationError("not_found", "This notebook does not exist.")
+    return notebook
+
+
+def _get_cell(notebook, cell_id):
+    try:
+        return notebook.cells.get(pk=cell_id)
+    except (Cell.DoesNotExist, ValueError, TypeError):
+        raise OperationError("unknown_cell", f"There is no cell {cell_id} in this notebook.") from None
+
+
+def _bump(notebook):
+    notebook.revision += 1
+    notebook.save(update_fields=["revision", "updated_at"])
+    return notebook.revision
+
+
+def _ordered_positions(notebook):
+    return list(notebook.cells.order_by("position").values_list("id", "position"))
+
+
+def _renumber(notebook):
+    """Spread every cell POSITION_STEP apart (two passes keep the unique constraint true)."""
+    rows = _ordered_positions(notebook)
+    for cell_id, position in rows:
+        Cell.objects.filter(pk=cell_id).update(position=-position - 1)
+    for index, (cell_id, _) in enumerate(rows):
+        Cell.objects.filter(pk=cell_id).update(position=(index + 1) * POSITION_STEP)
+    return {str(cell_id): (index + 1) * POSITION_STEP for index, (cell_id, _) in enumerate(rows)}
+
+
+def _position_after(notebook, after_cell_id):
+    """(position for a new cell, positions of every cell if they had to be renumbered)."""
+    after = None
+    if after_cell_id:
+        after = notebook.cells.filter(pk=after_cell_id).values_list("position", flat=True).first()
+    if after is None:
+        last = notebook.cells.aggregate(m=Max("position"))["m"]
+        return (last or 0) + POSITION_STEP, None
+    nxt = notebook.cells.filter(position__gt=after).order_by("position").values_list("position", flat=True).first()
+    if nxt is None:
+        return after + POSITION_STEP, None
+    if nxt - after >= 2:
+        return (after + nxt) // 2, None
+    positions = _renumber(notebook)
+    after = positions[str(after_cell_id)]
+    return after + POSITION_STEP // 2, positions
+
+
+def default_result_variable(notebook):
+    used = set(notebook.cells.filter(type=CELL_SQL).values_list("result_variable", flat=True))
+    n = 1
+    while f"df_{n}" in used:
+        n += 1
+    return f"df_{n}"
+
+
+def create_notebook(user, name):
+    with transaction.atomic():
+        return Notebook.objects.create(owner=user, name=name.strip())
+
+
+def create_cell(notebook_id, user, cell_type=CELL_PYTHON, after_cell_id=None, code="", request_id=None):
+    with transaction.atomic():
+        notebook = _lock_notebook(notebook_id, user)
+        position, renumbered = _position_after(notebook, after_cell_id)
+        cell = Cell.objects.create(
+            notebook=notebook,
+            position=position,
+            type=cell_type,
+            code=code,
+            result_variable=default_result_variable(notebook) if cell_type == CELL_SQL else "",
+            status=STATUS_IDLE,
+        )
+        revision = _bump(notebook)
+        message = {
+            "type": "kernel.create_cell",
+            "notebook": str(notebook.pk),
+            "revision": revision,
+            "cell": cell.to_message(),
+            "position": position,
+            "positions": renumbered,
+            "requestId": request_id,
+        }
+        kernel_client.send_on_commit(notebook.pk, message)
+    return cell
+
+
+def delete_cell(notebook_id, user, cell_id, request_id=None):
+    with transaction.atomic():
+        notebook = _lock_notebook(notebook_id, user)
+        cell = _get_cell(notebook, cell_id)
+        cell.delete()
+        revision = _bump(notebook)
+        kernel_client.send_on_commit(
+            notebook.pk,
+            {
+                "type": "kernel.delete_cell",
+                "notebook": str(notebook.pk),
+                "revision": revision,
+                "cellId": str(cell_id),
+                "requestId": request_id,
+            },
+        )
+
+
+def update_cell(notebook_id, user, cell_id, code=None, result_variable=None, request_id=None):
+    """Save new code (and, for SQL cells, a new result variable); the kernel re-analyses it."""
+    with transaction.atomic():
+        notebook = _lock_notebook(notebook_id, user)
+        cell = _get_cell(notebook, cell_id)
+        fields = []
+        if code is not None and code != cell.code:
+            cell.code = code
+            fields.append("code")
+        if result_variable is not None and result_variable != cell.result_variable:
+            if cell.type != CELL_SQL:
+                raise OperationError("invalid_field", "Only SQL cells have a result variable.")
+            cell.result_variable = result_variable
+            fields.append("result_variable")
+        if fields:
+            cell.status = STATUS_STALE
+            cell.save(update_fields=[*fields, "status", "updated_at"])
+            revision = _bump(notebook)
+        else:
+            revision = notebook.revision
+        kernel_client.send_on_commit(
+            notebook.pk,
+            {
+                "type": "kernel.update_cell",
+                "notebook": str(notebook.pk),
+                "revision": revision,
+                "cellId": str(cell.pk),
+                "code": cell.code,
+                "resultVariable": cell.result_variable,
+                "changed": bool(fields),
+                "requestId": request_id,
+            },
+        )
+    return cell
+
+
+def update_db_connection(notebook_id, user, connection_string, request_id=None):
+    with transaction.atomic():
+        notebook = _lock_notebook(notebook_id, user)
+        notebook.db_connection = connection_string
+        notebook.save(update_fields=["db_connection", "updated_at"])
+        revision = _bump(notebook)
+        kernel_client.send_on_commit(
+            notebook.pk,
+            {
+                "type": "kernel.db_connection",
+                "notebook": str(notebook.pk),
+                "revision": revision,
+                "connected": bool(connection_string),
+                "display": mask_connection_string(connection_string),
+                "requestId": request_id,
+            },
+        )
+    return notebook
+
+
+def check_can_edit(notebook_id, user):
+    """Cheap per-message permission re-check for messages that change no rows (run, interrupt)."""
+    try:
+        notebook = Notebook.objects.only("id", "owner_id", "revision").get(pk=notebook_id)
+    except (Notebook.DoesNotExist, ValueError):
+        raise OperationError("not_found", "This notebook does not exist.") from None
+    if not notebook.can_edit(user):
+        if notebook.can_view(user):
+            raise OperationError("forbidden", "You may view this notebook but not change it.")
+        raise OperationError("not_found", "This notebook does not exist.")
+    return notebook
+
+
+def check_cell_exists(notebook, cell_id):
+    if not notebook.cells.filter(pk=cell_id).exists():
+        raise OperationError("unknown_cell", f"There is no cell {cell_id} in this notebook.")
+
+
+def new_request_id():
+    return uuid.uuid4().hex

@@ -1,0 +1,187 @@
+"""The notebook WebSocket protocol: one schema per client message, and the server's messages.
+
+Everything a client sends is parsed and validated here, and nowhere else; a bad
+message becomes a ProtocolError whose code and text go back to its sender only.
+docs/protocol.md documents every message and must match MESSAGE_SCHEMAS.
+"""
+import json
+import keyword
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from .constants import CELL_TYPES
+
+# Error codes sent in {"type": "error", "code": ...}; documented in docs/protocol.md.
+INVALID_JSON = "invalid_json"
+INVALID_MESSAGE = "invalid_message"
+UNKNOWN_TYPE = "unknown_type"
+INVALID_FIELD = "invalid_field"
+UNKNOWN_CELL = "unknown_cell"
+FORBIDDEN = "forbidden"
+NOT_FOUND = "not_found"
+RATE_LIMITED = "rate_limited"
+TOO_LARGE = "too_large"
+BUSY = "busy"
+INTERNAL_ERROR = "internal_error"
+ERROR_CODES = [INVALID_JSON, INVALID_MESSAGE, UNKNOWN_TYPE, INVALID_FIELD, UNKNOWN_CELL, FORBIDDEN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, BUSY, INTERNAL_ERROR]
+
+MAX_REQUEST_ID = 100
+MAX_CONNECTION_STRING = 4096
+CONNECTION_SCHEMES = ("postgresql://", "postgres://", "sqlite:///")
+
+
+class ProtocolError(Exception):
+    def __init__(self, code, message, request_id=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str  # "cell_id" | "code" | "cell_type" | "identifier" | "connection"
+    required: bool = True
+    nullable: bool = False
+
+
+# One schema per client message type: the fields it may carry.
+MESSAGE_SCHEMAS = {
+    "create_cell": {"cellType": Field("cell_type", required=False), "afterCellId": Field("cell_id", required=False, nullable=True), "code": Field("code", required=False)},
+    "delete_cell": {"cellId": Field("cell_id")},
+    "cell_update": {"cellId": Field("cell_id"), "code": Field("code", required=False), "resultVariable": Field("identifier", required=False)},
+    "run_cell": {"cellId": Field("cell_id")},
+    "run_all": {},
+    "interrupt": {},
+    "update_db_connection": {"connectionString": Field("connection")},
+    "sync": {},
+}
+MUTATING_TYPES = frozenset(MESSAGE_SCHEMAS) - {"sync"}
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    type: str
+    fields: dict
+    request_id: object = None
+
+
+def _check_cell_id(name, value):
+    if not isinstance(value, str):
+        raise ValueError(f"'{name}' must be a cell id (a UUID string)")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError(f"'{name}' is not a valid cell id: {value[:60]!r}") from None
+
+
+def _check_code(name, value):
+    if not isinstance(value, str):
+        raise ValueError(f"'{name}' must be a string")
+    size = len(value.encode("utf-8"))
+    if size > settings.MAX_CODE_BYTES:
+        raise ProtocolError(TOO_LARGE, f"'{name}' is {size:,} bytes; the limit is {settings.MAX_CODE_BYTES:,} bytes")
+    return value
+
+
+def _check_cell_type(name, value):
+    allowed = [t for t, _ in CELL_TYPES]
+    if value not in allowed:
+        raise ValueError(f"'{name}' must be one of {', '.join(allowed)}, not {value!r}"[:200])
+    return value
+
+
+def _check_identifier(name, value):
+    if not isinstance(value, str) or not value.isidentifier() or keyword.iskeyword(value) or len(value) > 100:
+        raise ValueError(f"'{name}' must be a Python identifier such as df_1, not {value!r}"[:200])
+    return value
+
+
+def validate_connection_string(value):
+    """'' (no connection) or a postgresql:// / postgres:// / sqlite:/// URL; raises ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError("the connection string must be a string")
+    value = value.strip()
+    if not value:
+        return ""
+    if len(value) > MAX_CONNECTION_STRING:
+        raise ValueError(f"the connection string is longer than {MAX_CONNECTION_STRING} characters")
+    if not value.startswith(CONNECTION_SCHEMES):
+        raise ValueError("the connection string must start with postgresql://, postgres:// or sqlite:///")
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"the connection string cannot be parsed: {exc}") from None
+    if parts.scheme.startswith("postgres") and not parts.hostname and "host=" not in parts.query:
+        raise ValueError("a PostgreSQL connection string needs a host, e.g. postgresql://user:password@host:5432/dbname")
+    if parts.scheme == "sqlite" and not parts.path.strip("/"):
+        raise ValueError("a SQLite connection string needs a file path, e.g. sqlite:///data/example.db")
+    return value
+
+
+def _check_connection(name, value):
+    return validate_connection_string(value)
+
+
+CHECKS = {"cell_id": _check_cell_id, "code": _check_code, "cell_type": _check_cell_type, "identifier": _check_identifier, "connection": _check_connection}
+
+
+def parse(text):
+    """Parse one client frame into a ClientMessage, or raise ProtocolError."""
+    if text is None:
+        raise ProtocolError(INVALID_MESSAGE, "Messages must be JSON text frames, not binary.")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(INVALID_JSON, "The message is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(INVALID_MESSAGE, "A message must be a JSON object with a 'type'.")
+    request_id = data.get("requestId")
+    if request_id is not None and not (isinstance(request_id, (str, int)) and not isinstance(request_id, bool) and len(str(request_id)) <= MAX_REQUEST_ID):
+        raise ProtocolError(INVALID_FIELD, f"'requestId' must be a string or integer of at most {MAX_REQUEST_ID} characters.")
+    msg_type = data.get("type")
+    if not isinstance(msg_type, str):
+        raise ProtocolError(INVALID_MESSAGE, "A message must have a string 'type'.", request_id)
+    schema = MESSAGE_SCHEMAS.get(msg_type)
+    if schema is None:
+        known = ", ".join(sorted(MESSAGE_SCHEMAS))
+        raise ProtocolError(UNKNOWN_TYPE, f"Unknown message type {msg_type[:60]!r}; known types: {known}.", request_id)
+    unknown = sorted(set(data) - set(schema) - {"type", "requestId"})
+    if unknown:
+        raise ProtocolError(INVALID_FIELD, f"Unexpected field(s) for {msg_type}: {', '.join(u[:40] for u in unknown[:5])}.", request_id)
+    fields = {}
+    for name, spec in schema.items():
+        if name not in data:
+            if spec.required:
+                raise ProtocolError(INVALID_FIELD, f"{msg_type} needs '{name}'.", request_id)
+            continue
+        value = data[name]
+        if value is None and spec.nullable:
+            fields[name] = None
+            continue
+        try:
+            fields[name] = CHECKS[spec.kind](name, value)
+        except ProtocolError as exc:
+            exc.request_id = request_id
+            raise
+        except ValueError as exc:
+            raise ProtocolError(INVALID_FIELD, f"{msg_type}: {exc}.", request_id) from None
+    if msg_type == "cell_update" and "code" not in fields and "resultVariable" not in fields:
+        raise ProtocolError(INVALID_FIELD, "cell_update needs 'code' or 'resultVariable'.", request_id)
+    return ClientMessage(msg_type, fields, request_id)
+
+
+def error_message(code, message, request_id=None):
+    payload = {"type": "error", "code": code, "message": message}
+    if request_id is not None:
+        payload["requestId"] = request_id
+    return payload
+
+
+def dumps(payload):
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+app_name = "notebooks"
+urlpatterns = [
+    path("", views.notebook_list, name="list"),
+    path("notebooks/<uuid:notebook_id>/", views.notebook_detail, name="detail"),
+    path("notebooks/<uuid:notebook_id>/share/", views.notebook_share, name="share"),
+]

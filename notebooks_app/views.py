@@ -1,0 +1,68 @@
+"""Server-rendered pages: the notebook list and one notebook, readable without JavaScript."""
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from . import operations
+from .forms import NotebookForm, ShareForm
+from .models import Notebook
+
+
+def _notebook_for(user, notebook_id):
+    """The notebook if `user` may view it; 404 otherwise, so its existence is never revealed."""
+    notebook = Notebook.objects.visible_to(user).filter(pk=notebook_id).select_related("owner").first()
+    if notebook is None:
+        raise Http404("No such notebook.")
+    return notebook
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def notebook_list(request):
+    form = NotebookForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        notebook = operations.create_notebook(request.user, form.cleaned_data["name"])
+        messages.success(request, f"Created “{notebook.name}”.")
+        return redirect("notebooks:detail", notebook_id=notebook.pk)
+    notebooks = Notebook.objects.visible_to(request.user).with_counts().select_related("owner")
+    return render(request, "notebooks/list.html", {"notebooks": notebooks, "form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+def notebook_detail(request, notebook_id):
+    notebook = _notebook_for(request.user, notebook_id)
+    return render(request, "notebooks/detail.html", _detail_context(request, notebook, ShareForm(notebook=notebook)))
+
+
+def _detail_context(request, notebook, share_form):
+    role = notebook.role_of(request.user)
+    return {
+        "notebook": notebook,
+        "cells": notebook.cells.order_by("position"),
+        "role": role,
+        "can_edit": role in ("owner", "editor"),
+        "is_owner": role == "owner",
+        "members": notebook.memberships.select_related("user").order_by("user__username"),
+        "share_form": share_form,
+    }
+
+
+@login_required
+@require_POST
+def notebook_share(request, notebook_id):
+    notebook = _notebook_for(request.user, notebook_id)
+    if notebook.owner_id != request.user.pk:
+        # Members may view the page but only the owner shares; not a secret, so 403.
+        return render(request, "notebooks/forbidden.html", {"notebook": notebook}, status=403)
+    form = ShareForm(request.POST, notebook=notebook)
+    if not form.is_valid():
+        return render(request, "notebooks/detail.html", _detail_context(request, notebook, form), status=400)
+    if request.POST.get("action") == "remove":
+        notebook.unshare(form.cleaned_data["user"])
+        messages.success(request, f"{form.cleaned_data['username']} no longer has access.")
+    else:
+        notebook.share(form.cleaned_data["user"], form.cleaned_data["role"])
+        messages.success(request, f"Shared with {form.cleaned_data['username']} as {form.cleaned_data['role']}.")
+    return redirect("notebooks:detail", notebook_id=notebook.pk)
