@@ -1,0 +1,282 @@
+"""Shared fixtures: the four roles, a notebook, the real kernel worker process, WebSocket clients.
+
+Tests run on the PostgreSQL and Redis that scripts/test started (DATABASE_URL,
+REDIS_URL); the kernel worker is a real `manage.py runworker kernel` process on
+the same test database.
+"""
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.db import connections
+from django.test import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENT_TIMEOUT = 20
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2's deliberate slowness is not under test; it would dominate the suite's time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def users(django_user_model):
+    """alice owns, bob edits, carol views, dave is a stranger."""
+    make = django_user_model.objects.create_user
+    return {
+        "alice": make("alice", password="alice-pass-123"),
+        "bob": make("bob", password="bob-pass-123"),
+        "carol": make("carol", password="carol-pass-123"),
+        "dave": make("dave", password="dave-pass-123"),
+    }
+
+
+@pytest.fixture
+def notebook(users):
+    from notebooks_app.models import Notebook
+
+    nb = Notebook.objects.create(name="Shared analysis", owner=users["alice"])
+    nb.share(users["bob"], "editor")
+    nb.share(users["carol"], "viewer")
+    return nb
+
+
+def database_url_for_tests():
+    """DATABASE_URL pointing at the test database pytest-django created."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        raise RuntimeError("these tests need PostgreSQL (run them with scripts/test)")
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """A real kernel worker process (`manage.py runworker ...`), restartable by tests."""
+
+    def __init__(self, channels=("kernel",), extra_env=None):
+        self.channels = list(channels)
+        self.extra_env = extra_env or {}
+        self.proc = None
+        self.log_path = ROOT / "var" / f"worker-{os.getpid()}-{'-'.join(self.channels)}.log"
+
+    def start(self):
+        self.log_path.parent.mkdir(exist_ok=True)
+        env = dict(os.environ, DATABASE_URL=database_url_for_tests(), KERNEL_TIME_LIMIT="20", **self.extra_env)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runworker", *self.channels],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        time.sleep(0.3)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"kernel worker exited at once; see {self.log_path}")
+        return self
+
+    def kill(self, sig=signal.SIGKILL):
+        """Stop the worker and its runner subprocesses (its whole process group)."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(20)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def restart(self):
+        self.kill()
+        return self.start()
+
+
+@pytest.fixture(scope="session")
+def kernel_worker(django_db_setup, django_db_blocker):
+    worker = WorkerProcess().start()
+    yield worker
+    worker.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def live_kernel(kernel_worker, transactional_db):
+    """The real worker, with committed (transactional) test data it can read."""
+    if kernel_worker.proc.poll() is not None:
+        kernel_worker.start()
+    return kernel_worker
+
+
+@pytest.fixture(autouse=True)
+def _close_thread_connections(request):
+    """ORM calls from consumers run on asgiref's thread; close its connections after each test."""
+    yield
+    if "transactional_db" in request.fixturenames or "live_kernel" in request.fixturenames:
+        from asgiref.sync import async_to_sync
+
+        async_to_sync(database_sync_to_async(connections.close_all))()
+
+
+def session_cookie(user):
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+class NotebookClient:
+    """A WebSocket client of one notebook that keeps state the way the page does."""
+
+    def __init__(self, notebook_id, cookie, application):
+        self.notebook_id = str(notebook_id)
+        headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+        if cookie:
+            headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+        self.comm = WebsocketCommunicator(application, f"/ws/notebooks/{self.notebook_id}/", headers=headers)
+        self.events = []  # every notebook event with a seq, in arrival order
+        self.replies = []  # errors and other frames without seq
+        self.state = None
+        self.seq = None
+        self.close_code = None
+
+    async def connect(self):
+        connected, _ = await self.comm.connect(timeout=EVENT_TIMEOUT)
+        assert connected
+        return self
+
+    async def send(self, **message):
+        await self.comm.send_json_to(message)
+
+    async def _receive_frame(self, timeout):
+        message = await self.comm.receive_output(timeout)
+        if message["type"] == "websocket.close":
+            self.close_code = message.get("code")
+            raise ConnectionError(f"closed with {self.close_code}")
+        return json.loads(message["text"])
+
+    def _apply(self, frame):
+        frames = frame["events"] if frame.get("type") == "batch" else [frame]
+        out = []
+        for event in frames:
+            if event["type"] == "notebook_state":
+                self.state = {c["id"]: c for c in event["notebook"]["cells"]}
+                self.order = [c["id"] for c in event["notebook"]["cells"]]
+                self.seq = event["seq"]
+                out.append(event)
+                continue
+            if "seq" not in event:
+                self.replies.append(event)
+                out.append(event)
+                continue
+            if self.seq is not None and event["seq"] <= self.seq:
+                continue  # already part of the state we hold
+            assert self.seq is None or event["seq"] == self.seq + 1, f"gap: {self.seq} -> {event['seq']}"
+            self.seq = event["seq"]
+            self.events.append(event)
+            self._fold(event)
+            out.append(event)
+        return out
+
+    def _fold(self, event):
+        if self.state is None:
+            return
+        kind, cell_id = event["type"], event.get("cellId")
+        if kind == "cell_created":
+            self.state[cell_id] = event["cell"]
+            self.order.insert(event["index"], cell_id)
+        elif kind == "cell_deleted":
+            self.state.pop(cell_id, None)
+            self.order.remove(cell_id)
+        elif kind == "cell_updated":
+            self.state[cell_id].update(code=event["code"], reads=event["reads"], writes=event["writes"], resultVariable=event["resultVariable"])
+        elif kind == "cell_status":
+            cell = self.state[cell_id]
+            cell["status"] = event["status"]
+            if event["status"] == "running":
+                cell.update(outputs=[], stdout="", error=None)
+            if "error" in event:
+                cell["error"] = event["error"]
+        elif kind == "cell_output":
+            self.state[cell_id]["outputs"] = event["outputs"]
+        elif kind == "cell_stdout":
+            self.state[cell_id]["stdout"] += event["text"]
+        elif kind == "cell_error":
+            self.state[cell_id]["error"] = event["error"]
+
+    async def next(self, timeout=EVENT_TIMEOUT):
+        """The next event (or reply) in order."""
+        while True:
+            pending = getattr(self, "_pending", [])
+            if pending:
+                return pending.pop(0)
+            self._pending = self._apply(await self._receive_frame(timeout))
+
+    async def wait_for(self, predicate, timeout=EVENT_TIMEOUT, what="event"):
+        """Events up to and including the first one matching `predicate`."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out waiting for {what}; saw {[e.get('type') for e in seen][-20:]}")
+            try:
+                event = await self.next(remaining)
+            except asyncio.TimeoutError:
+                raise AssertionError(f"timed out waiting for {what}; saw {seen[-10:]}") from None
+            seen.append(event)
+            if predicate(event):
+                return seen
+
+    async def wait_state(self):
+        return await self.wait_for(lambda e: e["type"] == "notebook_state", what="notebook_state")
+
+    async def wait_status(self, cell_id, status, timeout=EVENT_TIMEOUT):
+        return await self.wait_for(lambda e: e["type"] == "cell_status" and e.get("cellId") == cell_id and e["status"] == status, timeout, f"{cell_id} {status}")
+
+    async def request(self, timeout=EVENT_TIMEOUT, **message):
+        """Send a message with a fresh requestId; return the reply/event that carries it."""
+        self._rid = getattr(self, "_rid", 0) + 1
+        rid = f"r{self._rid}"
+        await self.send(requestId=rid, **message)
+        seen = await self.wait_for(lambda e: e.get("requestId") == rid, timeout, f"reply to {message['type']}")
+        return seen[-1]
+
+    async def expect_silence(self, seconds=0.5):
+        """Nothing arrives for `seconds`."""
+        assert await self.comm.receive_nothing(seconds), "expected no message"
+
+    async def close(self):
+        await self.comm.disconnect()
+
+
+@pytest.fixture
+async def ws(live_kernel):
+    """Factory: `await ws(user, notebook)` -> a connected NotebookClient that has its state."""
+    from notebookproject.asgi import application
+
+    clients = []
+
+    async def connect(user, notebook, *, wait_state=True):
+        client = NotebookClient(notebook.pk, await database_sync_to_async(session_cookie)(user) if user else None, application)
+        await client.connect()
+        clients.append(client)
+        if wait_state:
+            await client.wait_state()
+        return client
+
+    yield connect
+    for client in clients:
+        try:
+            await client.close()
+        except Exception:  # already closed by the server or the test
+            pass

@@ -1,0 +1,129 @@
+"""Helpers for tests that talk to real server processes over HTTP and WebSocket."""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url, seconds=40, proc=None):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+def start_daphne(port, env, log_path):
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "notebookproject.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_http(f"http://127.0.0.1:{port}/accounts/login/", proc=proc)
+    return proc
+
+
+def stop(proc):
+    if proc is not None and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, 15)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(5)
+
+
+def login(base_url, username, password):
+    """Log in through /accounts/login/ as a browser would; returns the session cookie header."""
+    jar = CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(f"{base_url}/accounts/login/").read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    data = urllib.parse.urlencode({"username": username, "password": password, "csrfmiddlewaretoken": token}).encode()
+    opener.open(urllib.request.Request(f"{base_url}/accounts/login/", data=data, headers={"Referer": f"{base_url}/accounts/login/"}))
+    cookies = {c.name: c.value for c in jar}
+    assert "sessionid" in cookies, "login failed"
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+
+class LiveClient:
+    """A real WebSocket client of one notebook, folding batches into single events."""
+
+    def __init__(self, base_url, notebook_id, cookie):
+        self.url = base_url.replace("http://", "ws://") + f"/ws/notebooks/{notebook_id}/"
+        self.origin = base_url
+        self.cookie = cookie
+        self.buffer = []
+        self.events = []
+        self.state = None
+
+    async def connect(self):
+        self.ws = await websockets.connect(self.url, additional_headers={"Cookie": self.cookie, "Origin": self.origin}, max_size=None)
+        await self.wait_for(lambda e: e["type"] == "notebook_state")
+        return self
+
+    async def send(self, **message):
+        await self.ws.send(json.dumps(message))
+
+    async def next(self, timeout=20):
+        import asyncio
+
+        while not self.buffer:
+            frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            events = frame["events"] if frame.get("type") == "batch" else [frame]
+            for event in events:
+                if event["type"] == "notebook_state":
+                    self.state = event
+                    self.seq = event["seq"]
+                elif "seq" in event:
+                    if event["seq"] <= self.seq:
+                        continue
+                    self.seq = event["seq"]
+                    self.events.append(event)
+                self.buffer.append(event)
+        return self.buffer.pop(0)
+
+    async def wait_for(self, predicate, timeout=30):
+        import time as _time
+
+        deadline = _time.monotonic() + timeout
+        seen = []
+        while True:
+            event = await self.next(max(0.01, deadline - _time.monotonic()))
+            seen.append(event)
+            if predicate(event):
+                return seen
+
+    async def close(self):
+        await self.ws.close()
