@@ -53,3 +53,12 @@ def send_on_commit(notebook_id, message):
             logger.exception("could not reach the kernel worker for notebook %s", notebook_id)
 
     transaction.on_commit(_send)
+
+
+async def notify_access_changed(notebook_id, user_id):
+    """Tell the sockets of `user_id` on this notebook to re-check their access (they close if it is gone)."""
+    await get_channel_layer().group_send(group_name(notebook_id), {"type": "notebook.access_changed", "userId": user_id})
+
+
+def notify_access_changed_on_commit(notebook_id, user_id):
+    transaction.on_commit(lambda: async_to_sync(notify_access_changed)(notebook_id, user_id))

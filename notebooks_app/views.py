@@ -5,7 +5,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import operations
+from . import kernel_client, operations
 from .forms import NotebookForm, ShareForm
 from .models import Notebook
 
@@ -61,6 +61,7 @@ def notebook_share(request, notebook_id):
         return render(request, "notebooks/detail.html", _detail_context(request, notebook, form), status=400)
     if request.POST.get("action") == "remove":
         notebook.unshare(form.cleaned_data["user"])
+        kernel_client.notify_access_changed_on_commit(notebook.pk, form.cleaned_data["user"].pk)
         messages.success(request, f"{form.cleaned_data['username']} no longer has access.")
     else:
         notebook.share(form.cleaned_data["user"], form.cleaned_data["role"])

@@ -176,6 +176,11 @@ class NotebookSession:
             self.cells, self.order, self.graph = {}, [], DependencyGraph()
             self.loaded = True
             return
+        if self.seq == 0:
+            # A new session (e.g. a restarted worker) numbers above anything an earlier
+            # one can have sent, so connected clients see a gap and resync instead of
+            # ignoring the new events as old ones.
+            self.seq = int(time.time() * 1000) * 1000
         self.name = snapshot["name"]
         self.revision = snapshot["revision"]
         self.db_connection = snapshot["db_connection"]
@@ -197,11 +202,15 @@ class NotebookSession:
                 await self._forget(gone_id)
         self.loaded = True
 
-    async def reload(self):
-        """Catch up with the database after a missed message, and resync every client."""
+    async def reload(self, request_id=None):
+        """Catch up with the database after a missed message, and resync every client.
+
+        The state carries the requestId of the message that revealed the gap, so its
+        sender still gets an answer (its change is part of the state).
+        """
         async with self._load_lock:
             await self._load()
-        self._emit_state()
+        self._emit_state(request_id)
 
     # --- ordering helpers ---------------------------------------------------------------
     def _insert(self, cell):
@@ -279,9 +288,9 @@ class NotebookSession:
             message["requestId"] = request_id
         return message
 
-    def _emit_state(self):
+    def _emit_state(self, request_id=None):
         """A full state to every client; it carries the seq of the last event before it."""
-        message = self.state_message()
+        message = self.state_message(request_id)
         self._pending.append(message)
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
@@ -301,7 +310,7 @@ class NotebookSession:
             self._dirty.add(cell.id)
         if emit:
             event = {"type": "cell_status", "cellId": cell.id, "status": status}
-            if status == STATUS_BLOCKED:
+            if status in (STATUS_BLOCKED, STATUS_STALE):
                 event["error"] = cell.error
             self._emit(event)
 
@@ -343,7 +352,7 @@ class NotebookSession:
             self.revision = revision
             return True
         logger.info("notebook %s: revision %s after %s, reloading", self.notebook_id, revision, self.revision)
-        await self.reload()
+        await self.reload(message.get("requestId"))
         return False
 
     async def on_create_cell(self, message):
@@ -487,7 +496,7 @@ class NotebookSession:
             if cell.status != STATUS_BLOCKED or cell.error != error:
                 if cell.status != STATUS_BLOCKED:
                     newly_blocked.append(cell_id)
-                cell.error, cell.outputs = error, []
+                cell.error = error
                 self.ran_ok.discard(cell_id)
                 self._set_status(cell, STATUS_BLOCKED, emit=emit)
         for cell in self.cells.values():

@@ -1,0 +1,456 @@
+"""The WebSocket protocol end to end: real consumer, Redis channel layer, PostgreSQL, kernel worker process."""
+import asyncio
+import json
+import random
+
+import pytest
+from channels.db import database_sync_to_async
+
+from notebooks_app.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND
+from notebooks_app.models import Cell, Notebook
+from tests.conftest import NotebookClient, session_cookie
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@database_sync_to_async
+def db_cells(notebook):
+    return list(Cell.objects.filter(notebook=notebook).order_by("position").values_list("id", flat=True))
+
+
+@database_sync_to_async
+def db_cell(cell_id):
+    return Cell.objects.get(pk=cell_id)
+
+
+@database_sync_to_async
+def revision(notebook):
+    return Notebook.objects.get(pk=notebook.pk).revision
+
+
+async def create(client, code="", **extra):
+    reply = await client.request(type="create_cell", code=code, **extra)
+    assert reply["type"] == "cell_created", reply
+    return reply["cellId"]
+
+
+async def run_and_wait(client, cell_id, final=("success", "error")):
+    await client.send(type="run_cell", cellId=cell_id)
+    seen = await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cell_id and e["status"] in final)
+    return seen
+
+
+def text_output(client, cell_id):
+    outputs = client.state[cell_id]["outputs"]
+    return next((o["data"] for o in outputs if o["mimeType"] == "text/plain"), None)
+
+
+# --- connecting ------------------------------------------------------------------------
+
+
+async def test_anonymous_is_refused_with_4403(live_kernel, notebook):
+    from notebookproject.asgi import application
+
+    client = NotebookClient(notebook.pk, None, application)
+    await client.connect()
+    with pytest.raises(ConnectionError):
+        await client.next(5)
+    assert client.close_code == CLOSE_FORBIDDEN
+
+
+@pytest.mark.parametrize("who", ["stranger", "unknown"])
+async def test_stranger_and_unknown_notebook_are_refused_with_4404(live_kernel, notebook, users, who):
+    from notebookproject.asgi import application
+
+    cookie = await database_sync_to_async(session_cookie)(users["dave"] if who == "stranger" else users["alice"])
+    target = notebook.pk if who == "stranger" else "00000000-0000-0000-0000-000000000000"
+    client = NotebookClient(target, cookie, application)
+    await client.connect()
+    with pytest.raises(ConnectionError):
+        await client.next(5)
+    assert client.close_code == CLOSE_NOT_FOUND
+
+
+async def test_foreign_origin_is_refused(live_kernel, notebook, users):
+    from channels.testing import WebsocketCommunicator
+
+    from notebookproject.asgi import application
+
+    cookie = await database_sync_to_async(session_cookie)(users["alice"])
+    comm = WebsocketCommunicator(application, f"/ws/notebooks/{notebook.pk}/", headers=[(b"origin", b"http://evil.example"), (b"cookie", f"sessionid={cookie}".encode())])
+    connected, _ = await comm.connect()
+    assert not connected
+
+
+async def test_connect_sends_state_with_cells_in_order(ws, notebook, users):
+    await database_sync_to_async(Cell.objects.create)(notebook=notebook, position=2, code="b = 2", status="success", outputs=[{"mimeType": "text/plain", "data": "2"}])
+    await database_sync_to_async(Cell.objects.create)(notebook=notebook, position=1, code="a = 1")
+    client = await ws(users["carol"], notebook)
+    assert [client.state[c]["code"] for c in client.order] == ["a = 1", "b = 2"]
+    assert client.state[client.order[1]]["outputs"] == [{"mimeType": "text/plain", "data": "2"}]
+    assert client.state[client.order[0]]["writes"] == ["a"]
+
+
+# --- the seed scenarios -------------------------------------------------------------------
+
+
+async def test_create_update_run_without_reload_seen_by_second_client(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    cell_id = await create(alice)
+    await bob.wait_for(lambda e: e["type"] == "cell_created" and e["cellId"] == cell_id)
+    reply = await alice.request(type="cell_update", cellId=cell_id, code="x = 21\nx * 2")
+    assert reply["type"] == "cell_updated" and reply["writes"] == ["x"]
+    await run_and_wait(alice, cell_id)
+    await bob.wait_status(cell_id, "success")
+    assert text_output(alice, cell_id) == text_output(bob, cell_id) == "42"
+    cell = await db_cell(cell_id)
+    assert (cell.code, cell.status, cell.outputs, cell.writes) == ("x = 21\nx * 2", "success", [{"mimeType": "text/plain", "data": "42"}], ["x"])
+
+
+async def make_chain(client):
+    ids = [await create(client, "a = 5\na"), None, None]
+    ids[1] = await create(client, "b = a * 2\nb", afterCellId=ids[0])
+    ids[2] = await create(client, "c = b + 1\nc", afterCellId=ids[1])
+    return ids
+
+
+async def test_chain_runs_then_delete_cascades_name_errors(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    a, b, c = await make_chain(alice)
+    await alice.send(type="run_all")
+    await bob.wait_status(c, "success")
+    await alice.wait_status(c, "success")
+    assert [text_output(bob, x) for x in (a, b, c)] == ["5", "10", "11"]
+
+    start = len(bob.events)
+    await alice.send(type="delete_cell", cellId=a)
+    await bob.wait_status(c, "error")
+    tail = [(e["type"], e.get("cellId"), e.get("status")) for e in bob.events[start:] if e["type"] in ("cell_deleted", "cell_status")]
+    assert tail.index(("cell_deleted", a, None)) < tail.index(("cell_status", b, "running")) < tail.index(("cell_status", b, "error")) < tail.index(("cell_status", c, "running")) < tail.index(("cell_status", c, "error"))
+    assert bob.state[b]["error"]["ename"] == "NameError" and "'a'" in bob.state[b]["error"]["evalue"]
+    assert bob.state[c]["error"]["ename"] == "NameError" and "'b'" in bob.state[c]["error"]["evalue"]
+    assert a not in bob.state and bob.order == [b, c]
+    await alice.wait_status(c, "error")
+    assert alice.events == bob.events
+    assert await db_cells(notebook) == [__import__("uuid").UUID(x) for x in (b, c)]
+    assert (await db_cell(c)).error["ename"] == "NameError"
+
+
+async def test_create_after_first_of_three_lands_second_everywhere(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    first = await create(alice, "p = 1")
+    await create(alice, "q = 2")
+    await create(alice, "r = 3")
+    reply = await alice.request(type="create_cell", afterCellId=first, code="inserted = 1")
+    assert reply["index"] == 1
+    await bob.wait_for(lambda e: e["type"] == "cell_created" and e["cellId"] == reply["cellId"])
+    assert alice.order[1] == bob.order[1] == reply["cellId"]
+    assert str((await db_cells(notebook))[1]) == reply["cellId"]
+
+
+async def test_create_after_unknown_or_absent_cell_appends(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    first = await create(alice, "p = 1")
+    reply = await alice.request(type="create_cell", afterCellId="00000000-0000-0000-0000-000000000001")
+    assert reply["index"] == 1
+    reply = await alice.request(type="create_cell", afterCellId=None)
+    assert reply["index"] == 2 and alice.order[0] == first
+
+
+async def test_many_inserts_at_one_place_keep_order(ws, notebook, users):
+    """Repeated inserts after the same cell exhaust the gap and renumber; order stays right."""
+    alice = await ws(users["alice"], notebook)
+    first = await create(alice, "first = 1")
+    await create(alice, "last = 1")
+    for i in range(12):
+        reply = await alice.request(type="create_cell", afterCellId=first, code=f"n{i} = {i}")
+        assert reply["index"] == 1
+    expected = ["first = 1", *[f"n{i} = {i}" for i in reversed(range(12))], "last = 1"]
+    assert [alice.state[c]["code"] for c in alice.order] == expected
+    rows = await database_sync_to_async(lambda: list(Cell.objects.filter(notebook=notebook).order_by("position").values_list("code", flat=True)))()
+    assert rows == expected
+
+
+async def test_delete_without_dependents_has_no_cascade(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    lonely = await create(alice, "lonely = 1")
+    other = await create(alice, "other = 2")
+    await run_and_wait(alice, other)
+    await bob.wait_status(other, "success")
+    reply = await alice.request(type="delete_cell", cellId=lonely)
+    assert reply["type"] == "cell_deleted"
+    await bob.wait_for(lambda e: e["type"] == "cell_deleted")
+    await bob.expect_silence(0.7)
+
+
+async def test_delete_unknown_cell_errors_to_sender_only(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    before = await revision(notebook)
+    reply = await alice.request(type="delete_cell", cellId="00000000-0000-0000-0000-000000000002")
+    assert reply["type"] == "error" and reply["code"] == "unknown_cell"
+    await bob.expect_silence(0.5)
+    assert await revision(notebook) == before
+
+
+async def test_cell_of_another_notebook_is_unknown(ws, notebook, users):
+    other = await database_sync_to_async(Notebook.objects.create)(name="other", owner=users["alice"])
+    foreign = await database_sync_to_async(Cell.objects.create)(notebook=other, position=1, code="secret = 1")
+    alice = await ws(users["alice"], notebook)
+    for message in ({"type": "delete_cell", "cellId": str(foreign.pk)}, {"type": "run_cell", "cellId": str(foreign.pk)}, {"type": "cell_update", "cellId": str(foreign.pk), "code": "x"}):
+        reply = await alice.request(**message)
+        assert reply["code"] == "unknown_cell"
+    assert (await db_cell(foreign.pk)).code == "secret = 1"
+
+
+async def test_update_marks_cell_and_descendants_stale(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    a, b, c = await make_chain(alice)
+    await alice.send(type="run_all")
+    await alice.wait_status(c, "success")
+    await alice.send(type="cell_update", cellId=a, code="a = 7\na")
+    await bob.wait_status(c, "stale")
+    assert [bob.state[x]["status"] for x in (a, b, c)] == ["stale", "stale", "stale"]
+    await run_and_wait(alice, a)
+    await alice.wait_status(c, "success")
+    assert [text_output(alice, x) for x in (a, b, c)] == ["7", "14", "15"]
+
+
+async def test_run_cell_runs_stale_ancestors_first(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    a, b, c = await make_chain(alice)
+    seen = await run_and_wait(alice, c)
+    running = [e["cellId"] for e in seen if e["type"] == "cell_status" and e["status"] == "running"]
+    assert running == [a, b, c]
+    assert text_output(alice, c) == "11"
+    # Now everything ran: running c again runs only c.
+    seen = await run_and_wait(alice, c)
+    assert [e["cellId"] for e in seen if e["type"] == "cell_status" and e["status"] == "running"] == [c]
+
+
+async def test_stdout_streams_and_persists(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    cell = await create(alice, "for i in range(3):\n    print('line', i)")
+    seen = await run_and_wait(alice, cell)
+    assert "".join(e["text"] for e in seen if e["type"] == "cell_stdout") == "line 0\nline 1\nline 2\n"
+    await asyncio.sleep(0)  # persistence happens right after the cascade; poll the row
+    for _ in range(50):
+        if (await db_cell(cell)).stdout:
+            break
+        await asyncio.sleep(0.1)
+    assert (await db_cell(cell)).stdout == "line 0\nline 1\nline 2\n"
+
+
+async def test_update_db_connection_masks_password(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    reply = await alice.request(type="update_db_connection", connectionString="postgresql://ann:hunter2@127.0.0.1:5999/sales")
+    assert reply["type"] == "db_connection_updated" and reply["connected"] is True
+    assert reply["display"] == "postgresql://ann:****@127.0.0.1:5999/sales"
+    seen = await bob.wait_for(lambda e: e["type"] == "db_connection_updated")
+    assert "hunter2" not in json.dumps(seen)
+    assert (await database_sync_to_async(Notebook.objects.get)(pk=notebook.pk)).db_connection.endswith("/sales")
+
+
+@pytest.mark.parametrize("value", ["mysql://x@y/z", "postgresql://", "sqlite:///", "postgresql://u@h:notaport/db", 42])
+async def test_bad_connection_string_is_refused(ws, notebook, users, value):
+    alice = await ws(users["alice"], notebook)
+    reply = await alice.request(type="update_db_connection", connectionString=value)
+    assert reply["type"] == "error" and reply["code"] == "invalid_field"
+    assert (await database_sync_to_async(Notebook.objects.get)(pk=notebook.pk)).db_connection == ""
+
+
+async def test_interrupt_stops_a_running_cell_and_notebook_still_runs(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    keep = await create(alice, "kept = 'still here'")
+    await run_and_wait(alice, keep)
+    loop = await create(alice, "while True:\n    pass")
+    await alice.send(type="run_cell", cellId=loop)
+    await alice.wait_status(loop, "running")
+    await alice.send(type="interrupt")
+    await alice.wait_status(loop, "error")
+    assert alice.state[loop]["error"]["ename"] == "KeyboardInterrupt"
+    check = await create(alice, "kept")
+    await run_and_wait(alice, check)
+    assert text_output(alice, check) == "'still here'"
+
+
+# --- viewers and refusals --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "create_cell"},
+        {"type": "delete_cell", "cellId": "CELL"},
+        {"type": "cell_update", "cellId": "CELL", "code": "x = 1"},
+        {"type": "run_cell", "cellId": "CELL"},
+        {"type": "run_all"},
+        {"type": "interrupt"},
+        {"type": "update_db_connection", "connectionString": ""},
+    ],
+)
+async def test_viewer_may_change_nothing(ws, notebook, users, message):
+    cell = await database_sync_to_async(Cell.objects.create)(notebook=notebook, position=1, code="v = 1")
+    carol, alice = await ws(users["carol"], notebook), await ws(users["alice"], notebook)
+    before = await revision(notebook)
+    message = {k: (str(cell.pk) if v == "CELL" else v) for k, v in message.items()}
+    reply = await carol.request(**message)
+    assert reply["type"] == "error" and reply["code"] == "forbidden"
+    await alice.expect_silence(0.5)
+    assert await revision(notebook) == before
+    assert (await db_cell(cell.pk)).code == "v = 1"
+
+
+async def test_viewer_receives_everything_live(ws, notebook, users):
+    carol, alice = await ws(users["carol"], notebook), await ws(users["alice"], notebook)
+    cell = await create(alice, "seen = 'by carol'\nseen")
+    await run_and_wait(alice, cell)
+    await carol.wait_status(cell, "success")
+    assert text_output(carol, cell) == "'by carol'"
+
+
+async def test_removed_member_is_disconnected(ws, notebook, users):
+    from asgiref.sync import sync_to_async
+
+    from notebooks_app import kernel_client
+
+    bob = await ws(users["bob"], notebook)
+    await sync_to_async(notebook.unshare)(users["bob"])
+    await kernel_client.notify_access_changed(notebook.pk, users["bob"].pk)
+    seen = []
+    with pytest.raises(ConnectionError):
+        while True:
+            seen.append(await bob.next(5))
+    assert bob.close_code == CLOSE_FORBIDDEN and seen[-1]["code"] == "forbidden"
+
+
+# --- bad input: an error to the sender, socket open, nothing changed ------------------------
+
+BAD_FRAMES = [
+    ("not json", "invalid_json"),
+    ("[1, 2]", "invalid_message"),
+    ('"create_cell"', "invalid_message"),
+    ("{}", "invalid_message"),
+    ('{"type": 5}', "invalid_message"),
+    ('{"type": "explode"}', "unknown_type"),
+    ('{"type": "delete_cell"}', "invalid_field"),
+    ('{"type": "delete_cell", "cellId": 7}', "invalid_field"),
+    ('{"type": "delete_cell", "cellId": "not-a-uuid"}', "invalid_field"),
+    ('{"type": "create_cell", "cellType": "rust"}', "invalid_field"),
+    ('{"type": "create_cell", "code": ["x"]}', "invalid_field"),
+    ('{"type": "create_cell", "afterCellId": 12}', "invalid_field"),
+    ('{"type": "create_cell", "extra": 1}', "invalid_field"),
+    ('{"type": "cell_update", "cellId": "00000000-0000-0000-0000-000000000000"}', "invalid_field"),
+    ('{"type": "cell_update", "cellId": "00000000-0000-0000-0000-000000000000", "resultVariable": "1abc"}', "invalid_field"),
+    ('{"type": "run_cell", "cellId": null}', "invalid_field"),
+    ('{"type": "create_cell", "requestId": {"a": 1}}', "invalid_field"),
+    ('{"type": "update_db_connection"}', "invalid_field"),
+]
+
+
+@pytest.mark.parametrize("frame, code", BAD_FRAMES)
+async def test_bad_input_gets_error_and_changes_nothing(ws, notebook, users, frame, code):
+    cell = await database_sync_to_async(Cell.objects.create)(notebook=notebook, position=1, code="safe = 1")
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    before = await revision(notebook)
+    await alice.comm.send_to(text_data=frame)
+    reply = await alice.next(5)
+    assert reply["type"] == "error" and reply["code"] == code, reply
+    assert reply["message"]
+    await bob.expect_silence(0.3)
+    # The socket stays open and works.
+    assert (await alice.request(type="sync"))["type"] == "notebook_state"
+    assert await revision(notebook) == before
+    assert (await db_cell(cell.pk)).code == "safe = 1"
+
+
+async def test_error_echoes_request_id(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    await alice.send(type="delete_cell", cellId="bad", requestId="mine-1")
+    reply = await alice.next(5)
+    assert reply == {"type": "error", "code": "invalid_field", "message": reply["message"], "requestId": "mine-1"}
+
+
+async def test_binary_frame_is_refused(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    await alice.comm.send_to(bytes_data=b"\x00\x01")
+    assert (await alice.next(5))["code"] == "invalid_message"
+
+
+async def test_code_over_the_cap_is_refused(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    reply = await alice.request(type="create_cell", code="x" * (256 * 1024 + 1))
+    assert reply["code"] == "too_large"
+    assert await db_cells(notebook) == []
+
+
+async def test_flood_is_rate_limited_and_socket_survives(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    for i in range(150):
+        await alice.comm.send_to(text_data=json.dumps({"type": "sync", "requestId": i}))
+    codes = []
+    for _ in range(150):
+        frame = await alice.next(10)
+        codes.append(frame.get("code", frame["type"]))
+    assert "rate_limited" in codes and "notebook_state" in codes
+    await asyncio.sleep(1.0)
+    assert (await alice.request(type="sync"))["type"] == "notebook_state"
+
+
+# --- many clients, one truth ------------------------------------------------------------------------
+
+
+async def test_concurrent_clients_converge(ws, notebook, users):
+    """4 clients x 50 random create/delete/update operations: identical cells everywhere."""
+    clients = [await ws(users[name], notebook) for name in ("alice", "bob", "alice", "bob")]
+    rng = random.Random(7)
+
+    async def worker(client, n):
+        for i in range(50):
+            cells = list(client.order)
+            op = rng.random()
+            if op < 0.5 or not cells:
+                await client.send(type="create_cell", afterCellId=rng.choice(cells) if cells and rng.random() < 0.5 else None, code=f"v{n}_{i} = {i}")
+            elif op < 0.75:
+                await client.send(type="delete_cell", cellId=rng.choice(cells))
+            else:
+                await client.send(type="cell_update", cellId=rng.choice(cells), code=f"u{n}_{i} = {i}")
+            # Fold whatever has arrived so the next choice is from a fresh view.
+            while True:
+                try:
+                    await client.next(0.01)
+                except asyncio.TimeoutError:
+                    break
+            await asyncio.sleep(rng.random() * 0.02)
+
+    await asyncio.gather(*(worker(c, n) for n, c in enumerate(clients)))
+    # Drain: ask the kernel for a marker sync, then every client catches up to the kernel's seq.
+    final = await clients[0].request(type="sync")
+    target = final["seq"]
+    for client in clients:
+        while client.seq < target:
+            try:
+                await client.next(5)
+            except asyncio.TimeoutError:
+                break
+    db = [str(c) for c in await db_cells(notebook)]
+    for client in clients:
+        assert client.order == db
+    codes = await database_sync_to_async(lambda: dict(Cell.objects.filter(notebook=notebook).values_list("id", "code")))()
+    for client in clients:
+        assert {c: client.state[c]["code"] for c in client.order} == {str(k): v for k, v in codes.items()}
+    # Every client saw the same event sequence.
+    sequences = [[(e["seq"], e["type"], e.get("cellId")) for e in client.events] for client in clients]
+    assert all(s == sequences[0] for s in sequences)
+
+
+async def test_reconnecting_client_gets_the_assembled_state(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    a, b, c = await make_chain(alice)
+    await alice.send(type="run_all")
+    await bob.wait_status(c, "success")
+    await alice.request(type="delete_cell", cellId=b)
+    await bob.wait_status(c, "error")
+    await alice.wait_status(c, "error")
+    fresh = await ws(users["alice"], notebook)
+    assert fresh.order == bob.order
+    assert fresh.state == bob.state
