@@ -8,15 +8,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notebookproject.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
-from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from notebooks_app.routing import kernel_channel_routes, websocket_urlpatterns  # noqa: E402
+from notebooks_app.routing import KernelChannelRouter, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-        "channel": ChannelNameRouter(kernel_channel_routes()),
+        "channel": KernelChannelRouter(),
     }
 )

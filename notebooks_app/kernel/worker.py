@@ -159,14 +159,13 @@ def ensure_embedded_worker():
     global _embedded_task
     if _embedded_task is not None and not _embedded_task.done():
         return
-    from channels.routing import ChannelNameRouter
     from channels.worker import Worker
 
     from ..kernel_client import shard_channels
+    from ..routing import KernelChannelRouter
 
     channels = shard_channels()
-    router = ChannelNameRouter({name: KernelConsumer.as_asgi() for name in channels})
-    worker = Worker(application=router, channels=channels, channel_layer=get_channel_layer())
+    worker = Worker(application=KernelChannelRouter(), channels=channels, channel_layer=get_channel_layer())
     _embedded_task = asyncio.get_running_loop().create_task(worker.arun(), name="embedded-kernel-worker")
     _embedded_task.add_done_callback(_log_embedded_exit)
     logger.info("embedded kernel worker started on %s", ", ".join(channels))

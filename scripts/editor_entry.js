@@ -1,0 +1,9 @@
+// Entry point of the vendored editor bundle (static/notebooks/vendor/codemirror.bundle.js).
+// It re-exports only what static/notebooks/js/editor.js needs; rebuild with scripts/build_editor.sh.
+export { basicSetup } from "codemirror";
+export { EditorView, keymap } from "@codemirror/view";
+export { EditorState, Compartment, Prec } from "@codemirror/state";
+export { closeCompletion, completionStatus } from "@codemirror/autocomplete";
+export { indentUnit } from "@codemirror/language";
+export { python } from "@codemirror/lang-python";
+export { sql, PostgreSQL } from "@codemirror/lang-sql";

@@ -1,0 +1,403 @@
+// The live notebook: keeps the cells in the order and state the server's events describe, and turns
+// what the user does into protocol messages (docs/protocol.md). The server's order is the truth;
+// the only local state that outlives a message is an edit not yet acknowledged (see onCellUpdated).
+import { Connection } from "./connection.js";
+import { Sequencer } from "./sequencer.js";
+import { CellView } from "./cell_view.js";
+import { DbPanel } from "./db_panel.js";
+import { toast } from "./toast.js";
+import { el } from "./dom.js";
+
+const EDIT_DEBOUNCE_MS = 400;
+const RETRY_MS = 1000;
+const RETRYABLE = new Set(["busy", "rate_limited"]);
+const MAX_REMEMBERED = 500;
+
+export class NotebookApp {
+  constructor(root) {
+    this.root = root;
+    this.notebookId = root.dataset.notebookId;
+    this.canEdit = root.dataset.canEdit === "true";
+    this.cellsEl = root.querySelector("#cells");
+    this.records = new Map(); // cell id -> {cell, view, pending, timer, inflight: [requestId]}
+    this.order = [];
+    this.requests = new Map(); // requestId -> what it was for, to place replies and errors
+    this.tab = Math.random().toString(36).slice(2, 10); // requestIds are seen by every client: keep ours unique
+    this.nextRequest = 0;
+    this.highlighted = null;
+    this.running = new Map(); // cell id -> when this page saw it start
+    this.ticker = null;
+    this.synced = false;
+    this.dbPanel = new DbPanel(document.getElementById("db-settings"), { canEdit: this.canEdit, onSave: (value) => this.saveDbConnection(value) });
+    this.sequencer = new Sequencer({
+      onState: (state) => this.applyState(state),
+      onEvent: (event) => this.applyEvent(event),
+      onReply: (reply) => this.applyReply(reply),
+      requestSync: () => this.send({ type: "sync" }),
+    });
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    this.connection = new Connection(`${scheme}://${location.host}/ws/notebooks/${this.notebookId}/`, {
+      indicator: document.getElementById("connection-indicator"),
+      onOpen: () => this.sequencer.reset(),
+      onFrame: (frame) => this.sequencer.receive(frame),
+      onClose: () => this.connectionLost(),
+    });
+    this.bindToolbar();
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && this.highlighted) this.highlight(this.highlighted);
+    });
+  }
+
+  start() {
+    document.body.classList.add("js");
+    this.connection.start();
+  }
+
+  bindToolbar() {
+    const on = (id, handler) => document.getElementById(id)?.addEventListener("click", handler);
+    if (!this.canEdit) return;
+    for (const toolbar of document.querySelectorAll(".notebook-toolbar")) toolbar.hidden = false;
+    on("run-all", () => this.request({ type: "run_all" }, { kind: "run_all" }));
+    on("interrupt", () => this.request({ type: "interrupt" }, { kind: "interrupt" }));
+    on("add-python-cell", () => this.createCell("python", this.order.at(-1) ?? null, { focus: true }));
+    on("add-sql-cell", () => this.createCell("sql", this.order.at(-1) ?? null, { focus: true }));
+  }
+
+  // --- sending -------------------------------------------------------------------------
+  send(message) {
+    return this.connection.send(message);
+  }
+
+  /** Send with a fresh requestId remembered as `about`; the id, or null when not connected. */
+  request(message, about) {
+    const requestId = `${this.tab}-${++this.nextRequest}`;
+    if (!this.synced || !this.send({ ...message, requestId })) {
+      toast("Not connected to the server: the change was not sent. It will be possible again once the page is live.");
+      return null;
+    }
+    this.remember(requestId, about);
+    return requestId;
+  }
+
+  /** Runs and interrupts get no reply unless they fail, so the oldest entries are let go. */
+  remember(requestId, about) {
+    this.requests.set(requestId, about);
+    if (this.requests.size > MAX_REMEMBERED) this.requests.delete(this.requests.keys().next().value);
+  }
+
+  createCell(cellType, afterCellId, { focus = false } = {}) {
+    const message = { type: "create_cell", cellType, afterCellId };
+    this.request(message, { kind: "create_cell", cellId: afterCellId, focus });
+  }
+
+  saveDbConnection(connectionString) {
+    return this.request({ type: "update_db_connection", connectionString }, { kind: "db" }) !== null;
+  }
+
+  // --- edits: debounced, flushed on blur / run / reconnect ------------------------------------
+  edited(view) {
+    const record = this.records.get(view.id);
+    if (!record) return;
+    record.pending = true;
+    clearTimeout(record.timer);
+    record.timer = setTimeout(() => this.flush(record), EDIT_DEBOUNCE_MS);
+  }
+
+  flush(record) {
+    clearTimeout(record.timer);
+    record.timer = null;
+    if (!record.pending || !this.synced) return; // kept; sent when the page is live again
+    const requestId = `${this.tab}-${++this.nextRequest}`;
+    if (!this.send({ type: "cell_update", cellId: record.cell.id, code: record.view.editor.code, requestId })) return;
+    record.pending = false;
+    record.inflight.push(requestId);
+    this.remember(requestId, { kind: "cell_update", cellId: record.cell.id });
+  }
+
+  flushAll() {
+    for (const record of this.records.values()) if (record.pending) this.flush(record);
+  }
+
+  run(view, advance) {
+    const record = this.records.get(view.id);
+    if (!record || !this.canEdit) return;
+    this.flush(record); // the run must see what is on screen; the server keeps this socket's order
+    this.request({ type: "run_cell", cellId: view.id }, { kind: "run_cell", cellId: view.id });
+    if (!advance) return;
+    const next = this.order[this.order.indexOf(view.id) + 1];
+    if (next) this.records.get(next).view.editor.focus("start");
+    else this.createCell("python", view.id, { focus: true });
+  }
+
+  deleteCell(view) {
+    const record = this.records.get(view.id);
+    if (!record) return;
+    if (this.order.length === 1) {
+      // The last cell stays, so the notebook always has somewhere to type: clear it instead.
+      record.view.editor.setCode("");
+      record.pending = true;
+      this.flush(record);
+      return;
+    }
+    this.request({ type: "delete_cell", cellId: view.id }, { kind: "delete_cell", cellId: view.id });
+  }
+
+  addCell(view, where, cellType) {
+    const index = this.order.indexOf(view.id);
+    // create_cell inserts after a cell: "above" is after the previous one, and the first cell has none.
+    const after = where === "below" ? view.id : this.order[index - 1];
+    if (after === undefined) {
+      toast("A cell cannot be inserted above the first one yet.", { kind: "info" });
+      return;
+    }
+    this.createCell(cellType, after, { focus: true });
+  }
+
+  navigate(view, direction) {
+    const target = this.order[this.order.indexOf(view.id) + direction];
+    if (!target) return false;
+    this.records.get(target).view.editor.focus(direction > 0 ? "start" : "end");
+    return true;
+  }
+
+  connectionLost() {
+    this.synced = false;
+    this.root.dataset.synced = "false";
+    this.stopAllTimers();
+    for (const record of this.records.values()) {
+      // Unacknowledged edits may never have arrived: send them again after the resync.
+      if (record.inflight.length) record.pending = true;
+      record.inflight = [];
+    }
+  }
+
+  // --- state and events ----------------------------------------------------------------
+  hooks() {
+    return {
+      canEdit: this.canEdit,
+      onChange: (view) => this.edited(view),
+      onBlur: (view) => {
+        const record = this.records.get(view.id);
+        if (record) this.flush(record);
+      },
+      onRun: (view, advance) => this.run(view, advance),
+      onNavigate: (view, direction) => this.navigate(view, direction),
+      onDelete: (view) => this.deleteCell(view),
+      onAdd: (view, where, cellType) => this.addCell(view, where, cellType),
+      onName: (name) => this.highlight(name),
+      onResultVariable: (view, name) => this.request({ type: "cell_update", cellId: view.id, resultVariable: name }, { kind: "result_variable", cellId: view.id }),
+    };
+  }
+
+  addRecord(cell, index) {
+    const view = new CellView(cell, this.hooks());
+    view.element.classList.add("live"); // server-rendered cells lack it and are replaced
+    const record = { cell, view, pending: false, timer: null, inflight: [] };
+    this.records.set(cell.id, record);
+    const before = this.order[index] ? this.records.get(this.order[index]).view.element : null;
+    this.cellsEl.insertBefore(view.element, before);
+    this.order.splice(index, 0, cell.id);
+    return record;
+  }
+
+  removeRecord(cellId) {
+    const record = this.records.get(cellId);
+    if (!record) return;
+    clearTimeout(record.timer);
+    record.view.destroy();
+    this.records.delete(cellId);
+    this.order.splice(this.order.indexOf(cellId), 1);
+    this.running.delete(cellId);
+  }
+
+  applyState(state) {
+    const { notebook } = state;
+    const incoming = new Set(notebook.cells.map((cell) => cell.id));
+    for (const cellId of [...this.records.keys()]) if (!incoming.has(cellId)) this.removeRecord(cellId);
+    // Server-rendered cells (the no-JavaScript view) give way to live ones.
+    for (const stale of this.cellsEl.querySelectorAll(".cell:not(.live)")) stale.remove();
+    notebook.cells.forEach((cell, index) => {
+      let record = this.records.get(cell.id);
+      if (!record) {
+        record = this.addRecord(cell, index);
+      } else {
+        record.cell = cell;
+        if (this.order[index] !== cell.id) this.moveRecord(cell.id, index);
+        record.view.render(cell);
+        this.reconcileCode(record, cell.code);
+      }
+      this.trackRunning(cell.id, cell.status);
+    });
+    this.dbPanel.render(notebook.dbConnection || { connected: false, display: "" });
+    this.afterChange();
+    this.synced = true;
+    this.root.dataset.synced = "true"; // a hook for tests: the page shows the server's state
+    this.connection.healthy();
+    this.flushAll();
+  }
+
+  moveRecord(cellId, index) {
+    this.order.splice(this.order.indexOf(cellId), 1);
+    this.order.splice(index, 0, cellId);
+    const next = this.order[index + 1];
+    this.cellsEl.insertBefore(this.records.get(cellId).view.element, next ? this.records.get(next).view.element : null);
+  }
+
+  /** The server holds `code`: show it unless this page has an edit on its way that will replace it. */
+  reconcileCode(record, code) {
+    if (record.pending || record.inflight.length) {
+      if (record.view.editor.code === code && !record.inflight.length) record.pending = false;
+      return;
+    }
+    record.view.editor.setCode(code);
+  }
+
+  applyEvent(event) {
+    this.handleEvent(event);
+    // Every applied event, for extensions and tests: the DOM only shows a batch's last state.
+    this.root.dispatchEvent(new CustomEvent("notebook:event", { detail: event }));
+  }
+
+  handleEvent(event) {
+    const record = event.cellId ? this.records.get(event.cellId) : null;
+    switch (event.type) {
+      case "cell_created": return this.onCellCreated(event);
+      case "cell_deleted":
+        this.requests.delete(event.requestId);
+        this.removeRecord(event.cellId);
+        return this.afterChange();
+      case "cell_updated": return record && this.onCellUpdated(record, event);
+      case "cell_status": return record && this.onCellStatus(record, event);
+      case "cell_stdout":
+        if (!record) return;
+        record.cell.stdout = (record.cell.stdout || "") + event.text;
+        return record.view.appendStdout(event.text);
+      case "cell_output":
+        if (!record) return;
+        record.cell.outputs = event.outputs;
+        return record.view.setOutputs(event.outputs);
+      case "cell_error":
+        if (!record) return;
+        record.cell.error = event.error;
+        return record.view.setError(event.error, record.cell.status);
+      case "db_connection_updated":
+        this.dbPanel.render(event);
+        if (this.requests.get(event.requestId)?.kind === "db") this.dbPanel.saved();
+        return this.requests.delete(event.requestId);
+      case "kernel_restarted":
+        return toast(`The kernel restarted (${event.reason}); results that lived in it are stale.`, { kind: "info" });
+      case "kernel_error":
+        toast(`The kernel hit a problem: ${event.message}. Reloading the notebook.`);
+        this.sequencer.syncing = true;
+        return this.send({ type: "sync" });
+      default:
+        return undefined; // a newer server's event this page does not know: harmless to skip
+    }
+  }
+
+  onCellCreated(event) {
+    if (this.records.has(event.cellId)) return;
+    const index = Math.max(0, Math.min(event.index, this.order.length));
+    const record = this.addRecord(event.cell, index);
+    this.trackRunning(event.cellId, event.cell.status);
+    const about = this.requests.get(event.requestId);
+    if (about?.kind === "create_cell") {
+      this.requests.delete(event.requestId);
+      if (about.focus) record.view.editor.focus("start"); // only in the tab that asked for it
+    }
+    this.afterChange();
+  }
+
+  /**
+   * Last writer wins, in the server's order. Our own echo acknowledges an edit. Someone else's
+   * edit replaces the text unless this page has a newer one pending (it will be sent and win) or
+   * sent and not yet echoed (the server ordered it after this one, so it wins too).
+   */
+  onCellUpdated(record, event) {
+    Object.assign(record.cell, { code: event.code, resultVariable: event.resultVariable, reads: event.reads, writes: event.writes });
+    record.view.setNames(event.reads, event.writes);
+    record.view.setResultVariable(event.resultVariable || "");
+    const mine = record.inflight.indexOf(event.requestId);
+    if (mine >= 0) {
+      record.inflight.splice(0, mine + 1);
+      this.requests.delete(event.requestId);
+      record.view.hideMessage();
+    } else if (this.requests.get(event.requestId)?.kind === "result_variable") {
+      this.requests.delete(event.requestId);
+    }
+    if (!record.pending && !record.inflight.length) record.view.editor.setCode(event.code);
+    if (this.highlighted) record.view.setHighlight(this.highlighted);
+  }
+
+  onCellStatus(record, event) {
+    record.cell.status = event.status;
+    if (event.status === "running") {
+      record.cell.stdout = "";
+      record.cell.outputs = [];
+      record.cell.error = null;
+      record.view.clearRun();
+    }
+    if ("error" in event) record.cell.error = event.error;
+    record.view.setStatus(event.status);
+    if ("error" in event || event.status === "success") record.view.setError(record.cell.error, event.status);
+    this.trackRunning(record.cell.id, event.status);
+  }
+
+  applyReply(reply) {
+    if (reply.type !== "error") return;
+    const about = this.requests.get(reply.requestId);
+    this.requests.delete(reply.requestId);
+    const record = about?.cellId ? this.records.get(about.cellId) : null;
+    if (about?.kind === "cell_update" && record) {
+      record.inflight = record.inflight.filter((id) => id !== reply.requestId);
+      if (RETRYABLE.has(reply.code)) {
+        record.pending = true; // the text is still on screen: try again shortly
+        clearTimeout(record.timer);
+        record.timer = setTimeout(() => this.flush(record), RETRY_MS);
+        return;
+      }
+    }
+    if (about?.kind === "db") return this.dbPanel.showError(reply.message);
+    if (record) return record.view.showMessage(reply.message);
+    toast(reply.message);
+    if (reply.code === "forbidden" && !reply.requestId) this.connection.stopped = true;
+  }
+
+  // --- running counters, empty notice, highlighting ------------------------------------------
+  trackRunning(cellId, status) {
+    if (status === "running") {
+      if (!this.running.has(cellId)) this.running.set(cellId, performance.now());
+    } else {
+      this.running.delete(cellId);
+    }
+    if (this.running.size && !this.ticker) this.ticker = setInterval(() => this.tick(), 100);
+    this.tick();
+  }
+
+  tick() {
+    const now = performance.now();
+    for (const [cellId, started] of this.running) this.records.get(cellId)?.view.setElapsed(now - started);
+    if (!this.running.size) this.stopAllTimers();
+  }
+
+  stopAllTimers() {
+    clearInterval(this.ticker);
+    this.ticker = null;
+  }
+
+  afterChange() {
+    let empty = document.getElementById("no-cells");
+    if (!empty) {
+      empty = el("p.empty", { id: "no-cells", text: "This notebook has no cells yet." });
+      this.cellsEl.append(empty);
+    }
+    empty.hidden = this.order.length > 0;
+    this.order.forEach((cellId, index) => this.records.get(cellId).view.setFirst(index === 0));
+    if (this.highlighted) this.highlight(this.highlighted, { keep: true });
+  }
+
+  highlight(name, { keep = false } = {}) {
+    this.highlighted = !keep && this.highlighted === name ? null : name;
+    for (const record of this.records.values()) record.view.setHighlight(this.highlighted);
+  }
+}

@@ -1,0 +1,187 @@
+// The DOM of one cell: header (type, status, names, actions), editor, stdout, outputs, error.
+// Same classes as templates/notebooks/_cell.html, which is what the page shows without JavaScript.
+import { CellEditor } from "./editor.js";
+import { el, formatElapsed, renderError, renderOutput } from "./dom.js";
+
+const TYPE_LABELS = { python: "Python", sql: "SQL" };
+
+export class CellView {
+  /**
+   * @param {object} cell  the cell as the protocol sends it
+   * @param {object} hooks {canEdit, onChange, onBlur, onRun, onNavigate, onDelete, onAdd, onName, onResultVariable}
+   */
+  constructor(cell, hooks) {
+    this.id = cell.id;
+    this.hooks = hooks;
+    this.outputsKey = null;
+    this.element = el("article.cell", { id: `cell-${cell.id}`, dataset: { cellId: cell.id, cellType: cell.type } });
+    this.status = el("span.cell-status");
+    this.elapsed = el("span.cell-elapsed", { hidden: true });
+    this.names = el("span.cell-names");
+    this.header = el("header.cell-header", {}, el("span.cell-type", { text: TYPE_LABELS[cell.type] || cell.type }));
+    if (cell.type === "sql") this.header.append(this.buildResultVariable(cell));
+    this.header.append(this.status, this.elapsed, this.names);
+    if (hooks.canEdit) this.header.append(this.buildActions());
+    this.editorHost = el("div.cell-editor");
+    this.message = el("div.cell-message", { role: "alert", hidden: true });
+    this.stdout = el("div.cell-stdout", { hidden: true }, el("pre"));
+    this.outputs = el("div.cell-outputs");
+    this.error = el("div.cell-error", { hidden: true });
+    this.element.append(this.header, this.editorHost, this.message, this.stdout, this.outputs, this.error);
+    if (hooks.canEdit) this.element.append(this.buildInsertBar());
+    this.editor = new CellEditor(this.editorHost, {
+      code: cell.code,
+      cellType: cell.type,
+      readOnly: !hooks.canEdit,
+      onChange: (code) => hooks.onChange(this, code),
+      onBlur: () => hooks.onBlur(this),
+      onRun: (advance) => hooks.onRun(this, advance),
+      onNavigate: (direction) => hooks.onNavigate(this, direction),
+    });
+    this.render(cell);
+  }
+
+  buildActions() {
+    const add = (where, type, label) => el(`button.add-cell.add-cell-${where}`, {
+      type: "button", dataset: { cellType: type }, onclick: (event) => {
+        event.target.closest("details").open = false;
+        this.hooks.onAdd(this, where, type);
+      },
+    }, `${label} cell ${where}`);
+    this.addAbove = [add("above", "python", "Python"), add("above", "sql", "SQL")];
+    return el("span.cell-actions", {},
+      el("button.run-cell", { type: "button", title: "Run this cell (Ctrl+Enter; Shift+Enter runs and moves on)", onclick: () => this.hooks.onRun(this, false) }, "▶ Run"),
+      el("details.cell-menu", {},
+        el("summary", { title: "Add a cell above or below" }, "+ Add"),
+        el("div.cell-menu-items", {}, ...this.addAbove, add("below", "python", "Python"), add("below", "sql", "SQL"))),
+      el("button.delete-cell", { type: "button", title: "Delete this cell", onclick: () => this.hooks.onDelete(this) }, "Delete"),
+    );
+  }
+
+  /** Quick insertion in the gap under the cell (the same as "below" in the menu). */
+  buildInsertBar() {
+    const button = (type, label) => el("button.insert-below", {
+      type: "button", dataset: { cellType: type }, title: `Add a ${label} cell below`,
+      onclick: () => this.hooks.onAdd(this, "below", type),
+    }, `+ ${label}`);
+    return el("div.cell-insert", {}, button("python", "Python"), button("sql", "SQL"));
+  }
+
+  /** The protocol inserts after a cell, so nothing can go above the first one yet. */
+  setFirst(first) {
+    for (const button of this.addAbove || []) {
+      button.disabled = first;
+      button.title = first ? "A cell cannot be inserted above the first one yet" : "";
+    }
+  }
+
+  buildResultVariable(cell) {
+    const wrap = el("span.result-variable", { title: "The Python name the query's result is bound to" }, "→ ");
+    if (this.hooks.canEdit) {
+      this.resultInput = el("input.result-variable-input", { type: "text", value: cell.resultVariable || "", spellcheck: "false", "aria-label": "Result variable", size: 8 });
+      const commit = () => {
+        const value = this.resultInput.value.trim();
+        if (value && value !== this.resultVariable) this.hooks.onResultVariable(this, value);
+      };
+      this.resultInput.addEventListener("change", commit);
+      this.resultInput.addEventListener("keydown", (event) => {
+        if (event.key === "Enter") this.resultInput.blur();
+      });
+      wrap.append(this.resultInput);
+    } else {
+      this.resultCode = el("code");
+      wrap.append(this.resultCode);
+    }
+    return wrap;
+  }
+
+  /** Bring everything but the code in line with `cell` (the code has its own rules: see app.js). */
+  render(cell) {
+    this.setStatus(cell.status);
+    this.setResultVariable(cell.resultVariable || "");
+    this.setNames(cell.reads || [], cell.writes || []);
+    this.setStdout(cell.stdout || "");
+    this.setOutputs(cell.outputs || []);
+    this.setError(cell.error, cell.status);
+  }
+
+  setStatus(status) {
+    this.element.classList.remove(...[...this.element.classList].filter((c) => c.startsWith("status-")));
+    this.element.classList.add(`status-${status}`);
+    this.status.dataset.status = status;
+    this.status.textContent = status;
+    if (status !== "running") this.elapsed.hidden = true;
+  }
+
+  setElapsed(ms) {
+    this.elapsed.hidden = false;
+    this.elapsed.textContent = formatElapsed(ms);
+  }
+
+  setResultVariable(name) {
+    this.resultVariable = name;
+    if (this.resultInput && document.activeElement !== this.resultInput) this.resultInput.value = name;
+    if (this.resultCode) this.resultCode.textContent = name;
+  }
+
+  setNames(reads, writes) {
+    this.reads = reads;
+    this.writes = writes;
+    const group = (kind, names) => names.length
+      ? el(`span.names.${kind}`, {}, kind === "reads" ? "reads" : "writes",
+        ...names.map((name) => el("button.name", { type: "button", dataset: { name }, title: `Highlight the cells that define or use ${name}`, onclick: () => this.hooks.onName(name) }, name)))
+      : null;
+    this.names.replaceChildren(...[group("reads", reads), group("writes", writes)].filter(Boolean));
+  }
+
+  /** A run starts: what the previous run showed goes away. */
+  clearRun() {
+    this.setStdout("");
+    this.setOutputs([]);
+    this.setError(null);
+  }
+
+  setStdout(text) {
+    this.stdout.firstChild.textContent = text;
+    this.stdout.hidden = !text;
+  }
+
+  appendStdout(text) {
+    this.stdout.firstChild.append(text); // a text node: never parsed as HTML
+    this.stdout.hidden = false;
+  }
+
+  setOutputs(outputs) {
+    const key = JSON.stringify(outputs);
+    if (key === this.outputsKey) return; // unchanged: keep iframes as they are
+    this.outputsKey = key;
+    this.outputs.replaceChildren(...outputs.map(renderOutput));
+  }
+
+  setError(error, status) {
+    this.error.hidden = !error;
+    this.error.classList.toggle("blocked-reason", Boolean(error) && status === "blocked");
+    this.error.replaceChildren(...(error ? renderError(error) : []));
+  }
+
+  showMessage(text) {
+    this.message.hidden = false;
+    this.message.replaceChildren(el("span", { text }), el("button.link", { type: "button", "aria-label": "Dismiss", onclick: () => this.hideMessage() }, "×"));
+  }
+
+  hideMessage() {
+    this.message.hidden = true;
+    this.message.replaceChildren();
+  }
+
+  setHighlight(name) {
+    this.element.classList.toggle("name-defines", Boolean(name) && this.writes.includes(name));
+    this.element.classList.toggle("name-uses", Boolean(name) && this.reads.includes(name));
+    for (const button of this.names.querySelectorAll("button.name")) button.classList.toggle("active", button.dataset.name === name);
+  }
+
+  destroy() {
+    this.editor.destroy();
+    this.element.remove();
+  }
+}

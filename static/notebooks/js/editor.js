@@ -1,0 +1,119 @@
+// One CodeMirror 6 editor per cell: Python or SQL highlighting, line numbers, bracket matching.
+// It knows nothing of the protocol: the cell view gives it callbacks for changes, blur and keys.
+import {
+  basicSetup, EditorView, EditorState, Compartment, Prec, keymap, closeCompletion, completionStatus, indentUnit, python, sql, PostgreSQL,
+} from "../vendor/codemirror.bundle.js";
+
+const theme = EditorView.theme({
+  "&": { fontSize: "13px" },
+  "&.cm-focused": { outline: "none" },
+  ".cm-scroller": { fontFamily: "ui-monospace, SFMono-Regular, Menlo, monospace", lineHeight: "1.45" },
+  ".cm-gutters": { background: "#fafbfd", borderRight: "1px solid #e1e4ec", color: "#98a0b3" },
+  ".cm-content": { padding: "6px 0" },
+});
+
+function language(cellType) {
+  return cellType === "sql" ? sql({ dialect: PostgreSQL }) : python();
+}
+
+// The smallest single change turning `from` into `to`, so the selection maps through it
+// and a remote edit elsewhere in the cell leaves the cursor where it was.
+export function minimalChange(from, to) {
+  if (from === to) return null;
+  let start = 0;
+  const max = Math.min(from.length, to.length);
+  while (start < max && from.charCodeAt(start) === to.charCodeAt(start)) start++;
+  let endFrom = from.length;
+  let endTo = to.length;
+  while (endFrom > start && endTo > start && from.charCodeAt(endFrom - 1) === to.charCodeAt(endTo - 1)) {
+    endFrom--;
+    endTo--;
+  }
+  return { from: start, to: endFrom, insert: to.slice(start, endTo) };
+}
+
+export class CellEditor {
+  /**
+   * @param {HTMLElement} parent
+   * @param {{code: string, cellType: string, readOnly: boolean,
+   *          onChange: (code: string) => void, onBlur: () => void,
+   *          onRun: (advance: boolean) => void, onNavigate: (direction: -1|1) => boolean}} options
+   */
+  constructor(parent, options) {
+    this.options = options;
+    this.readOnly = new Compartment();
+    this.remote = false; // true while applying a change that did not come from this user
+    const keys = Prec.highest(keymap.of([
+      { key: "Shift-Enter", run: (view) => (closeCompletion(view), options.onRun(true), true) },
+      { key: "Mod-Enter", run: (view) => (closeCompletion(view), options.onRun(false), true) },
+      { key: "ArrowUp", run: (view) => this.atEdge(view, -1) && options.onNavigate(-1) },
+      { key: "ArrowDown", run: (view) => this.atEdge(view, 1) && options.onNavigate(1) },
+    ]));
+    this.view = new EditorView({
+      parent,
+      state: EditorState.create({
+        doc: options.code,
+        extensions: [
+          keys,
+          basicSetup,
+          indentUnit.of("    "),
+          language(options.cellType),
+          theme,
+          this.readOnly.of(this.readOnlyExtension(options.readOnly)),
+          EditorView.updateListener.of((update) => {
+            if (update.docChanged && !this.remote) options.onChange(this.code);
+            if (update.focusChanged && !update.view.hasFocus) options.onBlur();
+          }),
+          EditorView.contentAttributes.of({ "aria-label": `${options.cellType === "sql" ? "SQL" : "Python"} cell code` }),
+        ],
+      }),
+    });
+  }
+
+  readOnlyExtension(readOnly) {
+    return [EditorState.readOnly.of(readOnly), EditorView.editable.of(!readOnly)];
+  }
+
+  atEdge(view, direction) {
+    if (completionStatus(view.state) === "active") return false;
+    const { main } = view.state.selection;
+    if (!main.empty) return false;
+    const line = view.state.doc.lineAt(main.head);
+    return direction < 0 ? line.number === 1 : line.number === view.state.doc.lines;
+  }
+
+  get code() {
+    return this.view.state.doc.toString();
+  }
+
+  get hasFocus() {
+    return this.view.hasFocus;
+  }
+
+  /** Replace the text with someone else's version, touching only the part that differs. */
+  setCode(code) {
+    const change = minimalChange(this.code, code);
+    if (!change) return;
+    this.remote = true;
+    try {
+      this.view.dispatch({ changes: change });
+    } finally {
+      this.remote = false;
+    }
+  }
+
+  /** Focus, with the cursor at the start ("start"), the end ("end") or left where it was. */
+  focus(where) {
+    this.view.focus();
+    if (where === "start") this.view.dispatch({ selection: { anchor: 0 } });
+    else if (where === "end") this.view.dispatch({ selection: { anchor: this.view.state.doc.length } });
+  }
+
+  setReadOnly(readOnly) {
+    this.view.dispatch({ effects: this.readOnly.reconfigure(this.readOnlyExtension(readOnly)) });
+  }
+
+  destroy() {
+    this.view.destroy();
+  }
+}

@@ -1,0 +1,21 @@
+// Transient messages in a corner of the page (never alert()): errors with no better place to show them.
+import { el } from "./dom.js";
+
+let region = null;
+
+function container() {
+  if (!region) {
+    region = el("div.toasts", { id: "toasts", role: "status", "aria-live": "polite" });
+    document.body.append(region);
+  }
+  return region;
+}
+
+export function toast(message, { kind = "error", timeout = 6000 } = {}) {
+  const item = el(`div.toast.toast-${kind}`, {}, el("span", { text: message }));
+  const close = el("button.link.toast-close", { type: "button", "aria-label": "Dismiss", onclick: () => item.remove() }, "×");
+  item.append(close);
+  container().append(item);
+  if (timeout) setTimeout(() => item.remove(), timeout);
+  return item;
+}

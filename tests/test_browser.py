@@ -1,0 +1,410 @@
+"""The live notebook page in headless Chromium, against Daphne + Redis + the real kernel worker.
+
+Two browser contexts (two users) open one notebook; each test does something in one page
+and asserts what both pages show. Playwright's sync API runs in plain test functions.
+"""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.db import connections
+from playwright.sync_api import expect, sync_playwright
+
+from tests.conftest import database_url_for_tests
+from tests.live import ROOT, free_port, stop, wait_http
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync",
+]
+PASSWORDS = {"alice": "alice-pass-123", "bob": "bob-pass-123", "carol": "carol-pass-123"}
+TIMEOUT_MS = 20_000
+SCREENSHOT = ROOT / "docs" / "screenshot-two-pages.png"
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+class Server:
+    """One Daphne process serving the production ASGI app (plus static files) on a fixed port."""
+
+    def __init__(self, log_name):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = ROOT / "var" / log_name
+        self.proc = None
+
+    def start(self):
+        self.log_path.parent.mkdir(exist_ok=True)
+        env = dict(os.environ, DATABASE_URL=database_url_for_tests(), DEBUG="0")
+        env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "tests.asgi_static:application"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_http(f"{self.url}/accounts/login/", proc=self.proc)
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.log.close()
+
+    def stop(self):
+        stop(self.proc)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def server(django_db_setup, django_db_blocker):
+    server = Server(f"browser-daphne-{os.getpid()}.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser(server):
+    # After the server (and so the test database): Playwright's loop must not exist while
+    # pytest-django creates or drops the database with sync calls.
+    with sync_playwright() as playwright:
+        executable = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")  # never a downloaded browser
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(autouse=True)
+def _sync_orm_beside_playwright(monkeypatch):
+    # Playwright's sync API keeps an event loop on this thread; the ORM calls made by the
+    # fixtures and tests are plain sync code that Django would otherwise refuse.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(autouse=True)
+def _close_thread_connections():
+    """Overrides conftest's: no consumer runs in this process, and async_to_sync cannot run
+    beside Playwright's loop. Only this thread's connections need closing."""
+    yield
+    connections.close_all()
+
+
+@pytest.fixture
+def live(server, live_kernel, users, notebook):
+    """The server, with passwords it can check: the tests' MD5 hasher is not in its settings."""
+    hasher = PBKDF2PasswordHasher()
+    for username, password in PASSWORDS.items():
+        # Few iterations keep the hashing cheap here; Daphne upgrades them at login.
+        users[username].password = hasher.encode(password, hasher.salt(), iterations=1000)
+        users[username].save(update_fields=["password"])
+    return server
+
+
+@pytest.fixture
+def open_page(browser, live, notebook):
+    """Factory: open_page("bob") -> a logged-in page on the shared notebook, showing its live state."""
+    contexts = []
+
+    def open_as(username, base_url=None):
+        base_url = base_url or live.url
+        context = browser.new_context(viewport={"width": 1100, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        if os.environ.get("BROWSER_TEST_FRAMES"):  # debugging aid: print every WebSocket frame
+            page.on("websocket", lambda ws: (ws.on("framesent", lambda f: print(username, ">", f[:300])), ws.on("framereceived", lambda f: print(username, "<", f[:300]))))
+        page.goto(f"{base_url}/accounts/login/")
+        page.fill("input[name=username]", username)
+        page.fill("input[name=password]", PASSWORDS[username])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base_url}/")
+        page.goto(f"{base_url}/notebooks/{notebook.pk}/")
+        expect(page.locator("#notebook")).to_have_attribute("data-synced", "true")
+        expect(page.locator("#connection-indicator")).to_have_attribute("data-state", "connected")
+        return page
+
+    yield open_as
+    for context in contexts:
+        for page in context.pages:
+            assert page.errors == [], f"JavaScript errors on the page: {page.errors}"
+        context.close()
+
+
+def make_cells(notebook, *codes):
+    """Cells saved before any page opens (the kernel loads them on first connect)."""
+    from notebooks_app.operations import POSITION_STEP
+
+    cells = [notebook.cells.create(position=(i + 1) * POSITION_STEP, type="python", code=code) for i, code in enumerate(codes)]
+    notebook.revision += 1
+    notebook.save(update_fields=["revision"])
+    return cells
+
+
+def cells(page):
+    return page.locator("#cells .cell.live")
+
+
+def set_code(page, cell, code):
+    """Replace a cell's code the way a user pasting it would (typing would auto-indent)."""
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.insert_text(code)
+
+
+def expect_code(cell, code):
+    """The cell's editor shows `code` (CodeMirror draws one .cm-line per line)."""
+    expect(cell.locator(".cm-line")).to_have_text(code.split("\n"))
+
+
+def expect_output(cell, text):
+    expect(cell.locator(".cell-outputs .output-text")).to_have_text(text)
+    expect(cell.locator(".cell-status")).to_have_text("success")
+
+
+def record_statuses(page):
+    """Collect every status the page applies from now on, in window.__statuses[cellId]
+    (a cascade's statuses often arrive in one batch, so the DOM shows only the last)."""
+    page.evaluate("""() => {
+        window.__statuses = {};
+        document.getElementById('notebook').addEventListener('notebook:event', ({detail}) => {
+            if (detail.type === 'cell_status') (window.__statuses[detail.cellId] ||= []).push(detail.status);
+        });
+    }""")
+
+
+def test_added_cell_runs_and_its_output_appears_in_both_pages(open_page):
+    alice, bob = open_page("alice"), open_page("bob")
+    alice.click("#add-python-cell")
+    expect(cells(alice)).to_have_count(1)
+    expect(cells(bob)).to_have_count(1)
+    expect(cells(alice).first.locator(".cm-content")).to_be_focused()
+    alice.keyboard.insert_text("x = 6 * 7\nx")
+    alice.keyboard.press("Control+Enter")
+    for page in (alice, bob):
+        expect_output(cells(page).first, "42")
+        expect(cells(page).first.locator(".cell-names .writes")).to_contain_text("x")
+    expect_code(cells(bob).first, "x = 6 * 7\nx")
+    # Shift+Enter on the last cell runs it and opens a new cell below, focused only here.
+    alice.keyboard.press("Shift+Enter")
+    expect(cells(alice)).to_have_count(2)
+    expect(cells(bob)).to_have_count(2)
+    expect(cells(alice).nth(1).locator(".cm-content")).to_be_focused()
+    expect(cells(bob).nth(1).locator(".cm-content")).not_to_be_focused()
+
+
+def test_run_all_then_delete_reruns_dependents_with_name_errors(open_page, notebook):
+    make_cells(notebook, "a = 5\na", "b = a * 2\nb", "c = b + 1\nc")
+    alice, bob = open_page("alice"), open_page("bob")
+    alice.click("#run-all")
+    for page in (alice, bob):
+        for index, value in enumerate(["5", "10", "11"]):
+            expect_output(cells(page).nth(index), value)
+    record_statuses(bob)
+    cells(alice).first.locator(".delete-cell").click()
+    for page in (alice, bob):
+        expect(cells(page)).to_have_count(2)
+        first, second = cells(page).nth(0), cells(page).nth(1)
+        expect(first.locator(".cell-status")).to_have_text("error")
+        expect(second.locator(".cell-status")).to_have_text("error")
+        expect(first.locator(".cell-error")).to_contain_text("NameError")
+        expect(first.locator(".cell-error")).to_contain_text("'a'")
+        expect(second.locator(".cell-error")).to_contain_text("NameError")
+        expect(second.locator(".cell-error")).to_contain_text("'b'")
+        expect(first.locator(".cell-outputs")).to_be_empty()
+    seen = bob.evaluate("window.__statuses")
+    assert len(seen) == 2 and all(statuses[-2:] == ["running", "error"] for statuses in seen.values()), seen
+
+
+def test_cell_added_below_the_first_appears_second_in_both_pages(open_page, notebook):
+    make_cells(notebook, "one = 1", "two = 2", "three = 3")
+    alice, bob = open_page("alice"), open_page("bob")
+    first = cells(alice).first
+    first.locator(".cell-menu summary").click()
+    expect(first.locator(".add-cell-above[data-cell-type=python]")).to_be_disabled()  # nothing goes above the first cell yet
+    first.locator(".add-cell-below[data-cell-type=python]").click()
+    for page in (alice, bob):
+        expect(cells(page)).to_have_count(4)
+        expect_code(cells(page).nth(1), "")
+        expect_code(cells(page).nth(2), "two = 2")
+    expect(cells(alice).nth(1).locator(".cm-content")).to_be_focused()  # in the tab that asked
+    expect(cells(bob).nth(1).locator(".cm-content")).not_to_be_focused()
+    alice.keyboard.insert_text("four = 4")
+    alice.keyboard.press("ArrowUp")  # first line: moves to the previous cell
+    expect(cells(alice).nth(0).locator(".cm-content")).to_be_focused()
+    expect_code(cells(bob).nth(1), "four = 4")  # sent on blur
+
+
+def test_deleting_the_only_cell_clears_its_code(open_page, notebook):
+    make_cells(notebook, "lonely = 1")
+    alice, bob = open_page("alice"), open_page("bob")
+    cells(alice).first.locator(".delete-cell").click()
+    for page in (alice, bob):
+        expect_code(cells(page).first, "")
+        expect(cells(page)).to_have_count(1)
+    notebook.refresh_from_db()
+    assert notebook.cells.get().code == ""
+
+
+def test_stdout_streams_while_the_cell_runs(open_page, notebook):
+    make_cells(notebook, "import time\nfor i in range(4):\n    print(i, flush=True)\n    time.sleep(0.5)")
+    alice, bob = open_page("alice"), open_page("bob")
+    cells(alice).first.locator(".run-cell").click()
+    for page in (alice, bob):
+        # Some lines are on screen while the status still says running.
+        page.wait_for_function(
+            """() => {
+                const cell = document.querySelector('#cells .cell.live');
+                const stdout = cell.querySelector('.cell-stdout').textContent;
+                return cell.querySelector('.cell-status').textContent === 'running'
+                    && stdout.includes('1') && !stdout.includes('3');
+            }""",
+            timeout=TIMEOUT_MS,
+        )
+        expect(cells(page).first.locator(".cell-elapsed")).to_be_visible()
+    for page in (alice, bob):
+        expect(cells(page).first.locator(".cell-status")).to_have_text("success")
+        expect(cells(page).first.locator(".cell-stdout")).to_have_text("0\n1\n2\n3\n")
+
+
+def test_stop_interrupts_the_running_cell(open_page, notebook):
+    make_cells(notebook, "import time\nfor i in range(100):\n    print(i, flush=True)\n    time.sleep(0.2)")
+    alice, bob = open_page("alice"), open_page("bob")
+    cells(alice).first.locator(".run-cell").click()
+    expect(cells(bob).first.locator(".cell-stdout")).to_contain_text("2")
+    alice.click("#interrupt")
+    for page in (alice, bob):
+        expect(cells(page).first.locator(".cell-status")).to_have_text("error")
+        expect(cells(page).first.locator(".cell-error")).to_contain_text("KeyboardInterrupt")
+
+
+def test_html_output_cannot_touch_the_page(open_page, notebook):
+    payload = "<script>parent.window.PWNED = 1; window.top.PWNED = 1</script><b>bold</b>"
+    make_cells(notebook, f"class H:\n    def _repr_html_(self):\n        return {payload!r}\nH()")
+    alice, bob = open_page("alice"), open_page("bob")
+    cells(alice).first.locator(".run-cell").click()
+    for page in (alice, bob):
+        frame = cells(page).first.locator("iframe.output-html")
+        expect(frame).to_have_attribute("sandbox", "allow-scripts")
+        expect(page.frame_locator("iframe.output-html").locator("b")).to_have_text("bold")
+        assert page.evaluate("window.PWNED") is None
+        assert page.evaluate("window.top.PWNED") is None
+
+
+def test_page_reconnects_and_catches_up_after_its_server_restarts(open_page, notebook):
+    make_cells(notebook, "n = 1\nn")
+    second = Server(f"browser-daphne-b-{os.getpid()}.log").start()
+    try:
+        alice, bob = open_page("alice"), open_page("bob", base_url=second.url)
+        second.kill()
+        expect(bob.locator("#connection-indicator")).to_have_attribute("data-state", "reconnecting")
+        # While bob's server is down, alice changes the notebook through hers.
+        set_code(alice, cells(alice).first, "n = 2\nn")
+        alice.keyboard.press("Control+Enter")
+        expect_output(cells(alice).first, "2")
+        alice.click("#add-python-cell")
+        expect(cells(alice)).to_have_count(2)
+        second.start()
+        expect(bob.locator("#connection-indicator")).to_have_attribute("data-state", "connected")
+        expect(cells(bob)).to_have_count(2)
+        expect_code(cells(bob).first, "n = 2\nn")
+        expect_output(cells(bob).first, "2")
+    finally:
+        second.stop()
+
+
+def test_edit_made_while_away_is_sent_after_reconnecting_and_wins(open_page, notebook):
+    make_cells(notebook, "m = 1")
+    second = Server(f"browser-daphne-c-{os.getpid()}.log").start()
+    try:
+        alice, bob = open_page("alice"), open_page("bob", base_url=second.url)
+        second.kill()
+        expect(bob.locator("#connection-indicator")).to_have_attribute("data-state", "reconnecting")
+        set_code(bob, cells(bob).first, "m = 'typed while away'")
+        set_code(alice, cells(alice).first, "m = 'saved by alice meanwhile'")
+        alice.locator("#run-all").focus()  # blur: alice's edit is saved first
+        expect(cells(alice).first.locator(".cell-status")).to_have_text("stale")
+        second.start()
+        # Bob's edit reaches the server after alice's: last writer wins, on both pages.
+        expect_code(cells(alice).first, "m = 'typed while away'")
+        expect_code(cells(bob).first, "m = 'typed while away'")
+    finally:
+        second.stop()
+
+
+def test_viewer_sees_a_read_only_page_that_updates_live(open_page, notebook):
+    make_cells(notebook, "v = 1\nv")
+    alice, carol = open_page("alice"), open_page("carol")
+    for hook in ("#run-all", "#interrupt", "#add-python-cell", ".run-cell", ".delete-cell", ".add-cell-below", ".insert-below"):
+        expect(carol.locator(hook)).to_have_count(0)
+    expect(cells(carol).first.locator(".cm-content")).to_have_attribute("contenteditable", "false")
+    expect(carol.locator("#db-settings input")).to_have_count(0)
+    set_code(alice, cells(alice).first, "v = 41 + 1\nv")
+    alice.keyboard.press("Control+Enter")
+    expect_code(cells(carol).first, "v = 41 + 1\nv")
+    expect_output(cells(carol).first, "42")
+
+
+CURSOR = "(selector) => {const v = window.__cm.findFromDOM(document.querySelector(selector)); return [v.hasFocus, v.state.selection.main.head];}"
+
+
+def test_remote_edit_does_not_move_the_cursor_in_another_cell(open_page, notebook):
+    first, _ = make_cells(notebook, "left = 1", "right = 2")
+    alice, bob = open_page("alice"), open_page("bob")
+    bob.evaluate("async () => { window.__cm = (await import('/static/notebooks/vendor/codemirror.bundle.js')).EditorView; }")
+    bob_first = f'.cell[data-cell-id="{first.pk}"] .cm-editor'
+    cells(bob).first.locator(".cm-content").click()
+    bob.keyboard.press("End")
+    bob.keyboard.press("ArrowLeft")
+    assert bob.evaluate(CURSOR, bob_first) == [True, len("left = 1") - 1]
+    set_code(alice, cells(alice).nth(1), "right = 'changed by alice'")
+    cells(alice).first.locator(".cm-content").click()  # blur: alice's edit is sent
+    expect_code(cells(bob).nth(1), "right = 'changed by alice'")
+    assert bob.evaluate(CURSOR, bob_first) == [True, len("left = 1") - 1]
+    bob.keyboard.type("0")
+    expect_code(cells(bob).first, "left = 01")
+
+
+def test_database_connection_is_masked_and_errors_show_by_the_field(open_page):
+    alice, bob = open_page("alice"), open_page("bob")
+    alice.fill("#db-settings .db-input", "mysql://nope")
+    alice.click("#db-settings .db-save")
+    expect(alice.locator("#db-settings .db-error")).to_contain_text("postgresql://")
+    alice.fill("#db-settings .db-input", "postgresql://ann:s3cret@db.example:5432/sales")
+    alice.click("#db-settings .db-save")
+    for page in (alice, bob):
+        expect(page.locator("#db-settings .db-display")).to_contain_text("db.example")
+        expect(page.locator("#db-settings .db-display")).not_to_contain_text("s3cret")
+    expect(alice.locator("#db-settings .db-error")).to_be_hidden()
+
+
+def test_two_pages_screenshot(open_page, notebook, tmp_path):
+    make_cells(notebook, "rate = 0.05\nyears = 10", "principal = 1_000", "final = principal * (1 + rate) ** years\nround(final, 2)",
+               "for year in range(1, 4):\n    print(year, round(principal * (1 + rate) ** year, 2))")
+    alice, bob = open_page("alice"), open_page("bob")
+    alice.click("#run-all")
+    for page in (alice, bob):
+        expect_output(cells(page).nth(2), "1628.89")
+        expect(cells(page).nth(3).locator(".cell-status")).to_have_text("success")
+    bob.locator(".cell-names button.name", has_text="rate").first.click()
+    expect(bob.locator(".cell.name-uses")).to_have_count(2)
+    shots = [tmp_path / "alice.png", tmp_path / "bob.png"]
+    for page in (alice, bob):
+        page.mouse.move(0, 0)
+        page.evaluate("document.activeElement.blur()")
+        page.set_viewport_size({"width": 1100, "height": 640})
+    alice.screenshot(path=shots[0])
+    bob.screenshot(path=shots[1])
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        from PIL import Image
+
+        left, right = (Image.open(path) for path in shots)
+        combined = Image.new("RGB", (left.width + right.width + 16, max(left.height, right.height)), "#c5cad6")
+        combined.paste(left, (0, 0))
+        combined.paste(right, (left.width + 16, 0))
+        combined.save(SCREENSHOT, optimize=True)
