@@ -1,0 +1,399 @@
+"""The notebook's execution subprocess: holds its namespace and runs cells in it.
+
+Started by `runner.Runner` as `python -m notebooks_app.kernel._child`; never imports
+Django.  It talks JSON lines with its parent over two private file descriptors (the
+original stdin and stdout, duplicated at start-up), so user code cannot read or corrupt
+the protocol:
+
+* fd 0 becomes /dev/null (`input()` gets EOF instead of eating commands);
+* fds 1 and 2 become one pipe read by a thread that forwards everything the cell
+  prints, from Python or from C, as `stdout` messages while the cell runs;
+* a second thread reads commands.  `interrupt` is handled there at once (SIGINT to the
+  main thread, and a cancel of the SQL query in flight); every other command is queued
+  for the main thread, which runs one at a time and answers each with `result`.
+
+The child exits when its command stream ends, so it never outlives its parent.
+"""
+import ast
+import asyncio
+import base64
+import builtins
+import io
+import json
+import linecache
+import os
+import queue
+import resource
+import secrets
+import select
+import signal
+import sys
+import threading
+import traceback
+
+CHILD_FILE = os.path.abspath(__file__)
+DRAIN_TIMEOUT = 2.0
+
+
+class Protocol:
+    def __init__(self, fd_in, fd_out):
+        self.reader = os.fdopen(fd_in, "rb", buffering=0)
+        self.out = os.fdopen(fd_out, "wb", buffering=0)
+        self.lock = threading.Lock()
+
+    def send(self, message):
+        data = (json.dumps(message, ensure_ascii=False, default=str) + "\n").encode("utf-8", "replace")
+        with self.lock:
+            self.out.write(data)
+
+    def messages(self):
+        buffer = b""
+        while True:
+            chunk = self.reader.read(1 << 16)
+            if not chunk:
+                return
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.strip():
+                    yield json.loads(line)
+
+
+class Capture:
+    """Everything written to fds 1 and 2, forwarded as `stdout` messages of the current request.
+
+    `drain()` (main thread, after a cell) writes a random marker through the same pipe
+    and waits until the forwarding thread reaches it, so every byte the cell printed
+    goes out before its `result`.  At most `cap` characters go out per request.
+    """
+
+    def __init__(self, protocol, cap):
+        self.protocol = protocol
+        self.cap = cap
+        self.request = None
+        self.sent = 0
+        self.dropped = 0
+        self.marker = b"\0drain-" + secrets.token_hex(8).encode() + b"\0"
+        self.drained = threading.Event()
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self.read_fd = read_fd
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="replace", line_buffering=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="replace", line_buffering=True)
+        threading.Thread(target=self._forward, name="stdout-forwarder", daemon=True).start()
+
+    def begin(self, request):
+        self.request, self.sent, self.dropped = request, 0, 0
+
+    def drain(self):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # a cell may have closed or replaced its streams
+                pass
+        self.drained.clear()
+        os.write(1, self.marker)
+        self.drained.wait(DRAIN_TIMEOUT)
+        if self.dropped:
+            self.protocol.send({"op": "stdout", "id": self.request, "text": f"\n[output truncated: {self.dropped:,} more characters not shown]\n"})
+        self.request = None
+
+    def _forward(self):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        import codecs
+
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        pending = b""
+        while True:
+            data = os.read(self.read_fd, 1 << 16)
+            if not data:
+                return
+            # Coalesce a burst of small writes (a print loop) into one message.
+            while len(data) < (1 << 16) and select.select([self.read_fd], [], [], 0.02)[0]:
+                more = os.read(self.read_fd, 1 << 16)
+                if not more:
+                    break
+                data += more
+            pending += data
+            while True:
+                index = pending.find(self.marker)
+                if index < 0:
+                    # Hold back only a tail that could be the start of a marker.
+                    keep = next((n for n in range(min(len(pending), len(self.marker) - 1), 0, -1) if self.marker.startswith(pending[-n:])), 0)
+                    head, pending = (pending[: len(pending) - keep], pending[len(pending) - keep :])
+                    self._emit(decoder.decode(head))
+                    break
+                self._emit(decoder.decode(pending[:index]) + decoder.decode(b"", final=True))
+                pending = pending[index + len(self.marker) :]
+                self.drained.set()
+
+    def _emit(self, text):
+        if not text or self.request is None:
+            return
+        room = self.cap - self.sent
+        if room <= 0:
+            self.dropped += len(text)
+            return
+        if len(text) > room:
+            self.dropped += len(text) - room
+            text = text[:room]
+        self.sent += len(text)
+        self.protocol.send({"op": "stdout", "id": self.request, "text": text})
+
+
+class Kernel:
+    def __init__(self, protocol, capture, output_cap):
+        self.protocol = protocol
+        self.capture = capture
+        self.output_cap = output_cap
+        self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        self.names = {}  # cell id -> names it bound at its last run
+        self.owner = {}  # name -> cell id that bound it last
+        self.executing = False
+        self.sql_running = False
+        self.loop = asyncio.new_event_loop()
+        self._sql = None
+
+    # --- commands ------------------------------------------------------------------------
+    def handle(self, message):
+        op = message.get("op")
+        request = message.get("id")
+        try:
+            if op == "run":
+                reply = self.run(request, message["cell"], message["code"], message.get("writes") or [])
+            elif op == "run_sql":
+                reply = self.run_sql(request, message["cell"], message["code"], message.get("result_variable") or "")
+            elif op == "forget":
+                self.forget(message["cell"])
+                reply = {"status": "success"}
+            elif op == "set_connection":
+                self.sql.set_connection(message.get("connection") or "")
+                reply = {"status": "success"}
+            elif op == "names":
+                reply = {"status": "success", "names": sorted(k for k in self.namespace if not k.startswith("__"))}
+            else:
+                reply = {"status": "error", "error": {"ename": "ProtocolError", "evalue": f"unknown op {op!r}", "traceback": []}}
+        except KeyboardInterrupt:  # an interrupt that arrived between cells
+            reply = {"status": "error", "error": {"ename": "KeyboardInterrupt", "evalue": "interrupted", "traceback": []}}
+        reply.update(op="result", id=request)
+        self.protocol.send(reply)
+
+    @property
+    def sql(self):
+        if self._sql is None:
+            from notebooks_app.kernel.sql import SqlEngines
+
+            self._sql = SqlEngines()
+        return self._sql
+
+    def forget(self, cell_id):
+        for name in self.names.pop(cell_id, ()):
+            if self.owner.get(name) == cell_id:
+                del self.owner[name]
+                self.namespace.pop(name, None)
+
+    def _bind(self, cell_id, names):
+        self.names[cell_id] = set(names)
+        for name in names:
+            self.owner[name] = cell_id
+
+    def run(self, request, cell_id, code, writes):
+        self.forget(cell_id)
+        filename = f"<cell {cell_id}>"
+        before = set(self.namespace)
+        self.capture.begin(request)
+        outputs, error = [], None
+        try:
+            linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+            body, last = self._compile(code, filename)
+            self.executing = True
+            try:
+                self._exec(body)
+                value = self._exec(last) if last is not None else None
+            finally:
+                self.executing = False
+            outputs = self._outputs(value)
+        except BaseException as exc:  # noqa: BLE001 - every failure of user code is the cell's error
+            error = self._error(exc)
+            outputs = self._figures()
+        finally:
+            self.capture.drain()
+            bound = (set(self.namespace) - before) | {name for name in writes if name in self.namespace}
+            self._bind(cell_id, bound)
+        return {"status": "error" if error else "success", "outputs": outputs, "error": error}
+
+    def run_sql(self, request, cell_id, code, result_variable):
+        from notebooks_app.kernel.sql import SqlError
+
+        self.forget(cell_id)
+        self.capture.begin(request)
+        outputs, error = [], None
+        try:
+            self.executing = self.sql_running = True
+            try:
+                frame, outputs = self.sql.execute(code, self.namespace)
+            finally:
+                self.executing = self.sql_running = False
+            if result_variable and frame is not None:
+                self.namespace[result_variable] = frame
+                self._bind(cell_id, [result_variable])
+        except SqlError as exc:
+            error = {"ename": exc.ename, "evalue": exc.evalue, "traceback": []}
+        except KeyboardInterrupt:
+            error = {"ename": "KeyboardInterrupt", "evalue": "the query was cancelled", "traceback": []}
+        except Exception as exc:  # noqa: BLE001 - a driver failure is the cell's error
+            error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
+        finally:
+            self.capture.drain()
+        return {"status": "error" if error else "success", "outputs": self._cap(outputs), "error": error}
+
+    def interrupt(self):
+        """Called on the command thread."""
+        if not self.executing:
+            return
+        if self.sql_running and self._sql is not None:
+            self._sql.interrupt()
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    # --- helpers -------------------------------------------------------------------------
+    def _compile(self, code, filename):
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        tree = ast.parse(code, filename, "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = compile(ast.Expression(tree.body.pop().value), filename, "eval", flags=flags)
+        return compile(tree, filename, "exec", flags=flags), last
+
+    def _exec(self, code):
+        result = eval(code, self.namespace)  # noqa: S307 - running the user's cell is the product
+        if code.co_flags & 0x80 and asyncio.iscoroutine(result):  # CO_COROUTINE: top-level await
+            result = self.loop.run_until_complete(result)
+        return result
+
+    def _outputs(self, value):
+        outputs = []
+        if value is not None:
+            png = _figure_png(value)
+            if png is not None:
+                outputs.append({"mimeType": "image/png", "data": png})
+            else:
+                html = None
+                repr_html = getattr(value, "_repr_html_", None)
+                if callable(repr_html) and not isinstance(value, type):
+                    try:
+                        html = repr_html()
+                    except Exception:  # a broken _repr_html_ falls back to the plain repr
+                        html = None
+                try:
+                    text = repr(value)
+                except Exception as exc:  # noqa: BLE001
+                    text = f"<repr failed: {type(exc).__name__}: {exc}>"
+                outputs.append({"mimeType": "text/plain", "data": text})
+                if isinstance(html, str):
+                    outputs.append({"mimeType": "text/html", "data": html})
+        outputs.extend(self._figures())
+        return self._cap(outputs)
+
+    def _figures(self):
+        """Figures the cell left open (plt.plot without returning the figure)."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return []
+        outputs = []
+        try:
+            for number in pyplot.get_fignums():
+                png = _figure_png(pyplot.figure(number))
+                if png is not None:
+                    outputs.append({"mimeType": "image/png", "data": png})
+            pyplot.close("all")
+        except Exception:  # rendering a broken figure must not fail the cell
+            pass
+        return outputs
+
+    def _cap(self, outputs):
+        capped = []
+        for output in outputs:
+            data = output["data"]
+            if isinstance(data, str) and len(data) > self.output_cap:
+                note = f"[output truncated: {len(data):,} characters, showing the first {self.output_cap:,}]"
+                if output["mimeType"] == "text/plain":
+                    output = {"mimeType": "text/plain", "data": data[: self.output_cap] + "\n" + note}
+                else:
+                    output = {"mimeType": "text/plain", "data": f"[{output['mimeType']} output of {len(data):,} characters is larger than the {self.output_cap:,} character cap and was not kept]"}
+            capped.append(output)
+        return capped
+
+    def _error(self, exc):
+        # The user's frames only: never this module's (the exec call, the SIGINT handler).
+        frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename != CHILD_FILE]
+        lines = traceback.format_list(frames) if frames else []
+        if lines:
+            lines.insert(0, "Traceback (most recent call last):\n")
+        lines += traceback.format_exception_only(type(exc), exc)
+        evalue = str(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            evalue = evalue or "interrupted"
+        return {"ename": type(exc).__name__, "evalue": evalue, "traceback": [line.rstrip("\n") for line in "".join(lines).splitlines()]}
+
+
+def _figure_png(value):
+    figure_module = sys.modules.get("matplotlib.figure")
+    if figure_module is None:
+        return None
+    figure = value
+    if not isinstance(figure, figure_module.Figure):
+        figure = getattr(value, "figure", None)
+        if not isinstance(figure, figure_module.Figure):
+            return None
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def main():
+    output_cap = int(os.environ.get("NOTEBOOK_OUTPUT_CAP", "1000000"))
+    memory_mb = int(os.environ.get("NOTEBOOK_MEMORY_LIMIT_MB", "0"))
+    if memory_mb > 0:
+        limit = memory_mb * 1024 * 1024
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
+    protocol = Protocol(os.dup(0), os.dup(1))
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    capture = Capture(protocol, output_cap)
+    kernel = Kernel(protocol, capture, output_cap)
+
+    def on_sigint(signum, frame):
+        if kernel.executing:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    commands = queue.Queue()
+
+    def read_commands():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for message in protocol.messages():
+                if message.get("op") == "interrupt":
+                    kernel.interrupt()
+                else:
+                    commands.put(message)
+        finally:
+            os._exit(0)  # the parent went away: nothing left to serve
+
+    threading.Thread(target=read_commands, name="commands", daemon=True).start()
+    protocol.send({"op": "ready", "pid": os.getpid()})
+    while True:
+        try:
+            message = commands.get()
+            kernel.handle(message)
+        except KeyboardInterrupt:  # arrived just after a cell finished
+            continue
+
+
+if __name__ == "__main__":
+    main()
