@@ -16,11 +16,12 @@ Semantics:
 
 Cost: edges are counted per (writer, reader) pair through name -> writers and
 name -> readers indexes, so a change costs time proportional to the names it changes.
-Cycles are found with Pearce and Kelly's dynamic topological order over the
-components: every component holds a rank, each edge between components goes from a
-lower to a higher rank, and inserting an edge only searches the cells ranked between
-its two ends (nothing at all when the edge already agrees with the order).  Breaking a
-cycle re-examines that cycle only.  No recursion anywhere: a 10,000-cell chain is fine.
+Every edge a change adds or removes touches the changed cell, so only cycles through
+that cell can appear or break: the graph re-examines the cell's old cycle (if any) and
+searches for a new one only when the cell has both parents and children (its
+descendants, then its ancestors).  Appending a cell to a notebook, or editing a
+cell nobody reads, never walks the graph.  No recursion anywhere: a 10,000-cell chain
+is fine.
 """
 from collections import deque
 from heapq import heapify, heappop, heappush
@@ -40,13 +41,12 @@ class _Cell:
 
 
 class _Component:
-    """A strongly connected component; most are a single cell."""
+    """A strongly connected component of two or more cells: a cycle."""
 
-    __slots__ = ("members", "rank", "paths")
+    __slots__ = ("members", "paths")
 
-    def __init__(self, members, rank=0.0):
+    def __init__(self, members):
         self.members = members
-        self.rank = rank
         self.paths = None  # cell -> (a cycle through it, its index there), computed when asked for
 
 
@@ -57,12 +57,9 @@ class DependencyGraph:
         self._readers = {}  # name -> set of cell ids reading it
         self._succ = {}  # cell -> {child: number of names carrying the edge}
         self._pred = {}  # cell -> {parent: same count}
-        self._component = {}  # cell -> _Component
-        self._cycles = set()  # components of two or more cells
+        self._cycle_of = {}  # cell -> the _Component of the cycle it is on (cells on no cycle are absent)
+        self._cycles = set()  # every cycle component
         self._conflicts = set()  # names with two or more writers
-        self._ranks = set()  # ranks in use, so a new rank never collides
-        self._low = 0.0
-        self._high = 0.0
 
     @classmethod
     def from_cells(cls, cells: Iterable[tuple]) -> "DependencyGraph":
@@ -90,9 +87,9 @@ class DependencyGraph:
                     if writer != reader:
                         graph._succ[writer][reader] = graph._succ[writer].get(reader, 0) + 1
                         graph._pred[reader][writer] = graph._pred[reader].get(writer, 0) + 1
-        for rank, members in enumerate(_strong_components(graph._cells, graph._succ)):
-            graph._install(_Component(set(members), float(rank)))
-        graph._high = float(len(graph._ranks))
+        for members in _strong_components(graph._cells, graph._succ):
+            if len(members) > 1:
+                graph._install(_Component(set(members)))
         return graph
 
     # --- editing ---------------------------------------------------------------------
@@ -102,7 +99,6 @@ class DependencyGraph:
         reads, writes = frozenset(reads), frozenset(writes)
         self._cells[cell_id] = _Cell(position)
         self._succ[cell_id], self._pred[cell_id] = {}, {}
-        self._install(_Component({cell_id}, self._rank_for_new_cell(cell_id, reads, writes)))
         self._change(cell_id, reads, writes)
 
     def update(self, cell_id: str, *, reads: Iterable[str], writes: Iterable[str], position: float | None = None) -> None:
@@ -113,10 +109,8 @@ class DependencyGraph:
 
     def remove(self, cell_id: str) -> None:
         self._cell(cell_id)
-        # Without reads and writes the cell has no edges, so it is alone in its component.
+        # Without reads and writes the cell has no edges, so it is on no cycle.
         self._change(cell_id, _EMPTY, _EMPTY)
-        component = self._component.pop(cell_id)
-        self._ranks.discard(component.rank)
         del self._cells[cell_id], self._succ[cell_id], self._pred[cell_id]
 
     def set_position(self, cell_id: str, position: float) -> None:
@@ -172,8 +166,8 @@ class DependencyGraph:
         # Each unit is named by its first cell; a cell alone in its component is its own unit.
         unit_of, members_of, groups = {}, {}, {}
         for cell_id in key:
-            component = self._component[cell_id]
-            if len(component.members) == 1:
+            component = self._cycle_of.get(cell_id)
+            if component is None:
                 unit_of[cell_id] = cell_id
                 members_of[cell_id] = (cell_id,)
             else:
@@ -242,8 +236,8 @@ class DependencyGraph:
             writers = self._writers[name]
             if len(writers) > 1:
                 details.append({"kind": "multiple_definitions", "name": name, "cells": sorted(writers - {cell_id})})
-        component = self._component[cell_id]
-        if len(component.members) > 1:
+        component = self._cycle_of.get(cell_id)
+        if component is not None:
             cycle, offset = self._cycles_through(component)[cell_id]
             length = len(cycle)
             if length < CYCLE_PATH_LIMIT:
@@ -284,16 +278,16 @@ class DependencyGraph:
         old_reads, old_writes = cell.reads, cell.writes
         if reads == old_reads and writes == old_writes:
             return
-        before = {}  # (parent, child) -> count before this change, for every pair touched
+        changed = False
 
         def shift(parent, child, delta):
-            count = self._succ[parent].get(child, 0)
-            before.setdefault((parent, child), count)
-            count += delta
+            nonlocal changed
+            count = self._succ[parent].get(child, 0) + delta
             if count:
                 self._succ[parent][child] = self._pred[child][parent] = count
             else:
                 del self._succ[parent][child], self._pred[child][parent]
+            changed = changed or count in (0, delta)  # an edge appeared or vanished
 
         for name in reads - old_reads:
             self._readers.setdefault(name, set()).add(cell_id)
@@ -321,109 +315,46 @@ class DependencyGraph:
                 if reader != cell_id:
                     shift(cell_id, reader, -1)
         cell.reads, cell.writes = reads, writes
-
-        # Keep the order valid: first take out the new edges, let removed edges break
-        # cycles, then put the new edges back one at a time (the insertion algorithm
-        # needs every other edge to agree with the order already).
-        added, broken = [], set()
-        for (parent, child), count in before.items():
-            now = self._succ[parent].get(child, 0)
-            if count == 0 and now:
-                added.append((parent, child, now))
-                del self._succ[parent][child], self._pred[child][parent]
-            elif count and not now and self._component[parent] is self._component[child]:
-                broken.add(self._component[parent])
-        for component in broken:
-            self._split(component)
-        for parent, child, count in sorted(added):
-            self._succ[parent][child] = self._pred[child][parent] = count
-            self._insert_edge(parent, child)
+        if changed:
+            self._recompute_cycles(cell_id)
 
     # --- internals: components and their order ------------------------------------------
     def _install(self, component):
         for cell_id in component.members:
-            self._component[cell_id] = component
-        self._ranks.add(component.rank)
-        if len(component.members) > 1:
-            self._cycles.add(component)
+            self._cycle_of[cell_id] = component
+        self._cycles.add(component)
 
     def _uninstall(self, component):
-        self._ranks.discard(component.rank)
+        for cell_id in component.members:
+            del self._cycle_of[cell_id]
         self._cycles.discard(component)
 
-    def _rank_for_new_cell(self, cell_id, reads, writes):
-        """A rank after the new cell's parents and before its children, where possible.
+    def _recompute_cycles(self, cell_id):
+        """The edges of `cell_id` changed: redo the cycles that can have changed.
 
-        Adding cells in notebook order (parents first) then never reorders anything.
+        Every added or removed edge has `cell_id` at one end, so a cycle not through it
+        is untouched.  Its old cycle may have broken into smaller ones (found among the
+        other members, with their unchanged edges), and a new cycle through it is the
+        set of cells that are both its descendants and its ancestors.
         """
-        parent_ranks = [self._component[w].rank for name in reads for w in self._writers.get(name, ())]
-        child_ranks = [self._component[r].rank for name in writes for r in self._readers.get(name, ())]
-        if parent_ranks and child_ranks:
-            low, high = max(parent_ranks), min(child_ranks)
-            middle = (low + high) / 2
-            if low < middle < high and middle not in self._ranks:
-                return middle
-        if child_ranks and not parent_ranks:
-            self._low -= 1.0
-            return self._low
-        self._high += 1.0  # after everything; the out-edges, if any, reorder what they must
-        return self._high
-
-    def _insert_edge(self, parent, child):
-        """Pearce-Kelly: restore the order after adding parent -> child; merge a new cycle."""
-        source, target = self._component[parent], self._component[child]
-        if source is target:
-            source.paths = None  # a new edge inside a cycle may shorten its paths
+        old = self._cycle_of.get(cell_id)
+        if old is not None:
+            self._uninstall(old)
+            for members in _strong_components(old.members - {cell_id}, self._succ):
+                if len(members) > 1:
+                    self._install(_Component(set(members)))
+        parents, children = self._pred[cell_id], self._succ[cell_id]
+        if not parents or not children:
             return
-        if source.rank < target.rank:
+        below = _reachable(cell_id, self._succ)
+        if below.isdisjoint(parents):
             return
-        low, high = target.rank, source.rank
-        forward = self._search(target, self._succ, lambda rank: rank <= high)
-        backward = self._search(source, self._pred, lambda rank: rank >= low)
-        pool = sorted(component.rank for component in forward | backward)
-        on_cycle = forward & backward  # reachable from child and reaching parent
-        ahead = sorted(backward - on_cycle, key=_rank)
-        behind = sorted(forward - on_cycle, key=_rank)
-        for component in forward | backward:
-            self._uninstall(component)
-        middle = []
-        if on_cycle:
-            merged = _Component(set().union(*(c.members for c in on_cycle)))
-            middle = [merged]
-        for component, rank in zip(ahead + middle + behind, pool):
-            component.rank = rank
-            self._install(component)
-
-    def _search(self, start, edges, within):
-        """Components reachable from `start` along `edges` whose rank satisfies `within`."""
-        seen, stack = {start}, [start]
-        while stack:
-            component = stack.pop()
-            for cell_id in component.members:
-                for neighbour in edges[cell_id]:
-                    other = self._component[neighbour]
-                    if other not in seen and within(other.rank):
-                        seen.add(other)
-                        stack.append(other)
-        return seen
-
-    def _split(self, component):
-        """A cycle lost an edge: recompute its components and renumber the order."""
-        parts = _strong_components(component.members, self._succ)
-        if True:
-            component.paths = None
-            return
-        self._uninstall(component)
-        ordered = sorted({*self._component.values()} - {component}, key=_rank)
-        # Splitting needs fresh ranks where the cycle's single rank was; cycles are rare
-        # and small next to a renumbering, which is linear in the number of components.
-        position = next((i for i, c in enumerate(ordered) if c.rank > component.rank), len(ordered))
-        ordered[position:position] = [_Component(set(members)) for members in parts]
-        self._ranks.clear()
-        for rank, part in enumerate(ordered):
-            part.rank = float(rank)
-            self._install(part)
-        self._low, self._high = 0.0, float(len(ordered))
+        members = (below & _reachable(cell_id, self._pred)) | {cell_id}
+        for member in members:
+            absorbed = self._cycle_of.get(member)
+            if absorbed is not None:
+                self._uninstall(absorbed)
+        self._install(_Component(members))
 
     def _cycles_through(self, component):
         """cell -> (a cycle through it, its index there), decided once per component.
@@ -456,10 +387,6 @@ class DependencyGraph:
                     came_from[child] = cell_id
                     queue.append(child)
         raise AssertionError(f"cell {start} is in a cycle component but on no cycle")
-
-
-def _rank(component):
-    return component.rank
 
 
 def _discard(index, name, cell_id):

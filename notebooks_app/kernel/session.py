@@ -150,8 +150,10 @@ class NotebookSession:
                 self._emit({"type": "kernel_error", "message": f"The kernel could not process {message.get('type', 'a message')}: {exc}"})
             finally:
                 try:
-                    await self.flush()
+                    # Persist before announcing, so a client that sees a result and
+                    # reloads the page finds it in the database.
                     await self.persist()
+                    await self.flush()
                 except Exception:
                     logger.exception("could not publish or persist notebook %s", self.notebook_id)
 
@@ -546,6 +548,7 @@ class NotebookSession:
                 break
             await self._persist_if_due()
         self._cancel_cascade = False
+        await self.persist()
         await self.flush()
 
     async def _run_one(self, cell):
