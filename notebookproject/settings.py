@@ -131,7 +131,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, which kills
+                # channels-redis's idle 5 s BZPOPMIN (django/channels_redis#422).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
                 # Defaults (100 messages, 60 s) silently drop events to a slow
                 # socket during a long cascade; raised on purpose (DESIGN §8).
                 "capacity": env_int("CHANNEL_CAPACITY", 5000),

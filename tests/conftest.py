@@ -158,7 +158,11 @@ class NotebookClient:
         await self.comm.send_json_to(message)
 
     async def _receive_frame(self, timeout):
-        message = await self.comm.receive_output(timeout)
+        # receive_output() cancels the application when it times out; waiting with
+        # receive_nothing() first keeps the connection open across a quiet spell.
+        if await self.comm.receive_nothing(timeout, interval=0.005):
+            raise asyncio.TimeoutError
+        message = await self.comm.receive_output(EVENT_TIMEOUT)
         if message["type"] == "websocket.close":
             self.close_code = message.get("code")
             raise ConnectionError(f"closed with {self.close_code}")

@@ -454,3 +454,12 @@ async def test_reconnecting_client_gets_the_assembled_state(ws, notebook, users)
     fresh = await ws(users["alice"], notebook)
     assert fresh.order == bob.order
     assert fresh.state == bob.state
+
+
+async def test_idle_connection_and_worker_survive_a_quiet_spell(ws, notebook, users):
+    """Longer than the channel layer's 5 s blocking read (redis-py 8 socket timeout regression)."""
+    alice = await ws(users["alice"], notebook)
+    await alice.expect_silence(6.5)
+    cell_id = await create(alice, "quiet = 1\nquiet")
+    await run_and_wait(alice, cell_id)
+    assert text_output(alice, cell_id) == "1"
