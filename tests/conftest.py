@@ -24,6 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 EVENT_TIMEOUT = 20
 
 
+def pytest_collection_modifyitems(items):
+    """Browser tests last: Playwright's sync API keeps an event loop on the main thread
+    from its first use to the end of the session, which the async tests cannot share."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     # PBKDF2's deliberate slowness is not under test; it would dominate the suite's time.
