@@ -51,6 +51,24 @@ def start_daphne(port, env, log_path):
     return proc
 
 
+def start_worker(channels, env, log_path):
+    """A kernel worker process (`manage.py runworker <channels>`) in its own process group,
+    so stop() also ends the runner subprocesses it started."""
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "runworker", *channels],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    time.sleep(0.5)
+    if proc.poll() is not None:
+        raise RuntimeError(f"kernel worker exited with {proc.returncode}; see {log_path}")
+    return proc
+
+
 def stop(proc):
     if proc is not None and proc.poll() is None:
         try:

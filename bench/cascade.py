@@ -1,0 +1,71 @@
+"""Cascade: run the root of a chain (x0 = 0, x{i} = x{i-1} + 1) or of a fan-out (root + N
+children) and time it until the last cell's final status reaches a client.
+
+    .venv/bin/python -m bench.cascade [--sizes 10,100,1000] [--repeat R] [--quick]
+
+ms/cell is the whole cascade divided by its cells: the kernel's per-cell overhead
+(run the trivial cell in the runner, announce it, persist it) as a client sees it.
+"""
+import asyncio
+import sys
+import time
+
+from .harness import Cluster, Report, parse_args
+
+FINAL = {"success", "error"}
+
+
+def chain(n):
+    return ["x0 = 0"] + [f"x{i} = x{i - 1} + 1" for i in range(1, n)]
+
+
+def fan(n):
+    return ["root = 0"] + [f"c{i} = root + {i}" for i in range(n)]
+
+
+async def run_root(client, cell_ids):
+    """run_cell on the first cell; ms until every cell of the cascade has its final status."""
+    remaining = set(cell_ids)
+    failed = []
+
+    def done(event):
+        if event["type"] == "cell_status" and event["status"] in FINAL and event["cellId"] in remaining:
+            remaining.discard(event["cellId"])
+            if event["status"] == "error":
+                failed.append(event["cellId"])
+        return not remaining
+
+    start = time.perf_counter()
+    await client.send(type="run_cell", cellId=cell_ids[0])
+    await client.wait_for(done, timeout=600)
+    if failed:
+        raise RuntimeError(f"{len(failed)} cells failed in the cascade")
+    return (time.perf_counter() - start) * 1000
+
+
+async def measure(cluster, args):
+    report = Report("cascade", await cluster.floor())
+    for shape, build in (("chain", chain), ("fan-out", fan)):
+        for n in args.sizes:
+            notebook_id = await cluster.anotebook(build(n))
+            client = await cluster.client(notebook_id)
+            cell_ids = [cell["id"] for cell in client.state["notebook"]["cells"]]
+            await run_root(client, cell_ids)  # warm-up: loads the session, starts the runner
+            repeat = args.repeat or (2 if args.quick else max(3, 2000 // (n + 10)))
+            totals = [await run_root(client, cell_ids) for _ in range(repeat)]
+            cells = len(cell_ids)
+            report.row(f"{shape} N={n}: whole cascade", totals)
+            report.row(f"{shape} N={n}: per cell", [t / cells for t in totals], unit="ms/cell", note=f"{cells} cells")
+            await client.close()
+
+
+def main(argv=None):
+    args = parse_args("Reactive cascade latency through Daphne + kernel worker.", argv, sizes="10,100,1000")
+    if args.quick:
+        args.sizes = [3]
+    with Cluster("cascade") as cluster:
+        asyncio.run(measure(cluster, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""What every benchmark shares: the production shape, real clients, the floor, the report.
+
+`Cluster` runs the server as it is deployed: Daphne processes and `manage.py runworker`
+kernel workers on PostgreSQL + Redis.  It uses DATABASE_URL / REDIS_URL when given and
+otherwise starts throwaway instances with the test suite's `Services`.  Clients are real
+WebSocket connections (tests/live.py) logged in through the login page.
+
+Every report carries a floor measured in the same run on the same services: one Redis
+PUBLISH -> SUBSCRIBE round trip and one committed PostgreSQL UPDATE, the least an edit
+that is stored and broadcast has to pay.  Ratios are to their sum.
+"""
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts.run_tests import Services  # noqa: E402
+from tests.live import LiveClient, free_port, login, start_daphne, start_worker, stop  # noqa: E402
+
+USERNAME = "bench"
+PASSWORD = "bench-password-1"
+LOG_DIR = ROOT / "var"
+FLOOR_SAMPLES = 200
+
+
+def percentile(samples, fraction):
+    """Nearest-rank percentile: a value that was really observed."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
+
+
+def summary(samples):
+    return {"median": statistics.median(samples), "p99": percentile(samples, 0.99), "max": max(samples), "n": len(samples)}
+
+
+def machine():
+    cpu = platform.processor() or ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu or platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def parse_args(description, argv, **sizes):
+    """Common options: --quick (tiny sizes, for the smoke test) and --repeat."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions (smoke test)")
+    parser.add_argument("--repeat", type=int, default=None, help="measured repetitions per size")
+    for name, default in sizes.items():
+        parser.add_argument(f"--{name}", default=default, help=f"comma-separated (default {default})")
+    args = parser.parse_args(argv)
+    for name in sizes:
+        setattr(args, name, [int(x) for x in str(getattr(args, name)).split(",") if x])
+    return args
+
+
+class Cluster:
+    """Daphne x `daphnes` + one kernel worker per shard, on PostgreSQL + Redis."""
+
+    def __init__(self, name, *, daphnes=1, shards=1):
+        self.name = name
+        self.daphne_count = daphnes
+        self.shards = shards
+        self.services = Services()
+        self.daphnes, self.workers, self.urls, self.cookies = [], [], [], []
+
+    def __enter__(self):
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _start(self):
+        env = dict(os.environ)
+        if not env.get("DATABASE_URL"):
+            env["DATABASE_URL"] = self.services.postgres()
+            _create_database(env["DATABASE_URL"])
+        if not env.get("REDIS_URL"):
+            env["REDIS_URL"] = self.services.redis()
+        env.setdefault("SECRET_KEY", "bench-secret-key")
+        env.update(KERNEL_SHARDS=str(self.shards), PYTHONUNBUFFERED="1", LOG_LEVEL=env.get("LOG_LEVEL", "WARNING"), DJANGO_SETTINGS_MODULE="notebookproject.settings")
+        self.env = env
+        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "KERNEL_SHARDS", "DJANGO_SETTINGS_MODULE")})
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        self.user = _bench_user()
+        from notebooks_app.kernel_client import shard_channels
+
+        LOG_DIR.mkdir(exist_ok=True)
+        for channel in shard_channels():
+            self.workers.append(start_worker([channel], env, LOG_DIR / f"bench-{self.name}-worker-{channel}.log"))
+        for index in range(self.daphne_count):
+            port = free_port()
+            self.daphnes.append(start_daphne(port, env, LOG_DIR / f"bench-{self.name}-daphne-{index}.log"))
+            self.urls.append(f"http://127.0.0.1:{port}")
+            self.cookies.append(login(self.urls[-1], USERNAME, PASSWORD))
+
+    def stop(self):
+        for proc in self.daphnes + self.workers:
+            stop(proc)
+        self.services.stop()
+
+    def notebook(self, cells=(), name=None):
+        """A notebook of the bench user holding `cells` (code strings), committed; returns its id."""
+        from notebooks_app.models import Cell, Notebook
+        from notebooks_app.operations import POSITION_STEP
+
+        notebook = Notebook.objects.create(name=name or f"{self.name} {uuid.uuid4().hex[:6]}", owner=self.user, revision=1)
+        Cell.objects.bulk_create([Cell(notebook=notebook, position=(i + 1) * POSITION_STEP, code=code) for i, code in enumerate(cells)], batch_size=1000)
+        return str(notebook.pk)
+
+    async def anotebook(self, cells=(), name=None):
+        return await asyncio.to_thread(self.notebook, cells, name)
+
+    async def client(self, notebook_id, daphne=0):
+        return await LiveClient(self.urls[daphne], notebook_id, self.cookies[daphne]).connect()
+
+    async def clients(self, notebook_id, count, *, chunk=50):
+        """`count` connected clients spread over the Daphnes, connected `chunk` at a time."""
+        out = []
+        for start in range(0, count, chunk):
+            out += await asyncio.gather(*(self.client(notebook_id, i % len(self.urls)) for i in range(start, min(count, start + chunk))))
+        return out
+
+    async def floor(self, samples=FLOOR_SAMPLES):
+        """(Redis PUBLISH->SUBSCRIBE round trip, committed PostgreSQL UPDATE) medians in ms."""
+        notebook_id = await self.anotebook(name=f"{self.name} floor")
+        return {
+            "redis": statistics.median(await _redis_round_trips(self.env["REDIS_URL"], samples)),
+            "postgres": statistics.median(await asyncio.to_thread(_pg_updates, self.env["DATABASE_URL"], notebook_id, samples)),
+        }
+
+
+def _create_database(url):
+    import psycopg
+
+    base, name = url.rsplit("/", 1)
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _bench_user():
+    from django.contrib.auth import get_user_model
+
+    user, _ = get_user_model().objects.get_or_create(username=USERNAME)
+    user.set_password(PASSWORD)
+    user.save()
+    return user
+
+
+async def _redis_round_trips(url, samples):
+    import redis.asyncio as redis
+
+    channel = f"bench-floor-{uuid.uuid4().hex}"
+    publisher, subscriber = redis.from_url(url), redis.from_url(url)
+    pubsub = subscriber.pubsub()
+    await pubsub.subscribe(channel)
+    await pubsub.get_message(timeout=5)  # the subscribe confirmation
+    out = []
+    try:
+        for i in range(samples):
+            start = time.perf_counter()
+            await publisher.publish(channel, str(i))
+            while (await pubsub.get_message(timeout=5)) is None:
+                pass
+            out.append((time.perf_counter() - start) * 1000)
+    finally:
+        await pubsub.aclose()
+        await publisher.aclose()
+        await subscriber.aclose()
+    return out
+
+
+def _pg_updates(url, notebook_id, samples):
+    import psycopg
+
+    out = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(samples):
+            start = time.perf_counter()
+            conn.execute("UPDATE notebooks_app_notebook SET revision = revision WHERE id = %s", (notebook_id,))
+            out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+class Report:
+    """Prints the figures of one benchmark run as a Markdown table (pasteable into docs/performance.md)."""
+
+    def __init__(self, title, floor):
+        self.floor = floor
+        self.floor_total = floor["redis"] + floor["postgres"]
+        print(f"\n## {title}")
+        print(f"{datetime.datetime.now().isoformat(timespec='minutes')} · {machine()}")
+        print(f"floor: Redis PUBLISH->SUBSCRIBE {floor['redis']:.3f} ms + committed PostgreSQL UPDATE {floor['postgres']:.3f} ms = {self.floor_total:.3f} ms\n")
+        print("| case | n | median | p99 | max | unit | median / floor | note |")
+        print("|---|---|---|---|---|---|---|---|", flush=True)
+
+    def row(self, case, samples, *, unit="ms", note="", per_floor=True):
+        s = summary(samples)
+        ratio = f"{s['median'] / self.floor_total:.1f}x" if per_floor and unit == "ms" else "-"
+        print(f"| {case} | {s['n']} | {s['median']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {unit} | {ratio} | {note} |", flush=True)
+        return s
