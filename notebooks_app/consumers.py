@@ -7,6 +7,7 @@ the kernel worker is their only sender, so every client sees one order.
 """
 import logging
 import time
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -46,6 +47,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         self.group = kernel_client.group_name(self.notebook_id)
         self.user = self.scope.get("user")
         self.joined = False
+        # `?batch=1`: the client takes a cascade's events as one `batch` frame.
+        self.batch_frames = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("batch") == ["1"]
         self._tokens = float(RATE_BURST)
         self._last_refill = time.monotonic()
         if self.user is None or not self.user.is_authenticated:
@@ -147,8 +150,13 @@ class NotebookConsumer(AsyncWebsocketConsumer):
 
     # --- kernel worker -> this socket --------------------------------------------
     async def notebook_event(self, event):
-        """A frame the kernel worker has already encoded: relayed untouched."""
-        await self.send(text_data=event["text"])
+        """Events the kernel worker has already encoded: relayed untouched."""
+        texts = event["texts"]
+        if self.batch_frames and len(texts) > 1:
+            await self.send(text_data='{"type": "batch", "events": [' + ", ".join(texts) + "]}")
+        else:
+            for text in texts:
+                await self.send(text_data=text)
 
     async def notebook_access_changed(self, event):
         """Sharing changed: close this socket if its user may no longer view the notebook."""

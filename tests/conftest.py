@@ -143,12 +143,13 @@ def session_cookie(user):
 class NotebookClient:
     """A WebSocket client of one notebook that keeps state the way the page does."""
 
-    def __init__(self, notebook_id, cookie, application):
+    def __init__(self, notebook_id, cookie, application, query=""):
         self.notebook_id = str(notebook_id)
         headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
         if cookie:
             headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
-        self.comm = WebsocketCommunicator(application, f"/ws/notebooks/{self.notebook_id}/", headers=headers)
+        self.comm = WebsocketCommunicator(application, f"/ws/notebooks/{self.notebook_id}/{query}", headers=headers)
+        self.frames = 0  # WebSocket frames received
         self.events = []  # every notebook event with a seq, in arrival order
         self.replies = []  # errors and other frames without seq
         self.state = None
@@ -169,6 +170,7 @@ class NotebookClient:
         if await self.comm.receive_nothing(timeout, interval=0.005):
             raise asyncio.TimeoutError
         message = await self.comm.receive_output(EVENT_TIMEOUT)
+        self.frames += 1
         if message["type"] == "websocket.close":
             self.close_code = message.get("code")
             raise ConnectionError(f"closed with {self.close_code}")
@@ -276,8 +278,8 @@ async def ws(live_kernel):
 
     clients = []
 
-    async def connect(user, notebook, *, wait_state=True):
-        client = NotebookClient(notebook.pk, await database_sync_to_async(session_cookie)(user) if user else None, application)
+    async def connect(user, notebook, *, wait_state=True, query=""):
+        client = NotebookClient(notebook.pk, await database_sync_to_async(session_cookie)(user) if user else None, application, query)
         await client.connect()
         clients.append(client)
         if wait_state:

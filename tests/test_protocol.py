@@ -467,3 +467,19 @@ async def test_idle_connection_and_worker_survive_a_quiet_spell(ws, notebook, us
     cell_id = await create(alice, "quiet = 1\nquiet")
     await run_and_wait(alice, cell_id)
     assert text_output(alice, cell_id) == "1"
+
+
+async def test_cascade_events_are_single_frames_unless_the_client_asks_for_batches(ws, notebook, users):
+    plain, batched = await ws(users["alice"], notebook), await ws(users["bob"], notebook, query="?batch=1")
+    root = await create(plain, "root = 1")
+    leaves = [await create(plain, f"leaf_{i} = root + {i}") for i in range(10)]
+    await batched.wait_for(lambda e: e["type"] == "cell_created" and e["cellId"] == leaves[-1])
+    before_plain, before_batched = plain.frames, batched.frames
+    await plain.send(type="run_cell", cellId=root)
+    for client in (plain, batched):
+        await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == leaves[-1] and e["status"] == "success")
+    plain_frames, batched_frames = plain.frames - before_plain, batched.frames - before_batched
+    # 11 cells x (running, output, success) at least, each its own frame for the plain client.
+    assert plain_frames >= 33
+    assert batched_frames < plain_frames
+    assert [e["seq"] for e in plain.events] == [e["seq"] for e in batched.events]

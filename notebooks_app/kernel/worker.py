@@ -94,8 +94,14 @@ class KernelService:
         return session
 
     async def publish(self, notebook_id, target, payload):
-        """Encode once; the consumers relay the text untouched."""
-        event = {"type": "notebook.event", "text": protocol.dumps(payload)}
+        """Encode each event once, here; the consumers relay the texts untouched.
+
+        A batch (a cascade's events coalesced by the session) is one group send; each
+        consumer sends its events as separate frames, or as one `batch` frame to a
+        client that asked for batches (docs/protocol.md).
+        """
+        events = payload["events"] if payload.get("type") == "batch" else [payload]
+        event = {"type": "notebook.event", "texts": [protocol.dumps(e) for e in events]}
         if target is None:
             await self.channel_layer.group_send(group_name(notebook_id), event)
         else:

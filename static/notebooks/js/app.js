@@ -36,7 +36,7 @@ export class NotebookApp {
       requestSync: () => this.send({ type: "sync" }),
     });
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    this.connection = new Connection(`${scheme}://${location.host}/ws/notebooks/${this.notebookId}/`, {
+    this.connection = new Connection(`${scheme}://${location.host}/ws/notebooks/${this.notebookId}/?batch=1`, {
       indicator: document.getElementById("connection-indicator"),
       onOpen: () => this.sequencer.reset(),
       onFrame: (frame) => this.sequencer.receive(frame),
