@@ -24,8 +24,10 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 # Token bucket per socket: a burst of RATE_BURST messages, refilled at RATE_PER_SECOND.
-RATE_BURST = 60
-RATE_PER_SECOND = 30.0
+# Generous enough for a script that builds a 1,000-cell notebook request by request
+# (a few ms each), tight enough that a flood is refused rather than queued.
+RATE_BURST = 500
+RATE_PER_SECOND = 200.0
 
 
 @database_sync_to_async

@@ -7,7 +7,7 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from notebooks_app.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND
+from notebooks_app.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, RATE_BURST
 from notebooks_app.models import Cell, Notebook
 from tests.conftest import NotebookClient, session_cookie
 
@@ -386,10 +386,11 @@ async def test_code_over_the_cap_is_refused(ws, notebook, users):
 
 async def test_flood_is_rate_limited_and_socket_survives(ws, notebook, users):
     alice = await ws(users["alice"], notebook)
-    for i in range(150):
+    flood = RATE_BURST * 4
+    for i in range(flood):
         await alice.comm.send_to(text_data=json.dumps({"type": "sync", "requestId": i}))
     codes = []
-    for _ in range(150):
+    for _ in range(flood):
         frame = await alice.next(10)
         codes.append(frame.get("code", frame["type"]))
     assert "rate_limited" in codes and "notebook_state" in codes
