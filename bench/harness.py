@@ -133,7 +133,7 @@ class Cluster:
         return await asyncio.to_thread(self.notebook, cells, name)
 
     async def client(self, notebook_id, daphne=0):
-        return await LiveClient(self.urls[daphne], notebook_id, self.cookies[daphne]).connect()
+        return await LiveClient(self.urls[daphne], notebook_id, self.cookies[daphne], batch=True).connect()
 
     async def clients(self, notebook_id, count, *, chunk=50):
         """`count` connected clients spread over the Daphnes, connected `chunk` at a time."""
@@ -207,16 +207,19 @@ class Report:
     """Prints the figures of one benchmark run as a Markdown table (pasteable into docs/performance.md)."""
 
     def __init__(self, title, floor):
-        self.floor = floor
-        self.floor_total = floor["redis"] + floor["postgres"]
+        """`floor` is None for in-process benchmarks, which do no I/O to compare with."""
+        self.floor_total = floor and floor["redis"] + floor["postgres"]
         print(f"\n## {title}")
         print(f"{datetime.datetime.now().isoformat(timespec='minutes')} · {machine()}")
-        print(f"floor: Redis PUBLISH->SUBSCRIBE {floor['redis']:.3f} ms + committed PostgreSQL UPDATE {floor['postgres']:.3f} ms = {self.floor_total:.3f} ms\n")
+        if floor:
+            print(f"floor: Redis PUBLISH->SUBSCRIBE {floor['redis']:.3f} ms + committed PostgreSQL UPDATE {floor['postgres']:.3f} ms = {self.floor_total:.3f} ms\n")
+        else:
+            print("floor: none (in-process, no I/O)\n")
         print("| case | n | median | p99 | max | unit | median / floor | note |")
         print("|---|---|---|---|---|---|---|---|", flush=True)
 
-    def row(self, case, samples, *, unit="ms", note="", per_floor=True):
+    def row(self, case, samples, *, unit="ms", note=""):
         s = summary(samples)
-        ratio = f"{s['median'] / self.floor_total:.1f}x" if per_floor and unit == "ms" else "-"
+        ratio = f"{s['median'] / self.floor_total:.1f}x" if self.floor_total and unit == "ms" else "-"
         print(f"| {case} | {s['n']} | {s['median']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {unit} | {ratio} | {note} |", flush=True)
         return s

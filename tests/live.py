@@ -98,8 +98,9 @@ def login(base_url, username, password):
 class LiveClient:
     """A real WebSocket client of one notebook, folding batches into single events."""
 
-    def __init__(self, base_url, notebook_id, cookie):
-        self.url = base_url.replace("http://", "ws://") + f"/ws/notebooks/{notebook_id}/"
+    def __init__(self, base_url, notebook_id, cookie, *, batch=False):
+        # batch=True connects as the page does (`?batch=1`): a cascade's events come as batch frames.
+        self.url = base_url.replace("http://", "ws://") + f"/ws/notebooks/{notebook_id}/" + ("?batch=1" if batch else "")
         self.origin = base_url
         self.cookie = cookie
         self.buffer = []
