@@ -83,6 +83,20 @@ async def test_foreign_origin_is_refused(live_kernel, notebook, users):
     assert not connected
 
 
+async def test_script_client_without_origin_header_is_served(live_kernel, notebook, users):
+    """Only browsers can be used for cross-site hijacking, and they always send Origin."""
+    from channels.testing import WebsocketCommunicator
+
+    from notebookproject.asgi import application
+
+    cookie = await database_sync_to_async(session_cookie)(users["alice"])
+    comm = WebsocketCommunicator(application, f"/ws/notebooks/{notebook.pk}/", headers=[(b"host", b"testserver"), (b"cookie", f"sessionid={cookie}".encode())])
+    connected, _ = await comm.connect()
+    assert connected
+    assert json.loads(await comm.receive_from(10))["type"] == "notebook_state"
+    await comm.disconnect()
+
+
 async def test_connect_sends_state_with_cells_in_order(ws, notebook, users):
     await database_sync_to_async(Cell.objects.create)(notebook=notebook, position=2, code="b = 2", status="success", outputs=[{"mimeType": "text/plain", "data": "2"}])
     await database_sync_to_async(Cell.objects.create)(notebook=notebook, position=1, code="a = 1")
