@@ -70,16 +70,18 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.joined = True
         await self.accept()
-        await self._request_state()
+        await self._request_state(revision=notebook.revision)
 
     async def disconnect(self, code):
         if getattr(self, "joined", False):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def _request_state(self, request_id=None):
+    async def _request_state(self, request_id=None, revision=None):
+        """Ask the kernel for this socket's `notebook_state`; `revision` is what the database
+        had when we looked, so a kernel that is behind catches up before answering."""
         await kernel_client.send(
             self.notebook_id,
-            {"type": "kernel.sync", "notebook": self.notebook_id, "replyChannel": self.channel_name, "requestId": request_id},
+            {"type": "kernel.sync", "notebook": self.notebook_id, "replyChannel": self.channel_name, "requestId": request_id, "revision": revision},
         )
 
     # --- client -> server -------------------------------------------------------

@@ -118,6 +118,15 @@ class Cell(models.Model):
             models.CheckConstraint(condition=Q(status__in=[s for s, _ in CELL_STATUSES]), name="cell_status_valid"),
         ]
 
+    def save(self, *args, **kwargs):
+        """A cell created without a position (in the shell, a script) goes to the end."""
+        if self.position is None:
+            from .operations import POSITION_STEP
+
+            last = Cell.objects.filter(notebook_id=self.notebook_id).aggregate(models.Max("position"))["position__max"]
+            self.position = (last or 0) + POSITION_STEP
+        super().save(*args, **kwargs)
+
     def __str__(self):
         first_line = (self.code.strip().splitlines() or [""])[0]
         return f"[{self.type}] {first_line[:60]}"

@@ -159,6 +159,28 @@ async def test_worker_catches_up_on_missed_revision(ws, notebook, users):
     assert text_output(alice, b) == "3"
 
 
+async def test_a_connecting_client_brings_the_kernel_up_to_the_database(ws, notebook, users):
+    """Cells written through the models (revision bumped, no kernel message) show up for the
+    next client that connects, and for everyone already connected."""
+    alice = await ws(users["alice"], notebook)
+    await create(alice, "first = 1")
+
+    def add_through_models():
+        nb = Notebook.objects.get(pk=notebook.pk)
+        cell = Cell.objects.create(notebook=nb, code="second = first + 1\nsecond")
+        nb.revision += 1
+        nb.save(update_fields=["revision"])
+        return str(cell.pk)
+
+    added = await database_sync_to_async(add_through_models)()
+    bob = await ws(users["bob"], notebook)
+    assert bob.order[-1] == added
+    await alice.wait_for(lambda e: e["type"] == "notebook_state")
+    assert alice.order == bob.order
+    await run_and_wait(bob, added)
+    assert text_output(bob, added) == "2"
+
+
 async def test_final_states_are_persisted_not_intermediate(ws, notebook, users):
     alice = await ws(users["alice"], notebook)
     a = await create(alice, "a = 5\na")

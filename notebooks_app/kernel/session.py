@@ -298,13 +298,27 @@ class NotebookSession:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(FLUSH_DELAY, lambda: loop.create_task(self.flush()))
 
-    async def sync(self, reply_channel, request_id=None):
-        """Answer one socket with the current state, out of band (never queued behind a cascade)."""
+    async def sync(self, reply_channel, request_id=None, revision=None):
+        """Answer one socket with the current state, out of band (never queued behind a cascade).
+
+        When the database was ahead of this session (`revision`, read by the consumer), the
+        answer waits in the notebook's queue instead: behind the change still on its way
+        here, or behind a reload if that change never comes.
+        """
         await self.ensure_loaded()
         if self.gone:
             await self.publish(reply_channel, {"type": "error", "code": "not_found", "message": "This notebook no longer exists."})
             return
+        if revision is not None and revision > self.revision:
+            self.submit({"type": "kernel.catch_up", "revision": revision, "replyChannel": reply_channel, "requestId": request_id})
+            return
         await self.publish(reply_channel, self.state_message(request_id))
+
+    async def on_catch_up(self, message):
+        if message["revision"] > self.revision:
+            await self.reload(message.get("requestId"))  # the state reaches every socket, this one too
+        else:
+            await self.publish(message["replyChannel"], self.state_message(message.get("requestId")))
 
     def _set_status(self, cell, status, *, error=None, emit=True):
         cell.status = status

@@ -123,7 +123,7 @@ class KernelService:
         session = self.session(notebook_id)
         loop = asyncio.get_running_loop()
         if kind == "kernel.sync":
-            loop.create_task(self._guard(session.sync(message["replyChannel"], message.get("requestId")), notebook_id))
+            loop.create_task(self._guard(session.sync(message["replyChannel"], message.get("requestId"), message.get("revision")), notebook_id))
         elif kind == "kernel.interrupt":
             loop.create_task(self._guard(session.interrupt(), notebook_id))
         else:
