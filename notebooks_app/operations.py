@@ -89,7 +89,11 @@ def _position_after(notebook, after_cell_id):
 
 
 def default_result_variable(notebook):
-    used = set(notebook.cells.filter(type=CELL_SQL).values_list("result_variable", flat=True))
+    """The first free df_<n>: not another SQL cell's result nor a name a cell defines."""
+    used = set()
+    for result_variable, writes in notebook.cells.values_list("result_variable", "writes"):
+        used.add(result_variable)
+        used.update(writes or [])
     n = 1
     while f"df_{n}" in used:
         n += 1

@@ -83,6 +83,10 @@ class Services:
             run_as = ["runuser", "-u", PG_USER, "--"]
         log(f"starting a throwaway PostgreSQL on port {port}")
         subprocess.run([*run_as, f"{bindir}/initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8", "--no-sync"], check=True, stdout=subprocess.DEVNULL)
+        # Every role is trusted except the one tests/test_sql.py gives a password, so a
+        # wrong password is refused like on a real server (first matching line wins).
+        hba = data / "pg_hba.conf"
+        hba.write_text("host all notebook_pw_role 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         subprocess.run([*run_as, f"{bindir}/pg_ctl", "-D", str(data), "-o", opts, "-l", str(data / "log"), "-w", "start"], check=True, stdout=subprocess.DEVNULL)
         self.pg_stop = [*run_as, f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"]

@@ -144,10 +144,11 @@ class Capture:
 
 
 class Kernel:
-    def __init__(self, protocol, capture, output_cap):
+    def __init__(self, protocol, capture, output_cap, sql_row_cap=200):
         self.protocol = protocol
         self.capture = capture
         self.output_cap = output_cap
+        self.sql_row_cap = sql_row_cap
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
         self.names = {}  # cell id -> names it bound at its last run
         self.owner = {}  # name -> cell id that bound it last
@@ -233,7 +234,7 @@ class Kernel:
         try:
             self.executing = self.sql_running = True
             try:
-                frame, outputs = self.sql.execute(code, self.namespace)
+                frame, outputs = self.sql.execute(code, self.namespace, row_cap=self.sql_row_cap)
             finally:
                 self.executing = self.sql_running = False
             if result_variable and frame is not None:
@@ -244,7 +245,9 @@ class Kernel:
         except KeyboardInterrupt:
             error = {"ename": "KeyboardInterrupt", "evalue": "the query was cancelled", "traceback": []}
         except Exception as exc:  # noqa: BLE001 - a driver failure is the cell's error
-            error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
+            from notebooks_app.kernel.sql import redact
+
+            error = {"ename": type(exc).__name__, "evalue": redact(str(exc), self.sql.connection_string), "traceback": []}
         finally:
             self.capture.drain()
         return {"status": "error" if error else "success", "outputs": self._cap(outputs), "error": error}
@@ -354,6 +357,7 @@ def _figure_png(value):
 
 def main():
     output_cap = int(os.environ.get("NOTEBOOK_OUTPUT_CAP", "1000000"))
+    sql_row_cap = int(os.environ.get("NOTEBOOK_SQL_ROW_CAP", "200"))
     memory_mb = int(os.environ.get("NOTEBOOK_MEMORY_LIMIT_MB", "0"))
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
@@ -365,7 +369,7 @@ def main():
     os.dup2(devnull, 0)
     os.close(devnull)
     capture = Capture(protocol, output_cap)
-    kernel = Kernel(protocol, capture, output_cap)
+    kernel = Kernel(protocol, capture, output_cap, sql_row_cap)
 
     def on_sigint(signum, frame):
         if kernel.executing:

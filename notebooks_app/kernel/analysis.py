@@ -44,6 +44,10 @@ class Analysis:
     writes: frozenset  # global names bound (never private)
     builtins_used: frozenset  # builtin names read and not written: edges only if some cell defines them
     error: dict | None = None  # {"ename", "evalue", "traceback"} for code that does not compile
+    # SQL cells: names used as tables (DuckDB scans a DataFrame of that name); like
+    # builtins_used, an edge only when some cell defines the name, so a real table of
+    # the connected database is no read.
+    tables: frozenset = frozenset()
 
 
 def is_private(name: str) -> bool:
@@ -402,9 +406,96 @@ def _declared_globals(body):
 
 
 def analyze_sql(code: str, result_variable: str) -> Analysis:
-    """A SQL cell reads its `{name}` placeholders and writes its result variable."""
+    """A SQL cell reads its `{name}` placeholders and writes its result variable.
+
+    The names it uses as tables are `tables`: edges only when another cell defines
+    them (a DataFrame the embedded DuckDB engine queries by its variable name).
+    """
     writes = {result_variable} if result_variable and result_variable.isidentifier() else set()
-    return _result(set(placeholders(code)), writes)
+    result = _result(set(placeholders(code)), writes)
+    tables = frozenset(
+        name for name in sql_table_names(code) if name.isidentifier() and not is_private(name) and name not in result.writes
+    ) - result.reads - result.builtins_used
+    return Analysis(reads=result.reads, writes=result.writes, builtins_used=result.builtins_used, tables=tables)
+
+
+def sql_segments(code: str) -> list:
+    """Split SQL into ("sql", text) and ("param", name) pieces (the runner binds params).
+
+    Placeholders inside quoted strings, quoted identifiers and comments stay text;
+    `{{` and `}}` are literal braces.  Same rules as `placeholders`.
+    """
+    out, buf, i, n = [], [], 0, len(code)
+
+    def flush():
+        if buf:
+            out.append(("sql", "".join(buf)))
+            buf.clear()
+
+    while i < n:
+        ch = code[i]
+        if ch in "'\"":
+            end = _end_of_quoted(code, i)
+            buf.append(code[i:end])
+            i = end
+        elif code.startswith("--", i):
+            end = code.find("\n", i)
+            end = n if end < 0 else end
+            buf.append(code[i:end])
+            i = end
+        elif code.startswith("/*", i):
+            end = code.find("*/", i + 2)
+            end = n if end < 0 else end + 2
+            buf.append(code[i:end])
+            i = end
+        elif code.startswith("{{", i) or code.startswith("}}", i):
+            buf.append(ch)
+            i += 2
+        elif ch == "{":
+            end = i + 1
+            if end < n and code[end] in _IDENT_START:
+                while end < n and code[end] in _IDENT_CHARS:
+                    end += 1
+                if end < n and code[end] == "}":
+                    flush()
+                    out.append(("param", code[i + 1 : end]))
+                    i = end + 1
+                    continue
+            buf.append(ch)
+            i += 1
+        else:
+            buf.append(ch)
+            i += 1
+    flush()
+    return out
+
+
+def sql_table_names(code: str) -> list[str]:
+    """Unqualified names the query uses as tables (not CTEs), in order; [] if unparsable.
+
+    Parsed with sqlglot's DuckDB dialect, placeholders standing in as NULL.
+    """
+    try:
+        import sqlglot
+        from sqlglot import exp
+    except ImportError:  # pragma: no cover - sqlglot is a pinned dependency
+        return []
+    text = "".join(value if kind == "sql" else "NULL" for kind, value in sql_segments(code))
+    if not text.strip():
+        return []
+    try:
+        statements = sqlglot.parse(text, read="duckdb")
+    except Exception:  # an unparsable query has no table edges; the engine reports the error
+        return []
+    ctes, names = set(), []
+    for statement in statements:
+        if statement is None:
+            continue
+        ctes |= {cte.alias_or_name for cte in statement.find_all(exp.CTE)}
+        for table in statement.find_all(exp.Table):
+            if not table.db and table.name and table.name not in ctes and table.name not in names:
+                names.append(table.name)
+    return names
 
 
 def placeholders(code: str) -> list[str]:

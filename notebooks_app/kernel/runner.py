@@ -39,9 +39,10 @@ class RunResult:
 
 
 class Runner:
-    def __init__(self, *, time_limit=60.0, output_cap=1_000_000, memory_limit_mb=None):
+    def __init__(self, *, time_limit=60.0, output_cap=1_000_000, memory_limit_mb=None, sql_row_cap=200):
         self.time_limit = time_limit
         self.output_cap = output_cap
+        self.sql_row_cap = sql_row_cap
         self.memory_limit_mb = memory_limit_mb
         self.process = None
         self._reader = None
@@ -68,6 +69,7 @@ class Runner:
             PYTHONUNBUFFERED="1",
             MPLBACKEND="Agg",
             NOTEBOOK_OUTPUT_CAP=str(self.output_cap),
+            NOTEBOOK_SQL_ROW_CAP=str(self.sql_row_cap),
             NOTEBOOK_MEMORY_LIMIT_MB=str(self.memory_limit_mb or 0),
         )
         # The child must not see the web process's secrets or Django settings.

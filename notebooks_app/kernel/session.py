@@ -74,8 +74,9 @@ class CellState:
             result = analyze_python(self.code)
         self.reads = sorted(result.reads)
         self.writes = sorted(result.writes)
-        # Builtins become edges only when some cell defines them, which the graph decides.
-        self.graph_reads = frozenset(result.reads) | frozenset(result.builtins_used)
+        # Builtins (and a SQL cell's table names) become edges only when some cell
+        # defines them, which the graph decides.
+        self.graph_reads = frozenset(result.reads) | frozenset(result.builtins_used) | frozenset(result.tables)
         self.syntax_error = result.error
 
     def to_message(self):
@@ -444,7 +445,12 @@ class NotebookSession:
             except RunnerDied:
                 pass
         self._emit({"type": "db_connection_updated", "connected": bool(self.db_connection), "display": self.db_display, "requestId": message.get("requestId")})
-        self._mark_stale([c.id for c in self.ordered_cells() if c.type == CELL_SQL])
+        # Every SQL result (and what was computed from it) came from the old connection.
+        sql_cells = [c.id for c in self.ordered_cells() if c.type == CELL_SQL]
+        affected = set(sql_cells)
+        for cell_id in sql_cells:
+            affected |= self.graph.descendants(cell_id)
+        self._mark_stale([c.id for c in self.ordered_cells() if c.id in affected])
 
     async def on_run_cell(self, message):
         if message.get("revision", -1) > self.revision:

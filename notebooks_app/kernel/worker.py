@@ -83,6 +83,7 @@ class KernelService:
             time_limit=settings.KERNEL_TIME_LIMIT,
             output_cap=settings.KERNEL_OUTPUT_CAP,
             memory_limit_mb=settings.KERNEL_MEMORY_LIMIT_MB or None,
+            sql_row_cap=settings.KERNEL_SQL_ROW_CAP,
         )
 
     def session(self, notebook_id):
