@@ -186,6 +186,7 @@ class NotebookSession:
             self.seq = int(time.time() * 1000) * 1000
         self.name = snapshot["name"]
         self.revision = snapshot["revision"]
+        self._state_announced = False
         self.db_connection = snapshot["db_connection"]
         self.db_display = snapshot["db_display"]
         self.cells, self.order, self.graph = {}, [], DependencyGraph()
@@ -294,6 +295,7 @@ class NotebookSession:
     def _emit_state(self, request_id=None):
         """A full state to every client; it carries the seq of the last event before it."""
         message = self.state_message(request_id)
+        self._state_announced = True
         self._pending.append(message)
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
@@ -363,7 +365,13 @@ class NotebookSession:
         revision means a message was missed, so the session reloads from the database.
         """
         revision = message.get("revision")
-        if revision is None or revision <= self.revision:
+        if revision is None:
+            return False
+        if revision <= self.revision:
+            if not self._state_announced:
+                # Loaded fresh (a restarted worker) with this change already in it: the
+                # clients of the old session never saw it and have no gap to notice.
+                self._emit_state(message.get("requestId"))
             return False
         if revision == self.revision + 1:
             self.revision = revision
