@@ -1,0 +1,43 @@
+"""Smoke test of every benchmark (tiny sizes, --quick): each runs against the real production
+shape and prints its table and floor.  No timing assertions: the figures live in
+docs/performance.md."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT, database_url_for_tests
+
+pytestmark = pytest.mark.slow
+
+ROW = re.compile(r"^\| .+ \| \d+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| (ms|ms/cell|µs) \|", re.M)
+
+
+def run_bench(name, env):
+    result = subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert ROW.search(result.stdout), result.stdout
+    return result.stdout
+
+
+@pytest.mark.parametrize("name", ["crud", "fanout", "load"])
+def test_benchmark_runs_on_the_test_services(name, transactional_db):
+    # Another Redis database: the suite's own kernel worker listens on `kernel` in database 0.
+    redis_url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/3"
+    output = run_bench(name, dict(os.environ, DATABASE_URL=database_url_for_tests(), REDIS_URL=redis_url))
+    assert re.search(r"floor: Redis PUBLISH->SUBSCRIBE [\d.]+ ms \+ committed PostgreSQL UPDATE [\d.]+ ms", output)
+    if name == "load":
+        assert "errors: 0" in output
+
+
+def test_cascade_starts_its_own_services():
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    output = run_bench("cascade", env)
+    assert "starting a throwaway PostgreSQL" in output and "chain N=3: per cell" in output and "fan-out N=3" in output
+
+
+def test_graph_benchmark():
+    output = run_bench("graph", dict(os.environ))
+    assert "chain N=100: one update, same names" in output
