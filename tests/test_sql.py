@@ -637,3 +637,11 @@ def test_graph_edge_by_table_name_only_when_a_cell_defines_it():
     for cell in (sales, query):
         graph.add(cell.id, reads=cell.graph_reads, writes=cell.writes, position=cell.position)
     assert graph.descendants("a") == {"b"} and graph.ancestors("b") == {"a"}
+
+
+def test_a_long_query_gets_its_table_names_without_the_parser():
+    from notebooks_app.kernel import analysis
+
+    code = "WITH recent AS (SELECT * FROM orders)\nSELECT * FROM recent JOIN customers USING (id) JOIN public.x ON true -- FROM nope\nWHERE s = 'FROM lit'"
+    padded = code + "\n" + "-- padding\n" * (analysis.SQLGLOT_MAX_CHARS // 10)
+    assert sorted(sql_table_names(padded)) == sorted(sql_table_names(code)) == ["customers", "orders"]

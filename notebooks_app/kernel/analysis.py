@@ -2,7 +2,8 @@
 
 Python cells are analysed with `ast` (statements in evaluation order, so a name read
 before the cell binds it is a read) and `symtable` (the compiler's own scoping for
-function bodies); SQL cells by their `{name}` placeholders.  Pure: no I/O, no Django,
+function bodies); SQL cells by their `{name}` placeholders (reads) and, through sqlglot,
+the names they use as tables (edges only when a cell defines them).  Pure: no I/O, no Django,
 nothing of the project, and nothing here ever runs the code.
 
 Decisions worth knowing (docs/architecture.md repeats them for users):
@@ -24,6 +25,7 @@ Decisions worth knowing (docs/architecture.md repeats them for users):
 """
 import ast
 import builtins
+import re
 import symtable
 import traceback
 import warnings
@@ -470,6 +472,23 @@ def sql_segments(code: str) -> list:
     return out
 
 
+# sqlglot parses ~100 KB a second, on the worker's event loop: a longer query gets the
+# keyword scan below instead (names after FROM / JOIN, minus WITH names).
+SQLGLOT_MAX_CHARS = 20_000
+_AFTER_FROM = re.compile(r"\b(?:FROM|JOIN)\s+([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*[.(])", re.IGNORECASE)
+_CTE_NAME = re.compile(r"(?:\bWITH(?:\s+RECURSIVE)?|,)\s*([A-Za-z_][A-Za-z0-9_]*)\s+AS\s*(?:NOT\s+)?(?:MATERIALIZED\s+)?\(", re.IGNORECASE)
+
+
+def _table_names_by_keywords(text):
+    text = re.sub(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/", " ", text, flags=re.DOTALL)
+    ctes = {name.lower() for name in _CTE_NAME.findall(text)}
+    names = []
+    for name in _AFTER_FROM.findall(text):
+        if name.lower() not in ctes and name not in names and name.upper() not in ("SELECT", "LATERAL", "ONLY"):
+            names.append(name)
+    return names
+
+
 def sql_table_names(code: str) -> list[str]:
     """Unqualified names the query uses as tables (not CTEs), in order; [] if unparsable.
 
@@ -483,6 +502,8 @@ def sql_table_names(code: str) -> list[str]:
     text = "".join(value if kind == "sql" else "NULL" for kind, value in sql_segments(code))
     if not text.strip():
         return []
+    if len(text) > SQLGLOT_MAX_CHARS:
+        return _table_names_by_keywords(text)
     try:
         statements = sqlglot.parse(text, read="duckdb")
     except Exception:  # an unparsable query has no table edges; the engine reports the error
