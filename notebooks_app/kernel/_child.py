@@ -111,7 +111,8 @@ class Capture:
             if not data:
                 return
             # Coalesce a burst of small writes (a print loop) into one message.
-            while len(data) < (1 << 16) and select.select([self.read_fd], [], [], 0.02)[0]:
+            # Not past the end-of-cell marker: waiting then would delay every result by 20 ms.
+            while len(data) < (1 << 16) and self.marker not in data and select.select([self.read_fd], [], [], 0.02)[0]:
                 more = os.read(self.read_fd, 1 << 16)
                 if not more:
                     break
