@@ -278,16 +278,17 @@ class DependencyGraph:
         old_reads, old_writes = cell.reads, cell.writes
         if reads == old_reads and writes == old_writes:
             return
-        changed = False
+        appeared = vanished = False
 
         def shift(parent, child, delta):
-            nonlocal changed
+            nonlocal appeared, vanished
             count = self._succ[parent].get(child, 0) + delta
             if count:
                 self._succ[parent][child] = self._pred[child][parent] = count
             else:
                 del self._succ[parent][child], self._pred[child][parent]
-            changed = changed or count in (0, delta)  # an edge appeared or vanished
+            appeared = appeared or (delta > 0 and count == 1)
+            vanished = vanished or count == 0
 
         for name in reads - old_reads:
             self._readers.setdefault(name, set()).add(cell_id)
@@ -315,8 +316,8 @@ class DependencyGraph:
                 if reader != cell_id:
                     shift(cell_id, reader, -1)
         cell.reads, cell.writes = reads, writes
-        if changed:
-            self._recompute_cycles(cell_id)
+        if appeared or vanished:
+            self._recompute_cycles(cell_id, search=appeared)
 
     # --- internals: components and their order ------------------------------------------
     def _install(self, component):
@@ -329,13 +330,14 @@ class DependencyGraph:
             del self._cycle_of[cell_id]
         self._cycles.discard(component)
 
-    def _recompute_cycles(self, cell_id):
+    def _recompute_cycles(self, cell_id, search=True):
         """The edges of `cell_id` changed: redo the cycles that can have changed.
 
         Every added or removed edge has `cell_id` at one end, so a cycle not through it
         is untouched.  Its old cycle may have broken into smaller ones (found among the
         other members, with their unchanged edges), and a new cycle through it is the
-        set of cells that are both its descendants and its ancestors.
+        set of cells that are both its descendants and its ancestors.  Losing edges never
+        makes a cycle, so a cell that gained no edge and was on no cycle needs no search.
         """
         old = self._cycle_of.get(cell_id)
         if old is not None:
@@ -344,7 +346,7 @@ class DependencyGraph:
                 if len(members) > 1:
                     self._install(_Component(set(members)))
         parents, children = self._pred[cell_id], self._succ[cell_id]
-        if not parents or not children:
+        if not parents or not children or not (search or old is not None):
             return
         below = _reachable(cell_id, self._succ)
         if below.isdisjoint(parents):
