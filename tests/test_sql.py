@@ -645,3 +645,31 @@ def test_a_long_query_gets_its_table_names_without_the_parser():
     code = "WITH recent AS (SELECT * FROM orders)\nSELECT * FROM recent JOIN customers USING (id) JOIN public.x ON true -- FROM nope\nWHERE s = 'FROM lit'"
     padded = code + "\n" + "-- padding\n" * (analysis.SQLGLOT_MAX_CHARS // 10)
     assert sorted(sql_table_names(padded)) == sorted(sql_table_names(code)) == ["customers", "orders"]
+
+
+@pytest.mark.parametrize("kind", ["python", "sql"])
+async def test_an_interrupt_sent_right_after_run_is_not_lost(kind):
+    """The child may not have started the cell yet when the interrupt arrives."""
+    runner = Runner(time_limit=15)
+    try:
+        await runner.start()
+        for _ in range(3):
+            if kind == "python":
+                task = asyncio.create_task(runner.run("c", "while True:\n    pass"))
+            else:
+                task = asyncio.create_task(runner.run_sql("c", SLOW_QUERIES["duckdb"], result_variable="x"))
+            await asyncio.sleep(0)  # the run command is on its way, nothing has started
+            while not await runner.interrupt():
+                await asyncio.sleep(0)
+            started = time.monotonic()
+            result = await asyncio.wait_for(task, 10)
+            assert result.status == "error" and result.error["ename"] == "KeyboardInterrupt", result.error
+            assert time.monotonic() - started < 5
+        assert (await runner.run("d", "1 + 1")).outputs[0]["data"] == "2"
+        # A cancelled DuckDB query leaves no DataFrame registered behind it.
+        await runner.run("e", "import pandas as pd\nframe = pd.DataFrame({'a': [1]})")
+        assert (await runner.run_sql("f", "SELECT * FROM frame", result_variable="y")).status == "success"
+        await runner.run("e", "del frame")
+        assert (await runner.run_sql("f", "SELECT * FROM frame", result_variable="y")).error["ename"] == "CatalogException"
+    finally:
+        await runner.close()

@@ -155,6 +155,12 @@ class Kernel:
         self.owner = {}  # name -> cell id that bound it last
         self.executing = False
         self.sql_running = False
+        # An interrupt can arrive before the main thread has started the cell it targets
+        # (the command is queued, or being set up): it must stop that cell, not be lost.
+        self._interrupt_lock = threading.Lock()
+        self.current = None  # request the main thread is handling
+        self.interrupt_pending = False  # the current request was interrupted before it ran code
+        self.cancelled = set()  # queued requests interrupted before they started
         self.loop = asyncio.new_event_loop()
         self._sql = None
 
@@ -162,6 +168,15 @@ class Kernel:
     def handle(self, message):
         op = message.get("op")
         request = message.get("id")
+        with self._interrupt_lock:
+            skip = request in self.cancelled and op in ("run", "run_sql")  # only cells are interruptible
+            self.cancelled.discard(request)
+            self.current, self.interrupt_pending = (None, False) if skip else (request, False)
+        if skip:
+            reply = {"status": "error", "outputs": [], "error": {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}}
+            reply.update(op="result", id=request)
+            self.protocol.send(reply)
+            return
         try:
             if op == "run":
                 reply = self.run(request, message["cell"], message["code"], message.get("writes") or [])
@@ -179,8 +194,19 @@ class Kernel:
                 reply = {"status": "error", "error": {"ename": "ProtocolError", "evalue": f"unknown op {op!r}", "traceback": []}}
         except KeyboardInterrupt:  # an interrupt that arrived between cells
             reply = {"status": "error", "error": {"ename": "KeyboardInterrupt", "evalue": "interrupted", "traceback": []}}
+        with self._interrupt_lock:
+            self.current = None
         reply.update(op="result", id=request)
         self.protocol.send(reply)
+
+    def _start_executing(self, sql=False):
+        """Mark user code as running, unless an interrupt for this request came first."""
+        with self._interrupt_lock:
+            if self.interrupt_pending:
+                self.interrupt_pending = False
+                raise KeyboardInterrupt("interrupted before it started")
+            self.executing = True
+            self.sql_running = sql
 
     @property
     def sql(self):
@@ -210,7 +236,7 @@ class Kernel:
         try:
             linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
             body, last = self._compile(code, filename)
-            self.executing = True
+            self._start_executing()
             try:
                 self._exec(body)
                 value = self._exec(last) if last is not None else None
@@ -233,7 +259,7 @@ class Kernel:
         self.capture.begin(request)
         outputs, error = [], None
         try:
-            self.executing = self.sql_running = True
+            self._start_executing(sql=True)
             try:
                 frame, outputs = self.sql.execute(code, self.namespace, row_cap=self.sql_row_cap)
             finally:
@@ -253,10 +279,18 @@ class Kernel:
             self.capture.drain()
         return {"status": "error" if error else "success", "outputs": self._cap(outputs), "error": error}
 
-    def interrupt(self):
-        """Called on the command thread."""
-        if not self.executing:
-            return
+    def interrupt(self, requests=None):
+        """Called on the command thread; `requests`: the parent's pending request ids."""
+        with self._interrupt_lock:
+            if not self.executing:
+                if requests is None:
+                    return
+                for request in requests:
+                    if request == self.current:
+                        self.interrupt_pending = True  # started, but no user code yet
+                    else:
+                        self.cancelled.add(request)  # still queued
+                return
         if self.sql_running and self._sql is not None:
             self._sql.interrupt()
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
@@ -384,7 +418,7 @@ def main():
         try:
             for message in protocol.messages():
                 if message.get("op") == "interrupt":
-                    kernel.interrupt()
+                    kernel.interrupt(message.get("requests"))
                 else:
                     commands.put(message)
         finally:

@@ -129,9 +129,11 @@ class Runner:
 
     async def interrupt(self):
         """Interrupt the running cell (KeyboardInterrupt inside it); True if one was running."""
-        if not self.alive or not any(key != "ready" for key in self._pending):
+        pending = [key for key in self._pending if key != "ready"]
+        if not self.alive or not pending:
             return False
-        await self._send({"op": "interrupt"})
+        # The ids let the child stop a cell it has not started yet (an interrupt right after run).
+        await self._send({"op": "interrupt", "requests": pending})
         return True
 
     # --- internals -----------------------------------------------------------------------
@@ -154,7 +156,7 @@ class Runner:
                     return await asyncio.wait_for(asyncio.shield(future), self.time_limit)
                 except asyncio.TimeoutError:
                     logger.info("cell exceeded the %ss time limit; interrupting", self.time_limit)
-                    await self._send({"op": "interrupt"})
+                    await self._send({"op": "interrupt", "requests": [request]})
                     reply = await self._await_or_kill(future)
                     error = reply.get("error") or {}
                     if error.get("ename") == "KeyboardInterrupt":

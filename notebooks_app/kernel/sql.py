@@ -154,6 +154,7 @@ class SqlEngines:
         self._duck = None
         self._running = None  # (kind, connection) of the query in flight, for interrupt()
         self._cancelled = False
+        self._registered = set()  # DataFrame names registered in DuckDB for the query in flight
         self._lock = threading.Lock()
 
     def set_connection(self, connection_string):
@@ -256,13 +257,13 @@ class SqlEngines:
         else:
             duck = self._duckdb()
             query, params = bind(code, namespace, "qmark")
-            registered = []
+            self._unregister(duck)  # leftovers of a query an interrupt cut short
             try:
                 for name in table_names(code):
                     value = namespace.get(name)
                     if isinstance(value, pd.DataFrame):
+                        self._registered.add(name)
                         duck.register(name, value)
-                        registered.append(name)
                 frame, affected, types = self._run_duckdb(duck, query, params)
             except Exception as exc:
                 self._end_transaction("duckdb", duck)
@@ -270,11 +271,7 @@ class SqlEngines:
             finally:
                 # A DataFrame is visible only to the query that named it: a deleted
                 # variable must not stay queryable (and its memory must be released).
-                for name in registered:
-                    try:
-                        duck.unregister(name)
-                    except Exception:  # already gone (the query dropped the view)
-                        pass
+                self._unregister(duck)
             if self._end_transaction("duckdb", duck):
                 raise _open_transaction()
         if frame is None:
@@ -284,6 +281,14 @@ class SqlEngines:
                 note = "done"
             return None, [{"mimeType": "text/plain", "data": note}]
         return frame, render(frame, row_cap, types)
+
+    def _unregister(self, duck):
+        while self._registered:
+            name = self._registered.pop()
+            try:
+                duck.unregister(name)
+            except Exception:  # already gone (the query dropped the view)
+                pass
 
     def _failure(self, exc):
         if self._cancelled:
