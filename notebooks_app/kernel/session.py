@@ -490,6 +490,8 @@ class NotebookSession:
 
     # --- graph-derived state ----------------------------------------------------------------
     def _mark_stale(self, cell_ids, *, only_if_ran=False):
+        # In notebook order, so every client sees the statuses change top to bottom.
+        cell_ids = sorted(cell_ids, key=lambda c: self.index_of(c) if c in self.cells else -1)
         for cell_id in cell_ids:
             cell = self.cells.get(cell_id)
             self.ran_ok.discard(cell_id)
