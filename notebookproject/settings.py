@@ -125,25 +125,37 @@ DATABASES = {"default": default_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channels -----------------------------------------------------------------
+# Two layers, two jobs (DESIGN §8):
+# * "default", the core layer: the kernel workers' input channels (kernel, kernel.<k>), where a
+#   message must wait in Redis for its one reader (competing consumers, FIFO).
+# * "events" (EVENTS_CHANNEL_LAYER): what the kernel worker sends to sockets, the notebook
+#   groups and its replies to one socket. Redis pub/sub: one PUBLISH per event whatever the
+#   number of sockets, fanned out inside each Daphne process, no capacity to overflow. A
+#   socket that misses an event (its process lost Redis) sees a `seq` gap and resyncs.
+EVENTS_CHANNEL_LAYER = "events"
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
+    # redis-py 8 reads with a 5 s socket timeout by default, which kills channels-redis's
+    # idle 5 s BZPOPMIN (django/channels_redis#422).
+    _redis_hosts = [{"address": REDIS_URL, "socket_timeout": None}]
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 reads with a 5 s socket timeout by default, which kills
-                # channels-redis's idle 5 s BZPOPMIN (django/channels_redis#422).
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
-                # Defaults (100 messages, 60 s) silently drop events to a slow
-                # socket during a long cascade; raised on purpose (DESIGN §8).
+                "hosts": _redis_hosts,
+                # Defaults (100 messages, 60 s) silently drop messages to a busy worker;
+                # raised on purpose (DESIGN §8).
                 "capacity": env_int("CHANNEL_CAPACITY", 5000),
                 "expiry": 60,
-                "group_expiry": 86400,
             },
-        }
+        },
+        EVENTS_CHANNEL_LAYER: {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": _redis_hosts}},
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}},
+        EVENTS_CHANNEL_LAYER: {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}},
+    }
 
 # The kernel worker runs inside the server process when there is no Redis
 # (embedded default); with Redis it runs as `manage.py runworker kernel`.

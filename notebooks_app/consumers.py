@@ -44,6 +44,10 @@ def _run_operation(func, *args, **kwargs):
 
 
 class NotebookConsumer(AsyncWebsocketConsumer):
+    # Sockets live on the events layer (Redis pub/sub in production): their group and the
+    # kernel's replies arrive there; messages to the kernel go through the core layer.
+    channel_layer_alias = settings.EVENTS_CHANNEL_LAYER
+
     async def connect(self):
         self.notebook_id = str(self.scope["url_route"]["kwargs"]["notebook_id"])
         self.group = kernel_client.group_name(self.notebook_id)

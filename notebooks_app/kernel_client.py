@@ -35,6 +35,11 @@ def group_name(notebook_id):
     return f"notebook.{notebook_id}"
 
 
+def events_layer():
+    """The layer of the sockets: notebook groups and replies to one socket (settings)."""
+    return get_channel_layer(settings.EVENTS_CHANNEL_LAYER)
+
+
 async def send(notebook_id, message):
     await get_channel_layer().send(kernel_channel(notebook_id), message)
 
@@ -57,7 +62,7 @@ def send_on_commit(notebook_id, message):
 
 async def notify_access_changed(notebook_id, user_id):
     """Tell the sockets of `user_id` on this notebook to re-check their access (they close if it is gone)."""
-    await get_channel_layer().group_send(group_name(notebook_id), {"type": "notebook.access_changed", "userId": user_id})
+    await events_layer().group_send(group_name(notebook_id), {"type": "notebook.access_changed", "userId": user_id})
 
 
 def notify_access_changed_on_commit(notebook_id, user_id):

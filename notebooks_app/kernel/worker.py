@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from .. import protocol
-from ..kernel_client import group_name
+from ..kernel_client import events_layer, group_name
 from ..models import Cell, Notebook
 from ..secrets import mask_connection_string
 from .runner import Runner
@@ -74,7 +74,7 @@ class KernelService:
     """Every notebook session of this process; one per process."""
 
     def __init__(self, channel_layer=None):
-        self.channel_layer = channel_layer or get_channel_layer()
+        self.channel_layer = channel_layer or events_layer()  # publishes to sockets
         self.sessions = {}
         self.store = DatabaseStore()
 
