@@ -27,3 +27,12 @@ ROLE_VIEWER = "viewer"
 ROLES = [(ROLE_VIEWER, "Viewer"), (ROLE_EDITOR, "Editor")]
 
 NOTEBOOK_NAME_MAX = 200
+
+# Prepended to every text/html output's document (its sandboxed frame has no other style;
+# the page's CSP allows inline styles, not scripts). The live page gets it from the template.
+OUTPUT_HTML_STYLE = (
+    "<style>body{margin:4px;font:13px/1.4 system-ui,sans-serif;color:#1d2433}"
+    "table{border-collapse:collapse}th,td{border:1px solid #d5d9e2;padding:2px 8px;text-align:right}"
+    "th{background:#f3f5f9}caption{text-align:left;color:#5b6478;padding:2px 0}"
+    "td.null{color:#9aa1ae;font-style:italic}small{color:#5b6478;font-weight:normal}</style>"
+)

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Count, Q
 
-from .constants import CELL_STATUSES, CELL_TYPES, ROLE_EDITOR, ROLE_VIEWER, ROLES, STATUS_IDLE
+from .constants import CELL_STATUSES, CELL_TYPES, OUTPUT_HTML_STYLE, ROLE_EDITOR, ROLE_VIEWER, ROLES, STATUS_IDLE
 from .secrets import mask_connection_string
 
 
@@ -130,6 +130,21 @@ class Cell(models.Model):
     def __str__(self):
         first_line = (self.code.strip().splitlines() or [""])[0]
         return f"[{self.type}] {first_line[:60]}"
+
+    def shown_outputs(self):
+        """The outputs a page shows: a value's `text/plain` is dropped when its `text/html`
+        follows it (the richest form wins, as static/notebooks/js/dom.js does); HTML comes
+        with the base style of output frames."""
+        outputs = self.outputs or []
+        shown = []
+        for index, output in enumerate(outputs):
+            following = outputs[index + 1] if index + 1 < len(outputs) else {}
+            if output.get("mimeType") == "text/plain" and following.get("mimeType") == "text/html":
+                continue
+            if output.get("mimeType") == "text/html":
+                output = {**output, "data": OUTPUT_HTML_STYLE + str(output.get("data", ""))}
+            shown.append(output)
+        return shown
 
     def to_message(self):
         """The cell as the protocol sends it (docs/protocol.md)."""

@@ -6,6 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import kernel_client, operations
+from .constants import OUTPUT_HTML_STYLE
 from .forms import NotebookForm, ShareForm
 from .models import Notebook
 
@@ -46,6 +47,7 @@ def _detail_context(request, notebook, share_form):
         "is_owner": role == "owner",
         "members": notebook.memberships.select_related("user").order_by("user__username"),
         "share_form": share_form,
+        "output_style": OUTPUT_HTML_STYLE,
     }
 
 

@@ -124,3 +124,17 @@ def test_share_form_shown_to_owner_only(client, users, notebook):
 def test_pages_send_a_content_security_policy(client, users, notebook):
     response = login(client, users["alice"]).get(f"/notebooks/{notebook.pk}/")
     assert "script-src 'self'" in response["Content-Security-Policy"]
+
+
+@pytest.mark.django_db
+def test_page_shows_the_richest_form_of_an_output(client, users, notebook):
+    notebook.cells.create(
+        position=1,
+        code="df",
+        status="success",
+        outputs=[{"mimeType": "text/plain", "data": "PLAIN-REPR"}, {"mimeType": "text/html", "data": "<table><tr><td>RICH</td></tr></table>"}, {"mimeType": "text/plain", "data": "ALONE"}],
+    )
+    client.force_login(users["alice"])
+    page = client.get(f"/notebooks/{notebook.pk}/").content.decode()
+    assert "PLAIN-REPR" not in page and "RICH" in page and "ALONE" in page
+    assert "border-collapse" in page  # the frame's base style

@@ -1,7 +1,7 @@
 // The DOM of one cell: header (type, status, names, actions), editor, stdout, outputs, error.
 // Same classes as templates/notebooks/_cell.html, which is what the page shows without JavaScript.
 import { CellEditor } from "./editor.js";
-import { el, formatElapsed, renderError, renderOutput } from "./dom.js";
+import { el, formatElapsed, renderError, renderOutput, shownOutputs } from "./dom.js";
 
 const TYPE_LABELS = { python: "Python", sql: "SQL" };
 
@@ -155,7 +155,7 @@ export class CellView {
     const key = JSON.stringify(outputs);
     if (key === this.outputsKey) return; // unchanged: keep iframes as they are
     this.outputsKey = key;
-    this.outputs.replaceChildren(...outputs.map(renderOutput));
+    this.outputs.replaceChildren(...shownOutputs(outputs).map(renderOutput));
   }
 
   setError(error, status) {

@@ -19,6 +19,12 @@ export function el(spec, attrs = {}, ...children) {
   return node;
 }
 
+/** What to show of a cell's outputs: a value's text/plain is dropped when its text/html
+ * follows it (the richest form wins; notebooks_app/models.py Cell.shown_outputs does the same). */
+export function shownOutputs(outputs) {
+  return outputs.filter((output, index) => !(output.mimeType === "text/plain" && outputs[index + 1]?.mimeType === "text/html"));
+}
+
 /** One rendered output item (docs/protocol.md: text/plain, text/html, image/png). */
 export function renderOutput(output) {
   const { mimeType, data } = output;
@@ -28,7 +34,8 @@ export function renderOutput(output) {
   if (mimeType === "text/html") {
     // Never allow-same-origin: the output's scripts must not reach this page, its cookies or its socket.
     const frame = el("iframe.output.output-html", { sandbox: "allow-scripts", referrerpolicy: "no-referrer", title: "HTML output" });
-    frame.srcdoc = String(data);
+    // The base style of output frames comes from the server (constants.OUTPUT_HTML_STYLE).
+    frame.srcdoc = (document.getElementById("notebook")?.dataset.outputStyle || "") + String(data);
     return frame;
   }
   return el("pre.output.output-text", { text: String(data ?? "") });
