@@ -229,7 +229,7 @@ class Kernel:
 
     def run(self, request, cell_id, code, writes):
         self.forget(cell_id)
-        filename = f"<cell {cell_id}>"
+        filename = f"<cell {cell_id[:8]}>"  # short: tracebacks are read by people
         before = set(self.namespace)
         self.capture.begin(request)
         outputs, error = [], None

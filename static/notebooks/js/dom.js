@@ -36,6 +36,10 @@ export function renderOutput(output) {
     const frame = el("iframe.output.output-html", { sandbox: "allow-scripts", referrerpolicy: "no-referrer", title: "HTML output" });
     // The base style of output frames comes from the server (constants.OUTPUT_HTML_STYLE).
     frame.srcdoc = (document.getElementById("notebook")?.dataset.outputStyle || "") + String(data);
+    // The sandboxed document cannot report its height (no scripts under the page's CSP):
+    // size tables by their rows, up to a scrollable 420 px; the frame stays resizable.
+    const rows = (String(data).match(/<tr[\s>]/gi) || []).length;
+    if (rows) frame.style.height = `${Math.min(420, 44 + rows * 25)}px`;
     return frame;
   }
   return el("pre.output.output-text", { text: String(data ?? "") });
