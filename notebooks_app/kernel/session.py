@@ -151,10 +151,12 @@ class NotebookSession:
                 self._emit({"type": "kernel_error", "message": f"The kernel could not process {message.get('type', 'a message')}: {exc}"})
             finally:
                 try:
-                    # Persist before announcing, so a client that sees a result and
-                    # reloads the page finds it in the database.
-                    await self.persist()
+                    # Results are persisted before they are announced (cascade() does both);
+                    # what is left here is the bookkeeping of a structural change (the new
+                    # cell's reads and writes, statuses turned stale), which need not hold
+                    # up its announcement.
                     await self.flush()
+                    await self.persist()
                 except Exception:
                     logger.exception("could not publish or persist notebook %s", self.notebook_id)
 
