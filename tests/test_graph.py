@@ -365,6 +365,12 @@ def test_random_edits_match_a_rebuild(edits):
 
         edges, blocked = expected_blocked(cells)
         assert snapshot["edges"] == sorted((a, b) for a in edges for b in edges[a])
+        # The incremental topological numbering exists exactly while there is no cycle,
+        # and every edge agrees with it.
+        assert (graph._ord is None) == bool(snapshot["cycles"])
+        if graph._ord is not None:
+            assert set(graph._ord) == set(cells) and len(set(graph._ord.values())) == len(cells)
+            assert all(graph._ord[a] < graph._ord[b] for a in edges for b in edges[a])
         assert set(snapshot["blocked"]) == blocked
         for cell_id in snapshot["blocked"]:
             for detail in graph.blocked_details(cell_id):

@@ -60,6 +60,11 @@ class DependencyGraph:
         self._cycle_of = {}  # cell -> the _Component of the cycle it is on (cells on no cycle are absent)
         self._cycles = set()  # every cycle component
         self._conflicts = set()  # names with two or more writers
+        # A topological number per cell (every edge goes from a lower to a higher one),
+        # kept while the graph has no cycle (None otherwise): a new edge that agrees with it
+        # cannot close a cycle, so most edits need no search at all (Pearce and Kelly).
+        self._ord = {}
+        self._next_ord = 0
 
     @classmethod
     def from_cells(cls, cells: Iterable[tuple]) -> "DependencyGraph":
@@ -90,6 +95,7 @@ class DependencyGraph:
         for members in _strong_components(graph._cells, graph._succ):
             if len(members) > 1:
                 graph._install(_Component(set(members)))
+        graph._renumber()
         return graph
 
     # --- editing ---------------------------------------------------------------------
@@ -99,6 +105,9 @@ class DependencyGraph:
         reads, writes = frozenset(reads), frozenset(writes)
         self._cells[cell_id] = _Cell(position)
         self._succ[cell_id], self._pred[cell_id] = {}, {}
+        if self._ord is not None:
+            self._ord[cell_id] = self._next_ord  # after everything: its edges reorder what they must
+            self._next_ord += 1
         self._change(cell_id, reads, writes)
 
     def update(self, cell_id: str, *, reads: Iterable[str], writes: Iterable[str], position: float | None = None) -> None:
@@ -112,6 +121,8 @@ class DependencyGraph:
         # Without reads and writes the cell has no edges, so it is on no cycle.
         self._change(cell_id, _EMPTY, _EMPTY)
         del self._cells[cell_id], self._succ[cell_id], self._pred[cell_id]
+        if self._ord is not None:
+            del self._ord[cell_id]
 
     def set_position(self, cell_id: str, position: float) -> None:
         self._cell(cell_id).position = position
@@ -278,16 +289,17 @@ class DependencyGraph:
         old_reads, old_writes = cell.reads, cell.writes
         if reads == old_reads and writes == old_writes:
             return
-        appeared = vanished = False
+        appeared, vanished = [], False
 
         def shift(parent, child, delta):
-            nonlocal appeared, vanished
+            nonlocal vanished
             count = self._succ[parent].get(child, 0) + delta
             if count:
                 self._succ[parent][child] = self._pred[child][parent] = count
             else:
                 del self._succ[parent][child], self._pred[child][parent]
-            appeared = appeared or (delta > 0 and count == 1)
+            if delta > 0 and count == 1:
+                appeared.append((parent, child))
             vanished = vanished or count == 0
 
         for name in reads - old_reads:
@@ -316,10 +328,65 @@ class DependencyGraph:
                 if reader != cell_id:
                     shift(cell_id, reader, -1)
         cell.reads, cell.writes = reads, writes
+        if self._ord is not None:
+            # Acyclic before this change, and losing edges never makes a cycle: only a new
+            # edge the order disagrees with can, and the order tells where to look.
+            if all(self._order_edge(parent, child) for parent, child in appeared):
+                return
+            self._ord = None  # a cycle formed: find it the general way below
         if appeared or vanished:
-            self._recompute_cycles(cell_id, search=appeared)
+            self._recompute_cycles(cell_id, search=bool(appeared))
+            if not self._cycles:
+                self._renumber()
 
-    # --- internals: components and their order ------------------------------------------
+    # --- internals: the topological numbering of an acyclic graph ------------------------
+    def _order_edge(self, parent, child):
+        """Pearce-Kelly: restore `ord` after adding parent -> child; False if that closed a cycle.
+
+        Searches only the cells numbered between the two ends: forward from the child, back
+        from the parent, then hands the union of their numbers out again, the parent's side
+        first.
+        """
+        order = self._ord
+        if order[parent] < order[child]:
+            return True
+        low, high = order[child], order[parent]
+        forward = self._bounded(child, self._succ, lambda n: n <= high)
+        if parent in forward:
+            return False
+        backward = self._bounded(parent, self._pred, lambda n: n >= low)
+        cells = sorted(backward, key=order.__getitem__) + sorted(forward, key=order.__getitem__)
+        for cell_id, number in zip(cells, sorted(order[c] for c in cells)):
+            order[cell_id] = number
+        return True
+
+    def _bounded(self, start, edges, within):
+        seen, stack = {start}, [start]
+        while stack:
+            for neighbour in edges[stack.pop()]:
+                if neighbour not in seen and within(self._ord[neighbour]):
+                    seen.add(neighbour)
+                    stack.append(neighbour)
+        return seen
+
+    def _renumber(self):
+        """Number an acyclic graph from scratch (Kahn's algorithm); None while it has cycles."""
+        if self._cycles:
+            self._ord = None
+            return
+        indegree = {cell_id: len(parents) for cell_id, parents in self._pred.items()}
+        ready = [cell_id for cell_id, count in indegree.items() if count == 0]
+        order = {}
+        while ready:
+            cell_id = ready.pop()
+            order[cell_id] = len(order)
+            for child in self._succ[cell_id]:
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    ready.append(child)
+        self._ord, self._next_ord = order, len(order)
+
+    # --- internals: components ---------------------------------------------------------
     def _install(self, component):
         for cell_id in component.members:
             self._cycle_of[cell_id] = component
