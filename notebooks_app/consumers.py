@@ -125,7 +125,9 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         if message.type == "sync":
             await self._request_state(rid)
         elif message.type == "create_cell":
-            await _run_operation(operations.create_cell, nb, self.user, f.get("cellType", "python"), f.get("afterCellId"), f.get("code", ""), rid)
+            await _run_operation(operations.create_cell, nb, self.user, f.get("cellType", "python"), f.get("afterCellId"), f.get("code", ""), rid, f.get("beforeCellId"))
+        elif message.type == "move_cell":
+            await _run_operation(operations.move_cell, nb, self.user, f["cellId"], f["afterCellId"], rid)
         elif message.type == "delete_cell":
             await _run_operation(operations.delete_cell, nb, self.user, f["cellId"], rid)
         elif message.type == "cell_update":

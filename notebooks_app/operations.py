@@ -10,7 +10,7 @@ import logging
 import uuid
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Min
 
 from . import kernel_client
 from .constants import CELL_PYTHON, CELL_SQL, STATUS_IDLE, STATUS_STALE
@@ -88,6 +88,26 @@ def _position_after(notebook, after_cell_id):
     return after + POSITION_STEP // 2, positions
 
 
+def _position_at_top(notebook):
+    """(position before every cell, positions of every cell if they had to be renumbered)."""
+    first = notebook.cells.aggregate(m=Min("position"))["m"]
+    if first is None:
+        return POSITION_STEP, None
+    if first >= 2:
+        return first // 2, None
+    positions = _renumber(notebook)
+    return POSITION_STEP // 2, positions
+
+
+def _position_before(notebook, before_cell_id):
+    """Like _position_after, for "just above this cell" (unknown: appended)."""
+    before = notebook.cells.filter(pk=before_cell_id).values_list("position", flat=True).first()
+    if before is None:
+        return _position_after(notebook, None)
+    previous = notebook.cells.filter(position__lt=before).order_by("-position").values_list("id", flat=True).first()
+    return _position_after(notebook, previous) if previous is not None else _position_at_top(notebook)
+
+
 def default_result_variable(notebook):
     """The first free df_<n>: not another SQL cell's result nor a name a cell defines."""
     used = set()
@@ -105,10 +125,13 @@ def create_notebook(user, name):
         return Notebook.objects.create(owner=user, name=name.strip())
 
 
-def create_cell(notebook_id, user, cell_type=CELL_PYTHON, after_cell_id=None, code="", request_id=None):
+def create_cell(notebook_id, user, cell_type=CELL_PYTHON, after_cell_id=None, code="", request_id=None, before_cell_id=None):
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user)
-        position, renumbered = _position_after(notebook, after_cell_id)
+        if before_cell_id:
+            position, renumbered = _position_before(notebook, before_cell_id)
+        else:
+            position, renumbered = _position_after(notebook, after_cell_id)
         cell = Cell.objects.create(
             notebook=notebook,
             position=position,
@@ -129,6 +152,37 @@ def create_cell(notebook_id, user, cell_type=CELL_PYTHON, after_cell_id=None, co
         }
         kernel_client.send_on_commit(notebook.pk, message)
     return cell
+
+
+def move_cell(notebook_id, user, cell_id, after_cell_id, request_id=None):
+    """Put a cell just after another one (None: first). Order only: the graph is unchanged."""
+    with transaction.atomic():
+        notebook = _lock_notebook(notebook_id, user)
+        cell = _get_cell(notebook, cell_id)
+        if after_cell_id is not None:
+            if str(after_cell_id) == str(cell.pk):
+                raise OperationError("invalid_field", "A cell cannot be moved after itself.")
+            _get_cell(notebook, after_cell_id)
+            position, renumbered = _position_after(notebook, after_cell_id)
+        else:
+            position, renumbered = _position_at_top(notebook)
+        # Park the cell out of the way first, so the unique position constraint holds throughout.
+        Cell.objects.filter(pk=cell.pk).update(position=-1)
+        Cell.objects.filter(pk=cell.pk).update(position=position)
+        revision = _bump(notebook)
+        kernel_client.send_on_commit(
+            notebook.pk,
+            {
+                "type": "kernel.move_cell",
+                "notebook": str(notebook.pk),
+                "revision": revision,
+                "cellId": str(cell.pk),
+                "position": position,
+                "positions": renumbered,
+                "requestId": request_id,
+            },
+        )
+    return position
 
 
 def delete_cell(notebook_id, user, cell_id, request_id=None):

@@ -49,7 +49,13 @@ class Field:
 
 # One schema per client message type: the fields it may carry.
 MESSAGE_SCHEMAS = {
-    "create_cell": {"cellType": Field("cell_type", required=False), "afterCellId": Field("cell_id", required=False, nullable=True), "code": Field("code", required=False)},
+    "create_cell": {
+        "cellType": Field("cell_type", required=False),
+        "afterCellId": Field("cell_id", required=False, nullable=True),
+        "beforeCellId": Field("cell_id", required=False),
+        "code": Field("code", required=False),
+    },
+    "move_cell": {"cellId": Field("cell_id"), "afterCellId": Field("cell_id", nullable=True)},
     "delete_cell": {"cellId": Field("cell_id")},
     "cell_update": {"cellId": Field("cell_id"), "code": Field("code", required=False), "resultVariable": Field("identifier", required=False)},
     "run_cell": {"cellId": Field("cell_id")},
@@ -171,6 +177,8 @@ def parse(text):
             raise
         except ValueError as exc:
             raise ProtocolError(INVALID_FIELD, f"{msg_type}: {exc}.", request_id) from None
+    if msg_type == "create_cell" and fields.get("afterCellId") and fields.get("beforeCellId"):
+        raise ProtocolError(INVALID_FIELD, "create_cell takes 'afterCellId' or 'beforeCellId', not both.", request_id)
     if msg_type == "cell_update" and "code" not in fields and "resultVariable" not in fields:
         raise ProtocolError(INVALID_FIELD, "cell_update needs 'code' or 'resultVariable'.", request_id)
     return ClientMessage(msg_type, fields, request_id)

@@ -209,6 +209,9 @@ class NotebookClient:
         elif kind == "cell_deleted":
             self.state.pop(cell_id, None)
             self.order.remove(cell_id)
+        elif kind == "cell_moved":
+            self.order.remove(cell_id)
+            self.order.insert(event["index"], cell_id)
         elif kind == "cell_updated":
             self.state[cell_id].update(code=event["code"], reads=event["reads"], writes=event["writes"], resultVariable=event["resultVariable"])
         elif kind == "cell_status":

@@ -226,7 +226,6 @@ def test_cell_added_below_the_first_appears_second_in_both_pages(open_page, note
     alice, bob = open_page("alice"), open_page("bob")
     first = cells(alice).first
     first.locator(".cell-menu summary").click()
-    expect(first.locator(".add-cell-above[data-cell-type=python]")).to_be_disabled()  # nothing goes above the first cell yet
     first.locator(".add-cell-below[data-cell-type=python]").click()
     for page in (alice, bob):
         expect(cells(page)).to_have_count(4)
@@ -238,6 +237,30 @@ def test_cell_added_below_the_first_appears_second_in_both_pages(open_page, note
     alice.keyboard.press("ArrowUp")  # first line: moves to the previous cell
     expect(cells(alice).nth(0).locator(".cm-content")).to_be_focused()
     expect_code(cells(bob).nth(1), "four = 4")  # sent on blur
+
+
+def test_cells_move_and_insert_above_the_first_in_both_pages(open_page, notebook):
+    make_cells(notebook, "one = 1", "two = 2", "three = 3")
+    alice, bob = open_page("alice"), open_page("bob")
+    expect(cells(alice).first.locator(".move-up")).to_be_disabled()
+    expect(cells(alice).last.locator(".move-down")).to_be_disabled()
+    cells(alice).first.locator(".move-down").click()
+    for page in (alice, bob):
+        for index, code in enumerate(["two = 2", "one = 1", "three = 3"]):
+            expect_code(cells(page).nth(index), code)
+    cells(bob).last.locator(".move-up").click()
+    expect_code(cells(bob).nth(1), "three = 3")
+    cells(bob).nth(1).locator(".move-up").click()  # "three" again, now second: to the top
+    for page in (alice, bob):
+        for index, code in enumerate(["three = 3", "two = 2", "one = 1"]):
+            expect_code(cells(page).nth(index), code)
+    first = cells(alice).first
+    first.locator(".cell-menu summary").click()
+    first.locator(".add-cell-above[data-cell-type=sql]").click()
+    for page in (alice, bob):
+        expect(cells(page)).to_have_count(4)
+        expect(cells(page).first).to_have_attribute("data-cell-type", "sql")
+    expect(cells(alice).first.locator(".cm-content")).to_be_focused()
 
 
 def test_deleting_the_only_cell_clears_its_code(open_page, notebook):

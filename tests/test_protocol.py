@@ -288,6 +288,65 @@ async def test_interrupt_stops_a_running_cell_and_notebook_still_runs(ws, notebo
     assert text_output(alice, check) == "'still here'"
 
 
+# --- moving cells ----------------------------------------------------------------------------
+
+
+async def test_move_cell_reorders_every_client_and_the_database(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    a, b, c = [await create(alice, code) for code in ("a = 1", "b = a + 1", "c = b + 1")]
+    reply = await alice.request(type="move_cell", cellId=c, afterCellId=None)
+    assert reply["type"] == "cell_moved" and reply["index"] == 0
+    await bob.wait_for(lambda e: e["type"] == "cell_moved")
+    assert alice.order == bob.order == [str(x) for x in await db_cells(notebook)] == [c, a, b]
+    reply = await bob.request(type="move_cell", cellId=c, afterCellId=b)
+    assert reply["index"] == 2
+    await alice.wait_for(lambda e: e["type"] == "cell_moved" and e["index"] == 2)
+    assert alice.order == bob.order == [str(x) for x in await db_cells(notebook)] == [a, b, c]
+    # Order is not dependency: the chain still runs parents first wherever they stand.
+    await alice.request(type="move_cell", cellId=a, afterCellId=c)
+    await run_and_wait(alice, c)
+    assert [text_output(alice, x) for x in (a, b, c)] == [None, None, None]
+    assert alice.state[c]["status"] == "success"
+
+
+async def test_many_moves_to_the_top_renumber_positions(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    ids = [await create(alice, f"m{i} = {i}") for i in range(3)]
+    for _ in range(14):  # more halvings than the gap above the first cell allows
+        await alice.request(type="move_cell", cellId=alice.order[-1], afterCellId=None)
+    assert alice.order == [str(x) for x in await db_cells(notebook)]
+    assert sorted(alice.order) == sorted(ids)
+
+
+async def test_create_cell_before_the_first(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    first = await create(alice, "x = 1")
+    reply = await alice.request(type="create_cell", beforeCellId=first, code="y = 2")
+    assert reply["type"] == "cell_created" and reply["index"] == 0
+    await bob.wait_for(lambda e: e["type"] == "cell_created" and e["cellId"] == reply["cellId"])
+    assert alice.order == bob.order == [str(x) for x in await db_cells(notebook)]
+
+
+@pytest.mark.parametrize(
+    "fields, code",
+    [
+        ({"afterCellId": "SELF"}, "invalid_field"),
+        ({"afterCellId": "00000000-0000-0000-0000-000000000000"}, "unknown_cell"),
+        ({}, "invalid_field"),
+    ],
+)
+async def test_bad_moves_change_nothing(ws, notebook, users, fields, code):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    a, b = await create(alice, "a = 1"), await create(alice, "b = 2")
+    await bob.wait_for(lambda e: e["type"] == "cell_created" and e["cellId"] == b)
+    before = await revision(notebook)
+    fields = {k: (a if v == "SELF" else v) for k, v in fields.items()}
+    reply = await alice.request(type="move_cell", cellId=a, **fields)
+    assert reply["type"] == "error" and reply["code"] == code
+    await bob.expect_silence(0.5)
+    assert await revision(notebook) == before and [str(x) for x in await db_cells(notebook)] == [a, b]
+
+
 # --- viewers and refusals --------------------------------------------------------------------
 
 
@@ -301,6 +360,7 @@ async def test_interrupt_stops_a_running_cell_and_notebook_still_runs(ws, notebo
         {"type": "run_all"},
         {"type": "interrupt"},
         {"type": "update_db_connection", "connectionString": ""},
+        {"type": "move_cell", "cellId": "CELL", "afterCellId": None},
     ],
 )
 async def test_viewer_may_change_nothing(ws, notebook, users, message):

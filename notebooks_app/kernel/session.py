@@ -395,6 +395,16 @@ class NotebookSession:
         newly_blocked, _ = self._refresh_blocked()
         await self._forget_all(newly_blocked)
 
+    async def on_move_cell(self, message):
+        if not await self._caught_up(message):
+            return
+        positions = dict(message.get("positions") or {})
+        positions[message["cellId"]] = message["position"]
+        self._reposition(positions)
+        if message["cellId"] in self.cells:
+            self._emit({"type": "cell_moved", "cellId": message["cellId"], "index": self.index_of(message["cellId"]), "requestId": message.get("requestId")})
+        self._refresh_blocked()  # blocked messages name cells by their place
+
     async def on_update_cell(self, message):
         if not await self._caught_up(message):
             return

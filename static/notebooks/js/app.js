@@ -85,9 +85,18 @@ export class NotebookApp {
     if (this.requests.size > MAX_REMEMBERED) this.requests.delete(this.requests.keys().next().value);
   }
 
-  createCell(cellType, afterCellId, { focus = false } = {}) {
-    const message = { type: "create_cell", cellType, afterCellId };
+  createCell(cellType, afterCellId, { focus = false, beforeCellId = null } = {}) {
+    const message = beforeCellId ? { type: "create_cell", cellType, beforeCellId } : { type: "create_cell", cellType, afterCellId };
     this.request(message, { kind: "create_cell", cellId: afterCellId, focus });
+  }
+
+  /** Move a cell one place up (-1) or down (+1): move_cell puts it after another cell, or first. */
+  moveCell(view, direction) {
+    const index = this.order.indexOf(view.id);
+    const target = index + direction;
+    if (index < 0 || target < 0 || target >= this.order.length) return;
+    const afterCellId = direction > 0 ? this.order[target] : (this.order[target - 1] ?? null);
+    this.request({ type: "move_cell", cellId: view.id, afterCellId }, { kind: "move_cell", cellId: view.id });
   }
 
   saveDbConnection(connectionString) {
@@ -144,12 +153,9 @@ export class NotebookApp {
 
   addCell(view, where, cellType) {
     const index = this.order.indexOf(view.id);
-    // create_cell inserts after a cell: "above" is after the previous one, and the first cell has none.
+    // create_cell inserts after a cell: "above" is after the previous one, or before the first.
     const after = where === "below" ? view.id : this.order[index - 1];
-    if (after === undefined) {
-      toast("A cell cannot be inserted above the first one yet.", { kind: "info" });
-      return;
-    }
+    if (after === undefined) return this.createCell(cellType, null, { focus: true, beforeCellId: view.id });
     this.createCell(cellType, after, { focus: true });
   }
 
@@ -184,6 +190,7 @@ export class NotebookApp {
       onNavigate: (view, direction) => this.navigate(view, direction),
       onDelete: (view) => this.deleteCell(view),
       onAdd: (view, where, cellType) => this.addCell(view, where, cellType),
+      onMove: (view, direction) => this.moveCell(view, direction),
       onName: (name) => this.highlight(name),
       onResultVariable: (view, name) => this.request({ type: "cell_update", cellId: view.id, resultVariable: name }, { kind: "result_variable", cellId: view.id }),
     };
@@ -265,6 +272,11 @@ export class NotebookApp {
       case "cell_deleted":
         this.requests.delete(event.requestId);
         this.removeRecord(event.cellId);
+        return this.afterChange();
+      case "cell_moved":
+        this.requests.delete(event.requestId);
+        if (!record) return undefined;
+        this.moveRecord(event.cellId, Math.max(0, Math.min(event.index, this.order.length - 1)));
         return this.afterChange();
       case "cell_updated": return record && this.onCellUpdated(record, event);
       case "cell_status": return record && this.onCellStatus(record, event);
@@ -392,7 +404,7 @@ export class NotebookApp {
       this.cellsEl.append(empty);
     }
     empty.hidden = this.order.length > 0;
-    this.order.forEach((cellId, index) => this.records.get(cellId).view.setFirst(index === 0));
+    this.order.forEach((cellId, index) => this.records.get(cellId).view.setPlace(index === 0, index === this.order.length - 1));
     if (this.highlighted) this.highlight(this.highlighted, { keep: true });
   }
 

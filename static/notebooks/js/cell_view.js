@@ -48,12 +48,14 @@ export class CellView {
         this.hooks.onAdd(this, where, type);
       },
     }, `${label} cell ${where}`);
-    this.addAbove = [add("above", "python", "Python"), add("above", "sql", "SQL")];
+    const addAbove = [add("above", "python", "Python"), add("above", "sql", "SQL")];
     return el("span.cell-actions", {},
       el("button.run-cell", { type: "button", title: "Run this cell (Ctrl+Enter; Shift+Enter runs and moves on)", onclick: () => this.hooks.onRun(this, false) }, "▶ Run"),
       el("details.cell-menu", {},
         el("summary", { title: "Add a cell above or below" }, "+ Add"),
-        el("div.cell-menu-items", {}, ...this.addAbove, add("below", "python", "Python"), add("below", "sql", "SQL"))),
+        el("div.cell-menu-items", {}, ...addAbove, add("below", "python", "Python"), add("below", "sql", "SQL"))),
+      this.moveUp = el("button.move-cell.move-up", { type: "button", title: "Move this cell up", "aria-label": "Move up", onclick: () => this.hooks.onMove(this, -1) }, "↑"),
+      this.moveDown = el("button.move-cell.move-down", { type: "button", title: "Move this cell down", "aria-label": "Move down", onclick: () => this.hooks.onMove(this, 1) }, "↓"),
       el("button.delete-cell", { type: "button", title: "Delete this cell", onclick: () => this.hooks.onDelete(this) }, "Delete"),
     );
   }
@@ -68,11 +70,10 @@ export class CellView {
   }
 
   /** The protocol inserts after a cell, so nothing can go above the first one yet. */
-  setFirst(first) {
-    for (const button of this.addAbove || []) {
-      button.disabled = first;
-      button.title = first ? "A cell cannot be inserted above the first one yet" : "";
-    }
+  /** Where the cell stands, for the move buttons (nothing above the first, below the last). */
+  setPlace(first, last) {
+    if (this.moveUp) this.moveUp.disabled = first;
+    if (this.moveDown) this.moveDown.disabled = last;
   }
 
   buildResultVariable(cell) {
