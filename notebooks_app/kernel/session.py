@@ -341,7 +341,10 @@ class NotebookSession:
         self._dirty = {c for c in self._dirty if c in self.cells and self.cells[c].status in TRANSIENT}
         self._last_persist = time.monotonic()
         if rows and not self.gone:
-            await self.store.persist(self.notebook_id, rows)
+            # Under the flush lock: the 10 ms flush timer must not announce a final state
+            # while it is being written (a client that sees it and reloads must find it).
+            async with self._flush_lock:
+                await self.store.persist(self.notebook_id, rows)
 
     async def _persist_if_due(self):
         if time.monotonic() - self._last_persist >= PERSIST_INTERVAL:
