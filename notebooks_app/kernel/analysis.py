@@ -522,35 +522,10 @@ def sql_table_names(code: str) -> list[str]:
 def placeholders(code: str) -> list[str]:
     """The `{name}` placeholders of a SQL cell, in order of first appearance.
 
-    Quoted strings ('...'), quoted identifiers ("..."), `--` and `/* */` comments are
-    skipped; `{{` and `}}` are literal braces.  Mirrors the runner's binding rules.
+    Found by `sql_segments`, so the graph's edges and the runner's bound parameters
+    follow the same rules (quoted text and comments skipped, `{{`/`}}` literal).
     """
-    found, i, n = {}, 0, len(code)
-    while i < n:
-        ch = code[i]
-        if ch in "'\"":
-            i = _end_of_quoted(code, i)
-        elif code.startswith("--", i):
-            end = code.find("\n", i)
-            i = n if end < 0 else end
-        elif code.startswith("/*", i):
-            end = code.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-        elif code.startswith("{{", i) or code.startswith("}}", i):
-            i += 2
-        elif ch == "{":
-            end = i + 1
-            if end < n and code[end] in _IDENT_START:
-                while end < n and code[end] in _IDENT_CHARS:
-                    end += 1
-                if end < n and code[end] == "}":
-                    found.setdefault(code[i + 1 : end], None)
-                    i = end + 1
-                    continue
-            i += 1
-        else:
-            i += 1
-    return list(found)
+    return list(dict.fromkeys(value for kind, value in sql_segments(code) if kind == "param"))
 
 
 def _end_of_quoted(code, start):
