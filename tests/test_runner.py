@@ -52,6 +52,15 @@ async def test_stdout_arrives_while_the_cell_is_still_running(runner):
     assert (await task).status == "success"
 
 
+async def test_every_run_gets_exactly_its_own_output_quiet_or_not(runner):
+    """Quiet cells skip the end-of-output marker; printing ones (Python or C level) use it."""
+    for i in range(150):
+        chunks = []
+        code = ["x = 1", f"print({i})", f"import os; os.write(1, b'{i}')", f"import sys; sys.stderr.write('{i}')"][i % 4]
+        await runner.run("a", code, on_stdout=chunks.append)
+        assert "".join(chunks) == ("" if i % 4 == 0 else f"{i}\n" if i % 4 == 1 else f"{i}")
+
+
 async def test_long_stdout_and_outputs_are_truncated_with_a_note(runner):
     chunks = []
     result = await runner.run("a", "for i in range(20000): print(i)\n'z' * 5000", on_stdout=chunks.append)

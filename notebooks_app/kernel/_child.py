@@ -18,6 +18,7 @@ import ast
 import asyncio
 import base64
 import builtins
+import fcntl
 import io
 import json
 import linecache
@@ -27,7 +28,9 @@ import resource
 import secrets
 import select
 import signal
+import struct
 import sys
+import termios
 import threading
 import traceback
 
@@ -62,9 +65,11 @@ class Protocol:
 class Capture:
     """Everything written to fds 1 and 2, forwarded as `stdout` messages of the current request.
 
-    `drain()` (main thread, after a cell) writes a random marker through the same pipe
-    and waits until the forwarding thread reaches it, so every byte the cell printed
-    goes out before its `result`.  At most `cap` characters go out per request.
+    `drain()` (main thread, after a cell) makes sure every byte the cell printed goes out
+    before its `result`: when the pipe is empty and the forwarder holds nothing back
+    (checked under its lock, the usual case for a quiet cell) there is nothing to wait
+    for; otherwise it writes a random marker through the same pipe and waits until the
+    forwarder reaches it.  At most `cap` characters go out per request.
     """
 
     def __init__(self, protocol, cap):
@@ -75,6 +80,8 @@ class Capture:
         self.dropped = 0
         self.marker = b"\0drain-" + secrets.token_hex(8).encode() + b"\0"
         self.drained = threading.Event()
+        self.lock = threading.Lock()  # held by the forwarder from a read until it is sent
+        self.idle = True  # everything read so far has been sent
         read_fd, write_fd = os.pipe()
         os.dup2(write_fd, 1)
         os.dup2(write_fd, 2)
@@ -93,9 +100,17 @@ class Capture:
                 stream.flush()
             except Exception:  # a cell may have closed or replaced its streams
                 pass
-        self.drained.clear()
-        os.write(1, self.marker)
-        self.drained.wait(DRAIN_TIMEOUT)
+        if self.lock.acquire(blocking=False):
+            try:
+                quiet = self.idle and _unread_bytes(self.read_fd) == 0
+            finally:
+                self.lock.release()
+        else:
+            quiet = False  # the forwarder is busy: the marker tells it to finish now
+        if not quiet:
+            self.drained.clear()
+            os.write(1, self.marker)
+            self.drained.wait(DRAIN_TIMEOUT)
         if self.dropped:
             self.protocol.send({"op": "stdout", "id": self.request, "text": f"\n[output truncated: {self.dropped:,} more characters not shown]\n"})
         self.request = None
@@ -104,31 +119,41 @@ class Capture:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         import codecs
 
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        pending = b""
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._pending = b""
         while True:
-            data = os.read(self.read_fd, 1 << 16)
-            if not data:
-                return
-            # Coalesce a burst of small writes (a print loop) into one message.
-            # Not past the end-of-cell marker: waiting then would delay every result by 20 ms.
-            while len(data) < (1 << 16) and self.marker not in data and select.select([self.read_fd], [], [], 0.02)[0]:
-                more = os.read(self.read_fd, 1 << 16)
-                if not more:
-                    break
-                data += more
-            pending += data
-            while True:
-                index = pending.find(self.marker)
-                if index < 0:
-                    # Hold back only a tail that could be the start of a marker.
-                    keep = next((n for n in range(min(len(pending), len(self.marker) - 1), 0, -1) if self.marker.startswith(pending[-n:])), 0)
-                    head, pending = (pending[: len(pending) - keep], pending[len(pending) - keep :])
-                    self._emit(decoder.decode(head))
-                    break
-                self._emit(decoder.decode(pending[:index]) + decoder.decode(b"", final=True))
-                pending = pending[index + len(self.marker) :]
-                self.drained.set()
+            select.select([self.read_fd], [], [])  # wait for data without holding the lock
+            with self.lock:
+                if not self._forward_chunk():
+                    return
+
+    def _forward_chunk(self):
+        """Read what is there and send it (under the lock); False at end of file."""
+        data = os.read(self.read_fd, 1 << 16)
+        if not data:
+            return False
+        # Coalesce a burst of small writes (a print loop) into one message.
+        # Not past the end-of-cell marker: waiting then would delay every result by 20 ms.
+        while len(data) < (1 << 16) and self.marker not in data and select.select([self.read_fd], [], [], 0.02)[0]:
+            more = os.read(self.read_fd, 1 << 16)
+            if not more:
+                break
+            data += more
+        pending, decoder = self._pending + data, self._decoder
+        while True:
+            index = pending.find(self.marker)
+            if index < 0:
+                # Hold back only a tail that could be the start of a marker.
+                keep = next((n for n in range(min(len(pending), len(self.marker) - 1), 0, -1) if self.marker.startswith(pending[-n:])), 0)
+                head, pending = (pending[: len(pending) - keep], pending[len(pending) - keep :])
+                self._emit(decoder.decode(head))
+                break
+            self._emit(decoder.decode(pending[:index]) + decoder.decode(b"", final=True))
+            pending = pending[index + len(self.marker) :]
+            self.drained.set()
+        self._pending = pending
+        self.idle = not pending and not decoder.getstate()[0]
+        return True
 
     def _emit(self, text):
         if not text or self.request is None:
@@ -142,6 +167,11 @@ class Capture:
             text = text[:room]
         self.sent += len(text)
         self.protocol.send({"op": "stdout", "id": self.request, "text": text})
+
+
+def _unread_bytes(fd):
+    """Bytes waiting in a pipe (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 class Kernel:
