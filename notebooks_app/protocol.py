@@ -191,5 +191,9 @@ def error_message(code, message, request_id=None):
     return payload
 
 
+# One encoder for every event: json.dumps() with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(payload):
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(payload)
