@@ -28,6 +28,10 @@ ROLES = [(ROLE_VIEWER, "Viewer"), (ROLE_EDITOR, "Editor")]
 
 NOTEBOOK_NAME_MAX = 200
 
+# Cells are ordered by gap-based positions: an insert between two cells takes the
+# midpoint, and the notebook is renumbered this far apart only when no gap is left.
+POSITION_STEP = 1024
+
 # Prepended to every text/html output's document (its sandboxed frame has no other style;
 # the page's CSP allows inline styles, not scripts). The live page gets it from the template.
 OUTPUT_HTML_STYLE = (

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Count, Q
 
-from .constants import CELL_STATUSES, CELL_TYPES, OUTPUT_HTML_STYLE, ROLE_EDITOR, ROLE_VIEWER, ROLES, STATUS_IDLE
+from .constants import CELL_STATUSES, CELL_TYPES, OUTPUT_HTML_STYLE, POSITION_STEP, ROLE_EDITOR, ROLE_VIEWER, ROLES, STATUS_IDLE
 from .secrets import mask_connection_string
 
 
@@ -94,8 +94,7 @@ class Membership(models.Model):
 class Cell(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="cells")
-    # Gap-based order (see operations.POSITION_STEP): an insert between two
-    # cells takes the midpoint, and renumbers only when no gap is left.
+    # Gap-based order (constants.POSITION_STEP, operations.py).
     position = models.BigIntegerField()
     type = models.CharField(max_length=10, choices=CELL_TYPES, default="python")
     code = models.TextField(blank=True, default="")
@@ -118,13 +117,16 @@ class Cell(models.Model):
             models.CheckConstraint(condition=Q(status__in=[s for s, _ in CELL_STATUSES]), name="cell_status_valid"),
         ]
 
+    @classmethod
+    def end_position(cls, notebook_id):
+        """The position after every cell of the notebook."""
+        last = cls.objects.filter(notebook_id=notebook_id).aggregate(m=models.Max("position"))["m"]
+        return (last or 0) + POSITION_STEP
+
     def save(self, *args, **kwargs):
         """A cell created without a position (in the shell, a script) goes to the end."""
         if self.position is None:
-            from .operations import POSITION_STEP
-
-            last = Cell.objects.filter(notebook_id=self.notebook_id).aggregate(models.Max("position"))["position__max"]
-            self.position = (last or 0) + POSITION_STEP
+            self.position = Cell.end_position(self.notebook_id)
         super().save(*args, **kwargs)
 
     def __str__(self):

@@ -10,16 +10,15 @@ import logging
 import uuid
 
 from django.db import transaction
-from django.db.models import Max, Min
+from django.db.models import Min
 
 from . import kernel_client
-from .constants import CELL_PYTHON, CELL_SQL, STATUS_IDLE, STATUS_STALE
+from .constants import CELL_PYTHON, CELL_SQL, POSITION_STEP, STATUS_IDLE, STATUS_STALE
 from .models import Cell, Notebook
 from .secrets import mask_connection_string
 
 logger = logging.getLogger(__name__)
 
-POSITION_STEP = 1024
 
 
 class OperationError(Exception):
@@ -76,8 +75,7 @@ def _position_after(notebook, after_cell_id):
     if after_cell_id:
         after = notebook.cells.filter(pk=after_cell_id).values_list("position", flat=True).first()
     if after is None:
-        last = notebook.cells.aggregate(m=Max("position"))["m"]
-        return (last or 0) + POSITION_STEP, None
+        return Cell.end_position(notebook.pk), None
     nxt = notebook.cells.filter(position__gt=after).order_by("position").values_list("position", flat=True).first()
     if nxt is None:
         return after + POSITION_STEP, None
@@ -166,8 +164,8 @@ def move_cell(notebook_id, user, cell_id, after_cell_id, request_id=None):
             position, renumbered = _position_after(notebook, after_cell_id)
         else:
             position, renumbered = _position_at_top(notebook)
-        # Park the cell out of the way first, so the unique position constraint holds throughout.
-        Cell.objects.filter(pk=cell.pk).update(position=-1)
+        # The new position is free (strictly between two cells, after the last or before the
+        # first), so one UPDATE keeps the unique constraint.
         Cell.objects.filter(pk=cell.pk).update(position=position)
         revision = _bump(notebook)
         kernel_client.send_on_commit(

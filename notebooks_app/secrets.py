@@ -1,6 +1,6 @@
 """Showing a database connection string without its password, everywhere."""
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 _PASSWORD_IN_KV = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
 
@@ -23,7 +23,8 @@ def mask_connection_string(value):
 
 
 def scrub(text, connection_string):
-    """Remove the password of `connection_string` from an arbitrary message."""
+    """`text` (an error message, a log line) without the password of `connection_string`,
+    raw or URL-decoded, nor any `password=...` pair.  No Django: the runner uses it too."""
     if not text or not connection_string:
         return text
     try:
@@ -31,5 +32,7 @@ def scrub(text, connection_string):
     except ValueError:
         password = None
     if password:
-        text = text.replace(password, "****")
+        for form in {password, unquote(password)}:
+            if form:
+                text = text.replace(form, "****")
     return _PASSWORD_IN_KV.sub(r"\1****", text)

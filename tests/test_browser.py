@@ -3,6 +3,7 @@
 Two browser contexts (two users) open one notebook; each test does something in one page
 and asserts what both pages show. Playwright's sync API runs in plain test functions.
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -319,13 +320,23 @@ def test_html_output_cannot_touch_the_page(open_page, notebook):
         assert page.evaluate("window.top.PWNED") is None
 
 
-def test_page_reconnects_and_catches_up_after_its_server_restarts(open_page, notebook):
-    make_cells(notebook, "n = 1\nn")
-    second = Server(f"browser-daphne-b-{os.getpid()}.log").start()
+@contextlib.contextmanager
+def bob_cut_off(open_page, name):
+    """alice on the main server, bob on a second one that is then killed: bob's page is
+    reconnecting. Yields (alice, bob, second server)."""
+    second = Server(f"browser-daphne-{name}-{os.getpid()}.log").start()
     try:
         alice, bob = open_page("alice"), open_page("bob", base_url=second.url)
         second.kill()
         expect(bob.locator("#connection-indicator")).to_have_attribute("data-state", "reconnecting")
+        yield alice, bob, second
+    finally:
+        second.stop()
+
+
+def test_page_reconnects_and_catches_up_after_its_server_restarts(open_page, notebook):
+    make_cells(notebook, "n = 1\nn")
+    with bob_cut_off(open_page, "b") as (alice, bob, second):
         # While bob's server is down, alice changes the notebook through hers.
         set_code(alice, cells(alice).first, "n = 2\nn")
         alice.keyboard.press("Control+Enter")
@@ -337,17 +348,11 @@ def test_page_reconnects_and_catches_up_after_its_server_restarts(open_page, not
         expect(cells(bob)).to_have_count(2)
         expect_code(cells(bob).first, "n = 2\nn")
         expect_output(cells(bob).first, "2")
-    finally:
-        second.stop()
 
 
 def test_edit_made_while_away_is_sent_after_reconnecting_and_wins(open_page, notebook):
     make_cells(notebook, "m = 1")
-    second = Server(f"browser-daphne-c-{os.getpid()}.log").start()
-    try:
-        alice, bob = open_page("alice"), open_page("bob", base_url=second.url)
-        second.kill()
-        expect(bob.locator("#connection-indicator")).to_have_attribute("data-state", "reconnecting")
+    with bob_cut_off(open_page, "c") as (alice, bob, second):
         set_code(bob, cells(bob).first, "m = 'typed while away'")
         set_code(alice, cells(alice).first, "m = 'saved by alice meanwhile'")
         alice.locator("#run-all").focus()  # blur: alice's edit is saved first
@@ -356,8 +361,6 @@ def test_edit_made_while_away_is_sent_after_reconnecting_and_wins(open_page, not
         # Bob's edit reaches the server after alice's: last writer wins, on both pages.
         expect_code(cells(alice).first, "m = 'typed while away'")
         expect_code(cells(bob).first, "m = 'typed while away'")
-    finally:
-        second.stop()
 
 
 def test_viewer_sees_a_read_only_page_that_updates_live(open_page, notebook):

@@ -20,6 +20,7 @@ from notebooks_app.kernel import sql
 from notebooks_app.kernel.analysis import analyze_sql, sql_table_names
 from notebooks_app.kernel.runner import Runner
 from notebooks_app.models import Cell, Notebook
+from notebooks_app.secrets import scrub
 from tests.conftest import database_url_for_tests
 from tests.test_protocol import create, db_cell, run_and_wait, text_output
 
@@ -585,7 +586,7 @@ def test_bind_turns_numpy_and_pandas_scalars_into_plain_values():
     ],
 )
 def test_redact(text, connection, expected):
-    assert sql.redact(text, connection) == expected
+    assert scrub(text, connection) == expected
 
 
 def test_render_caps_rows_escapes_and_marks_nulls():

@@ -218,8 +218,6 @@ class Kernel:
             elif op == "set_connection":
                 self.sql.set_connection(message.get("connection") or "")
                 reply = {"status": "success"}
-            elif op == "names":
-                reply = {"status": "success", "names": sorted(k for k in self.namespace if not k.startswith("__"))}
             else:
                 reply = {"status": "error", "error": {"ename": "ProtocolError", "evalue": f"unknown op {op!r}", "traceback": []}}
         except KeyboardInterrupt:  # an interrupt that arrived between cells
@@ -302,9 +300,9 @@ class Kernel:
         except KeyboardInterrupt:
             error = {"ename": "KeyboardInterrupt", "evalue": "the query was cancelled", "traceback": []}
         except Exception as exc:  # noqa: BLE001 - a driver failure is the cell's error
-            from notebooks_app.kernel.sql import redact
+            from notebooks_app.secrets import scrub
 
-            error = {"ename": type(exc).__name__, "evalue": redact(str(exc), self.sql.connection_string), "traceback": []}
+            error = {"ename": type(exc).__name__, "evalue": scrub(str(exc), self.sql.connection_string), "traceback": []}
         finally:
             self.capture.drain()
         return {"status": "error" if error else "success", "outputs": self._cap(outputs), "error": error}

@@ -351,23 +351,14 @@ class DependencyGraph:
         if order[parent] < order[child]:
             return True
         low, high = order[child], order[parent]
-        forward = self._bounded(child, self._succ, lambda n: n <= high)
+        forward = _reachable(child, self._succ, lambda cell: order[cell] <= high) | {child}
         if parent in forward:
             return False
-        backward = self._bounded(parent, self._pred, lambda n: n >= low)
+        backward = _reachable(parent, self._pred, lambda cell: order[cell] >= low) | {parent}
         cells = sorted(backward, key=order.__getitem__) + sorted(forward, key=order.__getitem__)
         for cell_id, number in zip(cells, sorted(order[c] for c in cells)):
             order[cell_id] = number
         return True
-
-    def _bounded(self, start, edges, within):
-        seen, stack = {start}, [start]
-        while stack:
-            for neighbour in edges[stack.pop()]:
-                if neighbour not in seen and within(self._ord[neighbour]):
-                    seen.add(neighbour)
-                    stack.append(neighbour)
-        return seen
 
     def _renumber(self):
         """Number an acyclic graph from scratch (Kahn's algorithm); None while it has cycles."""
@@ -466,11 +457,13 @@ def _discard(index, name, cell_id):
             del index[name]
 
 
-def _reachable(start, edges):
+def _reachable(start, edges, within=None):
+    """Cells reachable from `start` along `edges` (not `start` itself), only through cells
+    `within` accepts when it is given."""
     seen, stack = set(), [start]
     while stack:
         for neighbour in edges[stack.pop()]:
-            if neighbour not in seen:
+            if neighbour not in seen and (within is None or within(neighbour)):
                 seen.add(neighbour)
                 stack.append(neighbour)
     seen.discard(start)

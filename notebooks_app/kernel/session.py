@@ -267,7 +267,7 @@ class NotebookSession:
             self._flush_handle = loop.call_later(FLUSH_DELAY, lambda: loop.create_task(self.flush()))
 
     async def flush(self):
-        """Publish pending events to the notebook's group: one frame, or one batch frame."""
+        """Publish pending events to the notebook's group, all of them in one send."""
         async with self._flush_lock:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
@@ -275,8 +275,7 @@ class NotebookSession:
             events, self._pending = self._pending, []
             if not events:
                 return
-            frame = events[0] if len(events) == 1 else {"type": "batch", "events": events}
-            await self.publish(None, frame)
+            await self.publish(None, events)
 
     def state_message(self, request_id=None):
         message = {
@@ -312,18 +311,18 @@ class NotebookSession:
         """
         await self.ensure_loaded()
         if self.gone:
-            await self.publish(reply_channel, {"type": "error", "code": "not_found", "message": "This notebook no longer exists."})
+            await self.publish(reply_channel, [{"type": "error", "code": "not_found", "message": "This notebook no longer exists."}])
             return
         if revision is not None and revision > self.revision:
             self.submit({"type": "kernel.catch_up", "revision": revision, "replyChannel": reply_channel, "requestId": request_id})
             return
-        await self.publish(reply_channel, self.state_message(request_id))
+        await self.publish(reply_channel, [self.state_message(request_id)])
 
     async def on_catch_up(self, message):
         if message["revision"] > self.revision:
             await self.reload(message.get("requestId"))  # the state reaches every socket, this one too
         else:
-            await self.publish(message["replyChannel"], self.state_message(message.get("requestId")))
+            await self.publish(message["replyChannel"], [self.state_message(message.get("requestId"))])
 
     def _set_status(self, cell, status, *, error=None, emit=True):
         cell.status = status
@@ -469,11 +468,11 @@ class NotebookSession:
                 pass
         self._emit({"type": "db_connection_updated", "connected": bool(self.db_connection), "display": self.db_display, "requestId": message.get("requestId")})
         # Every SQL result (and what was computed from it) came from the old connection.
-        sql_cells = [c.id for c in self.ordered_cells() if c.type == CELL_SQL]
-        affected = set(sql_cells)
-        for cell_id in sql_cells:
-            affected |= self.graph.descendants(cell_id)
-        self._mark_stale([c.id for c in self.ordered_cells() if c.id in affected])
+        affected = set()
+        for cell in self.cells.values():
+            if cell.type == CELL_SQL:
+                affected |= {cell.id} | self.graph.descendants(cell.id)
+        self._mark_stale(affected)
 
     async def on_run_cell(self, message):
         if message.get("revision", -1) > self.revision:
@@ -488,7 +487,7 @@ class NotebookSession:
         others = set()
         for ancestor in stale_ancestors:
             others |= self.graph.descendants(ancestor)
-        self._mark_stale(sorted(others - to_run), only_if_ran=True)
+        self._mark_stale(others - to_run, only_if_ran=True)
         await self.cascade(to_run)
 
     async def on_run_all(self, message):

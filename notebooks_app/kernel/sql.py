@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from urllib.parse import unquote, urlsplit
 
+from ..secrets import scrub
 from .analysis import sql_segments, sql_table_names
 
 DEFAULT_ROW_CAP = 200
@@ -23,20 +24,6 @@ class SqlError(Exception):
         super().__init__(evalue)
         self.ename = ename
         self.evalue = evalue
-
-
-# One scanner for edges and binding: analysis decides the reads, this module binds
-# the same placeholders.
-segments = sql_segments
-table_names = sql_table_names
-
-
-def placeholder_names(code):
-    seen = []
-    for kind, value in segments(code):
-        if kind == "param" and value not in seen:
-            seen.append(value)
-    return seen
 
 
 _IN_BEFORE = re.compile(r"\bIN\s*$", re.IGNORECASE)
@@ -53,7 +40,8 @@ def bind(code, namespace, style):
     one array value (`= ANY({ids})` on PostgreSQL).  Values are always parameters,
     never SQL text.
     """
-    pieces = segments(code)
+    # The same scanner as analysis.placeholders: the graph's edges are the bound names.
+    pieces = sql_segments(code)
     parts, params, named = [], ([] if style == "qmark" else {}), 0
     for index, (kind, value) in enumerate(pieces):
         if kind == "sql":
@@ -114,21 +102,6 @@ def _plain(value):
     if isinstance(value, list):
         return [_plain(item) for item in value]
     return value
-
-
-def redact(text, connection_string):
-    """`text` without the password of `connection_string` (raw or URL-decoded)."""
-    if not text or not connection_string:
-        return text
-    try:
-        password = urlsplit(connection_string).password
-    except ValueError:
-        password = None
-    if password:
-        for form in {password, unquote(password)}:
-            if form:
-                text = text.replace(form, "****")
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1****", text, flags=re.IGNORECASE)
 
 
 def _open_transaction():
@@ -197,10 +170,10 @@ class SqlEngines:
             else:
                 raise SqlError("ConnectionError", "unsupported connection string; use postgresql://, postgres:// or sqlite:///")
         except SqlError as exc:
-            exc.evalue = redact(exc.evalue, cs)
+            exc.evalue = scrub(exc.evalue, cs)
             raise
         except Exception as exc:
-            raise SqlError("ConnectionError", f"could not connect: {redact(str(exc).strip(), cs)}") from None
+            raise SqlError("ConnectionError", f"could not connect: {scrub(str(exc).strip(), cs)}") from None
         return self._kind, self._conn
 
     def _duckdb(self):
@@ -259,7 +232,7 @@ class SqlEngines:
             query, params = bind(code, namespace, "qmark")
             self._unregister(duck)  # leftovers of a query an interrupt cut short
             try:
-                for name in table_names(code):
+                for name in sql_table_names(code):
                     value = namespace.get(name)
                     if isinstance(value, pd.DataFrame):
                         self._registered.add(name)
@@ -293,7 +266,7 @@ class SqlEngines:
     def _failure(self, exc):
         if self._cancelled:
             return SqlError("KeyboardInterrupt", "the query was cancelled")
-        return SqlError(type(exc).__name__, redact(str(exc).strip(), self.connection_string))
+        return SqlError(type(exc).__name__, scrub(str(exc).strip(), self.connection_string))
 
     def _end_transaction(self, kind, conn):
         """Roll back a transaction the cell left open (an explicit BEGIN); True if there was one."""

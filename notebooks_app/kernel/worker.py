@@ -93,20 +93,19 @@ class KernelService:
             session = NotebookSession(
                 notebook_id,
                 store=self.store,
-                publish=lambda target, payload, _id=notebook_id: self.publish(_id, target, payload),
+                publish=lambda target, events, _id=notebook_id: self.publish(_id, target, events),
                 runner_factory=self._runner_factory,
             )
             self.sessions[notebook_id] = session
         return session
 
-    async def publish(self, notebook_id, target, payload):
-        """Encode each event once, here; the consumers relay the texts untouched.
+    async def publish(self, notebook_id, target, events):
+        """Send `events` to the notebook's group (target None) or one socket, in one send.
 
-        A batch (a cascade's events coalesced by the session) is one group send; each
-        consumer sends its events as separate frames, or as one `batch` frame to a
-        client that asked for batches (docs/protocol.md).
+        Each event is encoded once, here; the consumers relay the texts untouched, as
+        separate frames or as one `batch` frame to a client that asked for batches
+        (docs/protocol.md).
         """
-        events = payload["events"] if payload.get("type") == "batch" else [payload]
         event = {"type": "notebook.event", "texts": [protocol.dumps(e) for e in events]}
         if target is None:
             await self.channel_layer.group_send(group_name(notebook_id), event)
