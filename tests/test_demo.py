@@ -17,3 +17,12 @@ def test_demo_is_idempotent_and_logs_in(client, capsys):
     assert client.login(username="demo", password="demo-notebook")
     page = client.get(f"/notebooks/{notebook.pk}/").content.decode()
     assert "rate = 0.05" in page
+
+
+def test_demo_links_use_the_given_base_url(capsys):
+    call_command("demo", base_url="http://127.0.0.1:8765/")
+    out = capsys.readouterr().out
+    notebook = Notebook.objects.get()
+    assert "http://127.0.0.1:8765/accounts/login/ as demo / demo-notebook" in out
+    assert f"http://127.0.0.1:8765/notebooks/{notebook.pk}/" in out
+    assert ":8000" not in out

@@ -20,7 +20,14 @@ DEMO_CELLS = [
 class Command(BaseCommand):
     help = "Create (or refresh) a demo user and a sample notebook of cells that depend on each other."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--base-url",
+            default="http://127.0.0.1:8000",
+            help="where the server will be reached, for the links printed (scripts/run passes its port)",
+        )
+
+    def handle(self, *args, base_url, **options):
         User = get_user_model()
         with transaction.atomic():
             user, created = User.objects.get_or_create(username=DEMO_USERNAME, defaults={"is_staff": True, "is_superuser": True})
@@ -34,5 +41,6 @@ class Command(BaseCommand):
                 notebook.revision += 1
                 notebook.save(update_fields=["revision", "updated_at"])
         self.stdout.write(self.style.SUCCESS("Demo ready."))
-        self.stdout.write(f"  Log in at http://127.0.0.1:8000/accounts/login/ as {DEMO_USERNAME} / {DEMO_PASSWORD}")
-        self.stdout.write(f"  Notebook: http://127.0.0.1:8000/notebooks/{notebook.pk}/")
+        base_url = base_url.rstrip("/")
+        self.stdout.write(f"  Log in at {base_url}/accounts/login/ as {DEMO_USERNAME} / {DEMO_PASSWORD}")
+        self.stdout.write(f"  Notebook: {base_url}/notebooks/{notebook.pk}/")
