@@ -21,11 +21,6 @@ CELL_STATUSES = [
     (STATUS_STALE, "Stale"),
 ]
 
-ROLE_OWNER = "owner"
-ROLE_EDITOR = "editor"
-ROLE_VIEWER = "viewer"
-ROLES = [(ROLE_VIEWER, "Viewer"), (ROLE_EDITOR, "Editor")]
-
 NOTEBOOK_NAME_MAX = 200
 
 # Cells are ordered by gap-based positions: an insert between two cells takes the

@@ -14,7 +14,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError, OperationalError
 
-from . import kernel_client, operations, protocol
+from . import kernel_client, operations, permissions, protocol
+from .constants import CELL_PYTHON
 from .models import Notebook
 from .operations import OperationError
 
@@ -32,15 +33,12 @@ RATE_PER_SECOND = 200.0
 
 @database_sync_to_async
 def _load_notebook_for(user, notebook_id):
+    """(notebook, role) if `user` may view it, else (None, None)."""
     notebook = Notebook.objects.filter(pk=notebook_id).first()
-    if notebook is None or not notebook.can_view(user):
+    role = notebook.role_of(user) if notebook is not None else None
+    if not permissions.may(role, permissions.VIEW):
         return None, None
-    return notebook, notebook.role_of(user)
-
-
-@database_sync_to_async
-def _run_operation(func, *args, **kwargs):
-    return func(*args, **kwargs)
+    return notebook, role
 
 
 class NotebookConsumer(AsyncWebsocketConsumer):
@@ -53,6 +51,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         self.group = kernel_client.group_name(self.notebook_id)
         self.user = self.scope.get("user")
         self.joined = False
+        self.role = None
         # `?batch=1`: the client takes a cascade's events as one `batch` frame.
         self.batch_frames = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("batch") == ["1"]
         self._tokens = float(RATE_BURST)
@@ -67,10 +66,9 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        self.role = role
         if settings.KERNEL_EMBEDDED:
-            from .kernel.worker import ensure_embedded_worker
-
-            ensure_embedded_worker()
+            kernel_client.ensure_embedded_worker()
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.joined = True
         await self.accept()
@@ -121,35 +119,39 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         return True
 
     async def _handle(self, message):
-        f, rid, nb = message.fields, message.request_id, self.notebook_id
+        f, rid = message.fields, message.request_id
         if message.type == "sync":
             await self._request_state(rid)
         elif message.type == "create_cell":
-            await _run_operation(operations.create_cell, nb, self.user, f.get("cellType", "python"), f.get("afterCellId"), f.get("code", ""), rid, f.get("beforeCellId"))
+            await self._operation(
+                operations.create_cell,
+                cell_type=f.get("cellType", CELL_PYTHON),
+                after_cell_id=f.get("afterCellId"),
+                before_cell_id=f.get("beforeCellId"),
+                code=f.get("code", ""),
+                request_id=rid,
+            )
         elif message.type == "move_cell":
-            await _run_operation(operations.move_cell, nb, self.user, f["cellId"], f["afterCellId"], rid)
+            await self._operation(operations.move_cell, cell_id=f["cellId"], after_cell_id=f["afterCellId"], request_id=rid)
         elif message.type == "delete_cell":
-            await _run_operation(operations.delete_cell, nb, self.user, f["cellId"], rid)
+            await self._operation(operations.delete_cell, cell_id=f["cellId"], request_id=rid)
         elif message.type == "cell_update":
-            await _run_operation(operations.update_cell, nb, self.user, f["cellId"], f.get("code"), f.get("resultVariable"), rid)
+            await self._operation(operations.update_cell, cell_id=f["cellId"], code=f.get("code"), result_variable=f.get("resultVariable"), request_id=rid)
         elif message.type == "update_db_connection":
-            await _run_operation(operations.update_db_connection, nb, self.user, f["connectionString"], rid)
+            await self._operation(operations.update_db_connection, connection_string=f["connectionString"], request_id=rid)
         elif message.type in ("run_cell", "run_all", "interrupt"):
             await self._kernel_command(message)
         else:  # pragma: no cover - MESSAGE_SCHEMAS and this dispatch must agree
             raise protocol.ProtocolError(protocol.UNKNOWN_TYPE, f"Unhandled message type {message.type}.", rid)
 
+    async def _operation(self, func, **fields):
+        """One operations.py function on this notebook as this user, on the ORM thread."""
+        return await database_sync_to_async(func)(self.notebook_id, self.user, **fields)
+
     async def _kernel_command(self, message):
         """Messages that change no rows: check permission (and the cell), then ask the kernel."""
         cell_id = message.fields.get("cellId")
-
-        def check():
-            notebook = operations.check_can_edit(self.notebook_id, self.user)
-            if cell_id:
-                operations.check_cell_exists(notebook, cell_id)
-            return notebook.revision
-
-        revision = await _run_operation(check)
+        revision = await self._operation(operations.check_kernel_command, cell_id=cell_id)
         payload = {"type": f"kernel.{message.type}", "notebook": self.notebook_id, "revision": revision, "requestId": message.request_id}
         if cell_id:
             payload["cellId"] = cell_id
@@ -169,10 +171,14 @@ class NotebookConsumer(AsyncWebsocketConsumer):
                 await self.send(text_data=text)
 
     async def notebook_access_changed(self, event):
-        """Sharing changed: close this socket if its user may no longer view the notebook."""
+        """Sharing changed for one user: if it is this socket's, close it when the access is
+        gone, or tell the page its new role (the consumer checks every edit anyway)."""
         if event.get("userId") != self.user.pk:
             return
-        notebook, _ = await _load_notebook_for(self.user, self.notebook_id)
+        notebook, role = await _load_notebook_for(self.user, self.notebook_id)
         if notebook is None:
             await self._send_error(protocol.FORBIDDEN, "Your access to this notebook was removed.")
             await self.close(code=CLOSE_FORBIDDEN)
+        elif role != self.role:
+            self.role = role
+            await self.send(text_data=protocol.dumps({"type": "access_changed", "role": role}))

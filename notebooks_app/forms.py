@@ -2,7 +2,8 @@
 from django import forms
 from django.contrib.auth import get_user_model
 
-from .constants import NOTEBOOK_NAME_MAX, ROLES
+from .constants import NOTEBOOK_NAME_MAX
+from .permissions import MEMBER_ROLES
 
 
 class NotebookForm(forms.Form):
@@ -16,11 +17,7 @@ class NotebookForm(forms.Form):
 
 class ShareForm(forms.Form):
     username = forms.CharField(max_length=150, strip=True, error_messages={"required": "Enter a username."})
-    role = forms.ChoiceField(choices=ROLES)
-
-    def __init__(self, *args, notebook=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.notebook = notebook
+    role = forms.ChoiceField(choices=MEMBER_ROLES)
 
     def clean_username(self):
         username = self.cleaned_data["username"]
@@ -28,7 +25,5 @@ class ShareForm(forms.Form):
             user = get_user_model().objects.get(username=username)
         except get_user_model().DoesNotExist:
             raise forms.ValidationError(f"There is no user called “{username}”.") from None
-        if self.notebook is not None and user.pk == self.notebook.owner_id:
-            raise forms.ValidationError("The owner already has full access.")
         self.cleaned_data["user"] = user
         return username

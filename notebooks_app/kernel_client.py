@@ -66,4 +66,12 @@ async def notify_access_changed(notebook_id, user_id):
 
 
 def notify_access_changed_on_commit(notebook_id, user_id):
+    """After commit: the member's open sockets re-check their access (sharing operations)."""
     transaction.on_commit(lambda: async_to_sync(notify_access_changed)(notebook_id, user_id))
+
+
+def ensure_embedded_worker():
+    """Embedded default: start the kernel worker inside this server process (once)."""
+    from .kernel.worker import ensure_embedded_worker as start
+
+    start()

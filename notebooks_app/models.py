@@ -1,7 +1,8 @@
 """Notebooks, their members and their cells: the source of truth in the database.
 
-Domain questions (who may view or edit, how a connection string is shown)
-live here as methods; edits that must be transactional live in operations.py.
+Domain questions (a user's role, how a connection string is shown) live here as
+methods; what a role allows is permissions.py's, and every edit, sharing included,
+is a transactional function in operations.py.
 """
 import uuid
 
@@ -9,7 +10,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Count, Q
 
-from .constants import CELL_STATUSES, CELL_TYPES, OUTPUT_HTML_STYLE, POSITION_STEP, ROLE_EDITOR, ROLE_VIEWER, ROLES, STATUS_IDLE
+from . import permissions
+from .constants import CELL_PYTHON, CELL_STATUSES, CELL_TYPES, OUTPUT_HTML_STYLE, POSITION_STEP, STATUS_IDLE
+from .permissions import MEMBER_ROLES, ROLE_OWNER, ROLE_VIEWER
 from .secrets import mask_connection_string
 
 
@@ -47,31 +50,19 @@ class Notebook(models.Model):
         return self.name
 
     def role_of(self, user):
-        """'owner', 'editor', 'viewer' or None."""
+        """permissions.ROLE_OWNER, ROLE_EDITOR, ROLE_VIEWER, or None for no access."""
         if not user or not user.is_authenticated:
             return None
         if user.pk == self.owner_id:
-            return "owner"
+            return ROLE_OWNER
         membership = self.memberships.filter(user=user).only("role").first()
         return membership.role if membership else None
 
     def can_view(self, user):
-        return self.role_of(user) is not None
+        return permissions.may(self.role_of(user), permissions.VIEW)
 
     def can_edit(self, user):
-        return self.role_of(user) in ("owner", ROLE_EDITOR)
-
-    def share(self, user, role):
-        """Add `user` as a member with `role`, or change their role."""
-        if role not in dict(ROLES):
-            raise ValueError(f"unknown role {role!r}; expected one of {', '.join(dict(ROLES))}")
-        if user.pk == self.owner_id:
-            raise ValueError("the owner already has full access")
-        membership, _ = Membership.objects.update_or_create(notebook=self, user=user, defaults={"role": role})
-        return membership
-
-    def unshare(self, user):
-        return self.memberships.filter(user=user).delete()[0] > 0
+        return permissions.may(self.role_of(user), permissions.EDIT)
 
     @property
     def db_connection_display(self):
@@ -81,7 +72,7 @@ class Notebook(models.Model):
 class Membership(models.Model):
     notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notebook_memberships")
-    role = models.CharField(max_length=10, choices=ROLES, default=ROLE_VIEWER)
+    role = models.CharField(max_length=10, choices=MEMBER_ROLES, default=ROLE_VIEWER)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -96,7 +87,7 @@ class Cell(models.Model):
     notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="cells")
     # Gap-based order (constants.POSITION_STEP, operations.py).
     position = models.BigIntegerField()
-    type = models.CharField(max_length=10, choices=CELL_TYPES, default="python")
+    type = models.CharField(max_length=10, choices=CELL_TYPES, default=CELL_PYTHON)
     code = models.TextField(blank=True, default="")
     # SQL cells only: the Python name their result DataFrame is bound to.
     result_variable = models.CharField(max_length=100, blank=True, default="")

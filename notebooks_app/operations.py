@@ -1,24 +1,21 @@
 """Transactional notebook edits: one function per user-visible change.
 
-Each function checks permission, locks the notebook row, changes rows, bumps
-`revision` and schedules the kernel message with `transaction.on_commit`, so the
+Each function checks permission (permissions.py), locks the notebook row, changes
+rows, bumps `revision` and tells the kernel with `transaction.on_commit`, so the
 kernel worker (and through it every client) never hears of a change that rolled
-back.  Used by the WebSocket consumer, the views and the demo command.  Runs
-synchronously: callers in async code wrap it in `database_sync_to_async`.
+back.  Sharing is an edit like the others: its event (the member's open sockets
+re-check their access) also goes out on commit.  Used by the WebSocket consumer
+and the views.  Runs synchronously: callers in async code wrap it in
+`database_sync_to_async`.
 """
-import logging
-import uuid
-
 from django.db import transaction
 from django.db.models import Min
 
-from . import kernel_client
+from . import kernel_client, permissions
 from .constants import CELL_PYTHON, CELL_SQL, POSITION_STEP, STATUS_IDLE, STATUS_STALE
-from .models import Cell, Notebook
+from .models import Cell, Membership, Notebook
+from .permissions import EDIT, MEMBER_ROLES, SHARE, PermissionDenied
 from .secrets import mask_connection_string
-
-logger = logging.getLogger(__name__)
-
 
 
 class OperationError(Exception):
@@ -30,16 +27,27 @@ class OperationError(Exception):
         self.message = message
 
 
-def _lock_notebook(notebook_id, user, *, edit=True):
+def _notebook(queryset, notebook_id, user, *, action):
+    """The notebook if `user` may do `action` on it; OperationError otherwise."""
     try:
-        notebook = Notebook.objects.select_for_update().get(pk=notebook_id)
+        notebook = queryset.get(pk=notebook_id)
     except (Notebook.DoesNotExist, ValueError):
-        raise OperationError("not_found", "This notebook does not exist.") from None
-    if edit and not notebook.can_edit(user):
-        if notebook.can_view(user):
-            raise OperationError("forbidden", "You may view this notebook but not change it.")
-        raise OperationError("not_found", "This notebook does not exist.")
+        notebook = None
+    try:
+        permissions.check(notebook.role_of(user) if notebook is not None else None, action)
+    except PermissionDenied as exc:
+        raise OperationError(exc.code, exc.message) from None
     return notebook
+
+
+def _lock_notebook(notebook_id, user, *, action=EDIT):
+    return _notebook(Notebook.objects.select_for_update(), notebook_id, user, action=action)
+
+
+def _tell_kernel(notebook, kind, *, revision, request_id, **fields):
+    """Send `kernel.<kind>` for this notebook once the transaction commits."""
+    message = {"type": f"kernel.{kind}", "notebook": str(notebook.pk), "revision": revision, "requestId": request_id, **fields}
+    kernel_client.send_on_commit(notebook.pk, message)
 
 
 def _get_cell(notebook, cell_id):
@@ -123,7 +131,9 @@ def create_notebook(user, name):
         return Notebook.objects.create(owner=user, name=name.strip())
 
 
-def create_cell(notebook_id, user, cell_type=CELL_PYTHON, after_cell_id=None, code="", request_id=None, before_cell_id=None):
+def create_cell(notebook_id, user, *, cell_type=CELL_PYTHON, after_cell_id=None, before_cell_id=None, code="", request_id=None):
+    """A new cell just after `after_cell_id`, or just above `before_cell_id` (unknown or
+    neither: at the end)."""
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user)
         if before_cell_id:
@@ -139,20 +149,11 @@ def create_cell(notebook_id, user, cell_type=CELL_PYTHON, after_cell_id=None, co
             status=STATUS_IDLE,
         )
         revision = _bump(notebook)
-        message = {
-            "type": "kernel.create_cell",
-            "notebook": str(notebook.pk),
-            "revision": revision,
-            "cell": cell.to_message(),
-            "position": position,
-            "positions": renumbered,
-            "requestId": request_id,
-        }
-        kernel_client.send_on_commit(notebook.pk, message)
+        _tell_kernel(notebook, "create_cell", revision=revision, request_id=request_id, cell=cell.to_message(), position=position, positions=renumbered)
     return cell
 
 
-def move_cell(notebook_id, user, cell_id, after_cell_id, request_id=None):
+def move_cell(notebook_id, user, *, cell_id, after_cell_id, request_id=None):
     """Put a cell just after another one (None: first). Order only: the graph is unchanged."""
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user)
@@ -168,40 +169,20 @@ def move_cell(notebook_id, user, cell_id, after_cell_id, request_id=None):
         # first), so one UPDATE keeps the unique constraint.
         Cell.objects.filter(pk=cell.pk).update(position=position)
         revision = _bump(notebook)
-        kernel_client.send_on_commit(
-            notebook.pk,
-            {
-                "type": "kernel.move_cell",
-                "notebook": str(notebook.pk),
-                "revision": revision,
-                "cellId": str(cell.pk),
-                "position": position,
-                "positions": renumbered,
-                "requestId": request_id,
-            },
-        )
+        _tell_kernel(notebook, "move_cell", revision=revision, request_id=request_id, cellId=str(cell.pk), position=position, positions=renumbered)
     return position
 
 
-def delete_cell(notebook_id, user, cell_id, request_id=None):
+def delete_cell(notebook_id, user, *, cell_id, request_id=None):
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user)
         cell = _get_cell(notebook, cell_id)
         cell.delete()
         revision = _bump(notebook)
-        kernel_client.send_on_commit(
-            notebook.pk,
-            {
-                "type": "kernel.delete_cell",
-                "notebook": str(notebook.pk),
-                "revision": revision,
-                "cellId": str(cell_id),
-                "requestId": request_id,
-            },
-        )
+        _tell_kernel(notebook, "delete_cell", revision=revision, request_id=request_id, cellId=str(cell_id))
 
 
-def update_cell(notebook_id, user, cell_id, code=None, result_variable=None, request_id=None):
+def update_cell(notebook_id, user, *, cell_id, code=None, result_variable=None, request_id=None):
     """Save new code (and, for SQL cells, a new result variable); the kernel re-analyses it."""
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user)
@@ -221,59 +202,66 @@ def update_cell(notebook_id, user, cell_id, code=None, result_variable=None, req
             revision = _bump(notebook)
         else:
             revision = notebook.revision
-        kernel_client.send_on_commit(
-            notebook.pk,
-            {
-                "type": "kernel.update_cell",
-                "notebook": str(notebook.pk),
-                "revision": revision,
-                "cellId": str(cell.pk),
-                "code": cell.code,
-                "resultVariable": cell.result_variable,
-                "changed": bool(fields),
-                "requestId": request_id,
-            },
+        _tell_kernel(
+            notebook,
+            "update_cell",
+            revision=revision,
+            request_id=request_id,
+            cellId=str(cell.pk),
+            code=cell.code,
+            resultVariable=cell.result_variable,
+            changed=bool(fields),
         )
     return cell
 
 
-def update_db_connection(notebook_id, user, connection_string, request_id=None):
+def update_db_connection(notebook_id, user, *, connection_string, request_id=None):
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user)
         notebook.db_connection = connection_string
         notebook.save(update_fields=["db_connection", "updated_at"])
         revision = _bump(notebook)
-        kernel_client.send_on_commit(
-            notebook.pk,
-            {
-                "type": "kernel.db_connection",
-                "notebook": str(notebook.pk),
-                "revision": revision,
-                "connected": bool(connection_string),
-                "display": mask_connection_string(connection_string),
-                "requestId": request_id,
-            },
+        _tell_kernel(
+            notebook,
+            "db_connection",
+            revision=revision,
+            request_id=request_id,
+            connected=bool(connection_string),
+            display=mask_connection_string(connection_string),
         )
     return notebook
 
 
-def check_can_edit(notebook_id, user):
-    """Cheap per-message permission re-check for messages that change no rows (run, interrupt)."""
-    try:
-        notebook = Notebook.objects.only("id", "owner_id", "revision").get(pk=notebook_id)
-    except (Notebook.DoesNotExist, ValueError):
-        raise OperationError("not_found", "This notebook does not exist.") from None
-    if not notebook.can_edit(user):
-        if notebook.can_view(user):
-            raise OperationError("forbidden", "You may view this notebook but not change it.")
-        raise OperationError("not_found", "This notebook does not exist.")
-    return notebook
-
-
-def check_cell_exists(notebook, cell_id):
-    if not notebook.cells.filter(pk=cell_id).exists():
+def check_kernel_command(notebook_id, user, *, cell_id=None):
+    """For messages that change no rows (run, interrupt): may `user` edit, and is the cell
+    there? Returns the notebook's revision, which the kernel message carries."""
+    notebook = _notebook(Notebook.objects.only("id", "owner_id", "revision"), notebook_id, user, action=EDIT)
+    if cell_id is not None and not notebook.cells.filter(pk=cell_id).exists():
         raise OperationError("unknown_cell", f"There is no cell {cell_id} in this notebook.")
+    return notebook.revision
 
 
-def new_request_id():
-    return uuid.uuid4().hex
+# --- sharing ---------------------------------------------------------------------------
+
+
+def share_notebook(notebook_id, user, *, member, role):
+    """Give `member` access with `role`, or change their role; their open sockets are told."""
+    if role not in dict(MEMBER_ROLES):
+        raise OperationError("invalid_field", f"Unknown role {role!r}; a member is one of {', '.join(dict(MEMBER_ROLES))}.")
+    with transaction.atomic():
+        notebook = _lock_notebook(notebook_id, user, action=SHARE)
+        if member.pk == notebook.owner_id:
+            raise OperationError("invalid_field", "The owner already has full access.")
+        membership, _ = Membership.objects.update_or_create(notebook=notebook, user=member, defaults={"role": role})
+        kernel_client.notify_access_changed_on_commit(notebook.pk, member.pk)
+    return membership
+
+
+def unshare_notebook(notebook_id, user, *, member):
+    """Take `member`'s access away; their open sockets are closed. False if they had none."""
+    with transaction.atomic():
+        notebook = _lock_notebook(notebook_id, user, action=SHARE)
+        removed = notebook.memberships.filter(user=member).delete()[0] > 0
+        if removed:
+            kernel_client.notify_access_changed_on_commit(notebook.pk, member.pk)
+    return removed

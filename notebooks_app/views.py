@@ -5,7 +5,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import kernel_client, operations
+from . import operations, permissions
 from .constants import OUTPUT_HTML_STYLE
 from .forms import NotebookForm, ShareForm
 from .models import Notebook
@@ -34,7 +34,7 @@ def notebook_list(request):
 @login_required
 def notebook_detail(request, notebook_id):
     notebook = _notebook_for(request.user, notebook_id)
-    return render(request, "notebooks/detail.html", _detail_context(request, notebook, ShareForm(notebook=notebook)))
+    return render(request, "notebooks/detail.html", _detail_context(request, notebook, ShareForm()))
 
 
 def _detail_context(request, notebook, share_form):
@@ -43,8 +43,8 @@ def _detail_context(request, notebook, share_form):
         "notebook": notebook,
         "cells": notebook.cells.order_by("position"),
         "role": role,
-        "can_edit": role in ("owner", "editor"),
-        "is_owner": role == "owner",
+        "can_edit": permissions.may(role, permissions.EDIT),
+        "is_owner": permissions.may(role, permissions.SHARE),
         "members": notebook.memberships.select_related("user").order_by("user__username"),
         "share_form": share_form,
         "output_style": OUTPUT_HTML_STYLE,
@@ -55,17 +55,20 @@ def _detail_context(request, notebook, share_form):
 @require_POST
 def notebook_share(request, notebook_id):
     notebook = _notebook_for(request.user, notebook_id)
-    if notebook.owner_id != request.user.pk:
+    if not permissions.may(notebook.role_of(request.user), permissions.SHARE):
         # Members may view the page but only the owner shares; not a secret, so 403.
         return render(request, "notebooks/forbidden.html", {"notebook": notebook}, status=403)
-    form = ShareForm(request.POST, notebook=notebook)
-    if not form.is_valid():
-        return render(request, "notebooks/detail.html", _detail_context(request, notebook, form), status=400)
-    if request.POST.get("action") == "remove":
-        notebook.unshare(form.cleaned_data["user"])
-        kernel_client.notify_access_changed_on_commit(notebook.pk, form.cleaned_data["user"].pk)
-        messages.success(request, f"{form.cleaned_data['username']} no longer has access.")
-    else:
-        notebook.share(form.cleaned_data["user"], form.cleaned_data["role"])
-        messages.success(request, f"Shared with {form.cleaned_data['username']} as {form.cleaned_data['role']}.")
-    return redirect("notebooks:detail", notebook_id=notebook.pk)
+    form = ShareForm(request.POST)
+    if form.is_valid():
+        member, role, username = form.cleaned_data["user"], form.cleaned_data["role"], form.cleaned_data["username"]
+        try:
+            if request.POST.get("action") == "remove":
+                operations.unshare_notebook(notebook.pk, request.user, member=member)
+                messages.success(request, f"{username} no longer has access.")
+            else:
+                operations.share_notebook(notebook.pk, request.user, member=member, role=role)
+                messages.success(request, f"Shared with {username} as {role}.")
+            return redirect("notebooks:detail", notebook_id=notebook.pk)
+        except operations.OperationError as exc:
+            form.add_error("username", exc.message)
+    return render(request, "notebooks/detail.html", _detail_context(request, notebook, form), status=400)

@@ -51,10 +51,11 @@ def users(django_user_model):
 @pytest.fixture
 def notebook(users):
     from notebooks_app.models import Notebook
+    from notebooks_app.permissions import ROLE_EDITOR, ROLE_VIEWER
 
     nb = Notebook.objects.create(name="Shared analysis", owner=users["alice"])
-    nb.share(users["bob"], "editor")
-    nb.share(users["carol"], "viewer")
+    nb.memberships.create(user=users["bob"], role=ROLE_EDITOR)
+    nb.memberships.create(user=users["carol"], role=ROLE_VIEWER)
     return nb
 
 

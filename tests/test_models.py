@@ -14,19 +14,6 @@ def test_roles_answer_view_and_edit(notebook, users):
     assert [notebook.can_view(users[u]) for u in ("alice", "bob", "carol", "dave")] == [True, True, True, False]
 
 
-def test_share_changes_an_existing_role(notebook, users):
-    notebook.share(users["carol"], "editor")
-    assert notebook.can_edit(users["carol"])
-    assert Membership.objects.filter(notebook=notebook, user=users["carol"]).count() == 1
-
-
-def test_share_rejects_unknown_role_and_owner(notebook, users):
-    with pytest.raises(ValueError, match="unknown role"):
-        notebook.share(users["dave"], "admin")
-    with pytest.raises(ValueError, match="owner"):
-        notebook.share(users["alice"], "viewer")
-
-
 def test_visible_to_lists_owned_and_shared_only(notebook, users):
     other = Notebook.objects.create(name="Dave's", owner=users["dave"])
     assert list(Notebook.objects.visible_to(users["bob"])) == [notebook]

@@ -7,6 +7,7 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
+from notebooks_app import operations
 from notebooks_app.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, RATE_BURST
 from notebooks_app.models import Cell, Notebook
 from tests.conftest import NotebookClient, session_cookie
@@ -384,18 +385,27 @@ async def test_viewer_receives_everything_live(ws, notebook, users):
 
 
 async def test_removed_member_is_disconnected(ws, notebook, users):
-    from asgiref.sync import sync_to_async
-
-    from notebooks_app import kernel_client
-
     bob = await ws(users["bob"], notebook)
-    await sync_to_async(notebook.unshare)(users["bob"])
-    await kernel_client.notify_access_changed(notebook.pk, users["bob"].pk)
+    await database_sync_to_async(operations.unshare_notebook)(notebook.pk, users["alice"], member=users["bob"])
     seen = []
     with pytest.raises(ConnectionError):
         while True:
             seen.append(await bob.next(5))
     assert bob.close_code == CLOSE_FORBIDDEN and seen[-1]["code"] == "forbidden"
+
+
+async def test_role_change_while_connected_is_told_and_enforced(ws, notebook, users):
+    bob, carol, alice = await ws(users["bob"], notebook), await ws(users["carol"], notebook), await ws(users["alice"], notebook)
+    await database_sync_to_async(operations.share_notebook)(notebook.pk, users["alice"], member=users["bob"], role="viewer")
+    assert (await bob.next(5)) == {"type": "access_changed", "role": "viewer"}
+    reply = await bob.request(type="create_cell", code="x = 1")
+    assert reply["type"] == "error" and reply["code"] == "forbidden"
+    await database_sync_to_async(operations.share_notebook)(notebook.pk, users["alice"], member=users["carol"], role="editor")
+    assert (await carol.next(5)) == {"type": "access_changed", "role": "editor"}
+    assert (await carol.request(type="create_cell", code="y = 1"))["type"] == "cell_created"
+    # Only the member whose role changed hears of it.
+    await alice.wait_for(lambda e: e["type"] == "cell_created")
+    assert not [r for r in alice.replies if r["type"] == "access_changed"]
 
 
 # --- bad input: an error to the sender, socket open, nothing changed ------------------------

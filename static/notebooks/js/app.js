@@ -356,6 +356,7 @@ export class NotebookApp {
   }
 
   applyReply(reply) {
+    if (reply.type === "access_changed") return this.roleChanged(reply.role);
     if (reply.type !== "error") return;
     const about = this.requests.get(reply.requestId);
     this.requests.delete(reply.requestId);
@@ -373,6 +374,12 @@ export class NotebookApp {
     if (record) return record.view.showMessage(reply.message);
     toast(reply.message);
     if (reply.code === "forbidden" && !reply.requestId) this.connection.stopped = true;
+  }
+
+  /** The owner changed this user's role: the page is rendered for a role, so load it again. */
+  roleChanged(role) {
+    toast(`Your role on this notebook is now ${role}; reloading the page.`, { kind: "info" });
+    location.reload();
   }
 
   // --- running counters, empty notice, highlighting ------------------------------------------
