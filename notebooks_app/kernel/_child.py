@@ -12,7 +12,11 @@ the protocol:
   main thread, and a cancel of the SQL query in flight); every other command is queued
   for the main thread, which runs one at a time and answers each with `result`.
 
-The child exits when its command stream ends, so it never outlives its parent.
+A SQL cell on the notebook's own database sends its bound query out (`query`) and
+waits for the trusted side's `query_result`: the connection string never comes in here.
+Before any user code runs the child caps itself with rlimits (memory, file size,
+processes, open files) from its environment.  The child exits when its command stream
+ends, so it never outlives its parent.
 """
 import ast
 import asyncio
@@ -193,6 +197,8 @@ class Kernel:
         self.cancelled = set()  # queued requests interrupted before they started
         self.loop = asyncio.new_event_loop()
         self._sql = None
+        self.answers = queue.Queue()
+        self.asking = None  # request whose database query is out with the parent
 
     # --- commands ------------------------------------------------------------------------
     def handle(self, message):
@@ -211,12 +217,9 @@ class Kernel:
             if op == "run":
                 reply = self.run(request, message["cell"], message["code"], message.get("writes") or [])
             elif op == "run_sql":
-                reply = self.run_sql(request, message["cell"], message["code"], message.get("result_variable") or "")
+                reply = self.run_sql(request, message["cell"], message["code"], message.get("result_variable") or "", message.get("engine") or "")
             elif op == "forget":
                 self.forget(message["cell"])
-                reply = {"status": "success"}
-            elif op == "set_connection":
-                self.sql.set_connection(message.get("connection") or "")
                 reply = {"status": "success"}
             else:
                 reply = {"status": "error", "error": {"ename": "ProtocolError", "evalue": f"unknown op {op!r}", "traceback": []}}
@@ -238,11 +241,27 @@ class Kernel:
 
     @property
     def sql(self):
+        """The embedded DuckDB (over this namespace's DataFrames)."""
         if self._sql is None:
-            from notebooks_app.kernel.sql import SqlEngines
+            from notebooks_app.kernel.sql import DuckDbEngine
 
-            self._sql = SqlEngines()
+            self._sql = DuckDbEngine()
         return self._sql
+
+    def ask_parent(self, request, query, params):
+        """Send a bound query to the trusted side and wait for its answer (interruptible)."""
+        self.answers = queue.Queue()
+        self.asking = request
+        try:
+            self.protocol.send({"op": "query", "id": request, "sql": query, "params": params})
+            return self.answers.get()
+        finally:
+            self.asking = None
+
+    def answer(self, message):
+        """Called on the command thread with a `query_result`; one for an abandoned query is dropped."""
+        if message.get("id") == self.asking and self.asking is not None:
+            self.answers.put(message)
 
     def forget(self, cell_id):
         for name in self.names.pop(cell_id, ()):
@@ -280,8 +299,8 @@ class Kernel:
             self._bind(cell_id, bound)
         return {"status": "error" if error else "success", "outputs": outputs, "error": error}
 
-    def run_sql(self, request, cell_id, code, result_variable):
-        from notebooks_app.kernel.sql import SqlError
+    def run_sql(self, request, cell_id, code, result_variable, engine=""):
+        from notebooks_app.kernel.sql import SqlError, run_external
 
         self.forget(cell_id)
         self.capture.begin(request)
@@ -289,7 +308,11 @@ class Kernel:
         try:
             self._start_executing(sql=True)
             try:
-                frame, outputs = self.sql.execute(code, self.namespace, row_cap=self.sql_row_cap)
+                if engine:
+                    ask = lambda query, params: self.ask_parent(request, query, params)  # noqa: E731
+                    frame, outputs = run_external(engine, code, self.namespace, ask, row_cap=self.sql_row_cap)
+                else:
+                    frame, outputs = self.sql.execute(code, self.namespace, row_cap=self.sql_row_cap)
             finally:
                 self.executing = self.sql_running = False
             if result_variable and frame is not None:
@@ -300,9 +323,7 @@ class Kernel:
         except KeyboardInterrupt:
             error = {"ename": "KeyboardInterrupt", "evalue": "the query was cancelled", "traceback": []}
         except Exception as exc:  # noqa: BLE001 - a driver failure is the cell's error
-            from notebooks_app.secrets import scrub
-
-            error = {"ename": type(exc).__name__, "evalue": scrub(str(exc), self.sql.connection_string), "traceback": []}
+            error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
         finally:
             self.capture.drain()
         return {"status": "error" if error else "success", "outputs": self._cap(outputs), "error": error}
@@ -344,6 +365,7 @@ class Kernel:
             png = _figure_png(value)
             if png is not None:
                 outputs.append({"mimeType": "image/png", "data": png})
+                _close_figure(value)  # shown as the value: not once more as an open figure
             else:
                 html = None
                 repr_html = getattr(value, "_repr_html_", None)
@@ -404,28 +426,59 @@ class Kernel:
         return {"ename": type(exc).__name__, "evalue": evalue, "traceback": [line.rstrip("\n") for line in "".join(lines).splitlines()]}
 
 
-def _figure_png(value):
+def _figure_of(value):
     figure_module = sys.modules.get("matplotlib.figure")
     if figure_module is None:
         return None
-    figure = value
-    if not isinstance(figure, figure_module.Figure):
-        figure = getattr(value, "figure", None)
-        if not isinstance(figure, figure_module.Figure):
-            return None
+    if isinstance(value, figure_module.Figure):
+        return value
+    figure = getattr(value, "figure", None)
+    return figure if isinstance(figure, figure_module.Figure) else None
+
+
+def _close_figure(value):
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    figure = _figure_of(value)
+    if pyplot is not None and figure is not None:
+        try:
+            pyplot.close(figure)
+        except Exception:  # a figure pyplot does not manage
+            pass
+
+
+def _figure_png(value):
+    figure = _figure_of(value)
+    if figure is None:
+        return None
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+RLIMITS = (
+    # (environment variable, resource, multiplier)
+    ("NOTEBOOK_MEMORY_LIMIT_MB", resource.RLIMIT_AS, 1024 * 1024),
+    ("NOTEBOOK_FILE_SIZE_LIMIT_MB", resource.RLIMIT_FSIZE, 1024 * 1024),
+    ("NOTEBOOK_PROCESS_LIMIT", resource.RLIMIT_NPROC, 1),
+    ("NOTEBOOK_OPEN_FILES_LIMIT", resource.RLIMIT_NOFILE, 1),
+)
+
+
+def set_limits():
+    """Soft and hard limits both: user code cannot raise them again."""
+    for variable, kind, unit in RLIMITS:
+        value = int(os.environ.get(variable, "0") or 0)
+        if value <= 0:
+            continue
+        _, hard = resource.getrlimit(kind)
+        limit = value * unit if hard == resource.RLIM_INFINITY else min(value * unit, hard)
+        resource.setrlimit(kind, (limit, limit))
+
+
 def main():
     output_cap = int(os.environ.get("NOTEBOOK_OUTPUT_CAP", "1000000"))
     sql_row_cap = int(os.environ.get("NOTEBOOK_SQL_ROW_CAP", "200"))
-    memory_mb = int(os.environ.get("NOTEBOOK_MEMORY_LIMIT_MB", "0"))
-    if memory_mb > 0:
-        limit = memory_mb * 1024 * 1024
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    set_limits()
 
     protocol = Protocol(os.dup(0), os.dup(1))
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -447,6 +500,8 @@ def main():
             for message in protocol.messages():
                 if message.get("op") == "interrupt":
                     kernel.interrupt(message.get("requests"))
+                elif message.get("op") == "query_result":
+                    kernel.answer(message)
                 else:
                     commands.put(message)
         finally:

@@ -1,10 +1,12 @@
 """One notebook's execution subprocess, seen from the kernel worker (asyncio).
 
-The child (`_child.py`) holds the notebook's namespace; this side starts it on demand,
+The child (`_child.py`) holds the notebook's namespace and runs inside the sandbox
+(`sandbox.py`, bubblewrap) unless it is turned off.  This side starts it on demand,
 sends it one command at a time over JSON lines, streams its stdout to a callback,
-enforces the time limit, interrupts it, and notices when it dies.  A dead child never
-takes the worker down: the pending call raises `RunnerDied` and the next call starts a
-fresh child with an empty namespace.
+enforces the time limit, interrupts it, and notices when it dies.  It also answers the
+child's queries for the notebook's own database (`database.py`): the connection lives
+here, outside the sandbox.  A dead child never takes the worker down: the pending call
+raises `RunnerDied` and the next call starts a fresh child with an empty namespace.
 """
 import asyncio
 import contextlib
@@ -13,8 +15,12 @@ import logging
 import os
 import signal
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import sandbox as sandboxing
+from .database import ExternalDatabase
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +29,26 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # before its process is killed and restarted.
 KILL_GRACE = 3.0
 READ_LIMIT = 1 << 26  # longest protocol line (an output near the cap, JSON-escaped)
+START_TIMEOUT = 30.0
+# The sandbox as configured by default (the worker passes the settings' own).
+DEFAULT_SANDBOX = sandboxing.SandboxConfig()
+_uid_pool = None
+
+
+def uid_pool(base):
+    global _uid_pool
+    if _uid_pool is None or _uid_pool.base != base:
+        _uid_pool = sandboxing.UidPool(base)
+    return _uid_pool
 
 
 class RunnerDied(Exception):
     def __init__(self, reason):
         super().__init__(reason)
         self.reason = reason
+
+
+SandboxUnavailable = sandboxing.SandboxUnavailable
 
 
 @dataclass
@@ -39,17 +59,27 @@ class RunResult:
 
 
 class Runner:
-    def __init__(self, *, time_limit=60.0, output_cap=1_000_000, memory_limit_mb=None, sql_row_cap=200):
+    def __init__(self, *, time_limit=60.0, output_cap=1_000_000, memory_limit_mb=None, sql_row_cap=200, notebook_id="", sandbox=DEFAULT_SANDBOX, database_policy=None):
+        """`sandbox`: a `sandbox.SandboxConfig`, or None to run the child unsandboxed
+        (KERNEL_SANDBOX=off); `memory_limit_mb` overrides its memory limit."""
         self.time_limit = time_limit
         self.output_cap = output_cap
         self.sql_row_cap = sql_row_cap
         self.memory_limit_mb = memory_limit_mb
+        self.notebook_id = str(notebook_id)
+        self.sandbox = sandbox
+        self.database = ExternalDatabase(database_policy)
         self.process = None
         self._reader = None
+        self._stderr_reader = None
+        self._stderr_tail = deque(maxlen=5)
         self._pending = {}  # request id -> (future, on_stdout)
         self._next_id = 0
         self._lock = asyncio.Lock()
         self._death = None  # reason the current process died, once it has
+        self._uid = None
+        self._network = None  # the slirp4netns process of an outbound sandbox
+        self._queries = set()  # tasks answering the child's database queries
 
     @property
     def alive(self):
@@ -59,45 +89,104 @@ class Runner:
     def pid(self):
         return self.process.pid if self.process is not None else None
 
+    def set_connection(self, connection_string):
+        """The notebook's database connection; it stays on this side of the sandbox."""
+        self.database.set_connection(connection_string)
+
+    @property
+    def limits(self):
+        limits = self.sandbox.limits if self.sandbox is not None else sandboxing.Limits(processes=0)
+        if self.memory_limit_mb is not None:
+            limits = sandboxing.Limits(memory_mb=self.memory_limit_mb, disk_mb=limits.disk_mb, processes=limits.processes, open_files=limits.open_files)
+        return limits
+
+    def _child_env(self):
+        return {
+            "NOTEBOOK_OUTPUT_CAP": str(self.output_cap),
+            "NOTEBOOK_SQL_ROW_CAP": str(self.sql_row_cap),
+            **self.limits.child_env(),
+        }
+
     async def start(self):
         if self.alive:
             return
         await self._reap()
-        env = dict(os.environ)
-        env.update(
-            PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")])),
-            PYTHONUNBUFFERED="1",
-            MPLBACKEND="Agg",
-            NOTEBOOK_OUTPUT_CAP=str(self.output_cap),
-            NOTEBOOK_SQL_ROW_CAP=str(self.sql_row_cap),
-            NOTEBOOK_MEMORY_LIMIT_MB=str(self.memory_limit_mb or 0),
-        )
-        # The child must not see the web process's secrets or Django settings.
-        for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"):
-            env.pop(name, None)
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "notebooks_app.kernel._child",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=None,
-            cwd=str(PROJECT_ROOT),
-            env=env,
-            limit=READ_LIMIT,
-            start_new_session=True,  # a terminal's Ctrl-C reaches the server, not the cells
-        )
+        self._stderr_tail.clear()
+        if self.sandbox is not None:
+            reason = await asyncio.to_thread(sandboxing.probe, self.sandbox.bwrap)
+            if reason:
+                raise SandboxUnavailable(reason)
+            self.process = await self._start_sandboxed()
+        else:
+            self.process = await self._start_unsandboxed()
         self._death = None
         ready = asyncio.get_running_loop().create_future()
         self._pending = {"ready": (ready, None)}
         self._reader = asyncio.create_task(self._read(self.process))
+        self._stderr_reader = asyncio.create_task(self._read_stderr(self.process))
         try:
-            await asyncio.wait_for(ready, 30)
-        except (asyncio.TimeoutError, RunnerDied) as exc:
+            await asyncio.wait_for(ready, START_TIMEOUT)
+            if self._network is not None:
+                await self._network.ready()
+        except (asyncio.TimeoutError, RunnerDied, OSError) as exc:
             await self._kill()
-            raise RunnerDied(f"the kernel process did not start: {exc}") from None
+            detail = "; ".join(self._stderr_tail) or str(exc) or type(exc).__name__
+            raise RunnerDied(f"the kernel process did not start: {detail}") from None
+
+    async def _start_sandboxed(self):
+        config = self.sandbox
+        if sandboxing.running_as_root():
+            self._uid = uid_pool(config.uid_base).acquire(self.notebook_id or id(self))
+        pass_fds, info_fd, resolv = [], None, None
+        if config.network == "outbound":
+            resolv_read, resolv_write = os.pipe()
+            os.write(resolv_write, sandboxing.OUTBOUND_RESOLV_CONF.encode())
+            os.close(resolv_write)
+            info_read, info_fd = os.pipe()
+            pass_fds, resolv = [resolv_read, info_fd], resolv_read
+        argv = sandboxing.bwrap_arguments(config, uid=self._uid, env=self._child_env(), resolv_conf_fd=resolv)
+        if info_fd is not None:
+            argv[1:1] = ["--info-fd", str(info_fd)]
+        try:
+            # bubblewrap itself gets no more of the server's environment than the child does.
+            process = await self._spawn(argv, cwd="/", env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, pass_fds=pass_fds)
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
+        if config.network == "outbound":
+            self._network = OutboundNetwork(info_read)
+            await self._network.start()
+        return process
+
+    async def _start_unsandboxed(self):
+        env = dict(os.environ)
+        # Off means off (KERNEL_SANDBOX=off, docs/security.md), but the server's
+        # secrets and settings still stay out of the child's environment.
+        for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"):
+            env.pop(name, None)
+        env.update(
+            PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")])),
+            PYTHONUNBUFFERED="1",
+            MPLBACKEND="Agg",
+            **self._child_env(),
+        )
+        return await self._spawn([sys.executable, "-m", "notebooks_app.kernel._child"], cwd=str(PROJECT_ROOT), env=env)
+
+    async def _spawn(self, argv, *, cwd, env=None, pass_fds=()):
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            pass_fds=pass_fds,
+            limit=READ_LIMIT,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the server, not the cells
+        )
 
     async def close(self):
+        await asyncio.to_thread(self.database.close)
         if self.process is None:
             return
         if self.process.returncode is None:
@@ -114,7 +203,8 @@ class Runner:
         return self._result(reply)
 
     async def run_sql(self, cell_id, code, *, result_variable="", on_stdout=None):
-        reply = await self._request({"op": "run_sql", "cell": cell_id, "code": code, "result_variable": result_variable}, on_stdout, timed=True)
+        message = {"op": "run_sql", "cell": cell_id, "code": code, "result_variable": result_variable, "engine": self.database.engine or ""}
+        reply = await self._request(message, on_stdout, timed=True)
         return self._result(reply)
 
     async def forget(self, cell_id):
@@ -132,9 +222,14 @@ class Runner:
         pending = [key for key in self._pending if key != "ready"]
         if not self.alive or not pending:
             return False
-        # The ids let the child stop a cell it has not started yet (an interrupt right after run).
-        await self._send({"op": "interrupt", "requests": pending})
+        await self._interrupt(pending)
         return True
+
+    async def _interrupt(self, requests):
+        # The ids let the child stop a cell it has not started yet (an interrupt right after run).
+        await self._send({"op": "interrupt", "requests": requests})
+        if self._queries:  # a query on the notebook's database is running out here
+            await asyncio.to_thread(self.database.interrupt)
 
     # --- internals -----------------------------------------------------------------------
     def _result(self, reply):
@@ -156,7 +251,7 @@ class Runner:
                     return await asyncio.wait_for(asyncio.shield(future), self.time_limit)
                 except asyncio.TimeoutError:
                     logger.info("cell exceeded the %ss time limit; interrupting", self.time_limit)
-                    await self._send({"op": "interrupt", "requests": [request]})
+                    await self._interrupt([request])
                     reply = await self._await_or_kill(future)
                     error = reply.get("error") or {}
                     if error.get("ename") == "KeyboardInterrupt":
@@ -216,17 +311,40 @@ class Runner:
                     entry = self._pending.get(request)
                     if entry and not entry[0].done():
                         entry[0].set_result(message)
+                elif op == "query":
+                    task = asyncio.create_task(self._answer_query(message))
+                    self._queries.add(task)
+                    task.add_done_callback(self._queries.discard)
         except (ValueError, asyncio.LimitOverrunError) as exc:
             logger.error("kernel process protocol broken: %s", exc)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
         returncode = await process.wait()
         if process is self.process:
-            self._death = describe_exit(returncode)
+            self._death = describe_exit(returncode, sandboxed=self.sandbox is not None)
+            self._release()
             for future, _ in list(self._pending.values()):
                 if not future.done():
                     future.set_exception(RunnerDied(self._death))
             self._pending.clear()
+
+    async def _answer_query(self, message):
+        """Run a query the child sent for the notebook's database; send back its answer."""
+        reply = await asyncio.to_thread(self.database.execute, message.get("sql"), message.get("params") or [])
+        with contextlib.suppress(RunnerDied):
+            await self._send({"op": "query_result", "id": message.get("id"), **reply})
+
+    async def _read_stderr(self, process):
+        """What bubblewrap or Python say before the child takes over its fds: logged, and
+        kept for the error when the process does not start."""
+        while True:
+            line = await process.stderr.readline()
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                self._stderr_tail.append(text)
+                logger.warning("kernel process of notebook %s: %s", self.notebook_id, text)
 
     async def _wait_death(self):
         if self._reader is not None:
@@ -241,7 +359,21 @@ class Runner:
                 self.process.kill()
         await self._wait_death()
 
+    def _release(self):
+        if self._uid is not None:
+            uid_pool(self.sandbox.uid_base).release(self._uid)
+            self._uid = None
+        if self._network is not None:
+            self._network.stop()
+            self._network = None
+
     async def _reap(self):
+        self._release()
+        if self._stderr_reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._stderr_reader), 1)
+            self._stderr_reader.cancel()
+            self._stderr_reader = None
         if self._reader is not None:
             await self._wait_death()
             if not self._reader.done():
@@ -252,9 +384,11 @@ class Runner:
                 self.process.stdin.close()
 
 
-def describe_exit(returncode):
+def describe_exit(returncode, *, sandboxed=False):
     if returncode is None:
         return "the kernel process stopped"
+    if sandboxed and 128 < returncode <= 128 + 64:
+        returncode = 128 - returncode  # bubblewrap reports a child killed by signal N as 128 + N
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -264,3 +398,57 @@ def describe_exit(returncode):
             return f"the kernel process was killed ({name}; out of memory or stopped)"
         return f"the kernel process was killed by {name}"
     return f"the kernel process exited with code {returncode}"
+
+
+class OutboundNetwork:
+    """slirp4netns giving a sandbox outbound access, with host loopback disabled.
+
+    Started once bubblewrap has said (on its --info-fd) which PID holds the sandbox's
+    network namespace; `ready()` returns when the interface is up.
+    """
+
+    def __init__(self, info_fd):
+        self.info_fd = info_fd
+        self.process = None
+        self._ready_read = None
+
+    async def start(self):
+        info = await asyncio.to_thread(self._read_info)
+        pid = info.get("child-pid")
+        if not pid:
+            raise RunnerDied("the sandbox did not report its process id")
+        ready_read, ready_write = os.pipe()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                "slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+                f"--ready-fd={ready_write}", str(pid), sandboxing.SLIRP_INTERFACE,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                pass_fds=[ready_write], start_new_session=True,
+            )
+        except FileNotFoundError:
+            os.close(ready_read)
+            raise RunnerDied("KERNEL_NETWORK=outbound needs slirp4netns (Debian: apt-get install slirp4netns)") from None
+        finally:
+            os.close(ready_write)
+        self._ready_read = ready_read
+
+    def _read_info(self):
+        with os.fdopen(self.info_fd, "rb") as stream:
+            data = stream.read()
+        try:
+            return json.loads(data.decode() or "{}")
+        except ValueError:
+            return {}
+
+    async def ready(self):
+        def wait():
+            with os.fdopen(self._ready_read, "rb") as stream:
+                return stream.read(1)
+
+        if not await asyncio.wait_for(asyncio.to_thread(wait), START_TIMEOUT):
+            raise RunnerDied("slirp4netns could not give the sandbox a network")
+
+    def stop(self):
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()

@@ -24,7 +24,7 @@ from ..constants import (
 )
 from .analysis import analyze_python, analyze_sql
 from .graph import DependencyGraph
-from .runner import RunnerDied
+from .runner import RunnerDied, SandboxUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class NotebookSession:
         self._queue = asyncio.Queue()
         self._task = None
         self._cancel_cascade = False
-        self._running_cell = None
+        self._state_announced = False
 
     # --- lifecycle ----------------------------------------------------------------
     def submit(self, message):
@@ -262,6 +262,10 @@ class NotebookSession:
         self.seq += 1
         event["seq"] = self.seq
         self._pending.append(event)
+        self._schedule_flush()
+
+    def _schedule_flush(self):
+        """Pending events go out FLUSH_DELAY from the first of them, in one send."""
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(FLUSH_DELAY, lambda: loop.create_task(self.flush()))
@@ -298,9 +302,7 @@ class NotebookSession:
         message = self.state_message(request_id)
         self._state_announced = True
         self._pending.append(message)
-        if self._flush_handle is None:
-            loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(FLUSH_DELAY, lambda: loop.create_task(self.flush()))
+        self._schedule_flush()
 
     async def sync(self, reply_channel, request_id=None, revision=None):
         """Answer one socket with the current state, out of band (never queued behind a cascade).
@@ -324,7 +326,7 @@ class NotebookSession:
         else:
             await self.publish(message["replyChannel"], [self.state_message(message.get("requestId"))])
 
-    def _set_status(self, cell, status, *, error=None, emit=True):
+    def _set_status(self, cell, status, *, emit=True):
         cell.status = status
         if status not in TRANSIENT:
             self._dirty.add(cell.id)
@@ -461,11 +463,8 @@ class NotebookSession:
             return
         snapshot = await self.store.load_connection(self.notebook_id)
         self.db_connection, self.db_display = snapshot
-        if self.runner is not None and self.runner.alive:
-            try:
-                await self.runner.call("set_connection", connection=self.db_connection)
-            except RunnerDied:
-                pass
+        if self.runner is not None:
+            self.runner.set_connection(self.db_connection)
         self._emit({"type": "db_connection_updated", "connected": bool(self.db_connection), "display": self.db_display, "requestId": message.get("requestId")})
         # Every SQL result (and what was computed from it) came from the old connection.
         affected = set()
@@ -568,10 +567,9 @@ class NotebookSession:
     async def _ensure_runner(self):
         if self.runner is None:
             self.runner = self.runner_factory()
+            self.runner.set_connection(self.db_connection)  # held outside the sandbox
         if not self.runner.alive:
             await self.runner.start()
-            if self.db_connection:
-                await self.runner.call("set_connection", connection=self.db_connection)
 
     async def cascade(self, cell_ids):
         """Run `cell_ids` in topological order (ties by position), announcing each step."""
@@ -580,14 +578,14 @@ class NotebookSession:
         for cell_id in runnable:
             self._set_status(self.cells[cell_id], STATUS_QUEUED)
         self._cancel_cascade = False
-        for position, cell_id in enumerate(runnable):
+        for index, cell_id in enumerate(runnable):
             if self._cancel_cascade:
-                for rest in runnable[position:]:
+                for rest in runnable[index:]:
                     self._set_status(self.cells[rest], STATUS_STALE)
                 break
-            died = await self._run_one(self.cells[cell_id])
-            if died:
-                for rest in runnable[position + 1 :]:
+            runner_died = await self._run_one(self.cells[cell_id])
+            if runner_died:
+                for rest in runnable[index + 1 :]:
                     self._set_status(self.cells[rest], STATUS_STALE)
                 break
             await self._persist_if_due()
@@ -600,30 +598,34 @@ class NotebookSession:
         cell.stdout, cell.outputs, cell.error = "", [], None
         self._set_status(cell, STATUS_RUNNING)
         if cell.syntax_error is not None:
-            return self._finish(cell, STATUS_ERROR, [], cell.syntax_error)
+            self._finish(cell, STATUS_ERROR, [], cell.syntax_error)
+            return False
 
         def on_stdout(text):
             if len(cell.stdout) < STDOUT_CAP:
                 cell.stdout += text
             self._emit({"type": "cell_stdout", "cellId": cell.id, "text": text})
 
-        self._running_cell = cell.id
         try:
             await self._ensure_runner()
             if cell.type == CELL_SQL:
                 result = await self.runner.run_sql(cell.id, cell.code, result_variable=cell.result_variable, on_stdout=on_stdout)
             else:
                 result = await self.runner.run(cell.id, cell.code, writes=cell.writes, on_stdout=on_stdout)
+        except SandboxUnavailable as exc:
+            evalue = f"{exc}. No code runs until the sandbox works here; an operator may turn it off with KERNEL_SANDBOX=off (docs/security.md)"
+            self._finish(cell, STATUS_ERROR, [], {"ename": "SandboxUnavailable", "evalue": evalue, "traceback": []})
+            return True
         except RunnerDied as exc:
             self._finish(cell, STATUS_ERROR, [], {"ename": "KernelDied", "evalue": f"{exc.reason}; the kernel was restarted with an empty namespace", "traceback": []})
             self._kernel_restarted(exc.reason, except_cell=cell.id)
             return True
-        finally:
-            self._running_cell = None
         status = STATUS_SUCCESS if result.status == "success" else STATUS_ERROR
-        return self._finish(cell, status, result.outputs, result.error)
+        self._finish(cell, status, result.outputs, result.error)
+        return False
 
     def _finish(self, cell, status, outputs, error):
+        """Announce a finished run's outputs, error and final status."""
         cell.outputs, cell.error = outputs, error
         if outputs:
             self._emit({"type": "cell_output", "cellId": cell.id, "outputs": outputs})
@@ -634,7 +636,6 @@ class NotebookSession:
         else:
             self.ran_ok.discard(cell.id)
         self._set_status(cell, status)
-        return False
 
     def _kernel_restarted(self, reason, *, except_cell):
         """The runner died: its namespace is gone, so every result that lived in it is stale."""

@@ -1,17 +1,17 @@
-"""SQL cells inside the runner process: engines, bound parameters, DataFrame results.
+"""SQL cells: bound parameters, the embedded DuckDB, and what crosses the sandbox's edge.
 
-Runs in the notebook's execution subprocess (imported by _child.py), never in
-the web process.  `{name}` placeholders become the driver's own bound
-parameters (never text interpolation); the result is a pandas DataFrame bound
-to the cell's result variable, shown as a capped HTML table.
+Imported by the sandboxed execution process (`_child.py`), which binds `{name}`
+placeholders from its namespace as the driver's own parameters (never text
+interpolation), runs DuckDB over its DataFrames itself, and hands queries for the
+notebook's own database to the trusted side (`database.py`, which alone ever sees the
+connection string) as JSON data, getting rows back as Arrow IPC.  The result is a pandas
+DataFrame bound to the cell's result variable, shown as a capped HTML table.
 """
+import base64
 import html
 import re
-import sqlite3
 import threading
-from urllib.parse import unquote, urlsplit
 
-from ..secrets import scrub
 from .analysis import sql_segments, sql_table_names
 
 DEFAULT_ROW_CAP = 200
@@ -104,7 +104,7 @@ def _plain(value):
     return value
 
 
-def _open_transaction():
+def open_transaction_error():
     return SqlError(
         "TransactionError",
         "the cell left a transaction open, so it was rolled back: each SQL cell runs in autocommit mode "
@@ -112,69 +112,152 @@ def _open_transaction():
     )
 
 
-class SqlEngines:
-    """The notebook's SQL connection (opened lazily, reused) and the embedded DuckDB.
+def engine_of(connection_string):
+    """'postgres', 'sqlite' or '' (DuckDB) for a connection string; None if unsupported."""
+    if not connection_string:
+        return ""
+    if connection_string.startswith(("postgresql://", "postgres://")):
+        return "postgres"
+    if connection_string.startswith("sqlite:///"):
+        return "sqlite"
+    return None
 
-    Every statement runs in autocommit mode; a cell that leaves a transaction open
-    (an explicit BEGIN) has it rolled back and fails, so no transaction ever spans
-    cells.
+
+def affected_note(affected):
+    if affected is not None and affected >= 0:
+        return [{"mimeType": "text/plain", "data": f"{affected:,} row{'s' if affected != 1 else ''} affected"}]
+    return [{"mimeType": "text/plain", "data": "done"}]
+
+
+# --- crossing the sandbox's edge: parameters out as JSON data, rows back as Arrow IPC -------
+# Parameters leave the sandbox as plain JSON with tagged values for the types JSON lacks,
+# and are never unpickled; rows come back as an Arrow IPC stream (base64 in the JSON line).
+
+_TAG = "$sql"
+
+
+def encode_params(params):
+    if isinstance(params, dict):
+        return {key: _encode(value) for key, value in params.items()}
+    return [_encode(value) for value in params]
+
+
+def _encode(value):
+    import datetime
+    import decimal
+    import uuid
+
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    for kind, cls, dump in (
+        ("datetime", datetime.datetime, lambda v: v.isoformat()),
+        ("date", datetime.date, lambda v: v.isoformat()),
+        ("time", datetime.time, lambda v: v.isoformat()),
+        ("timedelta", datetime.timedelta, lambda v: [v.days, v.seconds, v.microseconds]),
+        ("decimal", decimal.Decimal, str),
+        ("uuid", uuid.UUID, str),
+        ("bytes", (bytes, bytearray, memoryview), lambda v: base64.b64encode(bytes(v)).decode("ascii")),
+    ):
+        if isinstance(value, cls):
+            return {_TAG: kind, "v": dump(value)}
+    raise SqlError("TypeError", f"a value of type {type(value).__name__} cannot be a SQL parameter (use a number, text, date, time, decimal, bytes or a list of them)")
+
+
+def decode_params(params):
+    if isinstance(params, dict):
+        return {str(key): _decode(value) for key, value in params.items()}
+    if isinstance(params, list):
+        return [_decode(value) for value in params]
+    raise SqlError("ProtocolError", "parameters must be a list or an object")
+
+
+def _decode(value):
+    import datetime
+    import decimal
+    import uuid
+
+    if isinstance(value, list):
+        return [_decode(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    kind, raw = value.get(_TAG), value.get("v")
+    loaders = {
+        "datetime": datetime.datetime.fromisoformat,
+        "date": datetime.date.fromisoformat,
+        "time": datetime.time.fromisoformat,
+        "timedelta": lambda v: datetime.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+        "decimal": decimal.Decimal,
+        "uuid": uuid.UUID,
+        "bytes": base64.b64decode,
+    }
+    if kind not in loaders:
+        raise SqlError("ProtocolError", f"unknown parameter type {kind!r}")
+    try:
+        return loaders[kind](raw)
+    except (TypeError, ValueError, IndexError, decimal.InvalidOperation) as exc:
+        raise SqlError("ProtocolError", f"bad {kind} parameter: {exc}") from None
+
+
+def frame_to_arrow(frame):
+    """A DataFrame as base64 Arrow IPC; columns Arrow cannot type go as text."""
+    import pyarrow as pa
+
+    frame = frame.copy()
+    frame.columns = [str(c) for c in frame.columns]
+    for position in range(len(frame.columns)):
+        try:
+            pa.array(frame.iloc[:, position], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            frame.isetitem(position, frame.iloc[:, position].map(lambda v: None if _is_null(v) else str(v)))
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return base64.b64encode(sink.getvalue().to_pybytes()).decode("ascii")
+
+
+def frame_from_arrow(data):
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(base64.b64decode(data)).read_all().to_pandas()
+
+
+def run_external(engine, code, namespace, ask, row_cap=DEFAULT_ROW_CAP):
+    """A SQL cell on the notebook's own database, from inside the sandbox.
+
+    The query is bound here (the values live in this namespace), then `ask` sends it with
+    its parameters to the trusted side, which holds the connection, and returns its answer:
+    `{"error": {ename, evalue}}` or `{"arrow", "types"}` or `{"affected"}`.
+    Returns (DataFrame or None, outputs); failures raise SqlError.
+    """
+    if not code.strip():
+        return None, []
+    query, params = bind(code, namespace, "pyformat" if engine == "postgres" else "qmark")
+    reply = ask(query, encode_params(params))
+    if reply.get("error"):
+        raise SqlError(reply["error"].get("ename") or "DatabaseError", reply["error"].get("evalue") or "")
+    if reply.get("arrow") is None:
+        return None, affected_note(reply.get("affected"))
+    frame = frame_from_arrow(reply["arrow"])
+    return frame, render(frame, row_cap, reply.get("types"))
+
+
+class DuckDbEngine:
+    """The embedded DuckDB of a notebook without a connection, inside its sandbox.
+
+    Every statement runs in autocommit mode; a cell that leaves a transaction open (an
+    explicit BEGIN) has it rolled back and fails, so no transaction ever spans cells.
+    DataFrames are visible to a query only when it names them, and only while it runs.
     """
 
     def __init__(self):
-        self.connection_string = ""
-        self._conn = None
-        self._kind = None
         self._duck = None
-        self._running = None  # (kind, connection) of the query in flight, for interrupt()
+        self._running = False
         self._cancelled = False
         self._registered = set()  # DataFrame names registered in DuckDB for the query in flight
         self._lock = threading.Lock()
-
-    def set_connection(self, connection_string):
-        self.close()
-        self.connection_string = connection_string or ""
-
-    def close(self):
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:  # closing a broken connection may fail; it is dropped either way
-                pass
-        self._conn, self._kind = None, None
-
-    def _connect(self):
-        if self._conn is not None:
-            if self._kind == "postgres" and (self._conn.closed or self._conn.broken):
-                self.close()  # the server went away since the last cell: open a new one
-            else:
-                return self._kind, self._conn
-        cs = self.connection_string
-        try:
-            if cs.startswith(("postgresql://", "postgres://")):
-                import psycopg
-
-                conn = psycopg.connect(cs, autocommit=True, connect_timeout=10)
-                self._kind, self._conn = "postgres", conn
-            elif cs.startswith("sqlite:///"):
-                path = unquote(urlsplit(cs).path[1:]) or ":memory:"
-                if path == ":memory:":
-                    conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-                else:
-                    # mode=rw: a mistyped path is an error, not a new empty database.
-                    uri = "file:" + path.replace("?", "%3f").replace("#", "%23") + "?mode=rw"
-                    try:
-                        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-                    except sqlite3.OperationalError as exc:
-                        raise SqlError("ConnectionError", f"could not open the SQLite database {path!r}: {exc}") from None
-                self._kind, self._conn = "sqlite", conn
-            else:
-                raise SqlError("ConnectionError", "unsupported connection string; use postgresql://, postgres:// or sqlite:///")
-        except SqlError as exc:
-            exc.evalue = scrub(exc.evalue, cs)
-            raise
-        except Exception as exc:
-            raise SqlError("ConnectionError", f"could not connect: {scrub(str(exc).strip(), cs)}") from None
-        return self._kind, self._conn
 
     def _duckdb(self):
         if self._duck is None:
@@ -194,16 +277,11 @@ class SqlEngines:
     def interrupt(self):
         """Cancel the query in flight (called from another thread)."""
         with self._lock:
-            running = self._running
-            if running is None:
+            if not self._running:
                 return False
             self._cancelled = True
-        kind, conn = running
         try:
-            if kind == "postgres":
-                conn.cancel_safe(timeout=5)
-            else:
-                conn.interrupt()
+            self._duck.interrupt()
         except Exception:  # the query may have just finished
             return False
         return True
@@ -215,44 +293,29 @@ class SqlEngines:
         if not code.strip():
             return None, []
         self._cancelled = False
-        if self.connection_string:
-            kind, conn = self._connect()
-            query, params = bind(code, namespace, "pyformat" if kind == "postgres" else "qmark")
-            try:
-                frame, affected, types = self._run_dbapi(kind, conn, query, params, pd)
-            except Exception as exc:
-                self._end_transaction(kind, conn)
-                if kind == "postgres" and (conn.closed or conn.broken):
-                    self.close()
-                raise self._failure(exc) from None
-            if self._end_transaction(kind, conn):
-                raise _open_transaction()
-        else:
-            duck = self._duckdb()
-            query, params = bind(code, namespace, "qmark")
-            self._unregister(duck)  # leftovers of a query an interrupt cut short
-            try:
-                for name in sql_table_names(code):
-                    value = namespace.get(name)
-                    if isinstance(value, pd.DataFrame):
-                        self._registered.add(name)
-                        duck.register(name, value)
-                frame, affected, types = self._run_duckdb(duck, query, params)
-            except Exception as exc:
-                self._end_transaction("duckdb", duck)
-                raise self._failure(exc) from None
-            finally:
-                # A DataFrame is visible only to the query that named it: a deleted
-                # variable must not stay queryable (and its memory must be released).
-                self._unregister(duck)
-            if self._end_transaction("duckdb", duck):
-                raise _open_transaction()
+        duck = self._duckdb()
+        query, params = bind(code, namespace, "qmark")
+        self._unregister(duck)  # leftovers of a query an interrupt cut short
+        try:
+            for name in sql_table_names(code):
+                value = namespace.get(name)
+                if isinstance(value, pd.DataFrame):
+                    self._registered.add(name)
+                    duck.register(name, value)
+            frame, affected, types = self._run(duck, query, params)
+        except Exception as exc:
+            self._rollback(duck)
+            if self._cancelled:
+                raise SqlError("KeyboardInterrupt", "the query was cancelled") from None
+            raise SqlError(type(exc).__name__, str(exc).strip()) from None
+        finally:
+            # A DataFrame is visible only to the query that named it: a deleted
+            # variable must not stay queryable (and its memory must be released).
+            self._unregister(duck)
+        if self._rollback(duck):
+            raise open_transaction_error()
         if frame is None:
-            if affected is not None and affected >= 0:
-                note = f"{affected:,} row{'s' if affected != 1 else ''} affected"
-            else:
-                note = "done"
-            return None, [{"mimeType": "text/plain", "data": note}]
+            return None, affected_note(affected)
         return frame, render(frame, row_cap, types)
 
     def _unregister(self, duck):
@@ -263,60 +326,18 @@ class SqlEngines:
             except Exception:  # already gone (the query dropped the view)
                 pass
 
-    def _failure(self, exc):
-        if self._cancelled:
-            return SqlError("KeyboardInterrupt", "the query was cancelled")
-        return SqlError(type(exc).__name__, scrub(str(exc).strip(), self.connection_string))
-
-    def _end_transaction(self, kind, conn):
-        """Roll back a transaction the cell left open (an explicit BEGIN); True if there was one."""
+    @staticmethod
+    def _rollback(duck):
+        """Roll back a transaction the cell left open; True if there was one."""
         try:
-            if kind == "postgres":
-                import psycopg
-
-                if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                    return False
-                conn.rollback()
-            elif kind == "sqlite":
-                if not conn.in_transaction:
-                    return False
-                conn.rollback()
-            else:
-                try:
-                    conn.execute("ROLLBACK")  # fails when no transaction is open: the usual case
-                except Exception:
-                    return False
-        except Exception:  # a broken connection: it is replaced on the next cell
-            if kind != "duckdb":
-                self.close()
+            duck.execute("ROLLBACK")  # fails when no transaction is open: the usual case
+        except Exception:
             return False
         return True
 
-    def _run_dbapi(self, kind, conn, query, params, pd):
+    def _run(self, duck, query, params):
         with self._lock:
-            self._running = (kind, conn)
-        try:
-            cur = conn.cursor()
-            try:
-                if kind == "postgres":
-                    cur.execute(query, params or None)
-                else:
-                    cur.execute(query, params)
-                if cur.description is None:
-                    return None, cur.rowcount, None
-                columns = [d[0] for d in cur.description]
-                types = [_pg_type_name(getattr(d, "type_display", None)) for d in cur.description] if kind == "postgres" else None
-                rows = cur.fetchall()
-            finally:
-                cur.close()
-        finally:
-            with self._lock:
-                self._running = None
-        return _frame(rows, columns, pd), None, types
-
-    def _run_duckdb(self, duck, query, params):
-        with self._lock:
-            self._running = ("duckdb", duck)
+            self._running = True
         try:
             result = duck.execute(query, params)
             if result.description is None:
@@ -329,51 +350,16 @@ class SqlEngines:
             return frame, None, types
         finally:
             with self._lock:
-                self._running = None
+                self._running = False
 
 
 _COMMANDS = ("INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "COPY", "MERGE", "TRUNCATE", "ATTACH", "DETACH", "SET", "LOAD", "INSTALL", "CHECKPOINT", "VACUUM", "ANALYZE", "IMPORT", "EXPORT")
-
-
-# PostgreSQL's internal type names (what psycopg reports) as people write them.
-_PG_TYPE_NAMES = {
-    "int2": "smallint",
-    "int4": "integer",
-    "int8": "bigint",
-    "float4": "real",
-    "float8": "double precision",
-    "bool": "boolean",
-    "bpchar": "char",
-    "timestamptz": "timestamp with time zone",
-    "timetz": "time with time zone",
-}
-
-
-def _pg_type_name(name):
-    if not name:
-        return name
-    base, sep, rest = name.partition("(")
-    array = base.endswith("[]")
-    base = base.removesuffix("[]")
-    return _PG_TYPE_NAMES.get(base, base) + sep + rest + ("[]" if array else "")
 
 
 def _is_command(query):
     """True for a statement that returns no rows of its own (DuckDB still answers one)."""
     head = re.sub(r"^(\s|;|--[^\n]*(\n|$)|/\*.*?\*/)*", "", query, flags=re.DOTALL)[:12].upper()
     return head.startswith(_COMMANDS)
-
-
-def _frame(rows, columns, pd):
-    """A DataFrame of DB-API rows; integer columns with NULLs stay integers (Int64)."""
-    frame = pd.DataFrame.from_records(rows, columns=columns)
-    for position, column in enumerate(columns):
-        series = frame.iloc[:, position]
-        if series.dtype.kind == "f" and series.isna().any():
-            raw = [row[position] for row in rows]
-            if all(value is None or (isinstance(value, int) and not isinstance(value, bool)) for value in raw):
-                frame.isetitem(position, pd.array(raw, dtype="Int64"))
-    return frame
 
 
 def render(frame, row_cap, types=None):

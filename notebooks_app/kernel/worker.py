@@ -20,12 +20,41 @@ from .. import protocol
 from ..kernel_client import events_layer, group_name
 from ..models import Cell, Notebook
 from ..secrets import mask_connection_string
+from .database import DatabasePolicy
 from .runner import Runner
+from .sandbox import Limits, SandboxConfig
 from .session import NotebookSession
 
 logger = logging.getLogger(__name__)
 
 PERSISTED_FIELDS = ["status", "outputs", "stdout", "error", "reads", "writes"]
+
+
+def sandbox_config():
+    """The sandbox of every execution process, from settings (None: KERNEL_SANDBOX=off)."""
+    if not settings.KERNEL_SANDBOX:
+        return None
+    return SandboxConfig(
+        network=settings.KERNEL_NETWORK,
+        uid_base=settings.KERNEL_SANDBOX_UID_BASE,
+        limits=Limits(
+            memory_mb=settings.KERNEL_MEMORY_LIMIT_MB,
+            disk_mb=settings.KERNEL_DISK_LIMIT_MB,
+            processes=settings.KERNEL_PROCESS_LIMIT,
+            open_files=settings.KERNEL_OPEN_FILES_LIMIT,
+        ),
+    )
+
+
+def database_policy():
+    """Keeps SQL cells off the server's own database (its file, its project, its PostgreSQL)."""
+    db = settings.DATABASES["default"]
+    paths, postgres = [str(settings.BASE_DIR)], []
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        paths.append(str(db["NAME"]))
+    elif db["ENGINE"] == "django.db.backends.postgresql":
+        postgres.append((db.get("HOST") or "", db.get("PORT") or 5432, db.get("NAME") or ""))
+    return DatabasePolicy(denied_paths=tuple(paths), denied_postgres=tuple(postgres))
 
 
 class DatabaseStore:
@@ -78,12 +107,14 @@ class KernelService:
         self.sessions = {}
         self.store = DatabaseStore()
 
-    def _runner_factory(self):
+    def _runner_factory(self, notebook_id=""):
         return Runner(
             time_limit=settings.KERNEL_TIME_LIMIT,
             output_cap=settings.KERNEL_OUTPUT_CAP,
-            memory_limit_mb=settings.KERNEL_MEMORY_LIMIT_MB or None,
             sql_row_cap=settings.KERNEL_SQL_ROW_CAP,
+            notebook_id=notebook_id,
+            sandbox=sandbox_config(),
+            database_policy=database_policy(),
         )
 
     def session(self, notebook_id):
@@ -94,7 +125,7 @@ class KernelService:
                 notebook_id,
                 store=self.store,
                 publish=lambda target, events, _id=notebook_id: self.publish(_id, target, events),
-                runner_factory=self._runner_factory,
+                runner_factory=lambda _id=notebook_id: self._runner_factory(_id),
             )
             self.sessions[notebook_id] = session
         return session
