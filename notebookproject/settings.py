@@ -46,6 +46,14 @@ def env_float(name, default):
         raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from exc
 
 
+def env_choice(name, choices, default):
+    """The value `choices` maps the variable's (case-insensitive) text to."""
+    value = (os.environ.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return choices[value]
+
+
 DEBUG = env_bool("DEBUG", default=False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
@@ -166,6 +174,17 @@ KERNEL_OUTPUT_CAP = env_int("KERNEL_OUTPUT_CAP", 1_000_000)
 KERNEL_MEMORY_LIMIT_MB = env_int("KERNEL_MEMORY_LIMIT_MB", 4096)
 # Rows of a SQL cell's result shown in its output table (the DataFrame keeps them all).
 KERNEL_SQL_ROW_CAP = env_int("KERNEL_SQL_ROW_CAP", 200)
+
+# The sandbox around every notebook's execution process (docs/security.md).  "off" runs
+# user code with the server's own privileges and shows a banner on every notebook page.
+KERNEL_SANDBOX = env_choice("KERNEL_SANDBOX", {"on": True, "off": False}, "on")
+# "none": no network at all; "outbound": the internet through slirp4netns, never host loopback.
+KERNEL_NETWORK = env_choice("KERNEL_NETWORK", {"none": "none", "outbound": "outbound"}, "none")
+KERNEL_DISK_LIMIT_MB = env_int("KERNEL_DISK_LIMIT_MB", 512)  # each of /notebook, /tmp, /dev/shm
+KERNEL_PROCESS_LIMIT = env_int("KERNEL_PROCESS_LIMIT", 256)  # processes and threads of a notebook
+KERNEL_OPEN_FILES_LIMIT = env_int("KERNEL_OPEN_FILES_LIMIT", 1024)
+# As root the worker runs each notebook under a uid of its own: this base + a slot < 65536.
+KERNEL_SANDBOX_UID_BASE = env_int("KERNEL_SANDBOX_UID_BASE", 2_000_000_000)
 MAX_CODE_BYTES = env_int("MAX_CODE_BYTES", 256 * 1024)
 
 # --- Auth, i18n, static -------------------------------------------------------
