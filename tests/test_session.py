@@ -1,0 +1,165 @@
+"""NotebookSession on its own: an in-memory store and publisher, a real runner, no Django,
+no channel layer. What the session publishes and persists is what every client would see."""
+import asyncio
+
+import pytest
+
+from notebooks_app.kernel.runner import Runner
+from notebooks_app.kernel.session import NotebookSession
+
+NOTEBOOK = "00000000-0000-0000-0000-0000000000aa"
+TIMEOUT = 20
+
+
+class MemoryStore:
+    """The store a session is given: a notebook snapshot to load, and the rows it persists."""
+
+    def __init__(self, codes):
+        self.revision = 1
+        self.cells = [
+            {"id": f"cell-{i}", "type": "python", "code": code, "result_variable": "", "position": (i + 1) * 1024, "status": "idle", "outputs": [], "stdout": "", "error": None, "reads": [], "writes": []}
+            for i, code in enumerate(codes)
+        ]
+        self.persisted = {}
+
+    async def load(self, notebook_id):
+        return {"name": "in memory", "revision": self.revision, "db_connection": "", "db_display": "", "cells": [dict(c) for c in self.cells]}
+
+    async def load_connection(self, notebook_id):
+        return "", ""
+
+    async def persist(self, notebook_id, rows):
+        for row in rows:
+            self.persisted[row["id"]] = dict(row)
+
+
+class Published:
+    """The publish coroutine a session is given: records every event, lets a test await one."""
+
+    def __init__(self):
+        self.events = []
+        self._arrived = asyncio.Event()
+
+    async def __call__(self, target, events):
+        self.events.extend(events)
+        self._arrived.set()
+
+    async def wait_for(self, predicate, what):
+        async def scan():
+            seen = 0
+            while True:
+                for event in self.events[seen:]:
+                    if predicate(event):
+                        return event
+                seen = len(self.events)
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        try:
+            return await asyncio.wait_for(scan(), TIMEOUT)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}; saw {[(e['type'], e.get('cellId'), e.get('status')) for e in self.events][-15:]}") from None
+
+    async def status(self, cell_id, *statuses):
+        return await self.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cell_id and e["status"] in statuses, f"{cell_id} {statuses}")
+
+    def of(self, kind, **fields):
+        return [e for e in self.events if e["type"] == kind and all(e.get(k) == v for k, v in fields.items())]
+
+    def running_order(self, since=0):
+        return [e["cellId"] for e in self.events[since:] if e["type"] == "cell_status" and e["status"] == "running"]
+
+
+@pytest.fixture
+async def make_session():
+    sessions = []
+
+    async def make(*codes):
+        store, published = MemoryStore(codes), Published()
+        session = NotebookSession(NOTEBOOK, store=store, publish=published, runner_factory=lambda: Runner(time_limit=TIMEOUT))
+        sessions.append(session)
+        await session.ensure_loaded()
+        return session, store, published
+
+    yield make
+    for session in sessions:
+        await session.close()
+
+
+def run(session, cell_id):
+    session.submit({"type": "kernel.run_cell", "cellId": cell_id, "revision": session.revision})
+
+
+def edit(session, kind, **fields):
+    """A structural message as operations.py sends it: the next revision."""
+    session.submit({"type": f"kernel.{kind}", "revision": session.revision + 1, **fields})
+
+
+async def test_run_cell_queues_the_cascade_then_runs_ancestors_cell_and_descendants_in_order(make_session):
+    session, store, published = await make_session("c = b + 1\nc", "a = 1\na", "b = a * 2\nb", "unrelated = 0")
+    c, a, b, unrelated = (f"cell-{i}" for i in range(4))
+    run(session, b)
+    await published.status(c, "success", "error")
+    queued = [e["cellId"] for e in published.of("cell_status", status="queued")]
+    assert sorted(queued) == sorted([a, b, c])
+    first_running = next(i for i, e in enumerate(published.events) if e.get("status") == "running")
+    assert all(e.get("status") == "queued" for e in published.events[:first_running] if e["type"] == "cell_status")
+    assert published.running_order() == [a, b, c]
+    assert [published.of("cell_output", cellId=x)[-1]["outputs"][0]["data"] for x in (a, b, c)] == ["1", "2", "3"]
+    assert not published.of("cell_status", cellId=unrelated)
+    seqs = [e["seq"] for e in published.events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    await session.flush()
+    assert {x: store.persisted[x]["status"] for x in (a, b, c)} == {a: "success", b: "success", c: "success"}
+    assert store.persisted[c]["reads"] == ["b"] and store.persisted[c]["writes"] == ["c"]
+
+
+async def test_delete_announces_then_reruns_readers_with_name_error(make_session):
+    session, store, published = await make_session("a = 1", "b = a + 1", "c = b + 1")
+    a, b, c = (f"cell-{i}" for i in range(3))
+    run(session, c)
+    await published.status(c, "success")
+    since = len(published.events)
+    edit(session, "delete_cell", cellId=a)
+    await published.status(c, "error")
+    tail = [(e["type"], e.get("cellId"), e.get("status")) for e in published.events[since:]]
+    assert tail.index(("cell_deleted", a, None)) < tail.index(("cell_status", b, "running")) < tail.index(("cell_status", c, "running"))
+    assert published.of("cell_error", cellId=b)[-1]["error"]["ename"] == "NameError"
+    assert published.of("cell_error", cellId=c)[-1]["error"]["ename"] == "NameError"
+    assert [cell.id for cell in session.ordered_cells()] == [b, c]
+
+
+async def test_two_definitions_block_both_never_run_and_unblock_when_fixed(make_session):
+    session, _, published = await make_session("x = 1", "x = 2")
+    first, second = "cell-0", "cell-1"
+    assert [session.cells[c].status for c in (first, second)] == ["blocked", "blocked"]
+    assert session.cells[first].error["ename"] == "MultipleDefinitionError" and "'x'" in session.cells[first].error["evalue"]
+    run(session, first)
+    edit(session, "update_cell", cellId=second, code="y = 2", resultVariable="")
+    await published.status(first, "stale")
+    assert not published.running_order()  # the run of a blocked cell ran nothing
+    run(session, first)
+    await published.status(first, "success")
+
+
+async def test_interrupt_stops_the_running_cell_and_leaves_the_rest_of_the_cascade_stale(make_session):
+    session, _, published = await make_session("spin = True\nwhile spin:\n    pass", "after = spin", "warm = 1")
+    loop, after, warm = "cell-0", "cell-1", "cell-2"
+    run(session, warm)  # the execution process is up: the interrupt below finds the cell running
+    await published.status(warm, "success")
+    run(session, loop)
+    await published.status(loop, "running")
+    await session.interrupt()
+    await published.status(loop, "error")
+    assert published.of("cell_error", cellId=loop)[-1]["error"]["ename"] == "KeyboardInterrupt"
+    await published.status(after, "stale")
+    assert published.running_order() == [warm, loop]
+
+
+async def test_a_message_the_session_cannot_apply_is_a_kernel_error_and_the_session_goes_on(make_session):
+    session, _, published = await make_session("a = 1\na")
+    edit(session, "move_cell")  # no cellId: the handler fails
+    error = await published.wait_for(lambda e: e["type"] == "kernel_error", "kernel_error")
+    assert "kernel.move_cell" in error["message"] and "seq" in error
+    run(session, "cell-0")
+    await published.status("cell-0", "success")
