@@ -11,7 +11,8 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator  # noqa: E402
 
-from notebooks_app.routing import KernelChannelRouter, websocket_urlpatterns  # noqa: E402
+from notebooks_app.kernel.worker import KernelChannelRouter  # noqa: E402
+from notebooks_app.routing import websocket_urlpatterns  # noqa: E402
 
 
 class _SameHostOrNoOrigin(OriginValidator):

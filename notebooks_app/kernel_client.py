@@ -1,38 +1,29 @@
-"""How the web side reaches the kernel worker: shard routing and sends on commit.
+"""How the web side reaches the kernel worker: shard routing, sends on commit, and the
+embedded worker's start.  Nothing else outside kernel/ imports the kernel.
 
 A notebook always maps to the same kernel channel (a stable hash of its id), so
 exactly one worker process in the cluster holds its graph.
 """
 import logging
-import zlib
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-logger = logging.getLogger(__name__)
+from .kernel import addresses
+from .kernel.addresses import group_name
 
-KERNEL_CHANNEL = "kernel"
+logger = logging.getLogger(__name__)
 
 
 def shard_channels(shards=None):
-    """All kernel channel names: ['kernel'] for one shard, else kernel.0 .. kernel.K-1."""
-    shards = shards or settings.KERNEL_SHARDS
-    if shards <= 1:
-        return [KERNEL_CHANNEL]
-    return [f"{KERNEL_CHANNEL}.{k}" for k in range(shards)]
+    """All kernel channel names for KERNEL_SHARDS (or `shards`) shards."""
+    return addresses.shard_channels(shards or settings.KERNEL_SHARDS)
 
 
 def kernel_channel(notebook_id, shards=None):
-    shards = shards or settings.KERNEL_SHARDS
-    if shards <= 1:
-        return KERNEL_CHANNEL
-    return f"{KERNEL_CHANNEL}.{zlib.crc32(str(notebook_id).encode()) % shards}"
-
-
-def group_name(notebook_id):
-    return f"notebook.{notebook_id}"
+    return addresses.kernel_channel(notebook_id, shards or settings.KERNEL_SHARDS)
 
 
 def events_layer():
@@ -44,16 +35,12 @@ async def send(notebook_id, message):
     await get_channel_layer().send(kernel_channel(notebook_id), message)
 
 
-def send_now(notebook_id, message):
-    async_to_sync(get_channel_layer().send)(kernel_channel(notebook_id), message)
-
-
 def send_on_commit(notebook_id, message):
     """Queue `message` for the notebook's kernel once the current transaction commits."""
 
     def _send():
         try:
-            send_now(notebook_id, message)
+            async_to_sync(send)(notebook_id, message)
         except Exception:  # the edit is committed; the worker resyncs from the revision
             logger.exception("could not reach the kernel worker for notebook %s", notebook_id)
 

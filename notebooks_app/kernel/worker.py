@@ -5,7 +5,9 @@ database on first use, and is the only sender of notebook events to the group
 `notebook.<id>`.  Its handler only hands a message to the notebook's session
 queue and returns (runworker drops a consumer instance that raises, together
 with its queued messages), so one notebook's failure or long cell never stalls
-another.  This is the only module under kernel/ that imports Django.
+another.  This is the only module under kernel/ that imports Django, and it
+imports nothing of the web side (consumers, operations, views): the web side
+reaches it through kernel_client.py.
 """
 import asyncio
 import logging
@@ -17,9 +19,9 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from .. import protocol
-from ..kernel_client import events_layer, group_name
 from ..models import Cell, Notebook
 from ..secrets import mask_connection_string
+from .addresses import group_name, is_kernel_channel, shard_channels
 from .database import DatabasePolicy
 from .runner import Runner
 from .sandbox import Limits, SandboxConfig
@@ -103,7 +105,7 @@ class KernelService:
     """Every notebook session of this process; one per process."""
 
     def __init__(self, channel_layer=None):
-        self.channel_layer = channel_layer or events_layer()  # publishes to sockets
+        self.channel_layer = channel_layer or get_channel_layer(settings.EVENTS_CHANNEL_LAYER)  # publishes to sockets
         self.sessions = {}
         self.store = DatabaseStore()
 
@@ -189,6 +191,24 @@ class KernelConsumer(AsyncConsumer):
         get_service().submit(message)
 
 
+class KernelChannelRouter:
+    """Routes `kernel` and every shard channel `kernel.<k>` to the kernel worker.
+
+    Any shard name is accepted, so `runworker kernel.3` works whatever this
+    process's KERNEL_SHARDS says; which shard a notebook uses is decided by the
+    sender (kernel_client.kernel_channel).
+    """
+
+    def __init__(self):
+        self.consumer = KernelConsumer.as_asgi()
+
+    async def __call__(self, scope, receive, send):
+        channel = scope.get("channel", "")
+        if not is_kernel_channel(channel):
+            raise ValueError(f"no route for channel {channel!r}")
+        return await self.consumer(scope, receive, send)
+
+
 _embedded_task = None
 
 
@@ -203,10 +223,7 @@ def ensure_embedded_worker():
         return
     from channels.worker import Worker
 
-    from ..kernel_client import shard_channels
-    from ..routing import KernelChannelRouter
-
-    channels = shard_channels()
+    channels = shard_channels(settings.KERNEL_SHARDS)
     worker = Worker(application=KernelChannelRouter(), channels=channels, channel_layer=get_channel_layer())
     _embedded_task = asyncio.get_running_loop().create_task(worker.arun(), name="embedded-kernel-worker")
     _embedded_task.add_done_callback(_log_embedded_exit)
