@@ -133,7 +133,7 @@ DATABASES = {"default": default_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channels -----------------------------------------------------------------
-# Two layers, two jobs (DESIGN §8):
+# Two layers, two jobs (docs/architecture.md, "Two channel layers"):
 # * "default", the core layer: the kernel workers' input channels (kernel, kernel.<k>), where a
 #   message must wait in Redis for its one reader (competing consumers, FIFO).
 # * "events" (EVENTS_CHANNEL_LAYER): what the kernel worker sends to sockets, the notebook
@@ -152,7 +152,7 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": _redis_hosts,
                 # Defaults (100 messages, 60 s) silently drop messages to a busy worker;
-                # raised on purpose (DESIGN §8).
+                # raised on purpose (docs/operations.md).
                 "capacity": env_int("CHANNEL_CAPACITY", 5000),
                 "expiry": 60,
             },
@@ -205,8 +205,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # --- Content-Security-Policy (django-csp 4) -----------------------------------
-# Cell HTML is rendered in sandboxed iframes whose document comes from a
-# separate view with its own policy; the page itself runs only our scripts.
+# Cell HTML is rendered in <iframe sandbox="allow-scripts" srcdoc> (an opaque origin, under
+# this same policy, so its scripts do not run); the page itself runs only our scripts.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

@@ -8,12 +8,13 @@ import json
 import keyword
 import uuid
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from .constants import CELL_TYPES
 
-# Error codes sent in {"type": "error", "code": ...}; documented in docs/protocol.md.
+# Error codes sent in {"type": "error", "code": ...}; docs/protocol.md lists ERROR_CODES (tests/test_docs.py).
 INVALID_JSON = "invalid_json"
 INVALID_MESSAGE = "invalid_message"
 UNKNOWN_TYPE = "unknown_type"
@@ -64,7 +65,6 @@ MESSAGE_SCHEMAS = {
     "update_db_connection": {"connectionString": Field("connection")},
     "sync": {},
 }
-MUTATING_TYPES = frozenset(MESSAGE_SCHEMAS) - {"sync"}
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,6 @@ def validate_connection_string(value):
         raise ValueError(f"the connection string is longer than {MAX_CONNECTION_STRING} characters")
     if not value.startswith(CONNECTION_SCHEMES):
         raise ValueError("the connection string must start with postgresql://, postgres:// or sqlite:///")
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a bad port

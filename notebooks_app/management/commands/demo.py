@@ -3,8 +3,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from notebooks_app.constants import CELL_PYTHON, POSITION_STEP
 from notebooks_app.models import Notebook
-from notebooks_app.operations import POSITION_STEP
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-notebook"
@@ -37,7 +37,7 @@ class Command(BaseCommand):
             notebook, nb_created = Notebook.objects.get_or_create(owner=user, name=DEMO_NOTEBOOK)
             if nb_created or not notebook.cells.exists():
                 for index, code in enumerate(DEMO_CELLS, start=1):
-                    notebook.cells.create(position=index * POSITION_STEP, type="python", code=code)
+                    notebook.cells.create(position=index * POSITION_STEP, type=CELL_PYTHON, code=code)
                 notebook.revision += 1
                 notebook.save(update_fields=["revision", "updated_at"])
         self.stdout.write(self.style.SUCCESS("Demo ready."))

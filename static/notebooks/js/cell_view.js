@@ -8,7 +8,7 @@ const TYPE_LABELS = { python: "Python", sql: "SQL" };
 export class CellView {
   /**
    * @param {object} cell  the cell as the protocol sends it
-   * @param {object} hooks {canEdit, onChange, onBlur, onRun, onNavigate, onDelete, onAdd, onName, onResultVariable}
+   * @param {object} hooks {canEdit, onChange, onBlur, onRun, onNavigate, onDelete, onAdd, onMove, onName, onResultVariable}
    */
   constructor(cell, hooks) {
     this.id = cell.id;
@@ -69,7 +69,6 @@ export class CellView {
     return el("div.cell-insert", {}, button("python", "Python"), button("sql", "SQL"));
   }
 
-  /** The protocol inserts after a cell, so nothing can go above the first one yet. */
   /** Where the cell stands, for the move buttons (nothing above the first, below the last). */
   setPlace(first, last) {
     if (this.moveUp) this.moveUp.disabled = first;

@@ -1,7 +1,7 @@
 // One CodeMirror 6 editor per cell: Python or SQL highlighting, line numbers, bracket matching.
 // It knows nothing of the protocol: the cell view gives it callbacks for changes, blur and keys.
 import {
-  basicSetup, EditorView, EditorState, Compartment, Prec, keymap, closeCompletion, completionStatus, indentUnit, python, sql, PostgreSQL,
+  basicSetup, EditorView, EditorState, Prec, keymap, closeCompletion, completionStatus, indentUnit, python, sql, PostgreSQL,
 } from "../vendor/codemirror.bundle.js";
 
 const theme = EditorView.theme({
@@ -41,7 +41,6 @@ export class CellEditor {
    */
   constructor(parent, options) {
     this.options = options;
-    this.readOnly = new Compartment();
     this.remote = false; // true while applying a change that did not come from this user
     const keys = Prec.highest(keymap.of([
       { key: "Shift-Enter", run: (view) => (closeCompletion(view), options.onRun(true), true) },
@@ -59,7 +58,8 @@ export class CellEditor {
           indentUnit.of("    "),
           language(options.cellType),
           theme,
-          this.readOnly.of(this.readOnlyExtension(options.readOnly)),
+          EditorState.readOnly.of(options.readOnly),
+          EditorView.editable.of(!options.readOnly),
           EditorView.updateListener.of((update) => {
             if (update.docChanged && !this.remote) options.onChange(this.code);
             if (update.focusChanged && !update.view.hasFocus) options.onBlur();
@@ -68,10 +68,6 @@ export class CellEditor {
         ],
       }),
     });
-  }
-
-  readOnlyExtension(readOnly) {
-    return [EditorState.readOnly.of(readOnly), EditorView.editable.of(!readOnly)];
   }
 
   atEdge(view, direction) {
@@ -86,10 +82,6 @@ export class CellEditor {
     return this.view.state.doc.toString();
   }
 
-  get hasFocus() {
-    return this.view.hasFocus;
-  }
-
   /** Replace the text with someone else's version, touching only the part that differs. */
   setCode(code) {
     const change = minimalChange(this.code, code);
@@ -102,15 +94,10 @@ export class CellEditor {
     }
   }
 
-  /** Focus, with the cursor at the start ("start"), the end ("end") or left where it was. */
+  /** Focus, with the cursor at the start ("start") or the end ("end") of the code. */
   focus(where) {
     this.view.focus();
-    if (where === "start") this.view.dispatch({ selection: { anchor: 0 } });
-    else if (where === "end") this.view.dispatch({ selection: { anchor: this.view.state.doc.length } });
-  }
-
-  setReadOnly(readOnly) {
-    this.view.dispatch({ effects: this.readOnly.reconfigure(this.readOnlyExtension(readOnly)) });
+    this.view.dispatch({ selection: { anchor: where === "end" ? this.view.state.doc.length : 0 } });
   }
 
   destroy() {
