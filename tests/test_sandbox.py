@@ -1,0 +1,361 @@
+"""The sandbox, tried from inside a cell the way an attacker with an account would.
+
+Every probe runs as a real cell through the WebSocket on the real kernel worker (the
+production shape: PostgreSQL, Redis, `runworker`), and reports `REACHED ...` if it got
+through or `BLOCKED ...` if it did not.  The probes live in one table; each test asserts
+that its probe was blocked and that this notebook and another one still run cells.
+"""
+import ast
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings as django_settings
+
+from notebooks_app.kernel import sandbox
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Each probe is the body of a function `probe()` returning "REACHED ..." or "BLOCKED ...".
+# The capitalised names are set from the running test (server PID, ports, paths, secrets).
+PROBES = {
+    "parent_environ": """
+    try:
+        text = open(f"/proc/{os.getppid()}/environ", "rb").read().decode(errors="replace")
+    except OSError as exc:
+        return f"BLOCKED {exc!r}"
+    return "REACHED " + text if SECRETS and any(s in text for s in SECRETS) else "BLOCKED parent environ has no secret"
+""",
+    "every_environ": """
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                text = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            found += [s for s in SECRETS if s in text]
+    own = " ".join(f"{k}={v}" for k, v in os.environ.items())
+    found += [s for s in SECRETS if s in own]
+    return f"REACHED {found}" if found else "BLOCKED no secret in any environment"
+""",
+    "list_processes": """
+    pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    commands = []
+    for pid in pids:
+        try:
+            commands.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode())
+        except OSError:
+            pass
+    server = [c for c in commands if "runworker" in c or "daphne" in c or "pytest" in c or "postgres" in c or "redis" in c]
+    if server or str(WORKER_PID) in pids:
+        return f"REACHED {server or pids}"
+    return f"BLOCKED sees only {len(pids)} processes of its own"
+""",
+    "kill_parent": """
+    import signal
+    try:
+        os.kill(os.getppid(), signal.SIGKILL)
+    except OSError as exc:
+        return f"BLOCKED {exc!r}"
+    return "REACHED killed the parent"
+""",
+    "kill_worker": """
+    import signal
+    try:
+        os.kill(WORKER_PID, signal.SIGTERM)
+    except OSError as exc:
+        return f"BLOCKED {exc!r}"
+    return f"REACHED signalled pid {WORKER_PID}"
+""",
+    "ptrace_parent": """
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.ptrace(16, os.getppid(), 0, 0) == 0:  # PTRACE_ATTACH
+        return "REACHED attached to the parent"
+    return f"BLOCKED errno {ctypes.get_errno()}"
+""",
+    "read_project_files": """
+    reached = []
+    for path in (ROOT + "/manage.py", ROOT + "/notebookproject/settings.py", ROOT + "/db.sqlite3", ROOT + "/notebooks_app/models.py", ROOT + "/.env"):
+        try:
+            open(path, "rb").read(10)
+            reached.append(path)
+        except OSError:
+            pass
+    try:
+        listing = os.listdir(ROOT)
+    except OSError:
+        listing = []
+    if reached or set(listing) - {".venv"}:
+        return f"REACHED {reached} {listing}"
+    return f"BLOCKED project directory shows only {listing}"
+""",
+    "read_server_home_and_etc": """
+    reached = []
+    for path in ("/root/.bash_history", "/etc/shadow", "/etc/passwd", "/etc/hostname", "/proc/1/root/etc/shadow", "/proc/1/environ"):
+        try:
+            open(path, "rb").read(10)
+            reached.append(path)
+        except OSError:
+            pass
+    return f"REACHED {reached}" if reached else "BLOCKED"
+""",
+    "connect_redis": """
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=3) as conn:
+            conn.sendall(b"PING\\r\\n")
+            return "REACHED " + repr(conn.recv(20))
+    except OSError as exc:
+        return f"BLOCKED {exc!r}"
+""",
+    "connect_postgres": """
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", PG_PORT), timeout=3).close()
+    except OSError as exc:
+        return f"BLOCKED {exc!r}"
+    return "REACHED postgres port open"
+""",
+    "connect_host_addresses": """
+    import socket
+    reached = []
+    for host in HOST_ADDRESSES:
+        for port in (REDIS_PORT, PG_PORT):
+            try:
+                socket.create_connection((host, port), timeout=2).close()
+                reached.append((host, port))
+            except OSError:
+                pass
+    return f"REACHED {reached}" if reached else "BLOCKED no host address answers"
+""",
+    "postgres_unix_socket": """
+    import glob, socket
+    reached = []
+    for path in glob.glob("/tmp/.s.PGSQL.*") + glob.glob("/var/run/postgresql/.s.PGSQL.*") + glob.glob("/run/**/.s.PGSQL.*", recursive=True):
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)
+            reached.append(path)
+        except OSError:
+            pass
+    return f"REACHED {reached}" if reached else "BLOCKED no socket"
+""",
+    "write_outside_workdir": """
+    reached = []
+    for path in ("/usr/lib/x", "/etc/x", ROOT + "/x", "/opt/notebook-kernel/notebooks_app/kernel/_child.py", "/x"):
+        try:
+            with open(path, "a") as f:
+                f.write("x")
+            reached.append(path)
+        except OSError:
+            pass
+    return f"REACHED {reached}" if reached else "BLOCKED read-only everywhere but the work dir"
+""",
+    "fork_bomb": """
+    import time
+    children, error = [], None
+    try:
+        for _ in range(100_000):
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(5)
+                os._exit(0)
+            children.append(pid)
+    except OSError as exc:
+        error = exc
+    for pid in children:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    if error is None:
+        return f"REACHED forked {len(children)} processes"
+    return f"BLOCKED after {len(children)} processes: {error!r}"
+""",
+    "fill_the_disk": """
+    chunk = b"\\0" * (8 << 20)
+    written = 0
+    try:
+        with open("big.bin", "wb") as f:
+            while written < (10 << 30):
+                f.write(chunk)
+                written += len(chunk)
+    except OSError as exc:
+        os.remove("big.bin")
+        return f"BLOCKED after {written >> 20} MB: {exc!r}"
+    return f"REACHED wrote {written >> 30} GB"
+""",
+    "raise_limits": """
+    import resource
+    try:
+        resource.setrlimit(resource.RLIMIT_NPROC, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError) as exc:
+        return f"BLOCKED {exc!r}"
+    return "REACHED raised the process limit"
+""",
+    "become_root": """
+    try:
+        os.setuid(0)
+    except OSError as exc:
+        return f"BLOCKED uid {os.getuid()}: {exc!r}"
+    return "REACHED uid 0"
+""",
+}
+
+
+def probe_code(name, **values):
+    body = PROBES[name]
+    indented = "\n".join("    " + line if line.strip() else line for line in body.strip("\n").splitlines())
+    constants = "\n".join(f"{key.upper()} = {value!r}" for key, value in values.items())
+    return f"import os\n{constants}\n\ndef probe():\n{indented}\n\nprobe()"
+
+
+def host_addresses():
+    """This machine's own non-loopback addresses, as seen from outside the sandbox."""
+    import socket
+
+    addresses = set()
+    try:
+        addresses.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET))
+    except OSError:
+        pass
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing address
+            addresses.add(udp.getsockname()[0])
+    except OSError:
+        pass
+    return sorted(a for a in addresses if not a.startswith("127."))
+
+
+def probe_values(worker):
+    return {
+        "secrets": [s for s in (os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL"), django_settings.SECRET_KEY) if s],
+        "worker_pid": worker.proc.pid,
+        "root": str(ROOT),
+        "redis_port": urlsplit(os.environ["REDIS_URL"]).port,
+        "pg_port": django_settings.DATABASES["default"]["PORT"],
+        "host_addresses": host_addresses(),
+    }
+
+
+async def run_code(client, code):
+    """Create a cell with `code`, run it, and return (status, text output, error)."""
+    reply = await client.request(type="create_cell", code=code)
+    cell_id = reply["cellId"]
+    await client.send(type="run_cell", cellId=cell_id)
+    await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cell_id and e["status"] in ("success", "error"), timeout=60)
+    cell = client.state[cell_id]
+    text = next((o["data"] for o in cell["outputs"] if o["mimeType"] == "text/plain"), "")
+    return cell["status"], text, cell["error"]
+
+
+@pytest.fixture
+def other_notebook(users):
+    from notebooks_app.models import Notebook
+
+    return Notebook.objects.create(name="Bob's private notebook", owner=users["bob"])
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+async def test_a_cell_cannot_reach_outside_its_sandbox(ws, notebook, other_notebook, users, kernel_worker, name):
+    alice = await ws(users["alice"], notebook)
+    status, text, error = await run_code(alice, probe_code(name, **probe_values(kernel_worker)))
+    assert status == "success", error
+    assert ast.literal_eval(text).startswith("BLOCKED"), text
+    # The notebook, another notebook and the worker all keep working.
+    assert (await run_code(alice, "6 * 7"))[1] == "42"
+    bob = await ws(users["bob"], other_notebook)
+    assert (await run_code(bob, "'still here'"))[1] == "'still here'"
+    assert kernel_worker.proc.poll() is None
+
+
+async def test_another_notebooks_working_directory_is_invisible(ws, notebook, other_notebook, users):
+    bob = await ws(users["bob"], other_notebook)
+    status, _, error = await run_code(bob, "open('/notebook/bobs-secret.txt', 'w').write('hunter2')\nimport os\nos.listdir('/notebook')")
+    assert status == "success", error
+    alice = await ws(users["alice"], notebook)
+    code = (
+        "import glob, os\n"
+        "hits = [p for top in ('/notebook', '/tmp', '/dev/shm', '/opt', '/work', '/root') for p in glob.glob(top + '/**/bobs-secret.txt', recursive=True)]\n"
+        "hits += [p for p in glob.glob('/proc/*/root/notebook/*')]\n"
+        "(os.getcwd(), os.listdir('/notebook'), hits)"
+    )
+    status, text, error = await run_code(alice, code)
+    assert status == "success", error
+    assert text == "('/notebook', [], [])"
+
+
+async def test_cells_run_under_an_unprivileged_uid_of_their_own(ws, notebook, other_notebook, users):
+    alice = await ws(users["alice"], notebook)
+    bob = await ws(users["bob"], other_notebook)
+    code = "import os\n(os.getuid(), os.geteuid(), os.getgroups(), open('/proc/self/status').read().split('CapEff:')[1].split()[0])"
+    _, alice_ids, _ = await run_code(alice, code)
+    _, bob_ids, _ = await run_code(bob, code)
+    uid, euid, groups, caps = eval(alice_ids)  # noqa: S307 - our own cell's repr of ints and strings
+    assert uid == euid != 0 and uid != os.getuid() and groups == [] and int(caps, 16) == 0
+    if sandbox.running_as_root():
+        assert uid >= django_settings.KERNEL_SANDBOX_UID_BASE
+        assert eval(bob_ids)[0] != uid  # noqa: S307 - every notebook has a uid of its own
+
+
+async def test_the_environment_holds_nothing_of_the_server(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    _, text, _ = await run_code(alice, "import os\nsorted(os.environ)")
+    names = eval(text)  # noqa: S307 - our own cell's repr of a list of strings
+    assert not {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"} & set(names)
+    assert set(names) <= set(sandbox.child_environment()) | {"PWD", "NOTEBOOK_OUTPUT_CAP", "NOTEBOOK_SQL_ROW_CAP", *sandbox.Limits().child_env()}
+
+
+async def test_a_killed_sandbox_turns_results_stale_and_the_next_run_gets_a_fresh_one(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    assert (await run_code(alice, "_kept = 1"))[0] == "success"  # private: no edges to rerun it
+    kept = alice.order[-1]
+    status, _, error = await run_code(alice, "import os\nos._exit(9)")
+    assert status == "error" and error["ename"] == "KernelDied"
+    await alice.wait_status(kept, "stale")
+    status, _, error = await run_code(alice, "_kept")
+    assert status == "error" and error["ename"] == "NameError"
+
+
+async def test_the_memory_limit_fails_a_huge_allocation_in_the_cell(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    limit = django_settings.KERNEL_MEMORY_LIMIT_MB
+    status, _, error = await run_code(alice, f"blob = bytearray({limit + 512} * 1024 * 1024)")
+    assert status == "error" and error["ename"] == "MemoryError"
+    assert (await run_code(alice, "1 + 1"))[1] == "2"
+
+
+def test_an_unavailable_sandbox_is_reported_not_bypassed():
+    reason = sandbox.probe("bwrap-that-is-not-installed")
+    assert "not installed" in reason
+
+
+async def test_without_the_sandbox_cells_cannot_run_unless_turned_off_explicitly(tmp_path):
+    """A machine without bubblewrap: the runner refuses (SandboxUnavailable) rather than run
+    code unsandboxed; only an explicit `sandbox=None` (KERNEL_SANDBOX=off) runs it."""
+    from notebooks_app.kernel.runner import Runner, SandboxUnavailable
+
+    broken = Runner(sandbox=sandbox.SandboxConfig(bwrap=str(tmp_path / "no-bwrap")))
+    with pytest.raises(SandboxUnavailable, match="not installed"):
+        await broken.start()
+    unsandboxed = Runner(sandbox=None)
+    try:
+        result = await unsandboxed.run("a", "import os\nos.getuid()")
+        assert result.outputs[0]["data"] == str(os.getuid())
+    finally:
+        await unsandboxed.close()
+
+
+def test_sandbox_command_line_keeps_the_project_out():
+    argv = sandbox.bwrap_arguments(sandbox.SandboxConfig(), uid=2_000_000_123)
+    sources = [argv[i + 1] for i, arg in enumerate(argv) if arg in ("--ro-bind", "--bind")]
+    project = str(ROOT)
+    for source in sources:
+        inside_project = source == project or source.startswith(project + os.sep)
+        assert not inside_project or source.startswith(os.path.realpath(os.sys.prefix)) or source in {str(ROOT / m) for m in sandbox.CHILD_MODULES}, source
+    assert "--clearenv" in argv and "--unshare-net" in argv and "--die-with-parent" in argv
+    assert "--reuid=2000000123" in argv and "--no-new-privs" in argv
