@@ -106,6 +106,12 @@ class Services:
         wait_port(port)
         return f"redis://127.0.0.1:{port}/0"
 
+    def sandbox(self):
+        """bubblewrap for the notebooks' sandbox, slirp4netns for its outbound network."""
+        missing = [package for command, package in (("bwrap", "bubblewrap"), ("slirp4netns", "slirp4netns")) if not shutil.which(command)]
+        if missing:
+            apt_install(*missing)
+
     def chromium(self):
         if not os.environ.get("CHROMIUM_PATH") and not Path("/usr/bin/chromium").exists():
             apt_install("chromium")
@@ -131,6 +137,7 @@ def main(argv):
         if not env.get("REDIS_URL"):
             env["REDIS_URL"] = services.redis()
         services.chromium()
+        services.sandbox()
         env.setdefault("SECRET_KEY", "test-secret-key")
         env["PYTHONUNBUFFERED"] = "1"
         log(f"pytest on {env['DATABASE_URL'].rsplit('@', 1)[-1]} and {env['REDIS_URL']}")
