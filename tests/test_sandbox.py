@@ -359,3 +359,13 @@ def test_sandbox_command_line_keeps_the_project_out():
         assert not inside_project or source.startswith(os.path.realpath(os.sys.prefix)) or source in {str(ROOT / m) for m in sandbox.CHILD_MODULES}, source
     assert "--clearenv" in argv and "--unshare-net" in argv and "--die-with-parent" in argv
     assert "--reuid=2000000123" in argv and "--no-new-privs" in argv
+
+
+@pytest.mark.parametrize("sandboxed", [True, False])
+def test_notebook_page_warns_when_the_sandbox_is_off(client, notebook, users, settings, sandboxed):
+    settings.KERNEL_SANDBOX = sandboxed
+    client.force_login(users["carol"])
+    page = client.get(f"/notebooks/{notebook.pk}/").content.decode()
+    assert ("sandbox-off-banner" in page) is (not sandboxed)
+    if not sandboxed:
+        assert "KERNEL_SANDBOX=off" in page and "server's own privileges" in page

@@ -24,7 +24,7 @@ from ..secrets import mask_connection_string
 from .addresses import group_name, is_kernel_channel, shard_channels
 from .database import DatabasePolicy
 from .runner import Runner
-from .sandbox import Limits, SandboxConfig
+from .sandbox import Limits, SandboxConfig, probe, running_as_root
 from .session import NotebookSession
 
 logger = logging.getLogger(__name__)
@@ -181,7 +181,22 @@ def get_service():
     global _service
     if _service is None:
         _service = KernelService()
+        report_sandbox()
     return _service
+
+
+def report_sandbox():
+    """Say once, at start, whether cells can run and how isolated they are (docs/security.md)."""
+    config = sandbox_config()
+    if config is None:
+        logger.warning("KERNEL_SANDBOX=off: cells run unsandboxed, with this server's own privileges")
+        return
+    reason = probe(config.bwrap)
+    if reason:
+        logger.error("the sandbox cannot start (%s): no cell will run until it can; or set KERNEL_SANDBOX=off (docs/security.md)", reason)
+    else:
+        mode = "a uid of its own per notebook" if running_as_root() else "the server's uid inside a user namespace"
+        logger.info("cells run sandboxed (bubblewrap, %s, network %s)", mode, config.network)
 
 
 class KernelConsumer(AsyncConsumer):
