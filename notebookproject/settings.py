@@ -79,6 +79,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # /static/ served by the app itself, in every shape (docs/operations.md#static-files).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -203,7 +205,14 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where `collectstatic` puts the hashed, compressed copies WhiteNoise serves when DEBUG is off.
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "notebookproject.storage.StaticFilesStorage"},
+}
+# Hashed names never change content, so WhiteNoise gives them far-future cache headers
+# (max-age of ten years, immutable); unhashed names (only reached by hand) get 60 s.
 
 # --- Content-Security-Policy (django-csp 4) -----------------------------------
 # Cell HTML is rendered in <iframe sandbox="allow-scripts" srcdoc> (an opaque origin, under

@@ -16,7 +16,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.requirements-$(basename "$REQUIREMENTS").sha"
 want=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+# requirements-test.txt includes requirements.txt, so its stamp stands for both.
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] && [ "$(cat .venv/.requirements-requirements-test.txt.sha 2>/dev/null)" != "$want" ]; then
   echo "==> installing $REQUIREMENTS into .venv"
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r "$REQUIREMENTS"

@@ -2,8 +2,9 @@
 
 Uses DATABASE_URL / REDIS_URL when given; otherwise installs PostgreSQL, Redis
 and Chromium with apt-get when missing (as root) and starts throwaway
-instances in a temporary directory on free ports.  A run in which pytest
-collected no test fails (pytest's exit status 5 never passes silently).
+instances in a temporary directory on free ports, and collects the static files
+there (STATIC_ROOT) for the servers the tests start with DEBUG off.  A run in
+which pytest collected no test fails (pytest's exit status 5 never passes silently).
 """
 import glob
 import os
@@ -128,6 +129,14 @@ class Services:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def collectstatic(env, static_root):
+    """The hashed static files the production-shape servers serve (DEBUG off), collected per
+    run: a fresh clone has none, and concurrent runs must not rewrite each other's."""
+    env["STATIC_ROOT"] = str(static_root)
+    log(f"collectstatic into {static_root}")
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
+
+
 def main(argv):
     services = Services()
     env = dict(os.environ)
@@ -140,6 +149,7 @@ def main(argv):
         services.sandbox()
         env.setdefault("SECRET_KEY", "test-secret-key")
         env["PYTHONUNBUFFERED"] = "1"
+        collectstatic(env, services.tmp / "static")
         log(f"pytest on {env['DATABASE_URL'].rsplit('@', 1)[-1]} and {env['REDIS_URL']}")
         code = subprocess.call([sys.executable, "-m", "pytest", *argv], cwd=ROOT, env=env)
     finally:

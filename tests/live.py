@@ -37,12 +37,23 @@ def wait_http(url, seconds=40, proc=None):
     raise RuntimeError(f"{url} did not answer within {seconds} s")
 
 
+def collected_static(env):
+    """`manage.py collectstatic` into the STATIC_ROOT `env` names, unless it holds a manifest
+    already (scripts/test collects into a fresh one per run; a benchmark run alone may not)."""
+    static_root = Path(env.get("STATIC_ROOT") or ROOT / "staticfiles")
+    if not (static_root / "staticfiles.json").exists():
+        subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
+
+
 def start_daphne(port, env, log_path):
+    """Daphne as the README's production steps start it: the project's ASGI app, DEBUG off
+    (static files from the collected STATIC_ROOT, served by WhiteNoise)."""
+    collected_static(env)
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "notebookproject.asgi:application"],
         cwd=ROOT,
-        env=env,
+        env=dict(env, DEBUG="0"),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -53,7 +64,10 @@ def start_daphne(port, env, log_path):
 
 def start_worker(channels, env, log_path):
     """A kernel worker process (`manage.py runworker <channels>`) in its own process group,
-    so stop() also ends the runner subprocesses it started."""
+    so stop() also ends the runner subprocesses it started. Returns once it has logged that
+    it runs (messages sent before then wait in Redis anyway)."""
+    log_path = Path(log_path)
+    start = log_path.stat().st_size if log_path.exists() else 0
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "runworker", *channels],
@@ -63,9 +77,13 @@ def start_worker(channels, env, log_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    time.sleep(0.5)
-    if proc.poll() is not None:
-        raise RuntimeError(f"kernel worker exited with {proc.returncode}; see {log_path}")
+    deadline = time.monotonic() + 40
+    while b"Running worker for channels" not in log_path.read_bytes()[start:]:
+        if proc.poll() is not None:
+            raise RuntimeError(f"kernel worker exited with {proc.returncode}; see {log_path}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"kernel worker did not start within 40 s; see {log_path}")
+        time.sleep(0.05)
     return proc
 
 

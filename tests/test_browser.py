@@ -1,21 +1,27 @@
-"""The live notebook page in headless Chromium, against Daphne + Redis + the real kernel worker.
+"""The live notebook page in headless Chromium, against the production shape as the README
+starts it: Daphne on `notebookproject.asgi:application` with DEBUG off (static files served by
+WhiteNoise from the collected STATIC_ROOT), Redis, and the real `runworker kernel` process.
+One test runs `scripts/run` instead: the embedded default, as a newcomer starts it.
 
 Two browser contexts (two users) open one notebook; each test does something in one page
 and asserts what both pages show. Playwright's sync API runs in plain test functions.
 """
 import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connections
 from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import database_url_for_tests
-from tests.live import ROOT, free_port, stop, wait_http
+from tests.live import ROOT, free_port, start_daphne, stop, wait_http
 
 pytestmark = pytest.mark.browser
 
@@ -31,7 +37,7 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 
 class Server:
-    """One Daphne process serving the production ASGI app (plus static files) on a fixed port."""
+    """One Daphne process serving the production ASGI app, as the README starts it, on a fixed port."""
 
     def __init__(self, log_name):
         self.port = free_port()
@@ -41,25 +47,18 @@ class Server:
 
     def start(self):
         self.log_path.parent.mkdir(exist_ok=True)
-        env = dict(os.environ, DATABASE_URL=database_url_for_tests(), DEBUG="0")
+        env = dict(os.environ, DATABASE_URL=database_url_for_tests())
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "tests.asgi_static:application"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_http(f"{self.url}/accounts/login/", proc=self.proc)
+        self.proc = start_daphne(self.port, env, self.log_path)
         return self
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
-        self.log.close()
 
     def stop(self):
         stop(self.proc)
-        self.log.close()
 
 
 @pytest.fixture(scope="session")
@@ -118,6 +117,8 @@ def open_page(browser, live, notebook):
         page = context.new_page()
         page.errors = []
         page.on("pageerror", lambda error: page.errors.append(str(error)))
+        page.static = []  # every /static/ response, for the tests of static file serving
+        page.on("response", lambda response: page.static.append(response) if "/static/" in response.url else None)
         if os.environ.get("BROWSER_TEST_FRAMES"):  # debugging aid: print every WebSocket frame
             page.on("websocket", lambda ws: (ws.on("framesent", lambda f: print(username, ">", f[:300])), ws.on("framereceived", lambda f: print(username, "<", f[:300]))))
         page.goto(f"{base_url}/accounts/login/")
@@ -434,3 +435,77 @@ def test_two_pages_screenshot(open_page, notebook, tmp_path):
         combined.paste(left, (0, 0))
         combined.paste(right, (left.width + 16, 0))
         combined.save(SCREENSHOT, optimize=True)
+
+
+HASHED_NAME = re.compile(r"\.[0-9a-f]{12}\.(js|css)$")
+FAR_FUTURE = "max-age=315360000, public, immutable"
+
+
+def test_static_files_are_hashed_compressed_and_cached_for_good(open_page, notebook):
+    """WhiteNoise serves every script and stylesheet of the page under its hashed name, down to
+    the modules that other modules import (their import paths are rewritten at collectstatic)."""
+    make_cells(notebook, "x = 1")
+    alice = open_page("alice")
+    expect(cells(alice).first.locator(".cm-editor")).to_have_count(1)  # the editor bundle loaded
+    manifest = json.loads((Path(settings.STATIC_ROOT) / "staticfiles.json").read_text())["paths"]
+    loaded = {response.url.split("/static/", 1)[1]: response for response in alice.static}
+    originals = {name for name, hashed in manifest.items() if hashed in loaded}
+    assert {
+        "notebooks/notebook.js", "notebooks/notebook.css", "notebooks/js/app.js", "notebooks/js/dom.js",
+        "notebooks/js/editor.js", "notebooks/vendor/codemirror.bundle.js",
+    } <= originals, sorted(loaded)
+    for path, response in loaded.items():
+        assert HASHED_NAME.search(path) and path in manifest.values(), f"{path} is not a hashed name"
+        assert response.status == 200, path
+        assert response.header_value("cache-control") == FAR_FUTURE, path
+    bundle = loaded[manifest["notebooks/vendor/codemirror.bundle.js"]]
+    assert bundle.header_value("content-encoding") == "gzip"
+
+
+def test_scripts_run_serves_a_notebook_that_computes_and_plots_on_its_port(browser, tmp_path):
+    """The embedded default as a newcomer starts it: `scripts/run PORT` (DEBUG on, SQLite, no
+    Redis, the kernel inside the server). Every link it prints is on PORT; the demo notebook
+    runs, and matplotlib (a runtime requirement) draws."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    hidden = ("DATABASE_URL", "REDIS_URL", "DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    env = {key: value for key, value in os.environ.items() if key not in hidden}
+    env.update(SQLITE_PATH=str(tmp_path / "db.sqlite3"), STATIC_ROOT=str(tmp_path / "static"))
+    log_path = tmp_path / "scripts-run.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(ROOT / "scripts" / "run"), str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    context = None
+    try:
+        wait_http(f"{base_url}/accounts/login/", seconds=120, proc=proc)
+        printed = log_path.read_text()
+        assert {found for found in re.findall(r"https?://[\w.\[\]:-]+:(\d+)", printed)} == {str(port)}, printed
+        notebook_url = re.search(rf"Notebook: ({re.escape(base_url)}/notebooks/[0-9a-f-]+/)", printed).group(1)
+        context = browser.new_context(viewport={"width": 1100, "height": 900})
+        page = context.new_page()
+        errors, static = [], []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("response", lambda response: static.append(response) if "/static/" in response.url else None)
+        page.goto(f"{base_url}/accounts/login/")
+        page.fill("input[name=username]", "demo")
+        page.fill("input[name=password]", "demo-notebook")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base_url}/")
+        page.goto(notebook_url)
+        expect(page.locator("#notebook")).to_have_attribute("data-synced", "true")
+        expect(page.locator("#connection-indicator")).to_have_attribute("data-state", "connected")
+        cells(page).nth(2).locator(".run-cell").click()
+        expect_output(cells(page).nth(2), "1628.89")
+        page.click("#add-python-cell")
+        expect(cells(page)).to_have_count(5)
+        expect(cells(page).last.locator(".cm-content")).to_be_focused()
+        page.keyboard.insert_text("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nNone")
+        page.keyboard.press("Control+Enter")
+        expect(cells(page).last.locator("img.output-image")).to_be_visible()
+        expect(cells(page).last.locator(".cell-status")).to_have_text("success")
+        failed = [(response.url, response.status) for response in static if response.status not in (200, 304)]
+        assert static and not failed, failed  # 304: revalidated (DEBUG serves static/ uncached)
+        assert errors == [], errors
+    finally:
+        if context is not None:
+            context.close()
+        stop(proc)
