@@ -369,3 +369,37 @@ def test_notebook_page_warns_when_the_sandbox_is_off(client, notebook, users, se
     assert ("sandbox-off-banner" in page) is (not sandboxed)
     if not sandboxed:
         assert "KERNEL_SANDBOX=off" in page and "server's own privileges" in page
+
+
+async def test_outbound_network_has_a_route_out_but_never_reaches_host_loopback():
+    """KERNEL_NETWORK=outbound: slirp4netns gives a default route and DNS; the host's own
+    loopback (where PostgreSQL, Redis and the app listen) stays out of reach, even through
+    slirp's gateway address.  No packet leaves this machine: the listener is our own."""
+    import socket
+
+    from notebooks_app.kernel.runner import Runner
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    runner = Runner(sandbox=sandbox.SandboxConfig(network="outbound"))
+    code = (
+        "import socket\n"
+        "def reach(host):\n"
+        "    try:\n"
+        "        socket.create_connection((host, PORT), timeout=3).close()\n"
+        "        return 'REACHED'\n"
+        "    except OSError as exc:\n"
+        "        return type(exc).__name__\n"
+        "routes = [line.split()[:3] for line in open('/proc/net/route').read().splitlines()[1:]]\n"
+        "(routes, open('/etc/resolv.conf').read(), reach('127.0.0.1'), reach('10.0.2.2'))"
+    ).replace("PORT", str(port))
+    try:
+        result = await runner.run("a", code)
+        assert result.status == "success", result.error
+        routes, resolv, loopback, gateway = ast.literal_eval(result.outputs[0]["data"])
+        assert [sandbox.SLIRP_INTERFACE, "00000000", "0202000A"] in routes  # default route via 10.0.2.2
+        assert "nameserver 10.0.2.3" in resolv
+        assert loopback != "REACHED" and gateway != "REACHED"
+    finally:
+        await runner.close()
+        listener.close()

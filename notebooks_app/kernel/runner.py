@@ -322,7 +322,7 @@ class Runner:
         returncode = await process.wait()
         if process is self.process:
             self._death = describe_exit(returncode, sandboxed=self.sandbox is not None)
-            self._release()
+            await self._release()
             for future, _ in list(self._pending.values()):
                 if not future.done():
                     future.set_exception(RunnerDied(self._death))
@@ -359,16 +359,17 @@ class Runner:
                 self.process.kill()
         await self._wait_death()
 
-    def _release(self):
+    async def _release(self):
+        """Give back what this process held: its uid, its network helper."""
         if self._uid is not None:
             uid_pool(self.sandbox.uid_base).release(self._uid)
             self._uid = None
-        if self._network is not None:
-            self._network.stop()
-            self._network = None
+        network, self._network = self._network, None
+        if network is not None:
+            await network.stop()
 
     async def _reap(self):
-        self._release()
+        await self._release()
         if self._stderr_reader is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._stderr_reader), 1)
@@ -422,7 +423,7 @@ class OutboundNetwork:
             self.process = await asyncio.create_subprocess_exec(
                 "slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
                 f"--ready-fd={ready_write}", str(pid), sandboxing.SLIRP_INTERFACE,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=None,  # its complaints go to the worker's log
                 pass_fds=[ready_write], start_new_session=True,
             )
         except FileNotFoundError:
@@ -448,7 +449,10 @@ class OutboundNetwork:
         if not await asyncio.wait_for(asyncio.to_thread(wait), START_TIMEOUT):
             raise RunnerDied("slirp4netns could not give the sandbox a network")
 
-    def stop(self):
-        if self.process is not None and self.process.returncode is None:
+    async def stop(self):
+        if self.process is None:
+            return
+        if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
+        await self.process.wait()

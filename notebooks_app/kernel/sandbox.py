@@ -190,6 +190,7 @@ def bwrap_arguments(config, *, uid=None, env=None, resolv_conf_fd=None):
             args += ["--symlink", os.readlink(directory), directory]
         elif os.path.isdir(directory):
             args += ["--ro-bind", directory, directory]
+    args += ["--perms", "0755", "--dir", "/etc"]
     for path in ETC_PATHS:
         if os.path.exists(path):
             args += ["--ro-bind", path, path]
@@ -210,7 +211,7 @@ def bwrap_arguments(config, *, uid=None, env=None, resolv_conf_fd=None):
         passable_parents(target)
         args += ["--ro-bind", str(KERNEL_PACKAGE_ROOT / module), target]
     if resolv_conf_fd is not None:
-        args += ["--ro-bind-data", str(resolv_conf_fd), "/etc/resolv.conf"]
+        args += ["--perms", "0644", "--ro-bind-data", str(resolv_conf_fd), "/etc/resolv.conf"]
     args += ["--proc", "/proc", "--dev", "/dev"]
     size = str(max(1, config.limits.disk_mb) * 1024 * 1024)
     for directory, perms in (("/tmp", "1777"), ("/dev/shm", "1777"), (WORK_DIR, "0777")):
