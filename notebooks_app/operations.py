@@ -8,7 +8,7 @@ re-check their access) also goes out on commit.  Used by the WebSocket consumer
 and the views.  Runs synchronously: callers in async code wrap it in
 `database_sync_to_async`.
 """
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Min
 
 from . import kernel_client, permissions
@@ -16,6 +16,12 @@ from .constants import CELL_PYTHON, CELL_SQL, POSITION_STEP, STATUS_IDLE, STATUS
 from .models import Cell, Membership, Notebook
 from .permissions import EDIT, MEMBER_ROLES, SHARE, PermissionDenied
 from .secrets import mask_connection_string
+
+
+# How long an edit waits for another one holding its notebook's row (PostgreSQL). Daphne runs
+# every socket's ORM work on one thread, so a longer wait would stall them all; past it the
+# database raises OperationalError, which the consumer answers with `busy` (the page retries).
+LOCK_TIMEOUT_MS = 2000
 
 
 class OperationError(Exception):
@@ -41,6 +47,9 @@ def _notebook(queryset, notebook_id, user, *, action):
 
 
 def _lock_notebook(notebook_id, user, *, action=EDIT):
+    if connection.vendor == "postgresql":  # SQLite has its own busy timeout (settings)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
     return _notebook(Notebook.objects.select_for_update(), notebook_id, user, action=action)
 
 

@@ -22,6 +22,7 @@ from django.test import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_TIMEOUT = 20
+STARTED_LINE = b"Running worker for channels"  # channels.worker's log line once it listens
 
 
 def pytest_collection_modifyitems(items):
@@ -80,6 +81,7 @@ class WorkerProcess:
     def start(self):
         self.log_path.parent.mkdir(exist_ok=True)
         env = dict(os.environ, DATABASE_URL=database_url_for_tests(), KERNEL_TIME_LIMIT="20", **self.extra_env)
+        logged_before = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "runworker", *self.channels],
@@ -89,9 +91,12 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        time.sleep(0.3)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"kernel worker exited at once; see {self.log_path}")
+        # Started when it says so (messages sent before then wait in Redis anyway).
+        deadline = time.monotonic() + EVENT_TIMEOUT
+        while STARTED_LINE not in self.log_path.read_bytes()[logged_before:]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"kernel worker did not start; see {self.log_path}")
+            time.sleep(0.02)
         return self
 
     def kill(self, sig=signal.SIGKILL):
@@ -156,6 +161,12 @@ class NotebookClient:
         self.state = None
         self.seq = None
         self.close_code = None
+        # As the page does: a gap in `seq` sends `sync` and skips events until the state.
+        # Off by default, so that any other test fails on a gap the server should not make.
+        self.resync_on_gap = False
+        self.resyncs = 0
+        self._syncing = False
+        self._drop = None  # predicate: the next matching event is lost on its way here
 
     async def connect(self):
         connected, _ = await self.comm.connect(timeout=EVENT_TIMEOUT)
@@ -182,6 +193,7 @@ class NotebookClient:
         out = []
         for event in frames:
             if event["type"] == "notebook_state":
+                self._syncing = False
                 self.state = {c["id"]: c for c in event["notebook"]["cells"]}
                 self.order = [c["id"] for c in event["notebook"]["cells"]]
                 self.seq = event["seq"]
@@ -191,8 +203,15 @@ class NotebookClient:
                 self.replies.append(event)
                 out.append(event)
                 continue
-            if self.seq is not None and event["seq"] <= self.seq:
-                continue  # already part of the state we hold
+            if self._drop is not None and self._drop(event):
+                self._drop = None
+                continue
+            if self._syncing or (self.seq is not None and event["seq"] <= self.seq):
+                continue  # the coming state holds it, or the one we hold already does
+            if self.resync_on_gap and self.seq is not None and event["seq"] != self.seq + 1:
+                self.resyncs += 1
+                self._syncing = True
+                continue
             assert self.seq is None or event["seq"] == self.seq + 1, f"gap: {self.seq} -> {event['seq']}"
             self.seq = event["seq"]
             self.events.append(event)
@@ -235,7 +254,14 @@ class NotebookClient:
             pending = getattr(self, "_pending", [])
             if pending:
                 return pending.pop(0)
+            was_syncing = self._syncing
             self._pending = self._apply(await self._receive_frame(timeout))
+            if self._syncing and not was_syncing:
+                await self.send(type="sync")
+
+    def drop_next(self, predicate):
+        """Lose the next event matching `predicate`, as a socket whose server lost its Redis would."""
+        self._drop = predicate
 
     async def wait_for(self, predicate, timeout=EVENT_TIMEOUT, what="event"):
         """Events up to and including the first one matching `predicate`."""
@@ -296,3 +322,59 @@ async def ws(live_kernel):
             await client.close()
         except Exception:  # already closed by the server or the test
             pass
+
+
+# --- helpers shared by the protocol, worker and SQL tests ---------------------------------
+
+
+async def eventually(check, timeout=EVENT_TIMEOUT, what="condition"):
+    """Await until `check()` (sync or async) returns something truthy; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@database_sync_to_async
+def db_cells(notebook):
+    from notebooks_app.models import Cell
+
+    return list(Cell.objects.filter(notebook=notebook).order_by("position").values_list("id", flat=True))
+
+
+@database_sync_to_async
+def db_cell(cell_id):
+    from notebooks_app.models import Cell
+
+    return Cell.objects.get(pk=cell_id)
+
+
+@database_sync_to_async
+def revision(notebook):
+    from notebooks_app.models import Notebook
+
+    return Notebook.objects.get(pk=notebook.pk).revision
+
+
+async def create(client, code="", **extra):
+    """Create a cell through `client`; its id once the cell_created event is back."""
+    reply = await client.request(type="create_cell", code=code, **extra)
+    assert reply["type"] == "cell_created", reply
+    return reply["cellId"]
+
+
+async def run_and_wait(client, cell_id, final=("success", "error")):
+    """Run a cell; the events up to its final status."""
+    await client.send(type="run_cell", cellId=cell_id)
+    return await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cell_id and e["status"] in final)
+
+
+def text_output(client, cell_id):
+    outputs = client.state[cell_id]["outputs"]
+    return next((o["data"] for o in outputs if o["mimeType"] == "text/plain"), None)

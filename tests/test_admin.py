@@ -15,8 +15,12 @@ def admin_client(client, django_user_model):
 
 def test_notebook_changelist_shows_counts_and_search(admin_client, notebook):
     Cell.objects.create(notebook=notebook, position=1, code="a = 1")
+    Cell.objects.create(notebook=notebook, position=2, code="b = 2")
+    Cell.objects.create(notebook=notebook, position=3, code="c = 3")
     page = admin_client.get("/admin/notebooks_app/notebook/?q=alice").content.decode()
     assert "Shared analysis" in page
+    assert '<td class="field-member_count">2</td>' in page  # bob and carol
+    assert '<td class="field-cell_count">3</td>' in page
     assert admin_client.get("/admin/notebooks_app/notebook/?q=nomatch").content.decode().count("Shared analysis") == 0
 
 

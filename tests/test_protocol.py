@@ -4,47 +4,18 @@ import json
 import random
 import time
 
+import threading
+
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connections, transaction
 
 from notebooks_app import operations
 from notebooks_app.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, RATE_BURST
 from notebooks_app.models import Cell, Notebook
-from tests.conftest import NotebookClient, session_cookie
+from tests.conftest import EVENT_TIMEOUT, NotebookClient, create, db_cell, db_cells, eventually, revision, run_and_wait, session_cookie, text_output
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@database_sync_to_async
-def db_cells(notebook):
-    return list(Cell.objects.filter(notebook=notebook).order_by("position").values_list("id", flat=True))
-
-
-@database_sync_to_async
-def db_cell(cell_id):
-    return Cell.objects.get(pk=cell_id)
-
-
-@database_sync_to_async
-def revision(notebook):
-    return Notebook.objects.get(pk=notebook.pk).revision
-
-
-async def create(client, code="", **extra):
-    reply = await client.request(type="create_cell", code=code, **extra)
-    assert reply["type"] == "cell_created", reply
-    return reply["cellId"]
-
-
-async def run_and_wait(client, cell_id, final=("success", "error")):
-    await client.send(type="run_cell", cellId=cell_id)
-    seen = await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cell_id and e["status"] in final)
-    return seen
-
-
-def text_output(client, cell_id):
-    outputs = client.state[cell_id]["outputs"]
-    return next((o["data"] for o in outputs if o["mimeType"] == "text/plain"), None)
 
 
 # --- connecting ------------------------------------------------------------------------
@@ -248,12 +219,13 @@ async def test_stdout_streams_and_persists(ws, notebook, users):
     cell = await create(alice, "for i in range(3):\n    print('line', i)")
     seen = await run_and_wait(alice, cell)
     assert "".join(e["text"] for e in seen if e["type"] == "cell_stdout") == "line 0\nline 1\nline 2\n"
-    await asyncio.sleep(0)  # persistence happens right after the cascade; poll the row
-    for _ in range(50):
-        if (await db_cell(cell)).stdout:
-            break
-        await asyncio.sleep(0.1)
-    assert (await db_cell(cell)).stdout == "line 0\nline 1\nline 2\n"
+    row = await eventually(lambda: _persisted(cell), what="the cell's final state in the database")
+    assert row.stdout == "line 0\nline 1\nline 2\n"
+
+
+async def _persisted(cell_id):
+    row = await db_cell(cell_id)
+    return row if row.status == "success" else None
 
 
 async def test_update_db_connection_masks_password(ws, notebook, users):
@@ -312,11 +284,15 @@ async def test_move_cell_reorders_every_client_and_the_database(ws, notebook, us
 
 async def test_many_moves_to_the_top_renumber_positions(ws, notebook, users):
     alice = await ws(users["alice"], notebook)
-    ids = [await create(alice, f"m{i} = {i}") for i in range(3)]
-    for _ in range(14):  # more halvings than the gap above the first cell allows
+    a, b, c = [await create(alice, f"m{i} = {i}") for i in range(3)]  # at 1024, 2048, 3072
+    for _ in range(14):
         await alice.request(type="move_cell", cellId=alice.order[-1], afterCellId=None)
-    assert alice.order == [str(x) for x in await db_cells(notebook)]
-    assert sorted(alice.order) == sorted(ids)
+    # Ten moves halve the gap above the first cell down to position 1 (c 512, b 256, a 128,
+    # c 64, ... c 1); the eleventh finds no gap, renumbers c, a, b to 1024, 2048, 3072 and
+    # puts b at 512; three more halvings: a 256, c 128, b 64.
+    positions = await database_sync_to_async(lambda: dict(Cell.objects.filter(notebook=notebook).values_list("id", "position")))()
+    assert {str(k): v for k, v in positions.items()} == {b: 64, c: 128, a: 256}
+    assert alice.order == [b, c, a]
 
 
 async def test_create_cell_before_the_first(ws, notebook, users):
@@ -408,6 +384,55 @@ async def test_role_change_while_connected_is_told_and_enforced(ws, notebook, us
     assert not [r for r in alice.replies if r["type"] == "access_changed"]
 
 
+async def test_an_edit_that_waits_too_long_for_the_notebook_is_told_busy_and_changes_nothing(ws, notebook, users, monkeypatch):
+    monkeypatch.setattr(operations, "LOCK_TIMEOUT_MS", 200)
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    cell = await create(alice, "x = 1")
+    await bob.wait_for(lambda e: e["type"] == "cell_created")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_notebook_row():  # another edit, in another process, that takes its time
+        try:
+            with transaction.atomic():
+                Notebook.objects.select_for_update().get(pk=notebook.pk)
+                locked.set()
+                release.wait(EVENT_TIMEOUT)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_notebook_row)
+    holder.start()
+    try:
+        assert await asyncio.to_thread(locked.wait, EVENT_TIMEOUT)
+        before = await revision(notebook)
+        reply = await alice.request(type="cell_update", cellId=cell, code="x = 2")
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, EVENT_TIMEOUT)
+    assert reply["type"] == "error" and reply["code"] == "busy"
+    await bob.expect_silence(0.3)
+    assert await revision(notebook) == before and (await db_cell(cell)).code == "x = 1"
+    # The page retries a busy edit; once the row is free it goes through.
+    assert (await alice.request(type="cell_update", cellId=cell, code="x = 2"))["type"] == "cell_updated"
+
+
+async def test_a_missed_event_shows_as_a_seq_gap_and_sync_brings_the_state_with_it(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    bob.resync_on_gap = True
+    bob.drop_next(lambda e: e["type"] == "cell_created")  # lost on its way to bob
+    first = await create(alice, "first = 1")
+    second = await create(alice, "second = 2")
+    # The next event after the lost one skips a seq: bob asks for the state, which has both.
+    await bob.wait_state()
+    assert bob.resyncs == 1
+    assert bob.order == [first, second] and bob.state[first]["code"] == "first = 1"
+    assert bob.seq >= alice.seq
+    # Events after the state apply in order again, none twice.
+    third = await create(alice, "third = 3")
+    await bob.wait_for(lambda e: e["type"] == "cell_created" and e["cellId"] == third)
+    assert bob.order == alice.order == [first, second, third] and bob.resyncs == 1
+
+
 # --- bad input: an error to the sender, socket open, nothing changed ------------------------
 
 BAD_FRAMES = [
@@ -478,8 +503,11 @@ async def test_flood_is_rate_limited_and_socket_survives(ws, notebook, users):
         frame = await alice.next(10)
         codes.append(frame.get("code", frame["type"]))
     assert "rate_limited" in codes and "notebook_state" in codes
-    await asyncio.sleep(1.0)
-    assert (await alice.request(type="sync"))["type"] == "notebook_state"
+
+    async def served():  # the bucket refills: a later message is served again
+        return (await alice.request(type="sync"))["type"] == "notebook_state"
+
+    assert await eventually(served, what="a sync served after the flood")
 
 
 # --- many clients, one truth ------------------------------------------------------------------------

@@ -4,7 +4,6 @@ one shard each) on one PostgreSQL and Redis, with clients logged in through the 
 Every process shares KERNEL_SHARDS=2: the Daphnes pick a notebook's shard, the workers
 serve one shard each.  The session-scoped `kernel_worker` (channel `kernel`) is not used.
 """
-import asyncio
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from notebooks_app.kernel_client import kernel_channel
 from notebooks_app.models import Notebook
 
-from .conftest import ROOT, WorkerProcess, database_url_for_tests
+from .conftest import ROOT, WorkerProcess, database_url_for_tests, eventually
 from .live import LiveClient, free_port, login, start_daphne, stop
 
 pytestmark = pytest.mark.slow
@@ -119,8 +118,9 @@ async def test_a_killed_worker_leaves_the_other_shard_working_and_a_restarted_on
 
     # Shard 1's edits are committed and wait in Redis for its worker; a new one rebuilds the
     # notebook from the database and tells the clients of the dead one (a fresh state).
+    revision_before = await sync_to_async(lambda: Notebook.objects.get(pk=shard1).revision)()
     await second.send(type="create_cell", code="w = 5", requestId="while-down")
-    await asyncio.sleep(0.5)
+    await eventually(sync_to_async(lambda: Notebook.objects.get(pk=shard1).revision > revision_before), what="the create committed")
     cluster["workers"][1].start()
     seen = await second.wait_for(lambda e: e.get("requestId") == "while-down")
     assert seen[-1]["type"] == "notebook_state"
