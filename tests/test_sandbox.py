@@ -242,9 +242,9 @@ def probe_values(worker):
     }
 
 
-async def run_code(client, code):
+async def run_code(client, code, cell_type="python"):
     """Create a cell with `code`, run it, and return (status, text output, error)."""
-    reply = await client.request(type="create_cell", code=code)
+    reply = await client.request(type="create_cell", code=code, cellType=cell_type)
     cell_id = reply["cellId"]
     await client.send(type="run_cell", cellId=cell_id)
     await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cell_id and e["status"] in ("success", "error"), timeout=60)
@@ -403,3 +403,27 @@ async def test_outbound_network_has_a_route_out_but_never_reaches_host_loopback(
     finally:
         await runner.close()
         listener.close()
+
+
+async def test_sql_cells_cannot_open_the_servers_own_database(ws, notebook, users, tmp_path):
+    """The notebook's connection is opened by the worker, outside the sandbox: it refuses
+    the server's own PostgreSQL database, and SQLite cannot ATTACH other files."""
+    import sqlite3
+
+    from tests.conftest import database_url_for_tests
+
+    alice = await ws(users["alice"], notebook)
+    reply = await alice.request(type="update_db_connection", connectionString=database_url_for_tests())
+    assert reply["type"] == "db_connection_updated"
+    status, _, error = await run_code(alice, cell_type="sql", code="SELECT code FROM notebooks_app_cell")
+    assert status == "error" and "server's own database" in error["evalue"]
+
+    path = tmp_path / "mine.db"
+    sqlite3.connect(path).close()
+    await alice.request(type="update_db_connection", connectionString=f"sqlite:///{path}")
+    status, _, error = await run_code(alice, cell_type="sql", code=f"ATTACH DATABASE '{tmp_path / 'other.db'}' AS other")
+    assert status == "error" and "not authorized" in error["evalue"]
+    assert not (tmp_path / "other.db").exists()
+    status, text, error = await run_code(alice, cell_type="sql", code="SELECT 41 + 1 AS answer")
+    assert status == "success" and "42" in text, error
+
