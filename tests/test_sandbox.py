@@ -427,3 +427,19 @@ async def test_sql_cells_cannot_open_the_servers_own_database(ws, notebook, user
     status, text, error = await run_code(alice, cell_type="sql", code="SELECT 41 + 1 AS answer")
     assert status == "success" and "42" in text, error
 
+
+
+async def test_limit_settings_reach_the_cells(settings):
+    """KERNEL_MEMORY_LIMIT_MB and KERNEL_PROCESS_LIMIT, through the worker's runner factory."""
+    from notebooks_app.kernel.worker import KernelService
+
+    settings.KERNEL_MEMORY_LIMIT_MB = 600
+    settings.KERNEL_PROCESS_LIMIT = 40
+    runner = KernelService()._runner_factory("limits")
+    try:
+        assert (await runner.run("a", "blob = bytearray(800 * 1024 * 1024)")).error["ename"] == "MemoryError"
+        assert (await runner.run("b", "len(bytearray(100 * 1024 * 1024))")).outputs[0]["data"] == str(100 * 1024 * 1024)
+        result = await runner.run("c", "import resource\nresource.getrlimit(resource.RLIMIT_NPROC)")
+        assert result.outputs[0]["data"] == "(40, 40)"
+    finally:
+        await runner.close()
