@@ -8,8 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,13 +20,17 @@ from django.test import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_TIMEOUT = 20
-STARTED_LINE = b"Running worker for channels"  # channels.worker's log line once it listens
 
 
 def pytest_collection_modifyitems(items):
-    """Browser tests last: Playwright's sync API keeps an event loop on the main thread
-    from its first use to the end of the session, which the async tests cannot share."""
-    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+    """Browser tests on Playwright's sync API last: it keeps an event loop on the main thread
+    from its first use to the end of the session, which the async tests (async Playwright
+    ones included) cannot share."""
+    def uses_sync_playwright(item):
+        is_async = asyncio.iscoroutinefunction(getattr(item, "function", None))
+        return item.get_closest_marker("browser") is not None and not is_async
+
+    items.sort(key=uses_sync_playwright)
 
 
 @pytest.fixture(autouse=True)
@@ -79,24 +81,11 @@ class WorkerProcess:
         self.log_path = ROOT / "var" / f"worker-{os.getpid()}-{'-'.join(self.channels)}.log"
 
     def start(self):
+        from tests.live import start_worker
+
         self.log_path.parent.mkdir(exist_ok=True)
         env = dict(os.environ, DATABASE_URL=database_url_for_tests(), KERNEL_TIME_LIMIT="20", **self.extra_env)
-        logged_before = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runworker", *self.channels],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        # Started when it says so (messages sent before then wait in Redis anyway).
-        deadline = time.monotonic() + EVENT_TIMEOUT
-        while STARTED_LINE not in self.log_path.read_bytes()[logged_before:]:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"kernel worker did not start; see {self.log_path}")
-            time.sleep(0.02)
+        self.proc = start_worker(self.channels, env, self.log_path)  # returns once it listens
         return self
 
     def kill(self, sig=signal.SIGKILL):
@@ -107,8 +96,6 @@ class WorkerProcess:
             except ProcessLookupError:
                 pass
             self.proc.wait(20)
-        if getattr(self, "_log", None):
-            self._log.close()
 
     def restart(self):
         self.kill()

@@ -1,0 +1,157 @@
+"""The page's ordering rules in Chromium, with frames lost or added on the wire on purpose:
+a gap in `seq` makes the page ask for `sync` and show the state that comes back, and a
+`kernel_error` does the same.
+
+Async Playwright, so these run beside the other async tests, before tests/test_browser.py
+starts the sync API (which keeps its own loop on the main thread to the end of the session).
+Daphne serves the production ASGI app; the kernel worker is the real `runworker` process.
+"""
+import asyncio
+import json
+import os
+import re
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from playwright.async_api import async_playwright, expect
+
+from tests.conftest import database_url_for_tests, eventually
+from tests.live import ROOT, free_port, start_daphne, stop
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PASSWORDS = {"alice": "alice-pass-123", "bob": "bob-pass-123"}
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture
+async def daphne(live_kernel, users):
+    hasher = PBKDF2PasswordHasher()
+
+    def set_passwords():  # the server checks them with its own hasher, not the tests' MD5
+        for username, password in PASSWORDS.items():
+            users[username].password = hasher.encode(password, hasher.salt(), iterations=1000)
+            users[username].save(update_fields=["password"])
+
+    await database_sync_to_async(set_passwords)()
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=database_url_for_tests())
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    (ROOT / "var").mkdir(exist_ok=True)
+    proc = await asyncio.to_thread(start_daphne, port, env, ROOT / "var" / f"browser-resync-daphne-{os.getpid()}.log")
+    yield f"http://127.0.0.1:{port}"
+    await asyncio.to_thread(stop, proc)
+
+
+@pytest.fixture
+async def chromium():
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"), args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        await browser.close()
+
+
+class Wire:
+    """Sits on a page's notebook socket: forwards every frame, except one it is told to lose,
+    and can slip in a frame of its own. Records what the page sent."""
+
+    def __init__(self):
+        self.lose_next = None  # a server event type: the next frame holding one is lost
+        self.lost = []
+        self.sent_by_page = []
+        self.states = 0  # notebook_state frames passed to the page
+        self.last_seq = None
+        self.page_side = None
+
+    def attach(self, route):
+        self.page_side = route
+        server = route.connect_to_server()
+        route.on_message(lambda message: (self.sent_by_page.append(json.loads(message)), server.send(message)))
+        server.on_message(self.from_server)
+
+    def from_server(self, message):
+        frame = json.loads(message)
+        events = frame["events"] if frame.get("type") == "batch" else [frame]
+        if self.lose_next and any(e.get("type") == self.lose_next for e in events):
+            self.lose_next = None
+            self.lost.append(frame)
+            return
+        for event in events:
+            if event.get("type") == "notebook_state":
+                self.states += 1
+            if isinstance(event.get("seq"), int):
+                self.last_seq = event["seq"]
+        self.page_side.send(message)
+
+    def syncs(self):
+        return [m for m in self.sent_by_page if m.get("type") == "sync"]
+
+
+@pytest.fixture
+def open_page(chromium, daphne, notebook):
+    contexts = []
+
+    async def open_as(username, wire=None):
+        context = await chromium.new_context(viewport={"width": 1100, "height": 900})
+        contexts.append(context)
+        page = await context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        if wire is not None:
+            await page.route_web_socket(re.compile(r"/ws/notebooks/"), wire.attach)
+        await page.goto(f"{daphne}/accounts/login/")
+        await page.fill("input[name=username]", username)
+        await page.fill("input[name=password]", PASSWORDS[username])
+        await page.click("button[type=submit]")
+        await page.wait_for_url(f"{daphne}/")
+        await page.goto(f"{daphne}/notebooks/{notebook.pk}/")
+        await expect(page.locator("#notebook")).to_have_attribute("data-synced", "true", timeout=TIMEOUT_MS)
+        return page
+
+    yield open_as
+    for context in contexts:
+        for page in context.pages:
+            assert page.errors == [], f"JavaScript errors on the page: {page.errors}"
+
+
+async def cell_ids(page):
+    return await page.locator("#cells .cell.live").evaluate_all("cells => cells.map(c => c.dataset.cellId)")
+
+
+async def test_a_lost_frame_shows_as_a_seq_gap_and_the_page_resyncs(open_page):
+    wire = Wire()
+    alice, bob = await open_page("alice", wire), await open_page("bob")
+    syncs_before = len(wire.syncs())
+    wire.lose_next = "cell_created"
+    await bob.click("#add-python-cell")
+    await expect(bob.locator("#cells .cell.live")).to_have_count(1, timeout=TIMEOUT_MS)
+    # The frame is lost: alice's page knows nothing of it, and nothing tells it yet.
+    assert len(wire.lost) == 1
+    await expect(alice.locator("#cells .cell.live")).to_have_count(0)
+    # The next event skips a seq: the page asks for the state and shows both cells.
+    await bob.click("#add-python-cell")
+    await expect(bob.locator("#cells .cell.live")).to_have_count(2, timeout=TIMEOUT_MS)
+    await expect(alice.locator("#cells .cell.live")).to_have_count(2, timeout=TIMEOUT_MS)
+    assert await cell_ids(alice) == await cell_ids(bob)
+    assert len(wire.syncs()) == syncs_before + 1
+    # After the state, events apply in order again: no further sync.
+    await bob.click("#add-python-cell")
+    await expect(alice.locator("#cells .cell.live")).to_have_count(3, timeout=TIMEOUT_MS)
+    assert await cell_ids(alice) == await cell_ids(bob)
+    assert len(wire.syncs()) == syncs_before + 1
+
+
+async def test_a_kernel_error_tells_the_user_and_the_page_resyncs(open_page):
+    wire = Wire()
+    alice = await open_page("alice", wire)
+    syncs_before = len(wire.syncs())
+    states_before = wire.states
+    # The kernel could not apply a message (the next event in order): the page cannot trust
+    # what it holds.
+    wire.page_side.send(json.dumps({"type": "kernel_error", "message": "something broke", "seq": wire.last_seq + 1}))
+    await expect(alice.locator(".toast")).to_contain_text("something broke", timeout=TIMEOUT_MS)
+    await eventually(lambda: len(wire.syncs()) == syncs_before + 1, what="the page's sync")
+    await eventually(lambda: wire.states == states_before + 1, what="the state that answers it")
+    await expect(alice.locator("#notebook")).to_have_attribute("data-synced", "true")
