@@ -1,6 +1,6 @@
 """The page's ordering rules in Chromium, with frames lost or added on the wire on purpose:
 a gap in `seq` makes the page ask for `sync` and show the state that comes back, and a
-`kernel_error` does the same.
+`kernel_error` does the same; and a role changed while the page is open.
 
 Async Playwright, so these run beside the other async tests, before tests/test_browser.py
 starts the sync API (which keeps its own loop on the main thread to the end of the session).
@@ -155,3 +155,15 @@ async def test_a_kernel_error_tells_the_user_and_the_page_resyncs(open_page):
     await eventually(lambda: len(wire.syncs()) == syncs_before + 1, what="the page's sync")
     await eventually(lambda: wire.states == states_before + 1, what="the state that answers it")
     await expect(alice.locator("#notebook")).to_have_attribute("data-synced", "true")
+
+
+async def test_a_role_change_while_open_reloads_the_page_with_that_roles_controls(open_page, notebook, users):
+    from notebooks_app import operations
+
+    bob = await open_page("bob")
+    await expect(bob.locator("#run-all")).to_be_visible()
+    await database_sync_to_async(operations.share_notebook)(notebook.pk, users["alice"], member=users["bob"], role="viewer")
+    await expect(bob.locator(".role")).to_have_text("viewer", timeout=TIMEOUT_MS)
+    await expect(bob.locator("#run-all")).to_have_count(0)
+    await expect(bob.locator("#notebook")).to_have_attribute("data-can-edit", "false")
+    await expect(bob.locator("#notebook")).to_have_attribute("data-synced", "true", timeout=TIMEOUT_MS)
