@@ -443,3 +443,38 @@ async def test_limit_settings_reach_the_cells(settings):
         assert result.outputs[0]["data"] == "(40, 40)"
     finally:
         await runner.close()
+
+
+async def test_writing_to_the_protocol_pipe_directly_cannot_flood_the_worker():
+    """User code can find the child's private protocol fd; what it forges there is bounded:
+    stdout past the cap is dropped, and a forged result only ends its own cell."""
+    from notebooks_app.kernel.runner import Runner
+
+    runner = Runner(output_cap=1000)
+    chunks = []
+    code = (
+        "import json, os\n"
+        "def target(fd):\n"
+        "    try:\n"
+        "        return os.readlink(f'/proc/self/fd/{fd}')\n"
+        "    except OSError:\n"
+        "        return ''\n"
+        "pipes = [int(fd) for fd in os.listdir('/proc/self/fd') if int(fd) > 2 and target(fd).startswith('pipe:')]\n"
+        "line = (json.dumps({'op': 'stdout', 'id': REQUEST, 'text': 'x' * 1000}) + '\\n').encode()\n"
+        "for fd in pipes:\n"
+        "    try:\n"
+        "        for _ in range(50):\n"
+        "            os.write(fd, line)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "'done'"
+    )
+    try:
+        await runner.run("warm", "1")
+        request = runner._next_id + 1
+        result = await runner.run("a", code.replace("REQUEST", str(request)), on_stdout=chunks.append)
+        assert result.status == "success", result.error
+        assert 1000 < len("".join(chunks)) <= 2 * 1000 + 1000
+        assert (await runner.run("b", "2 + 2")).outputs[0]["data"] == "4"
+    finally:
+        await runner.close()

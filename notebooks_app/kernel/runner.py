@@ -80,6 +80,7 @@ class Runner:
         self._uid = None
         self._network = None  # the slirp4netns process of an outbound sandbox
         self._queries = set()  # tasks answering the child's database queries
+        self._stdout_counts = {}  # request id -> characters of stdout relayed
 
     @property
     def alive(self):
@@ -302,16 +303,19 @@ class Runner:
                         entry[0].set_result(message)
                 elif op == "stdout":
                     entry = self._pending.get(request)
-                    if entry and entry[1] is not None:
+                    text = message.get("text", "")
+                    if entry and entry[1] is not None and isinstance(text, str) and self._within_stdout_cap(request, text):
                         try:
-                            entry[1](message.get("text", ""))
+                            entry[1](text)
                         except Exception:  # a failing callback must not kill the reader
                             logger.exception("stdout callback failed")
                 elif op == "result":
                     entry = self._pending.get(request)
                     if entry and not entry[0].done():
                         entry[0].set_result(message)
-                elif op == "query":
+                elif op == "query" and request in self._pending and not self._queries:
+                    # One query at a time, for a request that is running: user code that
+                    # writes to the protocol pipe itself cannot pile work up out here.
                     task = asyncio.create_task(self._answer_query(message))
                     self._queries.add(task)
                     task.add_done_callback(self._queries.discard)
@@ -327,6 +331,13 @@ class Runner:
                 if not future.done():
                     future.set_exception(RunnerDied(self._death))
             self._pending.clear()
+
+    def _within_stdout_cap(self, request, text):
+        """The child caps a cell's output, but user code can write to the protocol pipe itself:
+        past twice the cap, stdout of a request is dropped here too."""
+        sent = self._stdout_counts.get(request, 0) + len(text)
+        self._stdout_counts = {request: sent}  # only the running request counts
+        return sent <= 2 * self.output_cap + 1000
 
     async def _answer_query(self, message):
         """Run a query the child sent for the notebook's database; send back its answer."""
