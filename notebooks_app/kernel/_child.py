@@ -19,7 +19,6 @@ processes, open files) from its environment.  The child exits when its command s
 ends, so it never outlives its parent.
 """
 import ast
-import asyncio
 import base64
 import builtins
 import fcntl
@@ -29,7 +28,6 @@ import linecache
 import os
 import queue
 import resource
-import secrets
 import select
 import signal
 import struct
@@ -82,7 +80,7 @@ class Capture:
         self.request = None
         self.sent = 0
         self.dropped = 0
-        self.marker = b"\0drain-" + secrets.token_hex(8).encode() + b"\0"
+        self.marker = b"\0drain-" + os.urandom(8).hex().encode() + b"\0"
         self.drained = threading.Event()
         self.lock = threading.Lock()  # held by the forwarder from a read until it is sent
         self.idle = True  # everything read so far has been sent
@@ -195,7 +193,7 @@ class Kernel:
         self.current = None  # request the main thread is handling
         self.interrupt_pending = False  # the current request was interrupted before it ran code
         self.cancelled = set()  # queued requests interrupted before they started
-        self.loop = asyncio.new_event_loop()
+        self._loop = None  # for cells with a top-level await; made on first use
         self._sql = None
         self.answers = queue.Queue()
         self.asking = None  # request whose database query is out with the parent
@@ -355,8 +353,13 @@ class Kernel:
 
     def _exec(self, code):
         result = eval(code, self.namespace)  # noqa: S307 - running the user's cell is the product
-        if code.co_flags & 0x80 and asyncio.iscoroutine(result):  # CO_COROUTINE: top-level await
-            result = self.loop.run_until_complete(result)
+        if code.co_flags & 0x80:  # CO_COROUTINE: top-level await
+            import asyncio  # here, not at start-up: its import is half the child's start (docs/performance.md)
+
+            if asyncio.iscoroutine(result):
+                if self._loop is None:
+                    self._loop = asyncio.new_event_loop()
+                result = self._loop.run_until_complete(result)
         return result
 
     def _outputs(self, value):
