@@ -169,7 +169,7 @@ export class NotebookApp {
   connectionLost() {
     this.synced = false;
     this.root.dataset.synced = "false";
-    this.stopAllTimers();
+    this.stopTicker();
     for (const record of this.records.values()) {
       // Unacknowledged edits may never have arrived: send them again after the resync.
       if (record.inflight.length) record.pending = true;
@@ -266,45 +266,55 @@ export class NotebookApp {
   }
 
   handleEvent(event) {
-    const record = event.cellId ? this.records.get(event.cellId) : null;
-    switch (event.type) {
-      case "cell_created": return this.onCellCreated(event);
-      case "cell_deleted":
-        this.requests.delete(event.requestId);
-        this.removeRecord(event.cellId);
-        return this.afterChange();
-      case "cell_moved":
-        this.requests.delete(event.requestId);
-        if (!record) return undefined;
-        this.moveRecord(event.cellId, Math.max(0, Math.min(event.index, this.order.length - 1)));
-        return this.afterChange();
-      case "cell_updated": return record && this.onCellUpdated(record, event);
-      case "cell_status": return record && this.onCellStatus(record, event);
-      case "cell_stdout":
-        if (!record) return;
-        record.cell.stdout = (record.cell.stdout || "") + event.text;
-        return record.view.appendStdout(event.text);
-      case "cell_output":
-        if (!record) return;
-        record.cell.outputs = event.outputs;
-        return record.view.setOutputs(event.outputs);
-      case "cell_error":
-        if (!record) return;
-        record.cell.error = event.error;
-        return record.view.setError(event.error, record.cell.status);
-      case "db_connection_updated":
-        this.dbPanel.render(event);
-        if (this.requests.get(event.requestId)?.kind === "db") this.dbPanel.saved();
-        return this.requests.delete(event.requestId);
-      case "kernel_restarted":
-        return toast(`The kernel restarted (${event.reason}); results that lived in it are stale.`, { kind: "info" });
-      case "kernel_error":
-        toast(`The kernel hit a problem: ${event.message}. Reloading the notebook.`);
-        this.sequencer.syncing = true;
-        return this.send({ type: "sync" });
-      default:
-        return undefined; // a newer server's event this page does not know: harmless to skip
-    }
+    const handler = EVENT_HANDLERS[event.type];
+    // An event a newer server sends and this page does not know is harmless to skip.
+    if (handler) handler.call(this, event, event.cellId ? this.records.get(event.cellId) : null);
+  }
+
+  onCellDeleted(event) {
+    this.requests.delete(event.requestId);
+    this.removeRecord(event.cellId);
+    this.afterChange();
+  }
+
+  onCellMoved(event, record) {
+    this.requests.delete(event.requestId);
+    if (!record) return;
+    this.moveRecord(event.cellId, Math.max(0, Math.min(event.index, this.order.length - 1)));
+    this.afterChange();
+  }
+
+  onCellStdout(event, record) {
+    if (!record) return;
+    record.cell.stdout = (record.cell.stdout || "") + event.text;
+    record.view.appendStdout(event.text);
+  }
+
+  onCellOutput(event, record) {
+    if (!record) return;
+    record.cell.outputs = event.outputs;
+    record.view.setOutputs(event.outputs);
+  }
+
+  onCellError(event, record) {
+    if (!record) return;
+    record.cell.error = event.error;
+    record.view.setError(event.error, record.cell.status);
+  }
+
+  onDbConnectionUpdated(event) {
+    this.dbPanel.render(event);
+    if (this.requests.get(event.requestId)?.kind === "db") this.dbPanel.saved();
+    this.requests.delete(event.requestId);
+  }
+
+  onKernelRestarted(event) {
+    toast(`The kernel restarted (${event.reason}); results that lived in it are stale.`, { kind: "info" });
+  }
+
+  onKernelError(event) {
+    toast(`The kernel hit a problem: ${event.message}. Reloading the notebook.`);
+    this.sequencer.resync();
   }
 
   onCellCreated(event) {
@@ -325,7 +335,8 @@ export class NotebookApp {
    * edit replaces the text unless this page has a newer one pending (it will be sent and win) or
    * sent and not yet echoed (the server ordered it after this one, so it wins too).
    */
-  onCellUpdated(record, event) {
+  onCellUpdated(event, record) {
+    if (!record) return;
     Object.assign(record.cell, { code: event.code, resultVariable: event.resultVariable, reads: event.reads, writes: event.writes });
     record.view.setNames(event.reads, event.writes);
     record.view.setResultVariable(event.resultVariable || "");
@@ -341,9 +352,11 @@ export class NotebookApp {
     if (this.highlighted) record.view.setHighlight(this.highlighted);
   }
 
-  onCellStatus(record, event) {
+  onCellStatus(event, record) {
+    if (!record) return;
     record.cell.status = event.status;
-    if (event.status === "running") {
+    if (event.status === "running" || event.status === "blocked") {
+      // A run starts afresh; a blocked cell shows no results of older code.
       record.cell.stdout = "";
       record.cell.outputs = [];
       record.cell.error = null;
@@ -373,7 +386,7 @@ export class NotebookApp {
     if (about?.kind === "db") return this.dbPanel.showError(reply.message);
     if (record) return record.view.showMessage(reply.message);
     toast(reply.message);
-    if (reply.code === "forbidden" && !reply.requestId) this.connection.stopped = true;
+    if (reply.code === "forbidden" && !reply.requestId) this.connection.stop(); // access removed: do not come back
   }
 
   /** The owner changed this user's role: the page is rendered for a role, so load it again. */
@@ -396,10 +409,11 @@ export class NotebookApp {
   tick() {
     const now = performance.now();
     for (const [cellId, started] of this.running) this.records.get(cellId)?.view.setElapsed(now - started);
-    if (!this.running.size) this.stopAllTimers();
+    if (!this.running.size) this.stopTicker();
   }
 
-  stopAllTimers() {
+  /** The elapsed-time ticker of running cells (one interval for all of them). */
+  stopTicker() {
     clearInterval(this.ticker);
     this.ticker = null;
   }
@@ -420,3 +434,18 @@ export class NotebookApp {
     for (const record of this.records.values()) record.view.setHighlight(this.highlighted);
   }
 }
+
+// One small handler per server event (docs/protocol.md), called as (event, record of its cell or null).
+const EVENT_HANDLERS = {
+  cell_created: NotebookApp.prototype.onCellCreated,
+  cell_deleted: NotebookApp.prototype.onCellDeleted,
+  cell_moved: NotebookApp.prototype.onCellMoved,
+  cell_updated: NotebookApp.prototype.onCellUpdated,
+  cell_status: NotebookApp.prototype.onCellStatus,
+  cell_stdout: NotebookApp.prototype.onCellStdout,
+  cell_output: NotebookApp.prototype.onCellOutput,
+  cell_error: NotebookApp.prototype.onCellError,
+  db_connection_updated: NotebookApp.prototype.onDbConnectionUpdated,
+  kernel_restarted: NotebookApp.prototype.onKernelRestarted,
+  kernel_error: NotebookApp.prototype.onKernelError,
+};

@@ -59,7 +59,7 @@ export class Connection {
     this.socket = null;
     this.onClose();
     if (code === CLOSE_FORBIDDEN || code === CLOSE_NOT_FOUND) {
-      this.stopped = true;
+      this.stop();
       this.setState("offline", code === CLOSE_FORBIDDEN ? "no access" : "not found");
       return;
     }
@@ -77,6 +77,13 @@ export class Connection {
     this.attempt += 1;
     this.setState("reconnecting");
     this.timer = setTimeout(() => this.open(), delay);
+  }
+
+  /** No more reconnecting (access removed, or the notebook is gone). */
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = null;
   }
 
   /** The server sent a full state: the connection is healthy again, so backoff starts over. */

@@ -16,6 +16,12 @@ export class Sequencer {
     this.syncing = false;
   }
 
+  /** Drop what is held and ask for a fresh state (the kernel said it cannot be trusted). */
+  resync() {
+    this.syncing = true;
+    this.requestSync();
+  }
+
   receive(frame) {
     const events = frame.type === "batch" && Array.isArray(frame.events) ? frame.events : [frame];
     for (const event of events) this.receiveOne(event);
@@ -36,8 +42,7 @@ export class Sequencer {
     if (this.seq === null || this.syncing) return;
     if (event.seq <= this.seq) return;
     if (event.seq !== this.seq + 1) {
-      this.syncing = true;
-      this.requestSync();
+      this.resync();
       return;
     }
     this.seq = event.seq;
