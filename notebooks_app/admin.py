@@ -4,6 +4,7 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
+from . import kernel_client
 from .models import Cell, Membership, Notebook
 
 
@@ -64,6 +65,12 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+def _tell_member(membership):
+    """Sharing changed here rather than through operations.py: the member's open sockets
+    re-check their access all the same (closed, or told their new role)."""
+    kernel_client.notify_access_changed_on_commit(membership.notebook_id, membership.user_id)
+
+
 @admin.register(Notebook)
 class NotebookAdmin(admin.ModelAdmin):
     list_display = ["name", "owner", "member_count", "cell_count", "revision", "updated_at"]
@@ -75,6 +82,12 @@ class NotebookAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_counts()
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        if formset.model is Membership:
+            for membership in [*formset.new_objects, *(obj for obj, _ in formset.changed_objects), *formset.deleted_objects]:
+                _tell_member(membership)
 
     @admin.display(description="members", ordering="member_count")
     def member_count(self, notebook):
@@ -127,3 +140,17 @@ class MembershipAdmin(admin.ModelAdmin):
     list_display = ["notebook", "user", "role", "created_at"]
     list_filter = ["role"]
     search_fields = ["notebook__name", "user__username"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        _tell_member(obj)
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        _tell_member(obj)
+
+    def delete_queryset(self, request, queryset):
+        members = list(queryset)
+        super().delete_queryset(request, queryset)
+        for membership in members:
+            _tell_member(membership)

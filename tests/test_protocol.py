@@ -433,6 +433,24 @@ async def test_a_missed_event_shows_as_a_seq_gap_and_sync_brings_the_state_with_
     assert bob.order == alice.order == [first, second, third] and bob.resyncs == 1
 
 
+async def test_a_role_changed_in_the_admin_is_told_to_the_member_too(ws, notebook, users, django_user_model):
+    bob = await ws(users["bob"], notebook)
+
+    def change_in_admin():
+        from django.test import Client
+
+        from notebooks_app.models import Membership
+
+        admin = Client()
+        admin.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "root-pass-123"))
+        membership = Membership.objects.get(notebook=notebook, user=users["bob"])
+        data = {"notebook": str(notebook.pk), "user": users["bob"].pk, "role": "viewer"}
+        return admin.post(f"/admin/notebooks_app/membership/{membership.pk}/change/", data).status_code
+
+    assert await database_sync_to_async(change_in_admin)() == 302
+    assert (await bob.next(5)) == {"type": "access_changed", "role": "viewer"}
+
+
 # --- bad input: an error to the sender, socket open, nothing changed ------------------------
 
 BAD_FRAMES = [
