@@ -52,11 +52,14 @@ def machine():
     return f"{cpu or platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def parse_args(description, argv, **sizes):
-    """Common options: --quick (tiny sizes, for the smoke test) and --repeat."""
+def parse_args(description, argv, flags=(), **sizes):
+    """Common options: --quick (tiny sizes, for the smoke test) and --repeat; `flags` are
+    (name, help) pairs of a benchmark's own on/off options."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions (smoke test)")
     parser.add_argument("--repeat", type=int, default=None, help="measured repetitions per size")
+    for name, text in flags:
+        parser.add_argument(f"--{name}", action="store_true", help=text)
     for name, default in sizes.items():
         parser.add_argument(f"--{name}", default=default, help=f"comma-separated (default {default})")
     args = parser.parse_args(argv)
@@ -66,12 +69,17 @@ def parse_args(description, argv, **sizes):
 
 
 class Cluster:
-    """Daphne x `daphnes` + one kernel worker per shard, on PostgreSQL + Redis."""
+    """Daphne x `daphnes` + one kernel worker per shard, on PostgreSQL + Redis.
 
-    def __init__(self, name, *, daphnes=1, shards=1):
+    `worker_env`: extra environment per shard's worker, in shard order (e.g. one worker
+    with KERNEL_SANDBOX=on and one with off, bench/sandbox.py).
+    """
+
+    def __init__(self, name, *, daphnes=1, shards=1, worker_env=None):
         self.name = name
         self.daphne_count = daphnes
         self.shards = shards
+        self.worker_env = list(worker_env or [])
         self.services = Services()
         self.daphnes, self.workers, self.urls, self.cookies = [], [], [], []
 
@@ -107,8 +115,9 @@ class Cluster:
         from notebooks_app.kernel_client import shard_channels
 
         LOG_DIR.mkdir(exist_ok=True)
-        for channel in shard_channels():
-            self.workers.append(start_worker([channel], env, LOG_DIR / f"bench-{self.name}-worker-{channel}.log"))
+        for index, channel in enumerate(shard_channels()):
+            extra = self.worker_env[index] if index < len(self.worker_env) else {}
+            self.workers.append(start_worker([channel], {**env, **extra}, LOG_DIR / f"bench-{self.name}-worker-{channel}.log"))
         for index in range(self.daphne_count):
             port = free_port()
             self.daphnes.append(start_daphne(port, env, LOG_DIR / f"bench-{self.name}-daphne-{index}.log"))
@@ -206,15 +215,16 @@ def _pg_updates(url, notebook_id, samples):
 class Report:
     """Prints the figures of one benchmark run as a Markdown table (pasteable into docs/performance.md)."""
 
-    def __init__(self, title, floor):
-        """`floor` is None for in-process benchmarks, which do no I/O to compare with."""
+    def __init__(self, title, floor, *, floor_note=None):
+        """`floor` is None for in-process benchmarks, which do no I/O to compare with;
+        `floor_note` then says what their rows compare with instead."""
         self.floor_total = floor and floor["redis"] + floor["postgres"]
         print(f"\n## {title}")
         print(f"{datetime.datetime.now().isoformat(timespec='minutes')} · {machine()}")
         if floor:
             print(f"floor: Redis PUBLISH->SUBSCRIBE {floor['redis']:.3f} ms + committed PostgreSQL UPDATE {floor['postgres']:.3f} ms = {self.floor_total:.3f} ms\n")
         else:
-            print("floor: none (in-process, no I/O)\n")
+            print(f"{floor_note or 'floor: none (in-process, no I/O)'}\n")
         print("| case | n | median | p99 | max | unit | median / floor | note |")
         print("|---|---|---|---|---|---|---|---|", flush=True)
 

@@ -41,3 +41,22 @@ def test_cascade_starts_its_own_services():
 def test_graph_benchmark():
     output = run_bench("graph", dict(os.environ))
     assert "chain N=100: one update, same names" in output
+
+
+def test_sandbox_benchmark(transactional_db):
+    """Start-up and cascade with the sandbox on and off, in one run: every figure and a verdict per target."""
+    from notebooks_app.kernel import sandbox
+
+    reason = sandbox.probe()
+    if reason:
+        pytest.skip(reason)
+    redis_url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/4"
+    output = run_bench("sandbox", dict(os.environ, DATABASE_URL=database_url_for_tests(), REDIS_URL=redis_url))
+    for mode in ("on", "off"):
+        assert f"Runner.start() -> first `1 + 1` result, sandbox {mode}" in output
+        assert f"Runner.start() -> first `import pandas` result, sandbox {mode}" in output
+        assert f"exec /bin/true (bubblewrap's own cost), sandbox {mode}" in output
+        assert output.count(f"chain N=3: per cell, sandbox {mode}") == 2  # Runner.run and the whole stack
+    assert "(kernel.0 sandbox on, kernel.1 off)" in output
+    assert re.search(r"verdict: start-up, sandbox on, first `1 \+ 1`: median [\d.]+ ms .*target < 300 ms: [✓✗]", output)
+    assert re.search(r"verdict: cascade chain N=3 \(whole stack\), per cell on/off = [\d.]+; target <= 1.10: [✓✗]", output)
