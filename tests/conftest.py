@@ -224,7 +224,7 @@ class NotebookClient:
         elif kind == "cell_status":
             cell = self.state[cell_id]
             cell["status"] = event["status"]
-            if event["status"] == "running":
+            if event["status"] in ("running", "blocked"):
                 cell.update(outputs=[], stdout="", error=None)
             if "error" in event:
                 cell["error"] = event["error"]

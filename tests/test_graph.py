@@ -395,3 +395,15 @@ def test_topological_respects_every_edge_outside_cycles(edits, subset):
             same_cycle = parent in cycles and cycles.get(parent) == cycles.get(child)
             if child in index and not same_cycle:
                 assert index[parent] < index[child]
+
+
+def test_ancestors_and_descendants_of_many_cells_are_the_unions():
+    graph = DependencyGraph()
+    for i in range(6):
+        graph.add(f"c{i}", reads={f"v{i - 1}"} if i else set(), writes={f"v{i}"}, position=i)
+    graph.add("side", reads={"v1"}, writes={"s"}, position=10)
+    assert graph.ancestors_of(["c3", "side"]) == {"c0", "c1", "c2"}
+    assert graph.ancestors_of(["c3", "c1"]) == {"c0", "c1", "c2"}  # c1 is an ancestor of c3
+    assert graph.descendants_of(["c4", "side"]) == {"c5"}
+    assert graph.descendants_of(["c0"]) == graph.descendants("c0")
+    assert graph.ancestors_of([]) == set()

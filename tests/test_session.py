@@ -60,8 +60,13 @@ class Published:
         except asyncio.TimeoutError:
             raise AssertionError(f"timed out waiting for {what}; saw {[(e['type'], e.get('cellId'), e.get('status')) for e in self.events][-15:]}") from None
 
-    async def status(self, cell_id, *statuses):
-        return await self.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cell_id and e["status"] in statuses, f"{cell_id} {statuses}")
+    async def status(self, cell_id, *statuses, since=0):
+        """The first status event of `cell_id` in `statuses`, among events from index `since` on."""
+        fresh = {id(e) for e in self.events[:since]}
+        return await self.wait_for(
+            lambda e: e["type"] == "cell_status" and e["cellId"] == cell_id and e["status"] in statuses and id(e) not in fresh,
+            f"{cell_id} {statuses}",
+        )
 
     def of(self, kind, **fields):
         return [e for e in self.events if e["type"] == kind and all(e.get(k) == v for k, v in fields.items())]
@@ -163,3 +168,82 @@ async def test_a_message_the_session_cannot_apply_is_a_kernel_error_and_the_sess
     assert "kernel.move_cell" in error["message"] and "seq" in error
     run(session, "cell-0")
     await published.status("cell-0", "success")
+
+
+def new_cell(cell_id, code, position):
+    return {"cell": {"id": cell_id, "type": "python", "code": code, "status": "idle"}, "position": position}
+
+
+async def test_a_cascade_first_runs_never_run_inputs_of_its_descendants(make_session):
+    """Running `sales` reruns `over`, which also reads `limit`: a cell created and never run.
+    `limit` runs first, so `over` never sees a NameError (the SQL-cell scenario of issue 13)."""
+    session, _, published = await make_session("sales = 10", "limit = 4", "over = sales > limit\nover", "answer = int(over)\nanswer")
+    sales, limit, over, answer = (f"cell-{i}" for i in range(4))
+    run(session, sales)
+    await published.status(answer, "success", "error")
+    assert published.running_order() == [sales, limit, over, answer]
+    assert [session.cells[c].status for c in (sales, limit, over, answer)] == ["success"] * 4
+    assert published.of("cell_output", cellId=answer)[-1]["outputs"][0]["data"] == "1"
+
+
+async def test_rerunning_an_out_of_date_ancestor_marks_its_other_dependents_stale(make_session):
+    session, _, published = await make_session("a = 1", "b = a + 1", "c = a + 2")
+    a, b, c = (f"cell-{i}" for i in range(3))
+    session.submit({"type": "kernel.run_all"})
+    await published.status(c, "success")
+    edit(session, "update_cell", cellId=a, code="a = 10", resultVariable="")
+    await published.status(c, "stale")
+    run(session, b)  # reruns a (changed) and b; c read the old a
+    await published.status(b, "success")
+    assert session.cells[c].status == "stale"
+
+
+async def test_a_never_run_cell_stays_idle_when_edited(make_session):
+    session, _, published = await make_session("", "y = 1")
+    edit(session, "update_cell", cellId="cell-0", code="x = 1", resultVariable="")
+    await published.wait_for(lambda e: e["type"] == "cell_updated", "cell_updated")
+    await session.flush()
+    assert session.cells["cell-0"].status == "idle"
+    assert not published.of("cell_status", cellId="cell-0")
+
+
+async def test_a_blocked_cell_drops_its_results_and_reruns_once_the_culprit_is_fixed(make_session):
+    session, _, published = await make_session("x = 1\nx", "z = 0")
+    first, other = "cell-0", "cell-1"
+    run(session, first)
+    await published.status(first, "success")
+    assert session.cells[first].outputs
+    edit(session, "create_cell", **new_cell("dup", "x = 2", 5000))
+    await published.status(first, "blocked")
+    assert session.cells[first].outputs == [] and session.cells[first].stdout == ""
+    edit(session, "update_cell", cellId="dup", code="y = 2", resultVariable="")
+    await published.status(first, "stale")
+    since = len(published.events)
+    run(session, "dup")  # fixing and running the culprit reruns the cell it had blocked
+    await published.status(first, "success", since=since)
+    assert sorted(published.running_order(since)) == sorted(["dup", first])
+    assert session.cells[first].outputs[0]["data"] == "1" and session.cells[other].status == "idle"
+
+
+async def test_a_cell_that_kills_the_kernel_is_not_rerun_by_run_all(make_session):
+    session, _, published = await make_session("b = 1", "import os\nos._exit(3)", "c = b + 1\nc", "d = 4")
+    b, crash, c, d = (f"cell-{i}" for i in range(4))
+    session.submit({"type": "kernel.run_all"})
+    await published.status(crash, "error")
+    assert published.of("cell_error", cellId=crash)[-1]["error"]["ename"] == "KernelDied"
+    await session.flush()
+    since = len(published.events)
+    session.submit({"type": "kernel.run_all"})
+    await published.status(d, "success", since=since)
+    assert crash not in published.running_order(since)
+    assert sorted(published.running_order(since)) == sorted([b, c, d])
+    assert session.cells[crash].status == "error" and session.cells[crash].error["ename"] == "KernelDied"
+    # Run on purpose, it runs (and crashes) again; edited, the next run_all includes it.
+    since = len(published.events)
+    run(session, crash)
+    await published.status(crash, "error", since=since)
+    edit(session, "update_cell", cellId=crash, code="fixed = True", resultVariable="")
+    await published.wait_for(lambda e: e["type"] == "cell_updated" and e["cellId"] == crash, "edit")
+    since = len(published.events)
+    session.submit({"type": "kernel.run_all"})
+    await published.status(crash, "success", since=since)

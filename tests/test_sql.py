@@ -674,3 +674,20 @@ async def test_an_interrupt_sent_right_after_run_is_not_lost(kind):
         assert (await runner.run_sql("f", "SELECT * FROM frame", result_variable="y")).error["ename"] == "CatalogException"
     finally:
         await runner.close()
+
+
+@pytestmark_db
+async def test_running_a_frame_cell_first_runs_the_never_run_cell_a_query_reads(ws, notebook, users):
+    """Issue 13: `limit` was created and never run; running `sales` reruns the query, which
+    reads `{limit}`: the cascade runs `limit` first instead of failing with NameError."""
+    alice = await ws(users["alice"], notebook)
+    sales = await create(alice, "import pandas as pd\nsales = pd.DataFrame({'amount': [1, 5, 9, 12]})")
+    await create(alice, "limit = 4")
+    query = await create(alice, "SELECT count(*) AS n FROM sales WHERE amount > {limit}", cellType="sql")
+    reply = await alice.request(type="cell_update", cellId=query, resultVariable="df_n")
+    assert reply["type"] == "cell_updated", reply
+    answer = await create(alice, "int(df_n['n'][0])")
+    await run_and_wait(alice, sales)
+    await alice.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == answer and e["status"] in ("success", "error"))
+    assert alice.state[query]["status"] == "success", alice.state[query]["error"]
+    assert text_output(alice, answer) == "3"

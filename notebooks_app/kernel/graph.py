@@ -166,6 +166,15 @@ class DependencyGraph:
         self._cell(cell_id)
         return _reachable(cell_id, self._succ)
 
+    def ancestors_of(self, cell_ids: Iterable[str]) -> set[str]:
+        """Every cell that some cell of `cell_ids` depends on, in one traversal: O(cells + edges)
+        however many cells are asked about (members are included only as ancestors of others)."""
+        return _reachable_from(cell_ids, self._pred)
+
+    def descendants_of(self, cell_ids: Iterable[str]) -> set[str]:
+        """Every cell that depends on some cell of `cell_ids`, in one traversal."""
+        return _reachable_from(cell_ids, self._succ)
+
     def topological(self, cell_ids: Iterable[str]) -> list[str]:
         """`cell_ids` in an order that respects the edges among them, ties by position.
 
@@ -467,6 +476,17 @@ def _reachable(start, edges, within=None):
                 seen.add(neighbour)
                 stack.append(neighbour)
     seen.discard(start)
+    return seen
+
+
+def _reachable_from(starts, edges):
+    """Cells reachable along `edges` from any of `starts` (a start only if another reaches it)."""
+    seen, stack = set(), list(starts)
+    while stack:
+        for neighbour in edges[stack.pop()]:
+            if neighbour not in seen:
+                seen.add(neighbour)
+                stack.append(neighbour)
     return seen
 
 

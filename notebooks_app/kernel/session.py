@@ -122,6 +122,10 @@ class NotebookSession:
         self.order = []  # [(position, id)] sorted
         self.graph = DependencyGraph()
         self.ran_ok = set()  # cells run successfully in this runner since their last change
+        # Cells whose run killed the runner: no cascade runs them again (nor what depends on
+        # them) until their code changes or someone runs that very cell.
+        self.crashed = set()
+        self.unblocked = set()  # cells unblocked since they last ran: the next run includes them
         self.seq = 0
         self._pending = []
         self._flush_lock = asyncio.Lock()
@@ -193,6 +197,8 @@ class NotebookSession:
         self.db_display = snapshot["db_display"]
         self.cells, self.order, self.graph = {}, [], DependencyGraph()
         self.ran_ok.clear()
+        self.crashed.clear()
+        self.unblocked.clear()
         for row in snapshot["cells"]:
             cell = CellState.from_row(row)
             old_reads, old_writes = list(row.get("reads") or []), list(row.get("writes") or [])
@@ -200,6 +206,8 @@ class NotebookSession:
                 cell.status = STATUS_STALE  # a worker stopped mid-run: its result never arrived
                 self._dirty.add(cell.id)
             self._insert(cell)
+            if cell.status == STATUS_ERROR and (cell.error or {}).get("ename") == "KernelDied":
+                self.crashed.add(cell.id)
             if (cell.reads, cell.writes) != (old_reads, old_writes):
                 self._dirty.add(cell.id)
         self._refresh_blocked(emit=False)
@@ -230,8 +238,8 @@ class NotebookSession:
         index = bisect.bisect_left(self.order, (cell.position, cell_id))
         del self.order[index]
         self.graph.remove(cell_id)
-        self.ran_ok.discard(cell_id)
-        self._dirty.discard(cell_id)
+        for bookkeeping in (self.ran_ok, self.crashed, self.unblocked, self._dirty):
+            bookkeeping.discard(cell_id)
         return cell
 
     def _reposition(self, positions):
@@ -417,6 +425,7 @@ class NotebookSession:
             return
         cell.code = message["code"]
         cell.result_variable = message.get("resultVariable") or ""
+        self.crashed.discard(cell.id)  # new code: it may run again
         cell.analyse()
         self.graph.update(cell.id, reads=cell.graph_reads, writes=cell.writes)
         self._dirty.add(cell.id)
@@ -448,13 +457,10 @@ class NotebookSession:
         await self._forget(cell_id)
         self._emit({"type": "cell_deleted", "cellId": cell_id, "requestId": message.get("requestId")})
         _, unblocked = self._refresh_blocked()
-        to_run = set(descendants)
-        for freed in (blocked_before - set(self.graph.blocked())) & set(self.cells):
-            to_run.add(freed)
-            to_run |= self.graph.descendants(freed)
-        to_run &= set(self.cells)
-        if to_run:
-            await self.cascade(to_run)
+        freed = (blocked_before - set(self.graph.blocked())) & set(self.cells)
+        roots = (set(descendants) | freed | self.unblocked) & set(self.cells)
+        if roots:
+            await self.cascade(self._run_set(roots))
         elif unblocked:
             await self.flush()
 
@@ -479,20 +485,31 @@ class NotebookSession:
         cell_id = message["cellId"]
         if cell_id not in self.cells:
             return
-        ancestors = self.graph.ancestors(cell_id)
-        stale_ancestors = {a for a in ancestors if a not in self.ran_ok}
-        to_run = stale_ancestors | {cell_id} | self.graph.descendants(cell_id)
-        # Rerunning an ancestor changes its values for its other dependents too.
-        others = set()
-        for ancestor in stale_ancestors:
-            others |= self.graph.descendants(ancestor)
-        self._mark_stale(others - to_run, only_if_ran=True)
-        await self.cascade(to_run)
+        self.crashed.discard(cell_id)  # run on purpose: it gets its chance again
+        await self.cascade(self._run_set({cell_id} | self.unblocked))
 
     async def on_run_all(self, message):
         if message.get("revision", -1) > self.revision:
             await self.reload()
-        await self.cascade(set(self.cells))
+        await self.cascade(self._run_set(set(self.cells)))
+
+    def _run_set(self, roots):
+        """What running `roots` must run, to be run in one topological order.
+
+        The roots and everything downstream of them, plus every ancestor of any of those
+        that is out of date (changed or never run since the runner started), so no cell
+        runs on inputs the cascade did not bring up to date.  Cells whose run killed the
+        runner, and what depends on them, are left out (unless run themselves: on_run_cell).
+        Other dependents of the out-of-date ancestors become stale: their inputs change.
+        """
+        held_back = self.crashed | self.graph.descendants_of(self.crashed) if self.crashed else set()
+        to_run = (set(roots) | self.graph.descendants_of(roots)) - held_back
+        stale_upstream = {c for c in self.graph.ancestors_of(to_run) if c not in self.ran_ok} - held_back
+        to_run |= stale_upstream
+        if stale_upstream:
+            self._mark_stale(self.graph.descendants_of(stale_upstream) - to_run)
+        self.unblocked -= to_run
+        return to_run
 
     async def interrupt(self):
         """Out of band: stop the running cell and the rest of its cascade."""
@@ -502,15 +519,17 @@ class NotebookSession:
         return False
 
     # --- graph-derived state ----------------------------------------------------------------
-    def _mark_stale(self, cell_ids, *, only_if_ran=False):
+    def _mark_stale(self, cell_ids):
+        """Results of `cell_ids` are out of date.  A cell that has none (never run, `idle`)
+        stays `idle`; a crashed cell keeps its `KernelDied` error."""
         # In notebook order, so every client sees the statuses change top to bottom.
         cell_ids = sorted(cell_ids, key=lambda c: self.index_of(c) if c in self.cells else -1)
         for cell_id in cell_ids:
             cell = self.cells.get(cell_id)
             self.ran_ok.discard(cell_id)
-            if cell is None or cell.status in (STATUS_BLOCKED, STATUS_STALE):
+            if cell is None or cell.status in (STATUS_BLOCKED, STATUS_STALE, STATUS_IDLE):
                 continue
-            if only_if_ran and cell.status == STATUS_IDLE:
+            if cell_id in self.crashed:
                 continue
             self._set_status(cell, STATUS_STALE)
 
@@ -541,14 +560,17 @@ class NotebookSession:
             if cell.status != STATUS_BLOCKED or cell.error != error:
                 if cell.status != STATUS_BLOCKED:
                     newly_blocked.append(cell_id)
-                cell.error = error
+                # A blocked cell shows no results of older code (clients clear them too).
+                cell.error, cell.outputs, cell.stdout = error, [], ""
                 self.ran_ok.discard(cell_id)
+                self.unblocked.discard(cell_id)
                 self._set_status(cell, STATUS_BLOCKED, emit=emit)
         for cell in self.cells.values():
             if cell.status == STATUS_BLOCKED and cell.id not in blocked:
                 cell.error = None
                 self._set_status(cell, STATUS_STALE, emit=emit)
                 unblocked.append(cell.id)
+                self.unblocked.add(cell.id)
         return newly_blocked, unblocked
 
     async def _forget_all(self, cell_ids):
@@ -617,6 +639,7 @@ class NotebookSession:
             self._finish(cell, STATUS_ERROR, [], {"ename": "SandboxUnavailable", "evalue": evalue, "traceback": []})
             return True
         except RunnerDied as exc:
+            self.crashed.add(cell.id)
             self._finish(cell, STATUS_ERROR, [], {"ename": "KernelDied", "evalue": f"{exc.reason}; the kernel was restarted with an empty namespace", "traceback": []})
             self._kernel_restarted(exc.reason, except_cell=cell.id)
             return True
