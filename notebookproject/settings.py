@@ -174,6 +174,7 @@ KERNEL_EMBEDDED = env_bool("KERNEL_EMBEDDED", default=not REDIS_URL)
 KERNEL_SHARDS = env_int("KERNEL_SHARDS", 1)
 KERNEL_TIME_LIMIT = env_float("KERNEL_TIME_LIMIT", 60.0)
 KERNEL_OUTPUT_CAP = env_int("KERNEL_OUTPUT_CAP", 1_000_000)
+KERNEL_IMAGE_CAP_MB = env_int("KERNEL_IMAGE_CAP_MB", 16)  # one image output, stored apart and fetched by URL
 KERNEL_MEMORY_LIMIT_MB = env_int("KERNEL_MEMORY_LIMIT_MB", 4096)
 # Rows of a SQL cell's result shown in its output table (the DataFrame keeps them all).
 KERNEL_SQL_ROW_CAP = env_int("KERNEL_SQL_ROW_CAP", 200)

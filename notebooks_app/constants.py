@@ -35,3 +35,19 @@ OUTPUT_HTML_STYLE = (
     "th{background:#f3f5f9}caption{text-align:left;color:#5b6478;padding:2px 0}"
     "td.null{color:#9aa1ae;font-style:italic}small{color:#5b6478;font-weight:normal}</style>"
 )
+
+# --- Sizes on the wire (docs/protocol.md#sizes) --------------------------------------------
+# Daphne refuses to send a WebSocket message over 1 MiB (and so should every frame we make):
+# events are kept under EVENT_BYTES_LIMIT, and the consumer packs them into frames of at
+# most FRAME_BYTES_BUDGET.
+FRAME_BYTES_LIMIT = 1024 * 1024
+FRAME_BYTES_BUDGET = 768 * 1024
+# An output's data longer than this (characters; base64 for images) is stored apart and sent
+# as a reference the page fetches over HTTP (OutputBlob, /notebooks/<id>/outputs/<digest>/).
+OUTPUT_INLINE_LIMIT = 64 * 1024
+# A cell's stdout in a notebook_state: its last this-many characters (the rest by reference).
+STATE_STDOUT_LIMIT = 64 * 1024
+# An error's message and traceback are each cut to this many characters.
+ERROR_TEXT_LIMIT = 64 * 1024
+# A notebook_state is split into chunks of cells of about this many bytes each.
+STATE_CHUNK_BYTES = 256 * 1024

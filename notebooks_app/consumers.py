@@ -162,10 +162,15 @@ class NotebookConsumer(AsyncWebsocketConsumer):
 
     # --- kernel worker -> this socket --------------------------------------------
     async def notebook_event(self, event):
-        """Events the kernel worker has already encoded: relayed untouched."""
+        """Events the kernel worker has already encoded: relayed untouched, as `batch` frames
+        of at most FRAME_BYTES_BUDGET for a client that asked for batches."""
         texts = event["texts"]
         if self.batch_frames and len(texts) > 1:
-            await self.send(text_data='{"type": "batch", "events": [' + ", ".join(texts) + "]}")
+            for group in protocol.frame_groups(texts):
+                if len(group) == 1:
+                    await self.send(text_data=group[0])
+                else:
+                    await self.send(text_data='{"type": "batch", "events": [' + ", ".join(group) + "]}")
         else:
             for text in texts:
                 await self.send(text_data=text)

@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Count, Q
 
 from . import permissions
-from .constants import CELL_PYTHON, CELL_STATUSES, CELL_TYPES, OUTPUT_HTML_STYLE, POSITION_STEP, STATUS_IDLE
+from .constants import CELL_PYTHON, CELL_STATUSES, CELL_TYPES, OUTPUT_HTML_STYLE, POSITION_STEP, STATE_STDOUT_LIMIT, STATUS_IDLE
 from .permissions import MEMBER_ROLES, ROLE_OWNER, ROLE_VIEWER
 from .secrets import mask_connection_string
 
@@ -139,6 +139,11 @@ class Cell(models.Model):
             shown.append(output)
         return shown
 
+    @property
+    def stdout_tail(self):
+        """What a page shows of the stdout: its last STATE_STDOUT_LIMIT characters."""
+        return self.stdout[-STATE_STDOUT_LIMIT:]
+
     def to_message(self):
         """The cell as the protocol sends it (docs/protocol.md)."""
         return {
@@ -153,3 +158,22 @@ class Cell(models.Model):
             "writes": self.writes,
             "error": self.error,
         }
+
+
+class OutputBlob(models.Model):
+    """A cell output too large to travel in events (constants.OUTPUT_INLINE_LIMIT): stored once,
+    named by the SHA-256 of its MIME type and data, served by views.cell_output_data.  It lives
+    as long as its cell shows it (the worker drops a cell's blobs its new outputs no longer use)."""
+
+    cell = models.ForeignKey(Cell, on_delete=models.CASCADE, related_name="output_blobs")
+    digest = models.CharField(max_length=64)
+    mime_type = models.CharField(max_length=100)
+    data = models.TextField()  # as in the output: text, or base64 for images
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["cell", "digest"], name="unique_output_blob")]
+        indexes = [models.Index(fields=["digest"])]
+
+    def __str__(self):
+        return f"{self.mime_type} output {self.digest[:12]} of {self.cell_id}"

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from .constants import CELL_TYPES
+from .constants import CELL_TYPES, FRAME_BYTES_BUDGET
 
 # Error codes sent in {"type": "error", "code": ...}; docs/protocol.md lists ERROR_CODES (tests/test_docs.py).
 INVALID_JSON = "invalid_json"
@@ -195,3 +195,19 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 def dumps(payload):
     return _ENCODER.encode(payload)
+
+
+def frame_groups(texts, budget=FRAME_BYTES_BUDGET):
+    """Encoded events packed, in order, into groups whose `batch` frame stays within `budget`
+    bytes (one event alone is never split: the worker keeps each under the frame limit)."""
+    groups, current, size = [], [], 0
+    for text in texts:
+        length = len(text.encode("utf-8")) + 2  # and its ", " separator
+        if current and size + length > budget:
+            groups.append(current)
+            current, size = [], 0
+        current.append(text)
+        size += length
+    if current:
+        groups.append(current)
+    return groups

@@ -7,4 +7,6 @@ urlpatterns = [
     path("", views.notebook_list, name="list"),
     path("notebooks/<uuid:notebook_id>/", views.notebook_detail, name="detail"),
     path("notebooks/<uuid:notebook_id>/share/", views.notebook_share, name="share"),
+    path("notebooks/<uuid:notebook_id>/outputs/<str:digest>/", views.cell_output_data, name="output"),
+    path("notebooks/<uuid:notebook_id>/cells/<uuid:cell_id>/stdout/", views.cell_stdout, name="stdout"),
 ]

@@ -1,14 +1,17 @@
-"""Server-rendered pages: the notebook list and one notebook, readable without JavaScript."""
+"""Server-rendered pages: the notebook list and one notebook, readable without JavaScript,
+and the large outputs and long stdout that events and states refer to."""
+import base64
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import operations, permissions
 from .constants import OUTPUT_HTML_STYLE
 from .forms import NotebookForm, ShareForm
-from .models import Notebook
+from .models import Cell, Notebook, OutputBlob
 
 
 def _notebook_for(user, notebook_id):
@@ -72,3 +75,49 @@ def notebook_share(request, notebook_id):
         except operations.OperationError as exc:
             form.add_error("username", exc.message)
     return render(request, "notebooks/detail.html", _detail_context(request, notebook, form), status=400)
+
+
+# --- large outputs, by reference (docs/protocol.md#sizes) ---------------------------------
+# Content-addressed, so a response never changes: cached for a year, revalidated by ETag.
+# Only people who may view the notebook get them (anyone else: 404, like the notebook).
+OUTPUT_CACHE = "private, max-age=31536000, immutable"
+# An HTML output is a document of its own: sandboxed (an opaque origin, so it reaches neither
+# this site's cookies nor its pages) and, like the srcdoc frames it replaces, without scripts.
+OUTPUT_HTML_POLICY = "sandbox allow-scripts; default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
+
+
+@require_http_methods(["GET", "HEAD"])
+def cell_output_data(request, notebook_id, digest):
+    blob = (
+        OutputBlob.objects.filter(cell__notebook__in=Notebook.objects.visible_to(request.user).filter(pk=notebook_id), digest=digest)
+        .only("mime_type", "data")
+        .first()
+    )
+    if blob is None:
+        raise Http404("No such output.")
+    etag = f'"{digest}"'
+    if etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
+        response = HttpResponse(status=304)
+    elif blob.mime_type.startswith("image/"):
+        response = HttpResponse(base64.b64decode(blob.data), content_type=blob.mime_type)
+    elif blob.mime_type == "text/html":
+        response = HttpResponse(OUTPUT_HTML_STYLE + blob.data, content_type="text/html; charset=utf-8")
+        response["Content-Security-Policy"] = OUTPUT_HTML_POLICY
+    else:
+        response = HttpResponse(blob.data, content_type="text/plain; charset=utf-8")
+    response["ETag"] = etag
+    response["Cache-Control"] = OUTPUT_CACHE
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_http_methods(["GET", "HEAD"])
+def cell_stdout(request, notebook_id, cell_id):
+    """A cell's whole stdout (a notebook_state carries its tail when it is long)."""
+    cell = Cell.objects.filter(pk=cell_id, notebook__in=Notebook.objects.visible_to(request.user).filter(pk=notebook_id)).only("stdout").first()
+    if cell is None:
+        raise Http404("No such cell.")
+    response = HttpResponse(cell.stdout, content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "private, no-cache"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -154,6 +154,7 @@ class NotebookClient:
         self.resyncs = 0
         self._syncing = False
         self._drop = None  # predicate: the next matching event is lost on its way here
+        self._partial_state = None  # a chunked notebook_state still waiting for its chunks
 
     async def connect(self):
         connected, _ = await self.comm.connect(timeout=EVENT_TIMEOUT)
@@ -173,12 +174,25 @@ class NotebookClient:
         if message["type"] == "websocket.close":
             self.close_code = message.get("code")
             raise ConnectionError(f"closed with {self.close_code}")
+        self.largest_frame = max(getattr(self, "largest_frame", 0), len(message["text"].encode()))
         return json.loads(message["text"])
 
     def _apply(self, frame):
         frames = frame["events"] if frame.get("type") == "batch" else [frame]
         out = []
         for event in frames:
+            if event["type"] == "notebook_state" and event.get("chunks", 1) > 1:
+                self._partial_state = event  # its other cells follow in notebook_state_chunk frames
+                continue
+            if event["type"] == "notebook_state_chunk":
+                partial = self._partial_state
+                assert partial is not None and event["stateSeq"] == partial["seq"] and event["chunks"] == partial["chunks"], event
+                partial["notebook"]["cells"].extend(event["cells"])
+                partial["received"] = partial.get("received", 1) + 1
+                if partial["received"] < partial["chunks"]:
+                    continue
+                event, self._partial_state = partial, None
+                self.state_chunks = partial["chunks"]
             if event["type"] == "notebook_state":
                 self._syncing = False
                 self.state = {c["id"]: c for c in event["notebook"]["cells"]}

@@ -21,6 +21,7 @@ class MemoryStore:
             for i, code in enumerate(codes)
         ]
         self.persisted = {}
+        self.blobs = {}  # cell id -> digest -> blob
 
     async def load(self, notebook_id):
         return {"name": "in memory", "revision": self.revision, "db_connection": "", "db_display": "", "cells": [dict(c) for c in self.cells]}
@@ -31,6 +32,15 @@ class MemoryStore:
     async def persist(self, notebook_id, rows):
         for row in rows:
             self.persisted[row["id"]] = dict(row)
+
+    async def save_blobs(self, notebook_id, cell_id, blobs):
+        self.blobs[cell_id] = {blob["digest"]: blob for blob in blobs}
+
+    def output_url(self, notebook_id, digest):
+        return f"/outputs/{digest}"
+
+    def stdout_url(self, notebook_id, cell_id):
+        return f"/stdout/{cell_id}"
 
 
 class Published:

@@ -177,10 +177,11 @@ def _unread_bytes(fd):
 
 
 class Kernel:
-    def __init__(self, protocol, capture, output_cap, sql_row_cap=200):
+    def __init__(self, protocol, capture, output_cap, sql_row_cap=200, image_cap=16 << 20):
         self.protocol = protocol
         self.capture = capture
         self.output_cap = output_cap
+        self.image_cap = image_cap  # bytes of one image output
         self.sql_row_cap = sql_row_cap
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
         self.names = {}  # cell id -> names it bound at its last run
@@ -404,10 +405,15 @@ class Kernel:
         return outputs
 
     def _cap(self, outputs):
+        """Text and HTML over the output cap are cut; an image is kept whole up to the image cap
+        (large outputs travel by reference, docs/protocol.md#sizes), or replaced by a note."""
         capped = []
         for output in outputs:
             data = output["data"]
-            if isinstance(data, str) and len(data) > self.output_cap:
+            if isinstance(data, str) and output["mimeType"].startswith("image/"):
+                if len(data) * 3 // 4 > self.image_cap:
+                    output = {"mimeType": "text/plain", "data": f"[{output['mimeType']} output of {len(data) * 3 // 4:,} bytes is larger than the {self.image_cap:,} byte image cap and was not kept]"}
+            elif isinstance(data, str) and len(data) > self.output_cap:
                 note = f"[output truncated: {len(data):,} characters, showing the first {self.output_cap:,}]"
                 if output["mimeType"] == "text/plain":
                     output = {"mimeType": "text/plain", "data": data[: self.output_cap] + "\n" + note}
@@ -488,7 +494,8 @@ def main():
     os.dup2(devnull, 0)
     os.close(devnull)
     capture = Capture(protocol, output_cap)
-    kernel = Kernel(protocol, capture, output_cap, sql_row_cap)
+    image_cap = int(os.environ.get("NOTEBOOK_IMAGE_CAP", str(16 << 20)))
+    kernel = Kernel(protocol, capture, output_cap, sql_row_cap, image_cap)
 
     def on_sigint(signum, frame):
         if kernel.executing:

@@ -59,11 +59,12 @@ class RunResult:
 
 
 class Runner:
-    def __init__(self, *, time_limit=60.0, output_cap=1_000_000, memory_limit_mb=None, sql_row_cap=200, notebook_id="", sandbox=DEFAULT_SANDBOX, database_policy=None):
+    def __init__(self, *, time_limit=60.0, output_cap=1_000_000, image_cap_mb=16, memory_limit_mb=None, sql_row_cap=200, notebook_id="", sandbox=DEFAULT_SANDBOX, database_policy=None):
         """`sandbox`: a `sandbox.SandboxConfig`, or None to run the child unsandboxed
         (KERNEL_SANDBOX=off); `memory_limit_mb` overrides its memory limit."""
         self.time_limit = time_limit
         self.output_cap = output_cap
+        self.image_cap_mb = image_cap_mb
         self.sql_row_cap = sql_row_cap
         self.memory_limit_mb = memory_limit_mb
         self.notebook_id = str(notebook_id)
@@ -104,6 +105,7 @@ class Runner:
     def _child_env(self):
         return {
             "NOTEBOOK_OUTPUT_CAP": str(self.output_cap),
+            "NOTEBOOK_IMAGE_CAP": str(int(self.image_cap_mb * 1024 * 1024)),
             "NOTEBOOK_SQL_ROW_CAP": str(self.sql_row_cap),
             **self.limits.child_env(),
         }

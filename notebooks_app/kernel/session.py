@@ -8,12 +8,18 @@ a `publish` coroutine, which keeps this logic testable and the I/O in one place.
 """
 import asyncio
 import bisect
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 
 from ..constants import (
     CELL_SQL,
+    ERROR_TEXT_LIMIT,
+    OUTPUT_INLINE_LIMIT,
+    STATE_CHUNK_BYTES,
+    STATE_STDOUT_LIMIT,
     STATUS_BLOCKED,
     STATUS_ERROR,
     STATUS_IDLE,
@@ -79,8 +85,10 @@ class CellState:
         self.graph_reads = frozenset(result.reads) | frozenset(result.builtins_used) | frozenset(result.tables)
         self.syntax_error = result.error
 
-    def to_message(self):
-        return {
+    def to_message(self, stdout_url=None):
+        """The cell as the protocol sends it.  Stdout longer than STATE_STDOUT_LIMIT is sent as its
+        tail, with `stdoutRef` ({url, size}) to the whole of it (`stdout_url(cell_id)`)."""
+        message = {
             "id": self.id,
             "type": self.type,
             "code": self.code,
@@ -92,6 +100,10 @@ class CellState:
             "writes": self.writes,
             "error": self.error,
         }
+        if len(self.stdout) > STATE_STDOUT_LIMIT and stdout_url is not None:
+            message["stdout"] = self.stdout[-STATE_STDOUT_LIMIT:]
+            message["stdoutRef"] = {"url": stdout_url(self.id), "size": len(self.stdout)}
+        return message
 
     def to_row(self):
         return {
@@ -103,6 +115,30 @@ class CellState:
             "reads": self.reads,
             "writes": self.writes,
         }
+
+
+def cut(text, limit):
+    """`text`, or its first `limit` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[… {len(text) - limit:,} more characters not shown]"
+
+
+def bounded_error(error):
+    """An error whose message and traceback fit in an event (ERROR_TEXT_LIMIT each): a huge
+    exception message is cut, a huge traceback keeps its last lines (nearest the error)."""
+    if not error:
+        return error
+    evalue = cut(str(error.get("evalue", "")), ERROR_TEXT_LIMIT)
+    lines, kept, size = list(error.get("traceback") or []), [], 0
+    for line in reversed(lines):
+        line = cut(str(line), ERROR_TEXT_LIMIT // 4)
+        if size + len(line) > ERROR_TEXT_LIMIT:
+            kept.append(f"[… {len(lines) - len(kept)} earlier traceback lines not shown]")
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return {**error, "ename": cut(str(error.get("ename", "")), 200), "evalue": evalue, "traceback": list(reversed(kept))}
 
 
 class NotebookSession:
@@ -152,7 +188,8 @@ class NotebookSession:
                 await self.handle(message)
             except Exception as exc:  # one notebook's failure never kills the worker
                 logger.exception("kernel session %s failed on %s", self.notebook_id, message.get("type"))
-                self._emit({"type": "kernel_error", "message": f"The kernel could not process {message.get('type', 'a message')}: {exc}"})
+                text = f"The kernel could not process {message.get('type', 'a message')}: {exc}"
+                self._emit({"type": "kernel_error", "message": cut(text, ERROR_TEXT_LIMIT)})
             finally:
                 try:
                     # Results are persisted before they are announced (cascade() does both);
@@ -289,28 +326,51 @@ class NotebookSession:
                 return
             await self.publish(None, events)
 
-    def state_message(self, request_id=None):
+    def state_messages(self, request_id=None):
+        """The notebook's state: one `notebook_state`, followed, for a notebook too large for
+        one frame, by `notebook_state_chunk`s with the rest of its cells (docs/protocol.md)."""
+        stdout_url = lambda cell_id: self.store.stdout_url(self.notebook_id, cell_id)  # noqa: E731
+        cells = [cell.to_message(stdout_url) for cell in self.ordered_cells()]
+        chunks, size = [[]], 0
+        for cell in cells:
+            cell_size = len(json.dumps(cell))  # ASCII-escaped: at least its size in UTF-8
+            if chunks[-1] and size + cell_size > STATE_CHUNK_BYTES:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(cell)
+            size += cell_size
         message = {
             "type": "notebook_state",
             "notebook": {
                 "id": self.notebook_id,
                 "name": self.name,
                 "revision": self.revision,
-                "cells": [cell.to_message() for cell in self.ordered_cells()],
+                "cells": chunks[0],
                 "dbConnection": {"connected": bool(self.db_connection), "display": self.db_display},
             },
             "seq": self.seq,
         }
+        if len(chunks) > 1:
+            message["chunks"] = len(chunks)
         if request_id is not None:
             message["requestId"] = request_id
-        return message
+        rest = [
+            {"type": "notebook_state_chunk", "stateSeq": self.seq, "chunk": index, "chunks": len(chunks), "cells": chunk}
+            for index, chunk in enumerate(chunks[1:], start=1)
+        ]
+        return [message, *rest]
 
     def _emit_state(self, request_id=None):
         """A full state to every client; it carries the seq of the last event before it."""
-        message = self.state_message(request_id)
         self._state_announced = True
-        self._pending.append(message)
+        self._pending.extend(self.state_messages(request_id))
         self._schedule_flush()
+
+    async def announce_state(self):
+        """Every client gets a fresh state now: events sent to them were lost (Redis was down)."""
+        if self.loaded and not self.gone:
+            self._emit_state()
+            await self.flush()
 
     async def sync(self, reply_channel, request_id=None, revision=None):
         """Answer one socket with the current state, out of band (never queued behind a cascade).
@@ -326,13 +386,13 @@ class NotebookSession:
         if revision is not None and revision > self.revision:
             self.submit({"type": "kernel.catch_up", "revision": revision, "replyChannel": reply_channel, "requestId": request_id})
             return
-        await self.publish(reply_channel, [self.state_message(request_id)])
+        await self.publish(reply_channel, self.state_messages(request_id))
 
     async def on_catch_up(self, message):
         if message["revision"] > self.revision:
             await self.reload(message.get("requestId"))  # the state reaches every socket, this one too
         else:
-            await self.publish(message["replyChannel"], [self.state_message(message.get("requestId"))])
+            await self.publish(message["replyChannel"], self.state_messages(message.get("requestId")))
 
     def _set_status(self, cell, status, *, emit=True):
         cell.status = status
@@ -617,6 +677,7 @@ class NotebookSession:
 
     async def _run_one(self, cell):
         """Run one cell; True if the runner died under it."""
+        had_references = any("ref" in output for output in cell.outputs)
         cell.stdout, cell.outputs, cell.error = "", [], None
         self._set_status(cell, STATUS_RUNNING)
         if cell.syntax_error is not None:
@@ -644,12 +705,33 @@ class NotebookSession:
             self._kernel_restarted(exc.reason, except_cell=cell.id)
             return True
         status = STATUS_SUCCESS if result.status == "success" else STATUS_ERROR
-        self._finish(cell, status, result.outputs, result.error)
+        outputs = await self._by_reference(cell, result.outputs, had_references=had_references)
+        self._finish(cell, status, outputs, result.error)
         return False
+
+    async def _by_reference(self, cell, outputs, *, had_references):
+        """Outputs over OUTPUT_INLINE_LIMIT, stored apart before they are announced (so their
+        URL works as soon as a client sees it) and replaced by a reference: {mimeType, ref,
+        size, url}.  The cell's blobs its new outputs no longer use are dropped."""
+        blobs, kept = [], []
+        for output in outputs:
+            data = output.get("data")
+            if not isinstance(data, str) or len(data) <= OUTPUT_INLINE_LIMIT:
+                kept.append(output)
+                continue
+            mime = output.get("mimeType", "text/plain")
+            digest = hashlib.sha256(mime.encode() + b"\0" + data.encode("utf-8", "replace")).hexdigest()
+            size = len(data) * 3 // 4 if mime.startswith("image/") else len(data.encode("utf-8", "replace"))
+            blobs.append({"digest": digest, "mimeType": mime, "data": data})
+            kept.append({"mimeType": mime, "ref": digest, "size": size, "url": self.store.output_url(self.notebook_id, digest)})
+        if blobs or had_references:
+            await self.store.save_blobs(self.notebook_id, cell.id, blobs)
+        return kept
 
     def _finish(self, cell, status, outputs, error):
         """Announce a finished run's outputs, error and final status."""
-        cell.outputs, cell.error = outputs, error
+        cell.outputs, cell.error = outputs, bounded_error(error)
+        error = cell.error
         if outputs:
             self._emit({"type": "cell_output", "cellId": cell.id, "outputs": outputs})
         if error is not None:

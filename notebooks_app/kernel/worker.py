@@ -17,9 +17,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
+from django.urls import reverse
 
 from .. import protocol
-from ..models import Cell, Notebook
+from ..models import Cell, Notebook, OutputBlob
 from ..secrets import mask_connection_string
 from .addresses import group_name, is_kernel_channel, shard_channels
 from .database import DatabasePolicy
@@ -81,6 +82,26 @@ class DatabaseStore:
         }
 
     @database_sync_to_async
+    def save_blobs(self, notebook_id, cell_id, blobs):
+        """Store a cell's large outputs (`blobs`: digest, mimeType, data) and drop the ones its
+        new outputs no longer use, in one transaction; a cell deleted meanwhile stores none."""
+        with transaction.atomic():
+            if not Cell.objects.filter(pk=cell_id, notebook_id=notebook_id).exists():
+                return
+            digests = [blob["digest"] for blob in blobs]
+            OutputBlob.objects.filter(cell_id=cell_id).exclude(digest__in=digests).delete()
+            OutputBlob.objects.bulk_create(
+                [OutputBlob(cell_id=cell_id, digest=b["digest"], mime_type=b["mimeType"], data=b["data"]) for b in blobs],
+                ignore_conflicts=True,
+            )
+
+    def output_url(self, notebook_id, digest):
+        return reverse("notebooks:output", args=[notebook_id, digest])
+
+    def stdout_url(self, notebook_id, cell_id):
+        return reverse("notebooks:stdout", args=[notebook_id, cell_id])
+
+    @database_sync_to_async
     def load_connection(self, notebook_id):
         value = Notebook.objects.filter(pk=notebook_id).values_list("db_connection", flat=True).first() or ""
         return value, mask_connection_string(value)
@@ -113,6 +134,7 @@ class KernelService:
         return Runner(
             time_limit=settings.KERNEL_TIME_LIMIT,
             output_cap=settings.KERNEL_OUTPUT_CAP,
+            image_cap_mb=settings.KERNEL_IMAGE_CAP_MB,
             sql_row_cap=settings.KERNEL_SQL_ROW_CAP,
             notebook_id=notebook_id,
             sandbox=sandbox_config(),
