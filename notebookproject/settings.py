@@ -196,6 +196,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
+# Off by default: accounts come from `manage.py adduser` (or createsuperuser, or /admin/).
+SIGNUP_ENABLED = env_bool("SIGNUP_ENABLED", default=False)
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
@@ -240,5 +242,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+    # Django's own default config gives the "django" logger a console handler of its own (with
+    # DEBUG on): without this, each of its lines would be printed twice, once more by the root.
+    "loggers": {"django": {"handlers": [], "level": "INFO"}, "daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }

@@ -175,6 +175,11 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             for text in texts:
                 await self.send(text_data=text)
 
+    async def notebook_deleted(self, event):
+        """The owner deleted the notebook: say so, then close as for an unknown notebook."""
+        await self._send_error(protocol.NOT_FOUND, "This notebook was deleted by its owner.")
+        await self.close(code=CLOSE_NOT_FOUND)
+
     async def notebook_access_changed(self, event):
         """Sharing changed for one user: if it is this socket's, close it when the access is
         gone, or tell the page its new role (the consumer checks every edit anyway)."""

@@ -62,3 +62,16 @@ def ensure_embedded_worker():
     from .kernel.worker import ensure_embedded_worker as start
 
     start()
+
+
+def notebook_deleted_on_commit(notebook_id):
+    """After commit: the notebook's sockets close (4404) and its kernel session is dropped."""
+
+    def _notify():
+        try:
+            async_to_sync(events_layer().group_send)(group_name(notebook_id), {"type": "notebook.deleted"})
+            async_to_sync(send)(notebook_id, {"type": "kernel.forget_notebook", "notebook": str(notebook_id)})
+        except Exception:  # the notebook is gone either way; its sockets fail on their next message
+            logger.exception("could not tell the sockets and kernel of deleted notebook %s", notebook_id)
+
+    transaction.on_commit(_notify)

@@ -8,7 +8,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Count, Q
+from django.db.models import Case, Count, OuterRef, Q, Subquery, Value, When
 
 from . import permissions
 from .constants import CELL_PYTHON, CELL_STATUSES, CELL_TYPES, OUTPUT_HTML_STYLE, POSITION_STEP, STATE_STDOUT_LIMIT, STATUS_IDLE
@@ -27,6 +27,11 @@ class NotebookQuerySet(models.QuerySet):
             cell_count=Count("cells", distinct=True),
             member_count=Count("memberships", distinct=True),
         )
+
+    def with_role(self, user):
+        """Each notebook's `user_role`: what `user` is on it (owner, editor or viewer)."""
+        membership = Membership.objects.filter(notebook=OuterRef("pk"), user=user).values("role")[:1]
+        return self.annotate(user_role=Case(When(owner=user, then=Value(ROLE_OWNER)), default=Subquery(membership)))
 
 
 class Notebook(models.Model):

@@ -12,9 +12,9 @@ from django.db import connection, transaction
 from django.db.models import Min
 
 from . import kernel_client, permissions
-from .constants import CELL_PYTHON, CELL_SQL, POSITION_STEP, STATUS_IDLE, STATUS_STALE
+from .constants import CELL_PYTHON, CELL_SQL, NOTEBOOK_NAME_MAX, POSITION_STEP, STATUS_IDLE, STATUS_STALE
 from .models import Cell, Membership, Notebook
-from .permissions import EDIT, MEMBER_ROLES, SHARE, PermissionDenied
+from .permissions import EDIT, MANAGE, MEMBER_ROLES, SHARE, PermissionDenied
 from .secrets import mask_connection_string
 
 
@@ -138,6 +138,31 @@ def default_result_variable(notebook):
 def create_notebook(user, name):
     with transaction.atomic():
         return Notebook.objects.create(owner=user, name=name.strip())
+
+
+def rename_notebook(notebook_id, user, *, name, request_id=None):
+    """The owner renames the notebook; every open page hears `notebook_renamed`."""
+    name = (name or "").strip()
+    if not name or len(name) > NOTEBOOK_NAME_MAX:
+        raise OperationError("invalid_field", f"A notebook's name is 1 to {NOTEBOOK_NAME_MAX} characters.")
+    with transaction.atomic():
+        notebook = _lock_notebook(notebook_id, user, action=MANAGE)
+        notebook.name = name
+        notebook.revision += 1
+        notebook.save(update_fields=["name", "revision", "updated_at"])
+        _tell_kernel(notebook, "rename", revision=notebook.revision, request_id=request_id, name=name)
+    return notebook
+
+
+def delete_notebook(notebook_id, user):
+    """The owner deletes the notebook with its cells; its open pages are told and closed, and
+    the kernel drops its session (its namespace and execution process)."""
+    with transaction.atomic():
+        notebook = _lock_notebook(notebook_id, user, action=MANAGE)
+        name = notebook.name
+        notebook.delete()
+        kernel_client.notebook_deleted_on_commit(notebook_id)
+    return name
 
 
 def create_cell(notebook_id, user, *, cell_type=CELL_PYTHON, after_cell_id=None, before_cell_id=None, code="", request_id=None):

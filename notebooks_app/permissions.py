@@ -14,9 +14,10 @@ MEMBER_ROLES = [(ROLE_VIEWER, "Viewer"), (ROLE_EDITOR, "Editor")]
 VIEW = "view"
 EDIT = "edit"  # cells, their order and code, runs, the database connection
 SHARE = "share"  # who else has access, and with which role
+MANAGE = "manage"  # the notebook itself: its name, deleting it
 
 ALLOWED = {
-    ROLE_OWNER: frozenset({VIEW, EDIT, SHARE}),
+    ROLE_OWNER: frozenset({VIEW, EDIT, SHARE, MANAGE}),
     ROLE_EDITOR: frozenset({VIEW, EDIT}),
     ROLE_VIEWER: frozenset({VIEW}),
 }
@@ -24,6 +25,7 @@ ALLOWED = {
 REFUSALS = {
     EDIT: "You may view this notebook but not change it.",
     SHARE: "Only the owner of this notebook can change who has access.",
+    MANAGE: "Only the owner of this notebook can rename or delete it.",
 }
 
 

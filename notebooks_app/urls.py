@@ -5,8 +5,11 @@ from . import views
 app_name = "notebooks"
 urlpatterns = [
     path("", views.notebook_list, name="list"),
+    path("accounts/signup/", views.signup, name="signup"),
     path("notebooks/<uuid:notebook_id>/", views.notebook_detail, name="detail"),
     path("notebooks/<uuid:notebook_id>/share/", views.notebook_share, name="share"),
+    path("notebooks/<uuid:notebook_id>/rename/", views.notebook_rename, name="rename"),
+    path("notebooks/<uuid:notebook_id>/delete/", views.notebook_delete, name="delete"),
     path("notebooks/<uuid:notebook_id>/outputs/<str:digest>/", views.cell_output_data, name="output"),
     path("notebooks/<uuid:notebook_id>/cells/<uuid:cell_id>/stdout/", views.cell_stdout, name="stdout"),
 ]

@@ -2,8 +2,11 @@
 and the large outputs and long stdout that events and states refer to."""
 import base64
 
+from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -30,7 +33,7 @@ def notebook_list(request):
         notebook = operations.create_notebook(request.user, form.cleaned_data["name"])
         messages.success(request, f"Created “{notebook.name}”.")
         return redirect("notebooks:detail", notebook_id=notebook.pk)
-    notebooks = Notebook.objects.visible_to(request.user).with_counts().select_related("owner")
+    notebooks = Notebook.objects.visible_to(request.user).with_counts().with_role(request.user).select_related("owner")
     return render(request, "notebooks/list.html", {"notebooks": notebooks, "form": form}, status=400 if form.errors else 200)
 
 
@@ -47,7 +50,8 @@ def _detail_context(request, notebook, share_form):
         "cells": notebook.cells.order_by("position"),
         "role": role,
         "can_edit": permissions.may(role, permissions.EDIT),
-        "is_owner": permissions.may(role, permissions.SHARE),
+        "is_owner": permissions.may(role, permissions.MANAGE),
+        "rename_form": NotebookForm(initial={"name": notebook.name}),
         "members": notebook.memberships.select_related("user").order_by("user__username"),
         "share_form": share_form,
         "output_style": OUTPUT_HTML_STYLE,
@@ -75,6 +79,54 @@ def notebook_share(request, notebook_id):
         except operations.OperationError as exc:
             form.add_error("username", exc.message)
     return render(request, "notebooks/detail.html", _detail_context(request, notebook, form), status=400)
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request):
+    """Self-service accounts, only where the operator turned them on (SIGNUP_ENABLED)."""
+    if not settings.SIGNUP_ENABLED:
+        raise Http404("Sign-up is not enabled on this server; ask its operator for an account.")
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user)
+        messages.success(request, f"Welcome, {user.username}.")
+        return redirect("notebooks:list")
+    return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def notebook_rename(request, notebook_id):
+    notebook = _notebook_for(request.user, notebook_id)
+    form = NotebookForm(request.POST)
+    if form.is_valid():
+        try:
+            operations.rename_notebook(notebook.pk, request.user, name=form.cleaned_data["name"])
+            messages.success(request, f"Renamed to “{form.cleaned_data['name']}”.")
+            return redirect("notebooks:detail", notebook_id=notebook.pk)
+        except operations.OperationError as exc:
+            form.add_error("name", exc.message)
+    context = _detail_context(request, notebook, ShareForm())
+    context["rename_form"] = form
+    status = 403 if not context["is_owner"] else 400
+    return render(request, "notebooks/detail.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def notebook_delete(request, notebook_id):
+    """GET: a page that asks to confirm, naming what goes; POST: delete (owner only)."""
+    notebook = _notebook_for(request.user, notebook_id)
+    if not permissions.may(notebook.role_of(request.user), permissions.MANAGE):
+        reason = permissions.REFUSALS[permissions.MANAGE]
+        return render(request, "notebooks/forbidden.html", {"notebook": notebook, "reason": reason}, status=403)
+    if request.method == "POST":
+        name = operations.delete_notebook(notebook.pk, request.user)
+        messages.success(request, f"Deleted “{name}”.")
+        return redirect("notebooks:list")
+    counts = {"cells": notebook.cells.count(), "members": notebook.memberships.count()}
+    return render(request, "notebooks/delete.html", {"notebook": notebook, **counts})
 
 
 # --- large outputs, by reference (docs/protocol.md#sizes) ---------------------------------

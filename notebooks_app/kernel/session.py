@@ -467,6 +467,12 @@ class NotebookSession:
         newly_blocked, _ = self._refresh_blocked()
         await self._forget_all(newly_blocked)
 
+    async def on_rename(self, message):
+        if not await self._caught_up(message):
+            return
+        self.name = message["name"]
+        self._emit({"type": "notebook_renamed", "name": self.name, "requestId": message.get("requestId")})
+
     async def on_move_cell(self, message):
         if not await self._caught_up(message):
             return

@@ -175,6 +175,11 @@ class KernelService:
         except (KeyError, TypeError):
             logger.warning("malformed kernel message ignored: %r", message)
             return
+        if kind == "kernel.forget_notebook":  # deleted: its namespace and process go too
+            session = self.sessions.pop(str(notebook_id), None)
+            if session is not None:
+                asyncio.get_running_loop().create_task(self._guard(session.close(), notebook_id))
+            return
         session = self.session(notebook_id)
         loop = asyncio.get_running_loop()
         if kind == "kernel.sync":
