@@ -57,6 +57,7 @@ class CellState:
     reads: list = field(default_factory=list)
     writes: list = field(default_factory=list)
     graph_reads: frozenset = frozenset()
+    tables: list = field(default_factory=list)  # SQL cells: the names the query uses as tables
     syntax_error: dict | None = None
 
     @classmethod
@@ -83,6 +84,7 @@ class CellState:
         # Builtins (and a SQL cell's table names) become edges only when some cell
         # defines them, which the graph decides.
         self.graph_reads = frozenset(result.reads) | frozenset(result.builtins_used) | frozenset(result.tables)
+        self.tables = sorted(result.tables)
         self.syntax_error = result.error
 
     def to_message(self, stdout_url=None):
@@ -100,6 +102,8 @@ class CellState:
             "writes": self.writes,
             "error": self.error,
         }
+        if self.type == CELL_SQL:
+            message["tables"] = self.tables
         if len(self.stdout) > STATE_STDOUT_LIMIT and stdout_url is not None:
             message["stdout"] = self.stdout[-STATE_STDOUT_LIMIT:]
             message["stdoutRef"] = {"url": stdout_url(self.id), "size": len(self.stdout)}
@@ -503,6 +507,7 @@ class NotebookSession:
                 "resultVariable": cell.result_variable,
                 "reads": cell.reads,
                 "writes": cell.writes,
+                **({"tables": cell.tables} if cell.type == CELL_SQL else {}),
                 "requestId": message.get("requestId"),
             }
         )
