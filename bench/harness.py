@@ -132,7 +132,7 @@ class Cluster:
     def notebook(self, cells=(), name=None):
         """A notebook of the bench user holding `cells` (code strings), committed; returns its id."""
         from notebooks_app.models import Cell, Notebook
-        from notebooks_app.operations import POSITION_STEP
+        from notebooks_app.constants import POSITION_STEP
 
         notebook = Notebook.objects.create(name=name or f"{self.name} {uuid.uuid4().hex[:6]}", owner=self.user, revision=1)
         Cell.objects.bulk_create([Cell(notebook=notebook, position=(i + 1) * POSITION_STEP, code=code) for i, code in enumerate(cells)], batch_size=1000)

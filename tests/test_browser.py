@@ -140,7 +140,7 @@ def open_page(browser, live, notebook):
 
 def make_cells(notebook, *codes):
     """Cells saved before any page opens (the kernel loads them on first connect)."""
-    from notebooks_app.operations import POSITION_STEP
+    from notebooks_app.constants import POSITION_STEP
 
     cells = [notebook.cells.create(position=(i + 1) * POSITION_STEP, type="python", code=code) for i, code in enumerate(codes)]
     notebook.revision += 1
@@ -352,7 +352,8 @@ def test_page_reconnects_and_catches_up_after_its_server_restarts(open_page, not
 
 
 def test_edit_made_while_away_is_sent_after_reconnecting_and_wins(open_page, notebook):
-    make_cells(notebook, "m = 1")
+    (cell,) = make_cells(notebook, "m = 1")
+    type(cell).objects.filter(pk=cell.pk).update(status="success")  # it has results: an edit makes them stale
     with bob_cut_off(open_page, "c") as (alice, bob, second):
         set_code(bob, cells(bob).first, "m = 'typed while away'")
         set_code(alice, cells(alice).first, "m = 'saved by alice meanwhile'")
