@@ -257,3 +257,15 @@ async def test_a_cell_that_kills_the_kernel_is_not_rerun_by_run_all(make_session
     since = len(published.events)
     session.submit({"type": "kernel.run_all"})
     await published.status(crash, "success", since=since)
+
+
+async def test_stop_while_the_execution_process_starts_stops_the_cell(make_session):
+    """The first run of a notebook starts its process; a Stop pressed meanwhile is not lost."""
+    session, _, published = await make_session("while True:\n    pass", "after = 1")
+    spin, after = "cell-0", "cell-1"
+    session.submit({"type": "kernel.run_all"})
+    await published.status(spin, "running")
+    await session.interrupt()
+    await published.status(spin, "error")
+    assert published.of("cell_error", cellId=spin)[-1]["error"]["ename"] == "KeyboardInterrupt"
+    await published.status(after, "stale")  # the rest of the cascade did not run

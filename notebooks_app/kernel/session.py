@@ -702,6 +702,10 @@ class NotebookSession:
 
         try:
             await self._ensure_runner()
+            if self._cancel_cascade:  # Stop pressed while the execution process was starting
+                interrupted = {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}
+                self._finish(cell, STATUS_ERROR, [], interrupted)
+                return False
             if cell.type == CELL_SQL:
                 result = await self.runner.run_sql(cell.id, cell.code, result_variable=cell.result_variable, on_stdout=on_stdout)
             else:
