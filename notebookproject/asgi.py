@@ -12,6 +12,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator  # noqa: E402
 
 from notebooks_app.kernel.worker import KernelChannelRouter  # noqa: E402
+from notebooks_app.middleware import WebSocketUnavailableGuard  # noqa: E402
 from notebooks_app.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def same_host_or_no_origin(app):
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": same_host_or_no_origin(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": WebSocketUnavailableGuard(same_host_or_no_origin(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
         "channel": KernelChannelRouter(),
     }
 )

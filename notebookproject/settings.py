@@ -88,6 +88,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # A view that cannot reach the database answers 503 (docs/operations.md#faults).
+    "notebooks_app.middleware.ServiceUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "notebookproject.urls"
@@ -112,7 +114,9 @@ ASGI_APPLICATION = "notebookproject.asgi.application"
 # --- Database -----------------------------------------------------------------
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    default_db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    # conn_health_checks: the pool checks a connection before lending it (psycopg_pool's
+    # check), so the first request after PostgreSQL restarts gets a fresh one, not a dead one.
+    default_db = dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
     if default_db["ENGINE"] == "django.db.backends.postgresql":
         # psycopg 3 pool on purpose: Daphne's ORM thread and the worker reuse
         # connections instead of paying a TCP + auth handshake per operation.
@@ -120,7 +124,8 @@ if DATABASE_URL:
         default_db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
             "max_size": env_int("DATABASE_POOL_SIZE", 8),
-            "timeout": 10,
+            # Seconds a request waits for a connection: during an outage, the time to its 503.
+            "timeout": env_float("DATABASE_POOL_TIMEOUT", 5.0),
         }
 else:
     default_db = {
@@ -151,7 +156,8 @@ if REDIS_URL:
     _redis_hosts = [{"address": REDIS_URL, "socket_timeout": None}]
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis's layers, made to survive a Redis restart (notebooks_app/layers.py).
+            "BACKEND": "notebooks_app.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": _redis_hosts,
                 # Defaults (100 messages, 60 s) silently drop messages to a busy worker;
@@ -160,7 +166,7 @@ if REDIS_URL:
                 "expiry": 60,
             },
         },
-        EVENTS_CHANNEL_LAYER: {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": _redis_hosts}},
+        EVENTS_CHANNEL_LAYER: {"BACKEND": "notebooks_app.layers.RedisPubSubChannelLayer", "CONFIG": {"hosts": _redis_hosts}},
     }
 else:
     CHANNEL_LAYERS = {
@@ -244,5 +250,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     # Django's own default config gives the "django" logger a console handler of its own (with
     # DEBUG on): without this, each of its lines would be printed twice, once more by the root.
-    "loggers": {"django": {"handlers": [], "level": "INFO"}, "daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+    "loggers": {"django": {"handlers": [], "level": "INFO"}, "daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"},
+                # psycopg_pool warns at every failed reconnection; an outage is logged once anyway.
+                "psycopg.pool": {"level": "ERROR"}},
 }

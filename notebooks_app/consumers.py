@@ -12,10 +12,13 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import DatabaseError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from . import kernel_client, operations, permissions, protocol
 from .constants import CELL_PYTHON
+from .kernel_client import KernelUnreachable
+from .layers import REDIS_ERRORS, redis_down
+from .middleware import CLOSE_TRY_AGAIN_LATER
 from .models import Notebook
 from .operations import OperationError
 
@@ -29,6 +32,23 @@ CLOSE_NOT_FOUND = 4404
 # (a few ms each), tight enough that a flood is refused rather than queued.
 RATE_BURST = 500
 RATE_PER_SECOND = 200.0
+
+
+def database_down(exc):
+    """A lost or refused database connection, as opposed to a busy one (a lock timeout)."""
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    if type(cause).__module__.startswith("sqlite3"):
+        return False  # "database is locked": busy
+    sqlstate = getattr(cause, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
+
+
+class RedisUnavailable(Exception):
+    """This process has lost Redis: nothing is attempted, the sender is told `unavailable`."""
 
 
 @database_sync_to_async
@@ -56,6 +76,26 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         self.batch_frames = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("batch") == ["1"]
         self._tokens = float(RATE_BURST)
         self._last_refill = time.monotonic()
+        self.accepted = False
+        try:
+            await self._connect()
+        except (DatabaseError, *REDIS_ERRORS) as exc:
+            what = "database" if isinstance(exc, DatabaseError) else "Redis"
+            logger.warning("socket on notebook %s refused: %s unavailable (%s: %s)", self.notebook_id, what, type(exc).__name__, str(exc)[:200])
+            await self._close_unavailable(f"The server cannot reach its {what} right now; reconnecting shortly.")
+
+    async def accept(self, subprotocol=None, headers=None):
+        self.accepted = True
+        await super().accept(subprotocol, headers)
+
+    async def _close_unavailable(self, message):
+        """Say why, then close with 1013 so the page reconnects later and resyncs."""
+        if not self.accepted:
+            await self.accept()
+        await self._send_error(protocol.UNAVAILABLE, message)
+        await self.close(code=CLOSE_TRY_AGAIN_LATER)
+
+    async def _connect(self):
         if self.user is None or not self.user.is_authenticated:
             await self.accept()
             await self.close(code=CLOSE_FORBIDDEN)
@@ -99,9 +139,19 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self._send_error(exc.code, exc.message, exc.request_id if exc.request_id is not None else request_id)
         except OperationError as exc:
             await self._send_error(exc.code, exc.message, request_id)
-        except OperationalError:
-            logger.warning("database busy while handling a message on %s", self.notebook_id, exc_info=True)
-            await self._send_error(protocol.BUSY, "The notebook is busy; please retry.", request_id)
+        except KernelUnreachable:
+            message = "Your change was saved, but the kernel cannot be reached right now; it will show when the connection is back."
+            await self._send_error(protocol.UNAVAILABLE, message, request_id)
+        except (RedisUnavailable, *REDIS_ERRORS) as exc:
+            logger.warning("message on notebook %s refused: Redis unavailable (%s)", self.notebook_id, type(exc).__name__)
+            await self._send_error(protocol.UNAVAILABLE, "The server cannot reach the kernel right now; nothing was changed. Retry in a moment.", request_id)
+        except (OperationalError, InterfaceError) as exc:
+            if database_down(exc):
+                logger.warning("message on notebook %s refused: database unavailable (%s: %s)", self.notebook_id, type(exc).__name__, str(exc)[:200])
+                await self._send_error(protocol.UNAVAILABLE, "The database cannot be reached right now; nothing was changed. Retry in a moment.", request_id)
+            else:
+                logger.warning("database busy while handling a message on %s", self.notebook_id, exc_info=True)
+                await self._send_error(protocol.BUSY, "The notebook is busy; please retry.", request_id)
         except DatabaseError:
             logger.exception("database error on notebook %s", self.notebook_id)
             await self._send_error(protocol.INTERNAL_ERROR, "The change could not be saved; nothing was changed.", request_id)
@@ -145,7 +195,12 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             raise protocol.ProtocolError(protocol.UNKNOWN_TYPE, f"Unhandled message type {message.type}.", rid)
 
     async def _operation(self, func, **fields):
-        """One operations.py function on this notebook as this user, on the ORM thread."""
+        """One operations.py function on this notebook as this user, on the ORM thread.
+
+        Not attempted while this process has lost Redis: the change could be committed but
+        never reach the kernel, so the sender is told `unavailable` before anything changes."""
+        if redis_down(self.channel_layer):
+            raise RedisUnavailable()
         return await database_sync_to_async(func)(self.notebook_id, self.user, **fields)
 
     async def _kernel_command(self, message):
@@ -158,7 +213,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         await kernel_client.send(self.notebook_id, payload)
 
     async def _send_error(self, code, message, request_id=None):
-        await self.send(text_data=protocol.dumps(protocol.error_message(code, message, request_id)))
+        await self.send(text_data=protocol.encode_error(code, message, request_id))
 
     # --- kernel worker -> this socket --------------------------------------------
     async def notebook_event(self, event):
@@ -183,12 +238,36 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     async def notebook_access_changed(self, event):
         """Sharing changed for one user: if it is this socket's, close it when the access is
         gone, or tell the page its new role (the consumer checks every edit anyway)."""
-        if event.get("userId") != self.user.pk:
-            return
-        notebook, role = await _load_notebook_for(self.user, self.notebook_id)
+        if event.get("userId") == self.user.pk:
+            await self._check_access()
+
+    async def _check_access(self):
+        """Close the socket if the user's access is gone, or tell the page its new role;
+        True when the socket stays open."""
+        try:
+            notebook, role = await _load_notebook_for(self.user, self.notebook_id)
+        except DatabaseError as exc:
+            logger.warning("could not re-check access on notebook %s: database unavailable (%s)", self.notebook_id, type(exc).__name__)
+            await self._close_unavailable("The server cannot reach its database right now; reconnecting shortly.")
+            return False
         if notebook is None:
             await self._send_error(protocol.FORBIDDEN, "Your access to this notebook was removed.")
             await self.close(code=CLOSE_FORBIDDEN)
-        elif role != self.role:
+            return False
+        if role != self.role:
             self.role = role
             await self.send(text_data=protocol.dumps({"type": "access_changed", "role": role}))
+        return True
+
+    async def layer_reconnected(self, event):
+        """This process had lost Redis: events (and sharing changes) may have been missed.
+        Re-check access, then ask the kernel for a fresh state; the database's revision
+        makes a kernel that missed a committed change reload it first."""
+        if not self.joined or not await self._check_access():
+            return
+        try:
+            revision = await database_sync_to_async(lambda: Notebook.objects.filter(pk=self.notebook_id).values_list("revision", flat=True).first())()
+            await self._request_state(revision=revision)
+        except (DatabaseError, *REDIS_ERRORS) as exc:
+            logger.warning("socket on notebook %s could not resync after a Redis outage (%s); closing it", self.notebook_id, type(exc).__name__)
+            await self._close_unavailable("The server could not resync this notebook; reconnecting shortly.")

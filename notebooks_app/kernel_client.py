@@ -13,8 +13,17 @@ from django.db import transaction
 
 from .kernel import addresses
 from .kernel.addresses import group_name
+from .layers import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
+
+
+class KernelUnreachable(Exception):
+    """A change was committed but its kernel message could not be sent (Redis is down).
+
+    The worker catches up from the notebook's revision when a client next syncs (every
+    socket resyncs once its process has Redis back); the sender is told `unavailable`.
+    """
 
 
 def shard_channels(shards=None):
@@ -41,7 +50,10 @@ def send_on_commit(notebook_id, message):
     def _send():
         try:
             async_to_sync(send)(notebook_id, message)
-        except Exception:  # the edit is committed; the worker resyncs from the revision
+        except REDIS_ERRORS as exc:  # the edit is committed; the worker catches up from the revision
+            logger.warning("could not reach the kernel worker for notebook %s (%s: %s)", notebook_id, type(exc).__name__, exc)
+            raise KernelUnreachable(str(exc)) from exc
+        except Exception:
             logger.exception("could not reach the kernel worker for notebook %s", notebook_id)
 
     transaction.on_commit(_send)
@@ -54,7 +66,14 @@ async def notify_access_changed(notebook_id, user_id):
 
 def notify_access_changed_on_commit(notebook_id, user_id):
     """After commit: the member's open sockets re-check their access (sharing operations)."""
-    transaction.on_commit(lambda: async_to_sync(notify_access_changed)(notebook_id, user_id))
+
+    def _notify():
+        try:
+            async_to_sync(notify_access_changed)(notebook_id, user_id)
+        except REDIS_ERRORS as exc:  # sockets re-check their access when Redis is back (resync)
+            logger.warning("could not tell the sockets of user %s on notebook %s about their access (%s)", user_id, notebook_id, exc)
+
+    transaction.on_commit(_notify)
 
 
 def ensure_embedded_worker():

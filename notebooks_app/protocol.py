@@ -26,7 +26,8 @@ RATE_LIMITED = "rate_limited"
 TOO_LARGE = "too_large"
 BUSY = "busy"
 INTERNAL_ERROR = "internal_error"
-ERROR_CODES = [INVALID_JSON, INVALID_MESSAGE, UNKNOWN_TYPE, INVALID_FIELD, UNKNOWN_CELL, FORBIDDEN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, BUSY, INTERNAL_ERROR]
+UNAVAILABLE = "unavailable"
+ERROR_CODES = [INVALID_JSON, INVALID_MESSAGE, UNKNOWN_TYPE, INVALID_FIELD, UNKNOWN_CELL, FORBIDDEN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, BUSY, INTERNAL_ERROR, UNAVAILABLE]
 
 MAX_REQUEST_ID = 100
 MAX_CONNECTION_STRING = 4096
@@ -83,9 +84,27 @@ def _check_cell_id(name, value):
         raise ValueError(f"'{name}' is not a valid cell id: {value[:60]!r}") from None
 
 
+def _check_text(name, value):
+    """Strings that get stored: PostgreSQL text holds no NUL, and UTF-8 no lone surrogate."""
+    if "\x00" in value:
+        raise ValueError(f"'{name}' must not contain NUL characters")
+    if not _encodable(value):
+        raise ValueError(f"'{name}' must be valid Unicode (no lone surrogates)")
+    return value
+
+
+def _encodable(value):
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_code(name, value):
     if not isinstance(value, str):
         raise ValueError(f"'{name}' must be a string")
+    _check_text(name, value)
     size = len(value.encode("utf-8"))
     if size > settings.MAX_CODE_BYTES:
         raise ProtocolError(TOO_LARGE, f"'{name}' is {size:,} bytes; the limit is {settings.MAX_CODE_BYTES:,} bytes")
@@ -114,6 +133,7 @@ def validate_connection_string(value):
         return ""
     if len(value) > MAX_CONNECTION_STRING:
         raise ValueError(f"the connection string is longer than {MAX_CONNECTION_STRING} characters")
+    _check_text("connectionString", value)
     if not value.startswith(CONNECTION_SCHEMES):
         raise ValueError("the connection string must start with postgresql://, postgres:// or sqlite:///")
     try:
@@ -135,6 +155,12 @@ def _check_connection(name, value):
 CHECKS = {"cell_id": _check_cell_id, "code": _check_code, "cell_type": _check_cell_type, "identifier": _check_identifier, "connection": _check_connection}
 
 
+def _valid_request_id(value):
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return False
+    return len(str(value)) <= MAX_REQUEST_ID and (isinstance(value, int) or _encodable(value))
+
+
 def parse(text):
     """Parse one client frame into a ClientMessage, or raise ProtocolError."""
     if text is None:
@@ -146,7 +172,8 @@ def parse(text):
     if not isinstance(data, dict):
         raise ProtocolError(INVALID_MESSAGE, "A message must be a JSON object with a 'type'.")
     request_id = data.get("requestId")
-    if request_id is not None and not (isinstance(request_id, (str, int)) and not isinstance(request_id, bool) and len(str(request_id)) <= MAX_REQUEST_ID):
+    if request_id is not None and not _valid_request_id(request_id):
+        # Never echoed back: a lone surrogate could not even be sent.
         raise ProtocolError(INVALID_FIELD, f"'requestId' must be a string or integer of at most {MAX_REQUEST_ID} characters.")
     msg_type = data.get("type")
     if not isinstance(msg_type, str):
@@ -157,7 +184,7 @@ def parse(text):
         raise ProtocolError(UNKNOWN_TYPE, f"Unknown message type {msg_type[:60]!r}; known types: {known}.", request_id)
     unknown = sorted(set(data) - set(schema) - {"type", "requestId"})
     if unknown:
-        raise ProtocolError(INVALID_FIELD, f"Unexpected field(s) for {msg_type}: {', '.join(u[:40] for u in unknown[:5])}.", request_id)
+        raise ProtocolError(INVALID_FIELD, f"Unexpected field(s) for {msg_type}: {', '.join(repr(u[:40]) for u in unknown[:5])}.", request_id)
     fields = {}
     for name, spec in schema.items():
         if name not in data:
@@ -180,6 +207,11 @@ def parse(text):
     if msg_type == "cell_update" and "code" not in fields and "resultVariable" not in fields:
         raise ProtocolError(INVALID_FIELD, "cell_update needs 'code' or 'resultVariable'.", request_id)
     return ClientMessage(msg_type, fields, request_id)
+
+
+def encode_error(code, message, request_id=None):
+    """An `error` frame's text, ASCII-escaped: whatever it quotes from the client, it can be sent."""
+    return json.dumps(error_message(code, message, request_id), separators=(",", ":"))
 
 
 def error_message(code, message, request_id=None):

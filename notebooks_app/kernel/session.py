@@ -376,6 +376,12 @@ class NotebookSession:
             self._emit_state()
             await self.flush()
 
+    async def announce_state(self):
+        """Every client gets a fresh state now: events sent to them were lost (Redis was down)."""
+        if self.loaded and not self.gone:
+            self._emit_state()
+            await self.flush()
+
     async def sync(self, reply_channel, request_id=None, revision=None):
         """Answer one socket with the current state, out of band (never queued behind a cascade).
 

@@ -16,10 +16,11 @@ from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.urls import reverse
 
 from .. import protocol
+from ..layers import REDIS_ERRORS, Outage, backoff_delays
 from ..models import Cell, Notebook, OutputBlob
 from ..secrets import mask_connection_string
 from .addresses import group_name, is_kernel_channel, shard_channels
@@ -31,6 +32,31 @@ from .session import NotebookSession
 logger = logging.getLogger(__name__)
 
 PERSISTED_FIELDS = ["status", "outputs", "stdout", "error", "reads", "writes"]
+DATABASE_DOWN = (OperationalError, InterfaceError)
+PROBE_GROUP = "kernel-probe"  # a group nobody joins: publishing to it tells whether Redis is back
+_database_outage = Outage("kernel worker", resource="PostgreSQL")
+
+
+def retried_while_database_down(func):
+    """`func` on the ORM thread, retried with backoff while PostgreSQL is unreachable, so a
+    result computed during an outage is written when the database is back, not dropped
+    (channels' database_sync_to_async drops the broken connection between attempts)."""
+    call = database_sync_to_async(func)
+
+    async def retrying(*args, **kwargs):
+        delays = backoff_delays()
+        while True:
+            try:
+                result = await call(*args, **kwargs)
+            except DATABASE_DOWN as exc:
+                _database_outage.failed(exc)
+                await asyncio.sleep(next(delays))
+                continue
+            _database_outage.recovered()
+            return result
+
+    return retrying
+
 
 
 def sandbox_config():
@@ -63,7 +89,7 @@ def database_policy():
 class DatabaseStore:
     """Reads notebooks for a session and writes back final cell states, in batches."""
 
-    @database_sync_to_async
+    @retried_while_database_down
     def load(self, notebook_id):
         notebook = Notebook.objects.filter(pk=notebook_id).first()
         if notebook is None:
@@ -101,12 +127,12 @@ class DatabaseStore:
     def stdout_url(self, notebook_id, cell_id):
         return reverse("notebooks:stdout", args=[notebook_id, cell_id])
 
-    @database_sync_to_async
+    @retried_while_database_down
     def load_connection(self, notebook_id):
         value = Notebook.objects.filter(pk=notebook_id).values_list("db_connection", flat=True).first() or ""
         return value, mask_connection_string(value)
 
-    @database_sync_to_async
+    @retried_while_database_down
     def persist(self, notebook_id, rows):
         """Final states as one executemany of a plain UPDATE (psycopg 3 pipelines it into one
         round trip); rows of cells deleted meanwhile simply match nothing.
@@ -129,6 +155,12 @@ class KernelService:
         self.channel_layer = channel_layer or get_channel_layer(settings.EVENTS_CHANNEL_LAYER)  # publishes to sockets
         self.sessions = {}
         self.store = DatabaseStore()
+        # Notebooks whose events were lost on their way (Redis down): every client gets a
+        # fresh state once it is back, so none is left showing a cell `running`.
+        self._unannounced = set()
+        self._recovery = None
+        self._redis_outage = Outage("kernel worker publish")
+
 
     def _runner_factory(self, notebook_id=""):
         return Runner(
@@ -162,13 +194,39 @@ class KernelService:
         (docs/protocol.md).
         """
         event = {"type": "notebook.event", "texts": [protocol.dumps(e) for e in events]}
-        if target is None:
-            await self.channel_layer.group_send(group_name(notebook_id), event)
-        else:
-            await self.channel_layer.send(target, event)
+        try:
+            if target is None:
+                await self.channel_layer.group_send(group_name(notebook_id), event)
+            else:
+                await self.channel_layer.send(target, event)
+        except REDIS_ERRORS as exc:
+            self._redis_outage.failed(exc)
+            self._unannounced.add(str(notebook_id))
+            if self._recovery is None or self._recovery.done():
+                self._recovery = asyncio.get_running_loop().create_task(self._announce_when_back())
+
+    async def _announce_when_back(self):
+        """Wait for Redis, then send every notebook that lost events a fresh state."""
+        for delay in backoff_delays():
+            await asyncio.sleep(delay)
+            try:
+                await self.channel_layer.group_send(PROBE_GROUP, {"type": "kernel.probe"})
+                break
+            except REDIS_ERRORS:
+                continue
+        self._redis_outage.recovered()
+        pending, self._unannounced = self._unannounced, set()
+        for notebook_id in pending:
+            session = self.sessions.get(notebook_id)
+            if session is not None:
+                await self._guard(session.announce_state(), notebook_id)
+
 
     def submit(self, message):
         """Route one kernel message; never blocks and never raises."""
+        if isinstance(message, dict) and message.get("type") == "kernel.ping":
+            asyncio.get_running_loop().create_task(self._pong(message.get("replyChannel")))
+            return
         try:
             notebook_id = message["notebook"]
             kind = message["type"]
@@ -188,6 +246,15 @@ class KernelService:
             loop.create_task(self._guard(session.interrupt(), notebook_id))
         else:
             session.submit(message)
+
+    async def _pong(self, reply_channel):
+        """Answer a readiness check (`/readyz`) on the core layer, where it waits."""
+        if not isinstance(reply_channel, str):
+            return
+        try:
+            await get_channel_layer().send(reply_channel, {"type": "kernel.pong"})
+        except REDIS_ERRORS as exc:
+            self._redis_outage.failed(exc)
 
     async def _guard(self, coroutine, notebook_id):
         try:

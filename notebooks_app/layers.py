@@ -1,0 +1,218 @@
+"""Channel layers that survive a Redis outage: the settings' two Redis layers, subclassed.
+
+channels-redis gives up at the first connection error: `runworker`'s receive raises and the
+worker process exits, and the pub/sub layer logs a traceback every second while Redis is down
+and never tells its consumers that the events published meanwhile are lost.  Here:
+
+* `RedisChannelLayer.receive` (the kernel worker's input) waits out an outage with backoff,
+  so the worker keeps its notebooks' kernels across a Redis restart.
+* `RedisPubSubChannelLayer` (the sockets) records subscriptions made while Redis is down,
+  reconnects with backoff, subscribes everything again, then delivers `{"type":
+  "layer.reconnected"}` to every channel of this process, so each consumer resyncs its client.
+* Sends still fail at once (`REDIS_ERRORS`): their callers tell the user (`unavailable`).
+
+Each outage is one warning line and one line when Redis is back (`Outage`), not a traceback
+per message.  Nothing here knows about notebooks.
+"""
+import asyncio
+import logging
+import time
+
+from channels_redis import core, pubsub
+from channels_redis.utils import decode_hosts
+from redis import exceptions as redis_exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+logger = logging.getLogger(__name__)
+
+# What a Redis outage raises: refused or reset connections, timeouts, a server loading its data.
+REDIS_ERRORS = (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError, redis_exceptions.BusyLoadingError, OSError)
+RECONNECTED = "layer.reconnected"
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+
+
+class Outage:
+    """One warning when a connection is lost, one more when it works again."""
+
+    def __init__(self, what, resource="Redis"):
+        self.what = what
+        self.resource = resource
+        self.since = None
+
+    @property
+    def down(self):
+        return self.since is not None
+
+    def failed(self, exc):
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.warning("%s: lost %s (%s: %s); retrying with backoff", self.what, self.resource, type(exc).__name__, str(exc)[:200])
+
+    def recovered(self):
+        if self.since is not None:
+            logger.warning("%s: %s reachable again after %.1f s", self.what, self.resource, time.monotonic() - self.since)
+            self.since = None
+
+
+def _fail_fast(hosts):
+    """Hosts without redis-py's own retries (which would reconnect a pub/sub connection
+    silently, hiding the events lost meanwhile) and with a bounded connect time."""
+    return [dict(host, retry=Retry(NoBackoff(), 0), socket_connect_timeout=host.get("socket_connect_timeout", 5)) for host in decode_hosts(hosts)]
+
+
+def backoff_delays():
+    delay = BACKOFF_FIRST
+    while True:
+        yield delay
+        delay = min(BACKOFF_MAX, delay * 2)
+
+
+class RedisChannelLayer(core.RedisChannelLayer):
+    """The core layer whose receive outlives Redis outages (the kernel worker's input)."""
+
+    def __init__(self, hosts=None, **kwargs):
+        super().__init__(hosts=_fail_fast(hosts), **kwargs)
+        self.outage = Outage("channel layer receive")
+
+    async def receive(self, channel):
+        delays = backoff_delays()
+        while True:
+            try:
+                message = await super().receive(channel)
+            except REDIS_ERRORS as exc:
+                self.outage.failed(exc)
+                await asyncio.sleep(next(delays))
+                continue
+            self.outage.recovered()
+            return message
+
+
+class _ResilientShard(pubsub.RedisSingleShardConnection):
+    """One Redis connection of the pub/sub layer: subscriptions are what we want to hold,
+    restored after every reconnection; the receive loop reconnects with backoff."""
+
+    def __init__(self, host, channel_layer):
+        super().__init__(host, channel_layer)
+        self.outage = Outage("pub/sub layer")
+        self._broken = False
+
+    def _break(self, exc):
+        self.outage.failed(exc)
+        self._broken = True
+        self._ensure_receiver()
+
+    async def subscribe(self, channel):
+        async with self._lock:
+            self._subscribed_to.add(channel)
+            if self._broken:
+                self._ensure_receiver()
+                return
+            try:
+                self._ensure_redis()
+                self._ensure_receiver()
+                await self._pubsub.subscribe(channel)
+            except REDIS_ERRORS as exc:
+                self._break(exc)
+
+    async def unsubscribe(self, channel):
+        async with self._lock:
+            if channel not in self._subscribed_to:
+                return
+            self._subscribed_to.discard(channel)
+            if self._broken or self._pubsub is None:
+                return
+            try:
+                await self._pubsub.unsubscribe(channel)
+            except REDIS_ERRORS as exc:
+                self._break(exc)
+
+    async def publish(self, channel, message):
+        try:
+            await super().publish(channel, message)
+        except REDIS_ERRORS as exc:
+            self._break(exc)
+            raise
+
+    async def _reconnect(self):
+        """Back off until Redis answers, then subscribe to everything again."""
+        for delay in backoff_delays():
+            async with self._lock:
+                try:
+                    await self._drop_connection()
+                    self._ensure_redis()
+                    await self._redis.ping()
+                    if self._subscribed_to:
+                        await self._pubsub.subscribe(*self._subscribed_to)
+                    self._broken = False
+                    break
+                except REDIS_ERRORS:
+                    pass
+            await asyncio.sleep(delay)
+        self.outage.recovered()
+        self._announce_reconnected()
+
+    async def _drop_connection(self):
+        if self._redis is not None:
+            redis, self._redis, self._pubsub = self._redis, None, None
+            try:
+                await pubsub._close_redis(redis)
+            except REDIS_ERRORS:
+                pass
+
+    def _announce_reconnected(self):
+        """Every local channel hears that events may have been lost (the consumers resync)."""
+        data = self.channel_layer.channel_layer.serialize({"type": RECONNECTED})
+        for queue in list(self.channel_layer.channels.values()):
+            queue.put_nowait(data)
+
+    async def _do_receiving(self):
+        while True:
+            try:
+                if self._broken:
+                    await self._reconnect()
+                elif self._pubsub is not None and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                    self._receive_message(message)
+                else:
+                    await asyncio.sleep(0.1)
+            except (asyncio.CancelledError, asyncio.TimeoutError, GeneratorExit):
+                raise
+            except REDIS_ERRORS as exc:
+                self._break(exc)
+            except Exception:
+                logger.exception("unexpected error in the pub/sub receive loop")
+                await asyncio.sleep(1)
+
+
+class _ResilientLoopLayer(pubsub.RedisPubSubLoopLayer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._shards = [_ResilientShard(shard.host, self) for shard in self._shards]
+
+
+class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
+    """The pub/sub layer of the sockets, resubscribing and telling its consumers after an outage."""
+
+    def __init__(self, *args, hosts=None, **kwargs):
+        super().__init__(*args, hosts=_fail_fast(hosts), **kwargs)
+
+    def _get_layer(self):
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = _ResilientLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            self._layers[loop] = layer
+            pubsub._wrap_close(self, loop)
+        return layer
+
+
+def redis_down(layer):
+    """True while this process's pub/sub layer knows Redis is unreachable (its shards
+    notice within a tenth of a second, as their receive loop fails)."""
+    try:
+        loop_layer = layer._get_layer()
+    except AttributeError:  # another backend (the in-memory layer of the embedded default)
+        return False
+    return any(getattr(shard, "_broken", False) for shard in getattr(loop_layer, "_shards", ()))
