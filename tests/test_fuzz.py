@@ -1,0 +1,131 @@
+"""Property-based fuzzing of the real consumer (and the real kernel worker behind it): frames
+built from the protocol's message schemas with wrong, missing, extra and odd values, random
+JSON, random text and binary frames.  Every frame gets a clear answer (an `error`, or the
+`notebook_state` a valid `sync` asks for), no traceback or error is logged, a viewer's frames
+change nothing, and an editor's never cause an `internal_error`.
+
+Hypothesis runs in a thread and hands each example to the test's event loop, where the
+consumer lives (WebsocketCommunicator); a `sync` probe after each example marks its end.
+"""
+import asyncio
+import json
+import logging
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from notebooks_app import protocol
+
+from .conftest import create, db_cells, revision
+
+ODD_STRINGS = ["\ud800", "a\x00b", "\udfff\ud800", "", " ", "x" * 300, "🙂", "df_1", "class", "postgresql://", "sqlite:///", "sqlite:////etc/passwd"]
+json_scalars = st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30) | st.floats(allow_nan=False) | st.text(max_size=50) | st.sampled_from(ODD_STRINGS)
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+TYPES = sorted(protocol.MESSAGE_SCHEMAS) + ["", "cell.update", "notebook_state", "error"]
+
+
+@st.composite
+def schema_messages(draw, cell_ids):
+    """A message shaped like the schema's, each field valid, odd or absent, maybe extras."""
+    kind = draw(st.sampled_from(TYPES))
+    message = {"type": kind}
+    plausible = st.sampled_from(cell_ids + [str(uuid.uuid4())]) | st.just(None) | json_scalars
+    for name in protocol.MESSAGE_SCHEMAS.get(kind, {}):
+        if draw(st.booleans()):
+            message[name] = draw(plausible if "Id" in name else json_values | st.sampled_from(["python", "sql", "a = 1", "df_2"]))
+    if draw(st.integers(0, 4)) == 0:
+        message[draw(st.text(min_size=1, max_size=8) | st.sampled_from(ODD_STRINGS))] = draw(json_values)
+    if draw(st.booleans()):
+        message["requestId"] = draw(json_scalars)
+    return message
+
+
+def frames(cell_ids):
+    as_text = schema_messages(cell_ids).map(lambda m: json.dumps(m)) | json_values.map(json.dumps) | st.text(max_size=200)
+    return st.lists(as_text | st.binary(max_size=200), min_size=1, max_size=6)
+
+
+# Valid messages a viewer may send that get no reply of their own (relayed to everyone).
+UNANSWERED = {"presence"}
+
+
+def expected_reply(frame):
+    """'state' for a valid sync, None for a valid presence, else 'error' (for a viewer)."""
+    if isinstance(frame, bytes):
+        return "error"
+    try:
+        kind = protocol.parse(frame).type
+    except protocol.ProtocolError:
+        return "error"
+    return "state" if kind == "sync" else None if kind in UNANSWERED else "error"
+
+
+async def exchange(client, batch, probe):
+    """Send `batch`, then a sync probe; every frame that arrived before the probe's answer."""
+    for frame in batch:
+        await client.comm.send_input({"type": "websocket.receive", ("bytes" if isinstance(frame, bytes) else "text"): frame})
+    await client.send(type="sync", requestId=probe)
+    replies = []
+    while True:
+        message = await client.comm.receive_output(20)
+        assert message["type"] == "websocket.send", f"socket closed: {message}"
+        frame = json.loads(message["text"])
+        if frame.get("type") == "notebook_state" and frame.get("requestId") == probe:
+            client.seq = frame["seq"]  # the client's own event tracking goes on from here
+            return replies
+        replies.append(frame)
+
+
+def run_examples(loop, strategy, check, examples):
+    """Hypothesis in this (worker) thread; each example checked on the test's event loop."""
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(strategy)
+    def property_holds(batch):
+        asyncio.run_coroutine_threadsafe(check(batch), loop).result(60)
+
+    property_holds()
+
+
+@pytest.fixture
+def quiet_logs(caplog, live_kernel):
+    caplog.set_level(logging.WARNING)
+    before = live_kernel.log_path.read_text(errors="replace").count("Traceback")
+    yield
+    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not loud, [r.getMessage() for r in loud]
+    assert live_kernel.log_path.read_text(errors="replace").count("Traceback") == before
+
+
+async def test_a_viewers_fuzzed_frames_each_get_an_answer_and_change_nothing(ws, notebook, users, quiet_logs):
+    owner = await ws(users["alice"], notebook)
+    cell = (await create(owner, "a = 1"))
+    before = (await revision(notebook), await db_cells(notebook))
+    viewer = await ws(users["carol"], notebook)
+    counter = iter(range(10**9))
+
+    async def check(batch):
+        replies = await exchange(viewer, batch, f"probe-{next(counter)}")
+        got = ["state" if r["type"] == "notebook_state" else r["type"] for r in replies if r["type"] in ("error", "notebook_state")]
+        expected = [e for e in map(expected_reply, batch) if e is not None]
+        assert sorted(got) == sorted(expected), (batch, replies)
+        assert all(r.get("code") != protocol.INTERNAL_ERROR for r in replies)
+
+    await asyncio.to_thread(run_examples, asyncio.get_running_loop(), frames([cell]), check, 150)
+    assert (await revision(notebook), await db_cells(notebook)) == before
+
+
+async def test_an_editors_fuzzed_frames_never_break_the_server(ws, notebook, users, quiet_logs):
+    editor = await ws(users["bob"], notebook)
+    cells = [await create(editor, "a = 1"), await create(editor, "b = a + 1")]
+    counter = iter(range(10**9))
+
+    async def check(batch):
+        replies = await exchange(editor, batch, f"probe-{next(counter)}")
+        assert all(r.get("code") != protocol.INTERNAL_ERROR for r in replies), replies
+        assert not any(r["type"] == "kernel_error" for r in replies), replies
+
+    await asyncio.to_thread(run_examples, asyncio.get_running_loop(), frames(cells), check, 100)
+    # The socket still works: a plain edit goes through.
+    assert (await editor.request(type="create_cell", code="z = 0"))["type"] == "cell_created"
