@@ -69,12 +69,24 @@ def backoff_delays():
         delay = min(BACKOFF_MAX, delay * 2)
 
 
+async def _once_more_on_a_fresh_connection(send, *args):
+    """A pooled connection that Redis closed (it restarted) fails its first command; redis-py
+    has dropped it by then, so one more attempt, without retries of its own, uses a new one."""
+    try:
+        return await send(*args)
+    except REDIS_ERRORS:
+        return await send(*args)
+
+
 class RedisChannelLayer(core.RedisChannelLayer):
     """The core layer whose receive outlives Redis outages (the kernel worker's input)."""
 
     def __init__(self, hosts=None, **kwargs):
         super().__init__(hosts=_fail_fast(hosts), **kwargs)
         self.outage = Outage("channel layer receive")
+
+    async def send(self, channel, message):
+        await _once_more_on_a_fresh_connection(super().send, channel, message)
 
     async def receive(self, channel):
         delays = backoff_delays()
@@ -130,7 +142,7 @@ class _ResilientShard(pubsub.RedisSingleShardConnection):
 
     async def publish(self, channel, message):
         try:
-            await super().publish(channel, message)
+            await _once_more_on_a_fresh_connection(super().publish, channel, message)
         except REDIS_ERRORS as exc:
             self._break(exc)
             raise

@@ -1,0 +1,186 @@
+"""Faults injected from outside into a private production shape (tests/faults.py): Redis and
+PostgreSQL stopped and started again, the kernel worker SIGKILLed mid-cascade, a runner
+SIGKILLed, Daphne restarted.  Each test checks that clients, building their notebook from
+events alone, converge to the database, that no committed edit is lost, and that the
+server's logs hold no traceback.
+"""
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from .faults import Cluster, FoldingClient, converged, no_transient, readiness, runner_pids
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = Cluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_tracebacks(cluster):
+    before = cluster.tracebacks()
+    yield
+    assert cluster.tracebacks() == before, f"tracebacks in {cluster.daphne_log} or {cluster.worker_log}"
+
+
+async def create(client, code):
+    event = await client.request(type="create_cell", code=code)
+    assert event["type"] == "cell_created", event
+    return event["cellId"]
+
+
+async def run_and_wait(client, cell_id, status="success", timeout=60):
+    await client.send(type="run_cell", cellId=cell_id)
+    event = await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cell_id and e["status"] in ("success", "error", "stale"), timeout=timeout)
+    assert event["status"] == status, event
+    return event
+
+
+async def eventually(condition, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(condition):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.3)
+
+
+async def test_redis_restart_is_survived_by_daphne_and_the_worker(cluster):
+    notebook = cluster.new_notebook()
+    client = await FoldingClient(cluster, notebook).connect()
+    a = await create(client, "a = 20")
+    b = await create(client, "b = a + 1\nb")
+    await run_and_wait(client, a)
+    await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == b and e["status"] == "success")
+    worker_pid = cluster.worker.pid
+
+    cluster.redis.stop()
+    # An edit while Redis is down is refused with `unavailable`, never met with silence.
+    reply = await client.request(type="cell_update", cellId=b, code="b = a + 2\nb", timeout=30)
+    assert reply["type"] == "error" and reply["code"] == "unavailable", reply
+    status, body = readiness(cluster)
+    assert status == 503 and body["checks"]["redis"] != "ok", body
+    await asyncio.sleep(2)
+    cluster.redis.start()
+
+    # The worker is the same process, with a's value still in its kernel: running b alone works.
+    await eventually(lambda: readiness(cluster)[0] == 200, what="readyz after Redis came back")
+    assert cluster.worker.poll() is None and cluster.worker.pid == worker_pid
+    await client.request(type="cell_update", cellId=b, code="b = a + 3\nb")
+    events = []
+    await client.send(type="run_cell", cellId=b)
+    await client.wait_for(lambda e: events.append(e) or (e["type"] == "cell_status" and e["cellId"] == b and e["status"] in ("success", "error")))
+    assert [e["cellId"] for e in events if e["type"] == "cell_status" and e["status"] == "running"] == [b]
+    assert events[-1]["status"] == "success"
+    # A new socket gets its state at once.
+    fresh = await FoldingClient(cluster, notebook).connect(timeout=20)
+    await converged(fresh, cluster, notebook, settled=no_transient)
+    await converged(client, cluster, notebook, settled=no_transient)
+    assert cluster.db_cells(notebook)[1][b][0] == "b = a + 3\nb"
+    log = cluster.worker_log.read_text()
+    assert "lost Redis" in log and "reachable again" in log
+    await client.close()
+    await fresh.close()
+
+
+async def test_postgresql_restart_gives_clear_errors_then_works(cluster):
+    notebook = cluster.new_notebook()
+    client = await FoldingClient(cluster, notebook).connect()
+    a = await create(client, "a = 1")
+
+    cluster.pg.stop(mode="fast")
+    status, body = cluster.http("/")
+    assert status == 503 and "Temporarily unavailable" in body
+    reply = await client.request(type="cell_update", cellId=a, code="a = 2", timeout=30)
+    assert reply["type"] == "error" and reply["code"] == "unavailable", reply
+    status, body = readiness(cluster)
+    assert status == 503 and body["checks"]["database"] != "ok" and body["checks"]["redis"] == "ok", body
+    cluster.pg.start()
+
+    # The first request after the database is back works: pooled connections are checked.
+    status, _ = cluster.http("/")
+    assert status == 200
+    fresh = await FoldingClient(cluster, notebook).connect(timeout=20)
+    b = await create(fresh, "b = a * 10\nb")
+    await run_and_wait(fresh, a)
+    await fresh.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == b and e["status"] == "success")
+    order, cells = await converged(fresh, cluster, notebook, settled=no_transient)
+    assert cells[a] == ("a = 1", "success") and order == [a, b]
+    await converged(client, cluster, notebook, settled=no_transient)
+    await client.close()
+    await fresh.close()
+
+
+async def test_postgresql_down_while_a_cell_runs_keeps_its_result(cluster):
+    notebook = cluster.new_notebook()
+    client = await FoldingClient(cluster, notebook).connect()
+    slow = await create(client, "import time\ntime.sleep(3)\nx = 7\nx")
+    await client.send(type="run_cell", cellId=slow)
+    await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == slow and e["status"] == "running")
+    cluster.pg.stop(mode="fast")
+    await asyncio.sleep(5)  # the result arrives while the database is down
+    cluster.pg.start()
+    _, cells = await converged(client, cluster, notebook, settled=no_transient)
+    assert cells[slow][1] == "success"
+    await client.close()
+
+
+async def test_worker_killed_mid_cascade_and_restarted_converges(cluster):
+    notebook = cluster.new_notebook()
+    editor, watcher = await FoldingClient(cluster, notebook).connect(), await FoldingClient(cluster, notebook).connect()
+    # No shared name (two cells importing `time` would block each other).
+    cells = [await create(editor, "__import__('time').sleep(0.5)\nc0 = 0")]
+    for i in range(1, 6):
+        cells.append(await create(editor, f"__import__('time').sleep(0.5)\nc{i} = c{i - 1} + 1"))
+    await editor.send(type="run_cell", cellId=cells[0])
+    await editor.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cells[2] and e["status"] == "running")
+    cluster.kill(cluster.worker)
+    # An edit while the worker is down is committed and waits in Redis.
+    await editor.send(type="create_cell", code="note = 'kept'")
+    await eventually(lambda: any(code == "note = 'kept'" for code, _ in cluster.db_cells(notebook)[1].values()), what="the edit committed")
+    cluster.start_worker()
+    for client in (editor, watcher):
+        order, db = await converged(client, cluster, notebook, settled=no_transient)
+    assert editor.view() == watcher.view()
+    assert any(code == "note = 'kept'" for code, _ in db.values())
+    await editor.close()
+    await watcher.close()
+
+
+async def test_killed_runner_turns_results_stale(cluster):
+    notebook = cluster.new_notebook()
+    client = await FoldingClient(cluster, notebook).connect()
+    a = await create(client, "a = 1")
+    b = await create(client, "import time\ntime.sleep(30)")
+    await run_and_wait(client, a)
+    await client.send(type="run_cell", cellId=b)
+    await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == b and e["status"] == "running")
+    pids = runner_pids(cluster.worker.pid)
+    assert pids, "no runner found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    await client.wait_for(lambda e: e["type"] == "kernel_restarted")
+    _, cells = await converged(client, cluster, notebook, settled=no_transient)
+    assert cells[a][1] == "stale" and cells[b][1] == "error"
+    await client.close()
+
+
+async def test_daphne_restart_clients_reconnect_and_resync(cluster):
+    notebook = cluster.new_notebook()
+    client = await FoldingClient(cluster, notebook).connect()
+    a = await create(client, "a = 5")
+    await run_and_wait(client, a)
+    cluster.kill(cluster.daphne, signal.SIGTERM)
+    cluster.start_daphne()
+    await client.next(timeout=10)  # the closed socket reconnects and gets a fresh state
+    b = await create(client, "b = a + 1")
+    await run_and_wait(client, b)
+    order, _ = await converged(client, cluster, notebook, settled=no_transient)
+    assert order == [a, b]
+    await client.close()
