@@ -3,10 +3,15 @@
 It authenticates, validates every frame (protocol.py), performs edits through
 operations.py (one short transaction each, on the ORM thread), and relays the
 kernel worker's events to its socket.  It never sends notebook events itself:
-the kernel worker is their only sender, so every client sees one order.
+the kernel worker is their only sender, so every client sees one order.  Presence
+(who is where) is the exception: it is relayed between sockets, without `seq`,
+and never stored.
 """
+import base64
+import hashlib
 import logging
 import time
+import zlib
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -49,6 +54,14 @@ def database_down(exc):
 
 class RedisUnavailable(Exception):
     """This process has lost Redis: nothing is attempted, the sender is told `unavailable`."""
+
+
+PRESENCE_COLORS = ["#d1495b", "#2f5bd3", "#00a36c", "#e8871e", "#8e44ad", "#0097a7", "#c2185b", "#5d6d7e"]
+
+
+def presence_color(user_id):
+    """A person's colour, the same on every page and every visit."""
+    return PRESENCE_COLORS[zlib.crc32(str(user_id).encode()) % len(PRESENCE_COLORS)]
 
 
 @database_sync_to_async
@@ -113,10 +126,15 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         self.joined = True
         await self.accept()
         await self._request_state(revision=notebook.revision)
+        await self._announce_presence(joined=True)
 
     async def disconnect(self, code):
         if getattr(self, "joined", False):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                await self._announce_presence(left=True)
+            except Exception:  # the socket is gone either way; pages drop silent peers after a while
+                logger.info("could not announce that a socket left notebook %s", self.notebook_id)
 
     async def _request_state(self, request_id=None, revision=None):
         """Ask the kernel for this socket's `notebook_state`; `revision` is what the database
@@ -191,6 +209,10 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self._operation(operations.update_db_connection, connection_string=f["connectionString"], request_id=rid)
         elif message.type in ("run_cell", "run_all", "interrupt"):
             await self._kernel_command(message)
+        elif message.type == "text_update":
+            await self._text_update(message)
+        elif message.type == "presence":
+            await self._announce_presence(cell_id=f.get("cellId"), cursor=f.get("cursor"))
         else:  # pragma: no cover - MESSAGE_SCHEMAS and this dispatch must agree
             raise protocol.ProtocolError(protocol.UNKNOWN_TYPE, f"Unhandled message type {message.type}.", rid)
 
@@ -210,7 +232,53 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         payload = {"type": f"kernel.{message.type}", "notebook": self.notebook_id, "revision": revision, "requestId": message.request_id}
         if cell_id:
             payload["cellId"] = cell_id
+        if message.type != "interrupt":
+            payload["by"] = self.user.get_username()  # shown on the cells it runs: "run by bob"
         await kernel_client.send(self.notebook_id, payload)
+
+    @property
+    def presence_id(self):
+        """This socket's id in presence messages (not its channel name, which stays private)."""
+        return hashlib.sha256(self.channel_name.encode()).hexdigest()[:16]
+
+    async def _text_update(self, message):
+        """A keystroke's worth of shared text: checked against the role this socket has now
+        (kept current by access_changed, so no query per keystroke), then to the kernel, which
+        merges it and relays it to everyone (docs/protocol.md#shared-text)."""
+        if not permissions.may(self.role, permissions.EDIT):
+            raise protocol.ProtocolError(protocol.FORBIDDEN, permissions.REFUSALS[permissions.EDIT], message.request_id)
+        f = message.fields
+        payload = {
+            "type": "kernel.text_update",
+            "notebook": self.notebook_id,
+            "cellId": f["cellId"],
+            "update": base64.b64encode(f["update"]).decode("ascii"),
+            "generation": f["generation"],
+            "replyChannel": self.channel_name,
+            "requestId": message.request_id,
+            "by": self.user.get_username(),
+        }
+        await kernel_client.send(self.notebook_id, payload)
+
+    async def _announce_presence(self, *, cell_id=None, cursor=None, joined=False, left=False):
+        """Who has the notebook open and where: relayed to every socket on it, never stored."""
+        presence = {
+            "type": "presence",
+            "socket": self.presence_id,
+            "user": {"name": self.user.get_username(), "role": self.role, "color": presence_color(self.user.pk)},
+            "cellId": cell_id,
+            "cursor": cursor,
+        }
+        if joined:
+            presence["joined"] = True
+        if left:
+            presence["left"] = True
+        await self.channel_layer.group_send(self.group, {"type": "notebook.presence", "socket": presence["socket"], "text": protocol.dumps(presence)})
+
+    async def notebook_presence(self, event):
+        """Someone's presence, relayed to every other socket on the notebook (not back to its own)."""
+        if event["socket"] != self.presence_id:
+            await self.send(text_data=event["text"])
 
     async def _send_error(self, code, message, request_id=None):
         await self.send(text_data=protocol.encode_error(code, message, request_id))

@@ -102,6 +102,10 @@ class Cell(models.Model):
     reads = models.JSONField(default=list, blank=True)
     writes = models.JSONField(default=list, blank=True)
     error = models.JSONField(null=True, blank=True)
+    # The shared text's Yjs document (kernel/shared_text.py), kept so that pages merging into
+    # it across a worker restart share one history; rebuilt from `code` when they disagree.
+    ydoc = models.BinaryField(null=True, blank=True, editable=False)
+    ydoc_generation = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

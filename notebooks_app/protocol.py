@@ -4,6 +4,8 @@ Everything a client sends is parsed and validated here, and nowhere else; a bad
 message becomes a ProtocolError whose code and text go back to its sender only.
 docs/protocol.md documents every message and must match MESSAGE_SCHEMAS.
 """
+import base64
+import binascii
 import json
 import keyword
 import uuid
@@ -65,6 +67,10 @@ MESSAGE_SCHEMAS = {
     "interrupt": {},
     "update_db_connection": {"connectionString": Field("connection")},
     "sync": {},
+    # Shared text (docs/protocol.md#shared-text): a Yjs update to one cell's document.
+    "text_update": {"cellId": Field("cell_id"), "update": Field("yjs_update"), "generation": Field("generation")},
+    # Where this person is: the cell they are in and their cursor there (relayed, never stored).
+    "presence": {"cellId": Field("cell_id", required=False, nullable=True), "cursor": Field("cursor", required=False, nullable=True)},
 }
 
 
@@ -152,7 +158,49 @@ def _check_connection(name, value):
     return validate_connection_string(value)
 
 
-CHECKS = {"cell_id": _check_cell_id, "code": _check_code, "cell_type": _check_cell_type, "identifier": _check_identifier, "connection": _check_connection}
+MAX_CURSOR_BYTES = 2048
+
+
+def _check_yjs_update(name, value):
+    """A base64 Yjs update, decoded; at most about twice the largest code (a paste plus its
+    deletion), so one keystroke frame can never carry more."""
+    if not isinstance(value, str):
+        raise ValueError(f"'{name}' must be a base64 string")
+    limit = 2 * settings.MAX_CODE_BYTES + 65536
+    if len(value) > limit * 4 // 3 + 4:
+        raise ProtocolError(TOO_LARGE, f"'{name}' is larger than {limit:,} bytes")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError(f"'{name}' is not valid base64") from None
+    if not data:
+        raise ValueError(f"'{name}' is empty")
+    return data
+
+
+def _check_generation(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"'{name}' must be a whole number of at least 0")
+    return value
+
+
+def _check_cursor(name, value):
+    """Opaque to the server (the page's Yjs relative positions), but small JSON."""
+    if len(json.dumps(value)) > MAX_CURSOR_BYTES:
+        raise ValueError(f"'{name}' is larger than {MAX_CURSOR_BYTES} bytes")
+    return value
+
+
+CHECKS = {
+    "cell_id": _check_cell_id,
+    "code": _check_code,
+    "cell_type": _check_cell_type,
+    "identifier": _check_identifier,
+    "connection": _check_connection,
+    "yjs_update": _check_yjs_update,
+    "generation": _check_generation,
+    "cursor": _check_cursor,
+}
 
 
 def _valid_request_id(value):

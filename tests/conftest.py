@@ -155,6 +155,8 @@ class NotebookClient:
         self._syncing = False
         self._drop = None  # predicate: the next matching event is lost on its way here
         self._partial_state = None  # a chunked notebook_state still waiting for its chunks
+        self.presences = []  # presence frames (no seq), in arrival order
+        self.watch_presence = False  # True: next()/wait_for() also return presence frames
 
     async def connect(self):
         connected, _ = await self.comm.connect(timeout=EVENT_TIMEOUT)
@@ -181,6 +183,11 @@ class NotebookClient:
         frames = frame["events"] if frame.get("type") == "batch" else [frame]
         out = []
         for event in frames:
+            if event["type"] == "presence":  # who is where: kept apart unless a test watches it
+                self.presences.append(event)
+                if self.watch_presence:
+                    out.append(event)
+                continue
             if event["type"] == "notebook_state" and event.get("chunks", 1) > 1:
                 self._partial_state = event  # its other cells follow in notebook_state_chunk frames
                 continue
@@ -240,6 +247,11 @@ class NotebookClient:
             cell["status"] = event["status"]
             if event["status"] in ("running", "blocked"):
                 cell.update(outputs=[], stdout="", error=None)
+            if event["status"] in ("queued", "running"):  # a new run: by whom, if anyone asked
+                if "by" in event:
+                    cell["runBy"] = event["by"]
+                else:
+                    cell.pop("runBy", None)
             if "error" in event:
                 cell["error"] = event["error"]
         elif kind == "cell_output":
@@ -295,8 +307,16 @@ class NotebookClient:
         return seen[-1]
 
     async def expect_silence(self, seconds=0.5):
-        """Nothing arrives for `seconds`."""
-        assert await self.comm.receive_nothing(seconds), "expected no message"
+        """Nothing but presence (people coming and going) arrives for `seconds`."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            if await self.comm.receive_nothing(remaining, interval=0.005):
+                return
+            message = await self.comm.receive_output(EVENT_TIMEOUT)
+            frame = json.loads(message.get("text") or "{}")
+            events = frame["events"] if frame.get("type") == "batch" else [frame]
+            assert all(e.get("type") == "presence" for e in events), f"expected no message, got {frame}"
+            self.presences.extend(events)
 
     async def close(self):
         await self.comm.disconnect()

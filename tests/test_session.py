@@ -36,6 +36,18 @@ class MemoryStore:
     async def save_blobs(self, notebook_id, cell_id, blobs):
         self.blobs[cell_id] = {blob["digest"]: blob for blob in blobs}
 
+    async def save_code(self, notebook_id, texts):
+        for cell in self.cells:
+            if cell["id"] in texts:
+                cell["code"], cell["ydoc"], cell["ydoc_generation"] = texts[cell["id"]]
+        self.revision += 1
+        return self.revision
+
+    async def save_text_states(self, notebook_id, texts):
+        for cell in self.cells:
+            if cell["id"] in texts:
+                cell["ydoc"], cell["ydoc_generation"] = texts[cell["id"]]
+
     def output_url(self, notebook_id, digest):
         return f"/outputs/{digest}"
 

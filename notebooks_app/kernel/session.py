@@ -7,6 +7,7 @@ nothing of Django or Channels: the worker gives it a `store` (load/persist) and
 a `publish` coroutine, which keeps this logic testable and the I/O in one place.
 """
 import asyncio
+import base64
 import bisect
 import hashlib
 import json
@@ -31,6 +32,7 @@ from ..constants import (
 from .analysis import analyze_python, analyze_sql
 from .graph import DependencyGraph
 from .runner import RunnerDied, SandboxUnavailable
+from .shared_text import CellText, UpdateRejected
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ logger = logging.getLogger(__name__)
 FLUSH_DELAY = 0.01
 # During a long cascade, finished cells are written to the database this often.
 PERSIST_INTERVAL = 1.0
+# Merged shared text is saved (code, revision, analysis) after this long without keystrokes.
+SAVE_DELAY = 0.3
+# A shared text whose history outgrew its text is compacted after this long without keystrokes.
+COMPACT_IDLE = 30.0
 # Streamed stdout kept per cell (the runner caps a single run too).
 STDOUT_CAP = 1_000_000
 TRANSIENT = frozenset({STATUS_QUEUED, STATUS_RUNNING})
@@ -58,6 +64,9 @@ class CellState:
     writes: list = field(default_factory=list)
     graph_reads: frozenset = frozenset()
     tables: list = field(default_factory=list)  # SQL cells: the names the query uses as tables
+    ydoc: bytes | None = None  # the stored shared-text state, until the session builds its CellText
+    ygen: int = 0
+    run_by: str = ""  # who started the cell's last run
     syntax_error: dict | None = None
 
     @classmethod
@@ -72,6 +81,8 @@ class CellState:
             outputs=list(row.get("outputs") or []),
             stdout=row.get("stdout") or "",
             error=row.get("error"),
+            ydoc=bytes(row["ydoc"]) if row.get("ydoc") else None,
+            ygen=row.get("ydoc_generation") or 0,
         )
 
     def analyse(self):
@@ -104,6 +115,8 @@ class CellState:
         }
         if self.type == CELL_SQL:
             message["tables"] = self.tables
+        if self.run_by:
+            message["runBy"] = self.run_by
         if len(self.stdout) > STATE_STDOUT_LIMIT and stdout_url is not None:
             message["stdout"] = self.stdout[-STATE_STDOUT_LIMIT:]
             message["stdoutRef"] = {"url": stdout_url(self.id), "size": len(self.stdout)}
@@ -146,7 +159,7 @@ def bounded_error(error):
 
 
 class NotebookSession:
-    def __init__(self, notebook_id, *, store, publish, runner_factory):
+    def __init__(self, notebook_id, *, store, publish, runner_factory, max_code_bytes=256 * 1024):
         self.notebook_id = str(notebook_id)
         self.store = store
         self.publish = publish
@@ -166,6 +179,12 @@ class NotebookSession:
         # them) until their code changes or someone runs that very cell.
         self.crashed = set()
         self.unblocked = set()  # cells unblocked since they last ran: the next run includes them
+        self.max_code_bytes = max_code_bytes
+        self.texts = {}  # cell id -> CellText: the shared text pages merge their typing into
+        self._unsaved = set()  # cells whose merged text the database does not have yet
+        self._states_unsaved = set()  # cells whose Yjs state (not text) the database lacks
+        self._last_keystroke = {}  # cell id -> monotonic time of its last text update
+        self._save_handle = None
         self.seq = 0
         self._pending = []
         self._flush_lock = asyncio.Lock()
@@ -251,6 +270,7 @@ class NotebookSession:
                 self.crashed.add(cell.id)
             if (cell.reads, cell.writes) != (old_reads, old_writes):
                 self._dirty.add(cell.id)
+        self._keep_texts()
         self._refresh_blocked(emit=False)
         if self.runner is not None:
             for gone_id in previous_ids - set(self.cells):
@@ -267,6 +287,134 @@ class NotebookSession:
             await self._load()
         self._emit_state(request_id)
 
+    # --- shared text (docs/protocol.md#shared-text) -------------------------------------------
+    def _text(self, cell):
+        """The cell's shared text, built on first use from its stored state (or its code)."""
+        text = self.texts.get(cell.id)
+        if text is None:
+            text = CellText(cell.code, state=cell.ydoc, generation=cell.ygen)
+            if text.generation != cell.ygen or cell.ydoc is None:
+                self._states_unsaved.add(cell.id)
+            cell.ydoc = None  # the CellText holds it now
+            cell.ygen = text.generation
+            self.texts[cell.id] = text
+        return text
+
+    def _keep_texts(self):
+        """After a (re)load: shared texts keep their history, so pages can go on merging into
+        them.  One whose code the database changed meanwhile takes the new code as an edit;
+        one with typing not saved yet keeps it (the coming save writes it)."""
+        kept = {}
+        for cell_id, text in self.texts.items():
+            cell = self.cells.get(cell_id)
+            if cell is None:
+                continue
+            cell.ydoc, cell.ygen = None, text.generation
+            kept[cell_id] = text
+            if cell_id not in self._unsaved and str(text) != cell.code:
+                self._emit_text_edit(cell, text.replace(cell.code))
+        self.texts = kept
+        self._unsaved &= set(kept)
+
+    def _text_fields(self, cell):
+        text = self._text(cell)
+        return {"ydoc": base64.b64encode(text.state()).decode("ascii"), "ygen": text.generation}
+
+    def _emit_text_edit(self, cell, update, by=None):
+        if update:
+            event = {"type": "text_update", "cellId": cell.id, "update": base64.b64encode(update).decode("ascii"), "generation": self.texts[cell.id].generation}
+            if by:
+                event["by"] = by
+            self._emit(event)
+            self._states_unsaved.add(cell.id)
+
+    def text_update(self, message):
+        """A page's edit of a cell's shared text: merged and relayed at once, out of band (never
+        behind a running cell); saved to the database SAVE_DELAY after the typing stops."""
+        reply, request_id = message.get("replyChannel"), message.get("requestId")
+        cell = self.cells.get(message.get("cellId"))
+        if cell is None:
+            notice = "This cell was deleted while you were typing in it; what you typed there is gone with it."
+            self._reply(reply, {"type": "error", "code": "unknown_cell", "message": notice, "cellId": message.get("cellId"), "requestId": request_id})
+            return
+        text = self._text(cell)
+        if message.get("generation") != text.generation:
+            # The page's document is of an older generation (compacted, or rebuilt): it starts over.
+            self._reply(reply, {"type": "text_reset", "cellId": cell.id, "requestId": request_id, **self._text_fields(cell)})
+            return
+        try:
+            changed = text.apply(base64.b64decode(message.get("update") or ""), max_bytes=self.max_code_bytes)
+        except (UpdateRejected, ValueError) as exc:
+            self._reply(reply, {"type": "error", "code": "invalid_field", "message": f"The edit was refused: {exc}.", "requestId": request_id})
+            self._reply(reply, {"type": "text_reset", "cellId": cell.id, "requestId": request_id, **self._text_fields(cell)})
+            return
+        self._last_keystroke[cell.id] = time.monotonic()
+        if not changed:
+            return
+        event = {"type": "text_update", "cellId": cell.id, "update": message["update"], "generation": text.generation}
+        if message.get("by"):
+            event["by"] = message["by"]
+        self._emit(event)
+        asyncio.get_running_loop().create_task(self.flush())  # a keystroke waits for no batch
+        self._unsaved.add(cell.id)
+        self._schedule_save()
+
+    async def on_text_update(self, message):
+        self.text_update(message)  # queued only when it arrived before the notebook was loaded
+
+    def _reply(self, channel, event):
+        if channel:
+            asyncio.get_running_loop().create_task(self.publish(channel, [event]))
+
+    def _schedule_save(self):
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._save_handle = loop.call_later(SAVE_DELAY, lambda: self.submit({"type": "kernel.save_text"}))
+
+    async def on_save_text(self, message):
+        """Merged text into the database (code, Yjs state, one revision bump), then the same
+        path as an edit: analysis, edges, `cell_updated`, stale statuses."""
+        self._save_handle = None
+        pending = {cell_id for cell_id in self._unsaved if cell_id in self.cells}
+        self._unsaved.clear()
+        changed = {cell_id: str(self.texts[cell_id]) for cell_id in pending if str(self.texts[cell_id]) != self.cells[cell_id].code}
+        self._states_unsaved |= pending - set(changed)
+        if not changed:
+            return
+        rows = {cell_id: (code, self.texts[cell_id].state(), self.texts[cell_id].generation) for cell_id, code in changed.items()}
+        revision = await self.store.save_code(self.notebook_id, rows)
+        self._states_unsaved -= set(changed)
+        if revision is None:
+            return
+        if revision != self.revision + 1:  # an edit of someone else's committed in between
+            await self.reload()
+            return
+        self.revision = revision
+        for cell_id, code in changed.items():
+            cell = self.cells[cell_id]
+            self._code_changed(cell, code, cell.result_variable)
+        newly_blocked, _ = self._refresh_blocked()
+        await self._forget_all(newly_blocked)
+        for cell_id, code in changed.items():
+            if self.texts[cell_id].history_size() > 4 * len(code.encode()) + 4096:
+                loop = asyncio.get_running_loop()
+                loop.call_later(COMPACT_IDLE, lambda c=cell_id: self.submit({"type": "kernel.compact_text", "cellId": c}))
+
+    async def on_compact_text(self, message):
+        """A text whose history outgrew it, idle for COMPACT_IDLE: a new generation without
+        the history; every page adopts it whole (`text_reset`)."""
+        cell_id = message["cellId"]
+        text = self.texts.get(cell_id)
+        if text is None or time.monotonic() - self._last_keystroke.get(cell_id, 0) < COMPACT_IDLE * 0.9:
+            return
+        if cell_id in self._unsaved or text.history_size() <= 4 * len(str(text).encode()) + 4096:
+            return
+        self.texts[cell_id] = text.compacted()
+        self.cells[cell_id].ygen = self.texts[cell_id].generation
+        self._states_unsaved.add(cell_id)
+        self._emit({"type": "text_reset", "cellId": cell_id, **self._text_fields(self.cells[cell_id])})
+
     # --- ordering helpers ---------------------------------------------------------------
     def _insert(self, cell):
         cell.analyse()
@@ -275,6 +423,9 @@ class NotebookSession:
         self.graph.add(cell.id, reads=cell.graph_reads, writes=cell.writes, position=cell.position)
 
     def _remove(self, cell_id):
+        self.texts.pop(cell_id, None)
+        self._unsaved.discard(cell_id)
+        self._states_unsaved.discard(cell_id)
         cell = self.cells.pop(cell_id)
         index = bisect.bisect_left(self.order, (cell.position, cell_id))
         del self.order[index]
@@ -334,7 +485,7 @@ class NotebookSession:
         """The notebook's state: one `notebook_state`, followed, for a notebook too large for
         one frame, by `notebook_state_chunk`s with the rest of its cells (docs/protocol.md)."""
         stdout_url = lambda cell_id: self.store.stdout_url(self.notebook_id, cell_id)  # noqa: E731
-        cells = [cell.to_message(stdout_url) for cell in self.ordered_cells()]
+        cells = [{**cell.to_message(stdout_url), **self._text_fields(cell)} for cell in self.ordered_cells()]
         chunks, size = [[]], 0
         for cell in cells:
             cell_size = len(json.dumps(cell))  # ASCII-escaped: at least its size in UTF-8
@@ -376,12 +527,6 @@ class NotebookSession:
             self._emit_state()
             await self.flush()
 
-    async def announce_state(self):
-        """Every client gets a fresh state now: events sent to them were lost (Redis was down)."""
-        if self.loaded and not self.gone:
-            self._emit_state()
-            await self.flush()
-
     async def sync(self, reply_channel, request_id=None, revision=None):
         """Answer one socket with the current state, out of band (never queued behind a cascade).
 
@@ -412,10 +557,16 @@ class NotebookSession:
             event = {"type": "cell_status", "cellId": cell.id, "status": status}
             if status in (STATUS_BLOCKED, STATUS_STALE):
                 event["error"] = cell.error
+            if status in TRANSIENT and cell.run_by:
+                event["by"] = cell.run_by
             self._emit(event)
 
     # --- persistence -------------------------------------------------------------------
     async def persist(self):
+        states = {c: (self.texts[c].state(), self.texts[c].generation) for c in self._states_unsaved if c in self.texts and c not in self._unsaved}
+        self._states_unsaved -= set(states)
+        if states and not self.gone:
+            await self.store.save_text_states(self.notebook_id, states)
         rows = [self.cells[c].to_row() for c in self._dirty if c in self.cells and self.cells[c].status not in TRANSIENT]
         self._dirty = {c for c in self._dirty if c in self.cells and self.cells[c].status in TRANSIENT}
         self._last_persist = time.monotonic()
@@ -473,7 +624,8 @@ class NotebookSession:
         cell = CellState.from_row(row)
         self._insert(cell)
         self._dirty.add(cell.id)
-        self._emit({"type": "cell_created", "cellId": cell.id, "cell": cell.to_message(), "index": self.index_of(cell.id), "requestId": message.get("requestId")})
+        created = {**cell.to_message(), **self._text_fields(cell)}
+        self._emit({"type": "cell_created", "cellId": cell.id, "cell": created, "index": self.index_of(cell.id), "requestId": message.get("requestId")})
         newly_blocked, _ = self._refresh_blocked()
         await self._forget_all(newly_blocked)
 
@@ -499,8 +651,19 @@ class NotebookSession:
         cell = self.cells.get(message["cellId"])
         if cell is None:
             return
-        cell.code = message["code"]
-        cell.result_variable = message.get("resultVariable") or ""
+        # A whole new text (a script's cell_update): one edit of the shared text, so the pages'
+        # documents converge on it; typing not saved yet is replaced (the last writer wins).
+        text = self._text(cell)
+        self._emit_text_edit(cell, text.replace(message["code"]), by=message.get("by"))
+        self._unsaved.discard(cell.id)
+        self._code_changed(cell, message["code"], message.get("resultVariable") or "", request_id=message.get("requestId"))
+        newly_blocked, _ = self._refresh_blocked()
+        await self._forget_all(newly_blocked)
+
+    def _code_changed(self, cell, code, result_variable, request_id=None):
+        """New code (saved already): analysis, edges, `cell_updated`, and stale results."""
+        cell.code = code
+        cell.result_variable = result_variable
         self.crashed.discard(cell.id)  # new code: it may run again
         cell.analyse()
         self.graph.update(cell.id, reads=cell.graph_reads, writes=cell.writes)
@@ -514,12 +677,10 @@ class NotebookSession:
                 "reads": cell.reads,
                 "writes": cell.writes,
                 **({"tables": cell.tables} if cell.type == CELL_SQL else {}),
-                "requestId": message.get("requestId"),
+                "requestId": request_id,
             }
         )
         self._mark_stale([cell.id, *self.graph.descendants(cell.id)])
-        newly_blocked, _ = self._refresh_blocked()
-        await self._forget_all(newly_blocked)
 
     async def on_delete_cell(self, message):
         if not await self._caught_up(message):
@@ -559,16 +720,25 @@ class NotebookSession:
     async def on_run_cell(self, message):
         if message.get("revision", -1) > self.revision:
             await self.reload()
+        await self._save_typing()
         cell_id = message["cellId"]
         if cell_id not in self.cells:
             return
         self.crashed.discard(cell_id)  # run on purpose: it gets its chance again
-        await self.cascade(self._run_set({cell_id} | self.unblocked))
+        await self.cascade(self._run_set({cell_id} | self.unblocked), by=message.get("by"))
 
     async def on_run_all(self, message):
         if message.get("revision", -1) > self.revision:
             await self.reload()
-        await self.cascade(self._run_set(set(self.cells)))
+        await self._save_typing()
+        await self.cascade(self._run_set(set(self.cells)), by=message.get("by"))
+
+    async def _save_typing(self):
+        """A run right after typing runs what was typed: merged text not saved yet is saved first."""
+        if self._unsaved:
+            if self._save_handle is not None:
+                self._save_handle.cancel()
+            await self.on_save_text({})
 
     def _run_set(self, roots):
         """What running `roots` must run, to be run in one topological order.
@@ -670,11 +840,13 @@ class NotebookSession:
         if not self.runner.alive:
             await self.runner.start()
 
-    async def cascade(self, cell_ids):
-        """Run `cell_ids` in topological order (ties by position), announcing each step."""
+    async def cascade(self, cell_ids, by=None):
+        """Run `cell_ids` in topological order (ties by position), announcing each step;
+        `by`: who asked, shown on every cell it runs ("run by bob")."""
         order = [c for c in self.graph.topological(cell_ids) if c in self.cells]
         runnable = [c for c in order if self.cells[c].status != STATUS_BLOCKED]
         for cell_id in runnable:
+            self.cells[cell_id].run_by = by or ""
             self._set_status(self.cells[cell_id], STATUS_QUEUED)
         self._cancel_cascade = False
         for index, cell_id in enumerate(runnable):

@@ -58,7 +58,6 @@ def retried_while_database_down(func):
     return retrying
 
 
-
 def sandbox_config():
     """The sandbox of every execution process, from settings (None: KERNEL_SANDBOX=off)."""
     if not settings.KERNEL_SANDBOX:
@@ -96,7 +95,7 @@ class DatabaseStore:
             return None
         cells = list(
             notebook.cells.order_by("position").values(
-                "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes"
+                "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes", "ydoc", "ydoc_generation"
             )
         )
         return {
@@ -120,6 +119,27 @@ class DatabaseStore:
                 [OutputBlob(cell_id=cell_id, digest=b["digest"], mime_type=b["mimeType"], data=b["data"]) for b in blobs],
                 ignore_conflicts=True,
             )
+
+    @database_sync_to_async
+    def save_code(self, notebook_id, texts):
+        """Merged shared text (`texts`: cell id -> (code, Yjs state, generation)) and one bump of
+        the notebook's revision, in one transaction; the new revision, or None if it is gone."""
+        with transaction.atomic():
+            notebook = Notebook.objects.select_for_update().filter(pk=notebook_id).first()
+            if notebook is None:
+                return None
+            for cell_id, (code, state, generation) in texts.items():
+                Cell.objects.filter(pk=cell_id, notebook_id=notebook_id).update(code=code, ydoc=state, ydoc_generation=generation)
+            notebook.revision += 1
+            notebook.save(update_fields=["revision", "updated_at"])
+            return notebook.revision
+
+    @database_sync_to_async
+    def save_text_states(self, notebook_id, texts):
+        """Yjs states whose text the database already holds (`texts`: cell id -> (state, generation))."""
+        with transaction.atomic():
+            for cell_id, (state, generation) in texts.items():
+                Cell.objects.filter(pk=cell_id, notebook_id=notebook_id).update(ydoc=state, ydoc_generation=generation)
 
     def output_url(self, notebook_id, digest):
         return reverse("notebooks:output", args=[notebook_id, digest])
@@ -161,7 +181,6 @@ class KernelService:
         self._recovery = None
         self._redis_outage = Outage("kernel worker publish")
 
-
     def _runner_factory(self, notebook_id=""):
         return Runner(
             time_limit=settings.KERNEL_TIME_LIMIT,
@@ -182,6 +201,7 @@ class KernelService:
                 store=self.store,
                 publish=lambda target, events, _id=notebook_id: self.publish(_id, target, events),
                 runner_factory=lambda _id=notebook_id: self._runner_factory(_id),
+                max_code_bytes=settings.MAX_CODE_BYTES,
             )
             self.sessions[notebook_id] = session
         return session
@@ -221,7 +241,6 @@ class KernelService:
             if session is not None:
                 await self._guard(session.announce_state(), notebook_id)
 
-
     def submit(self, message):
         """Route one kernel message; never blocks and never raises."""
         if isinstance(message, dict) and message.get("type") == "kernel.ping":
@@ -240,7 +259,9 @@ class KernelService:
             return
         session = self.session(notebook_id)
         loop = asyncio.get_running_loop()
-        if kind == "kernel.sync":
+        if kind == "kernel.text_update" and session.loaded:
+            session.text_update(message)  # at once: typing never waits behind a running cell
+        elif kind == "kernel.sync":
             loop.create_task(self._guard(session.sync(message["replyChannel"], message.get("requestId"), message.get("revision")), notebook_id))
         elif kind == "kernel.interrupt":
             loop.create_task(self._guard(session.interrupt(), notebook_id))

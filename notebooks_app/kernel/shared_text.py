@@ -1,0 +1,99 @@
+"""The shared text of one cell: a Yjs document (pycrdt) whose `code` text every editor merges into.
+
+The kernel worker's session holds one per cell and is its authority: updates from pages are
+applied here and relayed (docs/protocol.md#shared-text), a plain replacement of the code (a
+script's `cell_update`) becomes the smallest edit that turns the old text into the new one, and a
+document whose history has grown much larger than its text is compacted into a new
+`generation` (pages adopt it whole).  No Django, no I/O.
+
+Indexes: pycrdt counts UTF-8 bytes where Python counts code points (and Yjs in the browser UTF-16
+units); only `replace` needs indexes, and it converts.  Merging never depends on them.
+"""
+import difflib
+
+from pycrdt import Doc, Text
+
+TEXT_NAME = "code"
+
+
+class UpdateRejected(Exception):
+    """An update that is not a valid Yjs update, or that would make the code too long."""
+
+
+class CellText:
+    def __init__(self, code="", *, state=None, generation=0):
+        """From a stored `state` (a full update) when it holds exactly `code`; otherwise a new
+        document holding `code` (a new generation, so that pages do not merge two histories)."""
+        self.doc = Doc()
+        self.text = self.doc.get(TEXT_NAME, type=Text)
+        self.generation = generation
+        if state:
+            try:
+                self.doc.apply_update(bytes(state))
+            except Exception:  # a damaged stored state: start over from the code
+                state = None
+        if not state or str(self.text) != code:
+            if state:
+                self.doc = Doc()
+                self.text = self.doc.get(TEXT_NAME, type=Text)
+                self.generation = generation + 1
+            if code:
+                self.text += code
+
+    def __str__(self):
+        return str(self.text)
+
+    def state(self):
+        """The whole document as one update (what a page starts from)."""
+        return self.doc.get_update()
+
+    def apply(self, update, *, max_bytes=None):
+        """Merge a page's update; returns True when the text changed.  An update that would make
+        the text longer than `max_bytes` (UTF-8) is rejected before it touches this document."""
+        if max_bytes is not None and len(update) + len(str(self.text).encode()) > max_bytes:
+            # An update inserts at most its own size: only one this large can overflow.
+            trial = Doc()
+            trial.apply_update(self.state())
+            try:
+                trial.apply_update(bytes(update))
+            except Exception as exc:
+                raise UpdateRejected(f"not a valid update: {exc}") from None
+            if len(str(trial.get(TEXT_NAME, type=Text)).encode()) > max_bytes:
+                raise UpdateRejected(f"the code would be longer than {max_bytes:,} bytes")
+        before = str(self.text)
+        try:
+            self.doc.apply_update(bytes(update))
+        except Exception as exc:
+            raise UpdateRejected(f"not a valid update: {exc}") from None
+        return str(self.text) != before
+
+    def replace(self, code):
+        """Turn the text into `code` with the smallest edit; returns the update (None: no change)."""
+        old = str(self.text)
+        if old == code:
+            return None
+        before = self.doc.get_state()
+        matcher = difflib.SequenceMatcher(a=old, b=code, autojunk=False)
+        with self.doc.transaction():
+            # From the end backwards, so earlier offsets stay valid.
+            for tag, i1, i2, j1, j2 in reversed(matcher.get_opcodes()):
+                if tag == "equal":
+                    continue
+                start, end = _offset(old, i1), _offset(old, i2)
+                if end > start:
+                    del self.text[start:end]
+                if j2 > j1:
+                    self.text.insert(start, code[j1:j2])
+        return self.doc.get_update(before)
+
+    def history_size(self):
+        return len(self.state())
+
+    def compacted(self):
+        """A new generation holding the same text without its history."""
+        return CellText(str(self.text), generation=self.generation + 1)
+
+
+def _offset(text, index):
+    """The UTF-8 byte offset of code point `index` (pycrdt's unit)."""
+    return len(text[:index].encode("utf-8"))
