@@ -7,3 +7,6 @@ export { closeCompletion, completionStatus } from "@codemirror/autocomplete";
 export { indentUnit } from "@codemirror/language";
 export { python } from "@codemirror/lang-python";
 export { sql, PostgreSQL } from "@codemirror/lang-sql";
+// Shared text (docs/protocol.md#shared-text): Yjs documents bound to the editor, with remote cursors.
+export * as Y from "yjs";
+export { yCollab, YSyncConfig } from "y-codemirror.next";
