@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
 from . import kernel_client
-from .models import Cell, Membership, Notebook
+from .models import Cell, Membership, Notebook, NotebookEvent, NotebookVersion
 
 
 def render_outputs(cell):
@@ -154,3 +154,36 @@ class MembershipAdmin(admin.ModelAdmin):
         super().delete_queryset(request, queryset)
         for membership in members:
             _tell_member(membership)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """History is written by operations.py in each change's transaction; here it is only read."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(NotebookEvent)
+class NotebookEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "notebook", "user", "kind", "cell_id", "is_undo", "reverted"]
+    list_filter = ["kind", "is_undo", ("notebook", admin.RelatedOnlyFieldListFilter), ("user", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["notebook__name", "user__username", "cell_id"]
+    date_hierarchy = "created_at"
+    list_select_related = ["notebook", "user"]
+
+
+@admin.register(NotebookVersion)
+class NotebookVersionAdmin(ReadOnlyAdmin):
+    list_display = ["name", "notebook", "user", "created_at", "cell_count"]
+    list_filter = [("notebook", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name", "notebook__name"]
+
+    @admin.display(description="cells")
+    def cell_count(self, version):
+        return len(version.cells)

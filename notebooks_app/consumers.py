@@ -19,7 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from . import kernel_client, operations, permissions, protocol
+from . import history, kernel_client, operations, permissions, protocol
 from .constants import CELL_PYTHON
 from .kernel_client import KernelUnreachable
 from .layers import REDIS_ERRORS, redis_down
@@ -211,6 +211,18 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self._kernel_command(message)
         elif message.type == "text_update":
             await self._text_update(message)
+        elif message.type == "restore_cell":
+            await self._operation(history.restore_cell, cell_id=f["cellId"], request_id=rid)
+        elif message.type in ("undo", "redo"):
+            await self._operation(getattr(history, message.type), request_id=rid)
+        elif message.type == "save_version":
+            version = await self._operation(history.save_version, name=f["name"], request_id=rid)
+            await self.send(text_data=protocol.dumps({"type": "version_saved", "versionId": version.pk, "name": version.name, "requestId": rid}))
+        elif message.type == "restore_version":
+            await self._operation(history.restore_version, version_id=f["versionId"], request_id=rid)
+        elif message.type == "history":
+            page = await database_sync_to_async(history.page)(self.notebook_id, self.user, before=f.get("before"), limit=f.get("limit"))
+            await self.send(text_data=protocol.dumps({"type": "history", **page, "requestId": rid}))
         elif message.type == "presence":
             await self._announce_presence(cell_id=f.get("cellId"), cursor=f.get("cursor"))
         else:  # pragma: no cover - MESSAGE_SCHEMAS and this dispatch must agree
@@ -257,6 +269,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             "replyChannel": self.channel_name,
             "requestId": message.request_id,
             "by": self.user.get_username(),
+            "byId": self.user.pk,  # the history's "edited by"
         }
         await kernel_client.send(self.notebook_id, payload)
 

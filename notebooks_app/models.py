@@ -9,9 +9,10 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Case, Count, OuterRef, Q, Subquery, Value, When
+from django.utils import timezone
 
 from . import permissions
-from .constants import CELL_PYTHON, CELL_STATUSES, CELL_TYPES, OUTPUT_HTML_STYLE, POSITION_STEP, STATE_STDOUT_LIMIT, STATUS_IDLE
+from .constants import CELL_PYTHON, CELL_STATUSES, CELL_TYPES, NOTEBOOK_NAME_MAX, OUTPUT_HTML_STYLE, POSITION_STEP, STATE_STDOUT_LIMIT, STATUS_IDLE
 from .permissions import MEMBER_ROLES, ROLE_OWNER, ROLE_VIEWER
 from .secrets import mask_connection_string
 
@@ -186,3 +187,91 @@ class OutputBlob(models.Model):
 
     def __str__(self):
         return f"{self.mime_type} output {self.digest[:12]} of {self.cell_id}"
+
+
+# --- history (docs/history.md) ------------------------------------------------------------
+EVENT_CREATED = "created"
+EVENT_DELETED = "deleted"
+EVENT_RESTORED = "restored"
+EVENT_MOVED = "moved"
+EVENT_EDITED = "edited"
+EVENT_CONNECTION = "connection"
+EVENT_RENAMED = "renamed"
+EVENT_SHARED = "shared"
+EVENT_UNSHARED = "unshared"
+EVENT_VERSION_SAVED = "version_saved"
+EVENT_VERSION_RESTORED = "version_restored"
+EVENT_KINDS = [
+    (EVENT_CREATED, "created a cell"),
+    (EVENT_DELETED, "deleted a cell"),
+    (EVENT_RESTORED, "restored a cell"),
+    (EVENT_MOVED, "moved a cell"),
+    (EVENT_EDITED, "edited a cell"),
+    (EVENT_CONNECTION, "changed the database connection"),
+    (EVENT_RENAMED, "renamed the notebook"),
+    (EVENT_SHARED, "shared the notebook"),
+    (EVENT_UNSHARED, "removed a member"),
+    (EVENT_VERSION_SAVED, "saved a version"),
+    (EVENT_VERSION_RESTORED, "restored a version"),
+]
+# Edits of one cell by one person within this many seconds are one event (the history shows
+# "edited", not every keystroke; undo goes back to the text before the burst).
+EDIT_COALESCE_SECONDS = 60
+
+
+class NotebookEventQuerySet(models.QuerySet):
+    def record(self, notebook, user, kind, *, cell_id=None, before=None, after=None, reverts=None, is_undo=False):
+        """Append one event, in the caller's transaction.  An edit of the same cell by the same
+        person right after their previous one extends it instead (its `after` moves on)."""
+        user_id = getattr(user, "pk", user)
+        if kind == EVENT_EDITED and reverts is None:
+            last = self.filter(notebook=notebook).order_by("-id").only("id", "user_id", "kind", "cell_id", "is_undo", "reverted", "reverts_id", "created_at").first()
+            recent = last is not None and (timezone.now() - last.created_at).total_seconds() < EDIT_COALESCE_SECONDS
+            if recent and last.kind == EVENT_EDITED and last.user_id == user_id and str(last.cell_id) == str(cell_id) and not (last.is_undo or last.reverted or last.reverts_id):
+                self.filter(pk=last.pk).update(after=after)
+                return last
+        return self.create(notebook=notebook, user_id=user_id, kind=kind, cell_id=cell_id, before=before, after=after, reverts=reverts, is_undo=is_undo)
+
+
+class NotebookEvent(models.Model):
+    """One change to a notebook, by whom and when, written in the change's own transaction.
+    Append-only (except the `reverted` mark an undo sets and the `after` a coalesced edit moves);
+    undo and redo stacks are derived from it per person (notebooks_app/history.py)."""
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="events")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="notebook_events")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=20, choices=EVENT_KINDS)
+    cell_id = models.UUIDField(null=True, blank=True, db_index=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    # Undo: the event this one reverts (is_undo); redo: the undo this one reverts.
+    reverts = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    is_undo = models.BooleanField(default=False)
+    reverted = models.BooleanField(default=False)
+
+    objects = NotebookEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["notebook", "user", "-id"], name="event_notebook_user")]
+
+    def __str__(self):
+        who = self.user.get_username() if self.user_id and self.user else "someone"
+        return f"{who} {self.get_kind_display()}"
+
+
+class NotebookVersion(models.Model):
+    """A named snapshot of every cell (type, code, result variable, order), to go back to."""
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="versions")
+    name = models.CharField(max_length=NOTEBOOK_NAME_MAX)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    cells = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.name} ({len(self.cells)} cells)"

@@ -13,7 +13,20 @@ from django.db.models import Min
 
 from . import kernel_client, permissions
 from .constants import CELL_PYTHON, CELL_SQL, NOTEBOOK_NAME_MAX, POSITION_STEP, STATUS_IDLE, STATUS_STALE
-from .models import Cell, Membership, Notebook
+from .models import (
+    EVENT_CONNECTION,
+    EVENT_CREATED,
+    EVENT_DELETED,
+    EVENT_EDITED,
+    EVENT_MOVED,
+    EVENT_RENAMED,
+    EVENT_SHARED,
+    EVENT_UNSHARED,
+    Cell,
+    Membership,
+    Notebook,
+    NotebookEvent,
+)
 from .permissions import EDIT, MANAGE, MEMBER_ROLES, SHARE, PermissionDenied
 from .secrets import mask_connection_string
 
@@ -57,6 +70,27 @@ def _tell_kernel(notebook, kind, *, revision, request_id, **fields):
     """Send `kernel.<kind>` for this notebook once the transaction commits."""
     message = {"type": f"kernel.{kind}", "notebook": str(notebook.pk), "revision": revision, "requestId": request_id, **fields}
     kernel_client.send_on_commit(notebook.pk, message)
+
+
+def _record(notebook, user, kind, *, revert=None, **fields):
+    """The change's history event, in its transaction; `revert`: (event, is_undo) for an undo
+    or redo (history.py)."""
+    reverts, is_undo = revert or (None, False)
+    return NotebookEvent.objects.record(notebook, user, kind, reverts=reverts, is_undo=is_undo, **fields)
+
+
+def cell_snapshot(notebook, cell):
+    """What restoring a cell needs: its fields and its neighbours at the time."""
+    previous = notebook.cells.filter(position__lt=cell.position).order_by("-position").values_list("id", flat=True).first()
+    following = notebook.cells.filter(position__gt=cell.position).order_by("position").values_list("id", flat=True).first()
+    return {
+        "id": str(cell.pk),
+        "type": cell.type,
+        "code": cell.code,
+        "resultVariable": cell.result_variable,
+        "previous": str(previous) if previous else None,
+        "next": str(following) if following else None,
+    }
 
 
 def _get_cell(notebook, cell_id):
@@ -147,6 +181,7 @@ def rename_notebook(notebook_id, user, *, name, request_id=None):
         raise OperationError("invalid_field", f"A notebook's name is 1 to {NOTEBOOK_NAME_MAX} characters.")
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user, action=MANAGE)
+        _record(notebook, user, EVENT_RENAMED, before={"name": notebook.name}, after={"name": name})
         notebook.name = name
         notebook.revision += 1
         notebook.save(update_fields=["name", "revision", "updated_at"])
@@ -165,7 +200,7 @@ def delete_notebook(notebook_id, user):
     return name
 
 
-def create_cell(notebook_id, user, *, cell_type=CELL_PYTHON, after_cell_id=None, before_cell_id=None, code="", request_id=None):
+def create_cell(notebook_id, user, *, cell_type=CELL_PYTHON, after_cell_id=None, before_cell_id=None, code="", request_id=None, revert=None):
     """A new cell just after `after_cell_id`, or just above `before_cell_id` (unknown or
     neither: at the end)."""
     with transaction.atomic():
@@ -182,12 +217,13 @@ def create_cell(notebook_id, user, *, cell_type=CELL_PYTHON, after_cell_id=None,
             result_variable=default_result_variable(notebook) if cell_type == CELL_SQL else "",
             status=STATUS_IDLE,
         )
+        _record(notebook, user, EVENT_CREATED, cell_id=cell.pk, after=cell_snapshot(notebook, cell), revert=revert)
         revision = _bump(notebook)
         _tell_kernel(notebook, "create_cell", revision=revision, request_id=request_id, cell=cell.to_message(), position=position, positions=renumbered)
     return cell
 
 
-def move_cell(notebook_id, user, *, cell_id, after_cell_id, request_id=None):
+def move_cell(notebook_id, user, *, cell_id, after_cell_id, request_id=None, revert=None):
     """Put a cell just after another one (None: first). Order only: the graph is unchanged."""
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user)
@@ -199,6 +235,8 @@ def move_cell(notebook_id, user, *, cell_id, after_cell_id, request_id=None):
             position, renumbered = _position_after(notebook, after_cell_id)
         else:
             position, renumbered = _position_at_top(notebook)
+        was_after = cell_snapshot(notebook, cell)["previous"]
+        _record(notebook, user, EVENT_MOVED, cell_id=cell.pk, before={"after": was_after}, after={"after": str(after_cell_id) if after_cell_id else None}, revert=revert)
         # The new position is free (strictly between two cells, after the last or before the
         # first), so one UPDATE keeps the unique constraint.
         Cell.objects.filter(pk=cell.pk).update(position=position)
@@ -207,20 +245,22 @@ def move_cell(notebook_id, user, *, cell_id, after_cell_id, request_id=None):
     return position
 
 
-def delete_cell(notebook_id, user, *, cell_id, request_id=None):
+def delete_cell(notebook_id, user, *, cell_id, request_id=None, revert=None):
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user)
         cell = _get_cell(notebook, cell_id)
+        _record(notebook, user, EVENT_DELETED, cell_id=cell.pk, before=cell_snapshot(notebook, cell), revert=revert)
         cell.delete()
         revision = _bump(notebook)
         _tell_kernel(notebook, "delete_cell", revision=revision, request_id=request_id, cellId=str(cell_id))
 
 
-def update_cell(notebook_id, user, *, cell_id, code=None, result_variable=None, request_id=None):
+def update_cell(notebook_id, user, *, cell_id, code=None, result_variable=None, request_id=None, revert=None):
     """Save new code (and, for SQL cells, a new result variable); the kernel re-analyses it."""
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user)
         cell = _get_cell(notebook, cell_id)
+        old_code, old_result_variable = cell.code, cell.result_variable
         fields = []
         if code is not None and code != cell.code:
             cell.code = code
@@ -231,6 +271,8 @@ def update_cell(notebook_id, user, *, cell_id, code=None, result_variable=None, 
             cell.result_variable = result_variable
             fields.append("result_variable")
         if fields:
+            before = {"code": old_code, "resultVariable": old_result_variable}
+            _record(notebook, user, EVENT_EDITED, cell_id=cell.pk, before=before, after={"code": cell.code, "resultVariable": cell.result_variable}, revert=revert)
             cell.status = STATUS_STALE
             cell.save(update_fields=[*fields, "status", "updated_at"])
             revision = _bump(notebook)
@@ -252,6 +294,8 @@ def update_cell(notebook_id, user, *, cell_id, code=None, result_variable=None, 
 def update_db_connection(notebook_id, user, *, connection_string, request_id=None):
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user)
+        # The password never goes into the history: only what the page shows of the connection.
+        _record(notebook, user, EVENT_CONNECTION, before={"display": mask_connection_string(notebook.db_connection)}, after={"display": mask_connection_string(connection_string)})
         notebook.db_connection = connection_string
         notebook.save(update_fields=["db_connection", "updated_at"])
         revision = _bump(notebook)
@@ -286,7 +330,9 @@ def share_notebook(notebook_id, user, *, member, role):
         notebook = _lock_notebook(notebook_id, user, action=SHARE)
         if member.pk == notebook.owner_id:
             raise OperationError("invalid_field", "The owner already has full access.")
+        previous = notebook.memberships.filter(user=member).values_list("role", flat=True).first()
         membership, _ = Membership.objects.update_or_create(notebook=notebook, user=member, defaults={"role": role})
+        _record(notebook, user, EVENT_SHARED, before={"user": member.get_username(), "role": previous}, after={"user": member.get_username(), "role": role})
         kernel_client.notify_access_changed_on_commit(notebook.pk, member.pk)
     return membership
 
@@ -295,7 +341,9 @@ def unshare_notebook(notebook_id, user, *, member):
     """Take `member`'s access away; their open sockets are closed. False if they had none."""
     with transaction.atomic():
         notebook = _lock_notebook(notebook_id, user, action=SHARE)
+        role = notebook.memberships.filter(user=member).values_list("role", flat=True).first()
         removed = notebook.memberships.filter(user=member).delete()[0] > 0
         if removed:
+            _record(notebook, user, EVENT_UNSHARED, before={"user": member.get_username(), "role": role})
             kernel_client.notify_access_changed_on_commit(notebook.pk, member.pk)
     return removed

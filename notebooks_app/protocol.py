@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from .constants import CELL_TYPES, FRAME_BYTES_BUDGET
+from .constants import CELL_TYPES, FRAME_BYTES_BUDGET, NOTEBOOK_NAME_MAX
 
 # Error codes sent in {"type": "error", "code": ...}; docs/protocol.md lists ERROR_CODES (tests/test_docs.py).
 INVALID_JSON = "invalid_json"
@@ -29,7 +29,9 @@ TOO_LARGE = "too_large"
 BUSY = "busy"
 INTERNAL_ERROR = "internal_error"
 UNAVAILABLE = "unavailable"
-ERROR_CODES = [INVALID_JSON, INVALID_MESSAGE, UNKNOWN_TYPE, INVALID_FIELD, UNKNOWN_CELL, FORBIDDEN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, BUSY, INTERNAL_ERROR, UNAVAILABLE]
+NOTHING_TO_UNDO = "nothing_to_undo"
+CONFLICT = "conflict"
+ERROR_CODES = [INVALID_JSON, INVALID_MESSAGE, UNKNOWN_TYPE, INVALID_FIELD, UNKNOWN_CELL, FORBIDDEN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, BUSY, INTERNAL_ERROR, UNAVAILABLE, NOTHING_TO_UNDO, CONFLICT]
 
 MAX_REQUEST_ID = 100
 MAX_CONNECTION_STRING = 4096
@@ -69,6 +71,13 @@ MESSAGE_SCHEMAS = {
     "sync": {},
     # Shared text (docs/protocol.md#shared-text): a Yjs update to one cell's document.
     "text_update": {"cellId": Field("cell_id"), "update": Field("yjs_update"), "generation": Field("generation")},
+    # History (docs/history.md).
+    "restore_cell": {"cellId": Field("cell_id")},
+    "undo": {},
+    "redo": {},
+    "history": {"before": Field("event_id", required=False), "limit": Field("limit", required=False)},
+    "save_version": {"name": Field("version_name")},
+    "restore_version": {"versionId": Field("event_id")},
     # Where this person is: the cell they are in and their cursor there (relayed, never stored).
     "presence": {"cellId": Field("cell_id", required=False, nullable=True), "cursor": Field("cursor", required=False, nullable=True)},
 }
@@ -178,6 +187,24 @@ def _check_yjs_update(name, value):
     return data
 
 
+def _check_event_id(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"'{name}' must be a whole number of at least 1")
+    return value
+
+
+def _check_limit(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise ValueError(f"'{name}' must be a whole number from 1 to 100")
+    return value
+
+
+def _check_version_name(name, value):
+    if not isinstance(value, str) or not value.strip() or len(value) > NOTEBOOK_NAME_MAX:
+        raise ValueError(f"'{name}' must be a name of 1 to {NOTEBOOK_NAME_MAX} characters")
+    return _check_text(name, value.strip())
+
+
 def _check_generation(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"'{name}' must be a whole number of at least 0")
@@ -200,6 +227,9 @@ CHECKS = {
     "yjs_update": _check_yjs_update,
     "generation": _check_generation,
     "cursor": _check_cursor,
+    "event_id": _check_event_id,
+    "limit": _check_limit,
+    "version_name": _check_version_name,
 }
 
 

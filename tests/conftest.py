@@ -301,7 +301,7 @@ class NotebookClient:
     async def request(self, timeout=EVENT_TIMEOUT, **message):
         """Send a message with a fresh requestId; return the reply/event that carries it."""
         self._rid = getattr(self, "_rid", 0) + 1
-        rid = f"r{self._rid}"
+        rid = f"{id(self):x}-r{self._rid}"  # unique across clients: every client sees every requestId
         await self.send(requestId=rid, **message)
         seen = await self.wait_for(lambda e: e.get("requestId") == rid, timeout, f"reply to {message['type']}")
         return seen[-1]

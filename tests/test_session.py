@@ -39,7 +39,7 @@ class MemoryStore:
     async def save_code(self, notebook_id, texts):
         for cell in self.cells:
             if cell["id"] in texts:
-                cell["code"], cell["ydoc"], cell["ydoc_generation"] = texts[cell["id"]]
+                cell["code"], cell["ydoc"], cell["ydoc_generation"], _typists = texts[cell["id"]]
         self.revision += 1
         return self.revision
 

@@ -185,6 +185,7 @@ class NotebookSession:
         self._states_unsaved = set()  # cells whose Yjs state (not text) the database lacks
         self._last_keystroke = {}  # cell id -> monotonic time of its last text update
         self._save_handle = None
+        self._typists = {}  # cell id -> ids of the people whose typing is not saved yet
         self.seq = 0
         self._pending = []
         self._flush_lock = asyncio.Lock()
@@ -351,6 +352,7 @@ class NotebookSession:
         self._last_keystroke[cell.id] = time.monotonic()
         if not changed:
             return
+        self._typists.setdefault(cell.id, set()).add(message.get("byId"))
         event = {"type": "text_update", "cellId": cell.id, "update": message["update"], "generation": text.generation}
         if message.get("by"):
             event["by"] = message["by"]
@@ -382,7 +384,10 @@ class NotebookSession:
         self._states_unsaved |= pending - set(changed)
         if not changed:
             return
-        rows = {cell_id: (code, self.texts[cell_id].state(), self.texts[cell_id].generation) for cell_id, code in changed.items()}
+        rows = {
+            cell_id: (code, self.texts[cell_id].state(), self.texts[cell_id].generation, sorted(filter(None, self._typists.pop(cell_id, ()))))
+            for cell_id, code in changed.items()
+        }
         revision = await self.store.save_code(self.notebook_id, rows)
         self._states_unsaved -= set(changed)
         if revision is None:
@@ -628,6 +633,17 @@ class NotebookSession:
         self._emit({"type": "cell_created", "cellId": cell.id, "cell": created, "index": self.index_of(cell.id), "requestId": message.get("requestId")})
         newly_blocked, _ = self._refresh_blocked()
         await self._forget_all(newly_blocked)
+        if message.get("run"):  # a restored cell: it and what failed without it run again
+            await self.cascade(self._run_set({cell.id}))
+
+    async def on_version_restored(self, message):
+        """A saved version restored (many cells at once): reload, then one cascade of what changed."""
+        if message.get("revision", -1) <= self.revision:
+            return
+        await self.reload(message.get("requestId"))
+        changed = {cell_id for cell_id in message.get("changed") or () if cell_id in self.cells}
+        if changed:
+            await self.cascade(self._run_set(changed))
 
     async def on_rename(self, message):
         if not await self._caught_up(message):

@@ -21,7 +21,7 @@ from django.urls import reverse
 
 from .. import protocol
 from ..layers import REDIS_ERRORS, Outage, backoff_delays
-from ..models import Cell, Notebook, OutputBlob
+from ..models import EVENT_EDITED, Cell, Notebook, NotebookEvent, OutputBlob
 from ..secrets import mask_connection_string
 from .addresses import group_name, is_kernel_channel, shard_channels
 from .database import DatabasePolicy
@@ -122,14 +122,18 @@ class DatabaseStore:
 
     @database_sync_to_async
     def save_code(self, notebook_id, texts):
-        """Merged shared text (`texts`: cell id -> (code, Yjs state, generation)) and one bump of
+        """Merged shared text (`texts`: cell id -> (code, Yjs state, generation, typists' user
+        ids)), its history events (an edit per typist, coalesced like any edit) and one bump of
         the notebook's revision, in one transaction; the new revision, or None if it is gone."""
         with transaction.atomic():
             notebook = Notebook.objects.select_for_update().filter(pk=notebook_id).first()
             if notebook is None:
                 return None
-            for cell_id, (code, state, generation) in texts.items():
+            old = {str(k): v for k, v in Cell.objects.filter(pk__in=list(texts), notebook_id=notebook_id).values_list("id", "code")}
+            for cell_id, (code, state, generation, typists) in texts.items():
                 Cell.objects.filter(pk=cell_id, notebook_id=notebook_id).update(code=code, ydoc=state, ydoc_generation=generation)
+                for user_id in typists or [None]:
+                    NotebookEvent.objects.record(notebook, user_id, EVENT_EDITED, cell_id=cell_id, before={"code": old.get(str(cell_id))}, after={"code": code})
             notebook.revision += 1
             notebook.save(update_fields=["revision", "updated_at"])
             return notebook.revision
