@@ -1,10 +1,20 @@
-// The notebook's WebSocket: connects, reconnects with exponential backoff and jitter,
-// and shows its state in #connection-indicator. Frames go to `onFrame`; ordering is the app's job.
+// The notebook's WebSocket: connects, reconnects with exponential backoff and jitter, gives up
+// (saying why, with a Reload button) when reconnecting will not help, and shows its state in
+// #connection-indicator. Frames go to `onFrame`; ordering is the app's job.
+import { el } from "./dom.js";
 
 const BACKOFF_START_MS = 500;
-const BACKOFF_MAX_MS = 10_000;
+const BACKOFF_MAX_MS = 30_000;
+const JITTER = 0.5; // ±50 %: clients cut off together do not come back in lockstep
+const MAX_FAILURES = 6; // closes in a row, then the page stops trying
+const STABLE_MS = 10_000; // a connection that served a full state this long ends a series of failures
 const CLOSE_FORBIDDEN = 4403;
 const CLOSE_NOT_FOUND = 4404;
+const CLOSE_TRY_LATER = 1013; // the server's database or Redis is down
+const FINAL_CLOSES = {
+  [CLOSE_FORBIDDEN]: ["no access", "You are not logged in, or no longer have access to this notebook."],
+  [CLOSE_NOT_FOUND]: ["not found", "This notebook does not exist, or is no longer shared with you."],
+};
 
 const LABELS = { connected: "live", reconnecting: "reconnecting…", offline: "offline" };
 
@@ -16,7 +26,9 @@ export class Connection {
     this.onFrame = onFrame;
     this.onClose = onClose;
     this.socket = null;
-    this.attempt = 0;
+    this.failures = 0; // closes in a row, none after a stable connection
+    this.healthySince = null;
+    this.lastCode = null;
     this.timer = null;
     this.stopped = false;
     window.addEventListener("offline", () => this.socket?.close());
@@ -57,10 +69,15 @@ export class Connection {
   closed(socket, code) {
     if (socket !== this.socket) return;
     this.socket = null;
+    this.lastCode = code;
+    // A socket closed right after its state (a server failing at each start) still counts.
+    if (this.healthySince !== null && performance.now() - this.healthySince > STABLE_MS) this.failures = 0;
+    this.healthySince = null;
+    this.failures += 1;
     this.onClose();
-    if (code === CLOSE_FORBIDDEN || code === CLOSE_NOT_FOUND) {
-      this.stop();
-      this.setState("offline", code === CLOSE_FORBIDDEN ? "no access" : "not found");
+    if (FINAL_CLOSES[code]) {
+      const [label, reason] = FINAL_CLOSES[code];
+      this.giveUp(label, reason);
       return;
     }
     if (!navigator.onLine) {
@@ -72,11 +89,21 @@ export class Connection {
 
   schedule() {
     if (this.stopped || this.timer) return;
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** this.attempt);
-    const delay = base * (0.75 + Math.random() * 0.5); // jitter: clients do not come back in lockstep
-    this.attempt += 1;
+    if (this.failures >= MAX_FAILURES) {
+      const reason = this.lastCode === CLOSE_TRY_LATER
+        ? "The server is temporarily unavailable (its database or message broker is down)."
+        : "The server could not be reached.";
+      this.giveUp("offline", `${reason} The page stopped trying after ${MAX_FAILURES} failed connections in a row; reload it to try again.`);
+      return;
+    }
     this.setState("reconnecting");
-    this.timer = setTimeout(() => this.open(), delay);
+    this.timer = setTimeout(() => this.open(), Connection.delay(this.failures));
+  }
+
+  /** How long to wait after `failures` closes in a row (1, 2, …): 0.5 s doubling to 30 s, ±50 %. */
+  static delay(failures) {
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (failures - 1));
+    return base * (1 - JITTER + Math.random() * 2 * JITTER);
   }
 
   /** No more reconnecting (access removed, or the notebook is gone). */
@@ -86,14 +113,29 @@ export class Connection {
     this.timer = null;
   }
 
-  /** The server sent a full state: the connection is healthy again, so backoff starts over. */
+  /** Stop for good and say why on the page, with a way to start again. */
+  giveUp(label, reason) {
+    this.stop();
+    this.setState("offline", label);
+    let banner = document.getElementById("connection-lost");
+    if (!banner) {
+      banner = el("div.banner.warning.connection-lost", { id: "connection-lost", role: "alert" });
+      document.querySelector("main")?.prepend(banner);
+    }
+    banner.replaceChildren(
+      el("span.connection-lost-reason", { text: reason }),
+      el("button.reload", { id: "reload", type: "button", onclick: () => location.reload() }, "Reload"),
+    );
+  }
+
+  /** The server sent a full state: once it has lasted STABLE_MS, backoff starts over. */
   healthy() {
-    this.attempt = 0;
+    this.healthySince ??= performance.now();
   }
 
   reconnectNow() {
     if (this.stopped || this.socket) return;
-    this.attempt = 0;
+    this.failures = 0;
     this.setState("reconnecting");
     this.open();
   }

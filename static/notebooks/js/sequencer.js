@@ -1,5 +1,6 @@
-// Puts the server's frames in order (docs/protocol.md, "Ordering"): unpacks batches, drops events
-// the state already holds, and asks for a fresh notebook_state when an event is missing.
+// Puts the server's frames in order (docs/protocol.md, "Ordering" and "Sizes"): unpacks batches,
+// assembles a notebook_state sent in chunks (holding events until it is whole), drops events the
+// state already holds, and asks for a fresh notebook_state when an event is missing.
 
 export class Sequencer {
   constructor({ onState, onEvent, onReply, requestSync }) {
@@ -14,11 +15,13 @@ export class Sequencer {
   reset() {
     this.seq = null;
     this.syncing = false;
+    this.assembly = null; // a chunked notebook_state being put together: {state, cells, next, held}
   }
 
   /** Drop what is held and ask for a fresh state (the kernel said it cannot be trusted). */
   resync() {
     this.syncing = true;
+    this.assembly = null;
     this.requestSync();
   }
 
@@ -28,14 +31,14 @@ export class Sequencer {
   }
 
   receiveOne(event) {
-    if (event.type === "notebook_state") {
-      this.seq = event.seq;
-      this.syncing = false;
-      this.onState(event);
-      return;
-    }
+    if (event.type === "notebook_state") return this.startState(event);
+    if (event.type === "notebook_state_chunk") return this.addChunk(event);
     if (typeof event.seq !== "number") {
       this.onReply(event); // `error`, and anything else meant for this socket only
+      return;
+    }
+    if (this.assembly) {
+      this.assembly.held.push(event); // it comes after the state: applied once the state is whole
       return;
     }
     // Before the first state, or while a resync is under way, the coming state will hold these.
@@ -47,5 +50,36 @@ export class Sequencer {
     }
     this.seq = event.seq;
     this.onEvent(event);
+  }
+
+  startState(state) {
+    const held = this.assembly?.held ?? []; // a newer state replaces one still arriving
+    this.assembly = null;
+    if (state.chunks > 1) {
+      this.assembly = { state, cells: state.notebook.cells, next: 1, held };
+      return;
+    }
+    this.complete(state, held);
+  }
+
+  addChunk(chunk) {
+    const assembly = this.assembly;
+    if (!assembly) return; // the rest of a state this socket no longer waits for
+    if (chunk.stateSeq !== assembly.state.seq || chunk.chunk !== assembly.next || !Array.isArray(chunk.cells)) {
+      this.resync(); // a chunk missing or out of order: the state cannot be put together
+      return;
+    }
+    for (const cell of chunk.cells) assembly.cells.push(cell); // not push(...cells): chunks can be long
+    assembly.next += 1;
+    if (assembly.next < assembly.state.chunks) return;
+    this.assembly = null;
+    this.complete(assembly.state, assembly.held);
+  }
+
+  complete(state, held) {
+    this.seq = state.seq;
+    this.syncing = false;
+    this.onState(state);
+    for (const event of held) this.receiveOne(event);
   }
 }
