@@ -223,6 +223,7 @@ export class NotebookApp {
     for (const cellId of [...this.records.keys()]) if (!incoming.has(cellId)) this.removeRecord(cellId);
     // Server-rendered cells (the no-JavaScript view) give way to live ones.
     for (const stale of this.cellsEl.querySelectorAll(".cell:not(.live)")) stale.remove();
+    document.getElementById("more-cells")?.remove();
     notebook.cells.forEach((cell, index) => {
       let record = this.records.get(cell.id);
       if (!record) {

@@ -1,7 +1,10 @@
 // The DOM of one cell: header (type, status, names, actions), editor, stdout, outputs, error.
 // Same classes as templates/notebooks/_cell.html, which is what the page shows without JavaScript.
-import { CellEditor } from "./editor.js";
-import { el, formatElapsed, renderError, renderOutput, shownOutputs } from "./dom.js";
+// The editor and the costly outputs wait until the cell is near the viewport (proximity.js).
+import { LazyEditor } from "./editor.js";
+import { el, formatElapsed, renderError } from "./dom.js";
+import { renderOutput, shownOutputs } from "./outputs.js";
+import { unwatchProximity, watchProximity } from "./proximity.js";
 
 const TYPE_LABELS = { python: "Python", sql: "SQL" };
 
@@ -14,6 +17,9 @@ export class CellView {
     this.id = cell.id;
     this.hooks = hooks;
     this.outputsKey = null;
+    this.near = false; // near the viewport at least once: actions, editor and outputs are built
+    this.place = [false, false]; // first, last: for the move buttons, once they exist
+    this.loads = []; // outputs waiting to be built or fetched until the cell is near
     this.element = el("article.cell", { id: `cell-${cell.id}`, dataset: { cellId: cell.id, cellType: cell.type } });
     this.status = el("span.cell-status");
     this.elapsed = el("span.cell-elapsed", { hidden: true });
@@ -21,15 +27,15 @@ export class CellView {
     this.header = el("header.cell-header", {}, el("span.cell-type", { text: TYPE_LABELS[cell.type] || cell.type }));
     if (cell.type === "sql") this.header.append(this.buildResultVariable(cell));
     this.header.append(this.status, this.elapsed, this.names);
-    if (hooks.canEdit) this.header.append(this.buildActions());
     this.editorHost = el("div.cell-editor");
     this.message = el("div.cell-message", { role: "alert", hidden: true });
-    this.stdout = el("div.cell-stdout", { hidden: true }, el("pre"));
+    this.stdoutMore = el("a.stdout-more", { hidden: true, target: "_blank", rel: "noopener" });
+    this.stdoutText = el("pre");
+    this.stdout = el("div.cell-stdout", { hidden: true }, this.stdoutMore, this.stdoutText);
     this.outputs = el("div.cell-outputs");
     this.error = el("div.cell-error", { hidden: true });
     this.element.append(this.header, this.editorHost, this.message, this.stdout, this.outputs, this.error);
-    if (hooks.canEdit) this.element.append(this.buildInsertBar());
-    this.editor = new CellEditor(this.editorHost, {
+    this.editor = new LazyEditor(this.editorHost, {
       code: cell.code,
       cellType: cell.type,
       readOnly: !hooks.canEdit,
@@ -39,6 +45,20 @@ export class CellView {
       onNavigate: (direction) => hooks.onNavigate(this, direction),
     });
     this.render(cell);
+    watchProximity(this.element, { near: () => this.cameNear(), far: () => this.editor.release() });
+  }
+
+  cameNear() {
+    if (!this.near && this.hooks.canEdit) {
+      // Built here rather than for every cell up front: most of a long notebook's cells
+      // are never near the viewport.
+      this.header.append(this.buildActions());
+      this.element.append(this.buildInsertBar());
+      this.setPlace(...this.place);
+    }
+    this.near = true;
+    this.editor.materialize();
+    for (const load of this.loads.splice(0)) load();
   }
 
   buildActions() {
@@ -71,6 +91,7 @@ export class CellView {
 
   /** Where the cell stands, for the move buttons (nothing above the first, below the last). */
   setPlace(first, last) {
+    this.place = [first, last];
     if (this.moveUp) this.moveUp.disabled = first;
     if (this.moveDown) this.moveDown.disabled = last;
   }
@@ -100,13 +121,14 @@ export class CellView {
     this.setStatus(cell.status);
     this.setResultVariable(cell.resultVariable || "");
     this.setNames(cell.reads || [], cell.writes || []);
-    this.setStdout(cell.stdout || "");
+    this.setStdout(cell.stdout || "", cell.stdoutRef);
     this.setOutputs(cell.outputs || []);
     this.setError(cell.error, cell.status);
   }
 
   setStatus(status) {
-    this.element.classList.remove(...[...this.element.classList].filter((c) => c.startsWith("status-")));
+    if (status === this.status.dataset.status) return;
+    this.element.classList.remove(`status-${this.status.dataset.status}`);
     this.element.classList.add(`status-${status}`);
     this.status.dataset.status = status;
     this.status.textContent = status;
@@ -141,13 +163,19 @@ export class CellView {
     this.setError(null);
   }
 
-  setStdout(text) {
-    this.stdout.firstChild.textContent = text;
-    this.stdout.hidden = !text;
+  /** `text`, or with `ref` ({url, size}) the tail of a longer stdout and a link to all of it. */
+  setStdout(text, ref = null) {
+    this.stdoutText.textContent = text;
+    this.stdoutMore.hidden = !ref;
+    if (ref) {
+      this.stdoutMore.href = ref.url;
+      this.stdoutMore.textContent = `whole output (${ref.size.toLocaleString("en")} characters)`;
+    }
+    this.stdout.hidden = !text && !ref;
   }
 
   appendStdout(text) {
-    this.stdout.firstChild.append(text); // a text node: never parsed as HTML
+    this.stdoutText.append(text); // a text node: never parsed as HTML
     this.stdout.hidden = false;
   }
 
@@ -155,7 +183,11 @@ export class CellView {
     const key = JSON.stringify(outputs);
     if (key === this.outputsKey) return; // unchanged: keep iframes as they are
     this.outputsKey = key;
-    this.outputs.replaceChildren(...shownOutputs(outputs).map(renderOutput));
+    this.loads = [];
+    const items = shownOutputs(outputs).map(renderOutput);
+    this.outputs.replaceChildren(...items.map((item) => item.node));
+    for (const item of items) if (item.load) this.loads.push(item.load);
+    if (this.near) for (const load of this.loads.splice(0)) load();
   }
 
   setError(error, status) {
@@ -181,6 +213,7 @@ export class CellView {
   }
 
   destroy() {
+    unwatchProximity(this.element);
     this.editor.destroy();
     this.element.remove();
   }

@@ -1,8 +1,11 @@
 // One CodeMirror 6 editor per cell: Python or SQL highlighting, line numbers, bracket matching.
 // It knows nothing of the protocol: the cell view gives it callbacks for changes, blur and keys.
+// LazyEditor stands in for it with a plain <pre> until the cell is near the viewport or focused,
+// so a notebook of thousands of cells does not build thousands of editors.
 import {
   basicSetup, EditorView, EditorState, Prec, keymap, closeCompletion, completionStatus, indentUnit, python, sql, PostgreSQL,
 } from "../vendor/codemirror.bundle.js";
+import { el } from "./dom.js";
 
 const theme = EditorView.theme({
   "&": { fontSize: "13px" },
@@ -102,5 +105,75 @@ export class CellEditor {
 
   destroy() {
     this.view.destroy();
+  }
+}
+
+/**
+ * The cell's code as a read-only <pre> until `materialize()` (the cell came near the viewport)
+ * or `focus()` (the user clicked, tabbed or navigated to it) makes a CellEditor of it;
+ * `release()` (far from the viewport, not focused) goes back to the <pre>, keeping the text.
+ * Same interface as CellEditor: `code`, `setCode`, `focus`, `destroy`.
+ */
+export class LazyEditor {
+  constructor(parent, options) {
+    this.parent = parent;
+    this.options = options;
+    this.text = options.code;
+    this.editor = null;
+    this.preview = el("pre.cell-code-preview", {
+      tabindex: 0, text: options.code, "aria-label": `${options.cellType === "sql" ? "SQL" : "Python"} cell code`,
+      onfocus: () => this.focus("start"),
+      onmousedown: (event) => this.clicked(event),
+    });
+    parent.append(this.preview);
+  }
+
+  get code() {
+    return this.editor ? this.editor.code : this.text;
+  }
+
+  setCode(code) {
+    if (this.editor) {
+      this.editor.setCode(code);
+    } else if (code !== this.text) {
+      this.text = code;
+      this.preview.textContent = code;
+    }
+  }
+
+  materialize() {
+    if (!this.editor) {
+      this.editor = new CellEditor(this.parent, { ...this.options, code: this.text });
+      this.preview.remove();
+    }
+    return this.editor;
+  }
+
+  /** Back to the <pre> (an editor holding the focus stays: the user is in it). */
+  release() {
+    if (!this.editor || this.editor.view.hasFocus) return;
+    this.text = this.editor.code;
+    this.editor.destroy();
+    this.editor = null;
+    this.preview.textContent = this.text;
+    this.parent.append(this.preview);
+  }
+
+  focus(where) {
+    this.materialize().focus(where);
+  }
+
+  /** A click on the <pre> lands in the editor that replaces it, where it was aimed. */
+  clicked(event) {
+    if (event.button !== 0) return;
+    event.preventDefault();
+    const { view } = this.materialize();
+    const anchor = view.posAtCoords({ x: event.clientX, y: event.clientY }) ?? view.state.doc.length;
+    view.focus();
+    view.dispatch({ selection: { anchor } });
+  }
+
+  destroy() {
+    this.editor?.destroy();
   }
 }

@@ -1,0 +1,45 @@
+// Which cells are near the viewport, for the work a big notebook defers: editors are created
+// near it and let go far from it, outputs load near it. Two IntersectionObservers serve every
+// cell of the page (not one per cell).
+
+const NEAR_MARGIN = "800px 0px"; // closer than this to the viewport: create, load
+const FAR_MARGIN = "3000px 0px"; // further than this: what can be made again may be let go
+
+let shared = null;
+
+class Proximity {
+  constructor() {
+    this.watchers = new WeakMap(); // element -> {near(), far()}
+    const report = (which) => (entries) => {
+      for (const entry of entries) {
+        const watcher = this.watchers.get(entry.target);
+        if (which === "near" && entry.isIntersecting) watcher?.near();
+        if (which === "far" && !entry.isIntersecting) watcher?.far();
+      }
+    };
+    this.nearObserver = new IntersectionObserver(report("near"), { rootMargin: NEAR_MARGIN });
+    this.farObserver = new IntersectionObserver(report("far"), { rootMargin: FAR_MARGIN });
+  }
+
+  watch(element, watcher) {
+    this.watchers.set(element, watcher);
+    this.nearObserver.observe(element);
+    this.farObserver.observe(element);
+  }
+
+  unwatch(element) {
+    this.watchers.delete(element);
+    this.nearObserver.unobserve(element);
+    this.farObserver.unobserve(element);
+  }
+}
+
+/** Call `near()` when `element` comes near the viewport, `far()` when it goes far from it. */
+export function watchProximity(element, { near, far }) {
+  shared ??= new Proximity();
+  shared.watch(element, { near, far });
+}
+
+export function unwatchProximity(element) {
+  shared?.unwatch(element);
+}

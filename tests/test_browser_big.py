@@ -1,0 +1,292 @@
+"""Big notebooks in Chromium (docs/frontend.md, "Big notebooks"): outputs by reference load when
+their cell comes near the viewport, a notebook of 10,000 cells opens without freezing the tab
+(editors and outputs are built lazily; the timing and memory are printed, not asserted beyond
+sanity bounds), and a page whose socket keeps failing backs off and then stops with a Reload
+button.
+
+Async Playwright, like tests/test_browser_resync.py (whose Daphne and Chromium fixtures these
+tests share): the cells are rows written with the ORM before the page opens, and a revision bump
+makes the kernel worker load them.
+"""
+import asyncio
+import base64
+import hashlib
+import random
+import re
+import struct
+import zlib
+
+import pytest
+from channels.db import database_sync_to_async
+from django.urls import reverse
+from playwright.async_api import expect
+
+from notebooks_app.constants import POSITION_STEP
+from notebooks_app.models import Cell, Notebook, OutputBlob
+from tests.test_browser_resync import PASSWORDS, TIMEOUT_MS, chromium, daphne  # noqa: F401 (fixtures)
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+BIG_CELLS = 10_000
+
+
+def png(width, height, seed=1):
+    """A PNG of random pixels: it does not compress, so its size is about 3 bytes a pixel."""
+    noise = random.Random(seed)
+    rows = b"".join(b"\0" + noise.randbytes(width * 3) for _ in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
+
+
+def reference(notebook, cell, mime_type, data):
+    """Store `data` as the kernel does for an output over OUTPUT_INLINE_LIMIT; the output as sent."""
+    digest = hashlib.sha256(mime_type.encode() + b"\0" + data.encode()).hexdigest()
+    OutputBlob.objects.create(cell=cell, digest=digest, mime_type=mime_type, data=data)
+    size = len(data) * 3 // 4 if mime_type.startswith("image/") else len(data.encode())
+    return {"mimeType": mime_type, "ref": digest, "size": size, "url": reverse("notebooks:output", args=[notebook.pk, digest])}
+
+
+def fill(notebook, cells):
+    """Rows for `cells` (dicts of Cell fields, plus `refs`: [(mime type, data)] stored apart)."""
+    rows = Cell.objects.bulk_create(
+        [Cell(notebook=notebook, position=(i + 1) * POSITION_STEP, **{k: v for k, v in c.items() if k != "refs"}) for i, c in enumerate(cells)]
+    )
+    for row, cell in zip(rows, cells):
+        if cell.get("refs"):
+            row.outputs = [*row.outputs, *(reference(notebook, row, mime, data) for mime, data in cell["refs"])]
+            row.save(update_fields=["outputs"])
+    Notebook.objects.filter(pk=notebook.pk).update(revision=notebook.revision + 1)
+    return [str(row.pk) for row in rows]
+
+
+async def log_in(page, daphne, username):  # noqa: F811 (the fixture's value)
+    await page.goto(f"{daphne}/accounts/login/")
+    await page.fill("input[name=username]", username)
+    await page.fill("input[name=password]", PASSWORDS[username])
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{daphne}/")
+
+
+@pytest.fixture
+async def new_page(chromium):  # noqa: F811
+    contexts = []
+
+    async def make():
+        context = await chromium.new_context(viewport={"width": 1100, "height": 900})
+        contexts.append(context)
+        page = await context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        return page
+
+    yield make
+    for context in contexts:
+        for page in context.pages:
+            assert page.errors == [], f"JavaScript errors on the page: {page.errors}"
+        await context.close()
+
+
+def cell(page, cell_id):
+    return page.locator(f'#cells .cell.live[data-cell-id="{cell_id}"]')
+
+
+async def test_large_outputs_load_by_reference_and_the_image_when_scrolled_to(new_page, daphne, notebook):  # noqa: F811
+    image = png(820, 820)
+    assert len(image) > 2_000_000
+    html = "<table>" + "<tr><td>row</td></tr>" * 4_000 + "</table>"
+
+    def build():
+        texts = [{"code": f"'{i}' * 300_000", "status": "success", "refs": [("text/plain", str(i) * 300_000)]} for i in range(5)]
+        texts[4]["stdout"] = "a line of output\n" * 6_000  # 102,000 characters: a tail and a link
+        fillers = [{"code": "\n".join(f"filler_{i}_{line} = {line}" for line in range(12))} for i in range(20)]
+        last = [
+            {"code": "Big()", "status": "success", "refs": [("text/html", html)]},
+            {"code": "fig", "status": "success", "refs": [("image/png", base64.b64encode(image).decode())]},
+        ]
+        return fill(notebook, texts + fillers + last)
+
+    ids = await database_sync_to_async(build)()
+    page = await new_page()
+    image_requests = []
+    page.on("request", lambda request: image_requests.append(request.url) if "/outputs/" in request.url and request.resource_type == "image" else None)
+    await log_in(page, daphne, "bob")
+    await page.goto(f"{daphne}/notebooks/{notebook.pk}/")
+    await expect(page.locator("#notebook")).to_have_attribute("data-synced", "true", timeout=TIMEOUT_MS)
+
+    for i in range(5):  # near the top: fetched at once, shown like an inline output
+        text = cell(page, ids[i]).locator(".output-ref[data-state=loaded] pre.output-text")
+        await expect(text).to_have_count(1, timeout=TIMEOUT_MS)
+        assert await text.evaluate("pre => pre.textContent.length") == 300_000
+    stdout = cell(page, ids[4]).locator(".cell-stdout")
+    await expect(stdout.locator("a.stdout-more")).to_have_text("whole output (102,000 characters)")
+    assert await stdout.locator("pre").evaluate("pre => pre.textContent.length") == 64 * 1024
+
+    # Far below: a placeholder with its size, nothing fetched, until it is scrolled to.
+    picture = cell(page, ids[-1]).locator(".output-ref")
+    await expect(picture).to_have_attribute("data-state", "waiting")
+    await expect(picture).to_contain_text(re.compile(r"image/png output, \d\.\d MB"))
+    assert image_requests == []
+    await picture.scroll_into_view_if_needed()
+    await expect(picture).to_have_attribute("data-state", "loaded", timeout=TIMEOUT_MS)
+    assert await picture.locator("img").evaluate("img => img.naturalWidth") == 820
+    assert len(image_requests) == 1
+
+    frame = cell(page, ids[-2]).locator("iframe.output-html")
+    await frame.scroll_into_view_if_needed()
+    assert await frame.get_attribute("sandbox") == "allow-scripts"  # never allow-same-origin
+    assert (await frame.get_attribute("src")).endswith("/")
+    await expect(page.frame_locator(f'.cell[data-cell-id="{ids[-2]}"] iframe.output-html').locator("td").first).to_have_text("row", timeout=TIMEOUT_MS)
+
+
+async def test_an_output_that_fails_to_load_says_so_and_can_be_retried(new_page, daphne, notebook):  # noqa: F811
+    ids = await database_sync_to_async(fill)(notebook, [{"code": "big", "status": "success", "refs": [("text/plain", "t" * 100_000)]}])
+    page = await new_page()
+    failing = {"on": True}
+
+    async def outputs(route):
+        if failing["on"]:
+            await route.fulfill(status=503, body="down")
+        else:
+            await route.continue_()
+
+    await page.route(re.compile(r"/outputs/"), outputs)
+    await log_in(page, daphne, "bob")
+    await page.goto(f"{daphne}/notebooks/{notebook.pk}/")
+    box = cell(page, ids[0]).locator(".output-ref")
+    await expect(box).to_have_attribute("data-state", "failed", timeout=TIMEOUT_MS)
+    await expect(box).to_contain_text("Could not load this text/plain output, 97.7 KB (HTTP 503)")
+    failing["on"] = False
+    await box.locator("button.retry-output").click()
+    await expect(box.locator("pre.output-text")).to_have_text("t" * 100_000, timeout=TIMEOUT_MS)
+
+
+async def test_a_notebook_of_10000_cells_opens_without_freezing_and_scrolls_to_its_end(new_page, daphne, notebook, capsys):  # noqa: F811
+    """10,000 cells, each with a 2 KB output inline, and 300 outputs of 100 KB by reference
+    (50 MB in all). Prints how long the page took and how much memory it holds."""
+    def build():
+        inline = "x" * 2_000
+        return fill(notebook, [
+            {
+                "code": f"v{i} = {i}\nprint(v{i})",
+                "status": "success",
+                "outputs": [{"mimeType": "text/plain", "data": f"{i} {inline}"}],
+                "refs": [("text/plain", f"{i} " + "y" * 100_000)] if i % 33 == 0 and i < 9_900 else [],
+            }
+            for i in range(BIG_CELLS)
+        ])
+
+    ids = await database_sync_to_async(build)()
+    page = await new_page()
+    await log_in(page, daphne, "bob")
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Performance.enable")
+    await page.goto(f"{daphne}/notebooks/{notebook.pk}/", wait_until="commit")
+    await page.wait_for_function("() => document.getElementById('notebook')?.dataset.synced === 'true'", polling=50, timeout=60_000)
+    # Responsive: a frame is drawn and a task runs after it.
+    timing = await page.evaluate("""() => new Promise((resolve) => {
+        const synced = performance.now();
+        requestAnimationFrame(() => setTimeout(() => resolve({
+            synced, responsive: performance.now(),
+            html: performance.getEntriesByType('navigation')[0].responseEnd,
+            domContentLoaded: performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd,
+        })));
+    })""")
+    metrics = {m["name"]: m["value"] for m in (await cdp.send("Performance.getMetrics"))["metrics"]}
+    counts = await page.evaluate("""() => ({
+        cells: document.querySelectorAll('#cells .cell.live').length,
+        editors: document.querySelectorAll('.cm-editor').length,
+        frames: document.querySelectorAll('iframe').length,
+        fetched: performance.getEntriesByType('resource').filter((e) => e.name.includes('/outputs/')).length,
+    })""")
+    with capsys.disabled():
+        print(
+            f"\n10,000 cells, 50 MB of outputs: HTML received {timing['html']:.0f} ms, DOMContentLoaded"
+            f" {timing['domContentLoaded']:.0f} ms, state shown {timing['synced']:.0f} ms, responsive"
+            f" {timing['responsive']:.0f} ms after navigation; JS heap {metrics['JSHeapUsedSize'] / 2**20:.0f} MB"
+            f" (of {metrics['JSHeapTotalSize'] / 2**20:.0f}), {metrics['Nodes']:.0f} DOM nodes,"
+            f" {counts['editors']} editors, {counts['fetched']} outputs fetched"
+        )
+    assert counts["cells"] == BIG_CELLS
+    assert counts["editors"] < 100 and counts["fetched"] < 20  # built and fetched near the viewport only
+    assert timing["responsive"] - timing["synced"] < 5_000  # a sanity bound, not a benchmark
+
+    last = cell(page, ids[-1])
+    # Not Playwright's scroll_into_view_if_needed: it waits for a layout that stops moving, and
+    # cells that come into view take their real size (content-visibility) as it scrolls.
+    await last.evaluate("cell => cell.scrollIntoView()")
+    await expect(last.locator(".cm-line").first).to_have_text("v9999 = 9999", timeout=TIMEOUT_MS)
+    await expect(last.locator(".cell-outputs .output-text")).to_contain_text("9999 xxx")
+    # Keyboard navigation reaches cells whose editor does not exist yet.
+    await last.locator(".cm-content").click()
+    await page.keyboard.press("Control+Home")
+    await page.keyboard.press("ArrowUp")
+    await expect(cell(page, ids[-2]).locator(".cm-content")).to_be_focused()
+
+
+# Every socket the page makes, when it was made (on the page's clock) and how many have closed.
+COUNT_SOCKETS = """
+window.socketTimes = [];
+window.socketCloses = 0;
+const Routed = window.WebSocket;
+window.WebSocket = class extends Routed {
+  constructor(...args) {
+    super(...args);
+    window.socketTimes.push(performance.now());
+    this.addEventListener("close", () => { window.socketCloses += 1; });
+  }
+};
+"""
+
+
+async def open_failing(page, daphne, notebook, code):  # noqa: F811
+    """Open the notebook with every socket closed by "the server" with `code` at once."""
+    await log_in(page, daphne, "bob")
+    await page.route_web_socket(re.compile(r"/ws/notebooks/"), lambda socket: asyncio.ensure_future(socket.close(code=code, reason="test")))
+    await page.add_init_script(COUNT_SOCKETS)  # after the route's own script: wraps its WebSocket
+    await page.clock.install()
+    await page.goto(f"{daphne}/notebooks/{notebook.pk}/")
+    await page.wait_for_function("() => window.socketCloses >= 1")
+
+
+async def sockets(page):
+    return await page.evaluate("() => [window.socketTimes, window.socketCloses, Boolean(document.getElementById('connection-lost'))]")
+
+
+async def test_a_socket_closed_by_the_server_again_and_again_backs_off_then_offers_a_reload(new_page, daphne, notebook):  # noqa: F811
+    page = await new_page()
+    await open_failing(page, daphne, notebook, 1013)  # try again later: the database or Redis is down
+    # Run the page's clock 100 ms at a time, only while it waits for a timer (no socket open).
+    for _ in range(1_000):
+        times, closes, gave_up = await sockets(page)
+        if gave_up:
+            break
+        if closes < len(times):
+            await page.wait_for_function(f"() => window.socketCloses >= {len(times)}")
+        else:
+            await page.clock.run_for(100)
+    times, closes, gave_up = await sockets(page)
+    assert gave_up and len(times) == 6, times
+    gaps = [(b - a) / 1000 for a, b in zip(times, times[1:])]
+    for failures, gap in enumerate(gaps, start=1):  # 0.5 s doubling, ±50 %
+        base = 0.5 * 2 ** (failures - 1)
+        assert base * 0.5 - 0.15 <= gap <= base * 1.5 + 0.15, gaps
+    banner = page.locator("#connection-lost")
+    await expect(banner).to_contain_text("temporarily unavailable")
+    await expect(page.locator("#connection-indicator")).to_have_attribute("data-state", "offline")
+    await page.clock.run_for(10 * 60_000)  # it has stopped for good
+    assert len((await sockets(page))[0]) == 6
+    async with page.expect_navigation():
+        await banner.locator("button#reload").click()
+
+
+async def test_a_socket_closed_as_not_found_stops_at_once_and_says_why(new_page, daphne, notebook):  # noqa: F811
+    page = await new_page()
+    await open_failing(page, daphne, notebook, 4404)
+    await expect(page.locator("#connection-lost")).to_contain_text("does not exist")
+    await page.clock.run_for(60_000)
+    times, closes, _ = await sockets(page)
+    assert len(times) == 1 and closes == 1
