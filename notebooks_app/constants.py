@@ -2,7 +2,11 @@
 
 CELL_PYTHON = "python"
 CELL_SQL = "sql"
-CELL_TYPES = [(CELL_PYTHON, "Python"), (CELL_SQL, "SQL")]
+CELL_MARKDOWN = "markdown"
+CELL_TYPES = [(CELL_PYTHON, "Python"), (CELL_SQL, "SQL"), (CELL_MARKDOWN, "Markdown")]
+# A markdown cell's output: HTML rendered and sanitized by the kernel worker (kernel/markdown.py),
+# shown in the page itself (not in a frame); `$…$` math is left for KaTeX on the page.
+MARKDOWN_MIME = "text/vnd.notebook.markdown+html"
 
 STATUS_IDLE = "idle"
 STATUS_QUEUED = "queued"

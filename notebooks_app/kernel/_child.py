@@ -27,6 +27,7 @@ import json
 import linecache
 import os
 import queue
+import re
 import resource
 import select
 import signal
@@ -217,6 +218,8 @@ class Kernel:
                 reply = self.run(request, message["cell"], message["code"], message.get("writes") or [])
             elif op == "run_sql":
                 reply = self.run_sql(request, message["cell"], message["code"], message.get("result_variable") or "", message.get("engine") or "")
+            elif op == "run_markdown":
+                reply = self.run_markdown(request, message["cell"], message["code"])
             elif op == "forget":
                 self.forget(message["cell"])
                 reply = {"status": "success"}
@@ -326,6 +329,39 @@ class Kernel:
         finally:
             self.capture.drain()
         return {"status": "error" if error else "success", "outputs": self._cap(outputs), "error": error}
+
+    def run_markdown(self, request, cell_id, code):
+        """A markdown cell's fields formatted with this namespace's values (escaped as text);
+        the trusted side renders the markdown.  A missing name is a NameError, as in Python."""
+        from notebooks_app.kernel.markdown import escape_value, segments
+
+        self.capture.begin(request)
+        parts, error = [], None
+        try:
+            self._start_executing()
+            try:
+                for kind, value in segments(code):
+                    parts.append(value if kind == "text" else escape_value(self._field(*value[:3])))
+            finally:
+                self.executing = False
+        except BaseException as exc:  # noqa: BLE001 - a bad field is the cell's error
+            error = self._error(exc)
+        finally:
+            self.capture.drain()
+        if error:
+            return {"status": "error", "outputs": [], "error": error}
+        return {"status": "success", "outputs": [{"mimeType": "text/markdown", "data": "".join(parts)}], "error": None}
+
+    def _field(self, name, steps, spec):
+        if name not in self.namespace:
+            raise NameError(f"name '{name}' is not defined (used as {{{name}}} in this markdown cell)")
+        value = self.namespace[name]
+        for attribute, index in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[([^\]]+)\]", steps):
+            if attribute:
+                value = getattr(value, attribute)
+            else:
+                value = value[int(index)] if index.isdigit() else value[index]
+        return format(value, spec or "")
 
     def interrupt(self, requests=None):
         """Called on the command thread; `requests`: the parent's pending request ids."""

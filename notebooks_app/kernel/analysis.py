@@ -421,6 +421,13 @@ def analyze_sql(code: str, result_variable: str) -> Analysis:
     return Analysis(reads=result.reads, writes=result.writes, builtins_used=result.builtins_used, tables=tables)
 
 
+def analyze_markdown(code: str) -> Analysis:
+    """A markdown cell reads the names of its `{name}` fields (kernel/markdown.py) and writes nothing."""
+    from .markdown import placeholders as markdown_placeholders
+
+    return _result(set(markdown_placeholders(code)), set())
+
+
 def sql_segments(code: str) -> list:
     """Split SQL into ("sql", text) and ("param", name) pieces (the runner binds params).
 

@@ -205,6 +205,11 @@ class Runner:
         reply = await self._request({"op": "run", "cell": cell_id, "code": code, "writes": sorted(writes)}, on_stdout, timed=True)
         return self._result(reply)
 
+    async def run_markdown(self, cell_id, code):
+        """A markdown cell's `{name}` fields formatted with the notebook's values (as text)."""
+        reply = await self._request({"op": "run_markdown", "cell": cell_id, "code": code}, None, timed=True)
+        return self._result(reply)
+
     async def run_sql(self, cell_id, code, *, result_variable="", on_stdout=None):
         message = {"op": "run_sql", "cell": cell_id, "code": code, "result_variable": result_variable, "engine": self.database.engine or ""}
         reply = await self._request(message, on_stdout, timed=True)

@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 
 from ..constants import (
+    CELL_MARKDOWN,
     CELL_SQL,
+    MARKDOWN_MIME,
     ERROR_TEXT_LIMIT,
     OUTPUT_INLINE_LIMIT,
     STATE_CHUNK_BYTES,
@@ -29,7 +31,9 @@ from ..constants import (
     STATUS_STALE,
     STATUS_SUCCESS,
 )
-from .analysis import analyze_python, analyze_sql
+from .analysis import analyze_markdown, analyze_python, analyze_sql
+from .markdown import placeholders as markdown_fields
+from .markdown import render as render_markdown
 from .graph import DependencyGraph
 from .runner import RunnerDied, SandboxUnavailable
 from .shared_text import CellText, UpdateRejected
@@ -88,6 +92,8 @@ class CellState:
     def analyse(self):
         if self.type == CELL_SQL:
             result = analyze_sql(self.code, self.result_variable)
+        elif self.type == CELL_MARKDOWN:
+            result = analyze_markdown(self.code)
         else:
             result = analyze_python(self.code)
         self.reads = sorted(result.reads)
@@ -894,6 +900,10 @@ class NotebookSession:
                 cell.stdout += text
             self._emit({"type": "cell_stdout", "cellId": cell.id, "text": text})
 
+        if cell.type == CELL_MARKDOWN and not markdown_fields(cell.code):
+            # Prose without values: rendered here, no execution process needed.
+            self._finish(cell, STATUS_SUCCESS, [{"mimeType": MARKDOWN_MIME, "data": render_markdown(cell.code)}], None)
+            return False
         try:
             await self._ensure_runner()
             if self._cancel_cascade:  # Stop pressed while the execution process was starting
@@ -902,6 +912,11 @@ class NotebookSession:
                 return False
             if cell.type == CELL_SQL:
                 result = await self.runner.run_sql(cell.id, cell.code, result_variable=cell.result_variable, on_stdout=on_stdout)
+            elif cell.type == CELL_MARKDOWN:
+                result = await self.runner.run_markdown(cell.id, cell.code)
+                # The sandbox formats the values; the markdown becomes safe HTML here, on the trusted side.
+                text = result.outputs[0]["data"] if result.status == "success" and result.outputs else ""
+                result.outputs = [{"mimeType": MARKDOWN_MIME, "data": render_markdown(text)}] if result.status == "success" else []
             else:
                 result = await self.runner.run(cell.id, cell.code, writes=cell.writes, on_stdout=on_stdout)
         except SandboxUnavailable as exc:
