@@ -196,6 +196,9 @@ KERNEL_OPEN_FILES_LIMIT = env_int("KERNEL_OPEN_FILES_LIMIT", 1024)
 # As root the worker runs each notebook under a uid of its own: this base + a slot < 65536.
 KERNEL_SANDBOX_UID_BASE = env_int("KERNEL_SANDBOX_UID_BASE", 2_000_000_000)
 MAX_CODE_BYTES = env_int("MAX_CODE_BYTES", 256 * 1024)
+# The largest notebook file one may import (docs/files.md); the request around it may be a
+# little larger (the form's other fields and multipart framing), no more.
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 10 * 1024 * 1024)
 
 # --- Auth, i18n, static -------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -27,3 +27,14 @@ class ShareForm(forms.Form):
             raise forms.ValidationError(f"There is no user called “{username}”.") from None
         self.cleaned_data["user"] = user
         return username
+
+
+class ImportForm(forms.Form):
+    """A notebook file to import; its fields' ids differ from NotebookForm's on the same page."""
+
+    file = forms.FileField(error_messages={"required": "Choose a .ipynb or .py notebook file to import."})
+    name = forms.CharField(max_length=NOTEBOOK_NAME_MAX, required=False, strip=True, widget=forms.TextInput(attrs={"placeholder": "Name (default: the file's)", "autocomplete": "off"}))
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "id_import_%s")
+        super().__init__(*args, **kwargs)

@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.db.models import Min
 
 from . import kernel_client, permissions
+from .kernel import ui
 from .constants import CELL_PYTHON, CELL_SQL, NOTEBOOK_NAME_MAX, POSITION_STEP, STATUS_IDLE, STATUS_STALE
 from .models import (
     EVENT_CONNECTION,
@@ -83,6 +84,10 @@ def cell_snapshot(notebook, cell):
     """What restoring a cell needs: its fields and its neighbours at the time."""
     previous = notebook.cells.filter(position__lt=cell.position).order_by("-position").values_list("id", flat=True).first()
     following = notebook.cells.filter(position__gt=cell.position).order_by("position").values_list("id", flat=True).first()
+    return _snapshot(cell, previous, following)
+
+
+def _snapshot(cell, previous, following):
     return {
         "id": str(cell.pk),
         "type": cell.type,
@@ -163,15 +168,45 @@ def default_result_variable(notebook):
     for result_variable, writes in notebook.cells.values_list("result_variable", "writes"):
         used.add(result_variable)
         used.update(writes or [])
-    n = 1
-    while f"df_{n}" in used:
-        n += 1
-    return f"df_{n}"
+    return _first_free_df(used)
 
 
 def create_notebook(user, name):
     with transaction.atomic():
         return Notebook.objects.create(owner=user, name=name.strip())
+
+
+def import_notebook(user, *, name, cells):
+    """A new notebook owned by `user` holding `cells` (importing.ImportedCell, in order), in
+    one transaction with a `created` event per cell, so history and undo see an import as the
+    cells it made. No kernel message: the kernel loads a notebook when a page first opens it."""
+    name = (name or "").strip()[:NOTEBOOK_NAME_MAX] or "Imported notebook"
+    with transaction.atomic():
+        notebook = Notebook.objects.create(owner=user, name=name, revision=1)
+        used = {cell.result_variable for cell in cells if cell.result_variable}
+        rows = []
+        for index, imported in enumerate(cells):
+            result_variable = imported.result_variable
+            if imported.type == CELL_SQL and not result_variable:
+                result_variable = _first_free_df(used)
+                used.add(result_variable)
+            rows.append(
+                Cell(notebook=notebook, position=(index + 1) * POSITION_STEP, type=imported.type, code=imported.code, result_variable=result_variable, status=STATUS_IDLE)
+            )
+        Cell.objects.bulk_create(rows, batch_size=1000)
+        events = []
+        for index, cell in enumerate(rows):
+            snapshot = _snapshot(cell, rows[index - 1].pk if index else None, rows[index + 1].pk if index + 1 < len(rows) else None)
+            events.append(NotebookEvent(notebook=notebook, user=user, kind=EVENT_CREATED, cell_id=cell.pk, after=snapshot))
+        NotebookEvent.objects.bulk_create(events, batch_size=1000)
+    return notebook
+
+
+def _first_free_df(used):
+    n = 1
+    while f"df_{n}" in used:
+        n += 1
+    return f"df_{n}"
 
 
 def rename_notebook(notebook_id, user, *, name, request_id=None):
@@ -289,6 +324,27 @@ def update_cell(notebook_id, user, *, cell_id, code=None, result_variable=None, 
             changed=bool(fields),
         )
     return cell
+
+
+def set_input(notebook_id, user, *, cell_id, index=0, value, request_id=None):
+    """Someone moved a widget: the value is checked against the definition everyone was shown,
+    persisted (a reload or restart keeps it), then the kernel sets it and re-runs its readers."""
+    widget_id = f"{cell_id}:{index}"
+    with transaction.atomic():
+        notebook = _lock_notebook(notebook_id, user)
+        cell = _get_cell(notebook, cell_id)
+        definition = next((o["data"] for o in cell.outputs or [] if o.get("mimeType") == ui.UI_MIME and o.get("data", {}).get("id") == widget_id), None)
+        if definition is None:
+            raise OperationError("invalid_field", f"Cell {cell_id} shows no input number {index}; run it first.")
+        try:
+            value = ui.check(definition["kind"], definition.get("props") or {}, value)
+        except ui.InvalidValue as exc:
+            raise OperationError("invalid_field", f"That value does not fit the {definition['kind']}: {exc}.") from None
+        cell.inputs = {**(cell.inputs or {}), widget_id: value}
+        cell.save(update_fields=["inputs"])
+        message = {"type": "kernel.set_input", "notebook": str(notebook.pk), "cellId": str(cell.pk), "widgetId": widget_id, "value": value, "requestId": request_id}
+        kernel_client.send_on_commit(notebook.pk, {**message, "by": user.get_username()})
+    return value
 
 
 def update_db_connection(notebook_id, user, *, connection_string, request_id=None):

@@ -34,6 +34,7 @@ CONFLICT = "conflict"
 ERROR_CODES = [INVALID_JSON, INVALID_MESSAGE, UNKNOWN_TYPE, INVALID_FIELD, UNKNOWN_CELL, FORBIDDEN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, BUSY, INTERNAL_ERROR, UNAVAILABLE, NOTHING_TO_UNDO, CONFLICT]
 
 MAX_REQUEST_ID = 100
+MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer requestId (JavaScript's Number.MAX_SAFE_INTEGER)
 MAX_CONNECTION_STRING = 4096
 CONNECTION_SCHEMES = ("postgresql://", "postgres://", "sqlite:///")
 
@@ -236,7 +237,9 @@ CHECKS = {
 def _valid_request_id(value):
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         return False
-    return len(str(value)) <= MAX_REQUEST_ID and (isinstance(value, int) or _encodable(value))
+    if isinstance(value, int):  # echoed through the channel layer (msgpack: 64 bits) and to JavaScript
+        return abs(value) <= MAX_SAFE_INTEGER
+    return len(value) <= MAX_REQUEST_ID and _encodable(value)
 
 
 def parse(text):

@@ -9,11 +9,12 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import operations, permissions
+from . import exporting, importing, operations, permissions
 from .constants import OUTPUT_HTML_STYLE
-from .forms import NotebookForm, ShareForm
+from .forms import ImportForm, NotebookForm, ShareForm
 from .models import Cell, Notebook, OutputBlob
 
 
@@ -33,8 +34,59 @@ def notebook_list(request):
         notebook = operations.create_notebook(request.user, form.cleaned_data["name"])
         messages.success(request, f"Created “{notebook.name}”.")
         return redirect("notebooks:detail", notebook_id=notebook.pk)
+    return _list_page(request, form=form, import_form=ImportForm())
+
+
+def _list_page(request, *, form, import_form, import_error=None, status=None):
     notebooks = Notebook.objects.visible_to(request.user).with_counts().with_role(request.user).select_related("owner")
-    return render(request, "notebooks/list.html", {"notebooks": notebooks, "form": form}, status=400 if form.errors else 200)
+    if status is None:
+        status = 400 if form.errors or import_form.errors else 200
+    context = {"notebooks": notebooks, "form": form, "import_form": import_form, "import_error": import_error}
+    return render(request, "notebooks/list.html", context, status=status)
+
+
+# The multipart framing and the name field around an imported file, at most.
+IMPORT_REQUEST_SLACK = 64 * 1024
+
+
+@login_required
+@require_POST
+def notebook_import(request):
+    """An uploaded .ipynb or .py notebook becomes a new notebook of the uploader's (docs/files.md);
+    a file that cannot be read creates nothing and says why."""
+    limit = settings.IMPORT_MAX_BYTES
+    if int(request.META.get("CONTENT_LENGTH") or 0) > limit + IMPORT_REQUEST_SLACK:
+        error = f"The upload is larger than the import limit of {limit:,} bytes."
+        return _list_page(request, form=NotebookForm(), import_form=ImportForm(), import_error=error, status=413)
+    form = ImportForm(request.POST, request.FILES)
+    if form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            imported = importing.read_notebook(upload.name, upload.read(limit + 1), max_bytes=limit, max_code_bytes=settings.MAX_CODE_BYTES)
+        except importing.NotebookFileError as exc:
+            form.add_error("file", str(exc))
+        else:
+            notebook = operations.import_notebook(request.user, name=form.cleaned_data["name"] or imported.name, cells=imported.cells)
+            messages.success(request, " ".join([f"Imported “{notebook.name}”: {len(imported.cells)} cells.", *imported.notes]))
+            return redirect("notebooks:detail", notebook_id=notebook.pk)
+    return _list_page(request, form=NotebookForm(), import_form=form)
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def notebook_export(request, notebook_id, fmt):
+    """The notebook as a download: .ipynb with outputs, percent .py, or an HTML report
+    (`?code=1`: with the code); anyone who may view it may export it."""
+    notebook = _notebook_for(request.user, notebook_id)
+    if fmt not in exporting.FORMATS:
+        raise Http404("No such export format.")
+    exported = exporting.export_notebook(notebook, fmt, show_code=request.GET.get("code") == "1")
+    response = HttpResponse(exported.content, content_type=exported.content_type)
+    response["Content-Disposition"] = content_disposition_header(True, exported.filename)
+    response["X-Content-Type-Options"] = "nosniff"
+    if fmt == "html":
+        response["Content-Security-Policy"] = exporting.REPORT_POLICY
+    return response
 
 
 @login_required

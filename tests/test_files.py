@@ -1,0 +1,272 @@
+"""Notebook files: importing .ipynb, Jupytext percent and marimo files (real-world fixtures and
+hostile uploads), exporting .ipynb, .py and HTML for every role, and round trips."""
+import io
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from notebooks_app import importing
+from notebooks_app.constants import CELL_PYTHON, CELL_SQL
+from notebooks_app.models import EVENT_CREATED, Cell, Notebook, NotebookEvent, OutputBlob
+
+pytestmark = pytest.mark.django_db
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+NOTE = importing.MAGIC_NOTE
+
+
+def markdown(text):
+    """What a markdown cell of `text` becomes here: a markdown cell, or (before this server had
+    them) a Python cell of comments."""
+    if importing.markdown_supported():
+        return (importing.CELL_MARKDOWN, text, "")
+    return (CELL_PYTHON, "\n".join(f"# {line}".rstrip() for line in text.split("\n")), "")
+
+
+def upload(client, user, filename, data, name=""):
+    client.force_login(user)
+    return client.post(reverse("notebooks:import"), {"file": SimpleUploadedFile(filename, data), "name": name})
+
+
+def cells_of(notebook):
+    return [(cell.type, cell.code, cell.result_variable) for cell in notebook.cells.order_by("position")]
+
+
+def imported(response):
+    assert response.status_code == 302, response.content.decode()[:2000]
+    return Notebook.objects.get(pk=response["Location"].rstrip("/").rsplit("/", 1)[1])
+
+
+# --- import: real-world files ----------------------------------------------------------------
+
+
+def test_import_ipynb_makes_a_notebook_of_the_uploaders(client, users):
+    response = upload(client, users["dave"], "real_world.ipynb", (FIXTURES / "real_world.ipynb").read_bytes())
+    notebook = imported(response)
+    assert notebook.owner == users["dave"] and notebook.name == "real_world"
+    assert cells_of(notebook) == [
+        markdown(f"# Café analysis — ünïcödé ✓\n\nA chart: ![dot](data:image/png;base64,{PNG})"),
+        (CELL_PYTHON, f"{NOTE}\n# %matplotlib inline\n# !pip install pandas\nimport math", ""),
+        (CELL_PYTHON, "prices = [3.5, 4.25]\ntotal = sum(prices)\ntotal", ""),
+        (CELL_PYTHON, "print('héllo wörld')", ""),
+        (CELL_SQL, "SELECT 42 AS answer", "revenue"),
+        (CELL_PYTHON, f"{NOTE}\n# %%time\nsquares = [n * n for n in range(10)]", ""),
+        (CELL_PYTHON, "1 / 0", ""),
+    ]
+    # Outputs are recomputed here, never imported.
+    assert all(cell.outputs == [] and cell.stdout == "" and cell.error is None and cell.status == "idle" for cell in notebook.cells.all())
+    events = NotebookEvent.objects.filter(notebook=notebook)
+    assert [event.kind for event in events] == [EVENT_CREATED] * 7 and {event.user_id for event in events} == {users["dave"].pk}
+    page = client.get(response["Location"]).content.decode()
+    assert "kept as comments" in page
+
+
+def test_import_takes_the_name_given(client, users):
+    notebook = imported(upload(client, users["alice"], "real_world.ipynb", (FIXTURES / "real_world.ipynb").read_bytes(), name="Q3 report"))
+    assert notebook.name == "Q3 report"
+
+
+def test_import_jupytext_percent(client, users):
+    notebook = imported(upload(client, users["alice"], "percent.py", (FIXTURES / "percent.py").read_bytes()))
+    assert cells_of(notebook) == [
+        markdown("# Sales, by month\n\nFigures in **€**."),
+        (CELL_PYTHON, f"{NOTE}\n# %matplotlib inline\nimport math\n\nrate = 1.2", ""),
+        (CELL_PYTHON, "def grow(value):\n    return value * rate\n\n\ngrown = grow(100)", ""),
+        (CELL_SQL, "SELECT 1 AS month, 10 AS sales", "by_month"),
+        (CELL_SQL, "SELECT 2 AS month", "df_1"),
+        (CELL_PYTHON, f"{NOTE}\n# !pip install pandas\nprint(grown)", ""),
+    ]
+
+
+def test_import_marimo_takes_cell_bodies_without_running_the_file(client, users, tmp_path):
+    source = (FIXTURES / "marimo_app.py").read_text().replace("import marimo\n", f"import marimo\nopen({str(tmp_path / 'ran')!r}, 'w')\n", 1)
+    notebook = imported(upload(client, users["alice"], "marimo_app.py", source.encode()))
+    assert not (tmp_path / "ran").exists()
+    assert cells_of(notebook) == [
+        (CELL_PYTHON, "import marimo as mo", ""),
+        markdown("# Prices — ünïcödé\n\nA *markdown* cell."),
+        (CELL_PYTHON, "# the base price\nprice = 10\ntax = 0.2", ""),
+        (CELL_PYTHON, "total = price * (1 + tax)\n\ndef double(x):\n    return 2 * x", ""),
+        (CELL_SQL, "SELECT * FROM products WHERE price < {price}", "cheap"),
+        (CELL_PYTHON, "", ""),
+    ]
+
+
+def test_markdown_becomes_comments_where_there_are_no_markdown_cells(client, users, monkeypatch):
+    monkeypatch.setattr(importing, "markdown_supported", lambda: False)
+    response = upload(client, users["alice"], "percent.py", (FIXTURES / "percent.py").read_bytes())
+    notebook = imported(response)
+    assert cells_of(notebook)[0] == (CELL_PYTHON, "# # Sales, by month\n#\n# Figures in **€**.", "")
+    assert "1 markdown cell(s) were imported as Python cells of comments" in client.get(response["Location"]).content.decode()
+    again = imported(upload(client, users["alice"], "again.py", export(client, users["alice"], notebook, "py").content))
+    assert cells_of(again) == cells_of(notebook)
+
+
+def test_anyone_logged_in_may_import_but_not_anonymously(client):
+    response = client.post(reverse("notebooks:import"), {"file": SimpleUploadedFile("a.py", b"# %%\nx = 1\n")})
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert not Notebook.objects.exists()
+
+
+# --- import: hostile and broken uploads --------------------------------------------------------
+
+
+def nested(depth):
+    return ("[" * depth + "]" * depth).encode()
+
+
+HOSTILE = {
+    "huge": ("big.ipynb", lambda: b" " * (10 * 1024 * 1024 + 1), "larger than the import limit of 10,485,760 bytes"),
+    "truncated JSON": ("cut.ipynb", lambda: (FIXTURES / "real_world.ipynb").read_bytes()[:700], "not valid JSON"),
+    "zip bytes": ("archive.ipynb", lambda: b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xb7\x8d\xe9\x92" + bytes(range(256)) * 4, "not UTF-8"),
+    "NUL bytes": ("nul.py", lambda: b"# %%\nx = 1\x00\x00", "NUL bytes"),
+    "nesting 100,000 deep": ("deep.ipynb", lambda: nested(100_000), "nested too deeply"),
+    "nesting inside a cell": ("deep.ipynb", lambda: json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []})[:-1].encode() + b', "x": ' + nested(100_000) + b"}", "nested too deeply"),
+    "1,000,000 cells": ("many.ipynb", lambda: json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{}] * 1_000_000}).encode(), "at most 10,000"),
+    "nbformat 3": ("old.ipynb", lambda: json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"cells": []}]}).encode(), "nbformat 3"),
+    "JSON not a notebook": ("list.ipynb", lambda: b"[1, 2, 3]", "not a Jupyter notebook"),
+    "malformed cell": ("bad.ipynb", lambda: json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "source": 7}]}).encode(), "malformed"),
+    "no cells": ("empty.ipynb", lambda: json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}).encode(), "no cells"),
+    "other extension": ("notes.txt", lambda: b"hello", "Upload a Jupyter notebook"),
+    "marimo not Python": ("broken.py", lambda: b"import marimo\napp = marimo.App()\n@app.cell\ndef _(:\n", "not valid Python"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_upload_says_why_and_creates_nothing(client, users, case):
+    filename, make, message = HOSTILE[case]
+    response = upload(client, users["alice"], filename, make())
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Notebook.objects.exists() and not Cell.objects.exists() and not NotebookEvent.objects.exists()
+
+
+def test_cell_over_the_code_limit_is_refused(client, users, settings):
+    settings.MAX_CODE_BYTES = 1000
+    response = upload(client, users["alice"], "long.py", b"# %%\nx = '" + b"a" * 2000 + b"'\n")
+    assert response.status_code == 400 and "Cell 1 is larger than 1,000 bytes" in response.content.decode()
+    assert not Notebook.objects.exists()
+
+
+def test_upload_far_over_the_limit_is_refused_before_it_is_read(client, users, settings):
+    settings.IMPORT_MAX_BYTES = 1000
+    response = upload(client, users["alice"], "big.ipynb", b"{" * 200_000)
+    assert response.status_code == 413 and "The upload is larger than the import limit of 1,000 bytes" in response.content.decode()
+    assert not Notebook.objects.exists()
+
+
+def test_reader_checks_the_size_before_anything_else():
+    with pytest.raises(importing.NotebookFileError, match="import limit of 10 bytes"):
+        importing.read_notebook("a.ipynb", b"{" * 11, max_bytes=10, max_code_bytes=100)
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def computed(notebook):
+    """A notebook whose cells have run: text, HTML, an image stored by reference, stdout, an
+    error and a SQL result."""
+    make = Cell.objects.create
+    make(notebook=notebook, position=1024, code="total = 7.75\ntotal", status="success", outputs=[{"mimeType": "text/plain", "data": "7.75"}])
+    make(notebook=notebook, position=2048, code="print('héllo')\ndf", status="success", stdout="héllo\n",
+         outputs=[{"mimeType": "text/plain", "data": "   a\n0  1"}, {"mimeType": "text/html", "data": "<table><tr><td>1</td></tr></table><script>alert(1)</script>"}])
+    plot = make(notebook=notebook, position=3072, code="plt.plot([1, 2])", status="success",
+                outputs=[{"mimeType": "image/png", "ref": "d" * 64, "size": len(PNG), "url": "/x"}])
+    OutputBlob.objects.create(cell=plot, digest="d" * 64, mime_type="image/png", data=PNG)
+    make(notebook=notebook, position=4096, code="1 / 0", status="error",
+         error={"ename": "ZeroDivisionError", "evalue": "division by zero", "traceback": ['File "<cell 4>", line 1', "ZeroDivisionError: division by zero"]})
+    make(notebook=notebook, position=5120, type=CELL_SQL, code="SELECT {total} AS t", result_variable="df_1", status="success",
+         outputs=[{"mimeType": "text/plain", "data": "t\n7.75"}, {"mimeType": "text/html", "data": "<table><tr><td>7.75</td></tr></table>"}])
+    return notebook
+
+
+def export(client, user, notebook, fmt, query=""):
+    client.force_login(user)
+    return client.get(reverse("notebooks:export", kwargs={"notebook_id": notebook.pk, "fmt": fmt}) + query)
+
+
+@pytest.mark.parametrize("username, status", [("alice", 200), ("bob", 200), ("carol", 200), ("dave", 404)])
+@pytest.mark.parametrize("fmt", ["ipynb", "py", "html"])
+def test_export_for_every_role(client, users, computed, username, status, fmt):
+    response = export(client, users[username], computed, fmt)
+    assert response.status_code == status
+    if status == 200:
+        assert response["Content-Disposition"].startswith("attachment;") and f'shared-analysis.{fmt}"' in response["Content-Disposition"]
+
+
+def test_export_of_an_unknown_format_is_404(client, users, computed):
+    assert export(client, users["alice"], computed, "docx").status_code == 404
+
+
+def test_exported_ipynb_is_valid_and_carries_the_outputs(client, users, computed):
+    nb = nbformat.reads(export(client, users["carol"], computed, "ipynb").content.decode(), as_version=4)
+    nbformat.validate(nb)
+    first, printed, plot, failed, sql = nb.cells
+    assert first.outputs == [{"output_type": "execute_result", "data": {"text/plain": "7.75"}, "metadata": {}, "execution_count": None}]
+    assert printed.outputs[0] == {"output_type": "stream", "name": "stdout", "text": "héllo\n"}
+    assert set(printed.outputs[1].data) == {"text/plain", "text/html"}
+    assert plot.outputs == [{"output_type": "display_data", "data": {"image/png": PNG}, "metadata": {}}]
+    assert failed.outputs[0].output_type == "error" and failed.outputs[0].ename == "ZeroDivisionError"
+    assert sql.source == "%%sql df_1 <<\nSELECT {total} AS t"
+
+
+def test_html_report_has_outputs_no_script_and_code_on_request(client, users, computed):
+    response = export(client, users["carol"], computed, "html")
+    page = response.content.decode()
+    assert "<script" not in page and "script-src" not in response["Content-Security-Policy"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # inside a sandboxed frame's srcdoc
+    assert page.count("<iframe class=\"html-output\" sandbox srcdoc=") == 2
+    assert f'src="data:image/png;base64,{PNG}"' in page and "ZeroDivisionError: division by zero" in page
+    assert "plt.plot" not in page
+    assert "plt.plot([1, 2])" in export(client, users["carol"], computed, "html", "?code=1").content.decode()
+
+
+# --- round trips ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["real_world.ipynb", "percent.py", "marimo_app.py"])
+@pytest.mark.parametrize("fmt", ["ipynb", "py"])
+def test_export_then_import_gives_back_the_same_cells(client, users, fixture, fmt):
+    first = imported(upload(client, users["alice"], fixture, (FIXTURES / fixture).read_bytes()))
+    exported = export(client, users["alice"], first, fmt)
+    again = imported(upload(client, users["bob"], f"again.{fmt}", exported.content))
+    assert cells_of(again) == cells_of(first)
+    assert again.owner == users["bob"]
+
+
+def test_round_trip_of_a_computed_notebook(client, users, computed):
+    again = imported(upload(client, users["alice"], "again.ipynb", export(client, users["alice"], computed, "ipynb").content))
+    assert cells_of(again) == cells_of(computed)
+
+
+# --- management commands ----------------------------------------------------------------------
+
+
+def test_import_and_export_commands(users, tmp_path):
+    out = io.StringIO()
+    call_command("import_notebook", str(FIXTURES / "percent.py"), "--owner", "carol", "--name", "From the shell", stdout=out, stderr=io.StringIO())
+    notebook = Notebook.objects.get(name="From the shell")
+    assert notebook.owner == users["carol"] and str(notebook.pk) in out.getvalue()
+    target = tmp_path / "out.ipynb"
+    call_command("export_notebook", str(notebook.pk), "--format", "ipynb", "--output", str(target), stderr=io.StringIO())
+    nbformat.validate(nbformat.reads(target.read_text(), as_version=4))
+    printed = io.StringIO()
+    call_command("export_notebook", str(notebook.pk), "--format", "py", stdout=printed)
+    assert printed.getvalue().startswith("# %% [markdown]\n# # Sales, by month")
+
+
+def test_import_command_refuses_a_bad_file_and_an_unknown_owner(users, tmp_path):
+    bad = tmp_path / "bad.ipynb"
+    bad.write_bytes(b"{\"nbformat\": 4, ")
+    with pytest.raises(CommandError, match="not valid JSON"):
+        call_command("import_notebook", str(bad), "--owner", "alice")
+    with pytest.raises(CommandError, match="no user called"):
+        call_command("import_notebook", str(FIXTURES / "percent.py"), "--owner", "nobody")
+    assert not Notebook.objects.exists()
