@@ -14,8 +14,8 @@ from django.template.loader import render_to_string
 from django.utils.text import slugify
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from .constants import CELL_SQL, OUTPUT_HTML_STYLE
-from .importing import CELL_MARKDOWN
+from .constants import CELL_MARKDOWN, CELL_SQL, MARKDOWN_MIME, OUTPUT_HTML_STYLE
+from .kernel.markdown import render as render_markdown
 from .models import OutputBlob
 
 FORMATS = {
@@ -166,10 +166,7 @@ def _report_cell(cell, blobs):
 def _markdown_html(cell):
     """A markdown cell's sanitized HTML: its rendered output when it has run (placeholders
     filled in), else its text rendered now; never raw HTML from the cell."""
-    from .constants import MARKDOWN_MIME  # markdown cells come with these two
-    from .kernel.markdown import render
-
     for output in cell.outputs or []:
         if output.get("mimeType") == MARKDOWN_MIME and "data" in output:
             return output["data"]
-    return render(cell.code)
+    return render_markdown(cell.code)

@@ -14,9 +14,8 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from .constants import CELL_PYTHON, CELL_SQL, CELL_TYPES
+from .constants import CELL_MARKDOWN, CELL_PYTHON, CELL_SQL
 
-CELL_MARKDOWN = "markdown"
 IMPORT_MAX_CELLS = 10_000
 # The Jupyter notebook format this server reads (any minor version of it).
 NBFORMAT_MAJOR = 4
@@ -46,11 +45,6 @@ class ImportedNotebook:
     name: str
     cells: list
     notes: list = field(default_factory=list)
-
-
-def markdown_supported():
-    """True once this server has markdown cells (else they are imported as comment blocks)."""
-    return CELL_MARKDOWN in dict(CELL_TYPES)
 
 
 def read_notebook(filename, data, *, max_bytes, max_code_bytes, max_cells=IMPORT_MAX_CELLS):
@@ -96,15 +90,12 @@ class _Reader:
         self.max_cells = max_cells
         self.max_code_bytes = max_code_bytes
         self.magic_cells = 0
-        self.markdown_as_comments = 0
         self.other_notes = []
 
     def notes(self):
         notes = []
         if self.magic_cells:
             notes.append(f"IPython magics or shell commands in {self.magic_cells} cell(s) were kept as comments: they do not run here.")
-        if self.markdown_as_comments:
-            notes.append(f"{self.markdown_as_comments} markdown cell(s) were imported as Python cells of comments: this server has no markdown cells yet.")
         return notes + self.other_notes
 
     def _check_count(self, count):
@@ -120,11 +111,7 @@ class _Reader:
     # --- cell kinds ---------------------------------------------------------------------
 
     def add_markdown(self, text):
-        if markdown_supported():
-            self.add(ImportedCell(CELL_MARKDOWN, text))
-        else:
-            self.markdown_as_comments += 1
-            self.add(ImportedCell(CELL_PYTHON, "\n".join(f"# {line}".rstrip() for line in text.split("\n"))))
+        self.add(ImportedCell(CELL_MARKDOWN, text))
 
     def add_code(self, source):
         """A Jupyter code cell: `%%sql` becomes a SQL cell; magics that cannot run, comments."""

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from notebooks_app import importing
-from notebooks_app.constants import CELL_PYTHON, CELL_SQL
+from notebooks_app.constants import CELL_MARKDOWN, CELL_PYTHON, CELL_SQL, MARKDOWN_MIME
 from notebooks_app.models import EVENT_CREATED, Cell, Notebook, NotebookEvent, OutputBlob
 
 pytestmark = pytest.mark.django_db
@@ -19,14 +19,6 @@ pytestmark = pytest.mark.django_db
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 NOTE = importing.MAGIC_NOTE
-
-
-def markdown(text):
-    """What a markdown cell of `text` becomes here: a markdown cell, or (before this server had
-    them) a Python cell of comments."""
-    if importing.markdown_supported():
-        return (importing.CELL_MARKDOWN, text, "")
-    return (CELL_PYTHON, "\n".join(f"# {line}".rstrip() for line in text.split("\n")), "")
 
 
 def upload(client, user, filename, data, name=""):
@@ -51,7 +43,7 @@ def test_import_ipynb_makes_a_notebook_of_the_uploaders(client, users):
     notebook = imported(response)
     assert notebook.owner == users["dave"] and notebook.name == "real_world"
     assert cells_of(notebook) == [
-        markdown(f"# Café analysis — ünïcödé ✓\n\nA chart: ![dot](data:image/png;base64,{PNG})"),
+        (CELL_MARKDOWN, f"# Café analysis — ünïcödé ✓\n\nA chart: ![dot](data:image/png;base64,{PNG})", ""),
         (CELL_PYTHON, f"{NOTE}\n# %matplotlib inline\n# !pip install pandas\nimport math", ""),
         (CELL_PYTHON, "prices = [3.5, 4.25]\ntotal = sum(prices)\ntotal", ""),
         (CELL_PYTHON, "print('héllo wörld')", ""),
@@ -75,7 +67,7 @@ def test_import_takes_the_name_given(client, users):
 def test_import_jupytext_percent(client, users):
     notebook = imported(upload(client, users["alice"], "percent.py", (FIXTURES / "percent.py").read_bytes()))
     assert cells_of(notebook) == [
-        markdown("# Sales, by month\n\nFigures in **€**."),
+        (CELL_MARKDOWN, "# Sales, by month\n\nFigures in **€**.", ""),
         (CELL_PYTHON, f"{NOTE}\n# %matplotlib inline\nimport math\n\nrate = 1.2", ""),
         (CELL_PYTHON, "def grow(value):\n    return value * rate\n\n\ngrown = grow(100)", ""),
         (CELL_SQL, "SELECT 1 AS month, 10 AS sales", "by_month"),
@@ -90,22 +82,12 @@ def test_import_marimo_takes_cell_bodies_without_running_the_file(client, users,
     assert not (tmp_path / "ran").exists()
     assert cells_of(notebook) == [
         (CELL_PYTHON, "import marimo as mo", ""),
-        markdown("# Prices — ünïcödé\n\nA *markdown* cell."),
+        (CELL_MARKDOWN, "# Prices — ünïcödé\n\nA *markdown* cell.", ""),
         (CELL_PYTHON, "# the base price\nprice = 10\ntax = 0.2", ""),
         (CELL_PYTHON, "total = price * (1 + tax)\n\ndef double(x):\n    return 2 * x", ""),
         (CELL_SQL, "SELECT * FROM products WHERE price < {price}", "cheap"),
         (CELL_PYTHON, "", ""),
     ]
-
-
-def test_markdown_becomes_comments_where_there_are_no_markdown_cells(client, users, monkeypatch):
-    monkeypatch.setattr(importing, "markdown_supported", lambda: False)
-    response = upload(client, users["alice"], "percent.py", (FIXTURES / "percent.py").read_bytes())
-    notebook = imported(response)
-    assert cells_of(notebook)[0] == (CELL_PYTHON, "# # Sales, by month\n#\n# Figures in **€**.", "")
-    assert "1 markdown cell(s) were imported as Python cells of comments" in client.get(response["Location"]).content.decode()
-    again = imported(upload(client, users["alice"], "again.py", export(client, users["alice"], notebook, "py").content))
-    assert cells_of(again) == cells_of(notebook)
 
 
 def test_anyone_logged_in_may_import_but_not_anonymously(client):
@@ -174,6 +156,8 @@ def computed(notebook):
     """A notebook whose cells have run: text, HTML, an image stored by reference, stdout, an
     error and a SQL result."""
     make = Cell.objects.create
+    make(notebook=notebook, position=256, type=CELL_MARKDOWN, code="# Results for {total}", status="success", outputs=[{"mimeType": MARKDOWN_MIME, "data": "<h1>Results for 7.75</h1>"}])
+    make(notebook=notebook, position=512, type=CELL_MARKDOWN, code="Not run: <script>alert(2)</script> **bold**")
     make(notebook=notebook, position=1024, code="total = 7.75\ntotal", status="success", outputs=[{"mimeType": "text/plain", "data": "7.75"}])
     make(notebook=notebook, position=2048, code="print('héllo')\ndf", status="success", stdout="héllo\n",
          outputs=[{"mimeType": "text/plain", "data": "   a\n0  1"}, {"mimeType": "text/html", "data": "<table><tr><td>1</td></tr></table><script>alert(1)</script>"}])
@@ -208,7 +192,8 @@ def test_export_of_an_unknown_format_is_404(client, users, computed):
 def test_exported_ipynb_is_valid_and_carries_the_outputs(client, users, computed):
     nb = nbformat.reads(export(client, users["carol"], computed, "ipynb").content.decode(), as_version=4)
     nbformat.validate(nb)
-    first, printed, plot, failed, sql = nb.cells
+    heading, prose, first, printed, plot, failed, sql = nb.cells
+    assert heading.cell_type == "markdown" and heading.source == "# Results for {total}" and "outputs" not in heading
     assert first.outputs == [{"output_type": "execute_result", "data": {"text/plain": "7.75"}, "metadata": {}, "execution_count": None}]
     assert printed.outputs[0] == {"output_type": "stream", "name": "stdout", "text": "héllo\n"}
     assert set(printed.outputs[1].data) == {"text/plain", "text/html"}
@@ -224,6 +209,7 @@ def test_html_report_has_outputs_no_script_and_code_on_request(client, users, co
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # inside a sandboxed frame's srcdoc
     assert page.count("<iframe class=\"html-output\" sandbox srcdoc=") == 2
     assert f'src="data:image/png;base64,{PNG}"' in page and "ZeroDivisionError: division by zero" in page
+    assert "<h1>Results for 7.75</h1>" in page and "<strong>bold</strong>" in page and "alert(2)" not in page.replace("&lt;script&gt;alert(2)", "")
     assert "plt.plot" not in page
     assert "plt.plot([1, 2])" in export(client, users["carol"], computed, "html", "?code=1").content.decode()
 
