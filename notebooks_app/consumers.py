@@ -211,6 +211,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self._kernel_command(message)
         elif message.type == "text_update":
             await self._text_update(message)
+        elif message.type == "set_input":
+            await self._operation(operations.set_input, cell_id=f["cellId"], index=f.get("index", 0), value=f["value"], request_id=rid)
         elif message.type == "restore_cell":
             await self._operation(history.restore_cell, cell_id=f["cellId"], request_id=rid)
         elif message.type in ("undo", "redo"):

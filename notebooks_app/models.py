@@ -107,6 +107,9 @@ class Cell(models.Model):
     # it across a worker restart share one history; rebuilt from `code` when they disagree.
     ydoc = models.BinaryField(null=True, blank=True, editable=False)
     ydoc_generation = models.PositiveIntegerField(default=0, editable=False)
+    # Values people set on the cell's inputs (kernel/ui.py), by widget id: kept across reruns,
+    # reloads and restarts.
+    inputs = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.db.models import Min
 
 from . import kernel_client, permissions
+from .kernel import ui
 from .constants import CELL_PYTHON, CELL_SQL, NOTEBOOK_NAME_MAX, POSITION_STEP, STATUS_IDLE, STATUS_STALE
 from .models import (
     EVENT_CONNECTION,
@@ -323,6 +324,27 @@ def update_cell(notebook_id, user, *, cell_id, code=None, result_variable=None, 
             changed=bool(fields),
         )
     return cell
+
+
+def set_input(notebook_id, user, *, cell_id, index=0, value, request_id=None):
+    """Someone moved a widget: the value is checked against the definition everyone was shown,
+    persisted (a reload or restart keeps it), then the kernel sets it and re-runs its readers."""
+    widget_id = f"{cell_id}:{index}"
+    with transaction.atomic():
+        notebook = _lock_notebook(notebook_id, user)
+        cell = _get_cell(notebook, cell_id)
+        definition = next((o["data"] for o in cell.outputs or [] if o.get("mimeType") == ui.UI_MIME and o.get("data", {}).get("id") == widget_id), None)
+        if definition is None:
+            raise OperationError("invalid_field", f"Cell {cell_id} shows no input number {index}; run it first.")
+        try:
+            value = ui.check(definition["kind"], definition.get("props") or {}, value)
+        except ui.InvalidValue as exc:
+            raise OperationError("invalid_field", f"That value does not fit the {definition['kind']}: {exc}.") from None
+        cell.inputs = {**(cell.inputs or {}), widget_id: value}
+        cell.save(update_fields=["inputs"])
+        message = {"type": "kernel.set_input", "notebook": str(notebook.pk), "cellId": str(cell.pk), "widgetId": widget_id, "value": value, "requestId": request_id}
+        kernel_client.send_on_commit(notebook.pk, {**message, "by": user.get_username()})
+    return value
 
 
 def update_db_connection(notebook_id, user, *, connection_string, request_id=None):

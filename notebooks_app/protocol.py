@@ -72,6 +72,8 @@ MESSAGE_SCHEMAS = {
     "sync": {},
     # Shared text (docs/protocol.md#shared-text): a Yjs update to one cell's document.
     "text_update": {"cellId": Field("cell_id"), "update": Field("yjs_update"), "generation": Field("generation")},
+    # Inputs (docs/protocol.md#inputs): a new value for a cell's widget number `index` (default 0).
+    "set_input": {"cellId": Field("cell_id"), "index": Field("widget_index", required=False), "value": Field("input_value")},
     # History (docs/history.md).
     "restore_cell": {"cellId": Field("cell_id")},
     "undo": {},
@@ -188,9 +190,12 @@ def _check_yjs_update(name, value):
     return data
 
 
+
+
+
 def _check_event_id(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"'{name}' must be a whole number of at least 1")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SAFE_INTEGER:
+        raise ValueError(f"'{name}' must be a whole number from 1 to {MAX_SAFE_INTEGER}")
     return value
 
 
@@ -206,9 +211,24 @@ def _check_version_name(name, value):
     return _check_text(name, value.strip())
 
 
+def _check_widget_index(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1000:
+        raise ValueError(f"'{name}' must be a whole number from 0 to 999")
+    return value
+
+
+def _check_input_value(name, value):
+    """Any JSON value of modest size; the widget's own rules (kernel/ui.py) are checked later."""
+    if len(json.dumps(value)) > 16384:
+        raise ValueError(f"'{name}' is larger than 16 KiB")
+    if isinstance(value, str):
+        _check_text(name, value)
+    return value
+
+
 def _check_generation(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"'{name}' must be a whole number of at least 0")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31:
+        raise ValueError(f"'{name}' must be a whole number from 0 to {2**31}")
     return value
 
 
@@ -231,6 +251,8 @@ CHECKS = {
     "event_id": _check_event_id,
     "limit": _check_limit,
     "version_name": _check_version_name,
+    "widget_index": _check_widget_index,
+    "input_value": _check_input_value,
 }
 
 

@@ -256,6 +256,10 @@ class NotebookClient:
                 cell["error"] = event["error"]
         elif kind == "cell_output":
             self.state[cell_id]["outputs"] = event["outputs"]
+        elif kind == "input_changed":
+            for output in self.state[cell_id]["outputs"]:
+                if isinstance(output.get("data"), dict) and output["data"].get("id") == event["widgetId"]:
+                    output["data"]["value"] = event["value"]
         elif kind == "cell_stdout":
             self.state[cell_id]["stdout"] += event["text"]
         elif kind == "cell_error":

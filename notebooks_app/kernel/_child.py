@@ -215,9 +215,20 @@ class Kernel:
             return
         try:
             if op == "run":
-                reply = self.run(request, message["cell"], message["code"], message.get("writes") or [])
+                reply = self.run(request, message["cell"], message["code"], message.get("writes") or [], message.get("inputs") or {})
             elif op == "run_sql":
                 reply = self.run_sql(request, message["cell"], message["code"], message.get("result_variable") or "", message.get("engine") or "")
+            elif op == "set_input":
+                from notebooks_app.kernel import ui
+
+                widget = ui.registry.get(message.get("widget"))
+                try:
+                    if widget is None:
+                        raise LookupError(f"no input {message.get('widget')!r} in this process")
+                    widget.set(message.get("value"))
+                    reply = {"status": "success"}
+                except (LookupError, ValueError) as exc:  # the cell that makes it runs again instead
+                    reply = {"status": "error", "error": {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}}
             elif op == "run_markdown":
                 reply = self.run_markdown(request, message["cell"], message["code"])
             elif op == "forget":
@@ -276,8 +287,11 @@ class Kernel:
         for name in names:
             self.owner[name] = cell_id
 
-    def run(self, request, cell_id, code, writes):
+    def run(self, request, cell_id, code, writes, inputs=None):
+        from notebooks_app.kernel import ui
+
         self.forget(cell_id)
+        ui.begin_run(cell_id, inputs)
         filename = f"<cell {cell_id[:8]}>"  # short: tracebacks are read by people
         before = set(self.namespace)
         self.capture.begin(request)
@@ -291,8 +305,10 @@ class Kernel:
                 value = self._exec(last) if last is not None else None
             finally:
                 self.executing = False
-            outputs = self._outputs(value)
+            widgets = [w for w in ui.end_run() if w is not value]
+            outputs = [{"mimeType": ui.UI_MIME, "data": w.definition()} for w in widgets] + self._outputs(value)
         except BaseException as exc:  # noqa: BLE001 - every failure of user code is the cell's error
+            ui.end_run()
             error = self._error(exc)
             outputs = self._figures()
         finally:
@@ -400,7 +416,11 @@ class Kernel:
         return result
 
     def _outputs(self, value):
+        from notebooks_app.kernel import ui
+
         outputs = []
+        if isinstance(value, ui.Widget):
+            return [{"mimeType": ui.UI_MIME, "data": value.definition()}] + self._figures()
         if value is not None:
             png = _figure_png(value)
             if png is not None:
@@ -520,7 +540,21 @@ def set_limits():
         resource.setrlimit(kind, (limit, limit))
 
 
+def install_notebook_module():
+    """`from notebook import ui` in cells: the inputs of kernel/ui.py."""
+    import types
+
+    from notebooks_app.kernel import ui
+
+    package = types.ModuleType("notebook", "What a notebook's cells can import from the notebook itself.")
+    package.ui = ui
+    package.__path__ = []
+    sys.modules["notebook"] = package
+    sys.modules["notebook.ui"] = ui
+
+
 def main():
+    install_notebook_module()
     output_cap = int(os.environ.get("NOTEBOOK_OUTPUT_CAP", "1000000"))
     sql_row_cap = int(os.environ.get("NOTEBOOK_SQL_ROW_CAP", "200"))
     set_limits()

@@ -201,8 +201,10 @@ class Runner:
                 await self._kill()
         await self._reap()
 
-    async def run(self, cell_id, code, *, writes=(), on_stdout=None):
-        reply = await self._request({"op": "run", "cell": cell_id, "code": code, "writes": sorted(writes)}, on_stdout, timed=True)
+    async def run(self, cell_id, code, *, writes=(), inputs=None, on_stdout=None):
+        """Run a Python cell; `inputs`: the persisted values of the widgets it makes."""
+        message = {"op": "run", "cell": cell_id, "code": code, "writes": sorted(writes), "inputs": inputs or {}}
+        reply = await self._request(message, on_stdout, timed=True)
         return self._result(reply)
 
     async def run_markdown(self, cell_id, code):
@@ -214,6 +216,9 @@ class Runner:
         message = {"op": "run_sql", "cell": cell_id, "code": code, "result_variable": result_variable, "engine": self.database.engine or ""}
         reply = await self._request(message, on_stdout, timed=True)
         return self._result(reply)
+
+    async def set_input(self, widget_id, value):
+        await self.call("set_input", widget=widget_id, value=value)
 
     async def forget(self, cell_id):
         await self.call("forget", cell=cell_id)

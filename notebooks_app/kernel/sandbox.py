@@ -40,6 +40,7 @@ CHILD_MODULES = (
     "notebooks_app/kernel/analysis.py",
     "notebooks_app/kernel/sql.py",
     "notebooks_app/kernel/markdown.py",
+    "notebooks_app/kernel/ui.py",
 )
 CODE_DIR = "/opt/notebook-kernel"  # where those modules appear inside the sandbox
 WORK_DIR = "/notebook"  # the notebook's private, size-capped working directory (also HOME)

@@ -37,6 +37,7 @@ from .markdown import render as render_markdown
 from .graph import DependencyGraph
 from .runner import RunnerDied, SandboxUnavailable
 from .shared_text import CellText, UpdateRejected
+from .ui import UI_MIME
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class CellState:
     ydoc: bytes | None = None  # the stored shared-text state, until the session builds its CellText
     ygen: int = 0
     run_by: str = ""  # who started the cell's last run
+    inputs: dict = field(default_factory=dict)  # persisted widget values, by widget id
     syntax_error: dict | None = None
 
     @classmethod
@@ -87,6 +89,7 @@ class CellState:
             error=row.get("error"),
             ydoc=bytes(row["ydoc"]) if row.get("ydoc") else None,
             ygen=row.get("ydoc_generation") or 0,
+            inputs=dict(row.get("inputs") or {}),
         )
 
     def analyse(self):
@@ -192,6 +195,8 @@ class NotebookSession:
         self._last_keystroke = {}  # cell id -> monotonic time of its last text update
         self._save_handle = None
         self._typists = {}  # cell id -> ids of the people whose typing is not saved yet
+        self._pending_inputs = {}  # widget id -> the latest set_input not applied yet
+        self._inputs_queued = False
         self.seq = 0
         self._pending = []
         self._flush_lock = asyncio.Lock()
@@ -425,6 +430,44 @@ class NotebookSession:
         self.cells[cell_id].ygen = self.texts[cell_id].generation
         self._states_unsaved.add(cell_id)
         self._emit({"type": "text_reset", "cellId": cell_id, **self._text_fields(self.cells[cell_id])})
+
+    # --- inputs (kernel/ui.py) ---------------------------------------------------------------
+    def input_set(self, message):
+        """A widget moved (the value is checked and persisted already): remembered at once, applied
+        in order; values that arrive while the last ones wait are coalesced into one cascade."""
+        self._pending_inputs[message["widgetId"]] = message
+        if not self._inputs_queued:
+            self._inputs_queued = True
+            self.submit({"type": "kernel.apply_inputs"})
+
+    async def on_apply_inputs(self, message):
+        self._inputs_queued = False
+        pending, self._pending_inputs = self._pending_inputs, {}
+        readers, by = set(), None
+        for widget_id, change in pending.items():
+            cell = self.cells.get(change["cellId"])
+            if cell is None:
+                continue
+            cell.inputs[widget_id] = change["value"]
+            for output in cell.outputs:
+                data = output.get("data")
+                if output.get("mimeType") == UI_MIME and isinstance(data, dict) and data.get("id") == widget_id:
+                    data["value"] = change["value"]
+            self._dirty.add(cell.id)
+            event = {"type": "input_changed", "cellId": cell.id, "widgetId": widget_id, "value": change["value"], "requestId": change.get("requestId")}
+            if change.get("by"):
+                event["by"] = by = change["by"]
+            self._emit(event)
+            if self.runner is not None and self.runner.alive:
+                try:
+                    await self.runner.set_input(widget_id, change["value"])
+                except (RunnerDied, RuntimeError):
+                    self.ran_ok.discard(cell.id)  # not in this process: the cascade reruns the cell
+            else:
+                self.ran_ok.discard(cell.id)
+            readers |= self.graph.descendants(cell.id)
+        if readers:
+            await self.cascade(self._run_set(readers), by=by)
 
     # --- ordering helpers ---------------------------------------------------------------
     def _insert(self, cell):
@@ -918,7 +961,7 @@ class NotebookSession:
                 text = result.outputs[0]["data"] if result.status == "success" and result.outputs else ""
                 result.outputs = [{"mimeType": MARKDOWN_MIME, "data": render_markdown(text)}] if result.status == "success" else []
             else:
-                result = await self.runner.run(cell.id, cell.code, writes=cell.writes, on_stdout=on_stdout)
+                result = await self.runner.run(cell.id, cell.code, writes=cell.writes, inputs=cell.inputs, on_stdout=on_stdout)
         except SandboxUnavailable as exc:
             evalue = f"{exc}. No code runs until the sandbox works here; an operator may turn it off with KERNEL_SANDBOX=off (docs/security.md)"
             self._finish(cell, STATUS_ERROR, [], {"ename": "SandboxUnavailable", "evalue": evalue, "traceback": []})

@@ -95,7 +95,7 @@ class DatabaseStore:
             return None
         cells = list(
             notebook.cells.order_by("position").values(
-                "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes", "ydoc", "ydoc_generation"
+                "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes", "ydoc", "ydoc_generation", "inputs"
             )
         )
         return {
@@ -263,7 +263,9 @@ class KernelService:
             return
         session = self.session(notebook_id)
         loop = asyncio.get_running_loop()
-        if kind == "kernel.text_update" and session.loaded:
+        if kind == "kernel.set_input":
+            session.input_set(message)  # coalesced: a dragged slider runs its readers for its last value
+        elif kind == "kernel.text_update" and session.loaded:
             session.text_update(message)  # at once: typing never waits behind a running cell
         elif kind == "kernel.sync":
             loop.create_task(self._guard(session.sync(message["replyChannel"], message.get("requestId"), message.get("revision")), notebook_id))
