@@ -60,3 +60,17 @@ def test_sandbox_benchmark(transactional_db):
     assert "(kernel.0 sandbox on, kernel.1 off)" in output
     assert re.search(r"verdict: start-up, sandbox on, first `1 \+ 1`: median [\d.]+ ms .*target < 300 ms: [✓✗]", output)
     assert re.search(r"verdict: cascade chain N=3 \(whole stack\), per cell on/off = [\d.]+; target <= 1.10: [✓✗]", output)
+
+
+def test_keystroke_benchmark(transactional_db):
+    """Shared text: keystroke -> other pages with 2 and 3 editors (one typing, all typing), the
+    parts of its path, and every editor's text identical with every typed character (OK)."""
+    redis_url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/5"
+    output = run_bench("keystroke", dict(os.environ, DATABASE_URL=database_url_for_tests(), REDIS_URL=redis_url))
+    assert re.search(r"floor: Redis PUBLISH->SUBSCRIBE [\d.]+ ms", output)
+    for case in ("2 editors, 1 typing", "2 editors, 2 typing", "3 editors, 1 typing", "3 editors, 3 typing"):
+        assert f"keystroke -> another page: {case}" in output and f"keystroke -> every other page: {case}" in output
+        assert f"check {case}: OK" in output
+        assert re.search(rf"verdict: {case}: p50 [\d.]+ ms, p99 [\d.]+ ms = [\d.]+x / [\d.]+x the floor", output)
+    assert "presence relayed socket -> socket" in output and "core channel layer send -> receive" in output
+    assert "shared text: OK" in output and "FAIL" not in output

@@ -1,0 +1,331 @@
+"""Shared text: the latency from a keystroke on one page to its appearance on another.
+
+    .venv/bin/python -m bench.keystroke [--editors 2,20] [--keystrokes 150] [--gap 100,200] [--quick]
+
+E editors (real WebSocket clients, each holding a pycrdt document of the cell, as a page does
+with Yjs) have one notebook open; its one cell has a line per editor.  A keystroke inserts one
+character at the end of the typist's own line (its cursor) and is sent as `text_update`; the
+figure per keystroke and other editor is the time from the typist's send to that editor's
+receipt of the relayed `text_update` (matched by the update itself: the server relays it
+byte for byte, and each Yjs update is unique by its client id and clock).  Two cases per E:
+one editor types while the others watch, and all E type at once, each a keystroke every
+100 - 200 ms (`--gap`, uniform; the 20-editor case: ~130 keystrokes a second, each to 20
+sockets).  Per case, the CPU each process used (Daphne, worker, Redis, these clients).
+
+The path: the typist's socket -> Daphne consumer -> core channel layer (Redis) -> kernel
+worker -> pycrdt merge -> pub/sub layer (Redis PUBLISH) -> every Daphne -> every socket.
+Floor, measured in the same run: one bare Redis PUBLISH -> SUBSCRIBE round trip (a
+keystroke commits nothing, so PostgreSQL is not on its path); ratios are to it.  Also in
+the same run, what the path is made of: `presence` relayed from one socket to another
+(the same path without the worker: Daphne -> pub/sub layer -> Daphne), one hop of each
+channel layer alone (this process, the settings' layers), and pycrdt's merge in process.
+
+At the end every editor's text must be the same and hold every typed character, each line
+exactly what its typist typed, in order: `OK` or `FAIL`.
+"""
+import asyncio
+import base64
+import json
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+
+from pycrdt import Doc, Text
+
+from .harness import Cluster, Report, parse_args, summary
+
+WARMUP = 3  # first keystrokes of each typist, not measured
+LETTERS = "abcdefghijklmnopqrstuvwxyz0123456789"
+PRESENCE_SAMPLES = 100
+LAYER_SAMPLES = 200
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (Linux /proc), or 0 when it is not readable."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class CpuMeter:
+    """Where the CPU went during a case: each process of the cluster (and these clients), as %
+    of one core over the case's wall time."""
+
+    def __init__(self, cluster):
+        self.pids = {"Daphne": [p.pid for p in cluster.daphnes], "worker": [p.pid for p in cluster.workers], "Redis": [p.pid for p in cluster.services.procs], "bench clients": [os.getpid()]}
+        self.pids = {name: pids for name, pids in self.pids.items() if pids}
+
+    def __enter__(self):
+        self.start = time.perf_counter(), {name: sum(map(cpu_seconds, pids)) for name, pids in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.start[0]
+        self.used = {name: (sum(map(cpu_seconds, pids)) - self.start[1][name]) / wall * 100 for name, pids in self.pids.items()}
+
+    def line(self):
+        return ", ".join(f"{name} {percent:.0f}%" for name, percent in self.used.items())
+
+
+def line_tag(index):
+    return f"#e{index:02d}:"
+
+
+class Editor:
+    """One page: a socket, the pycrdt document of the cell, and a reader timestamping every
+    `text_update` and `presence` as its frame arrives."""
+
+    def __init__(self, index, client, sent, arrivals):
+        self.index = index
+        self.client = client
+        cell = client.state["notebook"]["cells"][0]
+        self.cell_id, self.generation = cell["id"], cell["ygen"]
+        self.doc = Doc()
+        self.doc.apply_update(base64.b64decode(cell["ydoc"]))
+        self.text = self.doc.get("code", type=Text)
+        self.sent, self.arrivals = sent, arrivals  # shared by all editors of a case
+        self.received = set()  # updates (base64) this editor has applied, its own included
+        self.presence = {}  # marker -> arrival time
+        self.typed = []
+        self.problems = []
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    def _handle(self, event, now):
+        kind = event.get("type")
+        if kind == "text_update" and event.get("cellId") == self.cell_id:
+            key = event["update"]
+            if key in self.received:
+                return
+            self.received.add(key)
+            self.doc.apply_update(base64.b64decode(key))
+            origin = self.sent.get(key)
+            if origin is not None and origin[0] != self.index:
+                self.arrivals.append((key, self.index, now))
+        elif kind == "presence" and isinstance(event.get("cursor"), dict):
+            self.presence[event["cursor"].get("marker")] = now
+        elif kind in ("text_reset", "error", "kernel_error", "kernel_restarted"):
+            self.problems.append(event)
+
+    async def _read(self):
+        for event in self.client.buffer:  # what connect() read past notebook_state
+            self._handle(event, time.perf_counter())
+        self.client.buffer.clear()
+        while True:
+            frame = await self.client.ws.recv()
+            now = time.perf_counter()
+            event = json.loads(frame)
+            for e in event["events"] if event.get("type") == "batch" else [event]:
+                self._handle(e, now)
+
+    async def keystroke(self, measured):
+        """One character at the end of this editor's line, sent as a page sends it."""
+        code = str(self.text)
+        start = code.index(line_tag(self.index))
+        cursor = code.index("\n", start)  # ASCII only: code points are pycrdt's UTF-8 bytes
+        char = LETTERS[len(self.typed) % len(LETTERS)]
+        before = self.doc.get_state()
+        self.text.insert(cursor, char)
+        update = base64.b64encode(self.doc.get_update(before)).decode("ascii")
+        self.typed.append(char)
+        self.sent[update] = (self.index, time.perf_counter(), measured)
+        await self.client.send(type="text_update", cellId=self.cell_id, update=update, generation=self.generation)
+
+    async def type(self, count, gap, rng):
+        for i in range(count):
+            await asyncio.sleep(rng.uniform(*gap))
+            await self.keystroke(measured=i >= WARMUP)
+
+    async def close(self):
+        self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+        await self.client.close()
+
+
+async def until(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def open_editors(cluster, count, sent, arrivals):
+    code = "".join(f"{line_tag(i)}\n" for i in range(count))
+    notebook_id = await cluster.anotebook([code], name=f"keystroke {count} editors {uuid.uuid4().hex[:6]}")
+    clients = await cluster.clients(notebook_id, count)
+    return [Editor(i, client, sent, arrivals) for i, client in enumerate(clients)]
+
+
+def check(editors, case):
+    """Every editor has every update, the same text, and each line is exactly what its typist typed."""
+    texts = {str(e.text) for e in editors}
+    expected = "".join(f"{line_tag(e.index)}{''.join(e.typed)}\n" for e in editors)
+    problems = [p for e in editors for p in e.problems]
+    typed = sum(len(e.typed) for e in editors)
+    ok = len(texts) == 1 and texts == {expected} and not problems
+    detail = f"{len(editors)} texts identical: {len(texts) == 1}; every one of {typed} typed characters in place: {expected in texts}; errors/resets: {len(problems)}"
+    print(f"check {case}: {'OK' if ok else 'FAIL'} ({detail})", flush=True)
+    if not ok and problems:
+        print(f"  first problem: {problems[0]}", flush=True)
+    return ok
+
+
+async def typing_case(cluster, report, editors_count, typists_count, keystrokes, gap, seed):
+    sent, arrivals = {}, []
+    editors = await open_editors(cluster, editors_count, sent, arrivals)
+    typists = editors[:typists_count]
+    rng = random.Random(seed)
+    total = keystrokes * typists_count
+    with CpuMeter(cluster) as cpu:
+        await asyncio.gather(*(t.type(keystrokes, gap, random.Random(rng.random())) for t in typists))
+        arrived = await until(lambda: all(len(e.received) == total for e in editors), timeout=120)
+    case = f"{editors_count} editors, {typists_count} typing"
+    if not arrived:
+        print(f"{case}: only {min(len(e.received) for e in editors)} of {total} updates reached every editor within 60 s", flush=True)
+    per_receipt, last_receipt = [], {}
+    for key, _, now in arrivals:
+        _, start, measured = sent[key]
+        if measured:
+            ms = (now - start) * 1000
+            per_receipt.append(ms)
+            last_receipt[key] = max(last_receipt.get(key, 0), ms)
+    rate = total / max(1e-9, max(s for _, s, _ in sent.values()) - min(s for _, s, _ in sent.values()))
+    report.row(f"keystroke -> another page: {case}", per_receipt, note=f"{rate:.0f} keystrokes/s, each to {editors_count - 1} other page{'s' if editors_count > 2 else ''}")
+    report.row(f"keystroke -> every other page: {case}", list(last_receipt.values()))
+    ok = check(editors, case) and arrived
+    print(f"cpu {case} (% of one core, until every page had every keystroke): {cpu.line()}", flush=True)
+    await asyncio.gather(*(e.close() for e in editors))
+    return ok, per_receipt
+
+
+async def presence_relay(cluster, samples):
+    """Daphne -> pub/sub layer -> Daphne, socket to socket: the keystroke's path without the worker."""
+    sent, arrivals = {}, []
+    editors = await open_editors(cluster, 2, sent, arrivals)
+    sender, watcher = editors
+    out = []
+    for i in range(samples + 5):
+        marker = f"m{i}"
+        start = time.perf_counter()
+        await sender.client.send(type="presence", cellId=sender.cell_id, cursor={"marker": marker})
+        await until(lambda: marker in watcher.presence, timeout=20)
+        if i >= 5:
+            out.append((watcher.presence[marker] - start) * 1000)
+        await asyncio.sleep(0.02)
+    await asyncio.gather(*(e.close() for e in editors))
+    return out
+
+
+async def layer_hops(samples):
+    """One hop of each of the settings' channel layers, from this process to itself: a core-layer
+    send -> receive on a named channel (what a keystroke pays from the consumer to the kernel
+    worker) and a pub/sub group_send -> receive (from the worker to the consumers)."""
+    from channels.layers import get_channel_layer
+    from django.conf import settings
+
+    core, events = get_channel_layer(), get_channel_layer(settings.EVENTS_CHANNEL_LAYER)
+    channel = f"bench-keystroke-{uuid.uuid4().hex[:8]}"
+    reply = await events.new_channel()
+    group = f"bench-keystroke-{uuid.uuid4().hex[:8]}"
+    await events.group_add(group, reply)
+    message = {"type": "kernel.text_update", "notebook": "x", "cellId": "y", "update": "A" * 40, "generation": 0}
+    receiver = asyncio.get_running_loop().create_task(core.receive(channel))
+    await asyncio.sleep(0.05)  # the receiver waits in BZPOPMIN, as the worker does
+    core_ms, pubsub_ms = [], []
+    for i in range(samples + 5):
+        start = time.perf_counter()
+        await core.send(channel, message)
+        await receiver
+        arrived = time.perf_counter()
+        receiver = asyncio.get_running_loop().create_task(core.receive(channel))
+        if i >= 5:
+            core_ms.append((arrived - start) * 1000)
+        await asyncio.sleep(0.005)
+        start = time.perf_counter()
+        await events.group_send(group, {"type": "notebook.event", "texts": ['{"type": "text_update"}']})
+        await events.receive(reply)
+        if i >= 5:
+            pubsub_ms.append((time.perf_counter() - start) * 1000)
+        await asyncio.sleep(0.005)
+    receiver.cancel()
+    await asyncio.gather(receiver, return_exceptions=True)
+    await events.group_discard(group, reply)
+    return core_ms, pubsub_ms
+
+
+def pycrdt_merge(samples, size=2000):
+    """In process: what the worker does per keystroke with a cell of `size` characters
+    (CellText.apply, which reads the text before and after to tell whether it changed)."""
+    from notebooks_app.kernel.shared_text import CellText
+
+    server = CellText("x" * size)
+    page = Doc()
+    page.apply_update(server.state())
+    text = page.get("code", type=Text)
+    out = []
+    for i in range(samples):
+        before = page.get_state()
+        text.insert(i % size, "y")
+        update = page.get_update(before)
+        start = time.perf_counter()
+        server.apply(update, max_bytes=256 * 1024)
+        out.append((time.perf_counter() - start) * 1e6)
+    return out
+
+
+async def measure(cluster, args):
+    floor = await cluster.floor()
+    redis_floor = floor["redis"]
+    report = Report(
+        "keystroke: a keystroke on one page to its appearance on another",
+        None,
+        floor_note=f"floor: Redis PUBLISH->SUBSCRIBE {redis_floor:.3f} ms (no PostgreSQL on a keystroke's path; "
+        f"a committed UPDATE would add {floor['postgres']:.3f} ms); ratios are to it",
+    )
+    report.floor_total = redis_floor  # Report's ratio column, against this floor
+    ok, medians = True, {}
+    gap = (args.gap[0] / 1000, args.gap[-1] / 1000)
+    for editors_count in args.editors:
+        for typists_count in sorted({1, editors_count}):
+            case_ok, samples = await typing_case(cluster, report, editors_count, typists_count, args.repeat or args.keystrokes[0], gap, seed=editors_count * 100 + typists_count)
+            ok = ok and case_ok
+            if samples:
+                medians[(editors_count, typists_count)] = summary(samples)
+    print("\nwhere the time goes (same run):", flush=True)
+    parts = Report("keystroke: the parts of its path", None, floor_note=f"floor: Redis PUBLISH->SUBSCRIBE {redis_floor:.3f} ms, as above")
+    parts.floor_total = redis_floor
+    presence = await presence_relay(cluster, args.presence[0])
+    parts.row("presence relayed socket -> socket (Daphne -> pub/sub layer -> Daphne, no worker)", presence)
+    core_ms, pubsub_ms = await layer_hops(args.presence[0])
+    parts.row("core channel layer send -> receive (consumer -> kernel worker hop)", core_ms)
+    parts.row("pub/sub channel layer group_send -> receive (worker -> consumers hop)", pubsub_ms)
+    parts.row("pycrdt merge in the worker (CellText.apply, 2,000-character cell)", pycrdt_merge(samples=1000, size=2000), unit="µs")
+    print(flush=True)
+    for (editors_count, typists_count), s in medians.items():
+        print(
+            f"verdict: {editors_count} editors, {typists_count} typing: p50 {s['median']:.2f} ms, p99 {s['p99']:.2f} ms "
+            f"= {s['median'] / redis_floor:.1f}x / {s['p99'] / redis_floor:.1f}x the floor ({redis_floor:.3f} ms); "
+            f"p50 minus presence relay: {s['median'] - statistics.median(presence):.2f} ms",
+            flush=True,
+        )
+    print(f"shared text: {'OK' if ok else 'FAIL'}", flush=True)
+    return ok
+
+
+def main(argv=None):
+    args = parse_args("Keystroke latency between pages of one notebook (shared text), against the floor.", argv, editors="2,20", keystrokes="150", gap="100,200", presence=str(PRESENCE_SAMPLES))
+    if args.quick:
+        args.editors, args.keystrokes, args.presence = [2, 3], [WARMUP + 5], [10]
+    with Cluster("keystroke") as cluster:
+        ok = asyncio.run(measure(cluster, args))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
