@@ -39,9 +39,12 @@ def wait_http(url, seconds=40, proc=None):
 
 def collected_static(env):
     """`manage.py collectstatic` into the STATIC_ROOT `env` names, unless it holds a manifest
-    already (scripts/test collects into a fresh one per run; a benchmark run alone may not)."""
+    newer than every static file (scripts/test collects into a fresh one per run; a benchmark
+    run alone may find an old one, which would miss new files)."""
     static_root = Path(env.get("STATIC_ROOT") or ROOT / "staticfiles")
-    if not (static_root / "staticfiles.json").exists():
+    manifest = static_root / "staticfiles.json"
+    newest = max((p.stat().st_mtime for p in (ROOT / "static").rglob("*") if p.is_file()), default=0)
+    if not manifest.exists() or manifest.stat().st_mtime < newest:
         subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
 
 
