@@ -196,6 +196,7 @@ class NotebookSession:
         self._save_handle = None
         self._typists = {}  # cell id -> ids of the people whose typing is not saved yet
         self._pending_inputs = {}  # widget id -> the latest set_input not applied yet
+        self._last_text_flush = 0.0
         self._inputs_queued = False
         self.seq = 0
         self._pending = []
@@ -368,7 +369,14 @@ class NotebookSession:
         if message.get("by"):
             event["by"] = message["by"]
         self._emit(event)
-        asyncio.get_running_loop().create_task(self.flush())  # a keystroke waits for no batch
+        # A lone keystroke goes out at once; keystrokes of many typists arriving together share
+        # one group message (one frame per page asking for batches) every FLUSH_DELAY.
+        now = time.monotonic()
+        if now - self._last_text_flush >= FLUSH_DELAY:
+            self._last_text_flush = now
+            asyncio.get_running_loop().create_task(self.flush())
+        else:
+            self._schedule_flush()
         self._unsaved.add(cell.id)
         self._schedule_save()
 
