@@ -17,6 +17,11 @@ from pathlib import PurePath
 from .constants import CELL_MARKDOWN, CELL_PYTHON, CELL_SQL
 
 IMPORT_MAX_CELLS = 10_000
+# Jupytext takes about 2 ms a cell (nbformat validates each one with jsonschema) and seconds per
+# megabyte, on a web process's thread, so percent files have lower limits than other files; a
+# real one is a few kilobytes and a few dozen cells.
+PERCENT_MAX_BYTES = 1024 * 1024
+PERCENT_MAX_CELLS = 2_000
 # The Jupyter notebook format this server reads (any minor version of it).
 NBFORMAT_MAJOR = 4
 # IPython cell magics whose body is Python: only the magic line is commented out.
@@ -26,6 +31,7 @@ MAGIC_NOTE = "# Commented out on import: IPython magics and shell commands do no
 ATTACHMENT_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 MAGIC_LINE = re.compile(r"^(\s*)((?:[A-Za-z_][\w.]*\s*=\s*)?[%!].*)$")
 SQL_RESULT = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<")
+PERCENT_MARKER = re.compile(r"^# %%", re.M)
 ATTACHMENT_LINK = re.compile(r"attachment:([^)\s\"'>]+)")
 
 
@@ -215,6 +221,15 @@ class _Reader:
     def read_percent(self, text):
         import jupytext
 
+        # Checked before jupytext reads them: it takes a while per cell and per byte.
+        if len(text.encode("utf-8")) > PERCENT_MAX_BYTES:
+            raise NotebookFileError(f"A Jupytext .py notebook can be at most {PERCENT_MAX_BYTES:,} bytes.")
+        pieces = PERCENT_MARKER.split(text)
+        if len(pieces) - 1 > PERCENT_MAX_CELLS:
+            raise NotebookFileError(f"The file has {len(pieces) - 1:,} cells; at most {PERCENT_MAX_CELLS:,} can be imported from a Jupytext .py file.")
+        for index, piece in enumerate(pieces):
+            if len(piece.encode("utf-8")) > self.max_code_bytes + 1000:  # the marker line's text besides the code
+                raise NotebookFileError(f"Cell {max(index, 1)} is larger than {self.max_code_bytes:,} bytes, the limit for one cell.")
         try:
             notebook = jupytext.reads(text, fmt="py:percent")
         except Exception as exc:  # jupytext raises many kinds on malformed input; all mean "cannot read"

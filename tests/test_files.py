@@ -115,6 +115,7 @@ HOSTILE = {
     "JSON not a notebook": ("list.ipynb", lambda: b"[1, 2, 3]", "not a Jupyter notebook"),
     "malformed cell": ("bad.ipynb", lambda: json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "source": 7}]}).encode(), "malformed"),
     "no cells": ("empty.ipynb", lambda: json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}).encode(), "no cells"),
+    "percent .py over its cell cap": ("many.py", lambda: b"# %%\nx = 1\n" * 2001, "at most 2,000 can be imported from a Jupytext .py file"),
     "other extension": ("notes.txt", lambda: b"hello", "Upload a Jupyter notebook"),
     "marimo not Python": ("broken.py", lambda: b"import marimo\napp = marimo.App()\n@app.cell\ndef _(:\n", "not valid Python"),
 }
