@@ -131,7 +131,7 @@ def to_ipynb(notebook):
     """nbformat 4 JSON, valid against its schema, outputs included."""
     jupyter = _jupyter_notebook(notebook, with_outputs=True)
     nbformat.validate(jupyter)
-    return nbformat.writes(jupyter)
+    return nbformat.v4.writes(jupyter)  # nbformat.writes() would validate it a second time
 
 
 def to_percent(notebook):
