@@ -103,3 +103,11 @@ async def test_a_missing_name_is_a_name_error_and_plain_prose_needs_no_kernel(ws
     broken = await create(alice, "Total: {nowhere}", cellType="markdown")
     await run_and_wait(alice, broken)
     assert alice.state[broken]["status"] == "error" and alice.state[broken]["error"]["ename"] == "NameError"
+
+
+def test_math_keeps_its_braces_and_inline_images_show():
+    code = "Area $\\frac{a}{b}$ and $$x^{2}$$ cost $5 or {price}\n\n![dot](data:image/png;base64,iVBORw0KGgo=)"
+    assert markdown.placeholders(code) == ["price"]
+    rendered = markdown.render("$\\frac{a}{b}$ ![dot](data:image/png;base64,iVBORw0KGgo=) [doc](data:text/html,x)")
+    assert "\\frac{a}{b}" in rendered and 'src="data:image/png;base64,iVBORw0KGgo="' in rendered
+    assert active_parts(rendered) == [] and 'href="data' not in rendered

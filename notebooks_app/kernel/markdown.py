@@ -57,9 +57,14 @@ def _line_segments(line, out, buf):
     i, n = 0, len(line)
     while i < n:
         ch = line[i]
-        if ch == "`":
-            ticks = len(line[i:]) - len(line[i:].lstrip("`"))
-            end = line.find("`" * ticks, i + ticks)
+        if ch in "`$":
+            # Code spans and math ($…$, $$…$$: LaTeX braces like \frac{a}{b}) are never fields.
+            ticks = len(line[i:]) - len(line[i:].lstrip(ch))
+            end = line.find(ch * ticks, i + ticks)
+            if ch == "$" and end < 0:
+                buf.append(line[i : i + ticks])  # a lone dollar sign is just text
+                i += ticks
+                continue
             end = n if end < 0 else end + ticks
             buf.append(line[i:end])
             i = end
@@ -125,7 +130,7 @@ def render(text):
         raw,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
+        url_schemes={"http", "https", "mailto", "data"},  # data: only for images (below)
         link_rel="noopener noreferrer nofollow",
         attribute_filter=_keep_attribute,
     )
@@ -139,6 +144,8 @@ def _keep_attribute(tag, attribute, value):
         return value if re.fullmatch(r"text-align:\s*(left|right|center)", value.strip()) else None
     if tag == "img" and attribute == "src":
         return value if value.startswith(("https://", "http://", "data:image/png;base64,", "data:image/jpeg;base64,", "data:image/gif;base64,")) else None
+    if attribute in ("href", "src") and value.strip().lower().startswith("data:"):
+        return None  # a data: link could be a document of its own
     return value
 
 
