@@ -44,12 +44,22 @@ async def test_stdout_and_stderr_stream_in_order_before_the_result(runner):
     assert result.outputs[0]["data"] == "'done'"
 
 
+async def until(condition, timeout=10):
+    """Wait for `condition()` to hold (polling the event loop), instead of a fixed sleep."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 async def test_stdout_arrives_while_the_cell_is_still_running(runner):
     chunks = []
-    task = asyncio.create_task(runner.run("a", "import time\nprint('early', flush=True)\ntime.sleep(1.5)", on_stdout=chunks.append))
-    await asyncio.sleep(0.8)
-    assert "".join(chunks) == "early\n" and not task.done()
-    assert (await task).status == "success"
+    code = "import time\nprint('early', flush=True)\nwhile True:\n    time.sleep(0.01)"
+    task = asyncio.create_task(runner.run("a", code, on_stdout=chunks.append))
+    await until(lambda: chunks)
+    assert "".join(chunks) == "early\n" and not task.done()  # seen while the cell still runs
+    await runner.interrupt()
+    assert (await task).error["ename"] == "KeyboardInterrupt"
 
 
 async def test_every_run_gets_exactly_its_own_output_quiet_or_not(runner):
@@ -103,8 +113,9 @@ async def _html_and_figures(runner):
 
 async def test_interrupt_stops_the_cell_and_keeps_the_namespace(runner):
     await runner.run("a", "kept = 7", writes=["kept"])
-    task = asyncio.create_task(runner.run("b", "while True:\n    pass"))
-    await asyncio.sleep(0.5)
+    chunks = []
+    task = asyncio.create_task(runner.run("b", "print('spinning', flush=True)\nwhile True:\n    pass", on_stdout=chunks.append))
+    await until(lambda: chunks)  # the loop has started
     assert await runner.interrupt()
     result = await task
     assert result.error["ename"] == "KeyboardInterrupt"
@@ -114,8 +125,9 @@ async def test_interrupt_stops_the_cell_and_keeps_the_namespace(runner):
 
 
 async def test_interrupt_wakes_a_sleeping_cell(runner):
-    task = asyncio.create_task(runner.run("a", "import time\ntime.sleep(60)"))
-    await asyncio.sleep(0.5)
+    chunks = []
+    task = asyncio.create_task(runner.run("a", "import time\nprint('sleeping', flush=True)\ntime.sleep(60)", on_stdout=chunks.append))
+    await until(lambda: chunks)
     await runner.interrupt()
     assert (await asyncio.wait_for(task, 5)).error["ename"] == "KeyboardInterrupt"
 

@@ -5,7 +5,6 @@ redaction and rendering helpers on their own.
 import asyncio
 import json
 import os
-import re
 import secrets
 import sqlite3
 import time
@@ -19,9 +18,9 @@ from channels.db import database_sync_to_async
 from notebooks_app.kernel import sql
 from notebooks_app.kernel.analysis import analyze_sql, sql_table_names
 from notebooks_app.kernel.runner import Runner
-from notebooks_app.models import Cell, Notebook
+from notebooks_app.models import Notebook
 from notebooks_app.secrets import scrub
-from tests.conftest import database_url_for_tests
+from tests.conftest import database_url_for_tests, eventually
 from tests.test_protocol import create, db_cell, run_and_wait, text_output
 
 PW_ROLE = "notebook_pw_role"  # scripts/run_tests.py makes the server check this role's password
@@ -172,7 +171,7 @@ async def test_duckdb_queries_a_dataframe_cell_by_name_with_a_graph_edge(ws, not
     alice = await ws(users["alice"], notebook)
     frame = "import pandas as pd\nsales = pd.DataFrame({{'region': ['n', 's', 'n', 'e'], 'amount': {}}})"
     sales = await create(alice, frame.format([5, 20, 30, 40]))
-    minimum = await create(alice, "minimum = 10")
+    await create(alice, "minimum = 10")
     query = await create(alice, "SELECT region, SUM(amount) AS total FROM sales WHERE amount > {minimum} GROUP BY region ORDER BY region", cellType="sql")
     total = await create(alice, "int(df_1['total'].sum())")
     assert alice.state[query]["reads"] == ["minimum"]  # the table name is an edge, not a listed read
@@ -202,7 +201,7 @@ async def test_duckdb_queries_a_dataframe_cell_by_name_with_a_graph_edge(ws, not
 async def test_a_string_with_sql_in_it_is_data_never_sql(ws, notebook, users, engine, pg):
     alice = await ws(users["alice"], notebook)
     await use_engine(alice, engine)
-    evil = await create(alice, "evil = \"'; DROP TABLE victims; --\"")
+    await create(alice, "evil = \"'; DROP TABLE victims; --\"")
     query = await create(alice, "SELECT id, name FROM victims WHERE name = {evil}", cellType="sql")
     check = await create(alice, "list(df_1['id'])")
     await run_and_wait(alice, check)
@@ -225,7 +224,7 @@ async def test_a_list_binds_for_in(ws, notebook, users, engine):
     alice = await ws(users["alice"], notebook)
     await use_engine(alice, engine)
     ids = await create(alice, "ids = [2, 4, 99]")
-    query = await create(alice, "SELECT id FROM items WHERE id IN {ids} ORDER BY id", cellType="sql")
+    await create(alice, "SELECT id FROM items WHERE id IN {ids} ORDER BY id", cellType="sql")
     check = await create(alice, "[int(i) for i in df_1['id']]")
     await run_and_wait(alice, check)
     assert text_output(alice, check) == "[2, 4]"
@@ -340,15 +339,14 @@ async def test_interrupt_cancels_a_running_query_and_the_next_one_works(ws, note
     warm = await create(alice, "SELECT 1 AS one", cellType="sql")  # connection opened before the slow one
     await run_and_wait(alice, warm)
     slow = await create(alice, SLOW_QUERIES[engine[0]], cellType="sql")
-    started = time.monotonic()
     await alice.send(type="run_cell", cellId=slow)
     await alice.wait_status(slow, "running")
-    await asyncio.sleep(1.0)  # let the query reach the engine
+    if engine[0] == "postgres":  # the query is on the server: cancelling it there is what is tested
+        await eventually(lambda: any("pg_sleep" in (r[1] or "") and r[0] == "active" for r in pg_query(pg, "SELECT state, query FROM pg_stat_activity WHERE datname = %s", (pg.name,))), what="the query running")
     await alice.send(type="interrupt")
     await alice.wait_status(slow, "error", timeout=15)
-    assert time.monotonic() - started < 12  # cancelled, not the 20 s time limit nor the query's end
     error = alice.state[slow]["error"]
-    assert error["ename"] == "KeyboardInterrupt", error
+    assert error["ename"] == "KeyboardInterrupt", error  # cancelled: not the time limit (TimeoutError)
     if engine[0] == "postgres":
         # The server stopped the query too; no connection sits in a transaction.
         rows = pg_query(pg, "SELECT state, query FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (pg.name,))
@@ -423,15 +421,12 @@ async def test_a_100k_row_result_is_capped_in_the_table_with_the_total_count(ws,
     await use_engine(alice, ("postgres", pg.url))
     query = await create(alice, "SELECT g AS n, md5(g::text) AS digest, DATE '2020-01-01' + g % 1000 AS day FROM generate_series(1, 100000) g", cellType="sql")
     check = await create(alice, "len(df_1), int(df_1['n'].sum())")
-    started = time.monotonic()
     await run_and_wait(alice, check)
-    elapsed = time.monotonic() - started
     assert text_output(alice, check) == f"(100000, {100000 * 100001 // 2})"
     html = html_output(alice, query)
     assert "<caption>100,000 rows, showing the first 200</caption>" in html
     assert html.count("<tr>") == 201  # the header and 200 rows
     assert len(json.dumps(alice.state[query]["outputs"])) < 60_000  # what travels to every browser
-    assert elapsed < 15, elapsed
     stored = await stored_cell(query, lambda c: c.status == "success")
     assert len(json.dumps(stored.outputs)) < 60_000
 
@@ -521,10 +516,8 @@ async def test_runner_row_cap_and_result_binding():
 async def test_runner_time_limit_cancels_a_query():
     runner = Runner(time_limit=1.5)
     try:
-        started = time.monotonic()
         result = await runner.run_sql("q", "SELECT sum(hash(i)) AS h FROM range(100000000000) t(i)", result_variable="x")
-        assert result.status == "error" and result.error["ename"] == "TimeoutError"
-        assert time.monotonic() - started < 6
+        assert result.status == "error" and result.error["ename"] == "TimeoutError"  # stopped, not finished
         assert (await runner.run_sql("q", "SELECT 1 AS one", result_variable="x")).status == "success"
     finally:
         await runner.close()
