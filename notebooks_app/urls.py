@@ -8,6 +8,7 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("notebooks/import/", views.notebook_import, name="import"),
     path("notebooks/<uuid:notebook_id>/", views.notebook_detail, name="detail"),
+    path("notebooks/<uuid:notebook_id>/app/", views.notebook_app, name="app"),
     path("notebooks/<uuid:notebook_id>/export/<str:fmt>/", views.notebook_export, name="export"),
     path("notebooks/<uuid:notebook_id>/share/", views.notebook_share, name="share"),
     path("notebooks/<uuid:notebook_id>/rename/", views.notebook_rename, name="rename"),

@@ -95,6 +95,17 @@ def notebook_detail(request, notebook_id):
     return render(request, "notebooks/detail.html", _detail_context(request, notebook, ShareForm()))
 
 
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def notebook_app(request, notebook_id):
+    """The notebook as an app (outputs, prose and inputs, no code), live like the notebook page;
+    for anyone who may view it, and moving inputs for those who may edit it (docs/frontend.md)."""
+    notebook = _notebook_for(request.user, notebook_id)
+    role = notebook.role_of(request.user)
+    context = {"notebook": notebook, "can_edit": permissions.may(role, permissions.EDIT), "output_style": OUTPUT_HTML_STYLE}
+    return render(request, "notebooks/app.html", context)
+
+
 def _detail_context(request, notebook, share_form):
     role = notebook.role_of(request.user)
     return {

@@ -21,7 +21,7 @@ from tests.live import ROOT, free_port, start_daphne, stop
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORDS = {"alice": "alice-pass-123", "bob": "bob-pass-123"}
+PASSWORDS = {"alice": "alice-pass-123", "bob": "bob-pass-123", "carol": "carol-pass-123"}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
 TIMEOUT_MS = 20_000
 

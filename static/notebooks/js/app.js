@@ -7,6 +7,10 @@ import { CellView } from "./cell_view.js";
 import { DbPanel } from "./db_panel.js";
 import { toast } from "./toast.js";
 import { el } from "./dom.js";
+import { HistoryPanel, bindUndoKeys, deletedToast } from "./history_panel.js";
+import { configureWidgets, widgetById } from "./widgets.js";
+import { SharedText, toBase64 } from "./shared_text.js";
+import { Presence, showRunBy } from "./presence.js";
 
 const EDIT_DEBOUNCE_MS = 400;
 const RETRY_MS = 1000;
@@ -18,6 +22,7 @@ export class NotebookApp {
     this.root = root;
     this.notebookId = root.dataset.notebookId;
     this.canEdit = root.dataset.canEdit === "true";
+    this.appMode = root.dataset.mode === "app"; // /notebooks/<id>/app/: outputs, prose and inputs only
     this.cellsEl = root.querySelector("#cells");
     this.records = new Map(); // cell id -> {cell, view, pending, timer, inflight: [requestId]}
     this.order = [];
@@ -26,9 +31,16 @@ export class NotebookApp {
     this.nextRequest = 0;
     this.highlighted = null;
     this.running = new Map(); // cell id -> when this page saw it start
+    this.busy = new Set(); // cells queued or running: Stop has something to stop
     this.ticker = null;
     this.synced = false;
-    this.dbPanel = new DbPanel(document.getElementById("db-settings"), { canEdit: this.canEdit, onSave: (value) => this.saveDbConnection(value) });
+    const dbSection = document.getElementById("db-settings");
+    this.dbPanel = dbSection ? new DbPanel(dbSection, { canEdit: this.canEdit, onSave: (value) => this.saveDbConnection(value) }) : null;
+    const historySection = document.getElementById("history");
+    this.historyPanel = historySection ? new HistoryPanel(historySection, { canEdit: this.canEdit, request: (message, about) => this.request(message, about) }) : null;
+    if (this.historyPanel) root.addEventListener("notebook:event", ({ detail }) => this.historyPanel.noticed(detail));
+    configureWidgets({ canEdit: this.canEdit, onSet: ({ widgetId, ...input }) => this.request({ type: "set_input", ...input }, { kind: "set_input", widgetId }) });
+    if (this.canEdit && !this.appMode) bindUndoKeys((type) => this.request({ type }, { kind: type }));
     this.sequencer = new Sequencer({
       onState: (state) => this.applyState(state),
       onEvent: (event) => this.applyEvent(event),
@@ -41,6 +53,14 @@ export class NotebookApp {
       onOpen: () => this.sequencer.reset(),
       onFrame: (frame) => this.sequencer.receive(frame),
       onClose: () => this.connectionLost(),
+    });
+    this.presence = new Presence({
+      send: (message) => this.synced && this.send(message),
+      cellElement: (cellId) => this.records.get(cellId)?.view.element ?? null,
+    });
+    this.cellsEl.addEventListener("focusin", (event) => {
+      const cellId = event.target.closest?.(".cell.live")?.dataset.cellId;
+      if (cellId) this.presence.focusCell(cellId);
     });
     this.bindToolbar();
     document.addEventListener("keydown", (event) => {
@@ -61,6 +81,8 @@ export class NotebookApp {
     on("interrupt", () => this.request({ type: "interrupt" }, { kind: "interrupt" }));
     on("add-python-cell", () => this.createCell("python", this.order.at(-1) ?? null, { focus: true }));
     on("add-sql-cell", () => this.createCell("sql", this.order.at(-1) ?? null, { focus: true }));
+    on("add-markdown-cell", () => this.createCell("markdown", this.order.at(-1) ?? null, { focus: true }));
+    this.setStopEnabled();
   }
 
   // --- sending -------------------------------------------------------------------------
@@ -106,7 +128,7 @@ export class NotebookApp {
   // --- edits: debounced, flushed on blur / run / reconnect ------------------------------------
   edited(view) {
     const record = this.records.get(view.id);
-    if (!record) return;
+    if (!record || record.text) return; // a shared text sends its own changes (sendText)
     record.pending = true;
     clearTimeout(record.timer);
     record.timer = setTimeout(() => this.flush(record), EDIT_DEBOUNCE_MS);
@@ -143,6 +165,7 @@ export class NotebookApp {
     if (!record) return;
     if (this.order.length === 1) {
       // The last cell stays, so the notebook always has somewhere to type: clear it instead.
+      if (record.text) return record.text.replace("");
       record.view.editor.setCode("");
       record.pending = true;
       this.flush(record);
@@ -170,6 +193,7 @@ export class NotebookApp {
     this.synced = false;
     this.root.dataset.synced = "false";
     this.stopTicker();
+    this.presence.disconnected();
     for (const record of this.records.values()) {
       // Unacknowledged edits may never have arrived: send them again after the resync.
       if (record.inflight.length) record.pending = true;
@@ -181,6 +205,7 @@ export class NotebookApp {
   hooks() {
     return {
       canEdit: this.canEdit,
+      appMode: this.appMode,
       onChange: (view) => this.edited(view),
       onBlur: (view) => {
         const record = this.records.get(view.id);
@@ -197,9 +222,13 @@ export class NotebookApp {
   }
 
   addRecord(cell, index) {
-    const view = new CellView(cell, this.hooks());
+    // Every cell's code is a shared text (docs/protocol.md); a server without them sends no `ydoc`.
+    const text = cell.ydoc === undefined ? null : new SharedText(cell, (changed, update) => this.sendText(changed, update));
+    const shared = text && { text, awareness: this.presence.awareness(text) };
+    const view = new CellView(cell, { ...this.hooks(), shared });
     view.element.classList.add("live"); // server-rendered cells lack it and are replaced
-    const record = { cell, view, pending: false, timer: null, inflight: [] };
+    showRunBy(view.element, cell.runBy);
+    const record = { cell, view, text, pending: false, timer: null, inflight: [] };
     this.records.set(cell.id, record);
     const before = this.order[index] ? this.records.get(this.order[index]).view.element : null;
     this.cellsEl.insertBefore(view.element, before);
@@ -212,9 +241,13 @@ export class NotebookApp {
     if (!record) return;
     clearTimeout(record.timer);
     record.view.destroy();
+    record.text?.destroy();
+    this.presence.forgetCell(cellId);
     this.records.delete(cellId);
     this.order.splice(this.order.indexOf(cellId), 1);
     this.running.delete(cellId);
+    this.busy.delete(cellId);
+    this.setStopEnabled();
   }
 
   applyState(state) {
@@ -232,16 +265,34 @@ export class NotebookApp {
         record.cell = cell;
         if (this.order[index] !== cell.id) this.moveRecord(cell.id, index);
         record.view.render(cell);
-        this.reconcileCode(record, cell.code);
+        showRunBy(record.view.element, cell.runBy);
+        if (record.text) this.mergeText(record.text, cell);
+        else this.reconcileCode(record, cell.code);
       }
       this.trackRunning(cell.id, cell.status);
     });
-    this.dbPanel.render(notebook.dbConnection || { connected: false, display: "" });
+    this.dbPanel?.render(notebook.dbConnection || { connected: false, display: "" });
+    this.historyPanel?.changed(); // a restored version, a reload: the timeline moved on
     this.afterChange();
     this.synced = true;
     this.root.dataset.synced = "true"; // a hook for tests: the page shows the server's state
     this.connection.healthy();
     this.flushAll();
+    this.presence.connected();
+  }
+
+  /** A local change of a cell's shared text, sent at once (merged and relayed by the server). */
+  sendText(text, update) {
+    if (!this.synced) return; // kept in the document: merge() sends it after the next state
+    this.send({ type: "text_update", cellId: text.cellId, update: toBase64(update), generation: text.generation });
+  }
+
+  /** A fresh state's copy of a shared text: merged into ours, and what the server lacks (typed
+   * while away, or sent on a socket that closed) goes back as one update. */
+  mergeText(text, cell) {
+    const missing = text.merge(cell);
+    if (!missing) return;
+    if (!this.send({ type: "text_update", cellId: text.cellId, update: toBase64(missing), generation: text.generation })) text.touched = true;
   }
 
   moveRecord(cellId, index) {
@@ -273,6 +324,10 @@ export class NotebookApp {
   }
 
   onCellDeleted(event) {
+    if (this.requests.get(event.requestId)?.kind === "delete_cell") {
+      // Undo in this toast restores this very cell, not whatever this user did last.
+      deletedToast(() => this.request({ type: "restore_cell", cellId: event.cellId }, { kind: "restore_cell" }));
+    }
     this.requests.delete(event.requestId);
     this.removeRecord(event.cellId);
     this.afterChange();
@@ -304,9 +359,23 @@ export class NotebookApp {
   }
 
   onDbConnectionUpdated(event) {
-    this.dbPanel.render(event);
-    if (this.requests.get(event.requestId)?.kind === "db") this.dbPanel.saved();
+    this.dbPanel?.render(event);
+    if (this.requests.get(event.requestId)?.kind === "db") this.dbPanel?.saved();
     this.requests.delete(event.requestId);
+  }
+
+  /** Someone moved an input: the widget follows (unless its user here is moving it), and the
+   * cell's outputs remember the value for when they are drawn again. */
+  onInputChanged(event, record) {
+    this.requests.delete(event.requestId);
+    const output = record?.cell.outputs?.find((item) => item.data?.id === event.widgetId);
+    if (output) output.data.value = event.value;
+    widgetById(event.widgetId)?.remote(event.value, event.requestId);
+  }
+
+  onNotebookRenamed(event) {
+    document.title = document.title.replace(/^.*?( · [^·]*)$/, `${event.name}$1`);
+    for (const heading of document.querySelectorAll(".notebook-name")) heading.textContent = event.name;
   }
 
   onKernelRestarted(event) {
@@ -338,8 +407,8 @@ export class NotebookApp {
    */
   onCellUpdated(event, record) {
     if (!record) return;
-    Object.assign(record.cell, { code: event.code, resultVariable: event.resultVariable, reads: event.reads, writes: event.writes });
-    record.view.setNames(event.reads, event.writes);
+    Object.assign(record.cell, { code: event.code, resultVariable: event.resultVariable, reads: event.reads, writes: event.writes, tables: event.tables || [] });
+    record.view.setNames(event.reads, event.writes, event.tables || []);
     record.view.setResultVariable(event.resultVariable || "");
     const mine = record.inflight.indexOf(event.requestId);
     if (mine >= 0) {
@@ -349,13 +418,30 @@ export class NotebookApp {
     } else if (this.requests.get(event.requestId)?.kind === "result_variable") {
       this.requests.delete(event.requestId);
     }
-    if (!record.pending && !record.inflight.length) record.view.editor.setCode(event.code);
+    // A shared text has the code already (text_update): setting it here would undo newer typing.
+    if (!record.text && !record.pending && !record.inflight.length) record.view.editor.setCode(event.code);
     if (this.highlighted) record.view.setHighlight(this.highlighted);
+  }
+
+  onTextUpdate(event, record) {
+    record?.text?.applyRemote(event.update, event.generation);
+  }
+
+  onTextReset(event, record) {
+    record?.text?.reset(event.ydoc, event.ygen);
+  }
+
+  onPresence(event) {
+    this.presence.receive(event);
   }
 
   onCellStatus(event, record) {
     if (!record) return;
     record.cell.status = event.status;
+    if (event.by) {
+      record.cell.runBy = event.by; // queued and running say who started the run
+      showRunBy(record.view.element, event.by);
+    }
     if (event.status === "running" || event.status === "blocked") {
       // A run starts afresh; a blocked cell shows no results of older code.
       record.cell.stdout = "";
@@ -371,9 +457,17 @@ export class NotebookApp {
 
   applyReply(reply) {
     if (reply.type === "access_changed") return this.roleChanged(reply.role);
-    if (reply.type !== "error") return;
+    // Presence is never in `seq` order; a text_reset answering this page's update is not either.
+    if (reply.type === "presence" || reply.type === "text_reset") return this.applyEvent(reply);
     const about = this.requests.get(reply.requestId);
+    if (reply.type === "history") return this.historyPanel?.show(reply, this.forget(reply.requestId));
+    if (reply.type === "version_saved") return this.historyPanel?.saved(reply, this.forget(reply.requestId));
+    if (reply.type !== "error") return;
     this.requests.delete(reply.requestId);
+    if (about?.kind === "set_input") {
+      widgetById(about.widgetId)?.refused(); // back to the value the server holds
+      return toast(reply.message);
+    }
     const record = about?.cellId ? this.records.get(about.cellId) : null;
     if (about?.kind === "cell_update" && record) {
       record.inflight = record.inflight.filter((id) => id !== reply.requestId);
@@ -390,6 +484,13 @@ export class NotebookApp {
     if (reply.code === "forbidden" && !reply.requestId) this.connection.stop(); // access removed: do not come back
   }
 
+  /** What a request was for, forgotten now that its reply came. */
+  forget(requestId) {
+    const about = this.requests.get(requestId);
+    this.requests.delete(requestId);
+    return about;
+  }
+
   /** The owner changed this user's role: the page is rendered for a role, so load it again. */
   roleChanged(role) {
     toast(`Your role on this notebook is now ${role}; reloading the page.`, { kind: "info" });
@@ -400,9 +501,14 @@ export class NotebookApp {
   trackRunning(cellId, status) {
     if (status === "running") {
       if (!this.running.has(cellId)) this.running.set(cellId, performance.now());
-    } else {
+    } else if (this.running.has(cellId)) {
+      // Finished: the cell keeps showing how long this run took.
+      this.records.get(cellId)?.view.setElapsed(performance.now() - this.running.get(cellId));
       this.running.delete(cellId);
     }
+    if (status === "queued" || status === "running") this.busy.add(cellId);
+    else this.busy.delete(cellId);
+    this.setStopEnabled();
     if (this.running.size && !this.ticker) this.ticker = setInterval(() => this.tick(), 100);
     this.tick();
   }
@@ -411,6 +517,12 @@ export class NotebookApp {
     const now = performance.now();
     for (const [cellId, started] of this.running) this.records.get(cellId)?.view.setElapsed(now - started);
     if (!this.running.size) this.stopTicker();
+  }
+
+  /** Stop is for a run under way: disabled while no cell is queued or running. */
+  setStopEnabled() {
+    const stop = document.getElementById("interrupt");
+    if (stop) stop.disabled = this.busy.size === 0;
   }
 
   /** The elapsed-time ticker of running cells (one interval for all of them). */
@@ -426,7 +538,11 @@ export class NotebookApp {
       this.cellsEl.append(empty);
     }
     empty.hidden = this.order.length > 0;
-    this.order.forEach((cellId, index) => this.records.get(cellId).view.setPlace(index === 0, index === this.order.length - 1));
+    this.order.forEach((cellId, index) => {
+      const { view } = this.records.get(cellId);
+      view.setPlace(index === 0, index === this.order.length - 1);
+      view.setNumber(index + 1);
+    });
     if (this.highlighted) this.highlight(this.highlighted, { keep: true });
   }
 
@@ -449,4 +565,9 @@ const EVENT_HANDLERS = {
   db_connection_updated: NotebookApp.prototype.onDbConnectionUpdated,
   kernel_restarted: NotebookApp.prototype.onKernelRestarted,
   kernel_error: NotebookApp.prototype.onKernelError,
+  input_changed: NotebookApp.prototype.onInputChanged,
+  notebook_renamed: NotebookApp.prototype.onNotebookRenamed,
+  text_update: NotebookApp.prototype.onTextUpdate,
+  text_reset: NotebookApp.prototype.onTextReset,
+  presence: NotebookApp.prototype.onPresence,
 };

@@ -4,9 +4,10 @@
 import { LazyEditor } from "./editor.js";
 import { el, formatElapsed, renderError } from "./dom.js";
 import { renderOutput, shownOutputs } from "./outputs.js";
+import { MarkdownMode } from "./markdown_view.js";
 import { unwatchProximity, watchProximity } from "./proximity.js";
 
-const TYPE_LABELS = { python: "Python", sql: "SQL" };
+const TYPE_LABELS = { python: "Python", sql: "SQL", markdown: "Markdown" };
 
 export class CellView {
   /**
@@ -44,12 +45,13 @@ export class CellView {
       onRun: (advance) => hooks.onRun(this, advance),
       onNavigate: (direction) => hooks.onNavigate(this, direction),
     });
+    if (cell.type === "markdown") this.markdown = new MarkdownMode(this, { canEdit: hooks.canEdit && !hooks.appMode });
     this.render(cell);
     watchProximity(this.element, { near: () => this.cameNear(), far: () => this.editor.release() });
   }
 
   cameNear() {
-    if (!this.near && this.hooks.canEdit) {
+    if (!this.near && this.hooks.canEdit && !this.hooks.appMode) {
       // Built here rather than for every cell up front: most of a long notebook's cells
       // are never near the viewport.
       this.header.append(this.buildActions());
@@ -57,7 +59,7 @@ export class CellView {
       this.setPlace(...this.place);
     }
     this.near = true;
-    this.editor.materialize();
+    if (!this.hooks.appMode) this.editor.materialize(); // the app view shows no code
     for (const load of this.loads.splice(0)) load();
   }
 
@@ -68,12 +70,12 @@ export class CellView {
         this.hooks.onAdd(this, where, type);
       },
     }, `${label} cell ${where}`);
-    const addAbove = [add("above", "python", "Python"), add("above", "sql", "SQL")];
+    const addAbove = [add("above", "python", "Python"), add("above", "sql", "SQL"), add("above", "markdown", "Markdown")];
     return el("span.cell-actions", {},
       el("button.run-cell", { type: "button", title: "Run this cell (Ctrl+Enter; Shift+Enter runs and moves on)", onclick: () => this.hooks.onRun(this, false) }, "▶ Run"),
       el("details.cell-menu", {},
         el("summary", { title: "Add a cell above or below" }, "+ Add"),
-        el("div.cell-menu-items", {}, ...addAbove, add("below", "python", "Python"), add("below", "sql", "SQL"))),
+        el("div.cell-menu-items", {}, ...addAbove, add("below", "python", "Python"), add("below", "sql", "SQL"), add("below", "markdown", "Markdown"))),
       this.moveUp = el("button.move-cell.move-up", { type: "button", title: "Move this cell up", "aria-label": "Move up", onclick: () => this.hooks.onMove(this, -1) }, "↑"),
       this.moveDown = el("button.move-cell.move-down", { type: "button", title: "Move this cell down", "aria-label": "Move down", onclick: () => this.hooks.onMove(this, 1) }, "↓"),
       el("button.delete-cell", { type: "button", title: "Delete this cell", onclick: () => this.hooks.onDelete(this) }, "Delete"),
@@ -86,7 +88,16 @@ export class CellView {
       type: "button", dataset: { cellType: type }, title: `Add a ${label} cell below`,
       onclick: () => this.hooks.onAdd(this, "below", type),
     }, `+ ${label}`);
-    return el("div.cell-insert", {}, button("python", "Python"), button("sql", "SQL"));
+    return el("div.cell-insert", {}, button("python", "Python"), button("sql", "SQL"), button("markdown", "Markdown"));
+  }
+
+  /** The cell's place, 1-based, as the server's messages name it ("cell 5 (first line…)"). */
+  setNumber(number) {
+    if (!this.number) {
+      this.number = el("span.cell-number", { title: "The cell's place in the notebook" });
+      this.header.prepend(this.number);
+    }
+    this.number.textContent = `[${number}]`;
   }
 
   /** Where the cell stands, for the move buttons (nothing above the first, below the last). */
@@ -120,7 +131,7 @@ export class CellView {
   render(cell) {
     this.setStatus(cell.status);
     this.setResultVariable(cell.resultVariable || "");
-    this.setNames(cell.reads || [], cell.writes || []);
+    this.setNames(cell.reads || [], cell.writes || [], cell.tables || []);
     this.setStdout(cell.stdout || "", cell.stdoutRef);
     this.setOutputs(cell.outputs || []);
     this.setError(cell.error, cell.status);
@@ -132,7 +143,8 @@ export class CellView {
     this.element.classList.add(`status-${status}`);
     this.status.dataset.status = status;
     this.status.textContent = status;
-    if (status !== "running") this.elapsed.hidden = true;
+    // The last run's duration stays after it ends (app.js sets it); a cell with no results hides it.
+    if (status === "idle" || status === "blocked") this.elapsed.hidden = true;
   }
 
   setElapsed(ms) {
@@ -146,14 +158,15 @@ export class CellView {
     if (this.resultCode) this.resultCode.textContent = name;
   }
 
-  setNames(reads, writes) {
-    this.reads = reads;
+  /** Python cells read and write names; a SQL cell reads its {placeholders} and its `tables`. */
+  setNames(reads, writes, tables = []) {
+    this.reads = [...reads, ...tables];
     this.writes = writes;
     const group = (kind, names) => names.length
-      ? el(`span.names.${kind}`, {}, kind === "reads" ? "reads" : "writes",
+      ? el(`span.names.${kind}`, {}, kind,
         ...names.map((name) => el("button.name", { type: "button", dataset: { name }, title: `Highlight the cells that define or use ${name}`, onclick: () => this.hooks.onName(name) }, name)))
       : null;
-    this.names.replaceChildren(...[group("reads", reads), group("writes", writes)].filter(Boolean));
+    this.names.replaceChildren(...[group("reads", reads), group("tables", tables), group("writes", writes)].filter(Boolean));
   }
 
   /** A run starts: what the previous run showed goes away. */
@@ -187,6 +200,7 @@ export class CellView {
     const items = shownOutputs(outputs).map(renderOutput);
     this.outputs.replaceChildren(...items.map((item) => item.node));
     for (const item of items) if (item.load) this.loads.push(item.load);
+    this.markdown?.update(outputs);
     if (this.near) for (const load of this.loads.splice(0)) load();
   }
 

@@ -21,7 +21,8 @@ export function el(spec, attrs = {}, ...children) {
 
 /** The children of a .cell-error block: "ename: evalue" then the traceback. */
 export function renderError(error) {
-  const nodes = [el("strong", { text: `${error.ename || "Error"}: ${error.evalue || ""}` })];
+  // Preformatted and monospace: a database's message points at the query with a caret line.
+  const nodes = [el("strong.error-head", { text: `${error.ename || "Error"}: ${error.evalue || ""}` })];
   const traceback = Array.isArray(error.traceback) ? error.traceback : [];
   // Entries may end with their own newline (Python's format_exception) or not.
   if (traceback.length) nodes.push(el("pre", { text: traceback.map((line) => String(line).replace(/\n$/, "")).join("\n") }));

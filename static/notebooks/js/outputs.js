@@ -1,7 +1,10 @@
 // Rendering a cell's outputs (docs/protocol.md: text/plain, text/html, image/png, inline or by
-// reference). Cheap ones are built at once; HTML frames and outputs by reference are placeholders
-// with a `load()` the cell view calls when the cell comes near the viewport.
+// reference; markdown in markdown_view.js, inputs in widgets.js). Cheap ones are built at once;
+// HTML frames and outputs by reference are placeholders with a `load()` the cell view calls when
+// the cell comes near the viewport.
 import { el } from "./dom.js";
+import { MARKDOWN_MIME, renderMarkdown } from "./markdown_view.js";
+import { UI_MIME, renderWidget } from "./widgets.js";
 
 /** What to show of a cell's outputs: a value's text/plain is dropped when its text/html
  * follows it (the richest form wins; notebooks_app/models.py Cell.shown_outputs does the same). */
@@ -17,6 +20,8 @@ export function renderOutput(output) {
     return { node: el("img.output.output-image", { alt: "cell output", src: `data:image/png;base64,${String(data).replace(/[^A-Za-z0-9+/=]/g, "")}` }) };
   }
   if (mimeType === "text/html") return inlineHtmlOutput(String(data));
+  if (mimeType === MARKDOWN_MIME) return renderMarkdown(data);
+  if (mimeType === UI_MIME) return renderWidget(output);
   return { node: el("pre.output.output-text", { text: String(data ?? "") }) };
 }
 

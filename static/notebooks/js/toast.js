@@ -11,8 +11,10 @@ function container() {
   return region;
 }
 
-export function toast(message, { kind = "error", timeout = 6000 } = {}) {
+/** `action`: {label, className, onclick} adds a button ("Cell deleted · Undo"). */
+export function toast(message, { kind = "error", timeout = 6000, action = null } = {}) {
   const item = el(`div.toast.toast-${kind}`, {}, el("span", { text: message }));
+  if (action) item.append(el(`button.link.toast-action${action.className ? `.${action.className}` : ""}`, { type: "button", onclick: action.onclick }, action.label));
   const close = el("button.link.toast-close", { type: "button", "aria-label": "Dismiss", onclick: () => item.remove() }, "×");
   item.append(close);
   container().append(item);
