@@ -12,7 +12,7 @@ const TYPE_LABELS = { python: "Python", sql: "SQL", markdown: "Markdown" };
 export class CellView {
   /**
    * @param {object} cell  the cell as the protocol sends it
-   * @param {object} hooks {canEdit, onChange, onBlur, onRun, onNavigate, onDelete, onAdd, onMove, onName, onResultVariable}
+   * @param {object} hooks {canEdit, onChange, onBlur, onRun, onNavigate, onDelete, onAdd, onMove, onName, onResultVariable, shared}
    */
   constructor(cell, hooks) {
     this.id = cell.id;
@@ -44,6 +44,7 @@ export class CellView {
       onBlur: () => hooks.onBlur(this),
       onRun: (advance) => hooks.onRun(this, advance),
       onNavigate: (direction) => hooks.onNavigate(this, direction),
+      shared: hooks.shared, // {text, awareness}: the cell's shared text (shared_text.js), when it has one
     });
     if (cell.type === "markdown") this.markdown = new MarkdownMode(this, { canEdit: hooks.canEdit && !hooks.appMode });
     this.render(cell);

@@ -6,6 +6,7 @@ import {
   basicSetup, EditorView, EditorState, Prec, keymap, closeCompletion, completionStatus, indentUnit, python, sql, PostgreSQL,
 } from "../vendor/codemirror.bundle.js";
 import { el } from "./dom.js";
+import { collab } from "./shared_text.js";
 
 const theme = EditorView.theme({
   "&": { fontSize: "13px" },
@@ -51,26 +52,47 @@ export class CellEditor {
       { key: "ArrowUp", run: (view) => this.atEdge(view, -1) && options.onNavigate(-1) },
       { key: "ArrowDown", run: (view) => this.atEdge(view, 1) && options.onNavigate(1) },
     ]));
-    this.view = new EditorView({
-      parent,
-      state: EditorState.create({
-        doc: options.code,
-        extensions: [
-          keys,
-          basicSetup,
-          indentUnit.of("    "),
-          language(options.cellType),
-          theme,
-          EditorState.readOnly.of(options.readOnly),
-          EditorView.editable.of(!options.readOnly),
-          EditorView.updateListener.of((update) => {
-            if (update.docChanged && !this.remote) options.onChange(this.code);
-            if (update.focusChanged && !update.view.hasFocus) options.onBlur();
-          }),
-          EditorView.contentAttributes.of({ "aria-label": `${options.cellType === "sql" ? "SQL" : "Python"} cell code` }),
-        ],
-      }),
+    this.keys = keys;
+    // A shared text (shared_text.js) is the editor's document: it starts from it and follows it.
+    const doc = options.shared ? options.shared.text.ensure().text : options.code;
+    this.view = new EditorView({ parent, state: this.createState(doc) });
+    this.unbind = options.shared?.text.on("rebind", () => this.rebind());
+  }
+
+  createState(doc, selection) {
+    const { options } = this;
+    this.undoManager?.destroy();
+    const shared = options.shared ? collab(options.shared) : null;
+    this.undoManager = shared?.undoManager;
+    return EditorState.create({
+      doc,
+      selection,
+      extensions: [
+        this.keys,
+        basicSetup,
+        indentUnit.of("    "),
+        language(options.cellType),
+        theme,
+        EditorState.readOnly.of(options.readOnly),
+        EditorView.editable.of(!options.readOnly),
+        EditorView.updateListener.of((update) => {
+          if (update.docChanged && !this.remote) options.onChange(this.code);
+          if (update.focusChanged && !update.view.hasFocus) options.onBlur();
+        }),
+        EditorView.contentAttributes.of({ "aria-label": `${options.cellType === "sql" ? "SQL" : "Python"} cell code` }),
+        shared ? shared.extension : [],
+      ],
     });
+  }
+
+  /** The shared text has a new document (text_reset): a new state bound to it, cursor kept near. */
+  rebind() {
+    const { view } = this;
+    const text = this.options.shared.text.text;
+    const head = Math.min(view.state.selection.main.head, text.length);
+    const focused = view.hasFocus;
+    view.setState(this.createState(text, { anchor: head }));
+    if (focused) view.focus();
   }
 
   atEdge(view, direction) {
@@ -104,6 +126,8 @@ export class CellEditor {
   }
 
   destroy() {
+    this.unbind?.();
+    this.undoManager?.destroy();
     this.view.destroy();
   }
 }
@@ -118,10 +142,12 @@ export class LazyEditor {
   constructor(parent, options) {
     this.parent = parent;
     this.options = options;
-    this.text = options.code;
+    this.text = options.shared ? options.shared.text.text : options.code;
     this.editor = null;
+    // The shared text changes while the cell shows its <pre>: the <pre> follows it.
+    this.unfollow = options.shared?.text.on("text", (shared) => this.editor || this.setCode(shared.text));
     this.preview = el("pre.cell-code-preview", {
-      tabindex: 0, text: options.code, "aria-label": `${options.cellType === "sql" ? "SQL" : "Python"} cell code`,
+      tabindex: 0, text: this.text, "aria-label": `${options.cellType === "sql" ? "SQL" : "Python"} cell code`,
       onfocus: () => this.focus("start"),
       onmousedown: (event) => this.clicked(event),
     });
@@ -174,6 +200,7 @@ export class LazyEditor {
   }
 
   destroy() {
+    this.unfollow?.();
     this.editor?.destroy();
   }
 }
