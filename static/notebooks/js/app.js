@@ -223,9 +223,10 @@ export class NotebookApp {
 
   addRecord(cell, index) {
     // Every cell's code is a shared text (docs/protocol.md); a server without them sends no `ydoc`.
-    const text = cell.ydoc === undefined ? null : new SharedText(cell, (changed, update) => this.sendText(changed, update));
+    // The app view shows no code: its cells hold none and have no shared text.
+    const text = cell.ydoc === undefined || this.appMode ? null : new SharedText(cell, (changed, update) => this.sendText(changed, update));
     const shared = text && { text, awareness: this.presence.awareness(text) };
-    const view = new CellView(cell, { ...this.hooks(), shared });
+    const view = new CellView(this.appMode ? { ...cell, code: "" } : cell, { ...this.hooks(), shared });
     view.element.classList.add("live"); // server-rendered cells lack it and are replaced
     showRunBy(view.element, cell.runBy);
     const record = { cell, view, text, pending: false, timer: null, inflight: [] };
@@ -304,6 +305,7 @@ export class NotebookApp {
 
   /** The server holds `code`: show it unless this page has an edit on its way that will replace it. */
   reconcileCode(record, code) {
+    if (this.appMode) return;
     if (record.pending || record.inflight.length) {
       if (record.view.editor.code === code && !record.inflight.length) record.pending = false;
       return;
@@ -419,7 +421,7 @@ export class NotebookApp {
       this.requests.delete(event.requestId);
     }
     // A shared text has the code already (text_update): setting it here would undo newer typing.
-    if (!record.text && !record.pending && !record.inflight.length) record.view.editor.setCode(event.code);
+    if (!record.text && !record.pending && !record.inflight.length && !this.appMode) record.view.editor.setCode(event.code);
     if (this.highlighted) record.view.setHighlight(this.highlighted);
   }
 
