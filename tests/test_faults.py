@@ -5,11 +5,15 @@ events alone, converge to the database, that no committed edit is lost, and that
 server's logs hold no traceback.
 """
 import asyncio
+import json
 import os
 import signal
 import time
 
 import pytest
+import websockets
+
+from notebooks_app.middleware import CLOSE_TRY_AGAIN_LATER
 
 from .faults import Cluster, FoldingClient, converged, no_transient, readiness, runner_pids
 
@@ -72,6 +76,9 @@ async def test_redis_restart_is_survived_by_daphne_and_the_worker(cluster):
     # The worker is the same process, with a's value still in its kernel: running b alone works.
     await eventually(lambda: readiness(cluster)[0] == 200, what="readyz after Redis came back")
     assert cluster.worker.poll() is None and cluster.worker.pid == worker_pid
+    # The socket's process resubscribed and resynced it (a state, or a fresh connection): only
+    # then can events reach it again; readyz asks Redis itself and may answer sooner.
+    await client.wait_for(lambda e: e["type"] in ("notebook_state", "reconnected"), timeout=60)
     await client.request(type="cell_update", cellId=b, code="b = a + 3\nb")
     events = []
     await client.send(type="run_cell", cellId=b)
@@ -89,6 +96,48 @@ async def test_redis_restart_is_survived_by_daphne_and_the_worker(cluster):
     await fresh.close()
 
 
+async def open_refused(cluster, notebook):
+    """Open a socket on `notebook` and read it to its end: (the frames it got, its close code)."""
+    url = cluster.url.replace("http://", "ws://") + f"/ws/notebooks/{notebook}/"
+    frames = []
+    async with websockets.connect(url, additional_headers={"Cookie": cluster.cookie, "Origin": cluster.url}, open_timeout=30) as ws:
+        try:
+            while True:
+                frames.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        except websockets.exceptions.ConnectionClosed as exc:
+            return frames, exc.rcvd.code if exc.rcvd else None
+
+
+async def test_a_socket_connecting_while_redis_is_down_is_told_to_retry_then_gets_its_state(cluster):
+    notebook = cluster.new_notebook()
+    client = await FoldingClient(cluster, notebook).connect()
+    a = await create(client, "a = 3")
+    await run_and_wait(client, a)
+    await client.close()
+
+    cluster.redis.stop()
+    try:
+        # At once (this Daphne's pub/sub connection may not have noticed yet), and again once
+        # it has: each time a clear `unavailable`, then 4013 (try again later), never a hang.
+        for pause in (0, 1.5):
+            await asyncio.sleep(pause)
+            frames, code = await open_refused(cluster, notebook)
+            assert code == CLOSE_TRY_AGAIN_LATER, (frames, code)
+            assert [(f["type"], f.get("code")) for f in frames] == [("error", "unavailable")], frames
+    finally:
+        cluster.redis.start()
+
+    # Redis is back: a new socket gets its state (retrying while the layers reconnect), and
+    # the notebook works as before.
+    fresh = await FoldingClient(cluster, notebook).connect(timeout=60)
+    assert fresh.order == [a] and fresh.cells[a]["status"] == "success"
+    b = await create(fresh, "b = a * 2\nb")
+    await run_and_wait(fresh, b)
+    order, cells = await converged(fresh, cluster, notebook, settled=no_transient)
+    assert order == [a, b] and cells[b] == ("b = a * 2\nb", "success")
+    await fresh.close()
+
+
 async def test_postgresql_restart_gives_clear_errors_then_works(cluster):
     notebook = cluster.new_notebook()
     client = await FoldingClient(cluster, notebook).connect()
@@ -99,6 +148,9 @@ async def test_postgresql_restart_gives_clear_errors_then_works(cluster):
     assert status == 503 and "Temporarily unavailable" in body
     reply = await client.request(type="cell_update", cellId=a, code="a = 2", timeout=30)
     assert reply["type"] == "error" and reply["code"] == "unavailable", reply
+    # A new socket (its session cannot be read) is told so and to try again later.
+    frames, code = await open_refused(cluster, notebook)
+    assert code == CLOSE_TRY_AGAIN_LATER and [(f["type"], f.get("code")) for f in frames] == [("error", "unavailable")], (frames, code)
     status, body = readiness(cluster)
     assert status == 503 and body["checks"]["database"] != "ok" and body["checks"]["redis"] == "ok", body
     cluster.pg.start()
