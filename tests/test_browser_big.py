@@ -14,6 +14,7 @@ import hashlib
 import random
 import re
 import struct
+import time
 import zlib
 
 import pytest
@@ -79,6 +80,7 @@ async def new_page(chromium):  # noqa: F811
         context = await chromium.new_context(viewport={"width": 1100, "height": 900})
         contexts.append(context)
         page = await context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
         page.errors = []
         page.on("pageerror", lambda error: page.errors.append(str(error)))
         return page
@@ -91,7 +93,7 @@ async def new_page(chromium):  # noqa: F811
 
 
 def cell(page, cell_id):
-    return page.locator(f'#cells .cell.live[data-cell-id="{cell_id}"]')
+    return page.locator(f"#cell-{cell_id}.live")
 
 
 async def test_large_outputs_load_by_reference_and_the_image_when_scrolled_to(new_page, daphne, notebook):  # noqa: F811
@@ -184,6 +186,9 @@ async def test_a_notebook_of_10000_cells_opens_without_freezing_and_scrolls_to_i
     await log_in(page, daphne, "bob")
     cdp = await page.context.new_cdp_session(page)
     await cdp.send("Performance.enable")
+    state_frames = []  # when the state's frames reached the browser: the server's share of the time
+    page.on("websocket", lambda socket: socket.on("framereceived", lambda frame: state_frames.append(time.monotonic()) if "notebook_state" in frame[:200] else None))
+    started = time.monotonic()
     await page.goto(f"{daphne}/notebooks/{notebook.pk}/", wait_until="commit")
     await page.wait_for_function("() => document.getElementById('notebook')?.dataset.synced === 'true'", polling=50, timeout=60_000)
     # Responsive: a frame is drawn and a task runs after it.
@@ -205,7 +210,8 @@ async def test_a_notebook_of_10000_cells_opens_without_freezing_and_scrolls_to_i
     with capsys.disabled():
         print(
             f"\n10,000 cells, 50 MB of outputs: HTML received {timing['html']:.0f} ms, DOMContentLoaded"
-            f" {timing['domContentLoaded']:.0f} ms, state shown {timing['synced']:.0f} ms, responsive"
+            f" {timing['domContentLoaded']:.0f} ms, state frames received {(state_frames[0] - started) * 1000:.0f}"
+            f" - {(state_frames[-1] - started) * 1000:.0f} ms ({len(state_frames)}), state shown {timing['synced']:.0f} ms, responsive"
             f" {timing['responsive']:.0f} ms after navigation; JS heap {metrics['JSHeapUsedSize'] / 2**20:.0f} MB"
             f" (of {metrics['JSHeapTotalSize'] / 2**20:.0f}), {metrics['Nodes']:.0f} DOM nodes,"
             f" {counts['editors']} editors, {counts['fetched']} outputs fetched"
@@ -214,79 +220,19 @@ async def test_a_notebook_of_10000_cells_opens_without_freezing_and_scrolls_to_i
     assert counts["editors"] < 100 and counts["fetched"] < 20  # built and fetched near the viewport only
     assert timing["responsive"] - timing["synced"] < 5_000  # a sanity bound, not a benchmark
 
-    last = cell(page, ids[-1])
-    # Not Playwright's scroll_into_view_if_needed: it waits for a layout that stops moving, and
-    # cells that come into view take their real size (content-visibility) as it scrolls.
-    await last.evaluate("cell => cell.scrollIntoView()")
-    await expect(last.locator(".cm-line").first).to_have_text("v9999 = 9999", timeout=TIMEOUT_MS)
-    await expect(last.locator(".cell-outputs .output-text")).to_contain_text("9999 xxx")
-    # Keyboard navigation reaches cells whose editor does not exist yet.
-    await last.locator(".cm-content").click()
+    # Jump to the end. Waited for with sparse polling: Playwright's locators check visibility on
+    # every poll, which forces a style and layout pass of the whole page each time.
+    scrolled = time.monotonic()
+    await cell(page, ids[-1]).evaluate("cell => cell.scrollIntoView()")
+    last = f"#cell-{ids[-1]}"
+    await page.wait_for_function(f"() => document.querySelector('{last} .cm-line')?.textContent === 'v9999 = 9999'", polling=250, timeout=90_000)
+    with capsys.disabled():
+        print(f"the last cell's editor {(time.monotonic() - scrolled) * 1000:.0f} ms after jumping to the end")
+    assert "9999 xxx" in await page.locator(f"{last} .cell-outputs .output-text").text_content()
+    # Keyboard navigation reaches a cell whose editor may not exist yet: it is made on the way.
+    await page.locator(f"{last} .cm-content").focus()
     await page.keyboard.press("Control+Home")
     await page.keyboard.press("ArrowUp")
-    await expect(cell(page, ids[-2]).locator(".cm-content")).to_be_focused()
-
-
-# Every socket the page makes, when it was made (on the page's clock) and how many have closed.
-COUNT_SOCKETS = """
-window.socketTimes = [];
-window.socketCloses = 0;
-const Routed = window.WebSocket;
-window.WebSocket = class extends Routed {
-  constructor(...args) {
-    super(...args);
-    window.socketTimes.push(performance.now());
-    this.addEventListener("close", () => { window.socketCloses += 1; });
-  }
-};
-"""
-
-
-async def open_failing(page, daphne, notebook, code):  # noqa: F811
-    """Open the notebook with every socket closed by "the server" with `code` at once."""
-    await log_in(page, daphne, "bob")
-    await page.route_web_socket(re.compile(r"/ws/notebooks/"), lambda socket: asyncio.ensure_future(socket.close(code=code, reason="test")))
-    await page.add_init_script(COUNT_SOCKETS)  # after the route's own script: wraps its WebSocket
-    await page.clock.install()
-    await page.goto(f"{daphne}/notebooks/{notebook.pk}/")
-    await page.wait_for_function("() => window.socketCloses >= 1")
-
-
-async def sockets(page):
-    return await page.evaluate("() => [window.socketTimes, window.socketCloses, Boolean(document.getElementById('connection-lost'))]")
-
-
-async def test_a_socket_closed_by_the_server_again_and_again_backs_off_then_offers_a_reload(new_page, daphne, notebook):  # noqa: F811
-    page = await new_page()
-    await open_failing(page, daphne, notebook, 1013)  # try again later: the database or Redis is down
-    # Run the page's clock 100 ms at a time, only while it waits for a timer (no socket open).
-    for _ in range(1_000):
-        times, closes, gave_up = await sockets(page)
-        if gave_up:
-            break
-        if closes < len(times):
-            await page.wait_for_function(f"() => window.socketCloses >= {len(times)}")
-        else:
-            await page.clock.run_for(100)
-    times, closes, gave_up = await sockets(page)
-    assert gave_up and len(times) == 6, times
-    gaps = [(b - a) / 1000 for a, b in zip(times, times[1:])]
-    for failures, gap in enumerate(gaps, start=1):  # 0.5 s doubling, ±50 %
-        base = 0.5 * 2 ** (failures - 1)
-        assert base * 0.5 - 0.15 <= gap <= base * 1.5 + 0.15, gaps
-    banner = page.locator("#connection-lost")
-    await expect(banner).to_contain_text("temporarily unavailable")
-    await expect(page.locator("#connection-indicator")).to_have_attribute("data-state", "offline")
-    await page.clock.run_for(10 * 60_000)  # it has stopped for good
-    assert len((await sockets(page))[0]) == 6
-    async with page.expect_navigation():
-        await banner.locator("button#reload").click()
-
-
-async def test_a_socket_closed_as_not_found_stops_at_once_and_says_why(new_page, daphne, notebook):  # noqa: F811
-    page = await new_page()
-    await open_failing(page, daphne, notebook, 4404)
-    await expect(page.locator("#connection-lost")).to_contain_text("does not exist")
-    await page.clock.run_for(60_000)
-    times, closes, _ = await sockets(page)
-    assert len(times) == 1 and closes == 1
+    previous = f"#cell-{ids[-2]}"
+    await page.wait_for_function(f"() => document.activeElement?.closest('.cell') === document.querySelector('{previous}')", polling=250, timeout=30_000)
+    assert await page.evaluate(f"() => document.activeElement.matches('{previous} .cm-content')")

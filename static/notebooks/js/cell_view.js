@@ -5,9 +5,23 @@ import { LazyEditor } from "./editor.js";
 import { el, formatElapsed, renderError } from "./dom.js";
 import { renderOutput, shownOutputs } from "./outputs.js";
 import { MarkdownMode } from "./markdown_view.js";
-import { unwatchProximity, watchProximity } from "./proximity.js";
+import { inFrames, unwatchProximity, watchProximity } from "./proximity.js";
 
 const TYPE_LABELS = { python: "Python", sql: "SQL", markdown: "Markdown" };
+
+let skeleton = null;
+
+/** The elements every cell has, made once and cloned: a big notebook builds thousands at once. */
+function cellSkeleton() {
+  skeleton ??= el("article.cell", {},
+    el("header.cell-header", {}, el("span.cell-type"), el("span.cell-status"), el("span.cell-elapsed", { hidden: true }), el("span.cell-names")),
+    el("div.cell-editor"),
+    el("div.cell-message", { role: "alert", hidden: true }),
+    el("div.cell-stdout", { hidden: true }, el("a.stdout-more", { hidden: true, target: "_blank", rel: "noopener" }), el("pre")),
+    el("div.cell-outputs"),
+    el("div.cell-error", { hidden: true }));
+  return skeleton.cloneNode(true);
+}
 
 export class CellView {
   /**
@@ -21,21 +35,15 @@ export class CellView {
     this.near = false; // near the viewport at least once: actions, editor and outputs are built
     this.place = [false, false]; // first, last: for the move buttons, once they exist
     this.loads = []; // outputs waiting to be built or fetched until the cell is near
-    this.element = el("article.cell", { id: `cell-${cell.id}`, dataset: { cellId: cell.id, cellType: cell.type } });
-    this.status = el("span.cell-status");
-    this.elapsed = el("span.cell-elapsed", { hidden: true });
-    this.names = el("span.cell-names");
-    this.header = el("header.cell-header", {}, el("span.cell-type", { text: TYPE_LABELS[cell.type] || cell.type }));
-    if (cell.type === "sql") this.header.append(this.buildResultVariable(cell));
-    this.header.append(this.status, this.elapsed, this.names);
-    this.editorHost = el("div.cell-editor");
-    this.message = el("div.cell-message", { role: "alert", hidden: true });
-    this.stdoutMore = el("a.stdout-more", { hidden: true, target: "_blank", rel: "noopener" });
-    this.stdoutText = el("pre");
-    this.stdout = el("div.cell-stdout", { hidden: true }, this.stdoutMore, this.stdoutText);
-    this.outputs = el("div.cell-outputs");
-    this.error = el("div.cell-error", { hidden: true });
-    this.element.append(this.header, this.editorHost, this.message, this.stdout, this.outputs, this.error);
+    this.element = cellSkeleton();
+    this.element.id = `cell-${cell.id}`;
+    Object.assign(this.element.dataset, { cellId: cell.id, cellType: cell.type });
+    [this.header, this.editorHost, this.message, this.stdout, this.outputs, this.error] = this.element.children;
+    const [type, status, elapsed, names] = this.header.children;
+    [this.status, this.elapsed, this.names] = [status, elapsed, names];
+    type.textContent = TYPE_LABELS[cell.type] || cell.type;
+    if (cell.type === "sql") this.header.insertBefore(this.buildResultVariable(cell), status);
+    [this.stdoutMore, this.stdoutText] = this.stdout.children;
     this.editor = new LazyEditor(this.editorHost, {
       code: cell.code,
       cellType: cell.type,
@@ -60,7 +68,9 @@ export class CellView {
       this.setPlace(...this.place);
     }
     this.near = true;
-    if (!this.hooks.appMode) this.editor.materialize(); // the app view shows no code
+    inFrames(() => {
+      if (this.element.isConnected && !this.hooks.appMode) this.editor.materialize(); // the app view shows no code
+    });
     for (const load of this.loads.splice(0)) load();
   }
 

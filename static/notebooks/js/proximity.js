@@ -1,9 +1,10 @@
 // Which cells are near the viewport, for the work a big notebook defers: editors are created
 // near it and let go far from it, outputs load near it. Two IntersectionObservers serve every
-// cell of the page (not one per cell).
+// cell of the page (not one per cell); `inFrames` spreads the work over animation frames.
 
-const NEAR_MARGIN = "800px 0px"; // closer than this to the viewport: create, load
+const NEAR_MARGIN = "300px 0px"; // closer than this to the viewport: create, load
 const FAR_MARGIN = "3000px 0px"; // further than this: what can be made again may be let go
+const FRAME_BUDGET_MS = 12; // inFrames: work per frame, beyond the first task
 
 let shared = null;
 
@@ -13,7 +14,10 @@ class Proximity {
     const report = (which) => (entries) => {
       for (const entry of entries) {
         const watcher = this.watchers.get(entry.target);
-        if (which === "near" && entry.isIntersecting) watcher?.near();
+        if (which === "near" && entry.isIntersecting && watcher) {
+          watcher.near();
+          this.farObserver.observe(entry.target); // only what came near has anything to let go
+        }
         if (which === "far" && !entry.isIntersecting) watcher?.far();
       }
     };
@@ -24,7 +28,6 @@ class Proximity {
   watch(element, watcher) {
     this.watchers.set(element, watcher);
     this.nearObserver.observe(element);
-    this.farObserver.observe(element);
   }
 
   unwatch(element) {
@@ -42,4 +45,28 @@ export function watchProximity(element, { near, far }) {
 
 export function unwatchProximity(element) {
   shared?.unwatch(element);
+}
+
+const queue = [];
+let frameRequested = false;
+
+/** Run `task` in a coming animation frame, as many per frame as fit in FRAME_BUDGET_MS: the
+ * dozen editors of a big notebook opening do not hold the tab all at once. */
+export function inFrames(task) {
+  queue.push(task);
+  if (!frameRequested) {
+    frameRequested = true;
+    requestAnimationFrame(runQueued);
+  }
+}
+
+function runQueued() {
+  const start = performance.now();
+  try {
+    do queue.shift()();
+    while (queue.length && performance.now() - start < FRAME_BUDGET_MS);
+  } finally {
+    frameRequested = queue.length > 0;
+    if (frameRequested) requestAnimationFrame(runQueued);
+  }
 }
