@@ -452,10 +452,14 @@ def test_two_pages_screenshot(open_page, notebook, tmp_path):
         page.set_viewport_size({"width": 1100, "height": 640})
     alice.screenshot(path=shots[0])
     bob.screenshot(path=shots[1])
-    if os.environ.get("UPDATE_SCREENSHOT"):
-        from PIL import Image
+    from PIL import Image
 
-        left, right = (Image.open(path) for path in shots)
+    left, right = (Image.open(path) for path in shots)
+    for image in (left, right):
+        # What the README shows: the whole viewport, drawn (not a blank or half-loaded page).
+        assert image.size == (1100, 640)
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50
+    if os.environ.get("UPDATE_SCREENSHOT"):
         combined = Image.new("RGB", (left.width + right.width + 16, max(left.height, right.height)), "#c5cad6")
         combined.paste(left, (0, 0))
         combined.paste(right, (left.width + 16, 0))
