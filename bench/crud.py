@@ -31,7 +31,9 @@ async def everyone_sees(clients, request_id, kind):
 
 
 async def measure(cluster, args):
+    """Prints the table; returns {others: (create summary, delete summary)} (bench/history.py)."""
     report = Report("crud", await cluster.floor())
+    results = {}
     for others in args.others:
         notebook_id = await cluster.anotebook(["a = 1"])
         clients = await cluster.clients(notebook_id, others + 1)
@@ -50,9 +52,12 @@ async def measure(cluster, args):
             if i:
                 creates.append(created)
                 deletes.append(deleted)
-        report.row(f"create_cell, {others} other clients: all {others + 1} have it", creates)
-        report.row(f"delete_cell, {others} other clients: all {others + 1} have it", deletes)
+        results[others] = (
+            report.row(f"create_cell, {others} other clients: all {others + 1} have it", creates),
+            report.row(f"delete_cell, {others} other clients: all {others + 1} have it", deletes),
+        )
         await asyncio.gather(*(c.close() for c in clients))
+    return results
 
 
 def main(argv=None):

@@ -74,3 +74,18 @@ def test_keystroke_benchmark(transactional_db):
         assert re.search(rf"verdict: {case}: p50 [\d.]+ ms, p99 [\d.]+ ms = [\d.]+x / [\d.]+x the floor", output)
     assert "presence relayed socket -> socket" in output and "core channel layer send -> receive" in output
     assert "shared text: OK" in output and "FAIL" not in output
+
+
+def test_history_benchmark(transactional_db):
+    """The log's cost per operation (log on / off in one run), the coalesced edit, the end-to-end
+    create_cell from bench/crud.py, one verdict per operation against 10 %; no timing assertions."""
+    redis_url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/6"
+    output = run_bench("history", dict(os.environ, DATABASE_URL=database_url_for_tests(), REDIS_URL=redis_url))
+    assert "create_cell, 1 other clients: all 2 have it" in output  # bench/crud.py's table, reused
+    for op in ("create_cell", "update_cell (new event)", "update_cell (coalesced)", "move_cell", "delete_cell"):
+        assert f"| {op}, log on |" in output and f"| {op}, log off |" in output
+        assert f"check {op}: " in output
+        for history in (0, 500):
+            assert re.search(rf"verdict: {re.escape(op)}, {history} earlier events, 200-byte code: log -?[\d.]+ ms / edit [\d.]+ ms = -?[\d.]+ %; target <= 10 %: [✓✗]", output)
+    assert "FAIL" not in output
+    assert re.search(r"verdict: create_cell end to end \(Daphne \+ runworker, log on\): log -?[\d.]+ ms / [\d.]+ ms = -?[\d.]+ %; target <= 10 %: [✓✗]", output)
