@@ -8,36 +8,14 @@ Async Playwright with the Daphne and Chromium fixtures of tests/test_browser_res
 import re
 
 import pytest
-from channels.db import database_sync_to_async
 from playwright.async_api import expect
 
-from notebooks_app.constants import POSITION_STEP
+from tests.async_pages import cells, make_cells, run_all
 from tests.test_browser_resync import TIMEOUT_MS, chromium, daphne, open_page  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 expect.set_options(timeout=TIMEOUT_MS)
-
-
-async def make_cells(notebook, *codes, cell_type="python"):
-    """Cells saved before any page opens (the kernel loads them on first connect)."""
-    def build():
-        for i, code in enumerate(codes):
-            notebook.cells.create(position=(i + 1) * POSITION_STEP, type=cell_type, code=code)
-        notebook.revision += 1
-        notebook.save(update_fields=["revision"])
-
-    await database_sync_to_async(build)()
-
-
-def cells(page):
-    return page.locator("#cells .cell.live")
-
-
-async def run_all(page, count):
-    await page.click("#run-all")
-    for i in range(count):
-        await expect(cells(page).nth(i).locator(".cell-status")).to_have_text("success")
 
 
 async def test_undo_in_the_delete_toast_restores_the_cell_and_its_dependents_run_again(open_page, notebook):

@@ -6,10 +6,9 @@ the app view shows a viewer outputs and disabled inputs but no code.
 Async Playwright with the Daphne and Chromium fixtures of tests/test_browser_resync.py.
 """
 import pytest
-from channels.db import database_sync_to_async
 from playwright.async_api import expect
 
-from notebooks_app.constants import POSITION_STEP
+from tests.async_pages import cells, make_cells, run_all
 from tests.test_browser_resync import TIMEOUT_MS, chromium, daphne, open_page  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -17,27 +16,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 expect.set_options(timeout=TIMEOUT_MS)
 
 SLIDER = "from notebook import ui\nlevel = ui.slider(0, 10, value=3, label='Level')"
-
-
-async def make_cells(notebook, *cells):
-    """(type, code) cells saved before any page opens (the kernel loads them on first connect)."""
-    def build():
-        for i, (cell_type, code) in enumerate(cells):
-            notebook.cells.create(position=(i + 1) * POSITION_STEP, type=cell_type, code=code)
-        notebook.revision += 1
-        notebook.save(update_fields=["revision"])
-
-    await database_sync_to_async(build)()
-
-
-def cells(page):
-    return page.locator("#cells .cell.live")
-
-
-async def run_all(page, count):
-    await page.click("#run-all")
-    for i in range(count):
-        await expect(cells(page).nth(i).locator(".cell-status")).to_have_text("success")
 
 
 async def test_a_slider_moved_on_one_page_moves_on_another_with_its_readers(open_page, notebook):
