@@ -102,7 +102,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         await super().accept(subprotocol, headers)
 
     async def _close_unavailable(self, message):
-        """Say why, then close with 1013 so the page reconnects later and resyncs."""
+        """Say why, then close with 4013 (try again later) so the page reconnects later and resyncs."""
         if not self.accepted:
             await self.accept()
         await self._send_error(protocol.UNAVAILABLE, message)

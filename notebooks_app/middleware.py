@@ -14,7 +14,10 @@ from .protocol import UNAVAILABLE, encode_error
 
 logger = logging.getLogger(__name__)
 
-CLOSE_TRY_AGAIN_LATER = 1013
+# "Try again later": 1013 in RFC 6455's registry, but Daphne (autobahn) sends only 1000 and
+# 3000-4999 and raises on any other code (the socket then ends 1011, with a traceback), so the
+# private-use code 4013 says it.
+CLOSE_TRY_AGAIN_LATER = 4013
 
 RETRY_AFTER_SECONDS = 5
 PAGE = (
@@ -51,7 +54,7 @@ class ServiceUnavailableMiddleware:
 class WebSocketUnavailableGuard:
     """ASGI wrapper: a WebSocket whose handshake fails on the database or Redis before the
     consumer runs (channels' session and user lookups) is accepted, told `unavailable` and
-    closed with 1013 (try again later), instead of a 500 and a traceback."""
+    closed with 4013 (try again later), instead of a 500 and a traceback."""
 
     def __init__(self, app):
         self.app = app

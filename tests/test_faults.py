@@ -148,9 +148,6 @@ async def test_postgresql_restart_gives_clear_errors_then_works(cluster):
     assert status == 503 and "Temporarily unavailable" in body
     reply = await client.request(type="cell_update", cellId=a, code="a = 2", timeout=30)
     assert reply["type"] == "error" and reply["code"] == "unavailable", reply
-    # A new socket (its session cannot be read) is told so and to try again later.
-    frames, code = await open_refused(cluster, notebook)
-    assert code == CLOSE_TRY_AGAIN_LATER and [(f["type"], f.get("code")) for f in frames] == [("error", "unavailable")], (frames, code)
     status, body = readiness(cluster)
     assert status == 503 and body["checks"]["database"] != "ok" and body["checks"]["redis"] == "ok", body
     cluster.pg.start()
