@@ -233,9 +233,12 @@ def _check_generation(name, value):
 
 
 def _check_cursor(name, value):
-    """Opaque to the server (the page's Yjs relative positions), but small JSON."""
+    """Opaque to the server (the page's Yjs relative positions), but small JSON that the
+    channel layer can carry (msgpack refuses lone surrogates, in keys as in values)."""
     if len(json.dumps(value)) > MAX_CURSOR_BYTES:
         raise ValueError(f"'{name}' is larger than {MAX_CURSOR_BYTES} bytes")
+    if not _encodable(json.dumps(value, ensure_ascii=False)):
+        raise ValueError(f"'{name}' must be valid Unicode (no lone surrogates)")
     return value
 
 

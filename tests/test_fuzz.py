@@ -135,3 +135,16 @@ async def test_a_request_id_too_large_for_the_channel_layer_is_refused(ws, noteb
     reply = await viewer.wait_for(lambda e: e["type"] == "error")
     assert reply[-1]["code"] == protocol.INVALID_FIELD
     assert (await viewer.request(type="sync"))["type"] == "notebook_state"
+
+
+@pytest.mark.parametrize("cursor", [{"anchor": "\ud800"}, {"\udfff": 1}, ["ok", ["\ud800x"]]])
+async def test_a_cursor_that_is_not_valid_unicode_is_refused(ws, notebook, users, quiet_logs, cursor):
+    # Found by bench/fuzz.py: relayed as it was, it failed in the channel layer's msgpack
+    # (UnicodeEncodeError, an internal_error and a traceback).
+    viewer = await ws(users["carol"], notebook)
+    await viewer.send(type="presence", cursor=cursor, requestId="p1")
+    reply = await viewer.wait_for(lambda e: e["type"] == "error")
+    assert reply[-1]["code"] == protocol.INVALID_FIELD and reply[-1]["requestId"] == "p1", reply[-1]
+    await viewer.send(type="presence", cursor={"anchor": "fine"}, requestId="p2")
+    assert (await viewer.request(type="sync"))["type"] == "notebook_state"
+    assert not [r for r in viewer.replies if r.get("requestId") == "p2"]
