@@ -466,7 +466,7 @@ def test_two_pages_screenshot(open_page, notebook, tmp_path):
         combined.save(SCREENSHOT, optimize=True)
 
 
-HASHED_NAME = re.compile(r"\.[0-9a-f]{12}\.(js|css)$")
+HASHED_NAME = re.compile(r"\.[0-9a-f]{12}\.(js|css|svg|woff2)$")
 FAR_FUTURE = "max-age=315360000, public, immutable"
 
 
