@@ -3,7 +3,7 @@ every page and the database end with the same text holding every typed character
 page whose server went away mid-typing and for pages on different Daphnes; presence shows who
 is here and in which cell, with their cursor; a cell says who ran it.
 
-Async Playwright with tests/test_browser_resync.py's Daphne and Chromium fixtures.
+Async Playwright with tests/test_browser_resync.py's Daphne, Chromium and page fixtures.
 """
 import asyncio
 import os
@@ -17,7 +17,7 @@ from notebooks_app.constants import POSITION_STEP
 from notebooks_app.models import Cell
 from tests.conftest import database_url_for_tests, eventually
 from tests.live import ROOT, free_port, start_daphne, stop
-from tests.test_browser_resync import PASSWORDS, TIMEOUT_MS, chromium, daphne  # noqa: F401 (fixtures)
+from tests.test_browser_resync import TIMEOUT_MS, chromium, daphne, open_page  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -25,33 +25,6 @@ EDITOR_TEXT = """async (selector) => {
     const { EditorView } = await import('/static/notebooks/vendor/codemirror.bundle.js');
     return EditorView.findFromDOM(document.querySelector(selector)).state.doc.toString();
 }"""
-
-
-@pytest.fixture
-def open_page(chromium, daphne, notebook):  # noqa: F811 (fixtures above)
-    """Factory: `await open_page("bob")` -> a logged-in page on the notebook, showing its state."""
-    contexts = []
-
-    async def open_as(username, base_url=None):
-        base_url = base_url or daphne
-        context = await chromium.new_context(viewport={"width": 1100, "height": 900})
-        contexts.append(context)
-        page = await context.new_page()
-        page.errors = []
-        page.on("pageerror", lambda error: page.errors.append(str(error)))
-        await page.goto(f"{base_url}/accounts/login/")
-        await page.fill("input[name=username]", username)
-        await page.fill("input[name=password]", PASSWORDS[username])
-        await page.click("button[type=submit]")
-        await page.wait_for_url(f"{base_url}/")
-        await page.goto(f"{base_url}/notebooks/{notebook.pk}/")
-        await expect(page.locator("#notebook")).to_have_attribute("data-synced", "true", timeout=TIMEOUT_MS)
-        return page
-
-    yield open_as
-    for context in contexts:
-        for page in context.pages:
-            assert page.errors == [], f"JavaScript errors on the page: {page.errors}"
 
 
 @pytest.fixture
@@ -151,7 +124,7 @@ async def test_three_pages_typing_at_the_same_place_converge(open_page, notebook
 
 async def test_a_page_on_another_daphne_that_goes_away_mid_typing_converges(open_page, notebook, second_daphne):
     cell_id = await make_cell(notebook, "y = 2\n")
-    alice, bob = await open_page("alice"), await open_page("bob", second_daphne.url)
+    alice, bob = await open_page("alice"), await open_page("bob", base_url=second_daphne.url)
     await place_cursor(alice, cell_id, "start")
     await place_cursor(bob, cell_id, "end")
     # Two Daphnes: the typing of each reaches the other.

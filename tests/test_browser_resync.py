@@ -93,7 +93,8 @@ class Wire:
 def open_page(chromium, daphne, notebook):
     contexts = []
 
-    async def open_as(username, wire=None):
+    async def open_as(username, wire=None, base_url=None):
+        base_url = base_url or daphne  # another Daphne of the same database and Redis
         context = await chromium.new_context(viewport={"width": 1100, "height": 900})
         contexts.append(context)
         page = await context.new_page()
@@ -101,12 +102,12 @@ def open_page(chromium, daphne, notebook):
         page.on("pageerror", lambda error: page.errors.append(str(error)))
         if wire is not None:
             await page.route_web_socket(re.compile(r"/ws/notebooks/"), wire.attach)
-        await page.goto(f"{daphne}/accounts/login/")
+        await page.goto(f"{base_url}/accounts/login/")
         await page.fill("input[name=username]", username)
         await page.fill("input[name=password]", PASSWORDS[username])
         await page.click("button[type=submit]")
-        await page.wait_for_url(f"{daphne}/")
-        await page.goto(f"{daphne}/notebooks/{notebook.pk}/")
+        await page.wait_for_url(f"{base_url}/")
+        await page.goto(f"{base_url}/notebooks/{notebook.pk}/")
         await expect(page.locator("#notebook")).to_have_attribute("data-synced", "true", timeout=TIMEOUT_MS)
         return page
 

@@ -40,19 +40,17 @@ export class Presence {
   }
 
   // --- this page's presence ------------------------------------------------------------
-  /** The person moved into a cell (focus). */
+  /** The person moved into a cell (focus): where their cursor was in it, if it was anywhere. */
   focusCell(cellId) {
     if (cellId === this.here.cellId) return;
-    this.here = { cellId, cursor: null };
+    const awareness = this.awarenesses.get(cellId);
+    this.here = { cellId, cursor: awareness ? cursorJSON(awareness.text, awareness.local.cursor) : null };
     this.schedule();
   }
 
   /** The selection of the cell's editor moved: Yjs relative positions, or null. */
   moved(text, cursor) {
-    this.here = {
-      cellId: text.cellId,
-      cursor: cursor && { generation: text.generation, anchor: Y.relativePositionToJSON(cursor.anchor), head: Y.relativePositionToJSON(cursor.head) },
-    };
+    this.here = { cellId: text.cellId, cursor: cursorJSON(text, cursor) };
     this.schedule();
   }
 
@@ -220,6 +218,11 @@ class CellAwareness {
     // -1 is never this document's clientID, which is all the listener checks.
     for (const listener of this.listeners) listener({ added: [], updated: [-1], removed: [] }, "presence");
   }
+}
+
+function cursorJSON(text, cursor) {
+  if (!cursor) return null;
+  return { generation: text.generation, anchor: Y.relativePositionToJSON(cursor.anchor), head: Y.relativePositionToJSON(cursor.head) };
 }
 
 function parseCursor(cursor) {
