@@ -60,6 +60,17 @@ def make_cell(notebook, code, position=1):
     return str(cell.pk)
 
 
+# Where another person's cursor is drawn in an editor: [line number from 0, the text before it].
+CARET_PLACE = """(selector) => {
+    const caret = document.querySelector(selector + ' .cm-ySelectionCaret');
+    const line = caret.closest('.cm-line');
+    const before = document.createRange();
+    before.setStart(line, 0);
+    before.setEndBefore(caret);
+    return [[...line.parentNode.querySelectorAll('.cm-line')].indexOf(line), before.toString()];
+}"""
+
+
 def editor(cell_id):
     return f'.cell[data-cell-id="{cell_id}"] .cm-editor'
 
@@ -156,9 +167,12 @@ async def test_presence_shows_who_is_here_and_where_and_who_ran_a_cell(open_page
     await expect(alice.locator(f'.cell[data-cell-id="{second}"] .presence-tag[data-user="bob"]')).to_be_visible()
     await expect(alice.locator(f'.cell[data-cell-id="{first}"] .presence-tag')).to_have_count(0)
     await expect(alice.locator(f"{editor(second)} .cm-ySelectionInfo")).to_have_text("bob")
-    # The cursor is a Yjs position: text typed before it by alice moves it along.
+    # The cursor is a Yjs position: a line alice types above it moves it along, after the same "q".
+    assert await alice.evaluate(CARET_PLACE, editor(second)) == [1, "q"]
     await place_cursor(alice, second, "start")
     await expect(bob.locator(f'.cell[data-cell-id="{second}"] .presence-tag[data-user="alice"]')).to_be_visible()
+    await alice.keyboard.insert_text("# above\n")
+    await alice.wait_for_function(f"(selector) => JSON.stringify(({CARET_PLACE})(selector)) === '[2,\"q\"]'", arg=editor(second))
     await bob.keyboard.press("Control+Enter")
     await expect(alice.locator(f'.cell[data-cell-id="{second}"] .cell-run-by')).to_have_text("run by bob", timeout=TIMEOUT_MS)
     await expect(alice.locator(f'.cell[data-cell-id="{first}"] .cell-run-by')).to_have_text("run by bob")
