@@ -125,8 +125,29 @@ def events_of(notebook_id):
     return NotebookEvent.objects.filter(notebook_id=notebook_id).count()
 
 
+def last_event_select(notebook_id, samples):
+    """The coalescing SELECT alone (`record`'s "last event of this notebook"), as it is when
+    the notebook's newest event lies behind other notebooks' newer ones: ([ms], plan)."""
+    from django.db import connection
+    from notebooks_app.models import NotebookEvent
+
+    query = NotebookEvent.objects.filter(notebook_id=notebook_id).order_by("-id").only("id", "user_id", "kind", "cell_id", "is_undo", "reverted", "reverts_id", "created_at")
+    out = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        query.first()
+        out.append((time.perf_counter() - start) * 1000)
+    sql, params = query[:1].query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = " / ".join(row[0].strip() for row in cursor.fetchall()[:3])
+    return out, plan
+
+
 def measure_operations(cluster, repeat, warmup, history, code_size):
     """{operation: {mode: ([ms per call], [ms inside the log's work per call])}}; prints checks."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
     from notebooks_app import operations
     from notebooks_app.models import Cell
 
@@ -135,8 +156,10 @@ def measure_operations(cluster, repeat, warmup, history, code_size):
     other_id = cluster.notebook(name="history: another notebook's log")
     cells = [str(pk) for pk in Cell.objects.filter(notebook_id=notebook_id).order_by("position").values_list("id", flat=True)]
     fill_history(notebook_id, other_id, user.pk, cells[-1], history, code_size)
+    idle = last_event_select(notebook_id, 20 if repeat < 50 else 100)
     switch = Switch()
     results = {op: {mode: ([], []) for mode in MODES} for op in OPERATIONS}
+    queries = {op: {} for op in OPERATIONS}  # statements per call, counted on the last warm-up call
     created = []
     counter = iter(range(10**9))
 
@@ -162,6 +185,11 @@ def measure_operations(cluster, repeat, warmup, history, code_size):
                 for mode in MODES if i % 2 == 0 else MODES[::-1]:
                     switch.set(mode)
                     switch.inside = 0.0
+                    if i == warmup - 1:
+                        with CaptureQueriesContext(connection) as captured:
+                            call(op, mode, i)
+                        queries[op][mode] = len(captured)
+                        continue
                     start = time.perf_counter()
                     call(op, mode, i)
                     elapsed = time.perf_counter() - start
@@ -175,15 +203,17 @@ def measure_operations(cluster, repeat, warmup, history, code_size):
             print(f"check {op}: {added} events written by {warmup + repeat} log-on calls (expected {expected}): {'OK' if added == expected else 'FAIL'}", flush=True)
     finally:
         switch.restore()
-    return results
+    return results, queries, idle
 
 
-def report_operations(results, floor, history, code_size):
+def report_operations(results, queries, idle, floor, history, code_size):
     report = Report(
         f"history: each operation with the log on / off, {history} earlier events, {code_size}-byte code",
         floor,
         floor_note=None,
     )
+    idle_samples, plan = idle
+    report.row(f"the coalescing SELECT alone, the notebook's last event behind {history} of another notebook", idle_samples, note=f"plan: {plan}")
     costs = {}
     for op, modes in results.items():
         on, inside = modes["on"]
@@ -200,11 +230,12 @@ def report_operations(results, floor, history, code_size):
             "ratio": cost / statistics.median(off),
             "inside": statistics.median(inside),
             "share": statistics.median([i / t for i, t in zip(inside, on)]),
+            "queries": queries[op],
         }
-    print("\n| operation | log on median / p90 | log off median / p90 | cost of the log (on - off) | ratio to the edit | inside the log's work, share of the call |")
-    print("|---|---|---|---|---|---|")
+    print("\n| operation | log on median / p90 | log off median / p90 | cost of the log (on - off) | ratio to the edit | inside the log's work, share of the call | SQL statements on / off |")
+    print("|---|---|---|---|---|---|---|")
     for op, c in costs.items():
-        print(f"| {op} | {c['on']:.3f} / {c['on_p90']:.3f} ms | {c['off']:.3f} / {c['off_p90']:.3f} ms | {c['cost']:.3f} ms | {c['ratio'] * 100:.1f} % | {c['inside']:.3f} ms, {c['share'] * 100:.1f} % |")
+        print(f"| {op} | {c['on']:.3f} / {c['on_p90']:.3f} ms | {c['off']:.3f} / {c['off_p90']:.3f} ms | {c['cost']:.3f} ms | {c['ratio'] * 100:.1f} % | {c['inside']:.3f} ms, {c['share'] * 100:.1f} % | {c['queries'].get('on')} / {c['queries'].get('off')} |")
     sys.stdout.flush()
     return costs
 
@@ -251,8 +282,8 @@ def main(argv=None):
         all_costs = {}
         for history in histories:
             for code_size in code_sizes:
-                results = measure_operations(cluster, repeat, warmup, history, code_size)
-                all_costs[(history, code_size)] = report_operations(results, floor, history, code_size)
+                results, queries, idle = measure_operations(cluster, repeat, warmup, history, code_size)
+                all_costs[(history, code_size)] = report_operations(results, queries, idle, floor, history, code_size)
         verdicts(all_costs, end_to_end)
 
 

@@ -87,5 +87,7 @@ def test_history_benchmark(transactional_db):
         assert f"check {op}: " in output
         for history in (0, 500):
             assert re.search(rf"verdict: {re.escape(op)}, {history} earlier events, 200-byte code: log -?[\d.]+ ms / edit [\d.]+ ms = -?[\d.]+ %; target <= 10 %: [✓✗]", output)
+    assert "the coalescing SELECT alone, the notebook's last event behind 500 of another notebook" in output
+    assert re.search(r"\| update_cell \(coalesced\) \| [\d.]+ / [\d.]+ ms \| .* \| \d+ / \d+ \|", output)  # the summary, with SQL statements on / off
     assert "FAIL" not in output
     assert re.search(r"verdict: create_cell end to end \(Daphne \+ runworker, log on\): log -?[\d.]+ ms / [\d.]+ ms = -?[\d.]+ %; target <= 10 %: [✓✗]", output)
