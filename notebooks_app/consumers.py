@@ -97,6 +97,15 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             logger.warning("socket on notebook %s refused: %s unavailable (%s: %s)", self.notebook_id, what, type(exc).__name__, str(exc)[:200])
             await self._close_unavailable(f"The server cannot reach its {what} right now; reconnecting shortly.")
 
+    async def send(self, text_data=None, bytes_data=None, close=False):
+        try:
+            await super().send(text_data, bytes_data, close)
+        except Exception as exc:
+            # Daphne (autobahn) raises `Disconnected` for a frame to a socket the client has just
+            # closed (an event relayed in between); its websocket.disconnect follows.
+            if type(exc).__name__ != "Disconnected":
+                raise
+
     async def accept(self, subprotocol=None, headers=None):
         self.accepted = True
         await super().accept(subprotocol, headers)
