@@ -158,7 +158,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         request_id = None
         try:
             if not self._take_token():
-                raise protocol.ProtocolError(protocol.RATE_LIMITED, "Too many messages; slow down and retry in a moment.")
+                # Its requestId, when it has a readable one, so a waiting client hears the refusal.
+                raise protocol.ProtocolError(protocol.RATE_LIMITED, "Too many messages; slow down and retry in a moment.", protocol.peek_request_id(text_data))
             message = protocol.parse(text_data)
             request_id = message.request_id
             await self._handle(message)

@@ -221,8 +221,16 @@ def _check_input_value(name, value):
     """Any JSON value of modest size; the widget's own rules (kernel/ui.py) are checked later."""
     if len(json.dumps(value)) > 16384:
         raise ValueError(f"'{name}' is larger than 16 KiB")
-    if isinstance(value, str):
-        _check_text(name, value)
+    stack = [value]
+    while stack:  # every string inside, keys too: stored as JSON, relayed through msgpack
+        item = stack.pop()
+        if isinstance(item, str):
+            _check_text(name, item)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
     return value
 
 
@@ -349,3 +357,15 @@ def frame_groups(texts, budget=FRAME_BYTES_BUDGET):
     if current:
         groups.append(current)
     return groups
+
+
+def peek_request_id(text):
+    """The requestId of a frame that will not be handled, if it is a valid one (else None)."""
+    if not text or len(text) > 65536:
+        return None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    request_id = data.get("requestId") if isinstance(data, dict) else None
+    return request_id if request_id is not None and _valid_request_id(request_id) else None

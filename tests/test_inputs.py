@@ -94,3 +94,12 @@ def test_check_matches_the_widgets_own_rules():
     assert ui.check("table", {"total": 3, "selection": "multi"}, [2, 0]) == [0, 2]
     with pytest.raises(ui.InvalidValue):
         ui.check("table", {"total": 3, "selection": "single"}, [0, 1])
+
+
+async def test_a_value_with_a_nul_or_lone_surrogate_anywhere_inside_is_refused(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    cell = await create(alice, "from notebook import ui\nchoice = ui.dropdown(['a', 'b'])")
+    await run_and_wait(alice, cell)
+    for value in (["ok", "a\x00b"], {"k\x00": 1}, [["\ud800"]]):
+        reply = await alice.request(type="set_input", cellId=cell, value=value)
+        assert reply["type"] == "error" and reply["code"] == "invalid_field", (value, reply)

@@ -10,7 +10,7 @@ const MAX_FAILURES = 6; // closes in a row, then the page stops trying
 const STABLE_MS = 10_000; // a connection that served a full state this long ends a series of failures
 const CLOSE_FORBIDDEN = 4403;
 const CLOSE_NOT_FOUND = 4404;
-const CLOSE_TRY_LATER = 1013; // the server's database or Redis is down
+const CLOSE_TRY_LATER = 4013; // the server's database or Redis is down (docs/protocol.md)
 const FINAL_CLOSES = {
   [CLOSE_FORBIDDEN]: ["no access", "You are not logged in, or no longer have access to this notebook."],
   [CLOSE_NOT_FOUND]: ["not found", "This notebook does not exist, or is no longer shared with you."],
