@@ -478,3 +478,26 @@ async def test_writing_to_the_protocol_pipe_directly_cannot_flood_the_worker():
         assert (await runner.run("b", "2 + 2")).outputs[0]["data"] == "4"
     finally:
         await runner.close()
+
+
+def test_a_project_checked_out_under_tmp_still_sees_its_python(tmp_path):
+    """The sandbox's private /tmp is mounted before the read-only binds, so a virtualenv that
+    lives under /tmp (CI clones there) is still visible inside it."""
+    import subprocess
+    import sys
+
+    argv = sandbox.bwrap_arguments(sandbox.SandboxConfig(), uid=2_000_000_321 if sandbox.running_as_root() else None)
+    tmpfs_at = argv.index("/tmp", argv.index("--tmpfs") - 1)
+    binds = [i for i, arg in enumerate(argv) if arg == "--ro-bind"]
+    assert all(i > tmpfs_at for i in binds if argv[i + 2].startswith(("/tmp/", "/root/", "/work/", "/home/")))
+    # And for real: a bind under /tmp shows through the sandbox's own /tmp.
+    (tmp_path / "marker.txt").write_text("seen")
+    os.chmod(tmp_path, 0o755)
+    config = sandbox.SandboxConfig()
+    argv = sandbox.bwrap_arguments(config, uid=2_000_000_321 if sandbox.running_as_root() else None)
+    at = argv.index("--")
+    parents = [["--perms", "0755", "--dir", parent] for parent in sandbox._ancestors(str(tmp_path)) if parent != "/tmp"]
+    argv[at:at] = [arg for pair in parents for arg in pair] + ["--ro-bind", str(tmp_path), str(tmp_path)]
+    argv = argv[: argv.index(sys.executable)] + [sys.executable, "-c", f"print(open({str(tmp_path / 'marker.txt')!r}).read())"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "seen", result.stderr

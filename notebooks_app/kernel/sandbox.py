@@ -192,11 +192,17 @@ def bwrap_arguments(config, *, uid=None, env=None, resolv_conf_fd=None):
             args += ["--symlink", os.readlink(directory), directory]
         elif os.path.isdir(directory):
             args += ["--ro-bind", directory, directory]
+    # The kernel's own mounts first: the binds below may lie under them (a project checked out
+    # in /tmp must still see its virtualenv inside the sandbox's private /tmp).
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    size = str(max(1, config.limits.disk_mb) * 1024 * 1024)
+    for directory, perms in (("/tmp", "1777"), ("/dev/shm", "1777"), (WORK_DIR, "0777")):
+        args += ["--perms", perms, "--size", size, "--tmpfs", directory]
     args += ["--perms", "0755", "--dir", "/etc"]
     for path in ETC_PATHS:
         if os.path.exists(path):
             args += ["--ro-bind", path, path]
-    made = set(SYSTEM_DIRS) | {"/etc"}
+    made = set(SYSTEM_DIRS) | {"/etc", "/proc", "/dev", "/dev/shm", "/tmp", WORK_DIR}
 
     def passable_parents(path):
         # bwrap makes missing parents 0700 root: a uid of the notebook could not pass them.
@@ -214,10 +220,6 @@ def bwrap_arguments(config, *, uid=None, env=None, resolv_conf_fd=None):
         args += ["--ro-bind", str(KERNEL_PACKAGE_ROOT / module), target]
     if resolv_conf_fd is not None:
         args += ["--perms", "0644", "--ro-bind-data", str(resolv_conf_fd), "/etc/resolv.conf"]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    size = str(max(1, config.limits.disk_mb) * 1024 * 1024)
-    for directory, perms in (("/tmp", "1777"), ("/dev/shm", "1777"), (WORK_DIR, "0777")):
-        args += ["--perms", perms, "--size", size, "--tmpfs", directory]
     args += ["--chdir", WORK_DIR, "--clearenv"]
     for name, value in sorted(child_environment(env).items()):
         args += ["--setenv", name, value]
