@@ -9,7 +9,7 @@ and the views.  Runs synchronously: callers in async code wrap it in
 `database_sync_to_async`.
 """
 from django.db import connection, transaction
-from django.db.models import Min
+from django.db.models import Min, OuterRef, Subquery
 
 from . import kernel_client, permissions
 from .kernel import ui
@@ -82,8 +82,17 @@ def _record(notebook, user, kind, *, revert=None, **fields):
 
 def cell_snapshot(notebook, cell):
     """What restoring a cell needs: its fields and its neighbours at the time."""
-    previous = notebook.cells.filter(position__lt=cell.position).order_by("-position").values_list("id", flat=True).first()
-    following = notebook.cells.filter(position__gt=cell.position).order_by("position").values_list("id", flat=True).first()
+    # Both neighbours in one round trip: it runs inside every create, delete and move.
+    around = Cell.objects.filter(notebook=OuterRef("pk"))
+    previous, following = (
+        Notebook.objects.filter(pk=notebook.pk)
+        .annotate(
+            before=Subquery(around.filter(position__lt=cell.position).order_by("-position").values("id")[:1]),
+            after=Subquery(around.filter(position__gt=cell.position).order_by("position").values("id")[:1]),
+        )
+        .values_list("before", "after")
+        .first()
+    )
     return _snapshot(cell, previous, following)
 
 
