@@ -281,3 +281,14 @@ async def test_stop_while_the_execution_process_starts_stops_the_cell(make_sessi
     await published.status(spin, "error")
     assert published.of("cell_error", cellId=spin)[-1]["error"]["ename"] == "KeyboardInterrupt"
     await published.status(after, "stale")  # the rest of the cascade did not run
+
+
+async def test_a_change_a_reload_already_brought_still_answers_its_sender(make_session):
+    """The message arrives after a reload that read its change from the database: nothing is
+    applied twice, and its requestId still gets an answer (`applied`)."""
+    session, _, published = await make_session("a = 1")
+    await session.reload()
+    session.submit({"type": "kernel.update_cell", "revision": session.revision, "cellId": "cell-0", "code": "a = 1", "requestId": "late"})
+    answer = await published.wait_for(lambda e: e.get("requestId") == "late", "the late change's answer")
+    assert answer["type"] == "applied" and "seq" in answer
+    assert not published.of("cell_updated")

@@ -669,6 +669,9 @@ class NotebookSession:
                 # Loaded fresh (a restarted worker) with this change already in it: the
                 # clients of the old session never saw it and have no gap to notice.
                 self._emit_state(message.get("requestId"))
+            elif message.get("requestId") is not None:
+                # Already in a state every client got (a reload): its sender still hears of it.
+                self._emit({"type": "applied", "requestId": message["requestId"]})
             return False
         if revision == self.revision + 1:
             self.revision = revision
