@@ -13,6 +13,7 @@ from django.db.models import Min, OuterRef, Subquery
 
 from . import kernel_client, permissions
 from .kernel import ui
+from .kernel.analysis import analyze_python
 from .constants import CELL_PYTHON, CELL_SQL, NOTEBOOK_NAME_MAX, POSITION_STEP, STATUS_IDLE, STATUS_STALE
 from .models import (
     EVENT_CONNECTION,
@@ -174,9 +175,13 @@ def _position_before(notebook, before_cell_id):
 def default_result_variable(notebook):
     """The first free df_<n>: not another SQL cell's result nor a name a cell defines."""
     used = set()
-    for result_variable, writes in notebook.cells.values_list("result_variable", "writes"):
+    for result_variable, writes, cell_type, code in notebook.cells.values_list("result_variable", "writes", "type", "code"):
         used.add(result_variable)
         used.update(writes or [])
+        if cell_type == CELL_PYTHON and not writes and "df_" in code:
+            # Created a moment ago: the kernel has not stored its analysis yet (it does so after
+            # announcing it), so read its names here rather than hand out one it defines.
+            used.update(analyze_python(code).writes)
     return _first_free_df(used)
 
 

@@ -168,7 +168,7 @@ async def test_presence_shows_who_is_here_and_where_and_who_ran_a_cell(open_page
     await expect(alice.locator(f'.cell[data-cell-id="{first}"] .presence-tag')).to_have_count(0)
     await expect(alice.locator(f"{editor(second)} .cm-ySelectionInfo")).to_have_text("bob")
     # The cursor is a Yjs position: a line alice types above it moves it along, after the same "q".
-    assert await alice.evaluate(CARET_PLACE, editor(second)) == [1, "q"]
+    await alice.wait_for_function(f"(selector) => JSON.stringify(({CARET_PLACE})(selector)) === '[1,\"q\"]'", arg=editor(second))
     await place_cursor(alice, second, "start")
     await expect(bob.locator(f'.cell[data-cell-id="{second}"] .presence-tag[data-user="alice"]')).to_be_visible()
     await alice.keyboard.insert_text("# above\n")
