@@ -501,3 +501,35 @@ def test_a_project_checked_out_under_tmp_still_sees_its_python(tmp_path):
     argv = argv[: argv.index(sys.executable)] + [sys.executable, "-c", f"print(open({str(tmp_path / 'marker.txt')!r}).read())"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "seen", result.stderr
+
+
+def test_outputs_a_cell_forges_cannot_become_trusted_html_or_urls():
+    """The execution process is user code: whatever it claims, the session keeps only plain
+    outputs (markdown HTML is the worker's alone; references and URLs are the worker's alone)."""
+    from notebooks_app.constants import MARKDOWN_MIME
+    from notebooks_app.kernel.session import untrusted_outputs
+
+    forged = [
+        {"mimeType": MARKDOWN_MIME, "data": "<img src=x onerror=alert(1)>"},
+        {"mimeType": "image/png", "ref": "0" * 64, "url": "https://attacker.example/x.png", "size": 1},
+        {"mimeType": "text/html", "data": "<b>framed</b>", "url": "javascript:alert(1)"},
+        {"mimeType": "application/javascript", "data": "alert(1)"},
+        {"mimeType": "text/plain", "data": {"not": "text"}},
+        "not an output",
+    ]
+    assert untrusted_outputs(forged) == [{"mimeType": "text/html", "data": "<b>framed</b>"}]
+    assert untrusted_outputs({"not": "a list"}) == []
+
+
+async def test_a_cell_writing_a_forged_result_cannot_publish_trusted_html(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    code = (
+        "kernel = [o for o in __import__('gc').get_objects() if type(o).__name__ == 'Kernel'][0]\n"
+        "kernel._outputs = lambda value: [{'mimeType': 'text/vnd.notebook.markdown+html', 'data': '<img src=x onerror=alert(1)>'},"
+        " {'mimeType': 'image/png', 'ref': 'x', 'url': 'https://attacker.example/p.png'}]\n"
+        "1"
+    )
+    status, _, error = await run_code(alice, code)
+    assert status == "success", error
+    cell_id = alice.order[-1]
+    assert alice.state[cell_id]["outputs"] == []

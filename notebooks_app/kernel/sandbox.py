@@ -129,6 +129,7 @@ def running_as_root():
     return os.geteuid() == 0
 
 
+@functools.lru_cache(maxsize=1)
 def python_paths():
     """Directories the interpreter and its packages live in (read-only in the sandbox)."""
     candidates = {

@@ -143,6 +143,22 @@ class CellState:
         }
 
 
+# What the execution process may produce. It runs user code, so it can send anything: never the
+# page-trusted markdown HTML (rendered and sanitized here only), never a reference or URL.
+CHILD_MIME_TYPES = {"text/plain": str, "text/html": str, "image/png": str, UI_MIME: dict}
+
+
+def untrusted_outputs(outputs):
+    """The outputs of a run, keeping only known MIME types with data of their type, and no other
+    key: an output shown as trusted HTML, or one pointing the page at any URL, cannot be forged."""
+    kept = []
+    for output in outputs if isinstance(outputs, list) else ():
+        mime = output.get("mimeType") if isinstance(output, dict) else None
+        if mime in CHILD_MIME_TYPES and isinstance(output.get("data"), CHILD_MIME_TYPES[mime]):
+            kept.append({"mimeType": mime, "data": output["data"]})
+    return kept
+
+
 def cut(text, limit):
     """`text`, or its first `limit` characters with a note of how much was left out."""
     if len(text) <= limit:
@@ -969,8 +985,8 @@ class NotebookSession:
             elif cell.type == CELL_MARKDOWN:
                 result = await self.runner.run_markdown(cell.id, cell.code)
                 # The sandbox formats the values; the markdown becomes safe HTML here, on the trusted side.
-                text = result.outputs[0]["data"] if result.status == "success" and result.outputs else ""
-                result.outputs = [{"mimeType": MARKDOWN_MIME, "data": render_markdown(text)}] if result.status == "success" else []
+                text = result.outputs[0].get("data") if result.status == "success" and result.outputs else ""
+                result.outputs = [{"mimeType": MARKDOWN_MIME, "data": render_markdown(str(text))}] if result.status == "success" else []
             else:
                 result = await self.runner.run(cell.id, cell.code, writes=cell.writes, inputs=cell.inputs, on_stdout=on_stdout)
         except SandboxUnavailable as exc:
@@ -983,7 +999,8 @@ class NotebookSession:
             self._kernel_restarted(exc.reason, except_cell=cell.id)
             return True
         status = STATUS_SUCCESS if result.status == "success" else STATUS_ERROR
-        outputs = await self._by_reference(cell, result.outputs, had_references=had_references)
+        outputs = result.outputs if cell.type == CELL_MARKDOWN else untrusted_outputs(result.outputs)
+        outputs = await self._by_reference(cell, outputs, had_references=had_references)
         self._finish(cell, status, outputs, result.error)
         return False
 
