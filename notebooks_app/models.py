@@ -278,3 +278,18 @@ class NotebookVersion(models.Model):
 
     def __str__(self):
         return f"{self.name} ({len(self.cells)} cells)"
+
+
+THEME_SYSTEM = "system"
+THEMES = [("light", "Light"), ("dark", "Dark"), (THEME_SYSTEM, "System")]
+
+
+class UserPreference(models.Model):
+    """What a person chose for every page: the colour theme ("system" follows the browser's
+    prefers-color-scheme). Absent means the defaults; docs/frontend.md, "Themes"."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference")
+    theme = models.CharField(max_length=10, choices=THEMES, default=THEME_SYSTEM)
+
+    def __str__(self):
+        return f"{self.user} prefers {self.theme}"

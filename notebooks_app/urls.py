@@ -6,6 +6,7 @@ app_name = "notebooks"
 urlpatterns = [
     path("", views.notebook_list, name="list"),
     path("accounts/signup/", views.signup, name="signup"),
+    path("preferences/theme/", views.set_theme, name="set_theme"),
     path("notebooks/import/", views.notebook_import, name="import"),
     path("notebooks/<uuid:notebook_id>/", views.notebook_detail, name="detail"),
     path("notebooks/<uuid:notebook_id>/app/", views.notebook_app, name="app"),

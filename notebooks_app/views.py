@@ -7,15 +7,15 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.utils.http import content_disposition_header
+from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import exporting, importing, operations, permissions
 from .constants import OUTPUT_HTML_STYLE
 from .forms import ImportForm, NotebookForm, ShareForm
-from .models import Cell, Notebook, OutputBlob
+from .models import THEMES, Cell, Notebook, OutputBlob, UserPreference
 
 
 def _notebook_for(user, notebook_id):
@@ -236,3 +236,22 @@ def cell_stdout(request, notebook_id, cell_id):
     response["Cache-Control"] = "private, no-cache"
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@require_POST
+def set_theme(request):
+    """The person's colour theme (light, dark or system), kept on their account for every page
+    (docs/frontend.md, "Themes"). A fetch gets JSON back; a plain form post goes back where it came from."""
+    theme = request.POST.get("theme", "")
+    choices = [value for value, _ in THEMES]
+    if theme not in choices:
+        return JsonResponse({"error": f"Unknown theme {theme!r}: choose one of {', '.join(choices)}."}, status=400)
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "Log in to keep a theme on your account; this browser remembers it meanwhile."}, status=403)
+    UserPreference.objects.update_or_create(user=request.user, defaults={"theme": theme})
+    if "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse({"theme": theme})
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        back = "notebooks:list"
+    return redirect(back)

@@ -7,13 +7,21 @@ import {
 } from "../vendor/codemirror.bundle.js";
 import { el } from "./dom.js";
 import { collab } from "./shared_text.js";
+import { themeSyntax } from "./theme.js";
 
+// Colours are notebook.css's variables, so the editor follows the page's light or dark theme
+// without being rebuilt (docs/frontend.md, "Themes"); syntax colours: themeSyntax().
 const theme = EditorView.theme({
-  "&": { fontSize: "13px" },
+  "&": { fontSize: "13px", color: "var(--fg)" },
   "&.cm-focused": { outline: "none" },
   ".cm-scroller": { fontFamily: "ui-monospace, SFMono-Regular, Menlo, monospace", lineHeight: "1.45" },
-  ".cm-gutters": { background: "#fafbfd", borderRight: "1px solid #e1e4ec", color: "#98a0b3" },
-  ".cm-content": { padding: "6px 0" },
+  ".cm-gutters": { background: "var(--gutter-bg)", borderRight: "1px solid var(--line)", color: "var(--gutter-fg)" },
+  ".cm-content": { padding: "6px 0", caretColor: "var(--cm-cursor)" },
+  ".cm-cursor, .cm-dropCursor": { borderLeftColor: "var(--cm-cursor)" },
+  ".cm-activeLine, .cm-activeLineGutter": { backgroundColor: "var(--cm-active-line)" },
+  "&.cm-focused > .cm-scroller > .cm-selectionLayer .cm-selectionBackground, .cm-selectionBackground, .cm-content ::selection": { backgroundColor: "var(--cm-selection)" },
+  ".cm-tooltip, .cm-panels": { backgroundColor: "var(--card)", color: "var(--fg)", borderColor: "var(--line)" },
+  ".cm-tooltip-autocomplete ul li[aria-selected]": { backgroundColor: "var(--accent)", color: "var(--accent-fg)" },
 });
 
 function language(cellType) {
@@ -56,6 +64,7 @@ export class CellEditor {
     // A shared text (shared_text.js) is the editor's document: it starts from it and follows it.
     const doc = options.shared ? options.shared.text.ensure().text : options.code;
     this.view = new EditorView({ parent, state: this.createState(doc) });
+    themeSyntax();
     this.unbind = options.shared?.text.on("rebind", () => this.rebind());
   }
 
