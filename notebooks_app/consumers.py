@@ -235,6 +235,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         elif message.type == "history":
             page = await database_sync_to_async(history.page)(self.notebook_id, self.user, before=f.get("before"), limit=f.get("limit"))
             await self.send(text_data=protocol.dumps({"type": "history", **page, "requestId": rid}))
+        elif message.type in ("complete", "inspect"):
+            await self._assist(message)
         elif message.type == "presence":
             await self._announce_presence(cell_id=f.get("cellId"), cursor=f.get("cursor"))
         else:  # pragma: no cover - MESSAGE_SCHEMAS and this dispatch must agree
@@ -258,6 +260,26 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             payload["cellId"] = cell_id
         if message.type != "interrupt":
             payload["by"] = self.user.get_username()  # shown on the cells it runs: "run by bob"
+        await kernel_client.send(self.notebook_id, payload)
+
+    async def _assist(self, message):
+        """Completion and inspection: for people who may edit (a viewer's editor is read-only),
+        checked against this socket's role (no query per keystroke); the kernel answers this
+        socket alone (docs/protocol.md#completion)."""
+        if not permissions.may(self.role, permissions.EDIT):
+            raise protocol.ProtocolError(protocol.FORBIDDEN, "Viewers cannot edit this notebook, so there is nothing to complete.", message.request_id)
+        if redis_down(self.channel_layer):
+            raise RedisUnavailable()
+        f = message.fields
+        payload = {
+            "type": f"kernel.{message.type}",
+            "notebook": self.notebook_id,
+            "cellId": f["cellId"],
+            "code": f["code"],
+            "cursor": f["cursor"],
+            "replyChannel": self.channel_name,
+            "requestId": message.request_id,
+        }
         await kernel_client.send(self.notebook_id, payload)
 
     @property

@@ -81,6 +81,9 @@ MESSAGE_SCHEMAS = {
     "history": {"before": Field("event_id", required=False), "limit": Field("limit", required=False)},
     "save_version": {"name": Field("version_name")},
     "restore_version": {"versionId": Field("event_id")},
+    # Completion and inspection at a cursor (docs/protocol.md#completion): answered to the sender alone.
+    "complete": {"cellId": Field("cell_id"), "code": Field("code"), "cursor": Field("offset")},
+    "inspect": {"cellId": Field("cell_id"), "code": Field("code"), "cursor": Field("offset")},
     # Where this person is: the cell they are in and their cursor there (relayed, never stored).
     "presence": {"cellId": Field("cell_id", required=False, nullable=True), "cursor": Field("cursor", required=False, nullable=True)},
 }
@@ -193,6 +196,18 @@ def _check_yjs_update(name, value):
 
 
 
+def _check_offset(name, value):
+    """A position in a cell's code, in UTF-16 code units (as the page's editor counts); that it
+    lies within the code is checked in parse()."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= settings.MAX_CODE_BYTES:
+        raise ValueError(f"'{name}' must be a whole number from 0 to the length of 'code'")
+    return value
+
+
+def utf16_length(text):
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF) if not text.isascii() else len(text)
+
+
 def _check_event_id(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SAFE_INTEGER:
         raise ValueError(f"'{name}' must be a whole number from 1 to {MAX_SAFE_INTEGER}")
@@ -263,6 +278,7 @@ CHECKS = {
     "limit": _check_limit,
     "version_name": _check_version_name,
     "widget_index": _check_widget_index,
+    "offset": _check_offset,
     "input_value": _check_input_value,
 }
 
@@ -320,6 +336,8 @@ def parse(text):
         raise ProtocolError(INVALID_FIELD, "create_cell takes 'afterCellId' or 'beforeCellId', not both.", request_id)
     if msg_type == "cell_update" and "code" not in fields and "resultVariable" not in fields:
         raise ProtocolError(INVALID_FIELD, "cell_update needs 'code' or 'resultVariable'.", request_id)
+    if msg_type in ("complete", "inspect") and fields["cursor"] > utf16_length(fields["code"]):
+        raise ProtocolError(INVALID_FIELD, f"{msg_type}: 'cursor' is past the end of 'code'.", request_id)
     return ClientMessage(msg_type, fields, request_id)
 
 

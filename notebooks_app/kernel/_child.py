@@ -199,6 +199,7 @@ class Kernel:
         self._sql = None
         self.answers = queue.Queue()
         self.asking = None  # request whose database query is out with the parent
+        self.queued = 0  # commands given to the main thread and not finished (under _interrupt_lock)
 
     # --- commands ------------------------------------------------------------------------
     def handle(self, message):
@@ -241,6 +242,39 @@ class Kernel:
         with self._interrupt_lock:
             self.current = None
         reply.update(op="result", id=request)
+        self.protocol.send(reply)
+
+    def assist(self, message):
+        """`complete` / `inspect`, answered on the command thread, never behind a cell.
+
+        Over the live namespace only while the main thread has no command: it then waits for
+        one, and only this thread gives it one, so no cell runs until the answer is sent.
+        While a cell runs or waits, a static answer (no namespace) marked `busy`."""
+        from notebooks_app.kernel import completion
+
+        with self._interrupt_lock:
+            idle = self.queued == 0
+        op, code, cursor = message.get("op"), message.get("code") or "", message.get("cursor") or 0
+        try:
+            if op == "inspect":
+                reply = completion.python_inspection(code, cursor, self.namespace) if idle else {}
+            elif message.get("language") == "sql":
+                tables = dict(message.get("tables") or {})
+                if idle:
+                    if not message.get("engine") and self._sql is not None:
+                        tables.update(self._sql.tables())
+                    tables.update(completion.frame_tables(self.namespace))
+                reply = completion.sql_completions(code, cursor, tables)
+            elif idle:
+                reply = completion.python_completions(code, cursor, self.namespace)
+            else:
+                reply = completion.static_completions(code, cursor)
+            reply["status"] = "success"
+        except Exception as exc:  # noqa: BLE001 - jedi failing on odd code or values answers nothing
+            reply = {"status": "error", "error": {"ename": type(exc).__name__, "evalue": str(exc)[:500], "traceback": []}}
+        if not idle:
+            reply["busy"] = True
+        reply.update(op="result", id=message.get("id"))
         self.protocol.send(reply)
 
     def _start_executing(self, sql=False):
@@ -582,7 +616,11 @@ def main():
                     kernel.interrupt(message.get("requests"))
                 elif message.get("op") == "query_result":
                     kernel.answer(message)
+                elif message.get("op") in ("complete", "inspect"):
+                    kernel.assist(message)
                 else:
+                    with kernel._interrupt_lock:
+                        kernel.queued += 1
                     commands.put(message)
         finally:
             os._exit(0)  # the parent went away: nothing left to serve
@@ -592,7 +630,11 @@ def main():
     while True:
         try:
             message = commands.get()
-            kernel.handle(message)
+            try:
+                kernel.handle(message)
+            finally:
+                with kernel._interrupt_lock:
+                    kernel.queued -= 1
         except KeyboardInterrupt:  # arrived just after a cell finished
             continue
 

@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -117,6 +118,16 @@ def _no_attach(action, *args):
     return sqlite3.SQLITE_DENY if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH) else sqlite3.SQLITE_OK
 
 
+SCHEMA_TTL = 30.0
+# Tables and their columns, for completion: PostgreSQL's on the search path, SQLite's all.
+_SCHEMA_QUERIES = {
+    "postgres": "SELECT table_name, column_name FROM information_schema.columns"
+    " WHERE table_schema = ANY (current_schemas(false)) ORDER BY table_name, ordinal_position LIMIT 10000",
+    "sqlite": "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p"
+    " WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite_%' ORDER BY m.name, p.cid LIMIT 10000",
+}
+
+
 class ExternalDatabase:
     """One notebook's connection (opened lazily, reused), used from worker threads.
 
@@ -133,6 +144,7 @@ class ExternalDatabase:
         self._cancelled = False
         self._lock = threading.Lock()  # guards _running
         self._query_lock = threading.Lock()  # one query at a time
+        self._schema = (None, "", {})  # (monotonic time, connection string, tables) for completion
 
     @property
     def engine(self):
@@ -161,6 +173,36 @@ class ExternalDatabase:
             except Exception as exc:  # noqa: BLE001 - every failure is the cell's error, never the worker's
                 logger.exception("SQL query failed unexpectedly")
                 return {"error": {"ename": type(exc).__name__, "evalue": scrub(str(exc), self.connection_string)}}
+
+    def schema(self):
+        """{table: [column, ...]} of the tables a query can name unqualified (blocking: call it in
+        a thread), for SQL completion; cached SCHEMA_TTL seconds.  Never waits for a running
+        query (the cached tables, or none); a failure is no tables, logged."""
+        at, connection_string, tables = self._schema
+        if at is not None and connection_string == self.connection_string and time.monotonic() - at < SCHEMA_TTL:
+            return tables
+        if not self._query_lock.acquire(blocking=False):
+            return tables if connection_string == self.connection_string else {}
+        try:
+            kind, conn = self._connect()
+            query = _SCHEMA_QUERIES[kind]
+            cur = conn.cursor()
+            try:
+                cur.execute(query)
+                rows = cur.fetchall()
+            finally:
+                cur.close()
+            self._end_transaction(kind, conn)
+        except Exception as exc:  # noqa: BLE001 - completion without tables, never an error
+            logger.info("could not read the tables of the notebook's database: %s", scrub(str(exc), self.connection_string)[:200])
+            rows = []
+        finally:
+            self._query_lock.release()
+        tables = {}
+        for table, column in rows:
+            tables.setdefault(str(table), []).append(str(column))
+        self._schema = (time.monotonic(), self.connection_string, tables)
+        return tables
 
     def _execute(self, query, params):
         self._cancelled = False

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import completion
 from . import sandbox as sandboxing
 from .database import ExternalDatabase
 
@@ -30,6 +31,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KILL_GRACE = 3.0
 READ_LIMIT = 1 << 26  # longest protocol line (an output near the cap, JSON-escaped)
 START_TIMEOUT = 30.0
+# A completion or inspection the child has not answered by then is answered statically
+# (its first one loads jedi, about a second).
+ASSIST_TIMEOUT = 5.0
+SCHEMA_TIMEOUT = 2.0  # the notebook database's table names, for SQL completion
 # The sandbox as configured by default (the worker passes the settings' own).
 DEFAULT_SANDBOX = sandboxing.SandboxConfig()
 _uid_pool = None
@@ -82,6 +87,7 @@ class Runner:
         self._network = None  # the slirp4netns process of an outbound sandbox
         self._queries = set()  # tasks answering the child's database queries
         self._stdout_counts = {}  # request id -> characters of stdout relayed
+        self._assists = {}  # request id -> future of a complete / inspect (never interrupted)
 
     @property
     def alive(self):
@@ -230,6 +236,49 @@ class Runner:
             raise RuntimeError(f"{error.get('ename')}: {error.get('evalue')}")
         return reply
 
+    async def assist(self, op, *, code, cursor, language):
+        """`complete` or `inspect` at `cursor` (UTF-16 offset) of a cell's code.
+
+        Answered by the child's command thread, never behind the lock a running cell holds
+        (so it is `busy` and static then).  Without a process (none is started for this) or
+        without an answer in time, a static one from here: keywords, builtins, the cell's
+        own names, or for SQL the keywords and the notebook database's tables.  Nothing here
+        reads a namespace or imports jedi."""
+        tables = await self._external_tables() if language == "sql" and op == "complete" else {}
+        if self.alive:
+            reply = await self._ask_child({"op": op, "code": code, "cursor": cursor, "language": language, "tables": tables, "engine": self.database.engine or ""})
+            if reply is not None and reply.get("status") == "success":
+                return {key: value for key, value in reply.items() if key not in ("op", "id", "status")}
+            if reply is not None:
+                logger.info("%s failed in the kernel process: %s", op, reply.get("error"))
+        if op == "inspect":
+            return {}
+        if language == "sql":
+            return completion.sql_completions(code, cursor, tables)
+        return completion.static_completions(code, cursor)
+
+    async def _ask_child(self, message):
+        self._next_id += 1
+        request = self._next_id
+        future = asyncio.get_running_loop().create_future()
+        self._assists[request] = future
+        try:
+            await self._send({**message, "id": request})
+            return await asyncio.wait_for(future, ASSIST_TIMEOUT)
+        except (asyncio.TimeoutError, RunnerDied):
+            return None
+        finally:
+            self._assists.pop(request, None)
+
+    async def _external_tables(self):
+        """The notebook database's {table: columns}, or {} (none set, or it did not answer in time)."""
+        if not self.database.engine:
+            return {}
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.database.schema), SCHEMA_TIMEOUT)
+        except asyncio.TimeoutError:
+            return {}
+
     async def interrupt(self):
         """Interrupt the running cell (KeyboardInterrupt inside it); True if one was running."""
         pending = [key for key in self._pending if key != "ready"]
@@ -323,8 +372,9 @@ class Runner:
                             logger.exception("stdout callback failed")
                 elif op == "result":
                     entry = self._pending.get(request)
-                    if entry and not entry[0].done():
-                        entry[0].set_result(message)
+                    future = entry[0] if entry else self._assists.get(request)
+                    if future is not None and not future.done():
+                        future.set_result(message)
                 elif op == "query" and request in self._pending and not self._queries:
                     # One query at a time, for a request that is running: user code that
                     # writes to the protocol pipe itself cannot pile work up out here.
@@ -343,6 +393,9 @@ class Runner:
                 if not future.done():
                     future.set_exception(RunnerDied(self._death))
             self._pending.clear()
+            for future in self._assists.values():
+                if not future.done():
+                    future.set_exception(RunnerDied(self._death))
 
     def _within_stdout_cap(self, request, text):
         """The child caps a cell's output, but user code can write to the protocol pipe itself:

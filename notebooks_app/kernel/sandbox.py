@@ -38,6 +38,7 @@ CHILD_MODULES = (
     "notebooks_app/kernel/__init__.py",
     "notebooks_app/kernel/_child.py",
     "notebooks_app/kernel/analysis.py",
+    "notebooks_app/kernel/completion.py",
     "notebooks_app/kernel/sql.py",
     "notebooks_app/kernel/markdown.py",
     "notebooks_app/kernel/ui.py",

@@ -621,6 +621,27 @@ class NotebookSession:
             return
         await self.publish(reply_channel, self.state_messages(request_id))
 
+    async def assist(self, message):
+        """`kernel.complete` / `kernel.inspect`, out of band: answered to the sender alone, never
+        queued behind a cascade, and never starting an execution process (Runner.assist)."""
+        await self.ensure_loaded()
+        channel, request_id = message["replyChannel"], message.get("requestId")
+        cell = None if self.gone else self.cells.get(message.get("cellId"))
+        if cell is None:
+            await self.publish(channel, [{"type": "error", "code": "unknown_cell", "message": "No such cell in this notebook.", "requestId": request_id}])
+            return
+        op = message["type"].removeprefix("kernel.")
+        if self.runner is None:  # made, not started: its database answers SQL completion
+            self.runner = self.runner_factory()
+            self.runner.set_connection(self.db_connection)
+        if cell.type == CELL_MARKDOWN:
+            answer = {} if op == "inspect" else {"from": message["cursor"], "to": message["cursor"], "items": []}
+        else:
+            language = "sql" if cell.type == CELL_SQL else "python"
+            answer = await self.runner.assist(op, code=message["code"], cursor=message["cursor"], language=language)
+        reply = {"type": "completions" if op == "complete" else "inspection", "requestId": request_id, "cellId": cell.id, **answer}
+        await self.publish(channel, [reply])
+
     async def on_catch_up(self, message):
         if message["revision"] > self.revision:
             await self.reload(message.get("requestId"))  # the state reaches every socket, this one too

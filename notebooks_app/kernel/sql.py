@@ -274,6 +274,18 @@ class DuckDbEngine:
                     pass
         return self._duck
 
+    def tables(self):
+        """{table: [column, ...]} of this DuckDB's own tables and views (for completion, while
+        no query runs: the caller makes sure of that)."""
+        rows = self._duckdb().execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'main' ORDER BY table_name, ordinal_position LIMIT 10000"
+        ).fetchall()
+        tables = {}
+        for table, column in rows:
+            tables.setdefault(table, []).append(column)
+        return tables
+
     def interrupt(self):
         """Cancel the query in flight (called from another thread)."""
         with self._lock:

@@ -269,6 +269,8 @@ class KernelService:
             session.text_update(message)  # at once: typing never waits behind a running cell
         elif kind == "kernel.sync":
             loop.create_task(self._guard(session.sync(message["replyChannel"], message.get("requestId"), message.get("revision")), notebook_id))
+        elif kind in ("kernel.complete", "kernel.inspect"):  # to the sender alone, never behind a cell
+            loop.create_task(self._guard(session.assist(message), notebook_id))
         elif kind == "kernel.interrupt":
             loop.create_task(self._guard(session.interrupt(), notebook_id))
         else:
