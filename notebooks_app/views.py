@@ -12,8 +12,9 @@ from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import exporting, importing, operations, permissions
+from . import exporting, frames, importing, operations, permissions
 from .constants import OUTPUT_HTML_STYLE
+from .kernel.display import CHART_MIME_TYPES
 from .forms import ImportForm, NotebookForm, ShareForm
 from .models import THEMES, Cell, Notebook, OutputBlob, UserPreference
 
@@ -196,9 +197,8 @@ def notebook_delete(request, notebook_id):
 # Content-addressed, so a response never changes: cached for a year, revalidated by ETag.
 # Only people who may view the notebook get them (anyone else: 404, like the notebook).
 OUTPUT_CACHE = "private, max-age=31536000, immutable"
-# An HTML output is a document of its own: sandboxed (an opaque origin, so it reaches neither
-# this site's cookies nor its pages) and, like the srcdoc frames it replaces, without scripts.
-OUTPUT_HTML_POLICY = "sandbox allow-scripts; default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
+# An HTML output is a document of its own, in an opaque origin where its scripts run and reach
+# nothing of this site (frames.py).
 
 
 @require_http_methods(["GET", "HEAD"])
@@ -216,8 +216,9 @@ def cell_output_data(request, notebook_id, digest):
     elif blob.mime_type.startswith("image/"):
         response = HttpResponse(base64.b64decode(blob.data), content_type=blob.mime_type)
     elif blob.mime_type == "text/html":
-        response = HttpResponse(OUTPUT_HTML_STYLE + blob.data, content_type="text/html; charset=utf-8")
-        response["Content-Security-Policy"] = OUTPUT_HTML_POLICY
+        response = frames.frame_response(frames.html_document(blob.data))
+    elif blob.mime_type in CHART_MIME_TYPES:
+        response = HttpResponse(blob.data, content_type="application/json")
     else:
         response = HttpResponse(blob.data, content_type="text/plain; charset=utf-8")
     response["ETag"] = etag

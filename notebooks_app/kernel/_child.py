@@ -37,6 +37,8 @@ import termios
 import threading
 import traceback
 
+from notebooks_app.kernel import display
+
 CHILD_FILE = os.path.abspath(__file__)
 DRAIN_TIMEOUT = 2.0
 
@@ -340,11 +342,11 @@ class Kernel:
             finally:
                 self.executing = False
             widgets = [w for w in ui.end_run() if w is not value]
-            outputs = [{"mimeType": ui.UI_MIME, "data": w.definition()} for w in widgets] + self._outputs(value)
+            outputs = [{"mimeType": ui.UI_MIME, "data": w.definition()} for w in widgets] + self._cap(display.shown_charts()) + self._outputs(value)
         except BaseException as exc:  # noqa: BLE001 - every failure of user code is the cell's error
             ui.end_run()
             error = self._error(exc)
-            outputs = self._figures()
+            outputs = self._cap(display.shown_charts()) + self._figures()
         finally:
             self.capture.drain()
             bound = (set(self.namespace) - before) | {name for name in writes if name in self.namespace}
@@ -455,7 +457,15 @@ class Kernel:
         outputs = []
         if isinstance(value, ui.Widget):
             return [{"mimeType": ui.UI_MIME, "data": value.definition()}] + self._figures()
+        charts = None
         if value is not None:
+            try:
+                charts = display.chart_outputs(value)
+            except Exception as exc:  # noqa: BLE001 - a chart that cannot be drawn is shown as its repr
+                print(f"[this {type(value).__name__} could not be drawn as an interactive chart: {type(exc).__name__}: {exc}]", file=sys.stderr)
+        if charts:
+            outputs.extend(charts)
+        elif value is not None:
             png = _figure_png(value)
             if png is not None:
                 outputs.append({"mimeType": "image/png", "data": png})
@@ -500,7 +510,11 @@ class Kernel:
         capped = []
         for output in outputs:
             data = output["data"]
-            if isinstance(data, str) and output["mimeType"].startswith("image/"):
+            if output["mimeType"] in display.CHART_MIME_TYPES:
+                size = len(json.dumps(data, separators=(",", ":")))
+                if size > self.output_cap:
+                    output = {"mimeType": "text/plain", "data": f"[{output['mimeType']} chart of {size:,} characters is larger than the {self.output_cap:,} character cap and was not kept: plot fewer points]"}
+            elif isinstance(data, str) and output["mimeType"].startswith("image/"):
                 if len(data) * 3 // 4 > self.image_cap:
                     output = {"mimeType": "text/plain", "data": f"[{output['mimeType']} output of {len(data) * 3 // 4:,} bytes is larger than the {self.image_cap:,} byte image cap and was not kept]"}
             elif isinstance(data, str) and len(data) > self.output_cap:
@@ -589,6 +603,7 @@ def install_notebook_module():
 
 def main():
     install_notebook_module()
+    display.install()
     output_cap = int(os.environ.get("NOTEBOOK_OUTPUT_CAP", "1000000"))
     sql_row_cap = int(os.environ.get("NOTEBOOK_SQL_ROW_CAP", "200"))
     set_limits()

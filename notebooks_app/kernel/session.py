@@ -37,6 +37,7 @@ from .markdown import render as render_markdown
 from .graph import DependencyGraph
 from .runner import RunnerDied, SandboxUnavailable
 from .shared_text import CellText, UpdateRejected
+from .display import CHART_MIME_TYPES
 from .ui import UI_MIME
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,12 @@ class CellState:
 
 # What the execution process may produce. It runs user code, so it can send anything: never the
 # page-trusted markdown HTML (rendered and sanitized here only), never a reference or URL.
-CHILD_MIME_TYPES = {"text/plain": str, "text/html": str, "image/png": str, UI_MIME: dict}
+CHILD_MIME_TYPES = {"text/plain": str, "text/html": str, "image/png": str, UI_MIME: dict} | dict.fromkeys(CHART_MIME_TYPES, dict)
+# HTML that needs scripts of its own (folium maps, widgets, a _repr_html_ with <script>, inline
+# event handlers) is always stored apart: its URL serves it as a document whose own policy lets
+# its scripts run in an opaque origin (views.cell_output_data); inline HTML runs none.
+# A frame inside it (folium's srcdoc, whose scripts are escaped) counts too.
+SCRIPTED_HTML = re.compile(r"<script[\s>/]|&lt;script|<iframe[\s>/]|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
 
 
 def untrusted_outputs(outputs):
@@ -1031,11 +1037,17 @@ class NotebookSession:
         size, url}.  The cell's blobs its new outputs no longer use are dropped."""
         blobs, kept = [], []
         for output in outputs:
-            data = output.get("data")
-            if not isinstance(data, str) or len(data) <= OUTPUT_INLINE_LIMIT:
+            data, mime = output.get("data"), output.get("mimeType", "text/plain")
+            if mime in CHART_MIME_TYPES:
+                text = json.dumps(data, separators=(",", ":"))
+                data = text if len(text) > OUTPUT_INLINE_LIMIT else None
+            elif mime == "text/html" and isinstance(data, str) and SCRIPTED_HTML.search(data):
+                pass
+            elif not isinstance(data, str) or len(data) <= OUTPUT_INLINE_LIMIT:
+                data = None
+            if data is None:
                 kept.append(output)
                 continue
-            mime = output.get("mimeType", "text/plain")
             digest = hashlib.sha256(mime.encode() + b"\0" + data.encode("utf-8", "replace")).hexdigest()
             size = len(data) * 3 // 4 if mime.startswith("image/") else len(data.encode("utf-8", "replace"))
             blobs.append({"digest": digest, "mimeType": mime, "data": data})

@@ -1,7 +1,7 @@
-// Rendering a cell's outputs (docs/protocol.md: text/plain, text/html, image/png, inline or by
-// reference; markdown in markdown_view.js, inputs in widgets.js). Cheap ones are built at once;
-// HTML frames and outputs by reference are placeholders with a `load()` the cell view calls when
-// the cell comes near the viewport.
+// Rendering a cell's outputs (docs/protocol.md: text/plain, text/html, image/png, charts, inline or
+// by reference; markdown in markdown_view.js, inputs in widgets.js). Cheap ones are built at once;
+// frames (HTML, charts) and outputs by reference are placeholders with a `load()` the cell view
+// calls when the cell comes near the viewport. Frames size themselves by message (frame.js).
 import { el } from "./dom.js";
 import { MARKDOWN_MIME, renderMarkdown } from "./markdown_view.js";
 import { UI_MIME, renderWidget } from "./widgets.js";
@@ -14,38 +14,120 @@ export function shownOutputs(outputs) {
 
 /** One output item: `{node}`, or `{node, load}` when the node is a placeholder until `load()`. */
 export function renderOutput(output) {
+  if (CHART_MIME_TYPES.has(output.mimeType)) return chartOutput(output);
   if (output.ref) return referenceOutput(output);
   const { mimeType, data } = output;
   if (mimeType === "image/png") {
     return { node: el("img.output.output-image", { alt: "cell output", src: `data:image/png;base64,${String(data).replace(/[^A-Za-z0-9+/=]/g, "")}` }) };
   }
   if (mimeType === "text/html") return inlineHtmlOutput(String(data));
+  if (CHART_MIME_TYPES.has(mimeType)) return chartOutput(output);
   if (mimeType === MARKDOWN_MIME) return renderMarkdown(data);
   if (mimeType === UI_MIME) return renderWidget(output);
   return { node: el("pre.output.output-text", { text: String(data ?? "") }) };
 }
 
-/** Never allow-same-origin: the output's scripts must not reach this page, its cookies or its socket. */
-function htmlFrame(spec, attrs) {
-  return el(spec, { sandbox: "allow-scripts", referrerpolicy: "no-referrer", title: "HTML output", ...attrs });
+// Interactive charts, drawn in the chart frame by the vendored renderer of their MIME type
+// (notebooks_app/kernel/display.py, static/notebooks/frame.js).
+export const CHART_MIME_TYPES = new Set([
+  "application/vnd.plotly.v1+json",
+  "application/vnd.vegalite.v6+json",
+  "application/vnd.vega.v6+json",
+  "application/vnd.bokehjs.item+json",
+]);
+const CHART_LABELS = { "application/vnd.plotly.v1+json": "plotly chart", "application/vnd.vegalite.v6+json": "vega-lite chart", "application/vnd.vega.v6+json": "vega chart", "application/vnd.bokehjs.item+json": "bokeh chart" };
+
+// Frame heights are reported by the frame (frame.js) and believed only within these bounds.
+const FRAME_MIN_HEIGHT = 24;
+const FRAME_MAX_HEIGHT = 4000;
+const frames = new Set(); // {frame, onMessage} of every output frame made
+
+window.addEventListener("message", (event) => {
+  // Only our own output frames, which are opaque origins ("null"), and only what they may say.
+  if (event.origin !== "null" || !event.source) return;
+  let entry = null;
+  for (const candidate of frames) {
+    if (!candidate.frame.isConnected) frames.delete(candidate);
+    else if (candidate.frame.contentWindow === event.source) entry = candidate;
+  }
+  const message = event.data;
+  if (!entry || !message || typeof message !== "object" || typeof message.type !== "string") return;
+  if (message.type === "notebook-frame") {
+    const height = Number(message.height);
+    if (!Number.isFinite(height)) return;
+    entry.frame.style.height = `${Math.round(Math.min(FRAME_MAX_HEIGHT, Math.max(FRAME_MIN_HEIGHT, height)))}px`;
+    entry.frame.dataset.sized = "true";
+  } else {
+    entry.onMessage?.(message);
+  }
+});
+
+/** An output frame: never allow-same-origin, so the output's scripts reach neither this page,
+ * its cookies nor its socket; no allow-forms, allow-popups or allow-top-navigation either. */
+function outputFrame(spec, attrs, onMessage) {
+  const frame = el(spec, { sandbox: "allow-scripts", referrerpolicy: "no-referrer", loading: "lazy", title: "output", ...attrs });
+  frames.add({ frame, onMessage });
+  return frame;
+}
+
+function pageData() {
+  return document.getElementById("notebook")?.dataset || {};
 }
 
 function inlineHtmlOutput(data) {
-  // The sandboxed document cannot report its height (no scripts under the page's CSP):
-  // size tables by their rows, up to a scrollable 420 px; the frame stays resizable.
+  // A frame is a document of its own: built only when the cell is near the viewport. Its
+  // scripts do not run (it inherits this page's policy), except frame.js, which reports its height.
   const rows = (data.match(/<tr[\s>]/gi) || []).length;
-  const height = rows ? `${Math.min(420, 44 + rows * 25)}px` : null;
-  // A frame is a document of its own: built only when the cell is near the viewport.
   const node = el("div.output.output-pending");
-  if (height) node.style.height = height;
+  const estimate = `${rows ? Math.min(420, 44 + rows * 25) : 60}px`;
+  node.style.height = estimate;
   const load = () => {
-    const frame = htmlFrame("iframe.output.output-html", {});
-    // The base style of output frames comes from the server (constants.OUTPUT_HTML_STYLE).
-    frame.srcdoc = (document.getElementById("notebook")?.dataset.outputStyle || "") + data;
-    if (height) frame.style.height = height;
+    const frame = outputFrame("iframe.output.output-html", { title: "HTML output" });
+    const { outputStyle = "", frameScript } = pageData();
+    frame.srcdoc = outputStyle + (frameScript ? `<script src="${frameScript}"></script>` : "") + data;
+    frame.style.height = estimate;
     node.replaceWith(frame);
   };
   return { node, load };
+}
+
+/** A chart: its JSON is posted to a chart frame (an opaque origin with the vendored renderers). */
+function chartOutput(output) {
+  const label = CHART_LABELS[output.mimeType] || "chart";
+  const box = el("div.output.output-chart", { dataset: { state: "waiting", mimeType: output.mimeType } },
+    el("span.output-ref-note", { text: `Interactive ${label}: loads when shown` }));
+  box.style.minHeight = "120px";
+  const failed = (reason) => {
+    box.dataset.state = "failed";
+    box.replaceChildren(
+      el("span.output-ref-note", { text: `Could not load this ${label} (${reason}).` }),
+      el("button.retry-output", { type: "button", onclick: load }, "Retry"),
+    );
+  };
+  function load() {
+    box.dataset.state = "loading";
+    box.replaceChildren(el("span.output-ref-note", { text: `Loading ${label}…` }));
+    const data = output.ref
+      ? fetch(output.url, { credentials: "same-origin" }).then((response) => {
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        return response.json();
+      })
+      : Promise.resolve(output.data);
+    data.then((chart) => {
+      const frame = outputFrame("iframe.output-chart-frame", { src: pageData().chartFrame, title: label }, (message) => {
+        if (message.type === "notebook-frame-ready") {
+          frame.contentWindow?.postMessage({ type: "render", mimeType: output.mimeType, data: chart }, "*");
+        } else if (message.type === "notebook-frame-drawn") {
+          box.dataset.state = "loaded";
+          box.style.minHeight = "";
+        }
+      });
+      frame.style.height = "460px";
+      box.replaceChildren(frame);
+      box.dataset.state = "drawing";
+    }).catch((error) => failed(error.message));
+  }
+  return { node: box, load };
 }
 
 /** An output stored apart ({mimeType, ref, size, url}): its size until it is fetched. */
@@ -76,8 +158,11 @@ function referenceOutput(output) {
       image.addEventListener("error", () => failed("the server did not send it"));
       box.append(image);
     } else if (output.mimeType === "text/html") {
-      // The URL serves the document with its own policy (sandbox, no scripts); big by definition.
-      box.replaceChildren(htmlFrame("iframe.output-html.output-html-ref", { src: output.url }));
+      // The URL serves the document with its own policy: an opaque origin whose scripts run
+      // (maps, widgets) and reach nothing of this site (notebooks_app/frames.py).
+      const frame = outputFrame("iframe.output-html.output-html-ref", { src: output.url, title: "HTML output" });
+      frame.style.height = "150px";
+      box.replaceChildren(frame);
       box.dataset.state = "loaded";
     } else {
       fetch(output.url, { credentials: "same-origin" })

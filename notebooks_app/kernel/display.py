@@ -1,0 +1,127 @@
+"""Interactive charts as MIME bundles, in the notebook's execution process (docs/frontend.md#outputs).
+
+A cell whose last value is a plotly figure, an altair chart or a bokeh model produces the JSON
+its library's own renderer draws (plotly.js, vega-embed, BokehJS). The page draws it with those
+renderers, vendored into our static files, inside an opaque-origin frame: no user script runs
+in the page and nothing is fetched from the internet. Everything else keeps its usual forms
+(text/plain, text/html, image/png).
+
+Imported by kernel/_child.py only: this module runs inside the sandbox and imports the chart
+libraries only when a value comes from one of them (their import is slow)."""
+
+import json
+import re
+import sys
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+VEGALITE_MIME = "application/vnd.vegalite.v6+json"
+VEGA_MIME = "application/vnd.vega.v6+json"
+# bokeh.embed.json_item(model): {target_id, root_id, doc, version}, drawn by Bokeh.embed.embed_item.
+BOKEH_MIME = "application/vnd.bokehjs.item+json"
+CHART_MIME_TYPES = (PLOTLY_MIME, VEGALITE_MIME, VEGA_MIME, BOKEH_MIME)
+
+# altair writes "application/vnd.vegalite.v6.json", older ones "...v5+json": one name each here
+# (vega-lite 6 and vega 6 on the page read v5 specifications too).
+_VEGA_FAMILY = re.compile(r"^application/vnd\.(vegalite|vega)\.v\d+[.+]json$")
+
+_shown = []  # charts a cell showed with fig.show() (plotly), collected by its run
+
+
+def chart_outputs(value):
+    """The chart outputs for `value`, or None when it is not a chart of a known library."""
+    module = type(value).__module__ or ""
+    top = module.partition(".")[0]
+    if top == "plotly" and callable(getattr(value, "to_plotly_json", None)):
+        return [{"mimeType": PLOTLY_MIME, "data": plotly_json(value)}]
+    if top == "bokeh":
+        item = _bokeh_item(value)
+        if item is not None:
+            return [{"mimeType": BOKEH_MIME, "data": item}]
+    if top == "altair" and callable(getattr(value, "_repr_mimebundle_", None)):
+        return _vega_outputs(value)
+    return None
+
+
+def plotly_json(figure):
+    """A figure as plotly.js reads it: data, layout and config, numbers as typed arrays."""
+    import plotly.io
+
+    return json.loads(plotly.io.to_json(figure, validate=False, remove_uids=False))
+
+
+def _bokeh_item(value):
+    try:
+        from bokeh.embed import json_item
+        from bokeh.model import Model
+    except ImportError:
+        return None
+    if not isinstance(value, Model):
+        return None
+    return json.loads(json.dumps(json_item(value)))
+
+
+def _vega_outputs(value):
+    import altair
+
+    with altair.renderers.enable("mimetype"):
+        bundle = value._repr_mimebundle_()
+    if isinstance(bundle, tuple):
+        bundle = bundle[0]
+    outputs = []
+    for mime, data in (bundle or {}).items():
+        family = _VEGA_FAMILY.match(mime)
+        if family and isinstance(data, dict):
+            outputs.append({"mimeType": VEGALITE_MIME if family.group(1) == "vegalite" else VEGA_MIME, "data": data})
+    return outputs or None
+
+
+def install_plotly_renderer():
+    """`fig.show()` in a cell shows the figure below it (plotly's own renderers would open a
+    browser or need IPython). Set up as plotly.io is first imported: see `PlotlyImportHook`."""
+    import plotly.io
+    from plotly.io._base_renderers import ExternalRenderer
+
+    class NotebookServerRenderer(ExternalRenderer):
+        def render(self, fig_dict):
+            _shown.append({"mimeType": PLOTLY_MIME, "data": json.loads(plotly.io.to_json(fig_dict, validate=False))})
+
+    plotly.io.renderers["notebook_server"] = NotebookServerRenderer()
+    plotly.io.renderers.default = "notebook_server"
+
+
+class PlotlyImportHook:
+    """Sets up the renderer right after `plotly.io` is imported, by whatever cell imports it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "plotly.io":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_and_install(module):
+            exec_module(module)
+            sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not self]
+            install_plotly_renderer()
+
+        spec.loader.exec_module = exec_and_install
+        return spec
+
+
+def install():
+    """At the child's start: before any cell runs."""
+    sys.meta_path.insert(0, PlotlyImportHook())
+
+
+def shown_charts():
+    """The charts shown with fig.show() since the last call, in order."""
+    charts = list(_shown)
+    _shown.clear()
+    return charts
