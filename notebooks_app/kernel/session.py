@@ -12,6 +12,7 @@ import bisect
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
