@@ -11,6 +11,7 @@ import { HistoryPanel, bindUndoKeys, deletedToast } from "./history_panel.js";
 import { configureWidgets, widgetById } from "./widgets.js";
 import { SharedText, toBase64 } from "./shared_text.js";
 import { Presence, showRunBy } from "./presence.js";
+import { bindKeyboard } from "./keyboard.js";
 
 const EDIT_DEBOUNCE_MS = 400;
 const RETRY_MS = 1000;
@@ -63,6 +64,7 @@ export class NotebookApp {
       if (cellId) this.presence.focusCell(cellId);
     });
     this.bindToolbar();
+    if (!this.appMode) bindKeyboard(this); // command mode and the shortcuts overlay (keyboard.js)
     document.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && this.highlighted) this.highlight(this.highlighted);
     });
@@ -109,7 +111,7 @@ export class NotebookApp {
 
   createCell(cellType, afterCellId, { focus = false, beforeCellId = null } = {}) {
     const message = beforeCellId ? { type: "create_cell", cellType, beforeCellId } : { type: "create_cell", cellType, afterCellId };
-    this.request(message, { kind: "create_cell", cellId: afterCellId, focus });
+    return this.request(message, { kind: "create_cell", cellId: afterCellId, focus });
   }
 
   /** Move a cell one place up (-1) or down (+1): move_cell puts it after another cell, or first. */
@@ -174,12 +176,12 @@ export class NotebookApp {
     this.request({ type: "delete_cell", cellId: view.id }, { kind: "delete_cell", cellId: view.id });
   }
 
-  addCell(view, where, cellType) {
+  addCell(view, where, cellType, { focus = true } = {}) {
     const index = this.order.indexOf(view.id);
     // create_cell inserts after a cell: "above" is after the previous one, or before the first.
     const after = where === "below" ? view.id : this.order[index - 1];
-    if (after === undefined) return this.createCell(cellType, null, { focus: true, beforeCellId: view.id });
-    this.createCell(cellType, after, { focus: true });
+    if (after === undefined) return this.createCell(cellType, null, { focus, beforeCellId: view.id });
+    return this.createCell(cellType, after, { focus });
   }
 
   navigate(view, direction) {
