@@ -339,6 +339,11 @@ def test_html_output_cannot_touch_the_page(open_page, notebook):
         expect(page.frame_locator("iframe.output-html").locator("b")).to_have_text("bold")
         assert page.evaluate("window.PWNED") is None
         assert page.evaluate("window.top.PWNED") is None
+        # The output's script ran in its opaque-origin frame and was refused there (that error is
+        # the frame's, reported by Chromium with the page's): nothing else went wrong.
+        expect(page.frame_locator("iframe.output-html").locator(".notebook-frame-errors")).to_contain_text("cross-origin frame")
+        assert all('Blocked a frame with origin "null"' in error for error in page.errors), page.errors
+        page.errors.clear()
 
 
 @contextlib.contextmanager
