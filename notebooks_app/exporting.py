@@ -6,6 +6,7 @@ Every format imports back (importing.py) as the same cells in the same order: SQ
 `ref` and no `data`) are read back here so files carry them whole.  What maps to what:
 docs/files.md.
 """
+import json
 from dataclasses import dataclass
 
 import jupytext
@@ -15,6 +16,7 @@ from django.utils.text import slugify
 from nbformat.v4 import new_notebook, new_output
 
 from .constants import CELL_MARKDOWN, CELL_SQL, MARKDOWN_MIME, OUTPUT_HTML_STYLE
+from .kernel.display import CHART_MIME_TYPES
 from .kernel.markdown import render as render_markdown
 from .models import OutputBlob
 
@@ -68,6 +70,11 @@ def _resolved_outputs(cell, blobs):
     resolved = []
     for output in cell.outputs or []:
         mime = output.get("mimeType", "text/plain")
+        if mime in CHART_MIME_TYPES:  # JSON: a dict in .ipynb (JupyterLab draws these itself)
+            data = output["data"] if "data" in output else json.loads(blobs[output["ref"]]) if output.get("ref") in blobs else None
+            if data is not None:
+                resolved.append((mime, data))
+                continue
         if "data" in output:
             resolved.append((mime, str(output["data"])))
         elif output.get("ref") in blobs:
@@ -156,7 +163,10 @@ def _report_cell(cell, blobs):
         return {"markdown": True, "html": _markdown_html(cell), "code": cell.code}
     outputs = []
     for bundle in _bundles(_resolved_outputs(cell, blobs)):
-        if "text/html" in bundle:
+        chart = next((mime for mime in bundle if mime in CHART_MIME_TYPES), None)
+        if chart:  # a report runs no script: the chart is interactive in the notebook only
+            outputs.append({"kind": "text", "data": f"[interactive chart ({chart}): open the notebook to see it]"})
+        elif "text/html" in bundle:
             outputs.append({"kind": "html", "data": bundle["text/html"]})
         elif "image/png" in bundle:
             outputs.append({"kind": "image", "data": f"data:image/png;base64,{bundle['image/png']}"})

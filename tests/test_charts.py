@@ -155,3 +155,27 @@ def test_the_chart_frame_is_an_opaque_origin_with_our_renderers(users):
     assert response["Content-Security-Policy"] == frames.FRAME_POLICY
     body = response.content.decode()
     assert 'data-renderer="chart"' in body and "plotly" in body and "vega-embed" in body and "bokeh" in body
+
+
+async def test_charts_export_to_ipynb_as_their_json_and_to_the_report_as_a_note(ws, notebook, users):
+    import nbformat
+
+    from notebooks_app import exporting
+
+    alice = await ws(users["alice"], notebook)
+    small = await create(alice, PLOTLY)
+    big = await create(alice, "import plotly.graph_objects as go\ngo.Figure(go.Scatter(y=list(range(20_000))))")
+    for cell in (small, big):
+        await run_and_wait(alice, cell)
+    assert "ref" in outputs_of(alice, big)[0]
+
+    def export():
+        notebook.refresh_from_db()
+        return exporting.to_ipynb(notebook), exporting.to_html(notebook)
+
+    ipynb, report = await database_sync_to_async(export)()
+    document = nbformat.reads(ipynb, as_version=4)
+    nbformat.validate(document)
+    charts = [output["data"][PLOTLY_MIME] for cell in document.cells for output in cell.outputs if PLOTLY_MIME in output.get("data", {})]
+    assert [chart["data"][0]["type"] for chart in charts] == ["scatter", "scatter"]
+    assert "interactive chart (application/vnd.plotly.v1+json)" in report and "<script" not in report
