@@ -4,6 +4,10 @@ export { basicSetup } from "codemirror";
 export { EditorView, keymap } from "@codemirror/view";
 export { EditorState, Compartment, Prec } from "@codemirror/state";
 export { closeCompletion, completionStatus } from "@codemirror/autocomplete";
+// Completion and inspection from the kernel (static/notebooks/js/completion.js).
+export { autocompletion, startCompletion } from "@codemirror/autocomplete";
+export { hoverTooltip, showTooltip } from "@codemirror/view";
+export { StateField, StateEffect } from "@codemirror/state";
 export { indentUnit } from "@codemirror/language";
 export { python } from "@codemirror/lang-python";
 export { sql, PostgreSQL } from "@codemirror/lang-sql";

@@ -642,6 +642,7 @@ def main():
 
     threading.Thread(target=read_commands, name="commands", daemon=True).start()
     protocol.send({"op": "ready", "pid": os.getpid()})
+    warmed = False
     while True:
         try:
             message = commands.get()
@@ -650,6 +651,11 @@ def main():
             finally:
                 with kernel._interrupt_lock:
                     kernel.queued -= 1
+            if not warmed:  # after the first command, not before it: completion loads jedi meanwhile
+                warmed = True
+                from notebooks_app.kernel import completion
+
+                threading.Thread(target=completion.warm, name="completion-warm-up", daemon=True).start()
         except KeyboardInterrupt:  # arrived just after a cell finished
             continue
 

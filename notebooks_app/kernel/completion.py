@@ -16,6 +16,7 @@ import keyword
 import os
 import re
 import tempfile
+import threading
 
 MAX_ITEMS = 300  # a popup longer than this is never read
 DOC_LIMIT = 8000  # characters of a docstring
@@ -90,6 +91,7 @@ def static_completions(code, cursor):
 
 # --- Python: jedi over the live namespace ----------------------------------------------------
 _JEDI_READY = False
+_JEDI_LOCK = threading.Lock()  # jedi's caches are not thread-safe: the warm-up and the command thread
 _TYPES = {"module": "module", "class": "class", "instance": "variable", "function": "function",
           "param": "variable", "path": "text", "keyword": "keyword", "property": "property", "statement": "variable"}
 
@@ -135,8 +137,26 @@ def _static_unwrap_in_jedi():
     mixed.inspect = types.SimpleNamespace(**{**vars(inspect), "unwrap": unwrap})
 
 
+def warm():
+    """Load jedi and the builtins' stubs (about a second of CPU) before the first completion;
+    the child calls it in a thread once it is first idle."""
+    with _JEDI_LOCK:
+        _jedi().Interpreter("import builtins\nbuiltins.l", [{}]).complete(2, 10)
+
+
 def python_completions(code, cursor, namespace):
     """Completions from jedi's Interpreter: live variables, their attributes, modules."""
+    with _JEDI_LOCK:
+        return _python_completions(code, cursor, namespace)
+
+
+def python_inspection(code, cursor, namespace):
+    """The signature of the call around the cursor, or of the name under it, and its docstring."""
+    with _JEDI_LOCK:
+        return _python_inspection(code, cursor, namespace)
+
+
+def _python_completions(code, cursor, namespace):
     jedi = _jedi()
     index = index_of(code, cursor)
     line, column = _line_column(code, index)
@@ -152,8 +172,7 @@ def python_completions(code, cursor, namespace):
     return _answer(code, start, index, items)
 
 
-def python_inspection(code, cursor, namespace):
-    """The signature of the call around the cursor, or of the name under it, and its docstring."""
+def _python_inspection(code, cursor, namespace):
     jedi = _jedi()
     index = index_of(code, cursor)
     line, column = _line_column(code, index)

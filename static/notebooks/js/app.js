@@ -11,6 +11,7 @@ import { HistoryPanel, bindUndoKeys, deletedToast } from "./history_panel.js";
 import { configureWidgets, widgetById } from "./widgets.js";
 import { SharedText, toBase64 } from "./shared_text.js";
 import { Presence, showRunBy } from "./presence.js";
+import { Assistant } from "./completion.js";
 import { bindKeyboard } from "./keyboard.js";
 
 const EDIT_DEBOUNCE_MS = 400;
@@ -35,6 +36,8 @@ export class NotebookApp {
     this.busy = new Set(); // cells queued or running: Stop has something to stop
     this.ticker = null;
     this.synced = false;
+    // Completion and inspection (completion.js): asked and answered on this socket only.
+    this.assistant = new Assistant((message) => this.synced && this.send(message), () => `${this.tab}-${++this.nextRequest}`);
     const dbSection = document.getElementById("db-settings");
     this.dbPanel = dbSection ? new DbPanel(dbSection, { canEdit: this.canEdit, onSave: (value) => this.saveDbConnection(value) }) : null;
     const historySection = document.getElementById("history");
@@ -220,6 +223,7 @@ export class NotebookApp {
       onMove: (view, direction) => this.moveCell(view, direction),
       onName: (name) => this.highlight(name),
       onResultVariable: (view, name) => this.request({ type: "cell_update", cellId: view.id, resultVariable: name }, { kind: "result_variable", cellId: view.id }),
+      ask: this.canEdit && !this.appMode ? (type, cellId, code, cursor) => this.assistant.ask(type, cellId, code, cursor) : null,
     };
   }
 
@@ -463,6 +467,7 @@ export class NotebookApp {
     if (reply.type === "access_changed") return this.roleChanged(reply.role);
     // Presence is never in `seq` order; a text_reset answering this page's update is not either.
     if (reply.type === "presence" || reply.type === "text_reset") return this.applyEvent(reply);
+    if (this.assistant.answer(reply)) return; // completions, inspection, or a refusal of one: no toast
     const about = this.requests.get(reply.requestId);
     if (reply.type === "history") return this.historyPanel?.show(reply, this.forget(reply.requestId));
     if (reply.type === "version_saved") return this.historyPanel?.saved(reply, this.forget(reply.requestId));

@@ -26,7 +26,7 @@ function cellSkeleton() {
 export class CellView {
   /**
    * @param {object} cell  the cell as the protocol sends it
-   * @param {object} hooks {canEdit, onChange, onBlur, onRun, onNavigate, onDelete, onAdd, onMove, onName, onResultVariable, shared}
+   * @param {object} hooks {canEdit, onChange, onBlur, onRun, onNavigate, onDelete, onAdd, onMove, onName, onResultVariable, shared, ask}
    */
   constructor(cell, hooks) {
     this.id = cell.id;
@@ -53,6 +53,7 @@ export class CellView {
       onRun: (advance) => hooks.onRun(this, advance),
       onNavigate: (direction) => hooks.onNavigate(this, direction),
       shared: hooks.shared, // {text, awareness}: the cell's shared text (shared_text.js), when it has one
+      ask: hooks.ask && ((type, code, cursor) => hooks.ask(type, this.id, code, cursor)), // completion.js
     });
     if (cell.type === "markdown") this.markdown = new MarkdownMode(this, { canEdit: hooks.canEdit && !hooks.appMode });
     this.render(cell);

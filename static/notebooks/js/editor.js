@@ -7,6 +7,7 @@ import {
 } from "../vendor/codemirror.bundle.js";
 import { el } from "./dom.js";
 import { collab } from "./shared_text.js";
+import { assistance } from "./completion.js";
 import { themeSyntax } from "./theme.js";
 
 // Colours are notebook.css's variables, so the editor follows the page's light or dark theme
@@ -49,7 +50,8 @@ export class CellEditor {
    * @param {HTMLElement} parent
    * @param {{code: string, cellType: string, readOnly: boolean,
    *          onChange: (code: string) => void, onBlur: () => void,
-   *          onRun: (advance: boolean) => void, onNavigate: (direction: -1|1) => boolean}} options
+   *          onRun: (advance: boolean) => void, onNavigate: (direction: -1|1) => boolean,
+   *          ask?: (type: "complete"|"inspect", code: string, cursor: number) => Promise<object|null>}} options
    */
   constructor(parent, options) {
     this.options = options;
@@ -90,6 +92,8 @@ export class CellEditor {
         }),
         EditorView.contentAttributes.of({ "aria-label": `${options.cellType === "sql" ? "SQL" : "Python"} cell code` }),
         shared ? shared.extension : [],
+        // Completion and inspection from the kernel, for people who may edit (completion.js).
+        options.ask && !options.readOnly ? assistance(options.cellType, options.ask) : [],
       ],
     });
   }
