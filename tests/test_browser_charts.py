@@ -151,3 +151,15 @@ async def centre(locator):
 
 async def cell_id(page, index):
     return await cells(page).nth(index).get_attribute("data-cell-id")
+
+
+async def test_html_frames_are_dark_when_the_page_is(open_page, notebook):
+    await make_cells(notebook, ("python", "import pandas as pd\npd.DataFrame({'n': [1, 2]})"))
+    alice = await open_page("alice")
+    await run_all(alice, 1)
+    frame = alice.frame_locator("iframe.output-html")
+    await expect(frame.locator("td").first).to_have_css("color", "rgb(29, 36, 51)")
+    await alice.emulate_media(color_scheme="dark")  # the page follows the system: "system" theme
+    await expect(frame.locator("td").first).to_have_css("color", "rgb(227, 231, 239)")
+    await alice.emulate_media(color_scheme="light")
+    await expect(frame.locator("td").first).to_have_css("color", "rgb(29, 36, 51)")

@@ -20,7 +20,10 @@ browser = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 # In the page: each visible element with text of its own, its colour against what is behind it
 # (ancestors' backgrounds composed until an opaque one; opacity of the element and its ancestors
 # applied), and the WCAG ratio it needs. Disabled controls are exempt (WCAG 1.4.3).
-CONTRAST_FAILURES = """() => {
+CONTRAST_FAILURES = """async () => {
+  // Colours and opacities as they end, not halfway through a transition (a theme switch, a
+  // hover-revealed button fading in).
+  await Promise.all(document.getAnimations().map((animation) => animation.finished.catch(() => null)));
   const parse = (text) => {
     const m = /rgba?\\(([^)]+)\\)/.exec(text);
     if (!m) throw new Error(`unexpected colour ${text}`);
