@@ -91,3 +91,14 @@ def test_history_benchmark(transactional_db):
     assert re.search(r"\| update_cell \(coalesced\) \| [\d.]+ / [\d.]+ ms \| .* \| \d+ / \d+ \|", output)  # the summary, with SQL statements on / off
     assert "FAIL" not in output
     assert re.search(r"verdict: create_cell end to end \(Daphne \+ runworker, log on\): log -?[\d.]+ ms / [\d.]+ ms = -?[\d.]+ %; target <= 10 %: [✓✗]", output)
+
+
+def test_complete_benchmark(transactional_db):
+    """Completion and inspection round trips (warm kernel, busy, no process) against the floor; every answer right."""
+    redis_url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/7"
+    output = run_bench("complete", dict(os.environ, DATABASE_URL=database_url_for_tests(), REDIS_URL=redis_url))
+    assert re.search(r"floor: Redis PUBLISH->SUBSCRIBE [\d.]+ ms", output)
+    for case in ("attribute after a dot (`df.gro`)", "inspect inside a call (`df.groupby(`)", "SQL column of a DataFrame"):
+        assert re.search(rf"verdict: {re.escape(case)}.*: p50 [\d.]+ ms, p99 [\d.]+ ms = .*budget p99 <= 100 ms: [✓✗]", output)
+    assert "while a cell runs: busy" in output and "no execution process: static answer" in output
+    assert "answers: OK" in output
