@@ -442,19 +442,26 @@ def test_database_connection_is_masked_and_errors_show_by_the_field(open_page):
 
 def test_two_pages_screenshot(open_page, notebook, tmp_path):
     make_cells(notebook, "rate = 0.05\nyears = 10", "principal = 1_000", "final = principal * (1 + rate) ** years\nround(final, 2)",
+               "import plotly.express as px\nt = list(range(years + 1))\npx.area(x=t, y=[principal * (1 + rate) ** y for y in t], labels={'x': 'year', 'y': 'balance'}, height=250)",
                "for year in range(1, 4):\n    print(year, round(principal * (1 + rate) ** year, 2))")
     alice, bob = open_page("alice"), open_page("bob")
     alice.click("#run-all")
     for page in (alice, bob):
         expect_output(cells(page).nth(2), "1628.89")
-        expect(cells(page).nth(3).locator(".cell-status")).to_have_text("success")
+        expect(cells(page).nth(4).locator(".cell-status")).to_have_text("success")
     bob.locator(".cell-names button.name", has_text="rate").first.click()
-    expect(bob.locator(".cell.name-uses")).to_have_count(2)
+    expect(bob.locator(".cell.name-uses")).to_have_count(3)
     shots = [tmp_path / "alice.png", tmp_path / "bob.png"]
     for page in (alice, bob):
         page.mouse.move(0, 0)
         page.evaluate("document.activeElement.blur()")
         page.set_viewport_size({"width": 1100, "height": 640})
+    # bob looks at the chart (drawn by plotly.js in its frame, docs/frontend.md#outputs).
+    chart = cells(bob).nth(3)
+    chart.locator(".output-chart-frame").scroll_into_view_if_needed()
+    expect(chart.locator(".output-chart")).to_have_attribute("data-state", "loaded")
+    expect(bob.frame_locator(".output-chart-frame").locator("svg.main-svg").first).to_be_visible()
+    chart.evaluate("node => node.scrollIntoView({block: 'end'})")
     alice.screenshot(path=shots[0])
     bob.screenshot(path=shots[1])
     from PIL import Image
