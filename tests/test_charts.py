@@ -76,6 +76,14 @@ async def test_fig_show_shows_the_figure_below_the_cell(ws, notebook, users):
     assert outputs[1]["data"]["data"][0]["type"] == "bar"
 
 
+async def test_bokeh_show_and_output_notebook_work_as_in_jupyter(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    cell = await create(alice, "from bokeh.plotting import figure, show, output_notebook\noutput_notebook()\np = figure()\np.scatter([1, 2], [3, 4])\nshow(p)")
+    await run_and_wait(alice, cell)
+    assert alice.state[cell]["status"] == "success", alice.state[cell]
+    assert [o["mimeType"] for o in outputs_of(alice, cell)] == [BOKEH_MIME]
+
+
 async def test_a_big_chart_travels_by_reference_and_is_served_as_json_to_members_only(ws, notebook, users):
     alice = await ws(users["alice"], notebook)
     cell = await create(alice, "import plotly.graph_objects as go\nimport numpy as np\ngo.Figure(go.Scatter(y=np.random.default_rng(1).normal(size=40_000), text=[f'point {i}' for i in range(40_000)]))")

@@ -24,7 +24,7 @@ CHART_MIME_TYPES = (PLOTLY_MIME, VEGALITE_MIME, VEGA_MIME, BOKEH_MIME)
 # (vega-lite 6 and vega 6 on the page read v5 specifications too).
 _VEGA_FAMILY = re.compile(r"^application/vnd\.(vegalite|vega)\.v\d+[.+]json$")
 
-_shown = []  # charts a cell showed with fig.show() (plotly), collected by its run
+_shown = []  # charts a cell showed with fig.show() (plotly) or show(p) (bokeh), collected by its run
 
 
 def chart_outputs(value):
@@ -75,25 +75,57 @@ def _vega_outputs(value):
     return outputs or None
 
 
-def install_plotly_renderer():
+def install_plotly_renderer(plotly_io):
     """`fig.show()` in a cell shows the figure below it (plotly's own renderers would open a
-    browser or need IPython). Set up as plotly.io is first imported: see `PlotlyImportHook`."""
-    import plotly.io
+    browser or need IPython)."""
     from plotly.io._base_renderers import ExternalRenderer
 
     class NotebookServerRenderer(ExternalRenderer):
         def render(self, fig_dict):
-            _shown.append({"mimeType": PLOTLY_MIME, "data": json.loads(plotly.io.to_json(fig_dict, validate=False))})
+            _shown.append({"mimeType": PLOTLY_MIME, "data": json.loads(plotly_io.to_json(fig_dict, validate=False))})
 
-    plotly.io.renderers["notebook_server"] = NotebookServerRenderer()
-    plotly.io.renderers.default = "notebook_server"
+    plotly_io.renderers["notebook_server"] = NotebookServerRenderer()
+    plotly_io.renderers.default = "notebook_server"
 
 
-class PlotlyImportHook:
-    """Sets up the renderer right after `plotly.io` is imported, by whatever cell imports it."""
+def install_bokeh_show(showing):
+    """`show(p)` in a cell shows the figure below it (bokeh's would write an HTML file and open
+    a browser); `show` is replaced before bokeh.io and bokeh.plotting import it."""
+
+    def show(obj, *args, **kwargs):
+        item = _bokeh_item(obj)
+        if item is None:
+            raise TypeError(f"show() draws bokeh models here, not {type(obj).__name__}")
+        _shown.append({"mimeType": BOKEH_MIME, "data": item})
+
+    show.__doc__ = "Show a bokeh figure or layout below the cell."
+    showing.show = show
+
+
+def install_bokeh_output(output):
+    """`output_notebook()` (Jupyter habit) is not needed here: BokehJS is already on the page."""
+
+    def output_notebook(*args, **kwargs):
+        return None
+
+    output.output_notebook = output_notebook
+
+
+# module -> what to set up in it right after it is first imported, by whatever cell imports it
+_SETUP = {
+    "plotly.io": install_plotly_renderer,
+    "bokeh.io.showing": install_bokeh_show,
+    "bokeh.io.output": install_bokeh_output,
+}
+
+
+class ImportHook:
+    """Sets up chart libraries as their modules are first imported (the imports are slow: only
+    when a cell asks for them)."""
 
     def find_spec(self, name, path=None, target=None):
-        if name != "plotly.io":
+        setup = _SETUP.get(name)
+        if setup is None:
             return None
         import importlib.util
 
@@ -106,22 +138,21 @@ class PlotlyImportHook:
             return None
         exec_module = spec.loader.exec_module
 
-        def exec_and_install(module):
+        def exec_and_set_up(module):
             exec_module(module)
-            sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not self]
-            install_plotly_renderer()
+            setup(module)
 
-        spec.loader.exec_module = exec_and_install
+        spec.loader.exec_module = exec_and_set_up
         return spec
 
 
 def install():
     """At the child's start: before any cell runs."""
-    sys.meta_path.insert(0, PlotlyImportHook())
+    sys.meta_path.insert(0, ImportHook())
 
 
 def shown_charts():
-    """The charts shown with fig.show() since the last call, in order."""
+    """The charts shown with fig.show() or show(p) since the last call, in order."""
     charts = list(_shown)
     _shown.clear()
     return charts
