@@ -120,7 +120,8 @@ def frame_response(content):
 @require_http_methods(["GET", "HEAD"])
 def chart_frame(request):
     """The document charts are drawn in: the page posts it {type: "render", mimeType, data}.
-    The same for everyone and holds nothing private; it changes only with a deployment."""
+    The same for everyone and holds nothing private. Not cached: it names the static files of
+    this deployment by their hashed names, which the next deployment replaces."""
     response = frame_response(_document('<div id="chart"></div>', renderer=True))
-    response["Cache-Control"] = "public, max-age=300"
+    response["Cache-Control"] = "no-cache"
     return response
