@@ -35,11 +35,13 @@ import struct
 import sys
 import termios
 import threading
+import time
 import traceback
 
 from notebooks_app.kernel import display
 
 CHILD_FILE = os.path.abspath(__file__)
+ASSIST_IDLE_WAIT = 0.05  # seconds a completion waits for a just-finished command (Kernel._idle_soon)
 DRAIN_TIMEOUT = 2.0
 
 
@@ -246,6 +248,19 @@ class Kernel:
         reply.update(op="result", id=request)
         self.protocol.send(reply)
 
+    def _idle_soon(self, wait=ASSIST_IDLE_WAIT):
+        """Whether the main thread has no command, waiting up to `wait` seconds for it: a command
+        whose result was just sent is still finishing its bookkeeping, and a completion asked
+        right after a run should see the run's names rather than a `busy` answer."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self._interrupt_lock:
+                if self.queued == 0:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+
     def assist(self, message):
         """`complete` / `inspect`, answered on the command thread, never behind a cell.
 
@@ -254,8 +269,7 @@ class Kernel:
         While a cell runs or waits, a static answer (no namespace) marked `busy`."""
         from notebooks_app.kernel import completion
 
-        with self._interrupt_lock:
-            idle = self.queued == 0
+        idle = self._idle_soon()
         op, code, cursor = message.get("op"), message.get("code") or "", message.get("cursor") or 0
         try:
             if op == "inspect":

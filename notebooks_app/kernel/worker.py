@@ -138,7 +138,7 @@ class DatabaseStore:
             notebook.save(update_fields=["revision", "updated_at"])
             return notebook.revision
 
-    @database_sync_to_async
+    @retried_while_database_down
     def save_text_states(self, notebook_id, texts):
         """Yjs states whose text the database already holds (`texts`: cell id -> (state, generation))."""
         with transaction.atomic():
