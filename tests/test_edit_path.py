@@ -1,0 +1,168 @@
+"""The short path of an edit (docs/performance.md, "Edits"): create_cell in two statements on
+PostgreSQL, the core layer's one-round-trip send, and the order every socket sees when several
+sockets edit at once."""
+import asyncio
+import os
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
+from django.db import connection
+
+from notebooks_app import operations
+from notebooks_app.constants import POSITION_STEP
+from notebooks_app.models import Cell, Notebook, NotebookEvent
+from notebooks_app.operations import OperationError
+from tests.conftest import db_cells
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def kernel_messages(monkeypatch):
+    """The kernel messages operations send on commit, captured instead of sent."""
+    sent = []
+    monkeypatch.setattr(operations.kernel_client, "send_on_commit", lambda notebook_id, message: sent.append(message))
+    return sent
+
+
+def _created_event(cell_id):
+    return NotebookEvent.objects.get(cell_id=cell_id, kind="created")
+
+
+def test_create_cell_places_records_and_announces_like_the_orm_path(notebook, users, kernel_messages):
+    assert connection.vendor == "postgresql"
+    alice = users["alice"]
+    first = operations.create_cell(notebook.pk, alice, code="a = 1", request_id="r1")
+    last = operations.create_cell(notebook.pk, alice, code="b = 2", request_id="r2")
+    middle = operations.create_cell(notebook.pk, users["bob"], code="c = 3", after_cell_id=str(first.pk), request_id="r3")
+    unknown = operations.create_cell(notebook.pk, alice, code="d = 4", after_cell_id=str(uuid.uuid4()), request_id="r4")
+    garbage = operations.create_cell(notebook.pk, alice, code="e = 5", after_cell_id="not-a-uuid", request_id="r5")
+    markdown = operations.create_cell(notebook.pk, alice, cell_type="markdown", code="# hi", after_cell_id=str(garbage.pk))
+
+    rows = list(Cell.objects.filter(notebook=notebook).order_by("position").values_list("id", "position", "type", "code", "status", "outputs", "reads", "inputs"))
+    assert [r[0] for r in rows] == [first.pk, middle.pk, last.pk, unknown.pk, garbage.pk, markdown.pk]
+    assert [r[1] for r in rows] == [POSITION_STEP, POSITION_STEP * 3 // 2, 2 * POSITION_STEP, 3 * POSITION_STEP, 4 * POSITION_STEP, 5 * POSITION_STEP]
+    assert rows[0][2:] == ("python", "a = 1", "idle", [], [], {})
+    assert rows[-1][2] == "markdown"
+    assert Notebook.objects.get(pk=notebook.pk).revision == 6
+
+    # The history event is the one cell_snapshot would have written: neighbours at the time.
+    assert _created_event(first.pk).after == {"id": str(first.pk), "type": "python", "code": "a = 1", "resultVariable": "", "previous": None, "next": None}
+    assert _created_event(last.pk).after["previous"] == str(first.pk) and _created_event(last.pk).after["next"] is None
+    assert _created_event(middle.pk).after["previous"] == str(first.pk) and _created_event(middle.pk).after["next"] == str(last.pk)
+    assert _created_event(middle.pk).user_id == users["bob"].pk
+    assert _created_event(unknown.pk).after["previous"] == str(last.pk)
+
+    assert [m["revision"] for m in kernel_messages] == [1, 2, 3, 4, 5, 6]
+    assert kernel_messages[2] == {
+        "type": "kernel.create_cell",
+        "notebook": str(notebook.pk),
+        "revision": 3,
+        "requestId": "r3",
+        "cell": middle.to_message(),
+        "position": POSITION_STEP * 3 // 2,
+        "positions": None,
+    }
+    assert Cell.objects.get(pk=middle.pk).to_message() == middle.to_message()
+
+
+def test_create_cell_between_adjacent_positions_renumbers(notebook, users, kernel_messages):
+    a = Cell.objects.create(notebook=notebook, position=1, code="a = 1")
+    b = Cell.objects.create(notebook=notebook, position=2, code="b = 2")
+    cell = operations.create_cell(notebook.pk, users["alice"], code="c = 3", after_cell_id=str(a.pk))
+    assert list(Cell.objects.filter(notebook=notebook).order_by("position").values_list("id", flat=True)) == [a.pk, cell.pk, b.pk]
+    assert len(kernel_messages) == 1 and kernel_messages[0]["positions"] == {str(a.pk): POSITION_STEP, str(b.pk): 2 * POSITION_STEP}
+    assert NotebookEvent.objects.filter(notebook=notebook, kind="created").count() == 1
+    assert Notebook.objects.get(pk=notebook.pk).revision == 1
+
+
+@pytest.mark.parametrize("who, code", [("carol", "forbidden"), ("dave", "not_found"), ("anonymous", "not_found"), ("unknown notebook", "not_found")])
+def test_create_cell_refused_changes_nothing(notebook, users, kernel_messages, who, code):
+    from django.contrib.auth.models import AnonymousUser
+
+    user = {"carol": users["carol"], "dave": users["dave"], "anonymous": AnonymousUser()}.get(who, users["alice"])
+    target = uuid.uuid4() if who == "unknown notebook" else notebook.pk
+    with pytest.raises(OperationError) as raised:
+        operations.create_cell(target, user, code="x = 1")
+    assert raised.value.code == code
+    assert not Cell.objects.exists() and not NotebookEvent.objects.exists() and kernel_messages == []
+    assert Notebook.objects.get(pk=notebook.pk).revision == 0
+
+
+def test_core_layer_send_is_one_script_with_capacity_and_order():
+    """The one-round-trip send keeps channels-redis's contract: FIFO, capacity, expiry."""
+    from notebooks_app.layers import RedisChannelLayer
+
+    async def scenario():
+        layer = RedisChannelLayer(hosts=[os.environ["REDIS_URL"]], capacity=3, prefix=f"test-{uuid.uuid4().hex[:8]}")
+        channel = "kernel-test"
+        for i in range(3):
+            await layer.send(channel, {"type": "t", "i": i})
+        with pytest.raises(ChannelFull):
+            await layer.send(channel, {"type": "t", "i": 3})
+        got = [(await layer.receive(channel))["i"] for _ in range(3)]
+        local = await layer.new_channel()
+        await layer.send(local, {"type": "t", "i": 9})
+        assert (await layer.receive(local))["i"] == 9
+        await layer.flush()
+        return got
+
+    assert asyncio.run(scenario()) == [0, 1, 2]
+
+
+async def test_concurrent_creates_from_several_sockets_reach_everyone_in_one_order(ws, notebook, users):
+    """Three sockets create cells at once, without waiting: every socket sees every cell_created
+    with no seq gap (NotebookClient asserts it), all in one order, each sender's own replies in
+    the order it sent them, and the order of the cells is the database's."""
+    senders = [await ws(users["alice"], notebook), await ws(users["bob"], notebook), await ws(users["alice"], notebook)]
+    watcher = await ws(users["carol"], notebook)
+    clients = [*senders, watcher]
+    per_sender = 8
+    for round_ in range(per_sender):
+        for index, client in enumerate(senders):
+            await client.send(type="create_cell", code=f"v{index}_{round_} = {round_}", requestId=f"s{index}-{round_}")
+    total = per_sender * len(senders)
+    for client in clients:
+        created = []
+        await client.wait_for(lambda e: e["type"] == "cell_created" and not created.append(e) and len(created) == total, what="every cell_created")
+    orders = [[e["requestId"] for e in c.events if e["type"] == "cell_created"] for c in clients]
+    assert all(order == orders[0] for order in orders)
+    for index in range(len(senders)):
+        mine = [rid for rid in orders[0] if rid.startswith(f"s{index}-")]
+        assert mine == [f"s{index}-{r}" for r in range(per_sender)]
+    seqs = [e["seq"] for e in watcher.events if e["type"] == "cell_created"]
+    assert seqs == sorted(seqs) and len(set(seqs)) == total
+    assert [uuid.UUID(c) for c in watcher.order] == await db_cells(notebook)
+    events = await database_sync_to_async(lambda: NotebookEvent.objects.filter(notebook=notebook, kind="created").count())()
+    assert events == total
+
+
+def test_delete_cell_records_its_snapshot_and_drops_its_blobs(notebook, users, kernel_messages):
+    from notebooks_app.models import OutputBlob
+
+    a = operations.create_cell(notebook.pk, users["alice"], code="a = 1")
+    b = operations.create_cell(notebook.pk, users["alice"], cell_type="sql", code="SELECT 1")
+    c = operations.create_cell(notebook.pk, users["alice"], code="c = 3")
+    OutputBlob.objects.create(cell_id=b.pk, digest="d" * 64, mime_type="text/plain", data="x")
+    operations.delete_cell(notebook.pk, users["bob"], cell_id=str(b.pk), request_id="d1")
+    assert list(Cell.objects.filter(notebook=notebook).order_by("position").values_list("id", flat=True)) == [a.pk, c.pk]
+    assert not OutputBlob.objects.exists()
+    event = NotebookEvent.objects.get(kind="deleted")
+    assert event.user_id == users["bob"].pk and event.cell_id == b.pk
+    assert event.before == {"id": str(b.pk), "type": "sql", "code": "SELECT 1", "resultVariable": "df_1", "previous": str(a.pk), "next": str(c.pk)}
+    assert kernel_messages[-1] == {"type": "kernel.delete_cell", "notebook": str(notebook.pk), "revision": 4, "requestId": "d1", "cellId": str(b.pk)}
+
+
+@pytest.mark.parametrize("who, cell, code", [("alice", "unknown", "unknown_cell"), ("alice", "garbage", "unknown_cell"), ("carol", "real", "forbidden"), ("dave", "real", "not_found")])
+def test_delete_cell_refused_changes_nothing(notebook, users, kernel_messages, who, cell, code):
+    a = operations.create_cell(notebook.pk, users["alice"], code="a = 1")
+    other = Notebook.objects.create(name="other", owner=users["alice"])
+    stranger = operations.create_cell(other.pk, users["alice"], code="s = 1")
+    cell_id = {"unknown": str(stranger.pk), "garbage": "nope", "real": str(a.pk)}[cell]  # another notebook's cell is unknown here
+    with pytest.raises(OperationError) as raised:
+        operations.delete_cell(notebook.pk, users[who], cell_id=cell_id)
+    assert raised.value.code == code
+    assert Cell.objects.count() == 2 and NotebookEvent.objects.filter(kind="deleted").count() == 0
+    assert Notebook.objects.get(pk=notebook.pk).revision == 1 and len(kernel_messages) == 2
