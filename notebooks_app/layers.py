@@ -93,6 +93,17 @@ return 1
 """
 
 
+# core.RedisChannelLayer._brpop_with_clean's script: messages left in a channel's backup (popped
+# by a receive that was cancelled before it handed them on) go back to the front of the channel.
+_RESTORE_BACKUP_SCRIPT = """
+local backed_up = redis.call('ZRANGE', ARGV[2], 0, -1, 'WITHSCORES')
+for i = #backed_up, 1, -2 do
+    redis.call('ZADD', ARGV[1], backed_up[i], backed_up[i - 1])
+end
+redis.call('DEL', ARGV[2])
+"""
+
+
 class RedisChannelLayer(core.RedisChannelLayer):
     """The core layer whose receive outlives Redis outages (the kernel worker's input), and
     whose send is one round trip."""
@@ -100,6 +111,7 @@ class RedisChannelLayer(core.RedisChannelLayer):
     def __init__(self, hosts=None, **kwargs):
         super().__init__(hosts=_fail_fast(hosts), **kwargs)
         self.outage = Outage("channel layer receive")
+        self._backups = {}  # channel key -> the task writing its last popped message's backup
 
     async def send(self, channel, message):
         await _once_more_on_a_fresh_connection(self._send, channel, message)
@@ -131,6 +143,27 @@ class RedisChannelLayer(core.RedisChannelLayer):
         )
         if not added:
             raise ChannelFull()
+
+    async def _brpop_with_clean(self, index, channel, timeout):
+        """core's, except that the popped message's backup (a ZADD, which `_clean_receive_backup`
+        pops again once the message is handed on) is written while the message is already on its
+        way to the consumer instead of before: one Redis round trip less between an edit's send
+        and the kernel worker. The cleaner waits for it, so the two never pass each other."""
+        backup_queue = self._backup_channel_name(channel)
+        connection = self.connection(index)
+        await connection.eval(_RESTORE_BACKUP_SCRIPT, 0, channel, backup_queue)
+        result = await connection.bzpopmin(channel, timeout=timeout)
+        if result is None:
+            return None
+        _, member, timestamp = result
+        self._backups[channel] = asyncio.ensure_future(connection.zadd(backup_queue, {member: float(timestamp)}))
+        return member
+
+    async def _clean_receive_backup(self, index, channel):
+        pending = self._backups.pop(channel, None)
+        if pending is not None:
+            await pending
+        await super()._clean_receive_backup(index, channel)
 
     async def receive(self, channel):
         delays = backoff_delays()

@@ -92,7 +92,8 @@ def test_create_cell_refused_changes_nothing(notebook, users, kernel_messages, w
 
 
 def test_core_layer_send_is_one_script_with_capacity_and_order():
-    """The one-round-trip send keeps channels-redis's contract: FIFO, capacity, expiry."""
+    """The one-round-trip send and the receive whose backup is written after the hand-off keep
+    channels-redis's contract: FIFO, capacity, nothing left behind to come back twice."""
     from notebooks_app.layers import RedisChannelLayer
 
     async def scenario():
@@ -103,6 +104,12 @@ def test_core_layer_send_is_one_script_with_capacity_and_order():
         with pytest.raises(ChannelFull):
             await layer.send(channel, {"type": "t", "i": 3})
         got = [(await layer.receive(channel))["i"] for _ in range(3)]
+        await asyncio.gather(*list(layer.receive_cleaners))
+        # The backups written after each message was handed on have been popped again: nothing
+        # would come back (twice) on the next receive.
+        redis = layer.connection(0)
+        assert await redis.zcard(layer.prefix + channel + "$inflight") == 0
+        assert await redis.zcard(layer.prefix + channel) == 0
         local = await layer.new_channel()
         await layer.send(local, {"type": "t", "i": 9})
         assert (await layer.receive(local))["i"] == 9
