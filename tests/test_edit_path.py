@@ -173,3 +173,29 @@ def test_delete_cell_refused_changes_nothing(notebook, users, kernel_messages, w
     assert raised.value.code == code
     assert Cell.objects.count() == 2 and NotebookEvent.objects.filter(kind="deleted").count() == 0
     assert Notebook.objects.get(pk=notebook.pk).revision == 1 and len(kernel_messages) == 2
+
+
+async def test_cell_deleted_goes_out_before_its_cascade(ws, notebook, users):
+    """A delete whose dependents rerun: cell_deleted (the answer to the request) is sent on its
+    own, not held for the flush timer and batched with the cascade's first statuses."""
+    from tests.conftest import create, run_and_wait
+
+    client = await ws(users["alice"], notebook, query="?batch=1")
+    frames = []
+    receive = client._receive_frame
+
+    async def recording(timeout):
+        frame = await receive(timeout)
+        frames.append(frame)
+        return frame
+
+    client._receive_frame = recording
+    a = await create(client, "a = 1")
+    b = await create(client, "b = a + 1")
+    await run_and_wait(client, b)
+    frames.clear()
+    await client.send(type="delete_cell", cellId=a, requestId="del")
+    await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == b and e["status"] == "error", what="b fails without a")
+    holding = [f for f in frames if any(e.get("type") == "cell_deleted" for e in (f["events"] if f.get("type") == "batch" else [f]))]
+    assert len(holding) == 1
+    assert [e["type"] for e in (holding[0]["events"] if holding[0].get("type") == "batch" else [holding[0]])] == ["cell_deleted"]

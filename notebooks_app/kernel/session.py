@@ -738,6 +738,7 @@ class NotebookSession:
         newly_blocked, _ = self._refresh_blocked()
         await self._forget_all(newly_blocked)
         if message.get("run"):  # a restored cell: it and what failed without it run again
+            await self.flush()  # the answer to the request goes out now, not after the cascade starts
             await self.cascade(self._run_set({cell.id}))
 
     async def on_version_restored(self, message):
@@ -818,6 +819,9 @@ class NotebookSession:
         freed = (blocked_before - set(self.graph.blocked())) & set(self.cells)
         roots = (set(descendants) | freed | self.unblocked) & set(self.cells)
         if roots:
+            # cell_deleted answers a request: it goes out now, in a frame of its own, rather than
+            # with the cascade's first events FLUSH_DELAY later (docs/performance.md, "Edits").
+            await self.flush()
             await self.cascade(self._run_set(roots))
         elif unblocked:
             await self.flush()
