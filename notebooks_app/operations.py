@@ -428,18 +428,27 @@ def unshare_notebook(notebook_id, user, *, member):
     return removed
 
 
-# --- the hot path of create_cell on PostgreSQL (docs/performance.md, "Edits") ---------------
+# --- the hot path of create_cell and delete_cell on PostgreSQL (docs/performance.md, "Edits") ----
 # An edit's time is mostly round trips to PostgreSQL, each a process switch on a busy machine.
-# The ORM path of create_cell takes nine (lock timeout, lock, position, INSERT, the history
-# snapshot, the event's INSERT, the revision bump, plus BEGIN and COMMIT); this one takes four:
-# BEGIN, the lock (with its lock timeout and the caller's role, one round trip), one statement
-# that places, inserts and records the cell and bumps the revision, COMMIT. The lock must come
-# in a statement of its own: under READ COMMITTED the next statement's snapshot then sees
-# every change committed before the lock was granted, so positions are read fresh.
+# The ORM path of create_cell takes eleven (the pool's health check, BEGIN, the lock timeout, the
+# lock, the position, the INSERT, the history snapshot, the event's INSERT, the revision bump,
+# COMMIT). Here an edit is two statements: the lock, then one statement that checks the caller
+# may edit, places, inserts (or deletes), records the history event and bumps the revision.
+# The lock must be a statement of its own: under READ COMMITTED the next statement's snapshot
+# then sees every change committed before the lock was granted, so positions are read fresh.
+# Called outside a transaction (the consumer's case), BEGIN, both statements and COMMIT go to
+# the server as one pipeline: one round trip (plus the pool's check). Inside a caller's
+# transaction (undo), the two statements run in it, one round trip each.
 
-_LOCK_SQL = """SET LOCAL lock_timeout = {timeout};
-SELECT n.owner_id, (SELECT m.role FROM notebooks_app_membership m WHERE m.notebook_id = n.id AND m.user_id = %(user)s)
+_LOCK_SQL = """SELECT n.owner_id, (SELECT m.role FROM notebooks_app_membership m WHERE m.notebook_id = n.id AND m.user_id = %(user)s)
 FROM notebooks_app_notebook n WHERE n.id = %(notebook)s FOR UPDATE OF n"""
+
+# The caller may edit: re-checked inside the changing statement, so a refused edit changes nothing
+# even though, pipelined, it is sent before the lock's answer is read.
+_MAY_EDIT = """EXISTS (
+    SELECT 1 FROM notebooks_app_notebook n WHERE n.id = %(notebook)s AND (n.owner_id = %(user)s OR EXISTS (
+        SELECT 1 FROM notebooks_app_membership m WHERE m.notebook_id = n.id AND m.user_id = %(user)s AND m.role = ANY(%(roles)s)))
+)"""
 
 _CREATE_SQL = """WITH
 after_cell AS (
@@ -468,7 +477,7 @@ inserted AS (
                                     reads, writes, error, ydoc, ydoc_generation, inputs, created_at, updated_at)
     SELECT %(cell)s, %(notebook)s, position, %(type)s, %(code)s, '', %(status)s, '[]'::jsonb, '', '[]'::jsonb, '[]'::jsonb,
            NULL, NULL, 0, '{}'::jsonb, %(now)s, %(now)s
-    FROM placed WHERE position IS NOT NULL
+    FROM placed WHERE position IS NOT NULL AND """ + _MAY_EDIT + """
     RETURNING position
 ),
 recorded AS (
@@ -486,70 +495,10 @@ bumped AS (
 )
 SELECT (SELECT position FROM inserted), (SELECT revision FROM bumped)"""
 
-
-def _lock_for_edit(cursor, notebook_id, user):
-    """The notebook's row locked for this transaction, in one round trip; OperationError
-    (not_found / forbidden, as _notebook) when `user` may not edit it."""
-    row = None
-    if user is not None and user.is_authenticated:
-        try:
-            notebook_key = uuid.UUID(str(notebook_id))
-        except ValueError:
-            notebook_key = None
-        if notebook_key is not None:
-            cursor.execute(_LOCK_SQL.format(timeout=int(LOCK_TIMEOUT_MS)), {"user": user.pk, "notebook": notebook_key})
-            cursor.nextset()  # past the SET's result to the SELECT's
-            row = cursor.fetchone()
-    role = None
-    if row is not None:
-        owner_id, member_role = row
-        role = ROLE_OWNER if owner_id == user.pk else member_role
-    try:
-        permissions.check(role, EDIT)
-    except PermissionDenied as exc:
-        raise OperationError(exc.code, exc.message) from None
-
-
-def _create_cell_fast(notebook_id, user, *, cell_type, after_cell_id, code, request_id, revert):
-    """create_cell in two statements; None when the cell needs the ORM path after all (its
-    neighbours are too close: the notebook's positions must be renumbered)."""
-    reverts, is_undo = revert or (None, False)
-    try:
-        after = uuid.UUID(str(after_cell_id)) if after_cell_id else None
-    except ValueError:
-        after = None  # not a cell of this notebook: appended, as an unknown id is
-    cell_id, now = uuid.uuid4(), timezone.now()
-    with transaction.atomic(), connection.cursor() as cursor:
-        _lock_for_edit(cursor, notebook_id, user)
-        params = {
-            "notebook": uuid.UUID(str(notebook_id)),
-            "after": after,
-            "step": POSITION_STEP,
-            "cell": cell_id,
-            "type": cell_type,
-            "code": code,
-            "status": STATUS_IDLE,
-            "now": now,
-            "user": user.pk,
-            "kind": EVENT_CREATED,
-            "reverts": getattr(reverts, "pk", reverts),
-            "is_undo": is_undo,
-        }
-        cursor.execute(_CREATE_SQL, params)
-        position, revision = cursor.fetchone()
-        if position is None:
-            return None  # renumbering: the ORM path, in a transaction of its own
-        cell = Cell(id=cell_id, notebook_id=notebook_id, position=position, type=cell_type, code=code, result_variable="", status=STATUS_IDLE, created_at=now, updated_at=now)
-        cell._state.adding = False
-        cell._state.db = connection.alias
-        message = {"type": "kernel.create_cell", "notebook": str(notebook_id), "revision": revision, "requestId": request_id, "cell": cell.to_message(), "position": position, "positions": None}
-        kernel_client.send_on_commit(notebook_id, message)
-    return cell
-
-
 _DELETE_SQL = """WITH
 target AS (
-    SELECT id, position, type, code, result_variable FROM notebooks_app_cell WHERE notebook_id = %(notebook)s AND id = %(cell)s
+    SELECT id, position, type, code, result_variable FROM notebooks_app_cell
+    WHERE notebook_id = %(notebook)s AND id = %(cell)s AND """ + _MAY_EDIT + """
 ),
 previous AS (
     SELECT c.id FROM notebooks_app_cell c, target t
@@ -580,22 +529,117 @@ bumped AS (
 )
 SELECT (SELECT revision FROM bumped)"""
 
+_EDIT_ROLES = [role for role, actions in permissions.ALLOWED.items() if EDIT in actions and role != ROLE_OWNER]
+
+
+def _as_uuid(value):
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _edit_statements(notebook_id, user, sql, params):
+    """Lock the notebook, then run `sql` (which re-checks `_MAY_EDIT`); returns (the lock's row,
+    the statement's row). Refusals (not_found / forbidden, as _notebook's) are raised here."""
+    notebook = _as_uuid(notebook_id)
+    if notebook is None or user is None or not user.is_authenticated:
+        permissions_refusal(None)
+    params = {**params, "notebook": notebook, "user": user.pk, "roles": _EDIT_ROLES}
+    lock_params = {"notebook": notebook, "user": user.pk}
+    timeout = f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}"
+    if connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(timeout)
+            cursor.execute(_LOCK_SQL, lock_params)
+            lock_row = cursor.fetchone()
+            _check_edit(user, lock_row)
+            cursor.execute(sql, params)
+            return lock_row, cursor.fetchone()
+    lock_row, row = _one_round_trip([("BEGIN", None), (timeout, None), (_LOCK_SQL, lock_params), (sql, params), ("COMMIT", None)])[2:4]
+    _check_edit(user, lock_row)
+    return lock_row, row
+
+
+def _one_round_trip(statements):
+    """`statements` (sql, params) pipelined: sent together, answered together; each one's first
+    row (or None). On an error the transaction the pipeline opened is rolled back."""
+    import psycopg
+
+    connection.ensure_connection()
+    raw = connection.connection
+    try:
+        with connection.wrap_database_errors:
+            cursors = []
+            with raw.pipeline():
+                for sql, params in statements:
+                    cursor = psycopg.Cursor(raw)  # server-side binding: the extended protocol a pipeline needs
+                    cursor.execute(sql, params)
+                    cursors.append(cursor)
+            rows = [cursor.fetchone() if cursor.description else None for cursor in cursors]
+            for cursor in cursors:
+                cursor.close()
+            return rows
+    except BaseException:
+        if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            try:
+                raw.execute("ROLLBACK")
+            except Exception:
+                pass  # a broken connection: the pool discards it
+        raise
+
+
+def permissions_refusal(role):
+    try:
+        permissions.check(role, EDIT)
+    except PermissionDenied as exc:
+        raise OperationError(exc.code, exc.message) from None
+
+
+def _check_edit(user, lock_row):
+    role = None
+    if lock_row is not None:
+        owner_id, member_role = lock_row
+        role = ROLE_OWNER if owner_id == user.pk else member_role
+    if not permissions.may(role, EDIT):
+        permissions_refusal(role)
+
+
+def _create_cell_fast(notebook_id, user, *, cell_type, after_cell_id, code, request_id, revert):
+    """create_cell in one pipeline; None when the cell needs the ORM path after all (its
+    neighbours are too close: the notebook's positions must be renumbered)."""
+    reverts, is_undo = revert or (None, False)
+    cell_id, now = uuid.uuid4(), timezone.now()
+    params = {
+        "after": _as_uuid(after_cell_id),  # unknown or not an id: appended
+        "step": POSITION_STEP,
+        "cell": cell_id,
+        "type": cell_type,
+        "code": code,
+        "status": STATUS_IDLE,
+        "now": now,
+        "kind": EVENT_CREATED,
+        "reverts": getattr(reverts, "pk", reverts),
+        "is_undo": is_undo,
+    }
+    _, (position, revision) = _edit_statements(notebook_id, user, _CREATE_SQL, params)
+    if position is None:
+        return None  # renumbering: the ORM path (nothing was written)
+    cell = Cell(id=cell_id, notebook_id=notebook_id, position=position, type=cell_type, code=code, result_variable="", status=STATUS_IDLE, created_at=now, updated_at=now)
+    cell._state.adding = False
+    cell._state.db = connection.alias
+    message = {"type": "kernel.create_cell", "notebook": str(notebook_id), "revision": revision, "requestId": request_id, "cell": cell.to_message(), "position": position, "positions": None}
+    kernel_client.send_on_commit(notebook_id, message)  # outside a transaction: sent now, it has committed
+    return cell
+
 
 def _delete_cell_fast(notebook_id, user, *, cell_id, request_id, revert):
-    """delete_cell in two statements (the lock, then snapshot + event + delete + bump)."""
+    """delete_cell in one pipeline (the lock, then snapshot + event + delete + bump)."""
     reverts, is_undo = revert or (None, False)
-    with transaction.atomic(), connection.cursor() as cursor:
-        _lock_for_edit(cursor, notebook_id, user)
-        try:
-            key = uuid.UUID(str(cell_id))
-        except (ValueError, TypeError):
-            key = None
-        revision = None
-        if key is not None:
-            params = {"notebook": uuid.UUID(str(notebook_id)), "cell": key, "user": user.pk, "now": timezone.now(), "kind": EVENT_DELETED, "reverts": getattr(reverts, "pk", reverts), "is_undo": is_undo}
-            cursor.execute(_DELETE_SQL, params)
-            (revision,) = cursor.fetchone()
-        if revision is None:
-            raise OperationError("unknown_cell", f"There is no cell {cell_id} in this notebook.")
-        message = {"type": "kernel.delete_cell", "notebook": str(notebook_id), "revision": revision, "requestId": request_id, "cellId": str(cell_id)}
-        kernel_client.send_on_commit(notebook_id, message)
+    key = _as_uuid(cell_id)
+    params = {"cell": key, "now": timezone.now(), "kind": EVENT_DELETED, "reverts": getattr(reverts, "pk", reverts), "is_undo": is_undo}
+    _, (revision,) = _edit_statements(notebook_id, user, _DELETE_SQL, params)
+    if key is None or revision is None:
+        raise OperationError("unknown_cell", f"There is no cell {cell_id} in this notebook.")
+    message = {"type": "kernel.delete_cell", "notebook": str(notebook_id), "revision": revision, "requestId": request_id, "cellId": str(cell_id)}
+    kernel_client.send_on_commit(notebook_id, message)

@@ -1,4 +1,4 @@
-"""The short path of an edit (docs/performance.md, "Edits"): create_cell in two statements on
+"""The short path of an edit (docs/performance.md, "Edits"): create_cell and delete_cell in one pipeline on
 PostgreSQL, the core layer's one-round-trip send, and the order every socket sees when several
 sockets edit at once."""
 import asyncio
@@ -199,3 +199,43 @@ async def test_cell_deleted_goes_out_before_its_cascade(ws, notebook, users):
     holding = [f for f in frames if any(e.get("type") == "cell_deleted" for e in (f["events"] if f.get("type") == "batch" else [f]))]
     assert len(holding) == 1
     assert [e["type"] for e in (holding[0]["events"] if holding[0].get("type") == "batch" else [holding[0]])] == ["cell_deleted"]
+
+
+@pytest.mark.parametrize("operation", ["create_cell", "delete_cell"])
+async def test_a_pipelined_edit_that_waits_too_long_is_busy_changes_nothing_and_leaves_the_connection_usable(ws, notebook, users, monkeypatch, operation):
+    import threading
+
+    from django.db import connections, transaction
+
+    from tests.conftest import EVENT_TIMEOUT, create, db_cells, revision
+
+    monkeypatch.setattr(operations, "LOCK_TIMEOUT_MS", 200)
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    cell = await create(alice, "x = 1")
+    await bob.wait_for(lambda e: e["type"] == "cell_created")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_notebook_row():
+        try:
+            with transaction.atomic():
+                Notebook.objects.select_for_update().get(pk=notebook.pk)
+                locked.set()
+                release.wait(EVENT_TIMEOUT)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_notebook_row)
+    holder.start()
+    message = {"type": "create_cell", "code": "y = 1"} if operation == "create_cell" else {"type": "delete_cell", "cellId": cell}
+    try:
+        assert await asyncio.to_thread(locked.wait, EVENT_TIMEOUT)
+        before, cells = await revision(notebook), await db_cells(notebook)
+        reply = await alice.request(**message)
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, EVENT_TIMEOUT)
+    assert reply["type"] == "error" and reply["code"] == "busy", reply
+    await bob.expect_silence(0.3)
+    assert await revision(notebook) == before and await db_cells(notebook) == cells
+    # The pipeline's transaction was rolled back: the same ORM connection serves the retry.
+    assert (await alice.request(**message))["type"] in ("cell_created", "cell_deleted")
