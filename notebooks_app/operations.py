@@ -7,6 +7,10 @@ back.  Sharing is an edit like the others: its event (the member's open sockets
 re-check their access) also goes out on commit.  Used by the WebSocket consumer
 and the views.  Runs synchronously: callers in async code wrap it in
 `database_sync_to_async`.
+
+create_cell and delete_cell on PostgreSQL take a shorter road to the same result (the hot path
+at the end of this module): outside a transaction they commit in one pipeline of their own and
+then send the kernel message (send_on_commit runs it at once: the change has committed).
 """
 import uuid
 
