@@ -162,7 +162,10 @@ class RedisChannelLayer(core.RedisChannelLayer):
     async def _clean_receive_backup(self, index, channel):
         pending = self._backups.pop(channel, None)
         if pending is not None:
-            await pending
+            try:
+                await pending
+            except REDIS_ERRORS:
+                return  # no backup was written (Redis went away): nothing to pop
         await super()._clean_receive_backup(index, channel)
 
     async def receive(self, channel):

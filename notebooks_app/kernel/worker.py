@@ -90,14 +90,22 @@ class DatabaseStore:
 
     @retried_while_database_down
     def load(self, notebook_id):
-        notebook = Notebook.objects.filter(pk=notebook_id).first()
-        if notebook is None:
-            return None
-        cells = list(
-            notebook.cells.order_by("position").values(
-                "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes", "ydoc", "ydoc_generation", "inputs"
+        """The notebook's revision and its cells as of one moment. Two autocommit reads could
+        see an edit committed between them (cells of revision R + 1 under revision R: the edit's
+        own message then finds its cell already there); under READ COMMITTED a transaction is
+        not enough, so PostgreSQL reads both in one REPEATABLE READ snapshot."""
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            notebook = Notebook.objects.filter(pk=notebook_id).first()
+            if notebook is None:
+                return None
+            cells = list(
+                notebook.cells.order_by("position").values(
+                    "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes", "ydoc", "ydoc_generation", "inputs"
+                )
             )
-        )
         return {
             "name": notebook.name,
             "revision": notebook.revision,
