@@ -389,13 +389,13 @@ class Runner:
         if process is self.process:
             self._death = describe_exit(returncode, sandboxed=self.sandbox is not None)
             await self._release()
-            for future, _ in list(self._pending.values()):
+            for future in [entry[0] for entry in self._pending.values()] + list(self._assists.values()):
                 if not future.done():
                     future.set_exception(RunnerDied(self._death))
+                    # Whoever still waits gets it; one that gave up (a completion past its
+                    # deadline, a start that failed first) leaves no "never retrieved" warning.
+                    future.exception()
             self._pending.clear()
-            for future in self._assists.values():
-                if not future.done():
-                    future.set_exception(RunnerDied(self._death))
 
     def _within_stdout_cap(self, request, text):
         """The child caps a cell's output, but user code can write to the protocol pipe itself:
