@@ -11,6 +11,8 @@ the protocol:
 * a second thread reads commands.  `interrupt` is handled there at once (SIGINT to the
   main thread, and a cancel of the SQL query in flight); every other command is queued
   for the main thread, which runs one at a time and answers each with `result`.
+  `run_batch` carries a cascade's Python cells, each with its own request id: they run
+  in order, each answered with its own `result` as soon as it is done.
 
 A SQL cell on the notebook's own database sends its bound query out (`query`) and
 waits for the trusted side's `query_result`: the connection string never comes in here.
@@ -208,7 +210,17 @@ class Kernel:
     # --- commands ------------------------------------------------------------------------
     def handle(self, message):
         op = message.get("op")
-        request = message.get("id")
+        if op == "run_batch":
+            # A cascade's Python cells in one command: each has its own request id, so each
+            # streams its stdout and gets its `result` as if it had been sent alone, in order.
+            # An interrupt names the ids still pending, so the cells after the one it stops
+            # are answered "interrupted before it started" without running.
+            for cell in message.get("cells") or ():
+                self._answer(cell.get("id"), "run", cell)
+            return
+        self._answer(message.get("id"), op, message)
+
+    def _answer(self, request, op, message):
         with self._interrupt_lock:
             skip = request in self.cancelled and op in ("run", "run_sql")  # only cells are interruptible
             self.cancelled.discard(request)
@@ -430,16 +442,19 @@ class Kernel:
         return format(value, spec or "")
 
     def interrupt(self, requests=None):
-        """Called on the command thread; `requests`: the parent's pending request ids."""
+        """Called on the command thread; `requests`: the parent's pending request ids.  Those
+        not started are cancelled; the running cell is stopped only when it is one of them (a
+        time limit names one cell of a batch: the next one may be running by now)."""
         with self._interrupt_lock:
-            if not self.executing:
-                if requests is None:
-                    return
+            if requests is not None:
                 for request in requests:
-                    if request == self.current:
-                        self.interrupt_pending = True  # started, but no user code yet
-                    else:
+                    if request != self.current:
                         self.cancelled.add(request)  # still queued
+                if self.current not in requests:
+                    return
+            if not self.executing:
+                if requests is not None:
+                    self.interrupt_pending = True  # started, but no user code yet
                 return
         if self.sql_running and self._sql is not None:
             self._sql.interrupt()

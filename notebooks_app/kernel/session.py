@@ -9,6 +9,7 @@ a `publish` coroutine, which keeps this logic testable and the I/O in one place.
 import asyncio
 import base64
 import bisect
+import contextlib
 import hashlib
 import json
 import logging
@@ -962,41 +963,120 @@ class NotebookSession:
 
     async def cascade(self, cell_ids, by=None):
         """Run `cell_ids` in topological order (ties by position), announcing each step;
-        `by`: who asked, shown on every cell it runs ("run by bob")."""
+        `by`: who asked, shown on every cell it runs ("run by bob").
+
+        Consecutive Python cells go to the execution process as one batch (`_run_batch`);
+        SQL, markdown and cells with a syntax error run one by one (`_run_one`) between them.
+        An interrupt stops the running cell and leaves the rest `stale`; so does a death of
+        the execution process, which also fails the running cell with `KernelDied`.
+        """
         order = [c for c in self.graph.topological(cell_ids) if c in self.cells]
-        runnable = [c for c in order if self.cells[c].status != STATUS_BLOCKED]
-        for cell_id in runnable:
-            self.cells[cell_id].run_by = by or ""
-            self._set_status(self.cells[cell_id], STATUS_QUEUED)
+        runnable = [self.cells[c] for c in order if self.cells[c].status != STATUS_BLOCKED]
+        for cell in runnable:
+            cell.run_by = by or ""
+            self._set_status(cell, STATUS_QUEUED)
         self._cancel_cascade = False
-        for index, cell_id in enumerate(runnable):
+        index = 0
+        while index < len(runnable):
             if self._cancel_cascade:
-                for rest in runnable[index:]:
-                    self._set_status(self.cells[rest], STATUS_STALE)
                 break
-            runner_died = await self._run_one(self.cells[cell_id])
+            end = index
+            while end < len(runnable) and self._batchable(runnable[end]):
+                end += 1
+            if end - index > 1:
+                ran, runner_died = await self._run_batch(runnable[index:end])
+            else:
+                end = index + 1
+                ran, runner_died = 1, await self._run_one(runnable[index])
+            index += ran
             if runner_died:
-                for rest in runnable[index + 1 :]:
-                    self._set_status(self.cells[rest], STATUS_STALE)
                 break
             await self._persist_if_due()
+        for rest in runnable[index:]:
+            self._set_status(rest, STATUS_STALE)
         self._cancel_cascade = False
         await self.persist()
         await self.flush()
 
-    async def _run_one(self, cell):
-        """Run one cell; True if the runner died under it."""
-        had_references = any("ref" in output for output in cell.outputs)
+    @staticmethod
+    def _batchable(cell):
+        return cell.type not in (CELL_SQL, CELL_MARKDOWN) and cell.syntax_error is None
+
+    def _start_run(self, cell):
+        """The cell is about to run: its old results go, clients see it `running`.  Returns
+        whether it had outputs stored by reference (whose blobs the new run may drop)."""
+        had_references = any("ref" in output for output in cell.outputs) if cell.outputs else False
         cell.stdout, cell.outputs, cell.error = "", [], None
         self._set_status(cell, STATUS_RUNNING)
+        return had_references
+
+    def _append_stdout(self, cell, text):
+        if len(cell.stdout) < STDOUT_CAP:
+            cell.stdout += text
+        self._emit({"type": "cell_stdout", "cellId": cell.id, "text": text})
+
+    async def _run_batch(self, cells):
+        """Run consecutive Python cells as one request to the execution process, each announced
+        as its result streams back.  Returns (cells dealt with, whether the runner died):
+        fewer than all of them when Stop was pressed or the process died; the caller marks
+        the rest stale.
+
+        A cell is shown `running` once the one before it has finished, which is when the
+        execution process starts it; stdout that arrives before the session has caught up
+        with its cell waits until then, so every client sees running, stdout, result."""
+        current = 0
+        held = {}  # index -> stdout of a cell not announced as running yet
+
+        def on_stdout(index, text):
+            if index == current:
+                self._append_stdout(cells[index], text)
+            else:
+                held.setdefault(index, []).append(text)
+
+        had_references = self._start_run(cells[0])
+        try:
+            await self._ensure_runner()
+        except SandboxUnavailable as exc:
+            self._sandbox_unavailable(cells[0], exc)
+            return 1, True
+        except RunnerDied as exc:
+            self._died(cells[0], exc)
+            return 1, True
+        if self._cancel_cascade:  # Stop pressed while the execution process was starting
+            interrupted = {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}
+            self._finish(cells[0], STATUS_ERROR, [], interrupted)
+            return 1, False
+        batch = [{"cell": cell.id, "code": cell.code, "writes": cell.writes, "inputs": cell.inputs} for cell in cells]
+        try:
+            async with contextlib.aclosing(self.runner.run_batch(batch, on_stdout=on_stdout)) as results:
+                async for result in results:
+                    cell = cells[current]
+                    status = STATUS_SUCCESS if result.status == "success" else STATUS_ERROR
+                    outputs = untrusted_outputs(result.outputs) if result.outputs else []
+                    if outputs or had_references:
+                        outputs = await self._by_reference(cell, outputs, had_references=had_references)
+                    self._finish(cell, status, outputs, result.error)
+                    current += 1
+                    if self._cancel_cascade or current == len(cells):
+                        return current, False
+                    await self._persist_if_due()
+                    had_references = self._start_run(cells[current])
+                    for text in held.pop(current, ()):
+                        self._append_stdout(cells[current], text)
+        except RunnerDied as exc:
+            self._died(cells[current], exc)
+            return current + 1, True
+        return current, False
+
+    async def _run_one(self, cell):
+        """Run one cell; True if the runner died under it."""
+        had_references = self._start_run(cell)
         if cell.syntax_error is not None:
             self._finish(cell, STATUS_ERROR, [], cell.syntax_error)
             return False
 
         def on_stdout(text):
-            if len(cell.stdout) < STDOUT_CAP:
-                cell.stdout += text
-            self._emit({"type": "cell_stdout", "cellId": cell.id, "text": text})
+            self._append_stdout(cell, text)
 
         if cell.type == CELL_MARKDOWN and not markdown_fields(cell.code):
             # Prose without values: rendered here, no execution process needed.
@@ -1018,19 +1098,27 @@ class NotebookSession:
             else:
                 result = await self.runner.run(cell.id, cell.code, writes=cell.writes, inputs=cell.inputs, on_stdout=on_stdout)
         except SandboxUnavailable as exc:
-            evalue = f"{exc}. No code runs until the sandbox works here; an operator may turn it off with KERNEL_SANDBOX=off (docs/security.md)"
-            self._finish(cell, STATUS_ERROR, [], {"ename": "SandboxUnavailable", "evalue": evalue, "traceback": []})
+            self._sandbox_unavailable(cell, exc)
             return True
         except RunnerDied as exc:
-            self.crashed.add(cell.id)
-            self._finish(cell, STATUS_ERROR, [], {"ename": "KernelDied", "evalue": f"{exc.reason}; the kernel was restarted with an empty namespace", "traceback": []})
-            self._kernel_restarted(exc.reason, except_cell=cell.id)
+            self._died(cell, exc)
             return True
         status = STATUS_SUCCESS if result.status == "success" else STATUS_ERROR
         outputs = result.outputs if cell.type == CELL_MARKDOWN else untrusted_outputs(result.outputs)
         outputs = await self._by_reference(cell, outputs, had_references=had_references)
         self._finish(cell, status, outputs, result.error)
         return False
+
+    def _sandbox_unavailable(self, cell, exc):
+        evalue = f"{exc}. No code runs until the sandbox works here; an operator may turn it off with KERNEL_SANDBOX=off (docs/security.md)"
+        self._finish(cell, STATUS_ERROR, [], {"ename": "SandboxUnavailable", "evalue": evalue, "traceback": []})
+
+    def _died(self, cell, exc):
+        """The execution process died running `cell`: it fails with KernelDied and is held back
+        from later cascades (`crashed`); every result that lived in the process is stale."""
+        self.crashed.add(cell.id)
+        self._finish(cell, STATUS_ERROR, [], {"ename": "KernelDied", "evalue": f"{exc.reason}; the kernel was restarted with an empty namespace", "traceback": []})
+        self._kernel_restarted(exc.reason, except_cell=cell.id)
 
     async def _by_reference(self, cell, outputs, *, had_references):
         """Outputs over OUTPUT_INLINE_LIMIT, stored apart before they are announced (so their
