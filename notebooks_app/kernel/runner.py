@@ -253,6 +253,11 @@ class Runner:
                 raise
             finally:
                 rest = [request for request in requests[done:] if self._pending.pop(request, None) is not None]
+                for future in futures[done:]:  # never awaited: retrieved or cancelled here
+                    if future.done():
+                        future.cancelled() or future.exception()
+                    else:
+                        future.cancel()
                 if rest and self.alive:
                     with contextlib.suppress(RunnerDied):
                         await self._interrupt(rest)
