@@ -77,10 +77,13 @@ class CellState:
     run_by: str = ""  # who started the cell's last run
     inputs: dict = field(default_factory=dict)  # persisted widget values, by widget id
     syntax_error: dict | None = None
+    # The persisted fields as the database last had them (to_row's values): a cell whose
+    # final state is what is stored already is not written again (a rerun chain's cells).
+    saved: tuple | None = None
 
     @classmethod
     def from_row(cls, row):
-        return cls(
+        cell = cls(
             id=str(row["id"]),
             type=row["type"],
             code=row["code"],
@@ -94,6 +97,8 @@ class CellState:
             ygen=row.get("ydoc_generation") or 0,
             inputs=dict(row.get("inputs") or {}),
         )
+        cell.saved = (cell.status, cell.outputs, cell.stdout, cell.error, list(row.get("reads") or []), list(row.get("writes") or []))
+        return cell
 
     def analyse(self):
         if self.type == CELL_SQL:
@@ -133,6 +138,9 @@ class CellState:
             message["stdout"] = self.stdout[-STATE_STDOUT_LIMIT:]
             message["stdoutRef"] = {"url": stdout_url(self.id), "size": len(self.stdout)}
         return message
+
+    def persisted_fields(self):
+        return (self.status, self.outputs, self.stdout, self.error, self.reads, self.writes)
 
     def to_row(self):
         return {
@@ -481,6 +489,7 @@ class NotebookSession:
             if cell is None:
                 continue
             cell.inputs[widget_id] = change["value"]
+            cell.saved = None  # its outputs change in place: written again whatever they were
             for output in cell.outputs:
                 data = output.get("data")
                 if output.get("mimeType") == UI_MIME and isinstance(data, dict) and data.get("id") == widget_id:
@@ -674,14 +683,22 @@ class NotebookSession:
         self._states_unsaved -= set(states)
         if states and not self.gone:
             await self.store.save_text_states(self.notebook_id, states)
-        rows = [self.cells[c].to_row() for c in self._dirty if c in self.cells and self.cells[c].status not in TRANSIENT]
+        changed = []
+        for cell_id in self._dirty:
+            cell = self.cells.get(cell_id)
+            if cell is not None and cell.status not in TRANSIENT:
+                fields = cell.persisted_fields()
+                if fields != cell.saved:
+                    changed.append((cell, fields))
         self._dirty = {c for c in self._dirty if c in self.cells and self.cells[c].status in TRANSIENT}
         self._last_persist = time.monotonic()
-        if rows and not self.gone:
+        if changed and not self.gone:
             # Under the flush lock: the 10 ms flush timer must not announce a final state
             # while it is being written (a client that sees it and reloads must find it).
             async with self._flush_lock:
-                await self.store.persist(self.notebook_id, rows)
+                await self.store.persist(self.notebook_id, [cell.to_row() for cell, _ in changed])
+            for cell, fields in changed:
+                cell.saved = fields
 
     async def _persist_if_due(self):
         if time.monotonic() - self._last_persist >= PERSIST_INTERVAL:
