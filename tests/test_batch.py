@@ -2,10 +2,12 @@
 as one `run_batch` request and their results stream back cell by cell.  Driven as in
 test_session.py (in-memory store and publisher, a real runner); what the session publishes is
 what every client would see."""
+import json
+
 import pytest
 
 from notebooks_app.kernel.runner import Runner
-from notebooks_app.kernel.session import NotebookSession
+from notebooks_app.kernel.session import Encoded, NotebookSession
 
 from .test_session import NOTEBOOK, TIMEOUT, MemoryStore, Published, run
 
@@ -99,6 +101,16 @@ async def test_a_chain_runs_as_one_batch_and_statuses_stream_in_order(notebook):
     assert published.of("cell_output", cellId=cells[4])[-1]["outputs"] == [{"mimeType": "text/plain", "data": "4"}]
     seqs = [e["seq"] for e in published.events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def test_statuses_encoded_from_a_template_say_what_their_event_says(notebook):
+    session, published, _ = await notebook("a = 1", 'b = a + 1\nprint("\\"quoted\\"")', "c = b / 0")
+    session.submit({"type": "kernel.run_all", "by": 'Zoë "the" tester'})
+    await published.status("cell-2", *FINAL)
+    encoded = [e for e in published.events if isinstance(e, Encoded)]
+    assert {e["status"] for e in encoded} == {"queued", "running", "success", "error"}
+    assert all(json.loads(e.text) == dict(e) for e in encoded)
+    assert all(e["by"] == 'Zoë "the" tester' for e in encoded if e["status"] in ("queued", "running"))
 
 
 async def test_an_error_in_the_middle_fails_its_dependents_and_independent_cells_still_run(notebook):

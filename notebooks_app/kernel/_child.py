@@ -53,8 +53,11 @@ class Protocol:
         self.out = os.fdopen(fd_out, "wb", buffering=0)
         self.lock = threading.Lock()
 
+    # One encoder: json.dumps with options builds a new one per message.
+    encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
     def send(self, message):
-        data = (json.dumps(message, ensure_ascii=False, default=str) + "\n").encode("utf-8", "replace")
+        data = (self.encode(message) + "\n").encode("utf-8", "replace")
         with self.lock:
             self.out.write(data)
 
