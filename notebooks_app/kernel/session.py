@@ -772,6 +772,7 @@ class NotebookSession:
             self._reposition(message["positions"])
         row = dict(message["cell"], position=message["position"])
         cell = CellState.from_row(row)
+        cell.saved = None  # the message's copy of the row, not the row: written once whatever it says
         self._insert(cell)
         self._dirty.add(cell.id)
         created = {**cell.to_message(), **self._text_fields(cell)}
