@@ -220,3 +220,33 @@ async def test_a_cell_with_a_syntax_error_in_a_cascade_fails_alone_and_splits_th
     assert [session.cells[c].status for c in cells] == ["success", "success", "error", "success", "success"]
     assert published.of("cell_error", cellId=cells[2])[-1]["error"]["ename"] == "SyntaxError"
     assert runners[0].batches == [cells[0:2], cells[3:5]]
+
+
+async def test_a_rerun_whose_cells_end_as_stored_writes_nothing_and_a_changed_one_is_written(notebook):
+    session, published, _ = await notebook("a = 1", "b = a + 1\nb", "c = b + 1")
+    a, b, c = (f"cell-{i}" for i in range(3))
+    written = []
+    original = session.store.persist
+
+    async def persist(notebook_id, rows):
+        written.append(sorted(row["id"] for row in rows))
+        await original(notebook_id, rows)
+
+    session.store.persist = persist
+    run(session, a)
+    await published.status(c, *FINAL)
+    await session.flush()
+    assert sorted(x for rows in written for x in rows) == [a, b, c]  # idle -> success
+    written.clear()
+    since = len(published.events)
+    run(session, a)
+    await published.status(c, *FINAL, since=since)
+    await session.flush()
+    assert written == []  # every cell ended as the database has it
+    since = len(published.events)
+    session.submit({"type": "kernel.update_cell", "revision": session.revision + 1, "cellId": a, "code": "a = 5", "resultVariable": ""})
+    run(session, a)
+    await published.status(c, *FINAL, since=since)
+    await session.flush()
+    assert sorted(set(x for rows in written for x in rows)) == [a, b, c]  # new code, new output of b
+    assert session.store.persisted[b]["outputs"][0]["data"] == "6"
