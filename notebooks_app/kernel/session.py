@@ -830,6 +830,7 @@ class NotebookSession:
         cell.analyse()
         self.graph.update(cell.id, reads=cell.graph_reads, writes=cell.writes)
         self._dirty.add(cell.id)
+        cell.saved = None  # the edit's transaction wrote the row's status (stale): written again
         self._emit(
             {
                 "type": "cell_updated",
