@@ -250,3 +250,14 @@ async def test_a_rerun_whose_cells_end_as_stored_writes_nothing_and_a_changed_on
     await session.flush()
     assert sorted(set(x for rows in written for x in rows)) == [a, b, c]  # new code, new output of b
     assert session.store.persisted[b]["outputs"][0]["data"] == "6"
+
+
+async def test_an_edited_cell_is_written_even_when_its_state_did_not_change(notebook):
+    """update_cell's transaction marks the row stale itself: the session writes what it holds
+    (here `idle`, a never-run cell keeps it) even though nothing else about the cell changed."""
+    session, published, _ = await notebook("x = 1", "y = 2")
+    session.submit({"type": "kernel.update_cell", "revision": session.revision + 1, "cellId": "cell-0", "code": "x = 3", "resultVariable": ""})
+    await published.wait_for(lambda e: e["type"] == "cell_updated", "cell_updated")
+    await session.flush()
+    await session.persist()
+    assert session.store.persisted["cell-0"]["status"] == "idle"
