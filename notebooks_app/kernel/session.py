@@ -55,6 +55,7 @@ COMPACT_IDLE = 30.0
 # Streamed stdout kept per cell (the runner caps a single run too).
 STDOUT_CAP = 1_000_000
 TRANSIENT = frozenset({STATUS_QUEUED, STATUS_RUNNING})
+INTERRUPTED_BEFORE_START = {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}
 
 
 @dataclass
@@ -1028,7 +1029,6 @@ class NotebookSession:
             if end - index > 1:
                 ran, runner_died = await self._run_batch(runnable[index:end])
             else:
-                end = index + 1
                 ran, runner_died = 1, await self._run_one(runnable[index])
             index += ran
             if runner_died:
@@ -1085,8 +1085,7 @@ class NotebookSession:
             self._died(cells[0], exc)
             return 1, True
         if self._cancel_cascade:  # Stop pressed while the execution process was starting
-            interrupted = {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}
-            self._finish(cells[0], STATUS_ERROR, [], interrupted)
+            self._finish(cells[0], STATUS_ERROR, [], INTERRUPTED_BEFORE_START)
             return 1, False
         batch = [{"cell": cell.id, "code": cell.code, "writes": cell.writes, "inputs": cell.inputs} for cell in cells]
         try:
@@ -1127,8 +1126,7 @@ class NotebookSession:
         try:
             await self._ensure_runner()
             if self._cancel_cascade:  # Stop pressed while the execution process was starting
-                interrupted = {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}
-                self._finish(cell, STATUS_ERROR, [], interrupted)
+                self._finish(cell, STATUS_ERROR, [], INTERRUPTED_BEFORE_START)
                 return False
             if cell.type == CELL_SQL:
                 result = await self.runner.run_sql(cell.id, cell.code, result_variable=cell.result_variable, on_stdout=on_stdout)
