@@ -200,3 +200,38 @@ async def test_child_exits_when_the_runner_closes(runner):
         import os
 
         os.kill(pid, 0)
+
+
+async def collect_batch(runner, codes, **kwargs):
+    stdout = {}
+    cells = [{"cell": f"c{i}", "code": code, "writes": [], "inputs": {}} for i, code in enumerate(codes)]
+    results = [r async for r in runner.run_batch(cells, on_stdout=lambda index, text: stdout.setdefault(index, []).append(text), **kwargs)]
+    return results, {index: "".join(texts) for index, texts in stdout.items()}
+
+
+async def test_a_batch_answers_each_cell_in_order_with_its_own_stdout(runner):
+    results, stdout = await collect_batch(runner, ["a = 1\nprint('one')", "b = a + 1\nprint('two')\nb", "1 / 0", "print('four')\nb * 2"])
+    assert [r.status for r in results] == ["success", "success", "error", "success"]
+    assert results[1].outputs == [{"mimeType": "text/plain", "data": "2"}] and results[3].outputs[0]["data"] == "4"
+    assert results[2].error["ename"] == "ZeroDivisionError"
+    assert stdout == {0: "one\n", 1: "two\n", 3: "four\n"}
+    assert (await runner.run("after", "a + b")).outputs[0]["data"] == "3"  # one namespace throughout
+
+
+async def test_the_time_limit_stops_only_its_own_cell_of_a_batch():
+    runner = Runner(time_limit=1, output_cap=1000)
+    try:
+        results, _ = await collect_batch(runner, ["x = 1", "import time\nwhile True:\n    time.sleep(0.01)", "x + 1"])
+        assert [r.status for r in results] == ["success", "error", "success"]
+        assert results[1].error["ename"] == "TimeoutError" and results[2].outputs[0]["data"] == "2"
+    finally:
+        await runner.close()
+
+
+async def test_a_death_in_a_batch_yields_the_results_before_it_then_raises(runner):
+    cells = [{"cell": f"c{i}", "code": code} for i, code in enumerate(["a = 1\na", "import os\nos._exit(5)", "a"])]
+    seen = []
+    with pytest.raises(RunnerDied, match="exited with code 5"):
+        async for result in runner.run_batch(cells):
+            seen.append(result.outputs[0]["data"])
+    assert seen == ["1"] and not runner.alive

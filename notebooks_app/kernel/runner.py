@@ -2,7 +2,8 @@
 
 The child (`_child.py`) holds the notebook's namespace and runs inside the sandbox
 (`sandbox.py`, bubblewrap) unless it is turned off.  This side starts it on demand,
-sends it one command at a time over JSON lines, streams its stdout to a callback,
+sends it one command at a time over JSON lines (a cascade's Python cells as one
+`run_batch` command, their results streamed back one by one), streams its stdout to a callback,
 enforces the time limit, interrupts it, and notices when it dies.  It also answers the
 child's queries for the notebook's own database (`database.py`): the connection lives
 here, outside the sandbox.  A dead child never takes the worker down: the pending call
@@ -10,6 +11,7 @@ raises `RunnerDied` and the next call starts a fresh child with an empty namespa
 """
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -213,6 +215,53 @@ class Runner:
         reply = await self._request(message, on_stdout, timed=True)
         return self._result(reply)
 
+    async def run_batch(self, cells, *, on_stdout=None):
+        """Run Python cells in order as one request; yield each one's RunResult as it finishes.
+
+        `cells`: dicts with `cell`, `code`, `writes`, `inputs` (as `run` takes them).  Each
+        cell has a request id of its own, so its stdout (`on_stdout(index, text)`, the cell's
+        index in `cells`) and its result are its own, and the time limit counts from the
+        moment the cell before it finished.  An interrupt names every cell not finished: the
+        running one stops, the others answer "interrupted before it started".  If the
+        process dies, the cell it died under raises RunnerDied; results that arrived before
+        are still yielded first.  Use it with `contextlib.aclosing`: a consumer that stops
+        early cancels the cells not started yet."""
+        async with self._lock:
+            if not self.alive:
+                await self.start()
+            loop = asyncio.get_running_loop()
+            requests, futures, items = [], [], []
+            for index, cell in enumerate(cells):
+                self._next_id += 1
+                request = self._next_id
+                future = loop.create_future()
+                self._pending[request] = (future, None if on_stdout is None else functools.partial(on_stdout, index))
+                requests.append(request)
+                futures.append(future)
+                items.append({"id": request, "cell": cell["cell"], "code": cell["code"], "writes": sorted(cell.get("writes") or ()), "inputs": cell.get("inputs") or {}})
+            done = 0
+            try:
+                await self._send({"op": "run_batch", "cells": items})
+                for request, future in zip(requests, futures):
+                    # Results that arrived while the caller handled earlier ones cost no wait.
+                    reply = future.result() if future.done() else await self._await_reply(request, future, timed=True)
+                    self._pending.pop(request, None)
+                    done += 1
+                    yield self._result(reply)
+            except asyncio.CancelledError:
+                await self._kill()
+                raise
+            finally:
+                rest = [request for request in requests[done:] if self._pending.pop(request, None) is not None]
+                for future in futures[done:]:  # never awaited: retrieved or cancelled here
+                    if future.done():
+                        future.cancelled() or future.exception()
+                    else:
+                        future.cancel()
+                if rest and self.alive:
+                    with contextlib.suppress(RunnerDied):
+                        await self._interrupt(rest)
+
     async def run_markdown(self, cell_id, code):
         """A markdown cell's `{name}` fields formatted with the notebook's values (as text)."""
         reply = await self._request({"op": "run_markdown", "cell": cell_id, "code": code}, None, timed=True)
@@ -307,27 +356,31 @@ class Runner:
             self._pending[request] = (future, on_stdout)
             try:
                 await self._send({**message, "id": request})
-                if not timed or not self.time_limit:
-                    return await future
-                try:
-                    return await asyncio.wait_for(asyncio.shield(future), self.time_limit)
-                except asyncio.TimeoutError:
-                    logger.info("cell exceeded the %ss time limit; interrupting", self.time_limit)
-                    await self._interrupt([request])
-                    reply = await self._await_or_kill(future)
-                    error = reply.get("error") or {}
-                    if error.get("ename") == "KeyboardInterrupt":
-                        reply["error"] = {
-                            "ename": "TimeoutError",
-                            "evalue": f"the cell ran longer than the {self.time_limit:g} s time limit and was interrupted",
-                            "traceback": error.get("traceback", []),
-                        }
-                    return reply
+                return await self._await_reply(request, future, timed=timed)
             except asyncio.CancelledError:
                 await self._kill()
                 raise
             finally:
                 self._pending.pop(request, None)
+
+    async def _await_reply(self, request, future, *, timed):
+        """The reply to `request`; a timed one is interrupted at the time limit (TimeoutError)."""
+        if not timed or not self.time_limit:
+            return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.time_limit)
+        except asyncio.TimeoutError:
+            logger.info("cell exceeded the %ss time limit; interrupting", self.time_limit)
+            await self._interrupt([request])
+            reply = await self._await_or_kill(future)
+            error = reply.get("error") or {}
+            if error.get("ename") == "KeyboardInterrupt":
+                reply["error"] = {
+                    "ename": "TimeoutError",
+                    "evalue": f"the cell ran longer than the {self.time_limit:g} s time limit and was interrupted",
+                    "traceback": error.get("traceback", []),
+                }
+            return reply
 
     async def _await_or_kill(self, future):
         try:

@@ -9,6 +9,7 @@ a `publish` coroutine, which keeps this logic testable and the I/O in one place.
 import asyncio
 import base64
 import bisect
+import contextlib
 import hashlib
 import json
 import logging
@@ -54,6 +55,7 @@ COMPACT_IDLE = 30.0
 # Streamed stdout kept per cell (the runner caps a single run too).
 STDOUT_CAP = 1_000_000
 TRANSIENT = frozenset({STATUS_QUEUED, STATUS_RUNNING})
+INTERRUPTED_BEFORE_START = {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}
 
 
 @dataclass
@@ -74,12 +76,16 @@ class CellState:
     ydoc: bytes | None = None  # the stored shared-text state, until the session builds its CellText
     ygen: int = 0
     run_by: str = ""  # who started the cell's last run
+    id_json: str | None = None  # the id as JSON, for events encoded from a template
     inputs: dict = field(default_factory=dict)  # persisted widget values, by widget id
     syntax_error: dict | None = None
+    # The persisted fields as the database last had them (to_row's values): a cell whose
+    # final state is what is stored already is not written again (a rerun chain's cells).
+    saved: tuple | None = None
 
     @classmethod
     def from_row(cls, row):
-        return cls(
+        cell = cls(
             id=str(row["id"]),
             type=row["type"],
             code=row["code"],
@@ -93,6 +99,8 @@ class CellState:
             ygen=row.get("ydoc_generation") or 0,
             inputs=dict(row.get("inputs") or {}),
         )
+        cell.saved = (cell.status, cell.outputs, cell.stdout, cell.error, list(row.get("reads") or []), list(row.get("writes") or []))
+        return cell
 
     def analyse(self):
         if self.type == CELL_SQL:
@@ -133,6 +141,9 @@ class CellState:
             message["stdoutRef"] = {"url": stdout_url(self.id), "size": len(self.stdout)}
         return message
 
+    def persisted_fields(self):
+        return (self.status, self.outputs, self.stdout, self.error, self.reads, self.writes)
+
     def to_row(self):
         return {
             "id": self.id,
@@ -153,6 +164,17 @@ CHILD_MIME_TYPES = {"text/plain": str, "text/html": str, "image/png": str, UI_MI
 # its scripts run in an opaque origin (views.cell_output_data); inline HTML runs none.
 # A frame inside it (folium's srcdoc, whose scripts are escaped) counts too.
 SCRIPTED_HTML = re.compile(r"<script[\s>/]|&lt;script|<iframe[\s>/]|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class Encoded(dict):
+    """An event whose JSON text the session made already (`text`): a cascade's statuses are
+    most of its events, and a template costs a fraction of encoding the dict.  Never
+    changed after `_emit`; the publisher sends `text` as it is."""
+
+    __slots__ = ("text",)
 
 
 def untrusted_outputs(outputs):
@@ -480,6 +502,7 @@ class NotebookSession:
             if cell is None:
                 continue
             cell.inputs[widget_id] = change["value"]
+            cell.saved = None  # its outputs change in place: written again whatever they were
             for output in cell.outputs:
                 data = output.get("data")
                 if output.get("mimeType") == UI_MIME and isinstance(data, dict) and data.get("id") == widget_id:
@@ -659,13 +682,24 @@ class NotebookSession:
         cell.status = status
         if status not in TRANSIENT:
             self._dirty.add(cell.id)
-        if emit:
-            event = {"type": "cell_status", "cellId": cell.id, "status": status}
-            if status in (STATUS_BLOCKED, STATUS_STALE):
-                event["error"] = cell.error
-            if status in TRANSIENT and cell.run_by:
-                event["by"] = cell.run_by
-            self._emit(event)
+        if not emit:
+            return
+        if status in (STATUS_BLOCKED, STATUS_STALE):
+            self._emit({"type": "cell_status", "cellId": cell.id, "status": status, "error": cell.error})
+            return
+        # The hot path of a cascade (queued, running, success, error): encoded from a template.
+        self.seq += 1
+        by = cell.run_by if status in TRANSIENT else ""
+        event = Encoded(type="cell_status", cellId=cell.id, status=status)
+        if by:
+            event["by"] = by
+        event["seq"] = self.seq
+        if cell.id_json is None:
+            cell.id_json = _encode(cell.id)
+        by_json = f',"by":{_encode(by)}' if by else ""
+        event.text = f'{{"type":"cell_status","cellId":{cell.id_json},"status":"{status}"{by_json},"seq":{self.seq}}}'
+        self._pending.append(event)
+        self._schedule_flush()
 
     # --- persistence -------------------------------------------------------------------
     async def persist(self):
@@ -673,14 +707,22 @@ class NotebookSession:
         self._states_unsaved -= set(states)
         if states and not self.gone:
             await self.store.save_text_states(self.notebook_id, states)
-        rows = [self.cells[c].to_row() for c in self._dirty if c in self.cells and self.cells[c].status not in TRANSIENT]
+        changed = []
+        for cell_id in self._dirty:
+            cell = self.cells.get(cell_id)
+            if cell is not None and cell.status not in TRANSIENT:
+                fields = cell.persisted_fields()
+                if fields != cell.saved:
+                    changed.append((cell, fields))
         self._dirty = {c for c in self._dirty if c in self.cells and self.cells[c].status in TRANSIENT}
         self._last_persist = time.monotonic()
-        if rows and not self.gone:
+        if changed and not self.gone:
             # Under the flush lock: the 10 ms flush timer must not announce a final state
             # while it is being written (a client that sees it and reloads must find it).
             async with self._flush_lock:
-                await self.store.persist(self.notebook_id, rows)
+                await self.store.persist(self.notebook_id, [cell.to_row() for cell, _ in changed])
+            for cell, fields in changed:
+                cell.saved = fields
 
     async def _persist_if_due(self):
         if time.monotonic() - self._last_persist >= PERSIST_INTERVAL:
@@ -731,6 +773,7 @@ class NotebookSession:
             self._reposition(message["positions"])
         row = dict(message["cell"], position=message["position"])
         cell = CellState.from_row(row)
+        cell.saved = None  # the message's copy of the row, not the row: written once whatever it says
         self._insert(cell)
         self._dirty.add(cell.id)
         created = {**cell.to_message(), **self._text_fields(cell)}
@@ -789,6 +832,7 @@ class NotebookSession:
         cell.analyse()
         self.graph.update(cell.id, reads=cell.graph_reads, writes=cell.writes)
         self._dirty.add(cell.id)
+        cell.saved = None  # the edit's transaction wrote the row's status (stale): written again
         self._emit(
             {
                 "type": "cell_updated",
@@ -966,41 +1010,118 @@ class NotebookSession:
 
     async def cascade(self, cell_ids, by=None):
         """Run `cell_ids` in topological order (ties by position), announcing each step;
-        `by`: who asked, shown on every cell it runs ("run by bob")."""
+        `by`: who asked, shown on every cell it runs ("run by bob").
+
+        Consecutive Python cells go to the execution process as one batch (`_run_batch`);
+        SQL, markdown and cells with a syntax error run one by one (`_run_one`) between them.
+        An interrupt stops the running cell and leaves the rest `stale`; so does a death of
+        the execution process, which also fails the running cell with `KernelDied`.
+        """
         order = [c for c in self.graph.topological(cell_ids) if c in self.cells]
-        runnable = [c for c in order if self.cells[c].status != STATUS_BLOCKED]
-        for cell_id in runnable:
-            self.cells[cell_id].run_by = by or ""
-            self._set_status(self.cells[cell_id], STATUS_QUEUED)
+        runnable = [self.cells[c] for c in order if self.cells[c].status != STATUS_BLOCKED]
+        for cell in runnable:
+            cell.run_by = by or ""
+            self._set_status(cell, STATUS_QUEUED)
         self._cancel_cascade = False
-        for index, cell_id in enumerate(runnable):
+        index = 0
+        while index < len(runnable):
             if self._cancel_cascade:
-                for rest in runnable[index:]:
-                    self._set_status(self.cells[rest], STATUS_STALE)
                 break
-            runner_died = await self._run_one(self.cells[cell_id])
+            end = index
+            while end < len(runnable) and self._batchable(runnable[end]):
+                end += 1
+            if end - index > 1:
+                ran, runner_died = await self._run_batch(runnable[index:end])
+            else:
+                ran, runner_died = 1, await self._run_one(runnable[index])
+            index += ran
             if runner_died:
-                for rest in runnable[index + 1 :]:
-                    self._set_status(self.cells[rest], STATUS_STALE)
                 break
             await self._persist_if_due()
+        for rest in runnable[index:]:
+            self._set_status(rest, STATUS_STALE)
         self._cancel_cascade = False
         await self.persist()
         await self.flush()
 
-    async def _run_one(self, cell):
-        """Run one cell; True if the runner died under it."""
-        had_references = any("ref" in output for output in cell.outputs)
+    @staticmethod
+    def _batchable(cell):
+        return cell.type not in (CELL_SQL, CELL_MARKDOWN) and cell.syntax_error is None
+
+    def _start_run(self, cell):
+        """The cell is about to run: its old results go, clients see it `running`.  Returns
+        whether it had outputs stored by reference (whose blobs the new run may drop)."""
+        had_references = any("ref" in output for output in cell.outputs) if cell.outputs else False
         cell.stdout, cell.outputs, cell.error = "", [], None
         self._set_status(cell, STATUS_RUNNING)
+        return had_references
+
+    def _append_stdout(self, cell, text):
+        if len(cell.stdout) < STDOUT_CAP:
+            cell.stdout += text
+        self._emit({"type": "cell_stdout", "cellId": cell.id, "text": text})
+
+    async def _run_batch(self, cells):
+        """Run consecutive Python cells as one request to the execution process, each announced
+        as its result streams back.  Returns (cells dealt with, whether the runner died):
+        fewer than all of them when Stop was pressed or the process died; the caller marks
+        the rest stale.
+
+        A cell is shown `running` once the one before it has finished, which is when the
+        execution process starts it; stdout that arrives before the session has caught up
+        with its cell waits until then, so every client sees running, stdout, result."""
+        current = 0
+        held = {}  # index -> stdout of a cell not announced as running yet
+
+        def on_stdout(index, text):
+            if index == current:
+                self._append_stdout(cells[index], text)
+            else:
+                held.setdefault(index, []).append(text)
+
+        had_references = self._start_run(cells[0])
+        try:
+            await self._ensure_runner()
+        except SandboxUnavailable as exc:
+            self._sandbox_unavailable(cells[0], exc)
+            return 1, True
+        except RunnerDied as exc:
+            self._died(cells[0], exc)
+            return 1, True
+        if self._cancel_cascade:  # Stop pressed while the execution process was starting
+            self._finish(cells[0], STATUS_ERROR, [], INTERRUPTED_BEFORE_START)
+            return 1, False
+        batch = [{"cell": cell.id, "code": cell.code, "writes": cell.writes, "inputs": cell.inputs} for cell in cells]
+        try:
+            async with contextlib.aclosing(self.runner.run_batch(batch, on_stdout=on_stdout)) as results:
+                async for result in results:
+                    cell = cells[current]
+                    status = STATUS_SUCCESS if result.status == "success" else STATUS_ERROR
+                    outputs = untrusted_outputs(result.outputs) if result.outputs else []
+                    if outputs or had_references:
+                        outputs = await self._by_reference(cell, outputs, had_references=had_references)
+                    self._finish(cell, status, outputs, result.error)
+                    current += 1
+                    if self._cancel_cascade or current == len(cells):
+                        return current, False
+                    await self._persist_if_due()
+                    had_references = self._start_run(cells[current])
+                    for text in held.pop(current, ()):
+                        self._append_stdout(cells[current], text)
+        except RunnerDied as exc:
+            self._died(cells[current], exc)
+            return current + 1, True
+        return current, False
+
+    async def _run_one(self, cell):
+        """Run one cell; True if the runner died under it."""
+        had_references = self._start_run(cell)
         if cell.syntax_error is not None:
             self._finish(cell, STATUS_ERROR, [], cell.syntax_error)
             return False
 
         def on_stdout(text):
-            if len(cell.stdout) < STDOUT_CAP:
-                cell.stdout += text
-            self._emit({"type": "cell_stdout", "cellId": cell.id, "text": text})
+            self._append_stdout(cell, text)
 
         if cell.type == CELL_MARKDOWN and not markdown_fields(cell.code):
             # Prose without values: rendered here, no execution process needed.
@@ -1009,8 +1130,7 @@ class NotebookSession:
         try:
             await self._ensure_runner()
             if self._cancel_cascade:  # Stop pressed while the execution process was starting
-                interrupted = {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}
-                self._finish(cell, STATUS_ERROR, [], interrupted)
+                self._finish(cell, STATUS_ERROR, [], INTERRUPTED_BEFORE_START)
                 return False
             if cell.type == CELL_SQL:
                 result = await self.runner.run_sql(cell.id, cell.code, result_variable=cell.result_variable, on_stdout=on_stdout)
@@ -1022,19 +1142,27 @@ class NotebookSession:
             else:
                 result = await self.runner.run(cell.id, cell.code, writes=cell.writes, inputs=cell.inputs, on_stdout=on_stdout)
         except SandboxUnavailable as exc:
-            evalue = f"{exc}. No code runs until the sandbox works here; an operator may turn it off with KERNEL_SANDBOX=off (docs/security.md)"
-            self._finish(cell, STATUS_ERROR, [], {"ename": "SandboxUnavailable", "evalue": evalue, "traceback": []})
+            self._sandbox_unavailable(cell, exc)
             return True
         except RunnerDied as exc:
-            self.crashed.add(cell.id)
-            self._finish(cell, STATUS_ERROR, [], {"ename": "KernelDied", "evalue": f"{exc.reason}; the kernel was restarted with an empty namespace", "traceback": []})
-            self._kernel_restarted(exc.reason, except_cell=cell.id)
+            self._died(cell, exc)
             return True
         status = STATUS_SUCCESS if result.status == "success" else STATUS_ERROR
         outputs = result.outputs if cell.type == CELL_MARKDOWN else untrusted_outputs(result.outputs)
         outputs = await self._by_reference(cell, outputs, had_references=had_references)
         self._finish(cell, status, outputs, result.error)
         return False
+
+    def _sandbox_unavailable(self, cell, exc):
+        evalue = f"{exc}. No code runs until the sandbox works here; an operator may turn it off with KERNEL_SANDBOX=off (docs/security.md)"
+        self._finish(cell, STATUS_ERROR, [], {"ename": "SandboxUnavailable", "evalue": evalue, "traceback": []})
+
+    def _died(self, cell, exc):
+        """The execution process died running `cell`: it fails with KernelDied and is held back
+        from later cascades (`crashed`); every result that lived in the process is stale."""
+        self.crashed.add(cell.id)
+        self._finish(cell, STATUS_ERROR, [], {"ename": "KernelDied", "evalue": f"{exc.reason}; the kernel was restarted with an empty namespace", "traceback": []})
+        self._kernel_restarted(exc.reason, except_cell=cell.id)
 
     async def _by_reference(self, cell, outputs, *, had_references):
         """Outputs over OUTPUT_INLINE_LIMIT, stored apart before they are announced (so their

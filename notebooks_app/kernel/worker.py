@@ -27,7 +27,7 @@ from .addresses import group_name, is_kernel_channel, shard_channels
 from .database import DatabasePolicy
 from .runner import Runner
 from .sandbox import Limits, SandboxConfig, probe, running_as_root
-from .session import NotebookSession
+from .session import Encoded, NotebookSession
 
 logger = logging.getLogger(__name__)
 
@@ -221,11 +221,12 @@ class KernelService:
     async def publish(self, notebook_id, target, events):
         """Send `events` to the notebook's group (target None) or one socket, in one send.
 
-        Each event is encoded once, here; the consumers relay the texts untouched, as
+        Each event is encoded once, here (or already by the session: `Encoded`, a cascade's
+        statuses); the consumers relay the texts untouched, as
         separate frames or as one `batch` frame to a client that asked for batches
         (docs/protocol.md).
         """
-        event = {"type": "notebook.event", "texts": [protocol.dumps(e) for e in events]}
+        event = {"type": "notebook.event", "texts": [e.text if type(e) is Encoded else protocol.dumps(e) for e in events]}
         try:
             if target is None:
                 await self.channel_layer.group_send(group_name(notebook_id), event)
