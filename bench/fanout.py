@@ -1,15 +1,20 @@
 """Fan-out: many sockets on one notebook; one event's arrival at all of them.
 
-    .venv/bin/python -m bench.fanout [--sockets 50,200,500] [--daphnes 1] [--repeat R] [--quick]
+    .venv/bin/python -m bench.fanout [--sockets 50,200,500] [--daphnes 1] [--procs 0] [--repeat R] [--quick]
 
 Each round one socket creates (or deletes) a cell; the figure per socket is the time from
 the send to that socket's receipt of the event, and "all reached" is the slowest one.
+
+With `--procs K` the receiving sockets live in K separate client processes (the sender stays
+here), so the clients' own JSON decoding is not serialised in one Python process; arrival
+times are CLOCK_MONOTONIC, which every process of the machine shares.
 """
 import asyncio
+import multiprocessing
 import sys
 import time
 
-from .harness import Cluster, Report, parse_args
+from .harness import ROOT, Cluster, Report, parse_args
 
 PACE = 0.05
 
@@ -26,9 +31,103 @@ async def one_event(sender, clients, message):
     return [ms for ms, _ in results], results[0][1]
 
 
+def _client_process(urls, cookies, notebook_id, count, conn):
+    """A process holding `count` sockets: for each request id it is sent, the monotonic time
+    at which each of its sockets received that request's event."""
+    sys.path.insert(0, str(ROOT))
+    from tests.live import LiveClient
+
+    async def run():
+        clients = []
+        for start in range(0, count, 50):
+            clients += await asyncio.gather(
+                *(LiveClient(urls[i % len(urls)], notebook_id, cookies[i % len(urls)], batch=True).connect() for i in range(start, min(count, start + 50)))
+            )
+        conn.send("ready")
+        loop = asyncio.get_running_loop()
+        while True:
+            rid = await loop.run_in_executor(None, conn.recv)
+            if rid is None:
+                break
+
+            async def arrival(client):
+                seen = await client.wait_for(lambda e: e.get("requestId") == rid, timeout=60)
+                return time.monotonic(), seen[-1]
+
+            results = await asyncio.gather(*(arrival(c) for c in clients))
+            conn.send([(t, e.get("cellId")) for t, e in results])
+        await asyncio.gather(*(c.close() for c in clients))
+
+    asyncio.run(run())
+
+
+class RemoteClients:
+    """Receiving sockets spread over `procs` client processes."""
+
+    def __init__(self, cluster, notebook_id, count, procs):
+        ctx = multiprocessing.get_context("spawn")
+        self.pipes, self.procs = [], []
+        for k in range(procs):
+            n = count // procs + (1 if k < count % procs else 0)
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_client_process, args=(cluster.urls, cluster.cookies, notebook_id, n, child), daemon=True)
+            proc.start()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+
+    async def ready(self):
+        for pipe in self.pipes:
+            assert await asyncio.to_thread(pipe.recv) == "ready"
+
+    async def one_event(self, sender, message):
+        for pipe in self.pipes:
+            pipe.send(message["requestId"])
+        start = time.monotonic()
+        await sender.send(**message)
+        mine = await sender.wait_for(lambda e: e.get("requestId") == message["requestId"], timeout=60)
+        arrivals = []
+        for pipe in self.pipes:
+            arrivals += [(t - start) * 1000 for t, _ in await asyncio.to_thread(pipe.recv)]
+        return arrivals, mine[-1]
+
+    def close(self):
+        for pipe in self.pipes:
+            pipe.send(None)
+        for proc in self.procs:
+            proc.join(30)
+
+
+async def measure_remote(cluster, args, report, count):
+    notebook_id = await cluster.anotebook(["a = 1"])
+    sender = await cluster.client(notebook_id)
+    remote = RemoteClients(cluster, notebook_id, count - 1, args.procs[0])
+    await remote.ready()
+    per_socket, all_reached = [], []
+    repeat = args.repeat or (2 if args.quick else 20)
+    cell_id = None
+    for i in range(repeat + 1):
+        if cell_id is None:
+            message = {"type": "create_cell", "code": f"v{i} = {i}", "requestId": f"r{i}"}
+        else:
+            message = {"type": "delete_cell", "cellId": cell_id, "requestId": f"r{i}"}
+        arrivals, event = await remote.one_event(sender, message)
+        cell_id = event["cellId"] if event["type"] == "cell_created" else None
+        if i:
+            per_socket += arrivals
+            all_reached.append(max(arrivals))
+        await asyncio.sleep(PACE)
+    report.row(f"{count} sockets: per socket", per_socket, note=f"{args.procs[0]} client processes")
+    report.row(f"{count} sockets: all reached", all_reached, note=f"{args.procs[0]} client processes")
+    remote.close()
+    await sender.close()
+
+
 async def measure(cluster, args):
     report = Report(f"fanout ({len(cluster.urls)} Daphne)", await cluster.floor())
     for count in args.sockets:
+        if args.procs[0]:
+            await measure_remote(cluster, args, report, count)
+            continue
         notebook_id = await cluster.anotebook(["a = 1"])
         clients = await cluster.clients(notebook_id, count)
         per_socket, all_reached = [], []
@@ -51,7 +150,7 @@ async def measure(cluster, args):
 
 
 def main(argv=None):
-    args = parse_args("One event's arrival at many sockets of one notebook.", argv, sockets="50,200,500", daphnes="1")
+    args = parse_args("One event's arrival at many sockets of one notebook.", argv, sockets="50,200,500", daphnes="1", procs="0")
     if args.quick:
         args.sockets = [3]
     with Cluster("fanout", daphnes=args.daphnes[0]) as cluster:

@@ -174,6 +174,13 @@ else:
         EVENTS_CHANNEL_LAYER: {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}},
     }
 
+# Backpressure on each socket (notebooks_app/fanout.py, docs/operations.md): bytes the server
+# still holds for a client that is not reading; over SOCKET_SLOW_BYTES for SOCKET_SLOW_SECONDS,
+# or over SOCKET_MAX_BYTES at once, the socket is told `too_slow` and closed with 4013.
+SOCKET_SLOW_BYTES = env_int("SOCKET_SLOW_BYTES", 2 * 1024 * 1024)
+SOCKET_SLOW_SECONDS = env_float("SOCKET_SLOW_SECONDS", 15.0)
+SOCKET_MAX_BYTES = env_int("SOCKET_MAX_BYTES", 64 * 1024 * 1024)
+
 # The kernel worker runs inside the server process when there is no Redis
 # (embedded default); with Redis it runs as `manage.py runworker kernel`.
 KERNEL_EMBEDDED = env_bool("KERNEL_EMBEDDED", default=not REDIS_URL)

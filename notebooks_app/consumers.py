@@ -19,7 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from . import history, kernel_client, operations, permissions, protocol
+from . import fanout, history, kernel_client, operations, permissions, protocol
 from .constants import CELL_PYTHON
 from .kernel_client import KernelUnreachable
 from .layers import REDIS_ERRORS, redis_down
@@ -90,6 +90,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         self._tokens = float(RATE_BURST)
         self._last_refill = time.monotonic()
         self.accepted = False
+        self.sink = None
         try:
             await self._connect()
         except (DatabaseError, *REDIS_ERRORS) as exc:
@@ -131,13 +132,19 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         self.role = role
         if settings.KERNEL_EMBEDDED:
             kernel_client.ensure_embedded_worker()
+        await self.accept()
+        # From here the kernel's events (group and replies) are written to this socket by the
+        # process's dispatcher (fanout.py), not relayed by notebook_event; registered before
+        # joining, so no event of the group can take the other path and overtake one.
+        self.sink = fanout.SocketSink.attach(self, self.channel_name, self.scope.get(fanout.RAW_SEND), batch=self.batch_frames)
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.joined = True
-        await self.accept()
         await self._request_state(revision=notebook.revision)
         await self._announce_presence(joined=True)
 
     async def disconnect(self, code):
+        if getattr(self, "sink", None) is not None:
+            self.sink.detach(self.channel_name)
         if getattr(self, "joined", False):
             await self.channel_layer.group_discard(self.group, self.channel_name)
             try:

@@ -25,6 +25,8 @@ from redis import exceptions as redis_exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from . import fanout
+
 logger = logging.getLogger(__name__)
 
 # What a Redis outage raises: refused or reset connections, timeouts, a server loading its data.
@@ -252,6 +254,20 @@ class _ResilientShard(pubsub.RedisSingleShardConnection):
                 await pubsub._close_redis(redis)
             except REDIS_ERRORS:
                 pass
+
+    def _receive_message(self, message):
+        """A published message: `notebook.event`s go straight to the sockets that take them
+        (notebooks_app/fanout.py), everything else to the channels' queues as before."""
+        if message is None:
+            return
+        name, data = message["channel"], message["data"]
+        if isinstance(name, bytes):
+            name = name.decode()
+        layer = self.channel_layer
+        for channel_name in fanout.deliver(layer, name, data):
+            queue = layer.channels.get(channel_name)
+            if queue is not None:
+                queue.put_nowait(data)
 
     def _announce_reconnected(self):
         """Every local channel hears that events may have been lost (the consumers resync)."""

@@ -68,6 +68,9 @@ class WebSocketUnavailableGuard:
                 accepted = True
             await send(message)
 
+        if scope["type"] == "websocket":
+            # The server's own send, for the direct event path (notebooks_app/fanout.py).
+            scope = {**scope, "notebooks.raw_send": send}
         try:
             return await self.app(scope, receive, tracking_send)
         except (DatabaseError, RedisConnectionError, RedisTimeoutError) as exc:

@@ -1,0 +1,206 @@
+"""Direct fan-out of the kernel worker's events to this process's sockets, with backpressure.
+
+The kernel worker encodes each event once and publishes it once per batch (`notebook.event`
+on the notebook's group, or on one socket's channel for a reply).  The pub/sub layer's shard
+hands every message it receives to `deliver` first: for the sockets of this process that
+registered a `SocketSink`, the message is decoded once, its WebSocket frames are built once
+(a server's frames are unmasked, so the same bytes serve every socket: one list for
+`?batch=1` sockets, one for the others) and written straight to each socket's transport.
+No per-socket queue, task, JSON or framing work is left on the hot path: one
+`transport.write` per socket and message.
+
+Backpressure: before writing, a sink looks at the bytes its transport still holds (Twisted's
+write buffer: what the client has not read yet, beyond the kernel's socket buffers).  Over
+`SOCKET_SLOW_BYTES` continuously for `SOCKET_SLOW_SECONDS`, or over `SOCKET_MAX_BYTES` at
+once, the socket is too slow: it gets no more events, is sent an `error` (`too_slow`) and a
+close frame with 4013 (try again later), and its connection is dropped if the close handshake
+does not complete within SOCKET_SLOW_SECONDS more (at least CLOSE_GRACE), which frees its buffer.  The
+page reconnects and gets a fresh `notebook_state`, which is how it resyncs.  The other sockets
+never wait for it: a write only appends to a buffer.
+
+Anything that is not a `notebook.event`, or a socket without a sink (another ASGI server, the
+channels test communicator, the in-memory layer of the embedded default), goes the ordinary
+way: the consumer's queue and `NotebookConsumer.notebook_event`.
+"""
+import functools
+import logging
+import time
+
+from django.conf import settings
+
+from . import protocol
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPE = "notebook.event"
+CLOSE_TOO_SLOW = 4013  # try again later (docs/protocol.md)
+CLOSE_GRACE = 5.0  # seconds a closed slow socket has to read up to its close frame, at least
+TOO_SLOW_MESSAGE = "This connection fell too far behind the notebook's events; reconnecting for a fresh state."
+
+# The scope key under which WebSocketUnavailableGuard (the outermost wrapper) keeps the
+# server's own `send`, before any middleware wraps it.
+RAW_SEND = "notebooks.raw_send"
+
+# channel name -> SocketSink, for the sockets of this process (one event loop: Daphne's).
+SINKS = {}
+
+
+def frame(payload):
+    """One unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2) around UTF-8 `payload`."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 65536:
+        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return header + payload
+
+
+class Frames:
+    """A `notebook.event`'s bytes as they go on the wire, built once, on first use, per mode."""
+
+    __slots__ = ("texts", "_plain", "_batched")
+
+    def __init__(self, texts):
+        self.texts = texts
+        self._plain = self._batched = None
+
+    def plain(self):
+        if self._plain is None:
+            self._plain = b"".join(frame(text.encode("utf-8")) for text in self.texts)
+        return self._plain
+
+    def batched(self):
+        if self._batched is None:
+            if len(self.texts) == 1:
+                self._batched = self.plain()
+            else:
+                parts = []
+                for group in protocol.frame_groups(self.texts):
+                    text = group[0] if len(group) == 1 else '{"type": "batch", "events": [' + ", ".join(group) + "]}"
+                    parts.append(frame(text.encode("utf-8")))
+                self._batched = b"".join(parts)
+        return self._batched
+
+
+def daphne_connection(raw_send):
+    """(server, protocol) behind Daphne's own `send` for one connection, or None for another server."""
+    if not isinstance(raw_send, functools.partial) or not raw_send.args:
+        return None
+    server = getattr(raw_send.func, "__self__", None)
+    protocol_ = raw_send.args[0]
+    if getattr(raw_send.func, "__name__", "") != "handle_reply" or not hasattr(server, "connections"):
+        return None
+    if not all(hasattr(protocol_, name) for name in ("transport", "sendClose", "STATE_OPEN", "state")):
+        return None
+    return server, protocol_
+
+
+def pending_bytes(transport):
+    """Bytes written to a Twisted transport that the kernel has not taken yet."""
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except AttributeError:
+        return 0
+
+
+class SocketSink:
+    """Where the direct path writes one socket's frames, and its slowness accounting."""
+
+    def __init__(self, consumer, server, protocol_, *, batch):
+        self.consumer = consumer
+        self.server = server
+        self.protocol = protocol_
+        self.batch = batch
+        self.slow_bytes = settings.SOCKET_SLOW_BYTES
+        self.max_bytes = settings.SOCKET_MAX_BYTES
+        self.slow_seconds = settings.SOCKET_SLOW_SECONDS
+        self.slow_since = None
+        self.closed = False
+
+    @classmethod
+    def attach(cls, consumer, channel_name, raw_send, *, batch):
+        """Register a sink for an accepted socket; None when the socket is not Daphne's."""
+        found = daphne_connection(raw_send)
+        if found is None:
+            return None
+        sink = cls(consumer, *found, batch=batch)
+        SINKS[channel_name] = sink
+        return sink
+
+    def detach(self, channel_name):
+        if SINKS.get(channel_name) is self:
+            del SINKS[channel_name]
+
+    def open(self):
+        p = self.protocol
+        if self.closed or p.state != p.STATE_OPEN or p.transport is None:
+            return False
+        connection = self.server.connections.get(p)
+        return connection is not None and not connection.get("disconnected")
+
+    def write(self, frames):
+        """Write one message's frames (nothing to a socket that is closing or gone)."""
+        if not self.open():
+            return True
+        if self.too_slow():
+            self.close_slow()
+            return True
+        self.protocol.transport.write(frames.batched() if self.batch else frames.plain())
+        return True
+
+    def too_slow(self):
+        held = pending_bytes(self.protocol.transport)
+        if held > self.max_bytes:
+            return True
+        if held <= self.slow_bytes:
+            self.slow_since = None
+            return False
+        now = time.monotonic()
+        if self.slow_since is None:
+            self.slow_since = now
+            return False
+        return now - self.slow_since >= self.slow_seconds
+
+    def close_slow(self):
+        """No more events: say why (after what it has not read yet) and close with 4013;
+        autobahn drops the connection, buffer and all, if the close handshake does not
+        complete within its close timeout (the client is not reading)."""
+        self.closed = True
+        SINKS.pop(getattr(self.consumer, "channel_name", None), None)
+        held = pending_bytes(self.protocol.transport)
+        logger.warning("closing a socket on %s that fell behind: %d bytes unread", getattr(self.consumer, "notebook_id", "?"), held)
+        try:
+            self.protocol.transport.write(frame(protocol.encode_error(protocol.TOO_SLOW, TOO_SLOW_MESSAGE).encode("utf-8")))
+            # A client that is reading, just slowly, gets SOCKET_SLOW_SECONDS more to reach the
+            # close frame; one that reads nothing is dropped then, its buffer with it.
+            self.protocol.closeHandshakeTimeout = max(CLOSE_GRACE, self.slow_seconds)
+            self.protocol.sendClose(code=CLOSE_TOO_SLOW, reason="too slow")
+        except Exception:  # the connection went away meanwhile
+            logger.info("could not close a slow socket cleanly", exc_info=True)
+            self.protocol.transport.abortConnection()
+
+
+def deliver(layer, name, data):
+    """Called by the pub/sub shard for every message it receives on `name` (a group or a
+    channel).  Writes a `notebook.event` directly to the sockets with a sink; returns the
+    channel names still to be given the message the ordinary way (their queues)."""
+    if name in layer.channels:
+        targets = (name,)
+    else:
+        targets = layer.groups.get(name, ())
+    if not SINKS or not any(t in SINKS for t in targets):
+        return targets
+    message = layer.channel_layer.deserialize(data)
+    if message.get("type") != EVENT_TYPE:
+        return targets
+    frames = Frames(message["texts"])
+    rest = []
+    for channel_name in targets:
+        sink = SINKS.get(channel_name)
+        if sink is None:
+            rest.append(channel_name)
+        else:
+            sink.write(frames)
+    return rest

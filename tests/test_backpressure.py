@@ -1,0 +1,152 @@
+"""Backpressure on the direct event path (notebooks_app/fanout.py), with a real Daphne and a
+real slow client: a raw WebSocket with a tiny receive buffer that stops reading after the
+handshake.  It must be told `too_slow` / closed (4013) and dropped, with the bytes held for
+it bounded, while another socket on the same notebook keeps receiving every event."""
+import asyncio
+import os
+import re
+import socket
+import time
+
+import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+from notebooks_app.fanout import CLOSE_GRACE
+from notebooks_app.models import Notebook
+
+from .conftest import ROOT, database_url_for_tests
+from .live import LiveClient, free_port, login, start_daphne, stop
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "slow-socket-pass-1"
+SLOW_BYTES = 64 * 1024
+BIG_CODE = "x = 1  # " + "y" * 150_000  # each cell_created event carries ~150 KB
+
+
+@pytest.fixture
+def daphne(live_kernel, django_user_model):
+    hasher = PBKDF2PasswordHasher()
+    user = django_user_model.objects.create(username="sloane", password=hasher.encode(PASSWORD, hasher.salt()))
+    notebook = Notebook.objects.create(name="backpressure", owner=user)
+    log = ROOT / "var" / f"backpressure-daphne-{os.getpid()}.log"
+    log.parent.mkdir(exist_ok=True)
+    start = log.stat().st_size if log.exists() else 0
+    env = dict(os.environ, DATABASE_URL=database_url_for_tests(), SOCKET_SLOW_BYTES=str(SLOW_BYTES), SOCKET_SLOW_SECONDS="0.5", SOCKET_MAX_BYTES=str(8 * 1024 * 1024), LOG_LEVEL="INFO")
+    port = free_port()
+    proc = start_daphne(port, env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield {"url": url, "port": port, "cookie": login(url, "sloane", PASSWORD), "notebook": str(notebook.pk), "log": log, "start": start, "pid": proc.pid}
+    finally:
+        stop(proc)
+
+
+def raw_slow_socket(port, path, cookie):
+    """A WebSocket handshake by hand on a socket with a tiny receive buffer; then it never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: http://127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def drain(sock, seconds=5):
+    """Everything the slow socket can still read, and how it ended ("eof", "reset" or "open")."""
+    sock.settimeout(seconds)
+    data, end = b"", "open"
+    try:
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                end = "eof"
+                break
+            data += chunk
+    except ConnectionResetError:
+        end = "reset"
+    except socket.timeout:
+        pass
+    return data, end
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
+
+
+async def test_a_socket_that_stops_reading_is_closed_and_the_others_keep_receiving(daphne):
+    fast = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"], batch=True).connect()
+    slow = await asyncio.to_thread(raw_slow_socket, daphne["port"], f"/ws/notebooks/{daphne['notebook']}/?batch=1", daphne["cookie"])
+    rss_before = rss_kb(daphne["pid"])
+    sent = 0
+    try:
+        for i in range(60):  # ~9 MB of events, more than the slow socket's buffers and the cap
+            rid = f"big-{i}"
+            await fast.send(type="create_cell", code=BIG_CODE, requestId=rid)
+            seen = await fast.wait_for(lambda e, rid=rid: e.get("requestId") == rid, timeout=30)
+            assert seen[-1]["type"] == "cell_created", seen[-1]  # the fast socket gets every event
+            sent += len(BIG_CODE)
+            await asyncio.sleep(0.02)
+        # The slow socket's fate is in the log: closed for falling behind, with what it held.
+        log = daphne["log"].read_bytes()[daphne["start"] :].decode(errors="replace")
+        closed = re.findall(r"closing a socket on (\S+) that fell behind: (\d+) bytes unread", log)
+        assert closed, log[-3000:]
+        assert closed[0][0] == daphne["notebook"]
+        held = int(closed[0][1])
+        assert held < 4 * 1024 * 1024 < sent, (held, sent)  # bounded well below what was produced
+        # Dropped: the connection is aborted when the close handshake does not complete
+        # (SOCKET_SLOW_SECONDS, at least fanout.CLOSE_GRACE).
+        await asyncio.sleep(CLOSE_GRACE + 1)
+        data, end = await asyncio.to_thread(drain, slow)
+        assert end in ("eof", "reset"), (end, len(data))
+        assert len(data) < sent
+        # The server's memory did not keep what the slow socket never read.
+        assert rss_kb(daphne["pid"]) - rss_before < 64 * 1024
+        # And the fast socket still gets events promptly after the slow one is gone.
+        await fast.send(type="create_cell", code="after = 1", requestId="after")
+        seen = await fast.wait_for(lambda e: e.get("requestId") == "after", timeout=10)
+        assert seen[-1]["type"] == "cell_created"
+    finally:
+        slow.close()
+        await fast.close()
+
+
+async def test_a_slow_reader_is_told_too_slow_and_closed_with_4013(daphne):
+    """A client that reads, but too late: it finds `too_slow` and a 4013 close after its events."""
+    fast = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"], batch=True).connect()
+    slow = await asyncio.to_thread(raw_slow_socket, daphne["port"], f"/ws/notebooks/{daphne['notebook']}/?batch=1", daphne["cookie"])
+    try:
+        for i in range(40):  # until it has been over SLOW_BYTES for longer than SOCKET_SLOW_SECONDS
+            rid = f"big-{i}"
+            await fast.send(type="create_cell", code=BIG_CODE, requestId=rid)
+            await fast.wait_for(lambda e, rid=rid: e.get("requestId") == rid, timeout=30)
+            if b"that fell behind" in daphne["log"].read_bytes()[daphne["start"] :]:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the slow socket was never closed")
+        # It starts reading again at once (within the close handshake's time).
+        deadline = time.monotonic() + 10
+        data = b""
+        slow.settimeout(0.5)
+        while time.monotonic() < deadline and b"too_slow" not in data:
+            try:
+                chunk = slow.recv(1 << 20)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            data += chunk
+        assert b'"code": "too_slow"' in data or b'"code":"too_slow"' in data
+    finally:
+        slow.close()
+        await fast.close()
