@@ -11,12 +11,29 @@ times are CLOCK_MONOTONIC, which every process of the machine shares.
 """
 import asyncio
 import multiprocessing
+import os
 import sys
 import time
 
 from .harness import ROOT, Cluster, Report, parse_args
 
 PACE = 0.05
+
+
+def cpu_seconds(pids):
+    """User + system CPU time of processes (/proc/<pid>/stat), in seconds."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def daphne_cpu_row(report, cluster, count, seconds, events):
+    """Daphne's CPU per event: what fan-out costs the server, whatever the clients and the
+    other processes on the machine do to the latencies."""
+    report.row(f"{count} sockets: Daphne CPU per event", [seconds * 1000 / events], note=f"{len(cluster.daphnes)} Daphne, {events} events")
 
 
 async def one_event(sender, clients, message):
@@ -39,9 +56,9 @@ def _client_process(urls, cookies, notebook_id, count, conn):
 
     async def run():
         clients = []
-        for start in range(0, count, 50):
+        for start in range(0, count, 10):  # a few at a time: Daphne gives a handshake 5 s
             clients += await asyncio.gather(
-                *(LiveClient(urls[i % len(urls)], notebook_id, cookies[i % len(urls)], batch=True).connect() for i in range(start, min(count, start + 50)))
+                *(LiveClient(urls[i % len(urls)], notebook_id, cookies[i % len(urls)], batch=True).connect() for i in range(start, min(count, start + 10)))
             )
         conn.send("ready")
         loop = asyncio.get_running_loop()
@@ -105,7 +122,10 @@ async def measure_remote(cluster, args, report, count):
     per_socket, all_reached = [], []
     repeat = args.repeat or (2 if args.quick else 20)
     cell_id = None
+    pids = [p.pid for p in cluster.daphnes]
     for i in range(repeat + 1):
+        if i == 1:
+            cpu = cpu_seconds(pids)
         if cell_id is None:
             message = {"type": "create_cell", "code": f"v{i} = {i}", "requestId": f"r{i}"}
         else:
@@ -116,8 +136,10 @@ async def measure_remote(cluster, args, report, count):
             per_socket += arrivals
             all_reached.append(max(arrivals))
         await asyncio.sleep(PACE)
+    cpu = cpu_seconds(pids) - cpu
     report.row(f"{count} sockets: per socket", per_socket, note=f"{args.procs[0]} client processes")
     report.row(f"{count} sockets: all reached", all_reached, note=f"{args.procs[0]} client processes")
+    daphne_cpu_row(report, cluster, count, cpu, repeat)
     remote.close()
     await sender.close()
 
@@ -133,7 +155,10 @@ async def measure(cluster, args):
         per_socket, all_reached = [], []
         repeat = args.repeat or (2 if args.quick else 20)
         cell_id = None
+        pids = [p.pid for p in cluster.daphnes]
         for i in range(repeat + 1):
+            if i == 1:
+                cpu = cpu_seconds(pids)
             if cell_id is None:
                 message = {"type": "create_cell", "code": f"v{i} = {i}", "requestId": f"r{i}"}
             else:
@@ -144,8 +169,10 @@ async def measure(cluster, args):
                 per_socket += arrivals
                 all_reached.append(max(arrivals))
             await asyncio.sleep(PACE)
+        cpu = cpu_seconds(pids) - cpu
         report.row(f"{count} sockets: per socket", per_socket)
         report.row(f"{count} sockets: all reached", all_reached)
+        daphne_cpu_row(report, cluster, count, cpu, repeat)
         await asyncio.gather(*(c.close() for c in clients))
 
 
