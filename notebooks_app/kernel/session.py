@@ -58,6 +58,31 @@ TRANSIENT = frozenset({STATUS_QUEUED, STATUS_RUNNING})
 INTERRUPTED_BEFORE_START = {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}
 
 
+# The protocol's encoding (protocol.dumps): compact, UTF-8.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+class EncodedEvent(dict):
+    """An event that already carries its JSON text (`encoded`, what protocol.dumps returns for
+    it); a copy is a plain dict again.  Not to be changed once built."""
+
+    __slots__ = ("encoded",)
+
+    @classmethod
+    def spliced(cls, event, key, item_texts):
+        """`event` whose list under `key` (its only `"key":[]` once emptied) is `item_texts`, encoded."""
+        items = event["notebook"][key] if event["type"] == "notebook_state" else event[key]
+        holder = event["notebook"] if event["type"] == "notebook_state" else event
+        holder[key] = []
+        skeleton = _ENCODER.encode(event)
+        holder[key] = items
+        out = cls(event)
+        empty = f'"{key}":[]'
+        # A user string (the name) cannot hold `"cells":[]` unescaped, so this is the key's.
+        out.encoded = skeleton.replace(empty, f'"{key}":[' + ",".join(item_texts) + "]", 1)
+        return out
+
+
 @dataclass
 class CellState:
     id: str
@@ -591,16 +616,25 @@ class NotebookSession:
 
     def state_messages(self, request_id=None):
         """The notebook's state: one `notebook_state`, followed, for a notebook too large for
-        one frame, by `notebook_state_chunk`s with the rest of its cells (docs/protocol.md)."""
+        one frame, by `notebook_state_chunk`s with the rest of its cells (docs/protocol.md).
+
+        Each cell is encoded once, here: its text sizes the chunks (UTF-8 bytes) and is spliced
+        into the messages' texts, which travel with them (`EncodedEvent.encoded`), so the
+        worker does not encode the cells again."""
         stdout_url = lambda cell_id: self.store.stdout_url(self.notebook_id, cell_id)  # noqa: E731
-        cells = [{**cell.to_message(stdout_url), **self._text_fields(cell)} for cell in self.ordered_cells()]
-        chunks, size = [[]], 0
-        for cell in cells:
-            cell_size = len(json.dumps(cell))  # ASCII-escaped: at least its size in UTF-8
+        encode = _ENCODER.encode
+        chunks, texts, size = [[]], [[]], 0
+        for state in self.ordered_cells():
+            cell = state.to_message(stdout_url)
+            cell.update(self._text_fields(state))
+            text = encode(cell)
+            cell_size = len(text.encode("utf-8"))
             if chunks[-1] and size + cell_size > STATE_CHUNK_BYTES:
                 chunks.append([])
+                texts.append([])
                 size = 0
             chunks[-1].append(cell)
+            texts[-1].append(text)
             size += cell_size
         message = {
             "type": "notebook_state",
@@ -621,7 +655,7 @@ class NotebookSession:
             {"type": "notebook_state_chunk", "stateSeq": self.seq, "chunk": index, "chunks": len(chunks), "cells": chunk}
             for index, chunk in enumerate(chunks[1:], start=1)
         ]
-        return [message, *rest]
+        return [EncodedEvent.spliced(m, "cells", t) for m, t in zip([message, *rest], texts)]
 
     def _emit_state(self, request_id=None):
         """A full state to every client; it carries the seq of the last event before it."""
