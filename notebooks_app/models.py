@@ -102,6 +102,10 @@ class Cell(models.Model):
     stdout = models.TextField(blank=True, default="")
     reads = models.JSONField(default=list, blank=True)
     writes = models.JSONField(default=list, blank=True)
+    # The rest of the kernel's analysis of `code` (builtins read, SQL tables, syntax error) and
+    # the key of what it was computed from: a worker loading the notebook analyses again only
+    # the cells whose key does not match (kernel/session.py, CellState.restore_analysis).
+    analysis = models.JSONField(null=True, blank=True, editable=False)
     error = models.JSONField(null=True, blank=True)
     # The shared text's Yjs document (kernel/shared_text.py), kept so that pages merging into
     # it across a worker restart share one history; rebuilt from `code` when they disagree.

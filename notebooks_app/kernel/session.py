@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -44,6 +45,9 @@ from .ui import UI_MIME
 
 logger = logging.getLogger(__name__)
 
+# Stored analyses (Cell.analysis) of another version are recomputed on load: bump this when
+# kernel/analysis.py's results change for the same code.
+ANALYSIS_VERSION = 1
 # Events produced within FLUSH_DELAY of each other go out as one group message.
 FLUSH_DELAY = 0.01
 # During a long cascade, finished cells are written to the database this often.
@@ -107,6 +111,7 @@ class CellState:
     # The persisted fields as the database last had them (to_row's values): a cell whose
     # final state is what is stored already is not written again (a rerun chain's cells).
     saved: tuple | None = None
+    analysis: dict | None = None  # what is stored besides reads/writes (restore_analysis)
 
     @classmethod
     def from_row(cls, row):
@@ -124,8 +129,28 @@ class CellState:
             ygen=row.get("ydoc_generation") or 0,
             inputs=dict(row.get("inputs") or {}),
         )
-        cell.saved = (cell.status, cell.outputs, cell.stdout, cell.error, list(row.get("reads") or []), list(row.get("writes") or []))
+        cell.saved = (cell.status, cell.outputs, cell.stdout, cell.error, list(row.get("reads") or []), list(row.get("writes") or []), row.get("analysis"))
         return cell
+
+    def analysis_key(self):
+        """What the analysis depends on: the analyser's version, the Python that runs it (its
+        builtins), the cell's type, result variable and code."""
+        source = f"{ANALYSIS_VERSION}\0{sys.version_info[0]}.{sys.version_info[1]}\0{self.type}\0{self.result_variable}\0{self.code}"
+        return hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+    def restore_analysis(self, row):
+        """Take the stored analysis of `row` when it was computed from this very code (its key
+        matches); True if it did, False when the cell must be analysed."""
+        stored = row.get("analysis")
+        if not isinstance(stored, dict) or stored.get("key") != self.analysis_key():
+            return False
+        self.reads = list(row.get("reads") or [])
+        self.writes = list(row.get("writes") or [])
+        self.tables = list(stored.get("tables") or [])
+        self.syntax_error = stored.get("error")
+        self.graph_reads = frozenset(self.reads) | frozenset(stored.get("builtins") or ()) | frozenset(self.tables)
+        self.analysis = stored
+        return True
 
     def analyse(self):
         if self.type == CELL_SQL:
@@ -141,6 +166,7 @@ class CellState:
         self.graph_reads = frozenset(result.reads) | frozenset(result.builtins_used) | frozenset(result.tables)
         self.tables = sorted(result.tables)
         self.syntax_error = result.error
+        self.analysis = {"key": self.analysis_key(), "builtins": sorted(result.builtins_used), "tables": self.tables, "error": result.error}
 
     def to_message(self, stdout_url=None):
         """The cell as the protocol sends it.  Stdout longer than STATE_STDOUT_LIMIT is sent as its
@@ -167,7 +193,7 @@ class CellState:
         return message
 
     def persisted_fields(self):
-        return (self.status, self.outputs, self.stdout, self.error, self.reads, self.writes)
+        return (self.status, self.outputs, self.stdout, self.error, self.reads, self.writes, self.analysis)
 
     def to_row(self):
         return {
@@ -178,6 +204,7 @@ class CellState:
             "error": self.error,
             "reads": self.reads,
             "writes": self.writes,
+            "analysis": self.analysis,
         }
 
 
@@ -344,15 +371,16 @@ class NotebookSession:
         self.unblocked.clear()
         for row in snapshot["cells"]:
             cell = CellState.from_row(row)
-            old_reads, old_writes = list(row.get("reads") or []), list(row.get("writes") or [])
             if cell.status in TRANSIENT:
                 cell.status = STATUS_STALE  # a worker stopped mid-run: its result never arrived
                 self._dirty.add(cell.id)
-            self._insert(cell)
+            # The stored analysis when it is of this code; otherwise analysed again, and stored.
+            if not cell.restore_analysis(row):
+                cell.analyse()
+                self._dirty.add(cell.id)
+            self._insert(cell, analysed=True)
             if cell.status == STATUS_ERROR and (cell.error or {}).get("ename") == "KernelDied":
                 self.crashed.add(cell.id)
-            if (cell.reads, cell.writes) != (old_reads, old_writes):
-                self._dirty.add(cell.id)
         self._keep_texts()
         self._refresh_blocked(emit=False)
         if self.runner is not None:
@@ -401,7 +429,7 @@ class NotebookSession:
 
     def _text_fields(self, cell):
         text = self._text(cell)
-        return {"ydoc": base64.b64encode(text.state()).decode("ascii"), "ygen": text.generation}
+        return {"ydoc": text.state_base64(), "ygen": text.generation}
 
     def _emit_text_edit(self, cell, update, by=None):
         if update:
@@ -549,8 +577,9 @@ class NotebookSession:
             await self.cascade(self._run_set(readers), by=by)
 
     # --- ordering helpers ---------------------------------------------------------------
-    def _insert(self, cell):
-        cell.analyse()
+    def _insert(self, cell, analysed=False):
+        if not analysed:
+            cell.analyse()
         self.cells[cell.id] = cell
         bisect.insort(self.order, (cell.position, cell.id))
         self.graph.add(cell.id, reads=cell.graph_reads, writes=cell.writes, position=cell.position)

@@ -9,6 +9,7 @@ document whose history has grown much larger than its text is compacted into a n
 Indexes: pycrdt counts UTF-8 bytes where Python counts code points (and Yjs in the browser UTF-16
 units); only `replace` needs indexes, and it converts.  Merging never depends on them.
 """
+import base64
 import difflib
 
 from pycrdt import Doc, Text
@@ -27,6 +28,8 @@ class CellText:
         self.doc = Doc()
         self.text = self.doc.get(TEXT_NAME, type=Text)
         self.generation = generation
+        self._state = None  # state(), until the document changes (apply, replace)
+        self._state_b64 = None
         if state:
             try:
                 self.doc.apply_update(bytes(state))
@@ -39,13 +42,26 @@ class CellText:
                 self.generation = generation + 1
             if code:
                 self.text += code
+        else:
+            self._state = bytes(state)  # the stored update is this document, whole
 
     def __str__(self):
         return str(self.text)
 
     def state(self):
         """The whole document as one update (what a page starts from)."""
-        return self.doc.get_update()
+        if self._state is None:
+            self._state = self.doc.get_update()
+        return self._state
+
+    def state_base64(self):
+        """state() in base64, as `notebook_state` and `cell_created` carry it (kept, like state())."""
+        if self._state_b64 is None:
+            self._state_b64 = base64.b64encode(self.state()).decode("ascii")
+        return self._state_b64
+
+    def _changed(self):
+        self._state = self._state_b64 = None
 
     def apply(self, update, *, max_bytes=None):
         """Merge a page's update; returns True when the text changed.  An update that would make
@@ -62,6 +78,7 @@ class CellText:
                 raise UpdateRejected(f"the code would be longer than {max_bytes:,} bytes")
         before = str(self.text)
         try:
+            self._changed()
             self.doc.apply_update(bytes(update))
         except Exception as exc:
             raise UpdateRejected(f"not a valid update: {exc}") from None
@@ -74,6 +91,7 @@ class CellText:
             return None
         before = self.doc.get_state()
         matcher = difflib.SequenceMatcher(a=old, b=code, autojunk=False)
+        self._changed()
         with self.doc.transaction():
             # From the end backwards, so earlier offsets stay valid.
             for tag, i1, i2, j1, j2 in reversed(matcher.get_opcodes()):

@@ -31,7 +31,7 @@ from .session import Encoded, NotebookSession
 
 logger = logging.getLogger(__name__)
 
-PERSISTED_FIELDS = ["status", "outputs", "stdout", "error", "reads", "writes"]
+PERSISTED_FIELDS = ["status", "outputs", "stdout", "error", "reads", "writes", "analysis"]
 DATABASE_DOWN = (OperationalError, InterfaceError)
 PROBE_GROUP = "kernel-probe"  # a group nobody joins: publishing to it tells whether Redis is back
 _database_outage = Outage("kernel worker", resource="PostgreSQL")
@@ -103,7 +103,7 @@ class DatabaseStore:
                 return None
             cells = list(
                 notebook.cells.order_by("position").values(
-                    "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes", "ydoc", "ydoc_generation", "inputs"
+                    "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes", "analysis", "ydoc", "ydoc_generation", "inputs"
                 )
             )
         return {
