@@ -1,13 +1,16 @@
 """Direct fan-out of the kernel worker's events to this process's sockets, with backpressure.
 
 The kernel worker encodes each event once and publishes it once per batch (`notebook.event`
-on the notebook's group, or on one socket's channel for a reply).  The pub/sub layer's shard
+on the notebook's group, or on one socket's channel for a reply); a socket's presence is
+encoded once by its consumer (`notebook.presence`, to every other socket of the notebook).  The pub/sub layer's shard
 hands every message it receives to `deliver` first: for the sockets of this process that
-registered a `SocketSink`, the message is decoded once, its WebSocket frames are built once
+registered a `SocketSink`, such a message is decoded once, its WebSocket frames are built once
 (a server's frames are unmasked, so the same bytes serve every socket: one list for
 `?batch=1` sockets, one for the others) and written straight to each socket's transport.
 No per-socket queue, task, JSON or framing work is left on the hot path: one
-`transport.write` per socket and message.
+`transport.write` per socket and message.  (The consumer path costs far more than its
+`send`: channels dispatches each message after a thread hop to close old database
+connections, so presence alone, every join announced to every socket, was O(n²) thread hops.)
 
 Backpressure: before writing, a sink looks at the bytes its transport still holds (Twisted's
 write buffer: what the client has not read yet, beyond the kernel's socket buffers).  Over
@@ -18,7 +21,7 @@ does not complete within SOCKET_SLOW_SECONDS more (at least CLOSE_GRACE), which 
 page reconnects and gets a fresh `notebook_state`, which is how it resyncs.  The other sockets
 never wait for it: a write only appends to a buffer.
 
-Anything that is not a `notebook.event`, or a socket without a sink (another ASGI server, the
+Anything else, or a socket without a sink (another ASGI server, the
 channels test communicator, the in-memory layer of the embedded default), goes the ordinary
 way: the consumer's queue and `NotebookConsumer.notebook_event`.
 """
@@ -33,6 +36,7 @@ from . import protocol
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "notebook.event"
+PRESENCE_TYPE = "notebook.presence"
 CLOSE_TOO_SLOW = 4013  # try again later (docs/protocol.md)
 CLOSE_GRACE = 5.0  # seconds a closed slow socket has to read up to its close frame, at least
 TOO_SLOW_MESSAGE = "This connection fell too far behind the notebook's events; reconnecting for a fresh state."
@@ -113,6 +117,7 @@ class SocketSink:
         self.server = server
         self.protocol = protocol_
         self.batch = batch
+        self.presence_id = consumer.presence_id
         self.slow_bytes = settings.SOCKET_SLOW_BYTES
         self.max_bytes = settings.SOCKET_MAX_BYTES
         self.slow_seconds = settings.SOCKET_SLOW_SECONDS
@@ -193,14 +198,20 @@ def deliver(layer, name, data):
     if not SINKS or not any(t in SINKS for t in targets):
         return targets
     message = layer.channel_layer.deserialize(data)
-    if message.get("type") != EVENT_TYPE:
+    kind = message.get("type")
+    if kind == EVENT_TYPE:
+        frames, sender = Frames(message["texts"]), None
+    elif kind == PRESENCE_TYPE:
+        # Someone's presence: to every other socket of the notebook, not back to its own.
+        frames, sender = Frames([message["text"]]), message.get("socket")
+    else:
         return targets
-    frames = Frames(message["texts"])
     rest = []
     for channel_name in targets:
         sink = SINKS.get(channel_name)
         if sink is None:
             rest.append(channel_name)
-        else:
+        elif sender is None or sink.presence_id != sender:
             sink.write(frames)
     return rest
+

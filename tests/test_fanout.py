@@ -1,5 +1,5 @@
-"""Backpressure on the direct event path (notebooks_app/fanout.py), with a real Daphne and a
-real slow client: a raw WebSocket with a tiny receive buffer that stops reading after the
+"""The direct event path (notebooks_app/fanout.py) on a real Daphne: events and presence reach
+every socket (presence not its own), and backpressure, with a real slow client: a raw WebSocket with a tiny receive buffer that stops reading after the
 handshake.  It must be told `too_slow` / closed (4013) and dropped, with the bytes held for
 it bounded, while another socket on the same notebook keeps receiving every event."""
 import asyncio
@@ -150,3 +150,23 @@ async def test_a_slow_reader_is_told_too_slow_and_closed_with_4013(daphne):
     finally:
         slow.close()
         await fast.close()
+
+
+async def test_events_and_presence_reach_every_socket_directly_presence_not_its_own(daphne):
+    first = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"], batch=True).connect()
+    second = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"]).connect()
+    try:
+        joined = await first.wait_for(lambda e: e["type"] == "presence" and e.get("joined"), timeout=10)
+        socket_id = joined[-1]["socket"]
+        await second.send(type="presence", cellId=None, cursor=None)
+        moved = await first.wait_for(lambda e: e["type"] == "presence" and not e.get("joined"), timeout=10)
+        assert moved[-1]["socket"] == socket_id
+        await first.send(type="create_cell", code="a = 1", requestId="c1")
+        for client in (first, second):
+            seen = await client.wait_for(lambda e: e.get("requestId") == "c1", timeout=10)
+            assert seen[-1]["type"] == "cell_created"
+            assert not [e for e in seen if e["type"] == "presence" and e["socket"] == socket_id and client is second]
+        assert first.events == second.events  # the same events, in the same order
+    finally:
+        await first.close()
+        await second.close()
