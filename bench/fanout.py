@@ -12,10 +12,11 @@ times are CLOCK_MONOTONIC, which every process of the machine shares.
 import asyncio
 import multiprocessing
 import os
+import re
 import sys
 import time
 
-from .harness import ROOT, Cluster, Report, parse_args
+from .harness import LOG_DIR, ROOT, Cluster, Report, parse_args
 
 PACE = 0.05
 # After connecting: every join was announced to every earlier socket (presence, O(n²) frames);
@@ -31,6 +32,24 @@ def cpu_seconds(pids):
             fields = stat.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+TIMING = re.compile(r"fanout timing: sockets=(\d+) written_ms=([\d.]+) flushed_ms=([\d.]+)")
+
+
+def server_rows(report, cluster, count, log_start):
+    """Daphne's own view (FANOUT_TIMING): from the event's arrival from Redis to its frames
+    written to every socket's transport, and to the event loop having sent them."""
+    log = (LOG_DIR / f"bench-{cluster.name}-daphne-0.log").read_text(errors="replace")[log_start:]
+    found = [(float(w), float(f)) for n, w, f in TIMING.findall(log) if int(n) >= count - 1]
+    if found:
+        report.row(f"{count} sockets: server, arrival -> frames written to every transport", [w for w, _ in found])
+        report.row(f"{count} sockets: server, arrival -> sent (two loop turns later)", [f for _, f in found])
+
+
+def log_size(cluster):
+    path = LOG_DIR / f"bench-{cluster.name}-daphne-0.log"
+    return len(path.read_text(errors="replace")) if path.exists() else 0
 
 
 def daphne_cpu_row(report, cluster, count, seconds, events):
@@ -129,7 +148,7 @@ async def measure_remote(cluster, args, report, count):
     pids = [p.pid for p in cluster.daphnes]
     for i in range(repeat + 1):
         if i == 1:
-            cpu = cpu_seconds(pids)
+            cpu, log_start = cpu_seconds(pids), log_size(cluster)
         if cell_id is None:
             message = {"type": "create_cell", "code": f"v{i} = {i}", "requestId": f"r{i}"}
         else:
@@ -144,6 +163,7 @@ async def measure_remote(cluster, args, report, count):
     report.row(f"{count} sockets: per socket", per_socket, note=f"{args.procs[0]} client processes")
     report.row(f"{count} sockets: all reached", all_reached, note=f"{args.procs[0]} client processes")
     daphne_cpu_row(report, cluster, count, cpu, repeat)
+    server_rows(report, cluster, count, log_start)
     remote.close()
     await sender.close()
 
@@ -163,7 +183,7 @@ async def measure(cluster, args):
         pids = [p.pid for p in cluster.daphnes]
         for i in range(repeat + 1):
             if i == 1:
-                cpu = cpu_seconds(pids)
+                cpu, log_start = cpu_seconds(pids), log_size(cluster)
             if cell_id is None:
                 message = {"type": "create_cell", "code": f"v{i} = {i}", "requestId": f"r{i}"}
             else:
@@ -178,6 +198,7 @@ async def measure(cluster, args):
         report.row(f"{count} sockets: per socket", per_socket)
         report.row(f"{count} sockets: all reached", all_reached)
         daphne_cpu_row(report, cluster, count, cpu, repeat)
+        server_rows(report, cluster, count, log_start)
         await asyncio.gather(*(c.close() for c in clients))
 
 
@@ -185,6 +206,7 @@ def main(argv=None):
     args = parse_args("One event's arrival at many sockets of one notebook.", argv, sockets="50,200,500", daphnes="1", procs="0")
     if args.quick:
         args.sockets = [3]
+    os.environ["FANOUT_TIMING"] = "1"  # Daphne logs its side of each event (notebooks_app/fanout.py)
     with Cluster("fanout", daphnes=args.daphnes[0]) as cluster:
         asyncio.run(measure(cluster, args))
 

@@ -25,8 +25,10 @@ Anything else, or a socket without a sink (another ASGI server, the
 channels test communicator, the in-memory layer of the embedded default), goes the ordinary
 way: the consumer's queue and `NotebookConsumer.notebook_event`.
 """
+import asyncio
 import functools
 import logging
+import os
 import time
 
 from django.conf import settings
@@ -44,6 +46,10 @@ TOO_SLOW_MESSAGE = "This connection fell too far behind the notebook's events; r
 # The scope key under which WebSocketUnavailableGuard (the outermost wrapper) keeps the
 # server's own `send`, before any middleware wraps it.
 RAW_SEND = "notebooks.raw_send"
+
+# FANOUT_TIMING=1 (bench/fanout.py sets it): one log line per delivered message with how long
+# the writes took and when the event loop had handed the frames to the kernel.
+TIMING = os.environ.get("FANOUT_TIMING") == "1"
 
 # channel name -> SocketSink, for the sockets of this process (one event loop: Daphne's).
 SINKS = {}
@@ -206,12 +212,27 @@ def deliver(layer, name, data):
         frames, sender = Frames([message["text"]]), message.get("socket")
     else:
         return targets
-    rest = []
+    rest, written = [], 0
+    start = time.perf_counter() if TIMING else 0
     for channel_name in targets:
         sink = SINKS.get(channel_name)
         if sink is None:
             rest.append(channel_name)
         elif sender is None or sink.presence_id != sender:
             sink.write(frames)
+            written += 1
+    if TIMING and kind == EVENT_TYPE:
+        _log_timing(start, written)
     return rest
+
+
+def _log_timing(start, sockets):
+    """The writes' time now; the sends' after two loop turns (the transports write in the first)."""
+    written = (time.perf_counter() - start) * 1000
+    loop = asyncio.get_running_loop()
+
+    def flushed():
+        logger.warning("fanout timing: sockets=%d written_ms=%.3f flushed_ms=%.3f", sockets, written, (time.perf_counter() - start) * 1000)
+
+    loop.call_soon(loop.call_soon, flushed)
 
