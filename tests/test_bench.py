@@ -22,7 +22,7 @@ def run_bench(name, env):
     return result.stdout
 
 
-@pytest.mark.parametrize("name", ["crud", "fanout", "load"])
+@pytest.mark.parametrize("name", ["crud", "fanout", "load", "open"])
 def test_benchmark_runs_on_the_test_services(name, transactional_db):
     # Another Redis database: the suite's own kernel worker listens on `kernel` in database 0.
     redis_url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/3"
@@ -30,6 +30,11 @@ def test_benchmark_runs_on_the_test_services(name, transactional_db):
     assert re.search(r"floor: Redis PUBLISH->SUBSCRIBE [\d.]+ ms \+ committed PostgreSQL UPDATE [\d.]+ ms", output)
     if name == "load":
         assert "errors: 0" in output
+    if name == "fanout":  # Daphne's side of each event, from its FANOUT_TIMING log lines
+        assert "3 sockets: server, arrival -> frames written to every transport" in output
+    if name == "open":
+        for case in ("first open ever", "cold open", "warm open", "GET /notebooks/<id>/", "worker RSS"):
+            assert f"200 cells: {case}" in output
 
 
 def test_cascade_starts_its_own_services():
