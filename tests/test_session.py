@@ -292,3 +292,33 @@ async def test_a_change_a_reload_already_brought_still_answers_its_sender(make_s
     answer = await published.wait_for(lambda e: e.get("requestId") == "late", "the late change's answer")
     assert answer["type"] == "applied" and "seq" in answer
     assert not published.of("cell_updated")
+
+
+async def test_a_load_takes_the_stored_analysis_of_unchanged_cells_and_analyses_the_others(make_session, monkeypatch):
+    """Cell.analysis: a worker loading a notebook analyses only cells whose code (type, result
+    variable) changed since their analysis was stored; the graph is the same either way."""
+    from notebooks_app.kernel.session import CellState
+
+    codes = ("len = 3", "print(len)", "x = ", "y = x + 1")  # a builtin redefined, a syntax error
+    session, store, _ = await make_session(*codes)
+    await session.persist()
+    for row in store.cells:  # what the worker stored after its first load
+        persisted = store.persisted[row["id"]]
+        row["reads"], row["writes"], row["analysis"] = persisted["reads"], persisted["writes"], persisted["analysis"]
+        assert row["analysis"]["key"]
+    first = {c.id: (c.reads, c.writes, c.graph_reads, c.tables, c.syntax_error) for c in session.ordered_cells()}
+    first_edges = {c: session.graph.parents(c) for c in first}
+    assert first_edges["cell-1"] == {"cell-0"}  # the builtin `len`, redefined: an edge
+    first_blocked = set(session.graph.blocked())
+    store.cells[3]["code"] = "y = x + 2"  # changed behind the worker's back: its stored analysis is old
+    analysed = []
+    original = CellState.analyse
+    monkeypatch.setattr(CellState, "analyse", lambda self: (analysed.append(self.id), original(self))[1])
+    again = NotebookSession(NOTEBOOK, store=store, publish=Published(), runner_factory=lambda: None)
+    await again.ensure_loaded()
+    assert analysed == ["cell-3"]
+    assert again._dirty == {"cell-3"}  # its new analysis gets stored
+    assert {c.id: (c.reads, c.writes, c.graph_reads, c.tables, c.syntax_error) for c in again.ordered_cells()} == first
+    assert set(again.graph.blocked()) == first_blocked
+    assert {c: again.graph.parents(c) for c in first} == first_edges
+    assert again.cells["cell-2"].syntax_error and "print" in again.cells["cell-1"].graph_reads
