@@ -178,8 +178,7 @@ class SocketSink:
         """No more events: say why (after what it has not read yet) and close with 4013;
         autobahn drops the connection, buffer and all, if the close handshake does not
         complete within its close timeout (the client is not reading)."""
-        self.closed = True
-        SINKS.pop(getattr(self.consumer, "channel_name", None), None)
+        self.closed = True  # still registered (until the consumer's disconnect): its messages are dropped here
         held = pending_bytes(self.protocol.transport)
         logger.warning("closing a socket on %s that fell behind: %d bytes unread", getattr(self.consumer, "notebook_id", "?"), held)
         try:
