@@ -359,10 +359,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def dumps(payload):
-    # An event that carries its own text (kernel/session.py's EncodedEvent: a big state whose
-    # cells were encoded once, while it was cut into chunks) is not encoded twice.
-    encoded = getattr(payload, "encoded", None)
-    return encoded if encoded is not None else _ENCODER.encode(payload)
+    return _ENCODER.encode(payload)
 
 
 def frame_groups(texts, budget=FRAME_BYTES_BUDGET):

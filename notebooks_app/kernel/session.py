@@ -62,29 +62,19 @@ TRANSIENT = frozenset({STATUS_QUEUED, STATUS_RUNNING})
 INTERRUPTED_BEFORE_START = {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}
 
 
-# The protocol's encoding (protocol.dumps): compact, UTF-8.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
-class EncodedEvent(dict):
-    """An event that already carries its JSON text (`encoded`, what protocol.dumps returns for
-    it); a copy is a plain dict again.  Not to be changed once built."""
-
-    __slots__ = ("encoded",)
-
-    @classmethod
-    def spliced(cls, event, key, item_texts):
-        """`event` whose list under `key` (its only `"key":[]` once emptied) is `item_texts`, encoded."""
-        items = event["notebook"][key] if event["type"] == "notebook_state" else event[key]
-        holder = event["notebook"] if event["type"] == "notebook_state" else event
-        holder[key] = []
-        skeleton = _ENCODER.encode(event)
-        holder[key] = items
-        out = cls(event)
-        empty = f'"{key}":[]'
-        # A user string (the name) cannot hold `"cells":[]` unescaped, so this is the key's.
-        out.encoded = skeleton.replace(empty, f'"{key}":[' + ",".join(item_texts) + "]", 1)
-        return out
+def spliced(event, key, item_texts):
+    """`event` as an `Encoded` whose text has `item_texts` (the items of its list under `key`,
+    each encoded already) spliced in: the list is emptied, the event encoded, and its one
+    `"key":[]` (a user string such as the name cannot hold it unescaped) filled."""
+    holder = event["notebook"] if event["type"] == "notebook_state" else event
+    items, holder[key] = holder[key], []
+    skeleton = _encode(event)
+    holder[key] = items
+    out = Encoded(event)
+    out.text = skeleton.replace(f'"{key}":[]', f'"{key}":[' + ",".join(item_texts) + "]", 1)
+    return out
 
 
 @dataclass
@@ -648,10 +638,10 @@ class NotebookSession:
         one frame, by `notebook_state_chunk`s with the rest of its cells (docs/protocol.md).
 
         Each cell is encoded once, here: its text sizes the chunks (UTF-8 bytes) and is spliced
-        into the messages' texts, which travel with them (`EncodedEvent.encoded`), so the
-        worker does not encode the cells again."""
+        into the messages' texts, which travel with them (`Encoded.text`), so the worker does
+        not encode the cells again."""
         stdout_url = lambda cell_id: self.store.stdout_url(self.notebook_id, cell_id)  # noqa: E731
-        encode = _ENCODER.encode
+        encode = _encode
         chunks, texts, size = [[]], [[]], 0
         for state in self.ordered_cells():
             cell = state.to_message(stdout_url)
@@ -684,7 +674,7 @@ class NotebookSession:
             {"type": "notebook_state_chunk", "stateSeq": self.seq, "chunk": index, "chunks": len(chunks), "cells": chunk}
             for index, chunk in enumerate(chunks[1:], start=1)
         ]
-        return [EncodedEvent.spliced(m, "cells", t) for m, t in zip([message, *rest], texts)]
+        return [spliced(m, "cells", t) for m, t in zip([message, *rest], texts)]
 
     def _emit_state(self, request_id=None):
         """A full state to every client; it carries the seq of the last event before it."""
