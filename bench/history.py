@@ -30,6 +30,7 @@ each operation's block).
 """
 import argparse
 import asyncio
+import re
 import statistics
 import sys
 import time
@@ -55,6 +56,11 @@ class Switch:
 
         self.operations = operations
         self.record, self.snapshot = operations._record, operations.cell_snapshot
+        # create_cell and delete_cell on PostgreSQL write their event in the same statement
+        # (a `recorded` CTE): log off is that statement without it.
+        self.sql = {name: getattr(operations, name) for name in ("_CREATE_SQL", "_DELETE_SQL")}
+        self.sql_off = {name: re.sub(r"recorded AS \(\n.*?\n\),\n", "", sql, count=1, flags=re.DOTALL) for name, sql in self.sql.items()}
+        assert all(off != self.sql[name] for name, off in self.sql_off.items()), "no recorded CTE to switch off"
         self.inside = 0.0  # seconds spent in the log's work during the current call (log on)
 
     def _timed(self, function):
@@ -72,12 +78,18 @@ class Switch:
             # The originals, wrapped in a timer (a perf_counter pair: well under a microsecond).
             self.operations._record = self._timed(self.record)
             self.operations.cell_snapshot = self._timed(self.snapshot)
+            for name, sql in self.sql.items():
+                setattr(self.operations, name, sql)
         else:
             self.operations._record = lambda *args, **kwargs: None
             self.operations.cell_snapshot = lambda notebook, cell: {"previous": None}
+            for name, sql in self.sql_off.items():
+                setattr(self.operations, name, sql)
 
     def restore(self):
         self.operations._record, self.operations.cell_snapshot = self.record, self.snapshot
+        for name, sql in self.sql.items():
+            setattr(self.operations, name, sql)
 
 
 def code_of(i, size):
