@@ -65,6 +65,8 @@ async def test_plotly_altair_and_bokeh_charts_draw_and_answer_the_mouse_offline(
     bokeh = alice.frame_locator(f"#cell-{await cell_id(alice, 2)} iframe.output-chart-frame")
     await expect(bokeh.locator("canvas").first).to_be_visible()
 
+    drawn = await cells(alice).locator(".output-chart").evaluate_all("boxes => boxes.map(b => [b.dataset.mimeType, Number(b.dataset.drawnMs)])")
+    print("charts drawn (ms from the cell coming into view, renderer loaded on first use):", drawn)
     # Each frame is as tall as its chart, not a fixed guess.
     heights = await cells(alice).locator("iframe.output-chart-frame").evaluate_all("frames => frames.map(f => f.getBoundingClientRect().height)")
     assert all(300 <= height <= 800 for height in heights), heights

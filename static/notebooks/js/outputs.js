@@ -105,6 +105,7 @@ function chartOutput(output) {
     );
   };
   function load() {
+    const started = performance.now();
     box.dataset.state = "loading";
     box.replaceChildren(el("span.output-ref-note", { text: `Loading ${label}…` }));
     const data = output.ref
@@ -119,6 +120,7 @@ function chartOutput(output) {
           frame.contentWindow?.postMessage({ type: "render", mimeType: output.mimeType, data: chart }, "*");
         } else if (message.type === "notebook-frame-drawn") {
           box.dataset.state = "loaded";
+          box.dataset.drawnMs = String(Math.round(performance.now() - started)); // docs/performance.md: charts
           box.style.minHeight = "";
         }
       });
