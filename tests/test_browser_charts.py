@@ -52,14 +52,14 @@ async def test_plotly_altair_and_bokeh_charts_draw_and_answer_the_mouse_offline(
     await expect(plotly.locator("svg.main-svg").first).to_be_visible()
     await expect(plotly.locator(".gtitle")).to_have_text("Points")
     await centre(cells(alice).first.locator("iframe.output-chart-frame"))
-    await plotly.locator(".scatterlayer .point").nth(2).hover(force=True)
+    await hover_until(alice, plotly.locator(".scatterlayer .point").nth(2), plotly.locator(".hoverlayer .hovertext"))
     await expect(plotly.locator(".hoverlayer .hovertext")).to_contain_text("9")
 
     vega = alice.frame_locator(f"#cell-{await cell_id(alice, 1)} iframe.output-chart-frame")
     symbols = vega.locator("g.mark-symbol path")
     await expect(symbols).to_have_count(3)
     await centre(cells(alice).nth(1).locator("iframe.output-chart-frame"))
-    await symbols.nth(2).hover(force=True)
+    await hover_until(alice, symbols.nth(2), vega.locator("#vg-tooltip-element.visible"))
     await expect(vega.locator("#vg-tooltip-element")).to_contain_text("9")
 
     bokeh = alice.frame_locator(f"#cell-{await cell_id(alice, 2)} iframe.output-chart-frame")
@@ -144,6 +144,21 @@ async def test_html_frames_take_the_height_of_their_content(open_page, notebook)
     tall = cells(alice).nth(1).locator("iframe.output-html-ref")
     await expect(tall).to_have_attribute("data-sized", "true")
     assert 700 <= (await tall.bounding_box())["height"] <= 760
+
+
+async def hover_until(page, target, shown, attempts=5):
+    """Hover `target` until `shown` appears: a chart still settling (its frame resized, an
+    animation) can move the mark between the hover's aim and the mouse's arrival."""
+    for _ in range(attempts - 1):
+        await page.mouse.move(0, 0)
+        await target.hover(force=True)
+        try:
+            await expect(shown).to_be_visible(timeout=3000)
+            return
+        except AssertionError:
+            continue
+    await target.hover(force=True)
+    await expect(shown).to_be_visible()
 
 
 async def centre(locator):

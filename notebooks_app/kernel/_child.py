@@ -43,6 +43,7 @@ import traceback
 from notebooks_app.kernel import display
 
 CHILD_FILE = os.path.abspath(__file__)
+WARM_UP_AFTER_IDLE = 1.0  # seconds without a command before jedi is loaded (warm_up_completion)
 ASSIST_IDLE_WAIT = 0.05  # seconds a completion waits for a just-finished command (Kernel._idle_soon)
 DRAIN_TIMEOUT = 2.0
 
@@ -656,6 +657,24 @@ def install_notebook_module():
     sys.modules["notebook.ui"] = ui
 
 
+def warm_up_completion(kernel):
+    """Load jedi (1-2 s of CPU) once the kernel has been idle a moment, so the first completion
+    is quick. On the main thread, counted as a command: completions meanwhile get the static
+    answer, and no import runs beside it. (In a thread of its own it raced the cells' imports:
+    `dataclasses` reads sys.modules["typing"] without the import lock and found it half made.)"""
+    from notebooks_app.kernel import completion
+
+    with kernel._interrupt_lock:
+        kernel.queued += 1
+    try:
+        completion.warm()
+    except Exception:  # noqa: BLE001 - completion then loads jedi on first use
+        pass
+    finally:
+        with kernel._interrupt_lock:
+            kernel.queued -= 1
+
+
 def main():
     install_notebook_module()
     display.install()
@@ -700,17 +719,20 @@ def main():
     warmed = False
     while True:
         try:
-            message = commands.get()
+            if warmed:
+                message = commands.get()
+            else:
+                try:
+                    message = commands.get(timeout=WARM_UP_AFTER_IDLE)
+                except queue.Empty:
+                    warmed = True
+                    warm_up_completion(kernel)
+                    continue
             try:
                 kernel.handle(message)
             finally:
                 with kernel._interrupt_lock:
                     kernel.queued -= 1
-            if not warmed:  # after the first command, not before it: completion loads jedi meanwhile
-                warmed = True
-                from notebooks_app.kernel import completion
-
-                threading.Thread(target=completion.warm, name="completion-warm-up", daemon=True).start()
         except KeyboardInterrupt:  # arrived just after a cell finished
             continue
 

@@ -139,7 +139,7 @@ def _static_unwrap_in_jedi():
 
 def warm():
     """Load jedi and the builtins' stubs (about a second of CPU) before the first completion;
-    the child calls it in a thread once it is first idle."""
+    the child calls it on its main thread after a second without commands (_child.warm_up_completion)."""
     with _JEDI_LOCK:
         _jedi().Interpreter("import builtins\nbuiltins.l", [{}]).complete(2, 10)
 

@@ -65,7 +65,7 @@ window.addEventListener("message", (event) => {
 /** An output frame: never allow-same-origin, so the output's scripts reach neither this page,
  * its cookies nor its socket; no allow-forms, allow-popups or allow-top-navigation either. */
 function outputFrame(spec, attrs, onMessage) {
-  const frame = el(spec, { sandbox: "allow-scripts", referrerpolicy: "no-referrer", loading: "lazy", title: "output", ...attrs });
+  const frame = el(spec, { sandbox: "allow-scripts", referrerpolicy: "no-referrer", title: "output", ...attrs });
   frames.add({ frame, onMessage });
   return frame;
 }
