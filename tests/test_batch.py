@@ -203,10 +203,7 @@ async def test_sql_and_markdown_cells_in_the_middle_of_a_python_cascade(notebook
     )
     cells = [f"cell-{i}" for i in range(7)]
     run(session, cells[0])
-    try:
-        await published.status(cells[6], *FINAL)
-    finally:
-        print("ERRORS", [session.cells[c].error for c in cells], [session.cells[c].stdout for c in cells])
+    await published.status(cells[6], *FINAL)
     assert published.running_order() == cells
     assert [session.cells[c].status for c in cells] == ["success"] * 7, [session.cells[c].error for c in cells]
     assert runners[0].batches == [cells[0:2], cells[5:7]]  # one Python cell alone runs by itself
