@@ -657,22 +657,17 @@ def install_notebook_module():
     sys.modules["notebook.ui"] = ui
 
 
-def warm_up_completion(kernel):
+def warm_up_completion():
     """Load jedi (1-2 s of CPU) once the kernel has been idle a moment, so the first completion
-    is quick. On the main thread, counted as a command: completions meanwhile get the static
-    answer, and no import runs beside it. (In a thread of its own it raced the cells' imports:
-    `dataclasses` reads sys.modules["typing"] without the import lock and found it half made.)"""
+    is quick. On the main thread, so no cell's imports run beside it (in a thread of its own it
+    raced them: `dataclasses` reads sys.modules["typing"] without the import lock and found it
+    half made). A completion asked meanwhile waits for it on completion's lock."""
     from notebooks_app.kernel import completion
 
-    with kernel._interrupt_lock:
-        kernel.queued += 1
     try:
         completion.warm()
     except Exception:  # noqa: BLE001 - completion then loads jedi on first use
         pass
-    finally:
-        with kernel._interrupt_lock:
-            kernel.queued -= 1
 
 
 def main():
@@ -726,7 +721,7 @@ def main():
                     message = commands.get(timeout=WARM_UP_AFTER_IDLE)
                 except queue.Empty:
                     warmed = True
-                    warm_up_completion(kernel)
+                    warm_up_completion()
                     continue
             try:
                 kernel.handle(message)
