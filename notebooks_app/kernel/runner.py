@@ -121,6 +121,17 @@ class Runner:
     async def start(self):
         if self.alive:
             return
+        try:
+            await self._start_once()
+        except RunnerDied as exc:
+            # bubblewrap failing while it sets the sandbox up (seen once: the new network
+            # namespace's loopback, "Failed RTM_NEWADDR") is worth one more try, not a dead cell.
+            if "bwrap:" not in str(exc):
+                raise
+            logger.warning("kernel process of notebook %s did not start (%s); trying once more", self.notebook_id, exc)
+            await self._start_once()
+
+    async def _start_once(self):
         await self._reap()
         self._stderr_tail.clear()
         if self.sandbox is not None:
