@@ -136,15 +136,11 @@ class RemoteClients:
             proc.join(30)
 
 
-async def measure_remote(cluster, args, report, count):
-    notebook_id = await cluster.anotebook(["a = 1"])
-    sender = await cluster.client(notebook_id)
-    remote = RemoteClients(cluster, notebook_id, count - 1, args.procs[0])
-    await remote.ready()
-    await asyncio.sleep(SETTLE)
-    per_socket, all_reached = [], []
-    repeat = args.repeat or (2 if args.quick else 20)
-    cell_id = None
+async def create_and_delete(cluster, repeat, send):
+    """`repeat` + 1 rounds (the first warms up) of a create_cell, then a delete of that cell, each
+    sent by `send(i, message)` -> (arrivals in ms at every socket, the event). Returns the arrivals
+    per socket, the all-reached times, Daphne's CPU seconds and where its log stood after warm-up."""
+    per_socket, all_reached, cell_id = [], [], None
     pids = [p.pid for p in cluster.daphnes]
     for i in range(repeat + 1):
         if i == 1:
@@ -153,13 +149,23 @@ async def measure_remote(cluster, args, report, count):
             message = {"type": "create_cell", "code": f"v{i} = {i}", "requestId": f"r{i}"}
         else:
             message = {"type": "delete_cell", "cellId": cell_id, "requestId": f"r{i}"}
-        arrivals, event = await remote.one_event(sender, message)
+        arrivals, event = await send(i, message)
         cell_id = event["cellId"] if event["type"] == "cell_created" else None
         if i:
             per_socket += arrivals
             all_reached.append(max(arrivals))
         await asyncio.sleep(PACE)
-    cpu = cpu_seconds(pids) - cpu
+    return per_socket, all_reached, cpu_seconds(pids) - cpu, log_start
+
+
+async def measure_remote(cluster, args, report, count):
+    notebook_id = await cluster.anotebook(["a = 1"])
+    sender = await cluster.client(notebook_id)
+    remote = RemoteClients(cluster, notebook_id, count - 1, args.procs[0])
+    await remote.ready()
+    await asyncio.sleep(SETTLE)
+    repeat = args.repeat or (2 if args.quick else 20)
+    per_socket, all_reached, cpu, log_start = await create_and_delete(cluster, repeat, lambda i, message: remote.one_event(sender, message))
     report.row(f"{count} sockets: per socket", per_socket, note=f"{args.procs[0]} client processes")
     report.row(f"{count} sockets: all reached", all_reached, note=f"{args.procs[0]} client processes")
     daphne_cpu_row(report, cluster, count, cpu, repeat)
@@ -177,24 +183,8 @@ async def measure(cluster, args):
         notebook_id = await cluster.anotebook(["a = 1"])
         clients = await cluster.clients(notebook_id, count)
         await asyncio.sleep(SETTLE)
-        per_socket, all_reached = [], []
         repeat = args.repeat or (2 if args.quick else 20)
-        cell_id = None
-        pids = [p.pid for p in cluster.daphnes]
-        for i in range(repeat + 1):
-            if i == 1:
-                cpu, log_start = cpu_seconds(pids), log_size(cluster)
-            if cell_id is None:
-                message = {"type": "create_cell", "code": f"v{i} = {i}", "requestId": f"r{i}"}
-            else:
-                message = {"type": "delete_cell", "cellId": cell_id, "requestId": f"r{i}"}
-            arrivals, event = await one_event(clients[i % count], clients, message)
-            cell_id = event["cellId"] if event["type"] == "cell_created" else None
-            if i:  # the first round warms up
-                per_socket += arrivals
-                all_reached.append(max(arrivals))
-            await asyncio.sleep(PACE)
-        cpu = cpu_seconds(pids) - cpu
+        per_socket, all_reached, cpu, log_start = await create_and_delete(cluster, repeat, lambda i, message: one_event(clients[i % count], clients, message))
         report.row(f"{count} sockets: per socket", per_socket)
         report.row(f"{count} sockets: all reached", all_reached)
         daphne_cpu_row(report, cluster, count, cpu, repeat)

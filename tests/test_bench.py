@@ -16,13 +16,14 @@ ROW = re.compile(r"^\| .+ \| \d+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| (ms|ms/cell|µ
 
 
 def run_bench(name, env):
-    result = subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    module, *options = name.split()
+    result = subprocess.run([sys.executable, "-m", f"bench.{module}", "--quick", *options], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert ROW.search(result.stdout), result.stdout
     return result.stdout
 
 
-@pytest.mark.parametrize("name", ["crud", "fanout", "load", "open"])
+@pytest.mark.parametrize("name", ["crud", "fanout", "fanout --procs 1", "load", "open"])
 def test_benchmark_runs_on_the_test_services(name, transactional_db):
     # Another Redis database: the suite's own kernel worker listens on `kernel` in database 0.
     redis_url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/3"
@@ -30,7 +31,7 @@ def test_benchmark_runs_on_the_test_services(name, transactional_db):
     assert re.search(r"floor: Redis PUBLISH->SUBSCRIBE [\d.]+ ms \+ committed PostgreSQL UPDATE [\d.]+ ms", output)
     if name == "load":
         assert "errors: 0" in output
-    if name == "fanout":  # Daphne's side of each event, from its FANOUT_TIMING log lines
+    if name.startswith("fanout"):  # Daphne's side of each event, from its FANOUT_TIMING log lines
         assert "3 sockets: server, arrival -> frames written to every transport" in output
     if name == "open":
         for case in ("first open ever", "cold open", "warm open", "GET /notebooks/<id>/", "worker RSS"):
