@@ -126,6 +126,12 @@ if DATABASE_URL:
             "max_size": env_int("DATABASE_POOL_SIZE", 8),
             # Seconds a request waits for a connection: during an outage, the time to its 503.
             "timeout": env_float("DATABASE_POOL_TIMEOUT", 5.0),
+            # After a failed connect the pool retries with a doubling delay (1, 2, 4, 8 s, ...)
+            # for `reconnect_timeout` seconds (default 300). Past a few failures, the next try
+            # would come later than a request is willing to wait, so the first requests after
+            # PostgreSQL is back would still get 503. Giving up after 3 s keeps every gap under
+            # the wait above; the next request that finds no connection starts a fresh try at once.
+            "reconnect_timeout": 3.0,
         }
 else:
     default_db = {
