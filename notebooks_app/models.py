@@ -111,6 +111,11 @@ class Cell(models.Model):
     # it across a worker restart share one history; rebuilt from `code` when they disagree.
     ydoc = models.BinaryField(null=True, blank=True, editable=False)
     ydoc_generation = models.PositiveIntegerField(default=0, editable=False)
+    # shared_text.code_key() of the text `ydoc` holds, written with it: a worker loading the
+    # notebook sends a stored state whose key is that of `code` as it is, without building the
+    # document (10,000 of them took a second); anyone who changes `code` alone leaves a key that
+    # no longer matches, and the document is then built and checked as before.
+    ydoc_key = models.CharField(max_length=32, blank=True, default="", db_default="", editable=False)
     # Values people set on the cell's inputs (kernel/ui.py), by widget id: kept across reruns,
     # reloads and restarts.
     inputs = models.JSONField(default=dict, blank=True)

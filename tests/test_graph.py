@@ -381,6 +381,25 @@ def test_random_edits_match_a_rebuild(edits):
 
 
 @settings(max_examples=300, deadline=None)
+@given(operations, operations)
+def test_a_graph_built_at_once_then_edited_matches_a_rebuild(start, edits):
+    """A worker loading a notebook builds its graph with from_cells (kernel/session.py, _load),
+    then edits it incrementally: that graph must behave like one built edit by edit."""
+    cells = {}
+    for operation in start:
+        apply(DependencyGraph.from_cells((c, r, w, p) for c, (r, w, p) in cells.items()), cells, operation)
+    graph = DependencyGraph.from_cells((c, r, w, p) for c, (r, w, p) in cells.items())
+    for operation in edits:
+        apply(graph, cells, operation)
+        rebuild = DependencyGraph.from_cells((c, r, w, p) for c, (r, w, p) in cells.items())
+        assert graph.snapshot() == rebuild.snapshot()
+        edges, _ = expected_blocked(cells)
+        if graph._ord is not None:
+            assert all(graph._ord[a] < graph._ord[b] for a in edges for b in edges[a])
+        assert graph.topological(cells) == rebuild.topological(cells)
+
+
+@settings(max_examples=300, deadline=None)
 @given(operations, st.frozensets(st.sampled_from(CELL_IDS)))
 def test_topological_respects_every_edge_outside_cycles(edits, subset):
     graph, cells = DependencyGraph(), {}

@@ -6,6 +6,7 @@ import pytest
 
 from notebooks_app.kernel.runner import Runner
 from notebooks_app.kernel.session import NotebookSession
+from notebooks_app.kernel.shared_text import code_key
 
 NOTEBOOK = "00000000-0000-0000-0000-0000000000aa"
 TIMEOUT = 20
@@ -40,13 +41,14 @@ class MemoryStore:
         for cell in self.cells:
             if cell["id"] in texts:
                 cell["code"], cell["ydoc"], cell["ydoc_generation"], _typists = texts[cell["id"]]
+                cell["ydoc_key"] = code_key(cell["code"])
         self.revision += 1
         return self.revision
 
     async def save_text_states(self, notebook_id, texts):
         for cell in self.cells:
             if cell["id"] in texts:
-                cell["ydoc"], cell["ydoc_generation"] = texts[cell["id"]]
+                cell["ydoc"], cell["ydoc_generation"], cell["ydoc_key"] = texts[cell["id"]]
 
     def output_url(self, notebook_id, digest):
         return f"/outputs/{digest}"
@@ -322,3 +324,47 @@ async def test_a_load_takes_the_stored_analysis_of_unchanged_cells_and_analyses_
     assert set(again.graph.blocked()) == first_blocked
     assert {c: again.graph.parents(c) for c in first} == first_edges
     assert again.cells["cell-2"].syntax_error and "print" in again.cells["cell-1"].graph_reads
+
+
+async def test_a_load_sends_stored_text_states_without_building_them_until_they_are_edited(make_session, monkeypatch):
+    """Cell.ydoc_key: a stored Yjs state whose key is that of the cell's code goes into the
+    state as stored (no document built); one whose code changed behind the worker's back is
+    rebuilt as a new generation; a page's edit merges into a state sent as stored."""
+    import base64
+
+    from pycrdt import Doc, Text
+
+    from notebooks_app.kernel import session as session_module
+
+    session, store, _ = await make_session("a = 1", "b = a + 1", "c = b * 2")
+    first = {cell["id"]: (cell["ydoc"], cell["ygen"]) for cell in session.state_messages()[0]["notebook"]["cells"]}
+    await session.persist()  # the states, with their keys
+    assert all(row["ydoc_key"] == code_key(row["code"]) for row in store.cells)
+    store.cells[2]["code"] = "c = b * 3"  # changed behind the worker's back: its key no longer matches
+
+    built = []
+    original = session_module.CellText
+
+    class Counting(original):
+        def __init__(self, code="", **kwargs):
+            built.append(code)
+            super().__init__(code, **kwargs)
+
+    monkeypatch.setattr(session_module, "CellText", Counting)
+    published = Published()
+    again = NotebookSession(NOTEBOOK, store=store, publish=published, runner_factory=lambda: None)
+    await again.ensure_loaded()
+    cells = {cell["id"]: (cell["ydoc"], cell["ygen"]) for cell in again.state_messages()[0]["notebook"]["cells"]}
+    assert built == ["c = b * 3"]
+    assert cells["cell-0"] == first["cell-0"] and cells["cell-1"] == first["cell-1"]
+    assert cells["cell-2"][1] == first["cell-2"][1] + 1  # a new generation holding the new code
+
+    page = Doc()
+    page.apply_update(base64.b64decode(cells["cell-1"][0]))
+    text = page.get("code", type=Text)
+    base = page.get_state()
+    text.insert(len("b = a + 1"), "0")
+    again.text_update({"cellId": "cell-1", "generation": cells["cell-1"][1], "update": base64.b64encode(page.get_update(base)).decode()})
+    assert str(again.texts["cell-1"]) == "b = a + 10" and built == ["c = b * 3", "b = a + 1"]
+    await published.wait_for(lambda e: e["type"] == "text_update" and e["cellId"] == "cell-1", "the edit relayed")
+    await again.close()

@@ -11,10 +11,17 @@ units); only `replace` needs indexes, and it converts.  Merging never depends on
 """
 import base64
 import difflib
+import hashlib
 
 from pycrdt import Doc, Text
 
 TEXT_NAME = "code"
+
+
+def code_key(code):
+    """A short key of a text, stored beside a document's state (Cell.ydoc_key): a state whose key
+    is that of the cell's code holds that code, and can be sent without being read."""
+    return hashlib.blake2b(code.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 class UpdateRejected(Exception):

@@ -28,6 +28,7 @@ from .database import DatabasePolicy
 from .runner import Runner
 from .sandbox import Limits, SandboxConfig, probe, running_as_root
 from .session import Encoded, NotebookSession
+from .shared_text import code_key
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class DatabaseStore:
                 return None
             cells = list(
                 notebook.cells.order_by("position").values(
-                    "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes", "analysis", "ydoc", "ydoc_generation", "inputs"
+                    "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes", "analysis", "ydoc", "ydoc_generation", "ydoc_key", "inputs"
                 )
             )
         return {
@@ -139,7 +140,7 @@ class DatabaseStore:
                 return None
             old = {str(k): v for k, v in Cell.objects.filter(pk__in=list(texts), notebook_id=notebook_id).values_list("id", "code")}
             for cell_id, (code, state, generation, typists) in texts.items():
-                Cell.objects.filter(pk=cell_id, notebook_id=notebook_id).update(code=code, ydoc=state, ydoc_generation=generation)
+                Cell.objects.filter(pk=cell_id, notebook_id=notebook_id).update(code=code, ydoc=state, ydoc_generation=generation, ydoc_key=code_key(code))
                 for user_id in typists or [None]:
                     NotebookEvent.objects.record(notebook, user_id, EVENT_EDITED, cell_id=cell_id, before={"code": old.get(str(cell_id))}, after={"code": code})
             notebook.revision += 1
@@ -148,10 +149,21 @@ class DatabaseStore:
 
     @retried_while_database_down
     def save_text_states(self, notebook_id, texts):
-        """Yjs states whose text the database already holds (`texts`: cell id -> (state, generation))."""
-        with transaction.atomic():
-            for cell_id, (state, generation) in texts.items():
-                Cell.objects.filter(pk=cell_id, notebook_id=notebook_id).update(ydoc=state, ydoc_generation=generation)
+        """Yjs states whose text the database already holds (`texts`: cell id -> (state,
+        generation, code_key of its text)), as one executemany like persist(): the first open of
+        a big notebook stores thousands (one UPDATE each through the ORM took 3 s for 10,000)."""
+        quote = connection.ops.quote_name
+        sql = (
+            f"UPDATE {quote(Cell._meta.db_table)} SET {quote('ydoc')} = %s, {quote('ydoc_generation')} = %s, {quote('ydoc_key')} = %s"
+            f" WHERE {quote(Cell._meta.pk.column)} = %s AND {quote('notebook_id')} = %s"
+        )
+        pk, notebook = Cell._meta.pk, Cell._meta.get_field("notebook")
+        params = [
+            [bytes(state), generation, key, pk.get_db_prep_save(cell_id, connection), notebook.get_db_prep_save(notebook_id, connection)]
+            for cell_id, (state, generation, key) in texts.items()
+        ]
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(sql, params)
 
     def output_url(self, notebook_id, digest):
         return reverse("notebooks:output", args=[notebook_id, digest])
