@@ -12,6 +12,7 @@ create_cell and delete_cell on PostgreSQL take a shorter road to the same result
 at the end of this module): outside a transaction they commit in one pipeline of their own and
 then send the kernel message (send_on_commit runs it at once: the change has committed).
 """
+import base64
 import uuid
 
 from django.db import connection, transaction
@@ -21,6 +22,7 @@ from django.utils import timezone
 from . import kernel_client, permissions
 from .kernel import ui
 from .kernel.analysis import analyze_python
+from .kernel.shared_text import CellText, code_key
 from .constants import CELL_PYTHON, CELL_SQL, NOTEBOOK_NAME_MAX, POSITION_STEP, STATUS_IDLE, STATUS_STALE
 from .models import (
     EVENT_CONNECTION,
@@ -478,9 +480,9 @@ placed AS (
 ),
 inserted AS (
     INSERT INTO notebooks_app_cell (id, notebook_id, position, type, code, result_variable, status, outputs, stdout,
-                                    reads, writes, error, ydoc, ydoc_generation, inputs, created_at, updated_at)
+                                    reads, writes, error, ydoc, ydoc_generation, ydoc_key, inputs, created_at, updated_at)
     SELECT %(cell)s, %(notebook)s, position, %(type)s, %(code)s, '', %(status)s, '[]'::jsonb, '', '[]'::jsonb, '[]'::jsonb,
-           NULL, NULL, 0, '{}'::jsonb, %(now)s, %(now)s
+           NULL, %(ydoc)s, 0, %(ydoc_key)s, '{}'::jsonb, %(now)s, %(now)s
     FROM placed WHERE position IS NOT NULL AND """ + _MAY_EDIT + """
     RETURNING position
 ),
@@ -497,7 +499,8 @@ bumped AS (
     WHERE id = %(notebook)s AND EXISTS (SELECT 1 FROM inserted)
     RETURNING revision
 )
-SELECT (SELECT position FROM inserted), (SELECT revision FROM bumped)"""
+SELECT (SELECT position FROM inserted), (SELECT revision FROM bumped),
+       (SELECT count(*) FROM notebooks_app_cell c, inserted i WHERE c.notebook_id = %(notebook)s AND c.position < i.position)"""
 
 _DELETE_SQL = """WITH
 target AS (
@@ -609,11 +612,19 @@ def _check_edit(user, lock_row):
         permissions_refusal(role)
 
 
+# A cell created with more code than this (a paste, an import) is announced by the worker only:
+# an early announcement carries the code twice (text and shared text), and so would every socket.
+EARLY_CODE_LIMIT = 16 * 1024
+
+
 def _create_cell_fast(notebook_id, user, *, cell_type, after_cell_id, code, request_id, revert):
     """create_cell in one pipeline; None when the cell needs the ORM path after all (its
     neighbours are too close: the notebook's positions must be renumbered)."""
     reverts, is_undo = revert or (None, False)
     cell_id, now = uuid.uuid4(), timezone.now()
+    # The cell's shared text is made here, stored with the row and announced with it: the
+    # kernel adopts this very document (kernel/session.py, on_create_cell).
+    ydoc = CellText(code).state()
     params = {
         "after": _as_uuid(after_cell_id),  # unknown or not an id: appended
         "step": POSITION_STEP,
@@ -625,15 +636,21 @@ def _create_cell_fast(notebook_id, user, *, cell_type, after_cell_id, code, requ
         "kind": EVENT_CREATED,
         "reverts": getattr(reverts, "pk", reverts),
         "is_undo": is_undo,
+        "ydoc": ydoc,
+        "ydoc_key": code_key(code),
     }
-    _, (position, revision) = _edit_statements(notebook_id, user, _CREATE_SQL, params)
+    _, (position, revision, index) = _edit_statements(notebook_id, user, _CREATE_SQL, params)
     if position is None:
         return None  # renumbering: the ORM path (nothing was written)
     cell = Cell(id=cell_id, notebook_id=notebook_id, position=position, type=cell_type, code=code, result_variable="", status=STATUS_IDLE, created_at=now, updated_at=now)
     cell._state.adding = False
     cell._state.db = connection.alias
-    message = {"type": "kernel.create_cell", "notebook": str(notebook_id), "revision": revision, "requestId": request_id, "cell": cell.to_message(), "position": position, "positions": None}
-    kernel_client.send_on_commit(notebook_id, message)  # outside a transaction: sent now, it has committed
+    ydoc_b64 = base64.b64encode(ydoc).decode("ascii")
+    message = {"type": "kernel.create_cell", "notebook": str(notebook_id), "revision": revision, "requestId": request_id, "cell": cell.to_message(), "position": position, "positions": None, "ydoc": ydoc_b64}
+    early = None
+    if len(code) <= EARLY_CODE_LIMIT:
+        early = {"type": "cell_created", "cellId": str(cell_id), "cell": {**cell.to_message(), "ydoc": ydoc_b64, "ygen": 0}, "index": index, "requestId": request_id, "early": True}
+    kernel_client.send_on_commit(notebook_id, message, announce=early)  # outside a transaction: sent now, it has committed
     return cell
 
 
@@ -646,4 +663,5 @@ def _delete_cell_fast(notebook_id, user, *, cell_id, request_id, revert):
     if key is None or revision is None:
         raise OperationError("unknown_cell", f"There is no cell {cell_id} in this notebook.")
     message = {"type": "kernel.delete_cell", "notebook": str(notebook_id), "revision": revision, "requestId": request_id, "cellId": str(cell_id)}
-    kernel_client.send_on_commit(notebook_id, message)
+    early = {"type": "cell_deleted", "cellId": str(cell_id), "requestId": request_id, "early": True}
+    kernel_client.send_on_commit(notebook_id, message, announce=early)

@@ -157,6 +157,8 @@ class NotebookClient:
         self._partial_state = None  # a chunked notebook_state still waiting for its chunks
         self.presences = []  # presence frames (no seq), in arrival order
         self.watch_presence = False  # True: next()/wait_for() also return presence frames
+        self.early = []  # early announcements (no seq; docs/protocol.md), in arrival order
+        self.watch_early = False  # True: next()/wait_for() also return them
 
     async def connect(self):
         connected, _ = await self.comm.connect(timeout=EVENT_TIMEOUT)
@@ -206,6 +208,13 @@ class NotebookClient:
                 self.order = [c["id"] for c in event["notebook"]["cells"]]
                 self.seq = event["seq"]
                 out.append(event)
+                continue
+            if event.get("early"):
+                # An early announcement (docs/protocol.md): its change comes again in seq order,
+                # which is what tests fold and wait for unless they watch these.
+                self.early.append(event)
+                if self.watch_early:
+                    out.append(event)
                 continue
             if "seq" not in event:
                 self.replies.append(event)

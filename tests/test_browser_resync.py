@@ -58,12 +58,14 @@ class Wire:
     and can slip in a frame of its own. Records what the page sent."""
 
     def __init__(self):
-        self.lose_next = None  # a server event type: the next frame holding one is lost
+        self.lose_next = None  # a server event type: the next frame holding one in seq order is lost
         self.lost = []
         self.sent_by_page = []
         self.states = 0  # notebook_state frames passed to the page
         self.last_seq = None
         self.page_side = None
+        self.hold = None  # predicate on a frame's events: such frames wait in `held` for release()
+        self.held = []
 
     def attach(self, route):
         self.page_side = route
@@ -74,9 +76,13 @@ class Wire:
     def from_server(self, message):
         frame = json.loads(message)
         events = frame["events"] if frame.get("type") == "batch" else [frame]
-        if self.lose_next and any(e.get("type") == self.lose_next for e in events):
+        # Early announcements (no seq) pass: losing one is no gap, and its change comes again.
+        if self.lose_next and any(e.get("type") == self.lose_next and not e.get("early") for e in events):
             self.lose_next = None
             self.lost.append(frame)
+            return
+        if self.hold and self.hold(events):
+            self.held.append(message)
             return
         for event in events:
             if event.get("type") == "notebook_state":
@@ -84,6 +90,12 @@ class Wire:
             if isinstance(event.get("seq"), int):
                 self.last_seq = event["seq"]
         self.page_side.send(message)
+
+    def release(self, messages):
+        """Pass on held frames, in the order given."""
+        for message in messages:
+            self.held.remove(message)
+            self.page_side.send(message)
 
     def syncs(self):
         return [m for m in self.sent_by_page if m.get("type") == "sync"]
@@ -128,9 +140,10 @@ async def test_a_lost_frame_shows_as_a_seq_gap_and_the_page_resyncs(open_page):
     wire.lose_next = "cell_created"
     await bob.click("#add-python-cell")
     await expect(bob.locator("#cells .cell.live")).to_have_count(1, timeout=TIMEOUT_MS)
-    # The frame is lost: alice's page knows nothing of it, and nothing tells it yet.
+    # The frame in seq order is lost: alice's page shows the cell from its early announcement
+    # (docs/protocol.md), and nothing tells it yet that it missed an event.
     assert len(wire.lost) == 1
-    await expect(alice.locator("#cells .cell.live")).to_have_count(0)
+    await expect(alice.locator("#cells .cell.live")).to_have_count(1)
     # The next event skips a seq: the page asks for the state and shows both cells.
     await bob.click("#add-python-cell")
     await expect(bob.locator("#cells .cell.live")).to_have_count(2, timeout=TIMEOUT_MS)
@@ -168,3 +181,77 @@ async def test_a_role_change_while_open_reloads_the_page_with_that_roles_control
     await expect(bob.locator("#run-all")).to_have_count(0)
     await expect(bob.locator("#notebook")).to_have_attribute("data-can-edit", "false")
     await expect(bob.locator("#notebook")).to_have_attribute("data-synced", "true", timeout=TIMEOUT_MS)
+
+
+def events_of(message):
+    frame = json.loads(message)
+    return frame["events"] if frame.get("type") == "batch" else [frame]
+
+
+def early(message):
+    return any(e.get("early") for e in events_of(message))
+
+
+def held_in_order(wire, kind):
+    """How many `kind` events in seq order the wire holds (a page gets them batched or not)."""
+    return sum(e["type"] == kind and not e.get("early") for m in wire.held for e in events_of(m))
+
+
+async def test_early_announcements_show_at_once_and_the_order_in_seq_order_wins(open_page, notebook, users):
+    """docs/protocol.md, "Early announcements": a create or delete shows before the kernel
+    orders it, even when the early frames arrive out of order; the events in seq order then put
+    every cell where the server has it, without a resync."""
+    from notebooks_app import operations
+    from notebooks_app.models import Cell
+
+    create = database_sync_to_async(operations.create_cell)
+    a = await create(notebook.pk, users["alice"], code="a = 1")
+    b = await create(notebook.pk, users["alice"], code="b = 2")
+    wire = Wire()
+    alice = await open_page("alice", wire)
+    await expect(alice.locator("#cells .cell.live")).to_have_count(2, timeout=TIMEOUT_MS)
+    syncs_before = len(wire.syncs())
+
+    wire.hold = lambda events: any(e.get("early") or isinstance(e.get("seq"), int) for e in events)
+    x = await create(notebook.pk, users["bob"], code="x = a * 10", after_cell_id=str(a.pk))
+    y = await create(notebook.pk, users["bob"], code="y = b * 10")
+    await eventually(lambda: sum(early(m) for m in wire.held) == 2 and held_in_order(wire, "cell_created") == 2, what="both announcements, early and in order, held")
+    # The early ones in the wrong order (y's index counts x, which this page does not hold yet).
+    wire.release([m for m in wire.held if early(m)][::-1])
+    await expect(alice.locator("#cells .cell.live")).to_have_count(4, timeout=TIMEOUT_MS)
+    assert await cell_ids(alice) == [str(a.pk), str(x.pk), str(b.pk), str(y.pk)]
+    wire.hold = None
+    wire.release(list(wire.held))
+    await eventually_async(lambda: cell_ids(alice), [str(a.pk), str(x.pk), str(b.pk), str(y.pk)])
+
+    # Indexes in seq order do not count cells the page holds from early announcements: y moved
+    # after x (index 2 in seq order), then z created after a, announced early before the move
+    # reaches the page.
+    wire.hold = lambda events: any(isinstance(e.get("seq"), int) for e in events)
+    await database_sync_to_async(operations.move_cell)(notebook.pk, users["bob"], cell_id=str(y.pk), after_cell_id=str(x.pk))
+    z = await create(notebook.pk, users["bob"], code="z = 0", after_cell_id=str(a.pk))
+    await expect(alice.locator("#cells .cell.live")).to_have_count(5, timeout=TIMEOUT_MS)
+    assert await cell_ids(alice) == [str(a.pk), str(z.pk), str(x.pk), str(b.pk), str(y.pk)]
+    await eventually(lambda: held_in_order(wire, "cell_moved") == 1 and held_in_order(wire, "cell_created") == 1, what="the move and z in seq order held")
+    wire.hold = None
+    wire.release(list(wire.held))
+    expected = [str(pk) for pk in await database_sync_to_async(lambda: list(Cell.objects.filter(notebook=notebook).order_by("position").values_list("id", flat=True)))()]
+    assert expected == [str(a.pk), str(z.pk), str(x.pk), str(y.pk), str(b.pk)]
+    await eventually_async(lambda: cell_ids(alice), expected)
+    assert len(wire.syncs()) == syncs_before  # no gap, no resync: the order came from the events
+
+    # A delete shows at once too; the one in seq order then finds nothing to do.
+    wire.hold = lambda events: any(isinstance(e.get("seq"), int) for e in events)
+    await database_sync_to_async(operations.delete_cell)(notebook.pk, users["bob"], cell_id=str(x.pk))
+    await expect(alice.locator(f'.cell.live[data-cell-id="{x.pk}"]')).to_have_count(0, timeout=TIMEOUT_MS)
+    wire.hold = None
+    wire.release(list(wire.held))
+    await eventually_async(lambda: cell_ids(alice), [str(a.pk), str(z.pk), str(y.pk), str(b.pk)])
+    assert len(wire.syncs()) == syncs_before
+
+
+async def eventually_async(read, expected, timeout=TIMEOUT_MS / 1000):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (value := await read()) != expected:
+        assert asyncio.get_running_loop().time() < deadline, (value, expected)
+        await asyncio.sleep(0.05)

@@ -2,6 +2,7 @@
 PostgreSQL, the core layer's one-round-trip send, and the order every socket sees when several
 sockets edit at once."""
 import asyncio
+import base64
 import os
 import uuid
 
@@ -12,6 +13,7 @@ from django.db import connection
 
 from notebooks_app import operations
 from notebooks_app.constants import POSITION_STEP
+from notebooks_app.kernel.shared_text import CellText, code_key
 from notebooks_app.models import Cell, Notebook, NotebookEvent
 from notebooks_app.operations import OperationError
 from tests.conftest import db_cells
@@ -21,9 +23,20 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def kernel_messages(monkeypatch):
-    """The kernel messages operations send on commit, captured instead of sent."""
-    sent = []
-    monkeypatch.setattr(operations.kernel_client, "send_on_commit", lambda notebook_id, message: sent.append(message))
+    """The kernel messages operations send on commit, captured instead of sent; the early
+    announcements that go before them in `.announced`."""
+
+    class Sent(list):
+        announced = []
+
+    sent = Sent()
+    sent.announced = []
+
+    def capture(notebook_id, message, announce=None):
+        sent.append(message)
+        sent.announced.append(announce)
+
+    monkeypatch.setattr(operations.kernel_client, "send_on_commit", capture)
     return sent
 
 
@@ -56,6 +69,7 @@ def test_create_cell_places_records_and_announces_like_the_orm_path(notebook, us
     assert _created_event(unknown.pk).after["previous"] == str(last.pk)
 
     assert [m["revision"] for m in kernel_messages] == [1, 2, 3, 4, 5, 6]
+    ydoc = kernel_messages[2].pop("ydoc")
     assert kernel_messages[2] == {
         "type": "kernel.create_cell",
         "notebook": str(notebook.pk),
@@ -66,6 +80,13 @@ def test_create_cell_places_records_and_announces_like_the_orm_path(notebook, us
         "positions": None,
     }
     assert Cell.objects.get(pk=middle.pk).to_message() == middle.to_message()
+    # Announced early with its index and its shared text, which the row stores with its key.
+    early = kernel_messages.announced[2]
+    assert early == {"type": "cell_created", "cellId": str(middle.pk), "cell": {**middle.to_message(), "ydoc": ydoc, "ygen": 0}, "index": 1, "requestId": "r3", "early": True}
+    assert [a["index"] for a in kernel_messages.announced] == [0, 1, 1, 3, 4, 5]
+    stored = Cell.objects.get(pk=middle.pk)
+    assert bytes(stored.ydoc) == base64.b64decode(ydoc) and stored.ydoc_key == code_key("c = 3")
+    assert str(CellText("c = 3", state=bytes(stored.ydoc))) == "c = 3" and CellText("c = 3", state=bytes(stored.ydoc)).generation == 0
 
 
 def test_create_cell_between_adjacent_positions_renumbers(notebook, users, kernel_messages):
@@ -196,7 +217,7 @@ async def test_cell_deleted_goes_out_before_its_cascade(ws, notebook, users):
     frames.clear()
     await client.send(type="delete_cell", cellId=a, requestId="del")
     await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == b and e["status"] == "error", what="b fails without a")
-    holding = [f for f in frames if any(e.get("type") == "cell_deleted" for e in (f["events"] if f.get("type") == "batch" else [f]))]
+    holding = [f for f in frames if any(e.get("type") == "cell_deleted" and not e.get("early") for e in (f["events"] if f.get("type") == "batch" else [f]))]
     assert len(holding) == 1
     assert [e["type"] for e in (holding[0]["events"] if holding[0].get("type") == "batch" else [holding[0]])] == ["cell_deleted"]
 

@@ -847,6 +847,10 @@ class NotebookSession:
         if message.get("positions"):
             self._reposition(message["positions"])
         row = dict(message["cell"], position=message["position"])
+        if message.get("ydoc"):
+            # The shared text the web side made, stored and announced early with the row: this
+            # very document, so that pages which started from the early announcement merge here.
+            row["ydoc"], row["ydoc_key"] = base64.b64decode(message["ydoc"]), code_key(row["code"])
         cell = CellState.from_row(row)
         cell.saved = None  # the message's copy of the row, not the row: written once whatever it says
         self._insert(cell)

@@ -27,6 +27,7 @@ export class NotebookApp {
     this.appMode = root.dataset.mode === "app"; // /notebooks/<id>/app/: outputs, prose and inputs only
     this.cellsEl = root.querySelector("#cells");
     this.records = new Map(); // cell id -> {cell, view, pending, timer, inflight: [requestId]}
+    this.provisional = new Set(); // cells announced early, not yet in `seq` order (applyEarly)
     this.order = [];
     this.requests = new Map(); // requestId -> what it was for, to place replies and errors
     this.tab = Math.random().toString(36).slice(2, 10); // requestIds are seen by every client: keep ours unique
@@ -251,6 +252,7 @@ export class NotebookApp {
     record.text?.destroy();
     this.presence.forgetCell(cellId);
     this.records.delete(cellId);
+    this.provisional.delete(cellId);
     this.order.splice(this.order.indexOf(cellId), 1);
     this.running.delete(cellId);
     this.busy.delete(cellId);
@@ -261,6 +263,7 @@ export class NotebookApp {
     const { notebook } = state;
     const incoming = new Set(notebook.cells.map((cell) => cell.id));
     for (const cellId of [...this.records.keys()]) if (!incoming.has(cellId)) this.removeRecord(cellId);
+    this.provisional.clear(); // what the state holds is in order now; the rest was removed above
     // Server-rendered cells (the no-JavaScript view) give way to live ones.
     for (const stale of this.cellsEl.querySelectorAll(".cell:not(.live)")) stale.remove();
     document.getElementById("more-cells")?.remove();
@@ -344,7 +347,7 @@ export class NotebookApp {
   onCellMoved(event, record) {
     this.requests.delete(event.requestId);
     if (!record) return;
-    this.moveRecord(event.cellId, Math.max(0, Math.min(event.index, this.order.length - 1)));
+    this.moveRecord(event.cellId, Math.max(0, Math.min(this.orderIndex(event.index, event.cellId), this.order.length - 1)));
     this.afterChange();
   }
 
@@ -395,9 +398,50 @@ export class NotebookApp {
     this.sequencer.resync();
   }
 
-  onCellCreated(event) {
-    if (this.records.has(event.cellId)) return;
-    const index = Math.max(0, Math.min(event.index, this.order.length));
+  /**
+   * Where the server's `index` falls in this page's order, which may also hold cells announced
+   * early and not yet in `seq` order: those do not count (`except`: the cell being placed).
+   */
+  orderIndex(index, except = null) {
+    if (!this.provisional.size) return index;
+    const order = this.order.filter((id) => id !== except);
+    let seen = 0;
+    for (let i = 0; i < order.length; i++) {
+      if (seen === index) return i;
+      if (!this.provisional.has(order[i])) seen += 1;
+    }
+    return order.length;
+  }
+
+  /**
+   * An early announcement (docs/protocol.md): a cell created or deleted, sent by the server that
+   * committed it before the kernel orders it. Shown at once; the same change follows in `seq`
+   * order, which confirms it (onCellCreated) or finds it done (onCellDeleted).
+   */
+  applyEarly(event) {
+    if (!this.synced) return; // the coming state, or the event in seq order, will bring it
+    if (event.type === "cell_deleted") return this.onCellDeleted(event);
+    if (event.type !== "cell_created" || this.records.has(event.cellId)) return;
+    this.provisional.add(event.cellId);
+    this.placeCreated(event, Math.max(0, Math.min(event.index, this.order.length)));
+  }
+
+  onCellCreated(event, record) {
+    if (record && this.provisional.delete(event.cellId)) {
+      // Announced early: now in seq order, at its place among the cells in order, with the
+      // kernel's analysis (the names it reads and writes).
+      Object.assign(record.cell, { reads: event.cell.reads, writes: event.cell.writes, tables: event.cell.tables || [] });
+      record.view.setNames(event.cell.reads, event.cell.writes, event.cell.tables || []);
+      const index = Math.max(0, Math.min(this.orderIndex(event.index, event.cellId), this.order.length - 1));
+      if (this.order[index] !== event.cellId) this.moveRecord(event.cellId, index);
+      this.afterChange();
+      return;
+    }
+    if (record) return;
+    this.placeCreated(event, Math.max(0, Math.min(this.orderIndex(event.index), this.order.length)));
+  }
+
+  placeCreated(event, index) {
     const record = this.addRecord(event.cell, index);
     this.trackRunning(event.cellId, event.cell.status);
     const about = this.requests.get(event.requestId);
@@ -464,6 +508,7 @@ export class NotebookApp {
   }
 
   applyReply(reply) {
+    if (reply.early) return this.applyEarly(reply);
     if (reply.type === "access_changed") return this.roleChanged(reply.role);
     // Presence is never in `seq` order; a text_reset answering this page's update is not either.
     if (reply.type === "presence" || reply.type === "text_reset") return this.applyEvent(reply);
