@@ -220,9 +220,19 @@ async def test_early_announcements_show_at_once_and_the_order_in_seq_order_wins(
     wire.release([m for m in wire.held if early(m)][::-1])
     await expect(alice.locator("#cells .cell.live")).to_have_count(4, timeout=TIMEOUT_MS)
     assert await cell_ids(alice) == [str(a.pk), str(x.pk), str(b.pk), str(y.pk)]
+    # Typing into a cell the kernel has not confirmed yet: kept on the page, sent once it is.
+    await alice.locator(f'.cell.live[data-cell-id="{x.pk}"] .cell-editor').click()
+    await expect(alice.locator(f'.cell.live[data-cell-id="{x.pk}"] .cm-editor.cm-focused')).to_have_count(1)
+    await alice.keyboard.press("End")
+    await alice.keyboard.type(" + 1")
+    await alice.wait_for_timeout(300)
+    assert not [m for m in wire.sent_by_page if m.get("type") == "text_update"]
     wire.hold = None
     wire.release(list(wire.held))
     await eventually_async(lambda: cell_ids(alice), [str(a.pk), str(x.pk), str(b.pk), str(y.pk)])
+    await eventually(
+        database_sync_to_async(lambda: Cell.objects.get(pk=x.pk).code == "x = a * 10 + 1"), what="the typing, sent once x was confirmed, saved"
+    )
 
     # Indexes in seq order do not count cells the page holds from early announcements: y moved
     # after x (index 2 in seq order), then z created after a, announced early before the move

@@ -121,6 +121,9 @@ async def test_a_killed_worker_leaves_the_other_shard_working_and_a_restarted_on
     revision_before = await sync_to_async(lambda: Notebook.objects.get(pk=shard1).revision)()
     await second.send(type="create_cell", code="w = 5", requestId="while-down")
     await eventually(sync_to_async(lambda: Notebook.objects.get(pk=shard1).revision > revision_before), what="the create committed")
+    # Its early announcement (docs/protocol.md) reaches the sockets without the worker.
+    early = await second.wait_for(lambda e: e.get("requestId") == "while-down")
+    assert early[-1]["type"] == "cell_created" and early[-1]["early"] and early[-1]["cell"]["code"] == "w = 5"
     cluster["workers"][1].start()
     seen = await second.wait_for(lambda e: e.get("requestId") == "while-down")
     assert seen[-1]["type"] == "notebook_state"

@@ -28,6 +28,7 @@ export class NotebookApp {
     this.cellsEl = root.querySelector("#cells");
     this.records = new Map(); // cell id -> {cell, view, pending, timer, inflight: [requestId]}
     this.provisional = new Set(); // cells announced early, not yet in `seq` order (applyEarly)
+    this.deletedInOrder = new Set(); // cells deleted in `seq` order since the last state: a late early announcement of one is stale
     this.order = [];
     this.requests = new Map(); // requestId -> what it was for, to place replies and errors
     this.tab = Math.random().toString(36).slice(2, 10); // requestIds are seen by every client: keep ours unique
@@ -264,6 +265,7 @@ export class NotebookApp {
     const incoming = new Set(notebook.cells.map((cell) => cell.id));
     for (const cellId of [...this.records.keys()]) if (!incoming.has(cellId)) this.removeRecord(cellId);
     this.provisional.clear(); // what the state holds is in order now; the rest was removed above
+    this.deletedInOrder.clear();
     // Server-rendered cells (the no-JavaScript view) give way to live ones.
     for (const stale of this.cellsEl.querySelectorAll(".cell:not(.live)")) stale.remove();
     document.getElementById("more-cells")?.remove();
@@ -294,6 +296,9 @@ export class NotebookApp {
   /** A local change of a cell's shared text, sent at once (merged and relayed by the server). */
   sendText(text, update) {
     if (!this.synced) return; // kept in the document: merge() sends it after the next state
+    // Typed into a cell the kernel may not hold yet (announced early): kept until it is
+    // confirmed in seq order, then sent as one update (onCellCreated).
+    if (this.provisional.has(text.cellId)) return;
     this.send({ type: "text_update", cellId: text.cellId, update: toBase64(update), generation: text.generation });
   }
 
@@ -335,6 +340,7 @@ export class NotebookApp {
   }
 
   onCellDeleted(event) {
+    if (!event.early) this.deletedInOrder.add(event.cellId);
     if (this.requests.get(event.requestId)?.kind === "delete_cell") {
       // Undo in this toast restores this very cell, not whatever this user did last.
       deletedToast(() => this.request({ type: "restore_cell", cellId: event.cellId }, { kind: "restore_cell" }));
@@ -421,7 +427,7 @@ export class NotebookApp {
   applyEarly(event) {
     if (!this.synced) return; // the coming state, or the event in seq order, will bring it
     if (event.type === "cell_deleted") return this.onCellDeleted(event);
-    if (event.type !== "cell_created" || this.records.has(event.cellId)) return;
+    if (event.type !== "cell_created" || this.records.has(event.cellId) || this.deletedInOrder.has(event.cellId)) return;
     this.provisional.add(event.cellId);
     this.placeCreated(event, Math.max(0, Math.min(event.index, this.order.length)));
   }
@@ -434,6 +440,7 @@ export class NotebookApp {
       record.view.setNames(event.cell.reads, event.cell.writes, event.cell.tables || []);
       const index = Math.max(0, Math.min(this.orderIndex(event.index, event.cellId), this.order.length - 1));
       if (this.order[index] !== event.cellId) this.moveRecord(event.cellId, index);
+      if (record.text) this.mergeText(record.text, event.cell); // what was typed meanwhile
       this.afterChange();
       return;
     }
@@ -442,6 +449,7 @@ export class NotebookApp {
   }
 
   placeCreated(event, index) {
+    if (!event.early) this.deletedInOrder.delete(event.cellId); // restored
     const record = this.addRecord(event.cell, index);
     this.trackRunning(event.cellId, event.cell.status);
     const about = this.requests.get(event.requestId);

@@ -56,7 +56,9 @@ class Keyboard {
   constructor(app) {
     this.app = app;
     this.selected = null; // cell id
-    this.lastD = 0; // when `d` was pressed: a second one soon after deletes
+    // When `d` was pressed: a second one soon after deletes. -Infinity, not 0: performance.now()
+    // counts from the page's load, so a first `d` within 800 ms of it would have deleted at once.
+    this.lastD = -Infinity;
     this.dialog = null;
     const button = document.getElementById("keyboard-shortcuts");
     if (button) {
@@ -126,7 +128,7 @@ class Keyboard {
     if (event.key === "Escape") return this.enterCommandMode();
     if (!this.commandMode || (event.key === "Enter" && target.closest(ACTIVATES))) return;
     const action = event.key === "Enter" && event.shiftKey ? "run" : !event.shiftKey && KEY_MAP[event.key];
-    if (action !== "delete") this.lastD = 0;
+    if (action !== "delete") this.lastD = -Infinity;
     if (!action || (EDITOR_ACTIONS.has(action) && !this.app.canEdit)) return; // viewers only move around
     const view = this.current();
     if (!view && action !== "undo" && action !== "above" && action !== "below") return;
@@ -183,7 +185,7 @@ class Keyboard {
       this.lastD = now;
       return;
     }
-    this.lastD = 0;
+    this.lastD = -Infinity;
     const index = this.app.order.indexOf(view.id);
     const neighbour = this.app.order[index + 1] ?? this.app.order[index - 1];
     this.app.deleteCell(view); // its "Cell deleted · Undo" toast, as the Delete button
