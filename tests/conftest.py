@@ -320,7 +320,8 @@ class NotebookClient:
         return seen[-1]
 
     async def expect_silence(self, seconds=0.5):
-        """Nothing but presence (people coming and going) arrives for `seconds`."""
+        """Nothing but presence (people coming and going) and early announcements (which may
+        come just after the same change in seq order) arrives for `seconds`."""
         deadline = time.monotonic() + seconds
         while (remaining := deadline - time.monotonic()) > 0:
             if await self.comm.receive_nothing(remaining, interval=0.005):
@@ -328,7 +329,8 @@ class NotebookClient:
             message = await self.comm.receive_output(EVENT_TIMEOUT)
             frame = json.loads(message.get("text") or "{}")
             events = frame["events"] if frame.get("type") == "batch" else [frame]
-            assert all(e.get("type") == "presence" for e in events), f"expected no message, got {frame}"
+            self._apply(frame)
+            assert all(e.get("type") == "presence" or e.get("early") for e in events), f"expected no message, got {frame}"
             self.presences.extend(events)
 
     async def close(self):
