@@ -170,6 +170,25 @@ async def test_delete_without_dependents_has_no_cascade(ws, notebook, users):
     await bob.expect_silence(0.7)
 
 
+async def test_a_cell_created_while_a_long_cell_runs_shows_at_once(ws, notebook, users):
+    """Early announcements (docs/protocol.md): the kernel applies a create after the running
+    cascade, but every socket hears of the new cell while the cell still runs; the
+    announcement in seq order follows the cascade."""
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    bob.watch_early = True
+    slow = await create(alice, "import time\ntime.sleep(3)\ndone = 1")
+    await alice.send(type="run_cell", cellId=slow)
+    await bob.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == slow and e["status"] == "running")
+    await alice.send(type="create_cell", code="meanwhile = 2", requestId="during")
+    seen = await bob.wait_for(lambda e: e.get("requestId") == "during", what="the new cell")
+    assert seen[-1]["type"] == "cell_created" and seen[-1]["early"] and seen[-1]["cell"]["code"] == "meanwhile = 2"
+    assert not any(e["type"] == "cell_status" and e["cellId"] == slow and e["status"] == "success" for e in seen)
+    seen = await bob.wait_for(lambda e: e["type"] == "cell_created" and not e.get("early"), what="the create in seq order")
+    statuses = [e["status"] for e in seen if e["type"] == "cell_status" and e["cellId"] == slow]
+    assert statuses[-1] == "success"  # applied after the cascade
+    assert bob.order[-1] == seen[-1]["cellId"] and bob.state[seen[-1]["cellId"]]["code"] == "meanwhile = 2"
+
+
 async def test_delete_unknown_cell_errors_to_sender_only(ws, notebook, users):
     alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
     before = await revision(notebook)
