@@ -45,13 +45,15 @@ async def send(notebook_id, message):
     await get_channel_layer().send(kernel_channel(notebook_id), message)
 
 
-async def send_then_announce(notebook_id, message, announcement):
+async def send_then_announce(notebook_id, message, announcement=None):
     """`message` to the notebook's kernel, then `announcement` to its sockets (docs/protocol.md,
     "Early announcements"): a structural change reaches every page without waiting for the
     worker, whose own announcement, in `seq` order, follows.  The kernel's message goes first, so
     whatever a client does on hearing of the change (run the new cell, ...) is queued behind it.
     A failed announcement is only logged: the worker's is the one that counts."""
     await send(notebook_id, message)
+    if announcement is None:
+        return
     try:
         await events_layer().group_send(group_name(notebook_id), {"type": "notebook.event", "texts": [protocol.dumps(announcement)]})
     except Exception as exc:
@@ -64,10 +66,7 @@ def send_on_commit(notebook_id, message, announce=None):
 
     def _send():
         try:
-            if announce is None:
-                async_to_sync(send)(notebook_id, message)
-            else:
-                async_to_sync(send_then_announce)(notebook_id, message, announce)
+            async_to_sync(send_then_announce)(notebook_id, message, announce)
         except REDIS_ERRORS as exc:  # the edit is committed; the worker catches up from the revision
             logger.warning("could not reach the kernel worker for notebook %s (%s: %s)", notebook_id, type(exc).__name__, exc)
             raise KernelUnreachable(str(exc)) from exc

@@ -645,11 +645,11 @@ def _create_cell_fast(notebook_id, user, *, cell_type, after_cell_id, code, requ
     cell = Cell(id=cell_id, notebook_id=notebook_id, position=position, type=cell_type, code=code, result_variable="", status=STATUS_IDLE, created_at=now, updated_at=now)
     cell._state.adding = False
     cell._state.db = connection.alias
-    ydoc_b64 = base64.b64encode(ydoc).decode("ascii")
-    message = {"type": "kernel.create_cell", "notebook": str(notebook_id), "revision": revision, "requestId": request_id, "cell": cell.to_message(), "position": position, "positions": None, "ydoc": ydoc_b64}
+    ydoc_b64, fields = base64.b64encode(ydoc).decode("ascii"), cell.to_message()
+    message = {"type": "kernel.create_cell", "notebook": str(notebook_id), "revision": revision, "requestId": request_id, "cell": fields, "position": position, "positions": None, "ydoc": ydoc_b64}
     early = None
     if len(code) <= EARLY_CODE_LIMIT:
-        early = {"type": "cell_created", "cellId": str(cell_id), "cell": {**cell.to_message(), "ydoc": ydoc_b64, "ygen": 0}, "index": index, "requestId": request_id, "early": True}
+        early = {"type": "cell_created", "cellId": str(cell_id), "cell": {**fields, "ydoc": ydoc_b64, "ygen": 0}, "index": index, "requestId": request_id, "early": True}
     kernel_client.send_on_commit(notebook_id, message, announce=early)  # outside a transaction: sent now, it has committed
     return cell
 

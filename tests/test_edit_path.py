@@ -27,7 +27,7 @@ def kernel_messages(monkeypatch):
     announcements that go before them in `.announced`."""
 
     class Sent(list):
-        announced = []
+        pass
 
     sent = Sent()
     sent.announced = []
