@@ -11,6 +11,9 @@ Cases, each from a socket's connect to the last `notebook_state_chunk` received:
 * cold open: a fresh worker process (restarted before each sample) loads the notebook, whose
   stored analysis is current;
 * warm open: the worker already holds the notebook;
+* an imported notebook of as many cells (no outputs: an import recomputes them), timed from
+  the import (`operations.import_notebook`, which stores each cell's analysis and shared text)
+  and from the first socket's connect;
 
 plus the server-rendered page (GET /notebooks/<id>/, logged in) and the kernel worker's RSS
 before and after holding the notebook.  Ratios are to the floor of the same run.
@@ -45,6 +48,16 @@ def big_notebook(cluster, cells):
         rows.append(Cell(notebook=notebook, position=(i + 1) * POSITION_STEP, code=code, status="success", outputs=[{"mimeType": "text/plain", "data": OUTPUT}]))
     Cell.objects.bulk_create(rows, batch_size=1000)
     return str(notebook.pk)
+
+
+def imported_notebook(cluster, cells):
+    """(notebook id, ms) of importing the same chain as a file import does."""
+    from notebooks_app.importing import ImportedCell
+    from notebooks_app.operations import import_notebook
+
+    start = time.perf_counter()
+    notebook = import_notebook(cluster.user, name=f"imported {cells}", cells=[ImportedCell(type="python", code="v0 = 0" if i == 0 else f"v{i} = v{i - 1} + 1") for i in range(cells)])
+    return str(notebook.pk), (time.perf_counter() - start) * 1000
 
 
 def wait_for_bookkeeping(notebook_id, timeout=120):
@@ -119,6 +132,11 @@ async def measure(cluster, args):
         report.row(f"{count} cells: warm open -> whole state", warm)
         report.row(f"{count} cells: GET /notebooks/<id>/ (HTML)", page)
         report.row(f"{count} cells: worker RSS for the notebook (over an idle worker of {idle:.0f} MB)", rss, unit="MB")
+        imported_id, import_ms = await asyncio.to_thread(imported_notebook, cluster, count)
+        report.row(f"{count} cells: import (analysis and shared texts stored with the rows)", [import_ms])
+        first_ms, _, cells = await open_state(cluster, imported_id)
+        assert cells == count, (cells, count)
+        report.row(f"{count} cells: first open of the imported notebook -> whole state", [first_ms])
 
 
 def main(argv=None):

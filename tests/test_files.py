@@ -59,6 +59,28 @@ def test_import_ipynb_makes_a_notebook_of_the_uploaders(client, users):
     assert "kept as comments" in page
 
 
+def test_imported_cells_carry_what_the_kernel_would_work_out_on_first_open(client, users):
+    """Analysis and shared text stored at import: the kernel's load takes both as they are
+    (a 10,000-cell import then opens like any stored notebook, not analysing every cell)."""
+    from notebooks_app.kernel.session import CellState
+    from notebooks_app.kernel.shared_text import CellText, code_key
+
+    notebook = imported(upload(client, users["dave"], "real_world.ipynb", (FIXTURES / "real_world.ipynb").read_bytes()))
+    rows = list(notebook.cells.order_by("position").values())
+    for row in rows:
+        state = CellState.from_row(row)
+        assert state.restore_analysis(row), row["code"]  # keyed to this very code: taken, not redone
+        fresh = CellState(id="", type=row["type"], code=row["code"], position=0, result_variable=row["result_variable"])
+        fresh.analyse()
+        assert (state.reads, state.writes, state.analysis) == (fresh.reads, fresh.writes, fresh.analysis)
+        assert row["ydoc_key"] == code_key(row["code"])
+        text = CellText(row["code"], state=bytes(row["ydoc"]))
+        assert text.generation == 0 and text.state() == bytes(row["ydoc"])  # the stored state holds this code
+    by_code = {row["code"]: row for row in rows}
+    assert by_code["prices = [3.5, 4.25]\ntotal = sum(prices)\ntotal"]["writes"] == ["prices", "total"]
+    assert by_code["SELECT 42 AS answer"]["writes"] == ["revenue"]
+
+
 def test_import_takes_the_name_given(client, users):
     notebook = imported(upload(client, users["alice"], "real_world.ipynb", (FIXTURES / "real_world.ipynb").read_bytes(), name="Q3 report"))
     assert notebook.name == "Q3 report"

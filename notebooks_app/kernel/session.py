@@ -10,6 +10,7 @@ import asyncio
 import base64
 import bisect
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -60,6 +61,30 @@ COMPACT_IDLE = 30.0
 STDOUT_CAP = 1_000_000
 TRANSIENT = frozenset({STATUS_QUEUED, STATUS_RUNNING})
 INTERRUPTED_BEFORE_START = {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}
+
+_gc_pauses = 0
+_gc_was_enabled = True
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """The cyclic garbage collector off for a burst of allocations: loading a notebook and
+    encoding its state. 10,000 cells make about a million objects, and every full collection
+    meanwhile walks all of them and the rest of the heap again (a cold open of 10,000 cells
+    spent 0.3 - 0.5 s there; docs/performance.md). Nothing made here is cyclic garbage, so
+    one collection afterwards, when the collector next runs, is all it costs. Overlapping
+    pauses (two notebooks loading at once) share the switch."""
+    global _gc_pauses, _gc_was_enabled
+    if _gc_pauses == 0:
+        _gc_was_enabled = gc.isenabled()
+        gc.disable()
+    _gc_pauses += 1
+    try:
+        yield
+    finally:
+        _gc_pauses -= 1
+        if _gc_pauses == 0 and _gc_was_enabled:
+            gc.enable()
 
 
 
@@ -341,6 +366,10 @@ class NotebookSession:
                 await self._load()
 
     async def _load(self):
+        with gc_paused():
+            await self._load_unpaused()
+
+    async def _load_unpaused(self):
         snapshot = await self.store.load(self.notebook_id)
         previous_ids = set(self.cells)
         if snapshot is None:
@@ -653,6 +682,10 @@ class NotebookSession:
         Each cell is encoded once, here: its text sizes the chunks (UTF-8 bytes) and is spliced
         into the messages' texts, which travel with them (`Encoded.text`), so the worker does
         not encode the cells again."""
+        with gc_paused():
+            return self._state_messages(request_id)
+
+    def _state_messages(self, request_id):
         stdout_url = lambda cell_id: self.store.stdout_url(self.notebook_id, cell_id)  # noqa: E731
         encode = _encode
         chunks, texts, size = [[]], [[]], 0
