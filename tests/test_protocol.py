@@ -510,6 +510,28 @@ async def test_bad_input_gets_error_and_changes_nothing(ws, notebook, users, fra
     assert (await db_cell(cell.pk)).code == "safe = 1"
 
 
+async def test_frames_are_handled_without_a_thread_hop_per_message(ws, notebook, users, monkeypatch):
+    """Channels (4.2+) awaits aclose_old_connections(), a hop to the sync thread, before every
+    message a consumer handles; NotebookConsumer.dispatch leaves it out (its database work goes
+    through database_sync_to_async, which closes old connections itself). Frames that touch
+    the database and frames that do not are answered all the same."""
+    import channels.consumer
+
+    alice = await ws(users["alice"], notebook)
+    hops = []
+
+    async def counted():
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    await alice.comm.send_to(text_data='{"type": "explode", "requestId": "x"}')
+    assert (await alice.next(5))["code"] == "unknown_type"
+    assert (await alice.request(type="create_cell", code="hop = 1"))["type"] == "cell_created"
+    assert (await alice.request(type="sync"))["type"] == "notebook_state"
+    assert hops == []
+    assert await database_sync_to_async(Cell.objects.filter(notebook=notebook, code="hop = 1").count)() == 1
+
+
 async def test_error_echoes_request_id(ws, notebook, users):
     alice = await ws(users["alice"], notebook)
     await alice.send(type="delete_cell", cellId="bad", requestId="mine-1")
