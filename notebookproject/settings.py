@@ -114,14 +114,23 @@ ASGI_APPLICATION = "notebookproject.asgi.application"
 # --- Database -----------------------------------------------------------------
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    # conn_health_checks: the pool checks a connection before lending it (psycopg_pool's
-    # check), so the first request after PostgreSQL restarts gets a fresh one, not a dead one.
+    # conn_health_checks: the pool checks a connection before lending it, so the first request
+    # after PostgreSQL restarts gets a fresh one, not a dead one.
     default_db = dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
     if default_db["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend with one change: the pool's check is notebookproject/db_pool.py's,
+        # a round trip only for a connection whose socket says the server closed it or that
+        # rested long in the pool (psycopg_pool's own check was one of an edit's two round trips).
+        default_db["ENGINE"] = "notebookproject.postgresql"
+        # Prepared statements: the edit path's statements (operations.py) ask for them; planning
+        # its CTEs took longer than running them (0.6 of 1 ms). Django turns them off for the
+        # sake of external poolers (PgBouncer in transaction mode); its ORM cursors bind
+        # parameters client-side and never prepare anyway.
+        default_db.setdefault("OPTIONS", {})["prepare_threshold"] = 5
         # psycopg 3 pool on purpose: Daphne's ORM thread and the worker reuse
         # connections instead of paying a TCP + auth handshake per operation.
         # The pool requires CONN_MAX_AGE = 0.
-        default_db.setdefault("OPTIONS", {})["pool"] = {
+        default_db["OPTIONS"]["pool"] = {
             "min_size": 1,
             "max_size": env_int("DATABASE_POOL_SIZE", 8),
             # Seconds a request waits for a connection: during an outage, the time to its 503.

@@ -50,12 +50,20 @@ async def send_then_announce(notebook_id, message, announcement=None):
     "Early announcements"): a structural change reaches every page without waiting for the
     worker, whose own announcement, in `seq` order, follows.  The kernel's message goes first, so
     whatever a client does on hearing of the change (run the new cell, ...) is queued behind it.
-    A failed announcement is only logged: the worker's is the one that counts."""
-    await send(notebook_id, message)
+    A failed announcement is only logged: the worker's is the one that counts.
+
+    With both layers on one Redis server the two go in one script, one round trip
+    (layers.RedisChannelLayer.send_then_group_send)."""
     if announcement is None:
+        await send(notebook_id, message)
         return
+    event = {"type": "notebook.event", "texts": [protocol.dumps(announcement)]}
+    together = getattr(get_channel_layer(), "send_then_group_send", None)
+    if together is not None and await together(kernel_channel(notebook_id), message, events_layer(), group_name(notebook_id), event):
+        return
+    await send(notebook_id, message)
     try:
-        await events_layer().group_send(group_name(notebook_id), {"type": "notebook.event", "texts": [protocol.dumps(announcement)]})
+        await events_layer().group_send(group_name(notebook_id), event)
     except Exception as exc:
         logger.warning("early announcement on notebook %s not sent (%s: %s)", notebook_id, type(exc).__name__, exc)
 

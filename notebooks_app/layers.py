@@ -94,6 +94,19 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
+# The same, then a PUBLISH (a group message of the pub/sub layer, on the same Redis): an early
+# announcement goes out in the round trip that queues the kernel's message, and after it.
+_SEND_THEN_PUBLISH_SCRIPT = _SEND_SCRIPT.replace("return 1", "redis.call('PUBLISH', ARGV[6], ARGV[7])\nreturn 1")
+
+
+def _server(host):
+    """What names the Redis server (and database) of a host entry; None when it cannot be told."""
+    if host.get("address"):
+        return ("address", host["address"])
+    if host.get("host"):
+        return ("host", host["host"], host.get("port", 6379), host.get("db", 0))
+    return None
+
 
 # core.RedisChannelLayer._brpop_with_clean's script: messages left in a channel's backup (popped
 # by a receive that was cancelled before it handed them on) go back to the front of the channel.
@@ -118,8 +131,25 @@ class RedisChannelLayer(core.RedisChannelLayer):
     async def send(self, channel, message):
         await _once_more_on_a_fresh_connection(self._send, channel, message)
 
-    async def _send(self, channel, message):
-        """core.RedisChannelLayer.send, its four commands in one script."""
+    async def send_then_group_send(self, channel, message, events, group, event):
+        """`send(channel, message)`, then `event` to `group` of the pub/sub layer `events`: in one
+        script, so one round trip, when both are on the same Redis server (the README's shape),
+        and the send first (Redis runs a script whole, in order). Returns False, having sent
+        nothing, when they are not (another server, another layer): the caller does the two."""
+        if not isinstance(events, RedisPubSubChannelLayer):
+            return False
+        loop_layer = events._get_layer()
+        group_channel = loop_layer._get_group_channel_name(group)
+        server = _server(loop_layer._get_shard(group_channel).host)
+        if server is None:
+            return False
+        publish = (server, group_channel, events.serialize(event))
+        return await _once_more_on_a_fresh_connection(self._send, channel, message, publish)
+
+    async def _send(self, channel, message, publish=None):
+        """core.RedisChannelLayer.send, its four commands in one script; with `publish`
+        ((server, channel, data), send_then_group_send) a PUBLISH too when the message goes to
+        that server: True if it did."""
         assert isinstance(message, dict), "message is not a dict"
         assert self.require_valid_channel_name(channel), "Channel name not valid"
         assert "__asgi_channel__" not in message
@@ -133,18 +163,16 @@ class RedisChannelLayer(core.RedisChannelLayer):
             index = next(self._send_index_generator)
         channel_key = self.prefix + channel_non_local_name
         now = time.time()
-        added = await self.connection(index).eval(
-            _SEND_SCRIPT,
-            1,
-            channel_key,
-            int(now) - int(self.expiry),
-            self.get_capacity(channel),
-            repr(now),
-            self.serialize(message),
-            int(self.expiry),
-        )
+        args = [int(now) - int(self.expiry), self.get_capacity(channel), repr(now), self.serialize(message), int(self.expiry)]
+        if publish is not None and publish[0] != _server(self.hosts[index]):
+            return False
+        if publish is not None:
+            added = await self.connection(index).eval(_SEND_THEN_PUBLISH_SCRIPT, 1, channel_key, *args, publish[1], publish[2])
+        else:
+            added = await self.connection(index).eval(_SEND_SCRIPT, 1, channel_key, *args)
         if not added:
             raise ChannelFull()
+        return publish is not None
 
     async def _brpop_with_clean(self, index, channel, timeout):
         """core's, except that the popped message's backup (a ZADD, which `_clean_receive_backup`

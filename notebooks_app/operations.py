@@ -603,7 +603,9 @@ def _one_round_trip(statements):
             with raw.pipeline():
                 for sql, params in statements:
                     cursor = psycopg.Cursor(raw)  # server-side binding: the extended protocol a pipeline needs
-                    cursor.execute(sql, params)
+                    # Prepared once per pooled connection (settings.py, prepare_threshold):
+                    # planning the edit's CTEs cost more than running them.
+                    cursor.execute(sql, params, prepare=True if params is not None else None)
                     cursors.append(cursor)
             rows = [cursor.fetchone() if cursor.description else None for cursor in cursors]
             for cursor in cursors:

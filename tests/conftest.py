@@ -18,6 +18,8 @@ from django.conf import settings
 from django.db import connections
 from django.test import Client
 
+from notebookproject.postgresql import POSTGRESQL_ENGINES
+
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_TIMEOUT = 20
 
@@ -65,7 +67,7 @@ def notebook(users):
 def database_url_for_tests():
     """DATABASE_URL pointing at the test database pytest-django created."""
     db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
+    if db["ENGINE"] not in POSTGRESQL_ENGINES:
         raise RuntimeError("these tests need PostgreSQL (run them with scripts/test)")
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"

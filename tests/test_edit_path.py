@@ -140,6 +140,51 @@ def test_core_layer_send_is_one_script_with_capacity_and_order():
     assert asyncio.run(scenario()) == [0, 1, 2]
 
 
+def test_send_then_group_send_is_one_script_on_one_server_kernel_message_first(monkeypatch):
+    """An early announcement and the kernel's message in one round trip when both layers are
+    on one Redis: the pub/sub layer's own publish is not used, the subscriber hears the event
+    with the kernel's message already queued, a full channel sends neither, and layers on two
+    servers get False with nothing sent (the caller then sends the two itself)."""
+    from notebooks_app.layers import RedisChannelLayer, RedisPubSubChannelLayer, _ResilientShard
+
+    async def scenario():
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        core = RedisChannelLayer(hosts=[os.environ["REDIS_URL"]], capacity=1, prefix=prefix)
+        events = RedisPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=prefix)
+        socket = await events.new_channel()
+        await events.group_add("notebook-x", socket)
+        redis = core.connection(0)
+
+        async def no_publish(self, channel, message):
+            raise AssertionError("published apart from the send")
+
+        monkeypatch.setattr(_ResilientShard, "publish", no_publish)
+        event = {"type": "notebook.event", "texts": ['{"type": "cell_created"}']}
+        assert await core.send_then_group_send("kernel", {"type": "kernel.create_cell"}, events, "notebook-x", event) is True
+        heard = await asyncio.wait_for(events.receive(socket), 5)
+        queued = await redis.zcard(prefix + "kernel")
+        with pytest.raises(ChannelFull):  # capacity 1: neither the message nor the event
+            await core.send_then_group_send("kernel", {"type": "kernel.create_cell"}, events, "notebook-x", event)
+        elsewhere = RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1/0"], prefix=prefix)
+        other_server = await core.send_then_group_send("kernel-2", {"type": "kernel.create_cell"}, elsewhere, "notebook-x", event)
+        nothing = await redis.zcard(prefix + "kernel-2")
+        got = (await core.receive("kernel"))["type"]
+        try:
+            await asyncio.wait_for(events.receive(socket), 0.3)
+            extra = True
+        except asyncio.TimeoutError:
+            extra = False
+        await events.flush()
+        await core.flush()
+        return heard, queued, other_server, nothing, got, extra
+
+    heard, queued, other_server, nothing, got, extra = asyncio.run(scenario())
+    assert heard == {"type": "notebook.event", "texts": ['{"type": "cell_created"}']}
+    assert queued == 1  # the kernel's message was in Redis before any socket heard of it
+    assert other_server is False and nothing == 0
+    assert got == "kernel.create_cell" and extra is False
+
+
 async def test_concurrent_creates_from_several_sockets_reach_everyone_in_one_order(ws, notebook, users):
     """Three sockets create cells at once, without waiting: every socket sees every cell_created
     with no seq gap (NotebookClient asserts it), all in one order, each sender's own replies in

@@ -23,6 +23,7 @@ from .. import protocol
 from ..layers import REDIS_ERRORS, Outage, backoff_delays
 from ..models import EVENT_EDITED, Cell, Notebook, NotebookEvent, OutputBlob
 from ..secrets import mask_connection_string
+from notebookproject.postgresql import POSTGRESQL_ENGINES
 from .addresses import group_name, is_kernel_channel, shard_channels
 from .database import DatabasePolicy
 from .runner import Runner
@@ -81,7 +82,7 @@ def database_policy():
     paths, postgres = [str(settings.BASE_DIR)], []
     if db["ENGINE"] == "django.db.backends.sqlite3":
         paths.append(str(db["NAME"]))
-    elif db["ENGINE"] == "django.db.backends.postgresql":
+    elif db["ENGINE"] in POSTGRESQL_ENGINES:
         postgres.append((db.get("HOST") or "", db.get("PORT") or 5432, db.get("NAME") or ""))
     return DatabasePolicy(denied_paths=tuple(paths), denied_postgres=tuple(postgres))
 
