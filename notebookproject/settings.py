@@ -126,7 +126,8 @@ if DATABASE_URL:
         # its CTEs took longer than running them (0.6 of 1 ms). Django turns them off for the
         # sake of external poolers (PgBouncer in transaction mode); its ORM cursors bind
         # parameters client-side and never prepare anyway.
-        default_db.setdefault("OPTIONS", {})["prepare_threshold"] = 5
+        # DATABASE_PREPARE=off behind a pooler that cannot keep them (docs/operations.md).
+        default_db.setdefault("OPTIONS", {})["prepare_threshold"] = 5 if env_bool("DATABASE_PREPARE", default=True) else None
         # psycopg 3 pool on purpose: Daphne's ORM thread and the worker reuse
         # connections instead of paying a TCP + auth handshake per operation.
         # The pool requires CONN_MAX_AGE = 0.
