@@ -200,6 +200,9 @@ SOCKET_MAX_BYTES = env_int("SOCKET_MAX_BYTES", 64 * 1024 * 1024)
 # The kernel worker runs inside the server process when there is no Redis
 # (embedded default); with Redis it runs as `manage.py runworker kernel`.
 KERNEL_EMBEDDED = env_bool("KERNEL_EMBEDDED", default=not REDIS_URL)
+# create_cell / delete_cell on PostgreSQL run on the event loop over a connection of its own
+# (notebooks_app/edit_lane.py) instead of hopping to the ORM thread; off: always the thread.
+EDIT_LANE = env_bool("EDIT_LANE", default=True)
 KERNEL_SHARDS = env_int("KERNEL_SHARDS", 1)
 KERNEL_TIME_LIMIT = env_float("KERNEL_TIME_LIMIT", 60.0)
 KERNEL_OUTPUT_CAP = env_int("KERNEL_OUTPUT_CAP", 1_000_000)

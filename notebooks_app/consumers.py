@@ -20,7 +20,7 @@ from channels.consumer import get_handler_name
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from . import fanout, history, kernel_client, operations, permissions, protocol
+from . import edit_lane, fanout, history, kernel_client, operations, permissions, protocol
 from .constants import CELL_PYTHON
 from .kernel_client import KernelUnreachable
 from .layers import REDIS_ERRORS, redis_down
@@ -220,18 +220,14 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         if message.type == "sync":
             await self._request_state(rid)
         elif message.type == "create_cell":
-            await self._operation(
-                operations.create_cell,
-                cell_type=f.get("cellType", CELL_PYTHON),
-                after_cell_id=f.get("afterCellId"),
-                before_cell_id=f.get("beforeCellId"),
-                code=f.get("code", ""),
-                request_id=rid,
-            )
+            fields = {"cell_type": f.get("cellType", CELL_PYTHON), "after_cell_id": f.get("afterCellId"), "before_cell_id": f.get("beforeCellId"), "code": f.get("code", ""), "request_id": rid}
+            if not await self._on_the_lane(edit_lane.create_cell, **fields):
+                await self._operation(operations.create_cell, **fields)
         elif message.type == "move_cell":
             await self._operation(operations.move_cell, cell_id=f["cellId"], after_cell_id=f["afterCellId"], request_id=rid)
         elif message.type == "delete_cell":
-            await self._operation(operations.delete_cell, cell_id=f["cellId"], request_id=rid)
+            if not await self._on_the_lane(edit_lane.delete_cell, cell_id=f["cellId"], request_id=rid):
+                await self._operation(operations.delete_cell, cell_id=f["cellId"], request_id=rid)
         elif message.type == "cell_update":
             await self._operation(operations.update_cell, cell_id=f["cellId"], code=f.get("code"), result_variable=f.get("resultVariable"), request_id=rid)
         elif message.type == "update_db_connection":
@@ -268,7 +264,17 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         never reach the kernel, so the sender is told `unavailable` before anything changes."""
         if redis_down(self.channel_layer):
             raise RedisUnavailable()
-        return await database_sync_to_async(func)(self.notebook_id, self.user, **fields)
+        async with edit_lane.in_order():
+            return await database_sync_to_async(func)(self.notebook_id, self.user, **fields)
+
+    async def _on_the_lane(self, func, **fields):
+        """An edit_lane.py function on this notebook as this user, on the event loop; False when
+        the lane could not take it (the ORM thread then does, _operation). Like _operation, not
+        attempted while this process has lost Redis, and one at a time with _operation's."""
+        if redis_down(self.channel_layer):
+            raise RedisUnavailable()
+        async with edit_lane.in_order():
+            return await func(self.notebook_id, self.user, **fields)
 
     async def _kernel_command(self, message):
         """Messages that change no rows: check permission (and the cell), then ask the kernel."""

@@ -15,7 +15,7 @@ then send the kernel message (send_on_commit runs it at once: the change has com
 import base64
 import uuid
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 
@@ -568,26 +568,40 @@ def _as_uuid(value):
         return None
 
 
-def _edit_statements(notebook_id, user, sql, params):
-    """Lock the notebook, then run `sql` (which re-checks `_MAY_EDIT`); returns (the lock's row,
-    the statement's row). Refusals (not_found / forbidden, as _notebook's) are raised here."""
+def _edit_pipeline(notebook_id, user, sql, params):
+    """An edit's statements outside a transaction, sent as one pipeline: BEGIN, the lock timeout,
+    the notebook's lock, `sql` (which re-checks `_MAY_EDIT`), COMMIT. Its rows [2:4] are the
+    lock's and the statement's (_edit_rows). Refusals (not_found / forbidden) are raised here."""
     notebook = _as_uuid(notebook_id)
     if notebook is None or user is None or not user.is_authenticated:
         permissions_refusal(None)
     params = {**params, "notebook": notebook, "user": user.pk, "roles": _EDIT_ROLES}
     lock_params = {"notebook": notebook, "user": user.pk}
-    timeout = f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}"
-    if connection.in_atomic_block:
-        with connection.cursor() as cursor:
-            cursor.execute(timeout)
-            cursor.execute(_LOCK_SQL, lock_params)
-            lock_row = cursor.fetchone()
-            _check_edit(user, lock_row)
-            cursor.execute(sql, params)
-            return lock_row, cursor.fetchone()
-    lock_row, row = _one_round_trip([("BEGIN", None), (timeout, None), (_LOCK_SQL, lock_params), (sql, params), ("COMMIT", None)])[2:4]
+    return [("BEGIN", None), (f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}", None), (_LOCK_SQL, lock_params), (sql, params), ("COMMIT", None)]
+
+
+def _edit_rows(user, rows):
+    """(the lock's row, the statement's row) of an _edit_pipeline's answer, the caller's right
+    to edit checked (refused: nothing was written, the statement re-checked it)."""
+    lock_row, row = rows[2:4]
     _check_edit(user, lock_row)
     return lock_row, row
+
+
+def _edit_statements(notebook_id, user, sql, params):
+    """Lock the notebook, then run `sql` (which re-checks `_MAY_EDIT`); returns (the lock's row,
+    the statement's row). Refusals (not_found / forbidden, as _notebook's) are raised here."""
+    statements = _edit_pipeline(notebook_id, user, sql, params)
+    if connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            rows = []
+            for statement, statement_params in statements[1:4]:
+                cursor.execute(statement, statement_params)
+                rows.append(cursor.fetchone() if cursor.description else None)
+                if len(rows) == 2:
+                    _check_edit(user, rows[1])
+            return _edit_rows(user, [None, *rows])
+    return _edit_rows(user, _one_round_trip(statements))
 
 
 def _one_round_trip(statements):
@@ -641,51 +655,87 @@ def _check_edit(user, lock_row):
 EARLY_CODE_LIMIT = 16 * 1024
 
 
-def _create_cell_fast(notebook_id, user, *, cell_type, after_cell_id, code, request_id, revert):
-    """create_cell in one pipeline; None when the cell needs the ORM path after all (its
-    neighbours are too close: the notebook's positions must be renumbered)."""
-    reverts, is_undo = revert or (None, False)
-    cell_id, now = uuid.uuid4(), timezone.now()
-    # The cell's shared text is made here, stored with the row and announced with it: the
-    # kernel adopts this very document (kernel/session.py, on_create_cell).
-    ydoc = CellText(code).state()
-    params = {
-        "after": _as_uuid(after_cell_id),  # unknown or not an id: appended
-        "step": POSITION_STEP,
-        "cell": cell_id,
-        "type": cell_type,
-        "code": code,
-        "status": STATUS_IDLE,
-        "now": now,
-        "kind": EVENT_CREATED,
-        "reverts": getattr(reverts, "pk", reverts),
-        "is_undo": is_undo,
-        "ydoc": ydoc,
-        "ydoc_key": code_key(code),
-    }
-    _, (position, revision, index) = _edit_statements(notebook_id, user, _CREATE_SQL, params)
-    if position is None:
-        return None  # renumbering: the ORM path (nothing was written)
-    cell = Cell(id=cell_id, notebook_id=notebook_id, position=position, type=cell_type, code=code, result_variable="", status=STATUS_IDLE, created_at=now, updated_at=now)
-    cell._state.adding = False
-    cell._state.db = connection.alias
-    ydoc_b64, fields = base64.b64encode(ydoc).decode("ascii"), cell.to_message()
-    message = {"type": "kernel.create_cell", "notebook": str(notebook_id), "revision": revision, "requestId": request_id, "cell": fields, "position": position, "positions": None, "ydoc": ydoc_b64}
-    early = None
-    if len(code) <= EARLY_CODE_LIMIT:
-        early = {"type": "cell_created", "cellId": str(cell_id), "cell": {**fields, "ydoc": ydoc_b64, "ygen": 0}, "index": index, "requestId": request_id, "early": True}
-    kernel_client.send_on_commit(notebook_id, message, announce=early)  # outside a transaction: sent now, it has committed
-    return cell
+class NewCell:
+    """A create_cell on the one-pipeline path: its statement's parameters, then, from the
+    statement's row, the cell and what the kernel and the sockets are told. Run on the ORM
+    thread (_create_cell_fast) or on the event loop (edit_lane.py)."""
+
+    sql = _CREATE_SQL
+
+    def __init__(self, notebook_id, *, cell_type, after_cell_id, code, request_id, revert):
+        reverts, is_undo = revert or (None, False)
+        self.notebook_id, self.cell_type, self.code, self.request_id = notebook_id, cell_type, code, request_id
+        self.cell_id, self.now = uuid.uuid4(), timezone.now()
+        # The cell's shared text is made here, stored with the row and announced with it: the
+        # kernel adopts this very document (kernel/session.py, on_create_cell).
+        self.ydoc = CellText(code).state()
+        self.params = {
+            "after": _as_uuid(after_cell_id),  # unknown or not an id: appended
+            "step": POSITION_STEP,
+            "cell": self.cell_id,
+            "type": cell_type,
+            "code": code,
+            "status": STATUS_IDLE,
+            "now": self.now,
+            "kind": EVENT_CREATED,
+            "reverts": getattr(reverts, "pk", reverts),
+            "is_undo": is_undo,
+            "ydoc": self.ydoc,
+            "ydoc_key": code_key(code),
+        }
+        self.cell = self.message = self.early = None
+
+    def made(self, row):
+        """From the statement's row: False when nothing was written (the neighbours are too
+        close: the notebook's positions must be renumbered, which the ORM path does)."""
+        position, revision, index = row
+        if position is None:
+            return False
+        cell = Cell(id=self.cell_id, notebook_id=self.notebook_id, position=position, type=self.cell_type, code=self.code, result_variable="", status=STATUS_IDLE, created_at=self.now, updated_at=self.now)
+        cell._state.adding = False
+        cell._state.db = DEFAULT_DB_ALIAS
+        ydoc_b64, fields = base64.b64encode(self.ydoc).decode("ascii"), cell.to_message()
+        self.message = {"type": "kernel.create_cell", "notebook": str(self.notebook_id), "revision": revision, "requestId": self.request_id, "cell": fields, "position": position, "positions": None, "ydoc": ydoc_b64}
+        if len(self.code) <= EARLY_CODE_LIMIT:
+            self.early = {"type": "cell_created", "cellId": str(self.cell_id), "cell": {**fields, "ydoc": ydoc_b64, "ygen": 0}, "index": index, "requestId": self.request_id, "early": True}
+        self.cell = cell
+        return True
 
 
-def _delete_cell_fast(notebook_id, user, *, cell_id, request_id, revert):
-    """delete_cell in one pipeline (the lock, then snapshot + event + delete + bump)."""
-    reverts, is_undo = revert or (None, False)
-    key = _as_uuid(cell_id)
-    params = {"cell": key, "now": timezone.now(), "kind": EVENT_DELETED, "reverts": getattr(reverts, "pk", reverts), "is_undo": is_undo}
-    _, (revision,) = _edit_statements(notebook_id, user, _DELETE_SQL, params)
-    if key is None or revision is None:
-        raise OperationError("unknown_cell", f"There is no cell {cell_id} in this notebook.")
-    message = {"type": "kernel.delete_cell", "notebook": str(notebook_id), "revision": revision, "requestId": request_id, "cellId": str(cell_id)}
-    early = {"type": "cell_deleted", "cellId": str(cell_id), "requestId": request_id, "early": True}
-    kernel_client.send_on_commit(notebook_id, message, announce=early)
+class GoneCell:
+    """A delete_cell on the one-pipeline path (the lock, then snapshot + event + delete + bump),
+    as NewCell."""
+
+    sql = _DELETE_SQL
+
+    def __init__(self, notebook_id, *, cell_id, request_id, revert):
+        reverts, is_undo = revert or (None, False)
+        self.notebook_id, self.cell_id, self.request_id = notebook_id, cell_id, request_id
+        self.key = _as_uuid(cell_id)
+        self.params = {"cell": self.key, "now": timezone.now(), "kind": EVENT_DELETED, "reverts": getattr(reverts, "pk", reverts), "is_undo": is_undo}
+        self.message = self.early = None
+
+    def made(self, row):
+        (revision,) = row
+        if self.key is None or revision is None:
+            raise OperationError("unknown_cell", f"There is no cell {self.cell_id} in this notebook.")
+        self.message = {"type": "kernel.delete_cell", "notebook": str(self.notebook_id), "revision": revision, "requestId": self.request_id, "cellId": str(self.cell_id)}
+        self.early = {"type": "cell_deleted", "cellId": str(self.cell_id), "requestId": self.request_id, "early": True}
+        return True
+
+
+def _create_cell_fast(notebook_id, user, **fields):
+    """create_cell in one pipeline; None when the cell needs the ORM path after all."""
+    new = NewCell(notebook_id, **fields)
+    _, row = _edit_statements(notebook_id, user, new.sql, new.params)
+    if not new.made(row):
+        return None
+    kernel_client.send_on_commit(notebook_id, new.message, announce=new.early)  # outside a transaction: sent now, it has committed
+    return new.cell
+
+
+def _delete_cell_fast(notebook_id, user, **fields):
+    gone = GoneCell(notebook_id, **fields)
+    _, row = _edit_statements(notebook_id, user, gone.sql, gone.params)
+    gone.made(row)
+    kernel_client.send_on_commit(notebook_id, gone.message, announce=gone.early)

@@ -360,6 +360,9 @@ async def ws(live_kernel):
             await client.close()
         except Exception:  # already closed by the server or the test
             pass
+    from notebooks_app import edit_lane
+
+    await edit_lane.close()  # this test's event loop's connection (the test database is dropped at the end)
 
 
 # --- helpers shared by the protocol, worker and SQL tests ---------------------------------

@@ -305,3 +305,62 @@ async def test_a_pipelined_edit_that_waits_too_long_is_busy_changes_nothing_and_
     assert await revision(notebook) == before and await db_cells(notebook) == cells
     # The pipeline's transaction was rolled back: the same ORM connection serves the retry.
     assert (await alice.request(**message))["type"] in ("cell_created", "cell_deleted")
+
+
+async def test_create_and_delete_take_the_edit_lane_and_what_it_cannot_do_takes_the_orm_thread(ws, notebook, users, monkeypatch):
+    """notebooks_app/edit_lane.py: a Python cell's create and a delete run on the event loop
+    (the ORM thread's operations are not called); a SQL cell, which needs its df_N name, still
+    goes to the thread. Every socket sees each, in order, and the rows are there."""
+    from notebooks_app import edit_lane
+    from tests.conftest import create
+
+    thread = []
+    for name in ("create_cell", "delete_cell"):
+        original = getattr(operations, name)
+        monkeypatch.setattr(operations, name, lambda *a, _name=name, _original=original, **k: (thread.append(_name), _original(*a, **k))[1])
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    cell = await create(alice, "lane = 1")
+    await bob.wait_for(lambda e: e["type"] == "cell_created" and e["cellId"] == cell and "seq" in e)
+    assert (await alice.request(type="delete_cell", cellId=cell))["type"] == "cell_deleted"
+    await bob.wait_for(lambda e: e["type"] == "cell_deleted" and e["cellId"] == cell and "seq" in e)
+    assert thread == [] and await db_cells(notebook) == []
+    assert (await alice.request(type="create_cell", cellType="sql", code="SELECT 1"))["type"] == "cell_created"
+    assert thread == ["create_cell"]
+    assert edit_lane._lanes  # this loop's connection, closed by the ws fixture
+
+
+async def test_the_edit_lane_replaces_a_connection_the_server_closed(ws, notebook, users):
+    """A lane connection whose backend is gone (PostgreSQL restarted, the backend killed) is
+    seen on its socket and replaced before the next edit, which works."""
+    import asyncio as _asyncio
+
+    from notebooks_app import edit_lane
+    from tests.conftest import create
+
+    alice = await ws(users["alice"], notebook)
+    await create(alice, "first = 1")
+    lane = edit_lane._lanes[_asyncio.get_running_loop()]
+    pid = lane.conn.info.backend_pid
+
+    def terminate():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    await database_sync_to_async(terminate)()
+    await _asyncio.sleep(0.2)
+    second = await create(alice, "second = 2")
+    assert lane.conn.info.backend_pid != pid
+    assert str(second) in {str(c) for c in await db_cells(notebook)}
+
+
+async def test_with_the_lane_off_edits_take_the_orm_thread(ws, notebook, users, settings, monkeypatch):
+    from notebooks_app import edit_lane
+    from tests.conftest import create
+
+    settings.EDIT_LANE = False
+    thread = []
+    original = operations.create_cell
+    monkeypatch.setattr(operations, "create_cell", lambda *a, **k: (thread.append(1), original(*a, **k))[1])
+    alice = await ws(users["alice"], notebook)
+    await create(alice, "off = 1")
+    assert thread == [1] and not edit_lane._lanes

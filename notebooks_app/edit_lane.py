@@ -1,0 +1,186 @@
+"""create_cell and delete_cell on the event loop: the edit lane (docs/performance.md, "Edits").
+
+On PostgreSQL both are one pipeline of SQL (operations.NewCell / GoneCell). Through
+database_sync_to_async that pipeline crosses to the ORM thread and back: two thread wake-ups
+per edit, ~0.6 ms each on a 2-core VM, a quarter of the edit's hops. Here the same statements go
+over an asyncio psycopg connection of the event loop's own, then the kernel's message and the
+early announcement leave from the loop as before (kernel_client.send_then_announce).
+
+One connection per event loop. The consumer runs a process's operations one at a time
+(`in_order`), the lane's and the ORM thread's alike, as the one ORM thread always did: each
+commits, then sends the kernel its message, so the kernel gets a process's edits in the order of
+their revisions (a message that skips a revision makes the kernel reload the notebook and
+resync every page). Whatever the lane cannot do (SQLite, a SQL cell, a cell placed before
+another, positions to renumber) returns False with nothing written, and the thread does it.
+
+The connection is checked as the pool's are (notebookproject/db_pool.py): replaced when its
+socket shows the server closed it, checked with a round trip after a rest. Errors are Django's
+(the consumer tells them apart as for the ORM path): a refused or lost connection is
+`OperationalError`, a lock wait over the timeout too (then `busy`).
+"""
+import asyncio
+import logging
+import select
+import time
+import weakref
+
+import psycopg
+from django.conf import settings
+from django.db import connections
+
+from . import kernel_client, operations
+from .constants import CELL_SQL
+from .layers import REDIS_ERRORS
+from .kernel_client import KernelUnreachable
+
+logger = logging.getLogger(__name__)
+
+_lanes = weakref.WeakKeyDictionary()  # event loop -> _Lane
+
+
+_order_locks = weakref.WeakKeyDictionary()  # event loop -> asyncio.Lock
+
+
+def in_order():
+    """The lock a process's operations take one at a time (see above)."""
+    loop = asyncio.get_running_loop()
+    lock = _order_locks.get(loop)
+    if lock is None:
+        lock = _order_locks[loop] = asyncio.Lock()
+    return lock
+
+
+def enabled():
+    return settings.EDIT_LANE and connections["default"].vendor == "postgresql"
+
+
+class _Lane:
+    def __init__(self):
+        self.conn = None
+        self.busy = False
+        self.rested_since = 0.0
+
+    async def connection(self):
+        conn = self.conn
+        if conn is not None and not self._usable(conn):
+            await self.drop()
+            conn = None
+        if conn is not None and time.monotonic() - self.rested_since > FULL_CHECK_AFTER:
+            try:
+                await conn.execute("")
+            except psycopg.Error:
+                await self.drop()
+                conn = None
+        if conn is None:
+            conn = self.conn = await psycopg.AsyncConnection.connect(**_connect_params())
+        return conn
+
+    @staticmethod
+    def _usable(conn):
+        if conn.closed or conn.broken or conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return False
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        return not poller.poll(0)  # readable while idle: the server said goodbye
+
+    async def drop(self):
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except psycopg.Error:
+                pass
+
+
+# Seconds the lane's connection may rest and still be used after a look at its socket alone.
+FULL_CHECK_AFTER = 10.0
+
+_params = None
+
+
+def _connect_params():
+    """Django's connection parameters for the default database, for an asyncio connection."""
+    global _params
+    if _params is None:
+        params = connections["default"].get_connection_params()
+        params.pop("cursor_factory", None)  # Django's is a sync cursor
+        params["autocommit"] = True
+        params.setdefault("connect_timeout", max(1, int(settings.DATABASES["default"]["OPTIONS"].get("pool", {}).get("timeout", 5))))
+        _params = params
+    return _params
+
+
+async def _run(statements):
+    """The pipeline's rows (each statement's first row or None), or None when the lane is busy."""
+    loop = asyncio.get_running_loop()
+    lane = _lanes.get(loop)
+    if lane is None:
+        lane = _lanes[loop] = _Lane()
+    if lane.busy:
+        return None
+    lane.busy = True
+    try:
+        with connections["default"].wrap_database_errors:  # psycopg's errors as Django's
+            conn = await lane.connection()
+            try:
+                cursors = []
+                async with conn.pipeline():
+                    for sql, params in statements:
+                        cursor = conn.cursor()
+                        await cursor.execute(sql, params, prepare=True if params is not None else None)
+                        cursors.append(cursor)
+                rows = [await cursor.fetchone() if cursor.description else None for cursor in cursors]
+                for cursor in cursors:
+                    await cursor.close()
+                return rows
+            except BaseException:
+                if conn.broken or conn.closed:
+                    await lane.drop()
+                elif conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    try:
+                        await conn.execute("ROLLBACK")
+                    except psycopg.Error:
+                        await lane.drop()
+                raise
+    finally:
+        lane.rested_since = time.monotonic()
+        lane.busy = False
+
+
+async def _edit(notebook_id, user, change):
+    rows = await _run(operations._edit_pipeline(notebook_id, user, change.sql, change.params))
+    if rows is None:
+        return False
+    _, row = operations._edit_rows(user, rows)
+    if not change.made(row):
+        return False
+    try:
+        await kernel_client.send_then_announce(notebook_id, change.message, change.early)
+    except REDIS_ERRORS as exc:  # committed: the worker catches up from the revision
+        logger.warning("could not reach the kernel worker for notebook %s (%s: %s)", notebook_id, type(exc).__name__, exc)
+        raise KernelUnreachable(str(exc)) from exc
+    except Exception:  # as kernel_client.send_on_commit: the edit stands, the worker catches up
+        logger.exception("could not reach the kernel worker for notebook %s", notebook_id)
+    return True
+
+
+async def create_cell(notebook_id, user, *, cell_type, after_cell_id=None, before_cell_id=None, code="", request_id=None):
+    """operations.create_cell on the lane; False when it must take the ORM thread instead."""
+    if not enabled() or cell_type == CELL_SQL or before_cell_id:
+        return False
+    new = operations.NewCell(notebook_id, cell_type=cell_type, after_cell_id=after_cell_id, code=code, request_id=request_id, revert=None)
+    return await _edit(notebook_id, user, new)
+
+
+async def delete_cell(notebook_id, user, *, cell_id, request_id=None):
+    """operations.delete_cell on the lane; False when it must take the ORM thread instead."""
+    if not enabled():
+        return False
+    return await _edit(notebook_id, user, operations.GoneCell(notebook_id, cell_id=cell_id, request_id=request_id, revert=None))
+
+
+async def close():
+    """Close this event loop's connection (tests; a process's loop keeps its own until exit)."""
+    lane = _lanes.pop(asyncio.get_running_loop(), None)
+    if lane is not None:
+        await lane.drop()
