@@ -34,12 +34,21 @@ def returned(conn):
     _returned_at[conn] = time.monotonic()
 
 
+def unusable(conn):
+    """True when `conn` (sync or asyncio) must not serve another request: closed, broken, not
+    idle, or its socket readable while idle (the server said goodbye: a FATAL notice, the end of
+    the stream)."""
+    if conn.closed or conn.broken or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return True
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def check(conn):
     """The pool's `check` callback: raises when `conn` must not be lent."""
     if conn.closed or conn.broken or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
         raise psycopg.OperationalError("the pooled connection is closed or not idle")
     rested = time.monotonic() - _returned_at.get(conn, float("-inf"))
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)
-    if poller.poll(0) or rested > FULL_CHECK_AFTER:
+    if unusable(conn) or rested > FULL_CHECK_AFTER:
         ConnectionPool.check_connection(conn)  # the round trip: raises if the server is gone

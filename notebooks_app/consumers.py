@@ -14,9 +14,9 @@ import time
 import zlib
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.consumer import get_handler_name
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 

@@ -20,7 +20,6 @@ socket shows the server closed it, checked with a round trip after a rest. Error
 """
 import asyncio
 import logging
-import select
 import time
 import weakref
 
@@ -28,17 +27,18 @@ import psycopg
 from django.conf import settings
 from django.db import connections
 
+from notebookproject import db_pool
+
 from . import kernel_client, operations
 from .constants import CELL_SQL
-from .layers import REDIS_ERRORS
 from .kernel_client import KernelUnreachable
+from .layers import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
 _lanes = weakref.WeakKeyDictionary()  # event loop -> _Lane
-
-
 _order_locks = weakref.WeakKeyDictionary()  # event loop -> asyncio.Lock
+_params = None  # the connection's parameters, Django's (_connect_params)
 
 
 def in_order():
@@ -55,33 +55,24 @@ def enabled():
 
 
 class _Lane:
+    """An event loop's connection, (re)made on demand and checked before each use."""
+
     def __init__(self):
         self.conn = None
         self.busy = False
         self.rested_since = 0.0
 
     async def connection(self):
-        conn = self.conn
-        if conn is not None and not self._usable(conn):
+        if self.conn is not None and db_pool.unusable(self.conn):
             await self.drop()
-            conn = None
-        if conn is not None and time.monotonic() - self.rested_since > FULL_CHECK_AFTER:
+        if self.conn is not None and time.monotonic() - self.rested_since > db_pool.FULL_CHECK_AFTER:
             try:
-                await conn.execute("")
+                await self.conn.execute("")  # the round trip a rested connection gets
             except psycopg.Error:
                 await self.drop()
-                conn = None
-        if conn is None:
-            conn = self.conn = await psycopg.AsyncConnection.connect(**_connect_params())
-        return conn
-
-    @staticmethod
-    def _usable(conn):
-        if conn.closed or conn.broken or conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            return False
-        poller = select.poll()
-        poller.register(conn.fileno(), select.POLLIN)
-        return not poller.poll(0)  # readable while idle: the server said goodbye
+        if self.conn is None:
+            self.conn = await psycopg.AsyncConnection.connect(**_connect_params())
+        return self.conn
 
     async def drop(self):
         conn, self.conn = self.conn, None
@@ -90,12 +81,6 @@ class _Lane:
                 await conn.close()
             except psycopg.Error:
                 pass
-
-
-# Seconds the lane's connection may rest and still be used after a look at its socket alone.
-FULL_CHECK_AFTER = 10.0
-
-_params = None
 
 
 def _connect_params():

@@ -592,15 +592,15 @@ def _edit_statements(notebook_id, user, sql, params):
     """Lock the notebook, then run `sql` (which re-checks `_MAY_EDIT`); returns (the lock's row,
     the statement's row). Refusals (not_found / forbidden, as _notebook's) are raised here."""
     statements = _edit_pipeline(notebook_id, user, sql, params)
-    if connection.in_atomic_block:
+    if connection.in_atomic_block:  # an undo, in its caller's transaction: a statement at a time
+        _, timeout, lock, change, _ = statements
         with connection.cursor() as cursor:
-            rows = []
-            for statement, statement_params in statements[1:4]:
-                cursor.execute(statement, statement_params)
-                rows.append(cursor.fetchone() if cursor.description else None)
-                if len(rows) == 2:
-                    _check_edit(user, rows[1])
-            return _edit_rows(user, [None, *rows])
+            cursor.execute(*timeout)
+            cursor.execute(*lock)
+            lock_row = cursor.fetchone()
+            _check_edit(user, lock_row)
+            cursor.execute(*change)
+            return lock_row, cursor.fetchone()
     return _edit_rows(user, _one_round_trip(statements))
 
 
