@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 
-from .harness import Cluster, Report, parse_args
+from .harness import Cluster, Report, clients_without_gc, parse_args
 
 PACE = 0.04
 
@@ -30,6 +30,22 @@ async def everyone_sees(clients, request_id, kind):
     return (time.perf_counter() - start) * 1000, cell_ids[0]
 
 
+async def rounds(sender, clients, repeat, creates, deletes):
+    """`repeat` create + delete rounds after one that warms the session up, paced at PACE."""
+    for i in range(repeat + 1):  # the first round warms the session up
+        start = time.perf_counter()
+        await sender.send(type="create_cell", code=f"v{i} = {i}", requestId=f"c{i}")
+        created, cell_id = await everyone_sees(clients, f"c{i}", "cell_created")
+        await asyncio.sleep(max(0, PACE - (time.perf_counter() - start)))
+        start = time.perf_counter()
+        await sender.send(type="delete_cell", cellId=cell_id, requestId=f"d{i}")
+        deleted, _ = await everyone_sees(clients, f"d{i}", "cell_deleted")
+        await asyncio.sleep(max(0, PACE - (time.perf_counter() - start)))
+        if i:
+            creates.append(created)
+            deletes.append(deleted)
+
+
 async def measure(cluster, args):
     """Prints the table; returns {others: (create summary, delete summary)} (bench/history.py)."""
     report = Report("crud", await cluster.floor())
@@ -40,18 +56,8 @@ async def measure(cluster, args):
         sender = clients[0]
         creates, deletes = [], []
         repeat = args.repeat or (3 if args.quick else 50)
-        for i in range(repeat + 1):  # the first round warms the session up
-            start = time.perf_counter()
-            await sender.send(type="create_cell", code=f"v{i} = {i}", requestId=f"c{i}")
-            created, cell_id = await everyone_sees(clients, f"c{i}", "cell_created")
-            await asyncio.sleep(max(0, PACE - (time.perf_counter() - start)))
-            start = time.perf_counter()
-            await sender.send(type="delete_cell", cellId=cell_id, requestId=f"d{i}")
-            deleted, _ = await everyone_sees(clients, f"d{i}", "cell_deleted")
-            await asyncio.sleep(max(0, PACE - (time.perf_counter() - start)))
-            if i:
-                creates.append(created)
-                deletes.append(deleted)
+        with clients_without_gc():
+            await rounds(sender, clients, repeat, creates, deletes)
         results[others] = (
             report.row(f"create_cell, {others} other clients: all {others + 1} have it", creates),
             report.row(f"delete_cell, {others} other clients: all {others + 1} have it", deletes),
