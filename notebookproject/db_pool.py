@@ -34,21 +34,28 @@ def returned(conn):
     _returned_at[conn] = time.monotonic()
 
 
-def unusable(conn):
-    """True when `conn` (sync or asyncio) must not serve another request: closed, broken, not
-    idle, or its socket readable while idle (the server said goodbye: a FATAL notice, the end of
-    the stream)."""
-    if conn.closed or conn.broken or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
-        return True
+def _not_idle(conn):
+    return conn.closed or conn.broken or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE
+
+
+def _hung_up(conn):
+    """The idle connection's socket is readable: the server said goodbye (a FATAL notice, the
+    end of the stream)."""
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
     return bool(poller.poll(0))
 
 
+def unusable(conn):
+    """True when `conn` (sync or asyncio) must not serve another request: closed, broken, not
+    idle, or hung up by the server."""
+    return _not_idle(conn) or _hung_up(conn)
+
+
 def check(conn):
     """The pool's `check` callback: raises when `conn` must not be lent."""
-    if conn.closed or conn.broken or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+    if _not_idle(conn):
         raise psycopg.OperationalError("the pooled connection is closed or not idle")
     rested = time.monotonic() - _returned_at.get(conn, float("-inf"))
-    if unusable(conn) or rested > FULL_CHECK_AFTER:
+    if _hung_up(conn) or rested > FULL_CHECK_AFTER:
         ConnectionPool.check_connection(conn)  # the round trip: raises if the server is gone

@@ -114,8 +114,8 @@ ASGI_APPLICATION = "notebookproject.asgi.application"
 # --- Database -----------------------------------------------------------------
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    # conn_health_checks: the pool checks a connection before lending it, so the first request
-    # after PostgreSQL restarts gets a fresh one, not a dead one.
+    # conn_health_checks: the pool checks a connection before lending it (db_pool.check, below),
+    # so the first request after PostgreSQL restarts gets a fresh one, not a dead one.
     default_db = dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
     if default_db["ENGINE"] == "django.db.backends.postgresql":
         # Django's backend with one change: the pool's check is notebookproject/db_pool.py's,

@@ -19,7 +19,6 @@ socket shows the server closed it, checked with a round trip after a rest. Error
 `OperationalError`, a lock wait over the timeout too (then `busy`).
 """
 import asyncio
-import logging
 import time
 import weakref
 
@@ -31,10 +30,6 @@ from notebookproject import db_pool
 
 from . import kernel_client, operations
 from .constants import CELL_SQL
-from .kernel_client import KernelUnreachable
-from .layers import REDIS_ERRORS
-
-logger = logging.getLogger(__name__)
 
 _lanes = weakref.WeakKeyDictionary()  # event loop -> _Lane
 _order_locks = weakref.WeakKeyDictionary()  # event loop -> asyncio.Lock
@@ -59,7 +54,6 @@ class _Lane:
 
     def __init__(self):
         self.conn = None
-        self.busy = False
         self.rested_since = 0.0
 
     async def connection(self):
@@ -96,14 +90,12 @@ def _connect_params():
 
 
 async def _run(statements):
-    """The pipeline's rows (each statement's first row or None), or None when the lane is busy."""
+    """The pipeline's rows (each statement's first row or None). The caller holds in_order(), so
+    the loop's connection serves one edit at a time."""
     loop = asyncio.get_running_loop()
     lane = _lanes.get(loop)
     if lane is None:
         lane = _lanes[loop] = _Lane()
-    if lane.busy:
-        return None
-    lane.busy = True
     try:
         with connections["default"].wrap_database_errors:  # psycopg's errors as Django's
             conn = await lane.connection()
@@ -129,23 +121,14 @@ async def _run(statements):
                 raise
     finally:
         lane.rested_since = time.monotonic()
-        lane.busy = False
 
 
 async def _edit(notebook_id, user, change):
     rows = await _run(operations._edit_pipeline(notebook_id, user, change.sql, change.params))
-    if rows is None:
-        return False
     _, row = operations._edit_rows(user, rows)
     if not change.made(row):
         return False
-    try:
-        await kernel_client.send_then_announce(notebook_id, change.message, change.early)
-    except REDIS_ERRORS as exc:  # committed: the worker catches up from the revision
-        logger.warning("could not reach the kernel worker for notebook %s (%s: %s)", notebook_id, type(exc).__name__, exc)
-        raise KernelUnreachable(str(exc)) from exc
-    except Exception:  # as kernel_client.send_on_commit: the edit stands, the worker catches up
-        logger.exception("could not reach the kernel worker for notebook %s", notebook_id)
+    await kernel_client.send_committed(notebook_id, change.message, change.early)
     return True
 
 

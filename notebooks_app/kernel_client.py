@@ -68,20 +68,23 @@ async def send_then_announce(notebook_id, message, announcement=None):
         logger.warning("early announcement on notebook %s not sent (%s: %s)", notebook_id, type(exc).__name__, exc)
 
 
+async def send_committed(notebook_id, message, announce=None):
+    """send_then_announce for an edit that has committed: Redis out of reach is
+    KernelUnreachable (the sender is told; the worker catches up from the revision), anything
+    else is logged (the edit stands)."""
+    try:
+        await send_then_announce(notebook_id, message, announce)
+    except REDIS_ERRORS as exc:
+        logger.warning("could not reach the kernel worker for notebook %s (%s: %s)", notebook_id, type(exc).__name__, exc)
+        raise KernelUnreachable(str(exc)) from exc
+    except Exception:
+        logger.exception("could not reach the kernel worker for notebook %s", notebook_id)
+
+
 def send_on_commit(notebook_id, message, announce=None):
     """Queue `message` for the notebook's kernel once the current transaction commits, then
     `announce` (an event) to its sockets when given."""
-
-    def _send():
-        try:
-            async_to_sync(send_then_announce)(notebook_id, message, announce)
-        except REDIS_ERRORS as exc:  # the edit is committed; the worker catches up from the revision
-            logger.warning("could not reach the kernel worker for notebook %s (%s: %s)", notebook_id, type(exc).__name__, exc)
-            raise KernelUnreachable(str(exc)) from exc
-        except Exception:
-            logger.exception("could not reach the kernel worker for notebook %s", notebook_id)
-
-    transaction.on_commit(_send)
+    transaction.on_commit(lambda: async_to_sync(send_committed)(notebook_id, message, announce))
 
 
 async def notify_access_changed(notebook_id, user_id):

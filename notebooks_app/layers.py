@@ -163,9 +163,9 @@ class RedisChannelLayer(core.RedisChannelLayer):
             index = next(self._send_index_generator)
         channel_key = self.prefix + channel_non_local_name
         now = time.time()
-        args = [int(now) - int(self.expiry), self.get_capacity(channel), repr(now), self.serialize(message), int(self.expiry)]
         if publish is not None and publish[0] != _server(self.hosts[index]):
             return False
+        args = [int(now) - int(self.expiry), self.get_capacity(channel), repr(now), self.serialize(message), int(self.expiry)]
         if publish is not None:
             added = await self.connection(index).eval(_SEND_THEN_PUBLISH_SCRIPT, 1, channel_key, *args, publish[1], publish[2])
         else:

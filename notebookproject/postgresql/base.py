@@ -26,6 +26,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             options = {} if options is True else dict(options)
             kwargs = self.get_connection_params()
             kwargs["autocommit"] = True  # as Django's: each loan sets the mode it needs
-            pool = ConnectionPool(kwargs=kwargs, open=False, configure=self._configure_connection, check=db_pool.check, reset=db_pool.returned, **options)
+            check = db_pool.check if self.settings_dict["CONN_HEALTH_CHECKS"] else None  # as Django's
+            pool = ConnectionPool(kwargs=kwargs, open=False, configure=self._configure_connection, check=check, reset=db_pool.returned, **options)
             self._connection_pools.setdefault(self.alias, pool)  # as Django's: the first thread's wins
         return self._connection_pools[self.alias]

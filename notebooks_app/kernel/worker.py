@@ -19,11 +19,12 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.urls import reverse
 
+from notebookproject.postgresql import POSTGRESQL_ENGINES
+
 from .. import protocol
 from ..layers import REDIS_ERRORS, Outage, backoff_delays
 from ..models import EVENT_EDITED, Cell, Notebook, NotebookEvent, OutputBlob
 from ..secrets import mask_connection_string
-from notebookproject.postgresql import POSTGRESQL_ENGINES
 from .addresses import group_name, is_kernel_channel, shard_channels
 from .database import DatabasePolicy
 from .runner import Runner
