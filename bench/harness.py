@@ -8,6 +8,12 @@ WebSocket connections (tests/live.py) logged in through the login page.
 Every report carries a floor measured in the same run on the same services: one Redis
 PUBLISH -> SUBSCRIBE round trip and one committed PostgreSQL UPDATE, the least an edit
 that is stored and broadcast has to pay.  Ratios are to their sum.
+
+A benchmark that paces its operations (bench/crud.py: one edit every 40 ms) also measures the
+floor paced alike, and reports the ratio to that one as well.  On this kind of VM a process
+that has slept takes a few hundred microseconds to run again, so the same PUBLISH or UPDATE
+costs 3 - 8x more one at a time, 40 ms apart, than back to back: an operation and its floor
+compare fairly only when both are taken the same way (docs/performance.md, "Fourth step").
 """
 import argparse
 import asyncio
@@ -167,12 +173,14 @@ class Cluster:
             out += await asyncio.gather(*(self.client(notebook_id, i % len(self.urls)) for i in range(start, min(count, start + chunk))))
         return out
 
-    async def floor(self, samples=FLOOR_SAMPLES):
-        """(Redis PUBLISH->SUBSCRIBE round trip, committed PostgreSQL UPDATE) medians in ms."""
+    async def floor(self, samples=FLOOR_SAMPLES, *, pace=0.0):
+        """(Redis PUBLISH->SUBSCRIBE round trip, committed PostgreSQL UPDATE) medians in ms;
+        `pace`: seconds between two samples, as the benchmark paces what it compares."""
         notebook_id = await self.anotebook(name=f"{self.name} floor")
         return {
-            "redis": statistics.median(await _redis_round_trips(self.env["REDIS_URL"], samples)),
-            "postgres": statistics.median(await asyncio.to_thread(_pg_updates, self.env["DATABASE_URL"], notebook_id, samples)),
+            "redis": statistics.median(await _redis_round_trips(self.env["REDIS_URL"], samples, pace)),
+            "postgres": statistics.median(await asyncio.to_thread(_pg_updates, self.env["DATABASE_URL"], notebook_id, samples, pace)),
+            "pace": pace,
         }
 
 
@@ -193,7 +201,7 @@ def _bench_user():
     return user
 
 
-async def _redis_round_trips(url, samples):
+async def _redis_round_trips(url, samples, pace=0.0):
     import redis.asyncio as redis
 
     channel = f"bench-floor-{uuid.uuid4().hex}"
@@ -209,6 +217,8 @@ async def _redis_round_trips(url, samples):
             while (await pubsub.get_message(timeout=5)) is None:
                 pass
             out.append((time.perf_counter() - start) * 1000)
+            if pace:
+                await asyncio.sleep(pace)
     finally:
         await pubsub.aclose()
         await publisher.aclose()
@@ -216,7 +226,7 @@ async def _redis_round_trips(url, samples):
     return out
 
 
-def _pg_updates(url, notebook_id, samples):
+def _pg_updates(url, notebook_id, samples, pace=0.0):
     import psycopg
 
     out = []
@@ -225,27 +235,41 @@ def _pg_updates(url, notebook_id, samples):
             start = time.perf_counter()
             conn.execute("UPDATE notebooks_app_notebook SET revision = revision WHERE id = %s", (notebook_id,))
             out.append((time.perf_counter() - start) * 1000)
+            if pace:
+                time.sleep(pace)
     return out
 
 
 class Report:
     """Prints the figures of one benchmark run as a Markdown table (pasteable into docs/performance.md)."""
 
-    def __init__(self, title, floor, *, floor_note=None):
+    def __init__(self, title, floor, *, floor_note=None, paced_floor=None):
         """`floor` is None for in-process benchmarks, which do no I/O to compare with;
-        `floor_note` then says what their rows compare with instead."""
+        `floor_note` then says what their rows compare with instead.  `paced_floor`: the same
+        floor taken at the benchmark's pace (Cluster.floor(pace=...)), a second ratio column."""
         self.floor_total = floor and floor["redis"] + floor["postgres"]
+        self.paced_total = paced_floor and paced_floor["redis"] + paced_floor["postgres"]
         print(f"\n## {title}")
         print(f"{datetime.datetime.now().isoformat(timespec='minutes')} · {machine()}")
         if floor:
-            print(f"floor: Redis PUBLISH->SUBSCRIBE {floor['redis']:.3f} ms + committed PostgreSQL UPDATE {floor['postgres']:.3f} ms = {self.floor_total:.3f} ms\n")
+            print(f"floor: Redis PUBLISH->SUBSCRIBE {floor['redis']:.3f} ms + committed PostgreSQL UPDATE {floor['postgres']:.3f} ms = {self.floor_total:.3f} ms")
+            if paced_floor:
+                print(
+                    f"floor paced alike (one sample every {paced_floor['pace'] * 1000:.0f} ms): "
+                    f"{paced_floor['redis']:.3f} ms + {paced_floor['postgres']:.3f} ms = {self.paced_total:.3f} ms"
+                )
+            print()
         else:
             print(f"{floor_note or 'floor: none (in-process, no I/O)'}\n")
-        print("| case | n | median | p99 | max | unit | median / floor | note |")
-        print("|---|---|---|---|---|---|---|---|", flush=True)
+        paced = " median / paced floor | p99 / paced floor |" if self.paced_total else ""
+        print(f"| case | n | median | p99 | max | unit | median / floor |{paced} note |")
+        print("|---|---|---|---|---|---|---|" + ("---|---|" if self.paced_total else "") + "---|", flush=True)
 
     def row(self, case, samples, *, unit="ms", note=""):
         s = summary(samples)
         ratio = f"{s['median'] / self.floor_total:.1f}x" if self.floor_total and unit == "ms" else "-"
-        print(f"| {case} | {s['n']} | {s['median']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {unit} | {ratio} | {note} |", flush=True)
+        paced = ""
+        if self.paced_total:
+            paced = f" {s['median'] / self.paced_total:.1f}x | {s['p99'] / self.paced_total:.1f}x |" if unit == "ms" else " - | - |"
+        print(f"| {case} | {s['n']} | {s['median']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {unit} | {ratio} |{paced} {note} |", flush=True)
         return s

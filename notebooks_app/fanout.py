@@ -107,6 +107,30 @@ def daphne_connection(raw_send):
     return server, protocol_
 
 
+def send_now(transport, data):
+    """`transport.write(data)`, sent at once when Twisted holds nothing for this socket.
+
+    Twisted's write appends to the transport's buffer and asks the loop to say when the socket
+    is writable; the bytes go out a loop turn later, after two epoll_ctl calls and a layer of
+    callbacks per socket, about a third of Daphne's time in an edit's fan-out to 11 sockets.
+    With an empty buffer the socket is nearly always writable, so this tries the send(2) now
+    and leaves only what the kernel did not take (and any plain-TCP doubt: TLS, a closing
+    connection, bytes already held) to Twisted, behind which nothing can overtake it."""
+    sock = getattr(transport, "socket", None)
+    if sock is None or getattr(transport, "TLS", True) or not transport.connected or transport.disconnecting or transport._writeDisconnected or pending_bytes(transport):
+        transport.write(data)
+        return
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:  # the connection is failing: Twisted's own write path notices and reports it
+        transport.write(data)
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
 def pending_bytes(transport):
     """Bytes written to a Twisted transport that the kernel has not taken yet."""
     try:
@@ -158,7 +182,7 @@ class SocketSink:
         if self.too_slow():
             self.close_slow()
             return True
-        self.protocol.transport.write(frames.batched() if self.batch else frames.plain())
+        send_now(self.protocol.transport, frames.batched() if self.batch else frames.plain())
         return True
 
     def too_slow(self):

@@ -31,6 +31,9 @@ def test_benchmark_runs_on_the_test_services(name, transactional_db):
     assert re.search(r"floor: Redis PUBLISH->SUBSCRIBE [\d.]+ ms \+ committed PostgreSQL UPDATE [\d.]+ ms", output)
     if name == "load":
         assert "errors: 0" in output
+    if name == "crud":  # the floor also taken at the edits' pace, and both ratios per row
+        assert re.search(r"floor paced alike \(one sample every 40 ms\): [\d.]+ ms \+ [\d.]+ ms = [\d.]+ ms", output)
+        assert re.search(r"\| create_cell, 1 other clients: all 2 have it \|( [^|]+ \|){6} [\d.]+x \| [\d.]+x \|", output)
     if name.startswith("fanout"):  # Daphne's side of each event, from its FANOUT_TIMING log lines
         assert "3 sockets: server, arrival -> frames written to every transport" in output
     if name == "open":
