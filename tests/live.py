@@ -140,7 +140,11 @@ class LiveClient:
         import asyncio
 
         while not self.buffer:
-            frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            # asyncio.timeout, not wait_for: no task per frame (the benches' hundred clients in
+            # one process spent a sixth of their time making them).
+            async with asyncio.timeout(timeout):
+                text = await self.ws.recv()
+            frame = json.loads(text)
             events = frame["events"] if frame.get("type") == "batch" else [frame]
             for event in events:
                 if event["type"] == "notebook_state":

@@ -3,6 +3,7 @@ every socket (presence not its own), and backpressure, with a real slow client: 
 handshake.  It must be told `too_slow` / closed (4013) and dropped, with the bytes held for
 it bounded, while another socket on the same notebook keeps receiving every event."""
 import asyncio
+import json
 import os
 import re
 import socket
@@ -26,13 +27,23 @@ BIG_CODE = "x = 1  # " + "y" * 150_000  # each cell_created event carries ~150 K
 
 @pytest.fixture
 def daphne(live_kernel, django_user_model):
+    yield from a_daphne(django_user_model, SOCKET_SLOW_BYTES=str(SLOW_BYTES), SOCKET_SLOW_SECONDS="0.5", SOCKET_MAX_BYTES=str(8 * 1024 * 1024))
+
+
+@pytest.fixture
+def patient_daphne(live_kernel, django_user_model):
+    """A Daphne that lets a socket fall megabytes behind before it calls it too slow."""
+    yield from a_daphne(django_user_model, SOCKET_SLOW_BYTES=str(64 * 1024 * 1024), SOCKET_MAX_BYTES=str(256 * 1024 * 1024))
+
+
+def a_daphne(django_user_model, **settings):
     hasher = PBKDF2PasswordHasher()
     user = django_user_model.objects.create(username="sloane", password=hasher.encode(PASSWORD, hasher.salt()))
     notebook = Notebook.objects.create(name="backpressure", owner=user)
     log = ROOT / "var" / f"backpressure-daphne-{os.getpid()}.log"
     log.parent.mkdir(exist_ok=True)
     start = log.stat().st_size if log.exists() else 0
-    env = dict(os.environ, DATABASE_URL=database_url_for_tests(), SOCKET_SLOW_BYTES=str(SLOW_BYTES), SOCKET_SLOW_SECONDS="0.5", SOCKET_MAX_BYTES=str(8 * 1024 * 1024), LOG_LEVEL="INFO")
+    env = dict(os.environ, DATABASE_URL=database_url_for_tests(), LOG_LEVEL="INFO", **settings)
     port = free_port()
     proc = start_daphne(port, env, log)
     url = f"http://127.0.0.1:{port}"
@@ -170,3 +181,59 @@ async def test_events_and_presence_reach_every_socket_directly_presence_not_its_
     finally:
         await first.close()
         await second.close()
+
+
+
+def text_frames(data):
+    """(the text of each whole frame at the start of `data`, the bytes after them), for frames
+    as a server sends them (unmasked, unfragmented)."""
+    out, at = [], 0
+    while at + 2 <= len(data):
+        opcode, length, start = data[at] & 0x0F, data[at + 1] & 0x7F, at + 2
+        if length == 126:
+            length, start = int.from_bytes(data[start : start + 2], "big"), start + 2
+        elif length == 127:
+            length, start = int.from_bytes(data[start : start + 8], "big"), start + 8
+        if start + length > len(data):
+            break
+        if opcode == 0x1:
+            out.append(data[start : start + length].decode("utf-8"))
+        at = start + length
+    return out, data[at:]
+
+
+async def test_a_socket_that_fell_behind_gets_every_big_event_whole_and_in_order(patient_daphne):
+    """fanout.send_now sends what the socket takes at once and leaves the rest to Twisted. A
+    socket that does not read while 6 MB of events are written fills the kernel's buffers (up
+    to 4 MB here): an event is cut there, and every event after it must queue behind its
+    rest, not overtake it.
+    Read afterwards, the stream holds each event whole, in order (torn or interleaved frames
+    would not parse)."""
+    daphne, count = patient_daphne, 40
+    path = f"/ws/notebooks/{daphne['notebook']}/?batch=1"
+    behind = await asyncio.to_thread(raw_slow_socket, daphne["port"], path, daphne["cookie"])
+    sender = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"], batch=True).connect()
+    try:
+        for i in range(count):
+            await sender.send(type="create_cell", code=f"big_{i} = {i}  # " + "z" * 150_000, requestId=f"big-{i}")
+            await sender.wait_for(lambda e, i=i: e.get("requestId") == f"big-{i}", timeout=30)
+        assert "fell behind" not in daphne["log"].read_text(errors="replace")[daphne["start"] :]
+        behind.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # now it reads, quickly
+        behind.settimeout(10)
+        rest, created, read = b"", [], 0
+        while len(created) < count:
+            chunk = await asyncio.to_thread(behind.recv, 1 << 20)
+            assert chunk, f"closed after {read} bytes"
+            read += len(chunk)
+            texts, rest = text_frames(rest + chunk)
+            for text in texts:
+                frame = json.loads(text)
+                assert frame.get("type") != "error", frame  # e.g. too_slow
+                for event in frame["events"] if frame.get("type") == "batch" else [frame]:
+                    if event["type"] == "cell_created" and "seq" in event:
+                        created.append(event)
+        assert [e["cell"]["code"].split(" ", 1)[0] for e in created] == [f"big_{i}" for i in range(count)]
+        assert all(len(e["cell"]["code"]) > 150_000 for e in created)
+    finally:
+        behind.close()
+        await sender.close()
