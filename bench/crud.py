@@ -1,7 +1,7 @@
 """CRUD: create_cell then delete_cell from one client while others watch; time until every
 client (the sender included) has the event.
 
-    .venv/bin/python -m bench.crud [--others 1,10,100] [--repeat R] [--quick]
+    .venv/bin/python -m bench.crud [--others 1,10,100] [--repeat R] [--quick] [--full-only]
 
 An edit pays one committed transaction (operations.py), a channel-layer hop to the kernel
 worker and a group send back, so the floor (one UPDATE + one PUBLISH round trip) is the
@@ -17,9 +17,8 @@ from .harness import Cluster, Report, clients_without_gc, parse_args
 PACE = 0.04
 
 
-async def everyone_sees(clients, request_id, kind):
-    """ms until every client has the event `kind` carrying `request_id`; its cellId."""
-    start = time.perf_counter()
+async def everyone_sees(clients, request_id, kind, start):
+    """ms from `start` until every client has the event `kind` carrying `request_id`; its cellId."""
 
     async def one(client):
         seen = await client.wait_for(lambda e: e.get("requestId") == request_id)
@@ -31,16 +30,31 @@ async def everyone_sees(clients, request_id, kind):
     return (time.perf_counter() - start) * 1000, cell_ids[0]
 
 
-async def rounds(sender, clients, repeat, creates, deletes):
-    """`repeat` create + delete rounds after one that warms the session up, paced at PACE."""
+def sender_and_watchers_see(sender, watchers):
+    """everyone_sees for a full client (the sender) and Watchers: each watcher's arrival is the
+    time its frame came in, not when this process got round to it."""
+
+    async def see(request_id, kind, start):
+        (sender_ms, cell_id), *arrivals = await asyncio.gather(everyone_sees([sender], request_id, kind, start), *(w.arrival(request_id) for w in watchers))
+        for _, event in arrivals:
+            if event["type"] != kind:
+                raise RuntimeError(f"expected {kind}, got {event}")
+        return max([sender_ms] + [(t - start) * 1000 for t, _ in arrivals]), cell_id
+
+    return see
+
+
+async def rounds(sender, see, repeat, creates, deletes):
+    """`repeat` create + delete rounds after one that warms the session up, paced at PACE;
+    `see(request_id, kind, start)` -> (ms until everyone has it, its cellId)."""
     for i in range(repeat + 1):  # the first round warms the session up
         start = time.perf_counter()
         await sender.send(type="create_cell", code=f"v{i} = {i}", requestId=f"c{i}")
-        created, cell_id = await everyone_sees(clients, f"c{i}", "cell_created")
+        created, cell_id = await see(f"c{i}", "cell_created", start)
         await asyncio.sleep(max(0, PACE - (time.perf_counter() - start)))
         start = time.perf_counter()
         await sender.send(type="delete_cell", cellId=cell_id, requestId=f"d{i}")
-        deleted, _ = await everyone_sees(clients, f"d{i}", "cell_deleted")
+        deleted, _ = await see(f"d{i}", "cell_deleted", start)
         await asyncio.sleep(max(0, PACE - (time.perf_counter() - start)))
         if i:
             creates.append(created)
@@ -48,27 +62,41 @@ async def rounds(sender, clients, repeat, creates, deletes):
 
 
 async def measure(cluster, args):
-    """Prints the table; returns {others: (create summary, delete summary)} (bench/history.py)."""
+    """Prints the table; returns {others: (create summary, delete summary)} (bench/history.py).
+
+    Each size is measured twice: with full clients as the others (tests/live.py, as every
+    other benchmark), then with Watchers (bench/harness.py), which note when a frame arrived
+    at very little cost to this process, as a hundred browsers on their own machines would."""
     report = Report("crud", await cluster.floor(), paced_floor=await cluster.floor(pace=PACE))
     results = {}
+    repeat = args.repeat or (3 if args.quick else 50)
     for others in args.others:
         notebook_id = await cluster.anotebook(["a = 1"])
         clients = await cluster.clients(notebook_id, others + 1)
-        sender = clients[0]
         creates, deletes = [], []
-        repeat = args.repeat or (3 if args.quick else 50)
         with clients_without_gc():
-            await rounds(sender, clients, repeat, creates, deletes)
+            await rounds(clients[0], lambda rid, kind, start: everyone_sees(clients, rid, kind, start), repeat, creates, deletes)
         results[others] = (
             report.row(f"create_cell, {others} other clients: all {others + 1} have it", creates),
             report.row(f"delete_cell, {others} other clients: all {others + 1} have it", deletes),
         )
         await asyncio.gather(*(c.close() for c in clients))
+        if args.full_only:
+            continue
+        notebook_id = await cluster.anotebook(["a = 1"])
+        sender = await cluster.client(notebook_id)
+        watchers = await cluster.watchers(notebook_id, others)
+        creates, deletes = [], []
+        with clients_without_gc():
+            await rounds(sender, sender_and_watchers_see(sender, watchers), repeat, creates, deletes)
+        report.row(f"create_cell, {others} watchers: the sender and all {others} have it", creates)
+        report.row(f"delete_cell, {others} watchers: the sender and all {others} have it", deletes)
+        await asyncio.gather(sender.close(), *(w.close() for w in watchers))
     return results
 
 
 def main(argv=None):
-    args = parse_args("create_cell / delete_cell latency to every client.", argv, others="1,10,100")
+    args = parse_args("create_cell / delete_cell latency to every client.", argv, [("full-only", "measure with full clients only, no Watchers")], others="1,10,100")
     if args.quick:
         args.others = [1, 2]
     with Cluster("crud") as cluster:

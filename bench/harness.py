@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime
 import gc
+import json
 import os
 import platform
 import statistics
@@ -166,6 +167,13 @@ class Cluster:
     async def client(self, notebook_id, daphne=0):
         return await LiveClient(self.urls[daphne], notebook_id, self.cookies[daphne], batch=True).connect()
 
+    async def watchers(self, notebook_id, count, *, chunk=50):
+        """`count` Watchers spread over the Daphnes, connected `chunk` at a time."""
+        out = []
+        for start in range(0, count, chunk):
+            out += await asyncio.gather(*(Watcher.connect(self.urls[i % len(self.urls)], notebook_id, self.cookies[i % len(self.urls)]) for i in range(start, min(count, start + chunk))))
+        return out
+
     async def clients(self, notebook_id, count, *, chunk=50):
         """`count` connected clients spread over the Daphnes, connected `chunk` at a time."""
         out = []
@@ -182,6 +190,98 @@ class Cluster:
             "postgres": statistics.median(await asyncio.to_thread(_pg_updates, self.env["DATABASE_URL"], notebook_id, samples, pace)),
             "pace": pace,
         }
+
+
+class Watcher(asyncio.Protocol):
+    """A socket that only watches a notebook: it reads frames and notes when each event with a
+    `requestId` arrived, nothing else.
+
+    In production a hundred watchers are a hundred browsers, each parsing its own frames on its
+    own machine; here they share one Python process and two cores with the server. A full
+    client (tests/live.py: the websockets library, a task and a wait per frame) costs ~70 µs a
+    frame, so the hundredth watcher of bench.crud heard of an edit some 10 ms after the first
+    only because the bench read the others first. This one costs a parse of the frame header and
+    json.loads (docs/performance.md, "Fourth step"). Frames from a server are unmasked and, from
+    this one, unfragmented; pings get their pong (masked, as a client's frames must be)."""
+
+    def __init__(self, notebook_id, cookie, origin, *, batch=True):
+        self.path = f"/ws/notebooks/{notebook_id}/" + ("?batch=1" if batch else "")
+        self.cookie, self.origin = cookie, origin
+        self.buffer = b""
+        self.upgraded = False
+        self.arrived = {}  # requestId -> (perf_counter when its frame arrived, event)
+        self.waiters = {}  # requestId -> future
+        self.state = asyncio.get_running_loop().create_future()
+        self.transport = None
+
+    @classmethod
+    async def connect(cls, base_url, notebook_id, cookie):
+        host, port = base_url.split("//", 1)[1].split(":")
+        _, watcher = await asyncio.get_running_loop().create_connection(lambda: cls(notebook_id, cookie, base_url), host, int(port))
+        await asyncio.wait_for(watcher.state, 30)
+        return watcher
+
+    def connection_made(self, transport):
+        self.transport = transport
+        host = self.origin.split("//", 1)[1]
+        transport.write(
+            (
+                f"GET {self.path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                f"Origin: {self.origin}\r\nCookie: {self.cookie}\r\n\r\n"
+            ).encode()
+        )
+
+    def data_received(self, data):
+        now = time.perf_counter()
+        self.buffer += data
+        if not self.upgraded:
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.state.set_exception(RuntimeError(head.decode(errors="replace")))
+                return
+            self.upgraded, self.buffer = True, rest
+        at, data = 0, self.buffer
+        while at + 2 <= len(data):
+            opcode, length, start = data[at] & 0x0F, data[at + 1] & 0x7F, at + 2
+            if length == 126:
+                length, start = int.from_bytes(data[start : start + 2], "big"), start + 2
+            elif length == 127:
+                length, start = int.from_bytes(data[start : start + 8], "big"), start + 8
+            if start + length > len(data):
+                break
+            payload, at = data[start : start + length], start + length
+            if opcode == 0x1:
+                self._text(now, payload)
+            elif opcode == 0x9:  # ping -> pong, masked with a zero key
+                self.transport.write(bytes((0x8A, 0x80 | len(payload))) + bytes(4) + payload)
+        self.buffer = data[at:]
+
+    def _text(self, now, payload):
+        frame = json.loads(payload)
+        for event in frame["events"] if frame.get("type") == "batch" else (frame,):
+            if event.get("type") == "notebook_state" and not self.state.done():
+                self.state.set_result(event)
+            rid = event.get("requestId")
+            if rid is not None and rid not in self.arrived:
+                self.arrived[rid] = (now, event)
+                waiter = self.waiters.pop(rid, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+
+    async def arrival(self, request_id, timeout=30):
+        """(perf_counter when the first event with `request_id` arrived, that event)."""
+        if request_id not in self.arrived:
+            self.waiters[request_id] = asyncio.get_running_loop().create_future()
+            await asyncio.wait_for(self.waiters[request_id], timeout)
+        return self.arrived.pop(request_id)
+
+    async def close(self):
+        if self.transport is not None:
+            self.transport.write(bytes((0x88, 0x82)) + bytes(4) + (1000).to_bytes(2, "big"))
+            self.transport.close()
 
 
 def _create_database(url):

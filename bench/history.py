@@ -284,7 +284,7 @@ def main(argv=None):
     with Cluster("history") as cluster:
         end_to_end = None
         if not args.no_stack:
-            crud_args = argparse.Namespace(others=[1], repeat=repeat if args.quick else 100, quick=args.quick)
+            crud_args = argparse.Namespace(others=[1], repeat=repeat if args.quick else 100, quick=args.quick, full_only=True)
             end_to_end = asyncio.run(crud.measure(cluster, crud_args))[1][0]
         # Nothing else running while the operations are timed.
         for proc in cluster.daphnes + cluster.workers:

@@ -7,8 +7,8 @@ hands every message it receives to `deliver` first: for the sockets of this proc
 registered a `SocketSink`, such a message is decoded once, its WebSocket frames are built once
 (a server's frames are unmasked, so the same bytes serve every socket: one list for
 `?batch=1` sockets, one for the others) and written straight to each socket's transport.
-No per-socket queue, task, JSON or framing work is left on the hot path: one
-`transport.write` per socket and message.  (The consumer path costs far more than its
+No per-socket queue, task, JSON or framing work is left on the hot path: one send per
+socket and message, made at once when the socket's transport holds nothing (`send_now`).  (The consumer path costs far more than its
 `send`: channels dispatches each message after a thread hop to close old database
 connections, so presence alone, every join announced to every socket, was O(n²) thread hops.)
 
@@ -250,7 +250,8 @@ def deliver(layer, name, data):
 
 
 def _log_timing(start, sockets):
-    """The writes' time now; the sends' after two loop turns (the transports write in the first)."""
+    """The writes' time now; the sends' after two loop turns (what a transport still held goes
+    out in the first; send_now sent the rest during the writes)."""
     written = (time.perf_counter() - start) * 1000
     loop = asyncio.get_running_loop()
 
