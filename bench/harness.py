@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts.run_tests import Services  # noqa: E402
-from tests.live import LiveClient, free_port, login, start_daphne, start_worker, stop  # noqa: E402
+from tests.live import LiveClient, free_port, login, server_frames, start_daphne, start_worker, stop  # noqa: E402
 
 USERNAME = "bench"
 PASSWORD = "bench-password-1"
@@ -243,21 +243,12 @@ class Watcher(asyncio.Protocol):
                 self.state.set_exception(RuntimeError(head.decode(errors="replace")))
                 return
             self.upgraded, self.buffer = True, rest
-        at, data = 0, self.buffer
-        while at + 2 <= len(data):
-            opcode, length, start = data[at] & 0x0F, data[at + 1] & 0x7F, at + 2
-            if length == 126:
-                length, start = int.from_bytes(data[start : start + 2], "big"), start + 2
-            elif length == 127:
-                length, start = int.from_bytes(data[start : start + 8], "big"), start + 8
-            if start + length > len(data):
-                break
-            payload, at = data[start : start + length], start + length
+        frames, self.buffer = server_frames(self.buffer)
+        for opcode, payload in frames:
             if opcode == 0x1:
                 self._text(now, payload)
             elif opcode == 0x9:  # ping -> pong, masked with a zero key
                 self.transport.write(bytes((0x8A, 0x80 | len(payload))) + bytes(4) + payload)
-        self.buffer = data[at:]
 
     def _text(self, now, payload):
         frame = json.loads(payload)

@@ -116,6 +116,23 @@ def login(base_url, username, password):
     return "; ".join(f"{k}={v}" for k, v in cookies.items())
 
 
+def server_frames(data):
+    """([(opcode, payload), ...] of the whole frames at the start of `data`, the bytes after them),
+    for frames as a server sends them: unmasked and, from this one, unfragmented (RFC 6455 §5.2)."""
+    out, at = [], 0
+    while at + 2 <= len(data):
+        opcode, length, start = data[at] & 0x0F, data[at + 1] & 0x7F, at + 2
+        if length == 126:
+            length, start = int.from_bytes(data[start : start + 2], "big"), start + 2
+        elif length == 127:
+            length, start = int.from_bytes(data[start : start + 8], "big"), start + 8
+        if start + length > len(data):
+            break
+        out.append((opcode, data[start : start + length]))
+        at = start + length
+    return out, data[at:]
+
+
 class LiveClient:
     """A real WebSocket client of one notebook, folding batches into single events."""
 

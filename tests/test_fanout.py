@@ -16,7 +16,7 @@ from notebooks_app.fanout import CLOSE_GRACE
 from notebooks_app.models import Notebook
 
 from .conftest import ROOT, database_url_for_tests
-from .live import LiveClient, free_port, login, start_daphne, stop
+from .live import LiveClient, free_port, login, server_frames, start_daphne, stop
 
 pytestmark = pytest.mark.slow
 
@@ -184,24 +184,6 @@ async def test_events_and_presence_reach_every_socket_directly_presence_not_its_
 
 
 
-def text_frames(data):
-    """(the text of each whole frame at the start of `data`, the bytes after them), for frames
-    as a server sends them (unmasked, unfragmented)."""
-    out, at = [], 0
-    while at + 2 <= len(data):
-        opcode, length, start = data[at] & 0x0F, data[at + 1] & 0x7F, at + 2
-        if length == 126:
-            length, start = int.from_bytes(data[start : start + 2], "big"), start + 2
-        elif length == 127:
-            length, start = int.from_bytes(data[start : start + 8], "big"), start + 8
-        if start + length > len(data):
-            break
-        if opcode == 0x1:
-            out.append(data[start : start + length].decode("utf-8"))
-        at = start + length
-    return out, data[at:]
-
-
 async def test_a_socket_that_fell_behind_gets_every_big_event_whole_and_in_order(patient_daphne):
     """fanout.send_now sends what the socket takes at once and leaves the rest to Twisted. A
     socket that does not read while 6 MB of events are written fills the kernel's buffers (up
@@ -225,8 +207,8 @@ async def test_a_socket_that_fell_behind_gets_every_big_event_whole_and_in_order
             chunk = await asyncio.to_thread(behind.recv, 1 << 20)
             assert chunk, f"closed after {read} bytes"
             read += len(chunk)
-            texts, rest = text_frames(rest + chunk)
-            for text in texts:
+            frames, rest = server_frames(rest + chunk)
+            for text in (payload.decode("utf-8") for opcode, payload in frames if opcode == 0x1):
                 frame = json.loads(text)
                 assert frame.get("type") != "error", frame  # e.g. too_slow
                 for event in frame["events"] if frame.get("type") == "batch" else [frame]:
