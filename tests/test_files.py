@@ -81,6 +81,43 @@ def test_imported_cells_carry_what_the_kernel_would_work_out_on_first_open(clien
     assert by_code["SELECT 42 AS answer"]["writes"] == ["revenue"]
 
 
+def test_an_import_stores_through_copy_exactly_what_bulk_create_stores(users):
+    """operations._insert_all (COPY on PostgreSQL) against Django's bulk_create, row for row:
+    text that COPY's own format escapes (tabs, newlines, backslashes, `\\N`), JSON, bytes, NULLs,
+    foreign keys, an AutoField pk left to the database."""
+    from django.db import connection, transaction
+
+    from notebooks_app.operations import _insert_all
+
+    assert connection.vendor == "postgresql"  # the path under test (SQLite takes bulk_create)
+    tricky = "a\tb\nc \\N \\ 'q' \"dq\" é ✓ \\."
+    made = {}
+    for how in ("copy", "bulk_create"):
+        notebook = Notebook.objects.create(owner=users["alice"], name=f"via {how}")
+        cells = [
+            Cell(notebook=notebook, position=(i + 1) * 1024, type=kind, code=f"{tricky} {i}", result_variable="df_1" if kind == CELL_SQL else "",
+                 reads=["x", tricky], writes=[] if i else ["y"], analysis={"v": 1, "names": [tricky], "n": None} if i % 2 else None,
+                 outputs=[{"mime": "text/plain", "data": tricky}], error=None if i else {"ename": "E", "evalue": tricky}, ydoc=bytes(range(256)) if i else None, ydoc_key=f"k{i}")
+            for i, kind in enumerate([CELL_PYTHON, CELL_SQL, CELL_MARKDOWN, CELL_PYTHON])
+        ]
+        events = [NotebookEvent(notebook=notebook, user=users["alice"] if i else None, kind=EVENT_CREATED, cell_id=cell.pk, after={"code": cell.code, "next": None}) for i, cell in enumerate(cells)]
+        with transaction.atomic():
+            if how == "copy":
+                _insert_all(Cell, cells)
+                _insert_all(NotebookEvent, events)
+            else:
+                Cell.objects.bulk_create(cells)
+                NotebookEvent.objects.bulk_create(events)
+        assert all(not cell._state.adding for cell in cells)
+        made[how] = (
+            [{k: v for k, v in row.items() if k not in ("id", "notebook_id", "created_at", "updated_at")} for row in Cell.objects.filter(notebook=notebook).order_by("position").values()],
+            [{k: v for k, v in row.items() if k not in ("id", "notebook_id", "cell_id", "created_at")} for row in NotebookEvent.objects.filter(notebook=notebook).order_by("id").values()],
+        )
+        assert Cell.objects.filter(notebook=notebook, created_at__isnull=False, updated_at__isnull=False).count() == 4
+    assert made["copy"] == made["bulk_create"]
+    assert made["copy"][0][0]["code"] == f"{tricky} 0" and bytes(made["copy"][0][1]["ydoc"]) == bytes(range(256))
+
+
 def test_import_takes_the_name_given(client, users):
     notebook = imported(upload(client, users["alice"], "real_world.ipynb", (FIXTURES / "real_world.ipynb").read_bytes(), name="Q3 report"))
     assert notebook.name == "Q3 report"
