@@ -167,19 +167,14 @@ class Cluster:
     async def client(self, notebook_id, daphne=0):
         return await LiveClient(self.urls[daphne], notebook_id, self.cookies[daphne], batch=True).connect()
 
-    async def watchers(self, notebook_id, count, *, chunk=50):
-        """`count` Watchers spread over the Daphnes, connected `chunk` at a time."""
-        out = []
-        for start in range(0, count, chunk):
-            out += await asyncio.gather(*(Watcher.connect(self.urls[i % len(self.urls)], notebook_id, self.cookies[i % len(self.urls)]) for i in range(start, min(count, start + chunk))))
-        return out
-
     async def clients(self, notebook_id, count, *, chunk=50):
         """`count` connected clients spread over the Daphnes, connected `chunk` at a time."""
-        out = []
-        for start in range(0, count, chunk):
-            out += await asyncio.gather(*(self.client(notebook_id, i % len(self.urls)) for i in range(start, min(count, start + chunk))))
-        return out
+        return await _in_chunks(count, chunk, lambda i: self.client(notebook_id, i % len(self.urls)))
+
+    async def watchers(self, notebook_id, count, *, chunk=50):
+        """`count` Watchers spread over the Daphnes, connected `chunk` at a time."""
+        n = len(self.urls)
+        return await _in_chunks(count, chunk, lambda i: Watcher.connect(self.urls[i % n], notebook_id, self.cookies[i % n]))
 
     async def floor(self, samples=FLOOR_SAMPLES, *, pace=0.0):
         """(Redis PUBLISH->SUBSCRIBE round trip, committed PostgreSQL UPDATE) medians in ms;
@@ -273,6 +268,14 @@ class Watcher(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(bytes((0x88, 0x82)) + bytes(4) + (1000).to_bytes(2, "big"))
             self.transport.close()
+
+
+async def _in_chunks(count, chunk, connect):
+    """[await connect(i) for i in range(count)], `chunk` at a time (Daphne gives a handshake 5 s)."""
+    out = []
+    for start in range(0, count, chunk):
+        out += await asyncio.gather(*(connect(i) for i in range(start, min(count, start + chunk))))
+    return out
 
 
 def _create_database(url):
