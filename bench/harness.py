@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts.run_tests import Services  # noqa: E402
-from tests.live import LiveClient, free_port, login, server_frames, start_daphne, start_worker, stop  # noqa: E402
+from tests.live import LiveClient, free_port, login, server_frames, start_daphne, start_worker, stop, upgrade_request  # noqa: E402
 
 USERNAME = "bench"
 PASSWORD = "bench-password-1"
@@ -218,14 +218,7 @@ class Watcher(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        host = self.origin.split("//", 1)[1]
-        transport.write(
-            (
-                f"GET {self.path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                f"Origin: {self.origin}\r\nCookie: {self.cookie}\r\n\r\n"
-            ).encode()
-        )
+        transport.write(upgrade_request(self.origin.split("//", 1)[1], self.path, self.origin, self.cookie))
 
     def data_received(self, data):
         now = time.perf_counter()

@@ -258,19 +258,18 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             raise protocol.ProtocolError(protocol.UNKNOWN_TYPE, f"Unhandled message type {message.type}.", rid)
 
     async def _operation(self, func, **fields):
-        """One operations.py function on this notebook as this user, on the ORM thread.
-
-        Not attempted while this process has lost Redis: the change could be committed but
-        never reach the kernel, so the sender is told `unavailable` before anything changes."""
-        if redis_down(self.channel_layer):
-            raise RedisUnavailable()
-        async with edit_lane.in_order():
-            return await database_sync_to_async(func)(self.notebook_id, self.user, **fields)
+        """One operations.py function on this notebook as this user, on the ORM thread, with
+        _on_the_lane's guards."""
+        return await self._on_the_lane(database_sync_to_async(func), **fields)
 
     async def _on_the_lane(self, func, **fields):
         """An edit_lane.py function on this notebook as this user, on the event loop; False when
-        the lane could not take it (the ORM thread then does, _operation). Like _operation, not
-        attempted while this process has lost Redis, and one at a time with _operation's."""
+        the lane could not take it (the ORM thread then does, _operation).
+
+        Not attempted while this process has lost Redis: the change could be committed but
+        never reach the kernel, so the sender is told `unavailable` before anything changes.
+        A process runs its operations one at a time, the lane's and the thread's
+        (edit_lane.in_order)."""
         if redis_down(self.channel_layer):
             raise RedisUnavailable()
         async with edit_lane.in_order():

@@ -17,6 +17,7 @@ import uuid
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Min, OuterRef, Subquery
+from django.db.models.fields import AutoFieldMixin
 from django.utils import timezone
 
 from . import kernel_client, permissions
@@ -261,7 +262,7 @@ def _insert_all(model, objs):
     import psycopg
 
     db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the `connection` proxy costs a lookup per attribute, per value
-    fields = [f for f in model._meta.concrete_fields if not (f.primary_key and f.get_internal_type() in ("AutoField", "BigAutoField", "SmallAutoField"))]
+    fields = [f for f in model._meta.concrete_fields if not isinstance(f, AutoFieldMixin)]  # the database numbers those
     rows = [[f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields] for obj in objs]
     if any(hasattr(value, "resolve_expression") for row in rows for value in row):  # a database default, an F(): SQL's to compute
         model.objects.bulk_create(objs, batch_size=1000)

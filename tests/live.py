@@ -116,6 +116,15 @@ def login(base_url, username, password):
     return "; ".join(f"{k}={v}" for k, v in cookies.items())
 
 
+def upgrade_request(host, path, origin, cookie):
+    """A WebSocket handshake request written by hand (clients that read raw frames)."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: {origin}\r\nCookie: {cookie}\r\n\r\n"
+    ).encode()
+
+
 def server_frames(data):
     """([(opcode, payload), ...] of the whole frames at the start of `data`, the bytes after them),
     for frames as a server sends them: unmasked and, from this one, unfragmented (RFC 6455 §5.2)."""

@@ -16,7 +16,7 @@ from notebooks_app.fanout import CLOSE_GRACE
 from notebooks_app.models import Notebook
 
 from .conftest import ROOT, database_url_for_tests
-from .live import LiveClient, free_port, login, server_frames, start_daphne, stop
+from .live import LiveClient, free_port, login, server_frames, start_daphne, stop, upgrade_request
 
 pytestmark = pytest.mark.slow
 
@@ -58,12 +58,7 @@ def raw_slow_socket(port, path, cookie):
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        f"Origin: http://127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n"
-    )
-    sock.sendall(request.encode())
+    sock.sendall(upgrade_request(f"127.0.0.1:{port}", path, f"http://127.0.0.1:{port}", cookie))
     head = b""
     while b"\r\n\r\n" not in head:
         head += sock.recv(1)
