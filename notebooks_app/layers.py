@@ -126,7 +126,7 @@ class RedisChannelLayer(core.RedisChannelLayer):
     def __init__(self, hosts=None, **kwargs):
         super().__init__(hosts=_fail_fast(hosts), **kwargs)
         self.outage = Outage("channel layer receive")
-        self._backups = {}  # channel key -> the task writing its last popped message's backup
+        self._restored = set()  # channel keys whose old backups were put back (_brpop_with_clean)
 
     async def send(self, channel, message):
         await _once_more_on_a_fresh_connection(self._send, channel, message)
@@ -175,33 +175,30 @@ class RedisChannelLayer(core.RedisChannelLayer):
         return publish is not None
 
     async def _brpop_with_clean(self, index, channel, timeout):
-        """core's, except that the popped message's backup (a ZADD, which `_clean_receive_backup`
-        pops again once the message is handed on) is written while the message is already on its
-        way to the consumer instead of before: one Redis round trip less between an edit's send
-        and the kernel worker. The cleaner waits for it, so the two never pass each other."""
-        backup_queue = self._backup_channel_name(channel)
+        """core's BZPOPMIN, without the backup around it: one round trip a message where core's
+        takes four (docs/performance.md, "Fifth step").
+
+        core's receive runs a script that puts its channel's backup back in front, pops, then
+        writes the popped message to the backup (ZADD) and, once the message is handed on, pops
+        it from there again (ZPOPMIN). The backup covers one window only: a receive cancelled
+        between the pop and the hand-off. Here there is no such window (nothing is awaited
+        between BZPOPMIN's answer and the hand-off in `receive_single`), so the backup protected
+        nothing, and a process killed after handing a message on but before the ZPOPMIN left it
+        to be delivered a second time. What a reply lost in flight to a cancelled or broken
+        BZPOPMIN cannot be saved by either; the kernel catches up from the notebook's revision.
+        Backups left by channels-redis's own receive (an older worker) are still put back, once,
+        on this layer's first receive from the channel."""
         connection = self.connection(index)
-        await connection.eval(_RESTORE_BACKUP_SCRIPT, 0, channel, backup_queue)
+        if channel not in self._restored:
+            await connection.eval(_RESTORE_BACKUP_SCRIPT, 0, channel, self._backup_channel_name(channel))
+            self._restored.add(channel)
         result = await connection.bzpopmin(channel, timeout=timeout)
         if result is None:
             return None
-        _, member, timestamp = result
-        self._backups[channel] = asyncio.ensure_future(connection.zadd(backup_queue, {member: float(timestamp)}))
-        return member
+        return result[1]
 
     async def _clean_receive_backup(self, index, channel):
-        pending = self._backups.pop(channel, None)
-        if pending is not None:
-            try:
-                await pending
-            except REDIS_ERRORS:
-                return  # no backup was written (Redis went away): nothing to pop
-        try:
-            await super()._clean_receive_backup(index, channel)
-        except REDIS_ERRORS as exc:
-            # A background task nobody awaits: Redis went away between the receive and this
-            # pop. The backup stays and is restored by the next receive, as channels-redis does.
-            logger.warning("channel layer: could not drop the backup of a received message (%s)", type(exc).__name__)
+        """No backup is written (_brpop_with_clean): nothing to pop."""
 
     async def receive(self, channel):
         delays = backoff_delays()

@@ -140,6 +140,48 @@ def test_core_layer_send_is_one_script_with_capacity_and_order():
     assert asyncio.run(scenario()) == [0, 1, 2]
 
 
+def test_core_layer_receive_is_one_bzpopmin_and_puts_old_backups_back_once():
+    """A received message costs one BZPOPMIN: no backup written and popped again around it (the
+    commands Redis counted, not our code's word). A backup that channels-redis's own receive left
+    behind (an older worker killed mid-message) comes back first, on the first receive only."""
+    from channels_redis.core import RedisChannelLayer as CoreLayer
+
+    from notebooks_app.layers import RedisChannelLayer
+
+    async def calls(redis):
+        stats = await redis.info("commandstats")
+        return {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+
+    async def scenario():
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        channel = "kernel-test"
+        old = CoreLayer(hosts=[os.environ["REDIS_URL"]], prefix=prefix)
+        redis = old.connection(0)
+        # What channels-redis's receive leaves when its process dies between the pop and the
+        # clean-up: the message in the channel's backup.
+        await redis.zadd(prefix + channel + "$inflight", {old.serialize({"type": "t", "i": "left behind"}): 1.0})
+        layer = RedisChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=prefix)
+        for i in range(3):
+            await layer.send(channel, {"type": "t", "i": i})
+        got = [(await layer.receive(channel))["i"]]
+        before = await calls(redis)
+        got += [(await layer.receive(channel))["i"] for _ in range(3)]
+        await asyncio.gather(*list(layer.receive_cleaners))
+        after = await calls(redis)
+        spent = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+        spent.pop("info", None)
+        assert await redis.zcard(prefix + channel + "$inflight") == 0
+        await layer.flush()
+        await old.flush()
+        return got, spent
+
+    got, spent = asyncio.run(scenario())
+    assert got == ["left behind", 0, 1, 2]
+    # Other clients of this Redis (the test session's own) may count too: only ours are asserted.
+    assert spent.get("bzpopmin") == 3
+    assert not {"zadd", "zpopmin", "eval", "evalsha"} & set(spent), spent
+
+
 def test_send_then_group_send_is_one_script_on_one_server_kernel_message_first(monkeypatch):
     """An early announcement and the kernel's message in one round trip when both layers are
     on one Redis: the pub/sub layer's own publish is not used, the subscriber hears the event
