@@ -27,10 +27,13 @@ channels test communicator, the in-memory layer of the embedded default), goes t
 way: the consumer's queue and `NotebookConsumer.notebook_event`.
 """
 import asyncio
+import collections
 import functools
+import itertools
 import logging
 import os
 import time
+import uuid
 
 from django.conf import settings
 
@@ -232,14 +235,25 @@ def deliver(layer, name, data):
     message = layer.channel_layer.deserialize(data)
     kind = message.get("type")
     if kind == EVENT_TYPE:
+        if _written_here(layer, message.get("origin")):
+            return [t for t in targets if t not in SINKS]  # they have it (write_here)
         frames, sender = Frames(message["texts"]), None
     elif kind == PRESENCE_TYPE:
         # Someone's presence: to every other socket of the notebook, not back to its own.
         frames, sender = Frames([message["text"]]), message.get("socket")
     else:
         return targets
-    rest, written = [], 0
     start = time.perf_counter() if TIMING else 0
+    rest, written = _write(targets, frames, sender)
+    if TIMING and kind == EVENT_TYPE:
+        _log_timing(start, written)
+    return rest
+
+
+def _write(targets, frames, sender=None):
+    """`frames` to each target with a sink (but the sender's own); (the targets without one,
+    how many were written)."""
+    rest, written = [], 0
     for channel_name in targets:
         sink = SINKS.get(channel_name)
         if sink is None:
@@ -247,9 +261,48 @@ def deliver(layer, name, data):
         elif sender is None or sink.presence_id != sender:
             sink.write(frames)
             written += 1
-    if TIMING and kind == EVENT_TYPE:
-        _log_timing(start, written)
-    return rest
+    return rest, written
+
+
+# Early announcements this process writes to its own sockets without waiting for Redis to
+# publish them back (docs/protocol.md, "Early announcements"; docs/performance.md, "Fifth step").
+# The published copy carries an `origin` that the same loop's shard recognises, so the sockets
+# that had it are not written twice; a copy that never comes back (Redis lost) is forgotten
+# after HERE_REMEMBERED newer ones.
+HERE_REMEMBERED = 1000
+_origins = itertools.count()
+_PROCESS = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+def mark_here(event):
+    """Give `event` (a notebook.event about to be published) the origin write_here recognises."""
+    event["origin"] = f"{_PROCESS}.{next(_origins)}"
+    return event
+
+
+def write_here(layer, group_channel, event):
+    """Write the marked `event` to the sockets of this event loop's pub/sub `layer` (its loop
+    layer) in `group_channel`, now, and remember it there so that its echo from Redis is left
+    out for them (deliver)."""
+    targets = layer.groups.get(group_channel, ())
+    if not any(t in SINKS for t in targets):
+        return
+    written_here = getattr(layer, "written_here", None)
+    if written_here is None:
+        written_here = layer.written_here = collections.OrderedDict()
+    written_here[event["origin"]] = None
+    while len(written_here) > HERE_REMEMBERED:
+        written_here.popitem(last=False)
+    _write(targets, Frames(event["texts"]))
+
+
+def _written_here(layer, origin):
+    """True (once) for the echo of an event write_here wrote to this loop layer's sockets."""
+    written_here = getattr(layer, "written_here", None)
+    if origin is None or not written_here or origin not in written_here:
+        return False
+    del written_here[origin]
+    return True
 
 
 def _log_timing(start, sockets):

@@ -179,6 +179,32 @@ async def test_events_and_presence_reach_every_socket_directly_presence_not_its_
 
 
 
+async def test_an_early_announcement_reaches_each_socket_of_its_daphne_once_before_its_seq(daphne):
+    """The Daphne that commits an edit writes its early announcement to its own sockets itself
+    (fanout.write_here) and leaves Redis's copy out for them: each socket, the sender's and the
+    other's, gets one early `cell_created` / `cell_deleted` per edit, before the kernel's."""
+    sender = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"], batch=True).connect()
+    other = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"]).connect()
+    heard = {"sender": [], "other": []}  # every event each has read, early ones included
+    try:
+        for i in range(3):
+            await sender.send(type="create_cell", code=f"v{i} = {i}", requestId=f"c{i}")
+            heard["sender"] += await sender.wait_for(lambda e: e.get("requestId") == f"c{i}" and "seq" in e, timeout=10)
+            await sender.send(type="delete_cell", cellId=heard["sender"][-1]["cellId"], requestId=f"d{i}")
+        # Redis publishes the copy of an early announcement before the kernel hears of the edit,
+        # so once the last kernel event is in, any second copy would have been read.
+        for name, client in (("sender", sender), ("other", other)):
+            heard[name] += await client.wait_for(lambda e: e.get("requestId") == "d2" and "seq" in e, timeout=10)
+        for name, events in heard.items():
+            for rid in [f"{kind}{i}" for i in range(3) for kind in "cd"]:
+                mine = [e for e in events if e.get("requestId") == rid]
+                assert [bool(e.get("early")) for e in mine] == [True, False], (name, rid, mine)
+                assert mine[0]["type"] == mine[1]["type"] and mine[0]["cellId"] == mine[1]["cellId"]
+    finally:
+        await sender.close()
+        await other.close()
+
+
 async def test_a_socket_that_fell_behind_gets_every_big_event_whole_and_in_order(patient_daphne):
     """fanout.send_now sends what the socket takes at once and leaves the rest to Twisted. A
     socket that does not read while 6 MB of events are written fills the kernel's buffers (up
