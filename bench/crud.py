@@ -30,16 +30,19 @@ async def everyone_sees(clients, request_id, kind, start):
     return (time.perf_counter() - start) * 1000, cell_ids[0]
 
 
-def sender_and_watchers_see(sender, watchers):
-    """everyone_sees for a full client (the sender) and Watchers: each watcher's arrival is the
-    time its frame came in, not when this process got round to it."""
+def watchers_see(watchers):
+    """everyone_sees for Watchers (the sender is one): ((ms until the bench had read it at every
+    one, ms until it was on every one's socket), its cellId); bench/harness.py says which is
+    which."""
 
     async def see(request_id, kind, start):
-        (sender_ms, cell_id), *arrivals = await asyncio.gather(everyone_sees([sender], request_id, kind, start), *(w.arrival(request_id) for w in watchers))
-        for _, event in arrivals:
+        arrivals = await asyncio.gather(*(w.arrival(request_id) for w in watchers))
+        for _, _, event in arrivals:
             if event["type"] != kind:
                 raise RuntimeError(f"expected {kind}, got {event}")
-        return max([sender_ms] + [(t - start) * 1000 for t, _ in arrivals]), cell_id
+        read = (max(read for read, _, _ in arrivals) - start) * 1000
+        at = (max(at for _, at, _ in arrivals) - start) * 1000
+        return (read, at), arrivals[0][2]["cellId"]
 
     return see
 
@@ -64,9 +67,10 @@ async def rounds(sender, see, repeat, creates, deletes):
 async def measure(cluster, args):
     """Prints the table; returns {others: (create summary, delete summary)} (bench/history.py).
 
-    Each size is measured twice: with full clients as the others (tests/live.py, as every
-    other benchmark), then with Watchers (bench/harness.py), which note when a frame arrived
-    at very little cost to this process, as a hundred browsers on their own machines would."""
+    Each size is measured twice: with full clients (tests/live.py, as every other benchmark),
+    then with Watchers (bench/harness.py), the sender one of them, which cost this process
+    very little and note when each frame was read and when it was on the socket, as it would
+    be at a hundred browsers on their own machines."""
     report = Report("crud", await cluster.floor(), paced_floor=await cluster.floor(pace=PACE))
     results = {}
     repeat = args.repeat or (3 if args.quick else 50)
@@ -84,14 +88,15 @@ async def measure(cluster, args):
         if args.full_only:
             continue
         notebook_id = await cluster.anotebook(["a = 1"])
-        sender = await cluster.client(notebook_id)
-        watchers = await cluster.watchers(notebook_id, others)
+        watchers = await cluster.watchers(notebook_id, others + 1)  # the first one sends
         creates, deletes = [], []
         with clients_without_gc():
-            await rounds(sender, sender_and_watchers_see(sender, watchers), repeat, creates, deletes)
-        report.row(f"create_cell, {others} watchers: the sender and all {others} have it", creates)
-        report.row(f"delete_cell, {others} watchers: the sender and all {others} have it", deletes)
-        await asyncio.gather(sender.close(), *(w.close() for w in watchers))
+            await rounds(watchers[0], watchers_see(watchers), repeat, creates, deletes)
+        for name, samples in (("create_cell", creates), ("delete_cell", deletes)):
+            report.row(f"{name}, {others} watchers: the sender and all {others} have it", [read for read, _ in samples], note="read by the bench")
+        for name, samples in (("create_cell", creates), ("delete_cell", deletes)):
+            report.row(f"{name}, {others} watchers: on the sender's and all {others} sockets", [at for _, at in samples], note="kernel receive time")
+        await asyncio.gather(*(w.close() for w in watchers))
     return results
 
 

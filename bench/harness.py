@@ -23,7 +23,9 @@ import gc
 import json
 import os
 import platform
+import socket
 import statistics
+import struct
 import sys
 import time
 import uuid
@@ -187,41 +189,72 @@ class Cluster:
         }
 
 
-class Watcher(asyncio.Protocol):
-    """A socket that only watches a notebook: it reads frames and notes when each event with a
-    `requestId` arrived, nothing else.
+# Linux's SO_TIMESTAMPNS (asm-generic/socket.h), which Python's socket module does not name.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+
+
+class Watcher:
+    """A socket that only watches a notebook (or, with `send`, edits it): it reads frames and
+    notes when each event with a `requestId` arrived, nothing else.
 
     In production a hundred watchers are a hundred browsers, each parsing its own frames on its
     own machine; here they share one Python process and two cores with the server. A full
     client (tests/live.py: the websockets library, a task and a wait per frame) costs ~70 µs a
     frame, so the hundredth watcher of bench.crud heard of an edit some 10 ms after the first
     only because the bench read the others first. This one costs a parse of the frame header and
-    json.loads (docs/performance.md, "Fourth step"). Frames from a server are unmasked and, from
-    this one, unfragmented; pings get their pong (masked, as a client's frames must be)."""
+    json.loads (docs/performance.md, "Fourth step").
+
+    Each event gets two times: `read`, when this process read it, and `at`, when the kernel had
+    it on the socket (SO_TIMESTAMPNS, the receive timestamp of its bytes; for bytes read
+    together, the last one's). `at` is what a browser on its own machine would see, minus the
+    network: it does not wait for this process to get round to the socket, which on two shared
+    cores is most of the difference between 10 and 100 watchers (docs/performance.md, "Fifth
+    step"). Frames from a server are unmasked and, from this one, unfragmented; pings get their
+    pong and `send` writes a text frame, masked with a zero key as a client's must be."""
 
     def __init__(self, notebook_id, cookie, origin, *, batch=True):
         self.path = f"/ws/notebooks/{notebook_id}/" + ("?batch=1" if batch else "")
         self.cookie, self.origin = cookie, origin
         self.buffer = b""
         self.upgraded = False
-        self.arrived = {}  # requestId -> (perf_counter when its frame arrived, event)
+        self.arrived = {}  # requestId -> (read, at: perf_counter times, event)
         self.waiters = {}  # requestId -> future
         self.state = asyncio.get_running_loop().create_future()
-        self.transport = None
+        self.sock = None
 
     @classmethod
     async def connect(cls, base_url, notebook_id, cookie):
+        loop = asyncio.get_running_loop()
         host, port = base_url.split("//", 1)[1].split(":")
-        _, watcher = await asyncio.get_running_loop().create_connection(lambda: cls(notebook_id, cookie, base_url), host, int(port))
+        watcher = cls(notebook_id, cookie, base_url)
+        sock = watcher.sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        loop.add_reader(sock.fileno(), watcher._readable)
+        await loop.sock_sendall(sock, upgrade_request(host + ":" + port, watcher.path, base_url, cookie))
         await asyncio.wait_for(watcher.state, 30)
         return watcher
 
-    def connection_made(self, transport):
-        self.transport = transport
-        transport.write(upgrade_request(self.origin.split("//", 1)[1], self.path, self.origin, self.cookie))
+    def _readable(self):
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(1 << 18, 64)
+        except (BlockingIOError, InterruptedError):
+            return
+        read = at = time.perf_counter()
+        if not data:  # the server closed the connection
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            if not self.state.done():
+                self.state.set_exception(ConnectionError("closed before the notebook's state"))
+            return
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                seconds, nanoseconds = struct.unpack("qq", value[:16])
+                at = min(read, seconds + nanoseconds / 1e9 - (time.time() - time.perf_counter()))
+        self.data_received(data, read, at)
 
-    def data_received(self, data):
-        now = time.perf_counter()
+    def data_received(self, data, read, at):
         self.buffer += data
         if not self.upgraded:
             head, sep, rest = self.buffer.partition(b"\r\n\r\n")
@@ -234,33 +267,52 @@ class Watcher(asyncio.Protocol):
         frames, self.buffer = server_frames(self.buffer)
         for opcode, payload in frames:
             if opcode == 0x1:
-                self._text(now, payload)
-            elif opcode == 0x9:  # ping -> pong, masked with a zero key
-                self.transport.write(bytes((0x8A, 0x80 | len(payload))) + bytes(4) + payload)
+                self._text(read, at, payload)
+            elif opcode == 0x9:  # ping -> pong
+                self._write(0xA, payload)
 
-    def _text(self, now, payload):
+    def _text(self, read, at, payload):
         frame = json.loads(payload)
         for event in frame["events"] if frame.get("type") == "batch" else (frame,):
             if event.get("type") == "notebook_state" and not self.state.done():
                 self.state.set_result(event)
             rid = event.get("requestId")
             if rid is not None and rid not in self.arrived:
-                self.arrived[rid] = (now, event)
+                self.arrived[rid] = (read, at, event)
                 waiter = self.waiters.pop(rid, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
 
+    def _write(self, opcode, payload):
+        """One masked frame (zero key: the payload as it is); a few bytes, which a socket with
+        room takes whole."""
+        length = len(payload)
+        if length < 126:
+            header = bytes((0x80 | opcode, 0x80 | length))
+        elif length < 65536:
+            header = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big")
+        else:
+            header = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
+        self.sock.sendall(header + bytes(4) + payload)
+
+    async def send(self, **message):
+        self._write(0x1, json.dumps(message).encode())
+
     async def arrival(self, request_id, timeout=30):
-        """(perf_counter when the first event with `request_id` arrived, that event)."""
+        """(read, at, event) for the first event with `request_id` (perf_counter times, above)."""
         if request_id not in self.arrived:
             self.waiters[request_id] = asyncio.get_running_loop().create_future()
             await asyncio.wait_for(self.waiters[request_id], timeout)
         return self.arrived.pop(request_id)
 
     async def close(self):
-        if self.transport is not None:
-            self.transport.write(bytes((0x88, 0x82)) + bytes(4) + (1000).to_bytes(2, "big"))
-            self.transport.close()
+        if self.sock is not None:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            try:
+                self._write(0x8, (1000).to_bytes(2, "big"))
+            except OSError:
+                pass
+            self.sock.close()
 
 
 async def _in_chunks(count, chunk, connect):

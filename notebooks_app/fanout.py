@@ -22,6 +22,10 @@ does not complete within SOCKET_SLOW_SECONDS more (at least CLOSE_GRACE), which 
 page reconnects and gets a fresh `notebook_state`, which is how it resyncs.  The other sockets
 never wait for it: a write only appends to a buffer.
 
+An early announcement (docs/protocol.md) is written to the committing process's own sockets
+by that process as it sends the edit to Redis (`write_here`), one Redis round trip sooner; the
+copy Redis publishes carries an `origin` by which `deliver` leaves those sockets out.
+
 Anything else, or a socket without a sink (another ASGI server, the
 channels test communicator, the in-memory layer of the embedded default), goes the ordinary
 way: the consumer's queue and `NotebookConsumer.notebook_event`.

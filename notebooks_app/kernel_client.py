@@ -53,7 +53,9 @@ async def send_then_announce(notebook_id, message, announcement=None):
     A failed announcement is only logged: the worker's is the one that counts.
 
     With both layers on one Redis server the two go in one script, one round trip
-    (layers.RedisChannelLayer.send_then_group_send)."""
+    (layers.RedisChannelLayer.send_then_group_send), and this process's own sockets get the
+    announcement as the script leaves rather than when Redis publishes it back
+    (fanout.write_here)."""
     if announcement is None:
         await send(notebook_id, message)
         return

@@ -35,6 +35,7 @@ def test_benchmark_runs_on_the_test_services(name, transactional_db):
         assert re.search(r"floor paced alike \(one sample every 40 ms\): [\d.]+ ms \+ [\d.]+ ms = [\d.]+ ms", output)
         assert re.search(r"\| create_cell, 1 other clients: all 2 have it \|( [^|]+ \|){6} [\d.]+x \| [\d.]+x \|", output)
         assert re.search(r"\| delete_cell, 2 watchers: the sender and all 2 have it \| 3 \| [\d.]+ \|", output)  # bench.harness.Watcher
+        assert re.search(r"\| create_cell, 2 watchers: on the sender's and all 2 sockets \| 3 \| [\d.]+ \|.*kernel receive time", output)
     if name.startswith("fanout"):  # Daphne's side of each event, from its FANOUT_TIMING log lines
         assert "3 sockets: server, arrival -> frames written to every transport" in output
     if name == "open":
