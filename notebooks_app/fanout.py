@@ -284,6 +284,20 @@ def mark_here(event):
     return event
 
 
+def few_here(layer, group_channel):
+    """True when this loop layer has at most settings.EARLY_FIRST_SOCKETS sockets with a sink in
+    the group: then an early announcement is written to them before the edit goes to Redis
+    (layers.RedisChannelLayer.send_then_group_send). At ~10 µs a socket, the default 32 delay
+    the kernel's message by ~0.3 ms at most."""
+    limit, count = settings.EARLY_FIRST_SOCKETS, 0
+    for target in layer.groups.get(group_channel, ()):
+        if target in SINKS:
+            count += 1
+            if count > limit:
+                return False
+    return True
+
+
 def write_here(layer, group_channel, event):
     """Write the marked `event` to the sockets of this event loop's pub/sub `layer` (its loop
     layer) in `group_channel`, now, and remember it there so that its echo from Redis is left

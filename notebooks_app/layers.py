@@ -99,6 +99,25 @@ return 1
 _SEND_THEN_PUBLISH_SCRIPT = _SEND_SCRIPT.replace("return 1", "redis.call('PUBLISH', ARGV[6], ARGV[7])\nreturn 1")
 
 
+async def _eval_then(redis, sent, script, numkeys, *args):
+    """`redis.eval(script, numkeys, *args)`, calling `sent()` once the command is written and
+    before its answer is read (redis-py's eval gives no such moment: its first await comes
+    before the write). A connection whose answer was not read is dropped, as redis-py does."""
+    pool = redis.connection_pool
+    connection = await pool.get_connection()
+    try:
+        await connection.send_command("EVAL", script, numkeys, *args)
+        sent()
+        return await connection.read_response()
+    except redis_exceptions.ResponseError:
+        raise  # an error answer, read whole: the connection is fine
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+
+
 def _server(host):
     """What names the Redis server (and database) of a host entry; None when it cannot be told."""
     if host.get("address"):
@@ -148,21 +167,31 @@ class RedisChannelLayer(core.RedisChannelLayer):
         if server is None:
             return False
         publish = (server, group_channel, events.serialize(fanout.mark_here(event)))
-        sending = asyncio.ensure_future(_once_more_on_a_fresh_connection(self._send, channel, message, publish))
-        # This process's own sockets have the event from here, not from Redis's echo: one Redis
-        # round trip sooner (fanout.write_here). Scheduled behind the send's first step, which
-        # writes the script, so the kernel's message is on its way first. Correctness does not
-        # rest on that: what a page sends about a cell it has just heard of (run, edit, move,
+        written = []
+
+        def write_here():
+            # This process's own sockets have the event from here, not from Redis's echo: one
+            # Redis round trip sooner (fanout.write_here); once, however often the send is tried.
+            if not written:
+                written.append(True)
+                fanout.write_here(loop_layer, group_channel, event)
+
+        # A few sockets are written before the script goes (their frames leave ~0.5 ms sooner
+        # than after the send(2) to Redis, which wakes Redis); many are written once the script
+        # is on its way, so that the kernel's message and the other processes' copy do not wait
+        # for hundreds of writes (docs/performance.md, "Fifth step"). Correctness rests on
+        # neither order: what a page sends about a cell it has just heard of (run, edit, move,
         # delete, restore) is checked under edit_lane.in_order, which this edit holds until Redis
         # has run the script; typing into a new cell waits for the kernel's confirmation (the
         # page); other processes' sockets hear of it from Redis, after the send.
-        asyncio.get_running_loop().call_soon(fanout.write_here, loop_layer, group_channel, event)
-        return await sending
+        if fanout.few_here(loop_layer, group_channel):
+            write_here()
+        return await _once_more_on_a_fresh_connection(self._send, channel, message, publish, write_here)
 
-    async def _send(self, channel, message, publish=None):
+    async def _send(self, channel, message, publish=None, sent=None):
         """core.RedisChannelLayer.send, its four commands in one script; with `publish`
         ((server, channel, data), send_then_group_send) a PUBLISH too when the message goes to
-        that server: True if it did."""
+        that server: True if it did, having called `sent()` once the script was written."""
         assert isinstance(message, dict), "message is not a dict"
         assert self.require_valid_channel_name(channel), "Channel name not valid"
         assert "__asgi_channel__" not in message
@@ -180,7 +209,7 @@ class RedisChannelLayer(core.RedisChannelLayer):
             return False
         args = [int(now) - int(self.expiry), self.get_capacity(channel), repr(now), self.serialize(message), int(self.expiry)]
         if publish is not None:
-            added = await self.connection(index).eval(_SEND_THEN_PUBLISH_SCRIPT, 1, channel_key, *args, publish[1], publish[2])
+            added = await _eval_then(self.connection(index), sent, _SEND_THEN_PUBLISH_SCRIPT, 1, channel_key, *args, publish[1], publish[2])
         else:
             added = await self.connection(index).eval(_SEND_SCRIPT, 1, channel_key, *args)
         if not added:

@@ -230,6 +230,47 @@ def test_send_then_group_send_is_one_script_on_one_server_kernel_message_first(m
     assert got == "kernel.create_cell" and extra is False
 
 
+@pytest.mark.parametrize("first", [32, 0], ids=["before the send", "after the send"])
+def test_send_then_group_send_writes_this_processs_sockets_itself_once(first, settings):
+    """The process that sends an early announcement writes it to its own sockets of the group
+    itself (fanout.write_here), before the script goes (a few sockets) or once it is written
+    (EARLY_FIRST_SOCKETS fewer than them), once. Here the group is known to this process only,
+    not subscribed in Redis, so no copy can come back: what the socket gets is that write."""
+    from notebooks_app import fanout
+    from notebooks_app.layers import RedisChannelLayer, RedisPubSubChannelLayer
+
+    settings.EARLY_FIRST_SOCKETS = first
+
+    class Socket:
+        presence_id = "test"
+
+        def __init__(self):
+            self.frames = []
+
+        def write(self, frames):
+            self.frames.append(frames.plain())
+
+    async def scenario():
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        core = RedisChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=prefix)
+        events = RedisPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=prefix)
+        loop_layer = events._get_layer()
+        loop_layer.groups[loop_layer._get_group_channel_name("notebook-y")] = {"socket-here"}
+        socket = fanout.SINKS["socket-here"] = Socket()
+        try:
+            text = '{"type": "cell_created", "early": true}'
+            sent = await core.send_then_group_send("kernel", {"type": "kernel.create_cell"}, events, "notebook-y", {"type": "notebook.event", "texts": [text]})
+            queued = await core.connection(0).zcard(prefix + "kernel")
+        finally:
+            del fanout.SINKS["socket-here"]
+            await core.flush()
+        return sent, queued, socket.frames, text
+
+    sent, queued, frames, text = asyncio.run(scenario())
+    assert sent is True and queued == 1
+    assert frames == [fanout.frame(text.encode())]
+
+
 async def test_concurrent_creates_from_several_sockets_reach_everyone_in_one_order(ws, notebook, users):
     """Three sockets create cells at once, without waiting: every socket sees every cell_created
     with no seq gap (NotebookClient asserts it), all in one order, each sender's own replies in

@@ -179,10 +179,19 @@ async def test_events_and_presence_reach_every_socket_directly_presence_not_its_
 
 
 
-async def test_an_early_announcement_reaches_each_socket_of_its_daphne_once_before_its_seq(daphne):
+@pytest.fixture(params=["before the send", "after the send"])
+def early_daphne(request, live_kernel, django_user_model):
+    """A Daphne that writes early announcements to its sockets before it sends the edit to
+    Redis (a few sockets, the default), or after (EARLY_FIRST_SOCKETS=0, as for many)."""
+    first = "32" if request.param == "before the send" else "0"
+    yield from a_daphne(django_user_model, EARLY_FIRST_SOCKETS=first)
+
+
+async def test_an_early_announcement_reaches_each_socket_of_its_daphne_once_before_its_seq(early_daphne):
     """The Daphne that commits an edit writes its early announcement to its own sockets itself
     (fanout.write_here) and leaves Redis's copy out for them: each socket, the sender's and the
     other's, gets one early `cell_created` / `cell_deleted` per edit, before the kernel's."""
+    daphne = early_daphne
     sender = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"], batch=True).connect()
     other = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"]).connect()
     heard = {"sender": [], "other": []}  # every event each has read, early ones included
