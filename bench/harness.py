@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts.run_tests import Services  # noqa: E402
+from notebooks_app.fanout import frame  # noqa: E402
 from tests.live import LiveClient, free_port, login, server_frames, start_daphne, start_worker, stop, upgrade_request  # noqa: E402
 
 USERNAME = "bench"
@@ -212,9 +213,8 @@ class Watcher:
     step"). Frames from a server are unmasked and, from this one, unfragmented; pings get their
     pong and `send` writes a text frame, masked with a zero key as a client's must be."""
 
-    def __init__(self, notebook_id, cookie, origin, *, batch=True):
+    def __init__(self, notebook_id, *, batch=True):
         self.path = f"/ws/notebooks/{notebook_id}/" + ("?batch=1" if batch else "")
-        self.cookie, self.origin = cookie, origin
         self.buffer = b""
         self.upgraded = False
         self.arrived = {}  # requestId -> (read, at: perf_counter times, event)
@@ -226,7 +226,7 @@ class Watcher:
     async def connect(cls, base_url, notebook_id, cookie):
         loop = asyncio.get_running_loop()
         host, port = base_url.split("//", 1)[1].split(":")
-        watcher = cls(notebook_id, cookie, base_url)
+        watcher = cls(notebook_id)
         sock = watcher.sock = socket.socket()
         sock.setblocking(False)
         await loop.sock_connect(sock, (host, int(port)))
@@ -284,16 +284,12 @@ class Watcher:
                     waiter.set_result(None)
 
     def _write(self, opcode, payload):
-        """One masked frame (zero key: the payload as it is); a few bytes, which a socket with
-        room takes whole."""
-        length = len(payload)
-        if length < 126:
-            header = bytes((0x80 | opcode, 0x80 | length))
-        elif length < 65536:
-            header = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big")
-        else:
-            header = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
-        self.sock.sendall(header + bytes(4) + payload)
+        """One client frame: the server's header (fanout.frame) with this opcode and the mask
+        bit, then a zero key (the payload as it is); a few bytes, which a socket with room takes
+        whole."""
+        header = bytearray(frame(payload)[: -len(payload) or None])
+        header[0], header[1] = 0x80 | opcode, header[1] | 0x80
+        self.sock.sendall(bytes(header) + bytes(4) + payload)
 
     async def send(self, **message):
         self._write(0x1, json.dumps(message).encode())

@@ -31,7 +31,6 @@ channels test communicator, the in-memory layer of the embedded default), goes t
 way: the consumer's queue and `NotebookConsumer.notebook_event`.
 """
 import asyncio
-import collections
 import functools
 import itertools
 import logging
@@ -305,9 +304,7 @@ def write_here(layer, group_channel, event):
     targets = layer.groups.get(group_channel, ())
     if not any(t in SINKS for t in targets):
         return
-    written_here = getattr(layer, "written_here", None)
-    if written_here is None:
-        written_here = layer.written_here = collections.OrderedDict()
+    written_here = layer.written_here
     written_here[event["origin"]] = None
     while len(written_here) > HERE_REMEMBERED:
         written_here.popitem(last=False)
@@ -316,10 +313,9 @@ def write_here(layer, group_channel, event):
 
 def _written_here(layer, origin):
     """True (once) for the echo of an event write_here wrote to this loop layer's sockets."""
-    written_here = getattr(layer, "written_here", None)
-    if origin is None or not written_here or origin not in written_here:
+    if origin is None or origin not in layer.written_here:
         return False
-    del written_here[origin]
+    del layer.written_here[origin]
     return True
 
 

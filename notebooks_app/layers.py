@@ -15,6 +15,7 @@ Each outage is one warning line and one line when Redis is back (`Outage`), not 
 per message.  Nothing here knows about notebooks.
 """
 import asyncio
+import collections
 import logging
 import time
 
@@ -167,13 +168,14 @@ class RedisChannelLayer(core.RedisChannelLayer):
         if server is None:
             return False
         publish = (server, group_channel, events.serialize(fanout.mark_here(event)))
-        written = []
+        written = False
 
         def write_here():
             # This process's own sockets have the event from here, not from Redis's echo: one
             # Redis round trip sooner (fanout.write_here); once, however often the send is tried.
+            nonlocal written
             if not written:
-                written.append(True)
+                written = True
                 fanout.write_here(loop_layer, group_channel, event)
 
         # A few sockets are written before the script goes (their frames leave ~0.5 ms sooner
@@ -369,6 +371,9 @@ class _ResilientShard(pubsub.RedisSingleShardConnection):
 class _ResilientLoopLayer(pubsub.RedisPubSubLoopLayer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # origins of the early announcements this loop wrote to its sockets itself, whose copy
+        # from Redis is not written again (fanout.write_here, oldest first)
+        self.written_here = collections.OrderedDict()
         self._shards = [_ResilientShard(shard.host, self) for shard in self._shards]
 
 

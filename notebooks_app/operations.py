@@ -256,12 +256,12 @@ def _insert_all(model, objs):
     quoted in Python, then the server parses a 1,000-row literal INSERT. That was ~5 s of the
     ~8 s a 10,000-cell import took (cProfile). COPY takes each field's own database value
     (`get_db_prep_save`, as bulk_create does) in one stream. Runs in the caller's transaction."""
-    if connection.vendor != "postgresql" or not objs:
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the `connection` proxy costs a lookup per attribute, per value
+    if db.vendor != "postgresql" or not objs:
         model.objects.bulk_create(objs, batch_size=1000)
         return
     import psycopg
 
-    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the `connection` proxy costs a lookup per attribute, per value
     fields = [f for f in model._meta.concrete_fields if not isinstance(f, AutoFieldMixin)]  # the database numbers those
     rows = [[f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields] for obj in objs]
     if any(hasattr(value, "resolve_expression") for row in rows for value in row):  # a database default, an F(): SQL's to compute

@@ -178,7 +178,6 @@ async def test_events_and_presence_reach_every_socket_directly_presence_not_its_
         await second.close()
 
 
-
 @pytest.fixture(params=["before the send", "after the send"])
 def early_daphne(request, live_kernel, django_user_model):
     """A Daphne that writes early announcements to its sockets before it sends the edit to
