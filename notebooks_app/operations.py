@@ -23,7 +23,7 @@ from django.utils import timezone
 from . import kernel_client, permissions
 from .kernel import ui
 from .kernel.analysis import analyze_python
-from .kernel.shared_text import CellText, code_key
+from .kernel.shared_text import CellText, code_key, new_state
 from .constants import CELL_PYTHON, CELL_SQL, NOTEBOOK_NAME_MAX, POSITION_STEP, STATUS_IDLE, STATUS_STALE
 from .models import (
     EVENT_CONNECTION,
@@ -38,6 +38,7 @@ from .models import (
     Membership,
     Notebook,
     NotebookEvent,
+    cell_message,
 )
 from .permissions import EDIT, MANAGE, MEMBER_ROLES, ROLE_OWNER, SHARE, PermissionDenied
 from .secrets import mask_connection_string
@@ -700,7 +701,7 @@ class NewCell:
         self.cell_id, self.now = uuid.uuid4(), timezone.now()
         # The cell's shared text is made here, stored with the row and announced with it: the
         # kernel adopts this very document (kernel/session.py, on_create_cell).
-        self.ydoc = CellText(code).state()
+        self.ydoc = new_state(code)
         self.params = {
             "after": _as_uuid(after_cell_id),  # unknown or not an id: appended
             "step": POSITION_STEP,
@@ -715,7 +716,7 @@ class NewCell:
             "ydoc": self.ydoc,
             "ydoc_key": code_key(code),
         }
-        self.cell = self.message = self.early = None
+        self.position = self.message = self.early = None
 
     def made(self, row):
         """From the statement's row: False when nothing was written (the neighbours are too
@@ -723,15 +724,19 @@ class NewCell:
         position, revision, index = row
         if position is None:
             return False
-        cell = Cell(id=self.cell_id, notebook_id=self.notebook_id, position=position, type=self.cell_type, code=self.code, result_variable="", status=STATUS_IDLE, created_at=self.now, updated_at=self.now)
-        cell._state.adding = False
-        cell._state.db = DEFAULT_DB_ALIAS
-        ydoc_b64, fields = base64.b64encode(self.ydoc).decode("ascii"), cell.to_message()
+        self.position = position
+        ydoc_b64, fields = base64.b64encode(self.ydoc).decode("ascii"), cell_message(self.cell_id, self.cell_type, self.code)
         self.message = {"type": "kernel.create_cell", "notebook": str(self.notebook_id), "revision": revision, "requestId": self.request_id, "cell": fields, "position": position, "positions": None, "ydoc": ydoc_b64}
         if len(self.code) <= EARLY_CODE_LIMIT:
             self.early = {"type": "cell_created", "cellId": str(self.cell_id), "cell": {**fields, "ydoc": ydoc_b64, "ygen": 0}, "index": index, "requestId": self.request_id, "early": True}
-        self.cell = cell
         return True
+
+    def cell(self):
+        """The cell made (after made()), as the row the INSERT wrote, for the ORM path's callers."""
+        cell = Cell(id=self.cell_id, notebook_id=self.notebook_id, position=self.position, type=self.cell_type, code=self.code, result_variable="", status=STATUS_IDLE, created_at=self.now, updated_at=self.now)
+        cell._state.adding = False
+        cell._state.db = DEFAULT_DB_ALIAS
+        return cell
 
 
 class GoneCell:
@@ -765,7 +770,7 @@ def _create_cell_fast(notebook_id, user, **fields):
     if not new.made(row):
         return None
     kernel_client.send_on_commit(notebook_id, new.message, announce=new.early)  # outside a transaction: sent now, it has committed
-    return new.cell
+    return new.cell()
 
 
 def _delete_cell_fast(notebook_id, user, **fields):

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
-from notebooks_app.kernel.shared_text import CellText, UpdateRejected
+from notebooks_app.kernel.shared_text import CellText, UpdateRejected, new_state
 
 
 def page_doc(cell):
@@ -57,6 +57,27 @@ def test_stored_state_is_kept_when_it_matches_the_code_and_replaced_when_not():
     assert same.generation == 3 and same.state() == cell.state()
     changed = CellText("a = 2", state=cell.state(), generation=3)
     assert str(changed) == "a = 2" and changed.generation == 4
+
+
+@pytest.mark.parametrize("code", ["", "x = 1"])
+def test_a_new_cells_state_is_a_document_of_its_code_that_two_pages_type_into(code):
+    """new_state: the empty cell's two constant bytes are a document like any other (the kernel
+    adopts them, two pages type into them and merge)."""
+    state = new_state(code)
+    if not code:  # the same bytes a new empty document gives (one with code has its own client id)
+        assert state == CellText("").state()
+    server = CellText(code, state=state)
+    assert str(server) == code and server.state() == state  # adopted as stored, not made anew
+    (a, a_text), (b, b_text) = page_doc(server), page_doc(server)
+    base_a, base_b = a.get_state(), b.get_state()
+    a_text.insert(0, "a")
+    b_text.insert(len(str(b_text).encode()), "b")
+    for update in (a.get_update(base_a), b.get_update(base_b)):
+        assert server.apply(update)
+    assert sorted(str(server)) == sorted("a" + code + "b")  # in an empty cell, either order
+    for doc in (a, b):
+        doc.apply_update(server.state())
+    assert str(a_text) == str(b_text) == str(server)
 
 
 def test_compaction_keeps_the_text_and_drops_the_history():
