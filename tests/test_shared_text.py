@@ -14,18 +14,25 @@ def page_doc(cell):
     return doc, doc.get("code", type=Text)
 
 
-def test_concurrent_edits_from_two_pages_both_survive():
-    server = CellText("total = price * qty\n")
+def type_at_both_ends(server, start, end):
+    """Two pages type at once, one `start` at the text's start, the other `end` at its end; the
+    server merges both, then each page takes the server's state. Returns the pages' texts."""
     (a, a_text), (b, b_text) = page_doc(server), page_doc(server)
     base_a, base_b = a.get_state(), b.get_state()
-    a_text.insert(0, "# alice\n")
-    b_text.insert(len(str(b_text).encode()), "print(total)\n")
+    a_text.insert(0, start)
+    b_text.insert(len(str(b_text).encode()), end)
     for update in (a.get_update(base_a), b.get_update(base_b)):
         assert server.apply(update)
-    assert str(server) == "# alice\ntotal = price * qty\nprint(total)\n"
     for doc in (a, b):
         doc.apply_update(server.state())
-    assert str(a_text) == str(b_text) == str(server)
+    return str(a_text), str(b_text)
+
+
+def test_concurrent_edits_from_two_pages_both_survive():
+    server = CellText("total = price * qty\n")
+    pages = type_at_both_ends(server, "# alice\n", "print(total)\n")
+    assert str(server) == "# alice\ntotal = price * qty\nprint(total)\n"
+    assert pages == (str(server), str(server))
 
 
 def test_replace_is_a_small_edit_that_merges_with_concurrent_typing():
@@ -68,16 +75,9 @@ def test_a_new_cells_state_is_a_document_of_its_code_that_two_pages_type_into(co
         assert state == CellText("").state()
     server = CellText(code, state=state)
     assert str(server) == code and server.state() == state  # adopted as stored, not made anew
-    (a, a_text), (b, b_text) = page_doc(server), page_doc(server)
-    base_a, base_b = a.get_state(), b.get_state()
-    a_text.insert(0, "a")
-    b_text.insert(len(str(b_text).encode()), "b")
-    for update in (a.get_update(base_a), b.get_update(base_b)):
-        assert server.apply(update)
+    pages = type_at_both_ends(server, "a", "b")
     assert sorted(str(server)) == sorted("a" + code + "b")  # in an empty cell, either order
-    for doc in (a, b):
-        doc.apply_update(server.state())
-    assert str(a_text) == str(b_text) == str(server)
+    assert pages == (str(server), str(server))
 
 
 def test_compaction_keeps_the_text_and_drops_the_history():
