@@ -198,7 +198,7 @@ SOCKET_SLOW_SECONDS = env_float("SOCKET_SLOW_SECONDS", 15.0)
 SOCKET_MAX_BYTES = env_int("SOCKET_MAX_BYTES", 64 * 1024 * 1024)
 # Up to this many sockets of its own on the notebook, a Daphne writes an edit's early
 # announcement before it sends the edit to Redis; more, right after (notebooks_app/fanout.py).
-EARLY_FIRST_SOCKETS = env_int("EARLY_FIRST_SOCKETS", 32)
+EARLY_FIRST_SOCKETS = env_int("EARLY_FIRST_SOCKETS", 128)
 
 # The kernel worker runs inside the server process when there is no Redis
 # (embedded default); with Redis it runs as `manage.py runworker kernel`.

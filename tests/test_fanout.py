@@ -182,7 +182,7 @@ async def test_events_and_presence_reach_every_socket_directly_presence_not_its_
 def early_daphne(request, live_kernel, django_user_model):
     """A Daphne that writes early announcements to its sockets before it sends the edit to
     Redis (a few sockets, the default), or after (EARLY_FIRST_SOCKETS=0, as for many)."""
-    first = "32" if request.param == "before the send" else "0"
+    first = "128" if request.param == "before the send" else "0"
     yield from a_daphne(django_user_model, EARLY_FIRST_SOCKETS=first)
 
 
