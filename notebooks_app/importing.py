@@ -14,6 +14,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
+from . import magics, rewrite
 from .constants import CELL_MARKDOWN, CELL_PYTHON, CELL_SQL
 
 IMPORT_MAX_CELLS = 10_000
@@ -24,13 +25,8 @@ PERCENT_MAX_BYTES = 1024 * 1024
 PERCENT_MAX_CELLS = 2_000
 # The Jupyter notebook format this server reads (any minor version of it).
 NBFORMAT_MAJOR = 4
-# IPython cell magics whose body is Python: only the magic line is commented out.
-PYTHON_BODY_MAGICS = {"time", "timeit", "capture", "prun"}
-MAGIC_NOTE = "# Commented out on import: IPython magics and shell commands do not run here."
 # Attachments of markdown cells kept as data: URLs (no SVG: it can carry script).
 ATTACHMENT_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
-MAGIC_LINE = re.compile(r"^(\s*)((?:[A-Za-z_][\w.]*\s*=\s*)?[%!].*)$")
-SQL_RESULT = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<")
 PERCENT_MARKER = re.compile(r"^# %%", re.M)
 ATTACHMENT_LINK = re.compile(r"attachment:([^)\s\"'>]+)")
 
@@ -51,6 +47,8 @@ class ImportedNotebook:
     name: str
     cells: list
     notes: list = field(default_factory=list)
+    requirements: list = field(default_factory=list)  # what its `pip install` lines asked for
+    report: object = None  # rewrite.RewriteReport for files written to run top to bottom
 
 
 def read_notebook(filename, data, *, max_bytes, max_code_bytes, max_cells=IMPORT_MAX_CELLS):
@@ -62,16 +60,19 @@ def read_notebook(filename, data, *, max_bytes, max_code_bytes, max_cells=IMPORT
         raise NotebookFileError("Upload a Jupyter notebook (.ipynb) or a Jupytext or marimo notebook (.py).")
     text = _text(data)
     reader = _Reader(max_cells=max_cells, max_code_bytes=max_code_bytes)
+    report = None
     if suffix == ".ipynb":
         reader.read_ipynb(text)
+        report = reader.rewrite()
     elif _looks_like_marimo(text):
-        reader.read_marimo(text)
+        reader.read_marimo(text)  # reactive already: one definition per name
     else:
         reader.read_percent(text)
+        report = reader.rewrite()
     if not reader.cells:
         raise NotebookFileError("The file has no cells.")
     name = PurePath(filename).stem.strip() or "Imported notebook"
-    return ImportedNotebook(name=name, cells=reader.cells, notes=reader.notes())
+    return ImportedNotebook(name=name, cells=reader.cells, notes=reader.notes(), requirements=reader.requirements, report=report)
 
 
 def _text(data):
@@ -96,12 +97,21 @@ class _Reader:
         self.max_cells = max_cells
         self.max_code_bytes = max_code_bytes
         self.magic_cells = 0
+        self.requirements = []
         self.other_notes = []
 
     def notes(self):
         notes = []
         if self.magic_cells:
-            notes.append(f"IPython magics or shell commands in {self.magic_cells} cell(s) were kept as comments: they do not run here.")
+            notes.append(
+                f"IPython magics or shell commands in {self.magic_cells} cell(s) were turned into Python where that is safe "
+                "(timings, files read or written in the working directory); the rest are comments that say why."
+            )
+        if self.requirements:
+            notes.append(
+                f"The notebook installs packages with pip ({', '.join(self.requirements)}): a notebook cannot install packages "
+                "here yet, so cells that import ones the server lacks fail with ModuleNotFoundError."
+            )
         return notes + self.other_notes
 
     def _check_count(self, count):
@@ -120,38 +130,18 @@ class _Reader:
         self.add(ImportedCell(CELL_MARKDOWN, text))
 
     def add_code(self, source):
-        """A Jupyter code cell: `%%sql` becomes a SQL cell; magics that cannot run, comments."""
-        first, _, body = source.lstrip("\n").partition("\n")
-        if first.startswith("%%sql"):
-            arguments = first[len("%%sql"):]
-            match = SQL_RESULT.match(arguments)
-            self.add(ImportedCell(CELL_SQL, body, result_variable=match.group(1) if match else ""))
-            return
-        if first.startswith("%%"):
-            magic = first[2:].split(maxsplit=1)[0] if first[2:].strip() else ""
+        """A Jupyter code cell, its IPython magics and shell lines turned into what they meant."""
+        translated = magics.translate(source)
+        if translated.changes:
             self.magic_cells += 1
-            if magic in PYTHON_BODY_MAGICS:
-                self.add(ImportedCell(CELL_PYTHON, f"{MAGIC_NOTE}\n# {first}\n{body}"))
-            else:
-                self.add(ImportedCell(CELL_PYTHON, f"{MAGIC_NOTE}\n" + "\n".join(f"# {line}".rstrip() for line in source.split("\n"))))
-            return
-        self.add(ImportedCell(CELL_PYTHON, self._without_magics(source)))
+        self.requirements.extend(r for r in translated.requirements if r not in self.requirements)
+        self.add(ImportedCell(translated.type, translated.code, result_variable=translated.result_variable))
 
-    def _without_magics(self, source):
-        """Python source as it is when it parses; otherwise with its magic and shell lines
-        (`%matplotlib inline`, `!pip install x`, `files = !ls`) commented out."""
-        if _parses(source):
-            return source
-        lines, changed = [], False
-        for line in source.split("\n"):
-            match = MAGIC_LINE.match(line)
-            if match:
-                line, changed = f"{match.group(1)}# {match.group(2)}", True
-            lines.append(line)
-        if not changed:
-            return source  # a plain syntax error: the cell will say so when run
-        self.magic_cells += 1
-        return "\n".join([MAGIC_NOTE, *lines])
+    def rewrite(self):
+        """Cells written to run top to bottom, rewritten to run the same way here (rewrite.py)."""
+        report = rewrite.rewrite_cells(self.cells)
+        self.other_notes.extend(report.notes())
+        return report
 
     # --- formats ------------------------------------------------------------------------
 
@@ -257,7 +247,7 @@ class _Reader:
                 self._add_marimo_cell(_function_body(node, lines))
             elif kind in ("function", "setup"):
                 source = _function_body(node, lines) if kind == "setup" else _segment(lines, _first_line(node, lines, skip_decorators=True), node.end_lineno)
-                self.add(ImportedCell(CELL_PYTHON, self._without_magics(source)))
+                self.add(ImportedCell(CELL_PYTHON, magics.translate(source).code))
             elif kind == "unparsable":
                 self.add(ImportedCell(CELL_PYTHON, node.value.args[0].value))
 

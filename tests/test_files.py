@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from notebooks_app import importing
+from notebooks_app import importing, magics
 from notebooks_app.constants import CELL_MARKDOWN, CELL_PYTHON, CELL_SQL, MARKDOWN_MIME
 from notebooks_app.models import EVENT_CREATED, Cell, Notebook, NotebookEvent, OutputBlob
 
@@ -18,7 +18,8 @@ pytestmark = pytest.mark.django_db
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
-NOTE = importing.MAGIC_NOTE
+MATPLOTLIB = f"# %matplotlib inline  ({magics.FRONT_END_NOTE})"
+PIP = f"# !pip install pandas  ({magics.PIP_NOTE})"
 
 
 def upload(client, user, filename, data, name=""):
@@ -44,11 +45,11 @@ def test_import_ipynb_makes_a_notebook_of_the_uploaders(client, users):
     assert notebook.owner == users["dave"] and notebook.name == "real_world"
     assert cells_of(notebook) == [
         (CELL_MARKDOWN, f"# Café analysis — ünïcödé ✓\n\nA chart: ![dot](data:image/png;base64,{PNG})", ""),
-        (CELL_PYTHON, f"{NOTE}\n# %matplotlib inline\n# !pip install pandas\nimport math", ""),
+        (CELL_PYTHON, f"{MATPLOTLIB}\n{PIP}\nimport math", ""),
         (CELL_PYTHON, "prices = [3.5, 4.25]\ntotal = sum(prices)\ntotal", ""),
         (CELL_PYTHON, "print('héllo wörld')", ""),
         (CELL_SQL, "SELECT 42 AS answer", "revenue"),
-        (CELL_PYTHON, f"{NOTE}\n# %%time\nsquares = [n * n for n in range(10)]", ""),
+        (CELL_PYTHON, magics.translate("%%time\nsquares = [n * n for n in range(10)]").code, ""),
         (CELL_PYTHON, "1 / 0", ""),
     ]
     # Outputs are recomputed here, never imported.
@@ -56,7 +57,7 @@ def test_import_ipynb_makes_a_notebook_of_the_uploaders(client, users):
     events = NotebookEvent.objects.filter(notebook=notebook)
     assert [event.kind for event in events] == [EVENT_CREATED] * 7 and {event.user_id for event in events} == {users["dave"].pk}
     page = client.get(response["Location"]).content.decode()
-    assert "kept as comments" in page
+    assert "turned into Python where that is safe" in page and "installs packages with pip (pandas)" in page
 
 
 def test_imported_cells_carry_what_the_kernel_would_work_out_on_first_open(client, users):
@@ -127,11 +128,11 @@ def test_import_jupytext_percent(client, users):
     notebook = imported(upload(client, users["alice"], "percent.py", (FIXTURES / "percent.py").read_bytes()))
     assert cells_of(notebook) == [
         (CELL_MARKDOWN, "# Sales, by month\n\nFigures in **€**.", ""),
-        (CELL_PYTHON, f"{NOTE}\n# %matplotlib inline\nimport math\n\nrate = 1.2", ""),
+        (CELL_PYTHON, f"{MATPLOTLIB}\nimport math\n\nrate = 1.2", ""),
         (CELL_PYTHON, "def grow(value):\n    return value * rate\n\n\ngrown = grow(100)", ""),
         (CELL_SQL, "SELECT 1 AS month, 10 AS sales", "by_month"),
         (CELL_SQL, "SELECT 2 AS month", "df_1"),
-        (CELL_PYTHON, f"{NOTE}\n# !pip install pandas\nprint(grown)", ""),
+        (CELL_PYTHON, f"{PIP}\nprint(grown)", ""),
     ]
 
 

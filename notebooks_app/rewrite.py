@@ -1,0 +1,677 @@
+"""A notebook written to run top to bottom, rewritten so that it runs the same way here.
+
+Jupyter runs cells in order in one namespace, so a name may be bound by many cells
+(`df = df.dropna()`, `x += 1`, `for i in ...` in every cell).  Here a name has one defining
+cell (kernel/analysis.py, kernel/graph.py): two definitions block both.  So each later
+definition of a name becomes a *version* of it, and every reference is pointed at the version
+it would have seen in Jupyter:
+
+* A version that a later cell reads (or that the next version starts from) is public:
+  the first keeps the name, the next ones are `name_2`, `name_3`, ... .  Later cells read the
+  latest version before them.
+* A version no other cell reads (a loop variable, `e` of `except ... as e`, a scratch value
+  printed in its own cell) becomes cell-private, `_name`: no edge, no conflict, no new name.
+* A cell that reads the name before binding it reads the previous version: `df = df.dropna()`
+  becomes `df_2 = df.dropna()`; where the binding is not a plain assignment (`x += 1`, a loop
+  that accumulates, a binding inside `if`/`try`, `del x`, a `global` write in a function) the
+  cell starts the new version from the previous one (`x_2 = x` just before that statement),
+  which is exactly what Python's rebinding does to the object.
+* An import repeated in a later cell (`import numpy as np` again) is commented out: the name
+  already holds that module.
+* Jupyter's `_` and `__` (the last two results shown) name the cells' results they meant.
+
+References are found with `ast` and `symtable` (the compiler's scoping: a local of a function,
+a comprehension's variable or a class attribute is never renamed) and edited in place, so the
+cell keeps its comments and layout.  A cell the rewrite cannot edit with certainty (a syntax
+error, a pattern it does not know) is left exactly as it was, and the report counts it.
+
+Pure: no Django, no I/O, nothing of the file is run.  importing.py calls it for Jupyter and
+Jupytext files (a marimo file is reactive already).
+"""
+import ast
+import keyword
+import re
+import symtable
+import warnings
+from dataclasses import dataclass, field
+
+from .constants import CELL_MARKDOWN, CELL_PYTHON, CELL_SQL
+from .kernel.analysis import BUILTIN_NAMES, analyze_python, analyze_sql, is_private, sql_segments
+from .kernel.graph import DependencyGraph
+
+# Names Jupyter binds to the results of earlier cells: `_` is the last result shown, `__` the one before.
+PREVIOUS_RESULTS = {"_": 1, "__": 2}
+RESULT_NAME = "out_{number}"
+
+
+class Unsupported(Exception):
+    """A cell whose references cannot all be found with certainty: it is left as it was."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One place where a cell's code names a global."""
+
+    name: str
+    line: int  # 1-based
+    start: int  # character offsets in that line
+    end: int
+    kind: str  # "load", "store", "del", "def", "import", "except", "global"
+    immediate: bool  # evaluated when the cell runs (not inside a function body run later)
+    statement: int  # index of the top-level statement it is in
+    node: ast.AST | None = None  # the Name node, or the alias of an import
+
+
+@dataclass
+class Rename:
+    cell: int  # 1-based position of the cell in the file
+    old: str
+    new: str
+    private: bool
+
+
+@dataclass
+class RewriteReport:
+    renames: list = field(default_factory=list)  # Rename
+    imports_dropped: list = field(default_factory=list)  # (cell, statement text)
+    results_named: list = field(default_factory=list)  # (cell, Jupyter name, name here)
+    changed_cells: int = 0
+    unchanged_cells: list = field(default_factory=list)  # cells left as they were: (cell, why)
+    blocked: dict = field(default_factory=dict)  # cell number -> why it would still be blocked
+
+    def notes(self):
+        notes = []
+        if self.renames or self.imports_dropped or self.results_named:
+            by_cell = {}
+            for rename in self.renames:
+                text = f"{rename.old} → {rename.new}" + (" (used in this cell only)" if rename.private else "")
+                by_cell.setdefault(rename.cell, []).append(text)
+            for cell, statement in self.imports_dropped:
+                by_cell.setdefault(cell, []).append(f"repeated `{statement}` commented out")
+            for cell, jupyter_name, name in self.results_named:
+                by_cell.setdefault(cell, []).append(f"{jupyter_name} → {name}")
+            listed = "; ".join(f"cell {cell}: {', '.join(items)}" for cell, items in sorted(by_cell.items()))
+            notes.append(
+                f"{self.changed_cells} cell(s) were rewritten so the notebook runs top to bottom here, where each name "
+                f"has one defining cell (a name bound again becomes a new name from there on): {listed}."
+            )
+        for cell, why in self.unchanged_cells:
+            notes.append(f"Cell {cell} was left as it was: {why}.")
+        if self.blocked:
+            listed = "; ".join(f"cell {cell}: {why}" for cell, why in sorted(self.blocked.items()))
+            notes.append(f"{len(self.blocked)} cell(s) will be blocked until they are fixed: {listed}.")
+        return notes
+
+
+# --- finding references ---------------------------------------------------------------------
+
+
+class _LineIndex:
+    """ast positions (UTF-8 byte columns) as character columns."""
+
+    def __init__(self, code):
+        self.lines = code.split("\n")
+        self._encoded = {}
+
+    def column(self, line, byte_column):
+        text = self.lines[line - 1]
+        if text.isascii():
+            return byte_column
+        encoded = self._encoded.get(line)
+        if encoded is None:
+            encoded = self._encoded[line] = text.encode("utf-8")
+        return len(encoded[:byte_column].decode("utf-8", errors="replace"))
+
+    def span(self, node):
+        if node.lineno != node.end_lineno:
+            raise Unsupported("a name spread over lines")
+        return node.lineno, self.column(node.lineno, node.col_offset), self.column(node.end_lineno, node.end_col_offset)
+
+    def find(self, pattern, line, start, group=1):
+        """The span of `group` of `pattern` searched in `line` from character `start`."""
+        match = re.compile(pattern).search(self.lines[line - 1], start)
+        if match is None:
+            raise Unsupported("a binding whose name could not be located")
+        return line, match.start(group), match.end(group)
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_COMPREHENSION_NAMES = {ast.ListComp: "listcomp", ast.SetComp: "setcomp", ast.DictComp: "dictcomp", ast.GeneratorExp: "genexpr"}
+
+
+def references(code):
+    """Every reference to a global name in `code`, in source order; Unsupported when one
+    cannot be placed with certainty (SyntaxError when the code does not compile)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tree = ast.parse(code)
+        table = symtable.symtable(code, "<cell>", "exec")
+    finder = _Finder(_LineIndex(code))
+    try:
+        for index, statement in enumerate(tree.body):
+            finder.statement = index
+            finder.visit(statement, table, deferred=False)
+    except RecursionError:
+        raise Unsupported("nested too deeply to rewrite") from None
+    return tree, finder.refs
+
+
+class _Finder:
+    def __init__(self, lines):
+        self.lines = lines
+        self.refs = []
+        self.statement = 0
+        self._children = {}  # id(table) -> {(name, lineno): [child tables in order]}
+
+    def _child(self, table, name, lineno):
+        children = self._children.get(id(table))
+        if children is None:
+            children = self._children[id(table)] = {}
+            for child in table.get_children():
+                children.setdefault((child.get_name(), child.get_lineno()), []).append(child)
+        found = children.get((name, lineno))
+        if not found:
+            raise Unsupported("a scope the compiler did not report")
+        return found.pop(0)
+
+    @staticmethod
+    def _is_global(table, name):
+        if table.get_type() == "module":
+            return True
+        try:
+            return table.lookup(name).is_global()
+        except KeyError:
+            return False
+
+    def add(self, table, name, span, kind, deferred, node=None):
+        if self._is_global(table, name):
+            line, start, end = span
+            self.refs.append(Ref(name, line, start, end, kind, not deferred, self.statement, node))
+
+    def visit_all(self, nodes, table, deferred):
+        for node in nodes:
+            if node is not None:
+                self.visit(node, table, deferred)
+
+    def visit(self, node, table, deferred):
+        if isinstance(node, ast.Name):
+            kind = {ast.Load: "load", ast.Store: "store", ast.Del: "del"}[type(node.ctx)]
+            self.add(table, node.id, self.lines.span(node), kind, deferred, node=node)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            self._function(node, table, deferred)
+        elif isinstance(node, ast.Lambda):
+            args = node.args
+            self.visit_all([*args.defaults, *args.kw_defaults], table, deferred)
+            inner = self._child(table, "lambda", node.lineno)
+            self._arguments(args, inner, deferred=True, annotations=False)
+            self.visit(node.body, inner, deferred=True)
+        elif isinstance(node, ast.ClassDef):
+            self.visit_all([*node.bases, *(k.value for k in node.keywords), *node.decorator_list], table, deferred)
+            inner = self._child(table, node.name, node.lineno)
+            self.visit_all(node.body, inner, deferred)
+            column = self.lines.column(node.lineno, node.col_offset)
+            self.add(table, node.name, self.lines.find(r"class\s+(\w+)", node.lineno, column), "def", deferred)
+        elif type(node) in _COMPREHENSION_NAMES:
+            generators = node.generators
+            self.visit(generators[0].iter, table, deferred)
+            inner = self._child(table, _COMPREHENSION_NAMES[type(node)], node.lineno)
+            for index, generator in enumerate(generators):
+                self.visit(generator.target, inner, deferred)
+                if index:
+                    self.visit(generator.iter, inner, deferred)
+                self.visit_all(generator.ifs, inner, deferred)
+            results = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+            self.visit_all(results, inner, deferred)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*" or (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
+                    continue
+                bound = alias.asname or alias.name.partition(".")[0]
+                line, start, end = self.lines.span(alias)
+                self.add(table, bound, (line, start, end), "import", deferred, node=alias)
+        elif isinstance(node, ast.ExceptHandler):
+            self.visit_all([node.type], table, deferred)
+            if node.name:
+                column = self.lines.column(node.lineno, node.col_offset)
+                line = node.type.end_lineno if node.type is not None else node.lineno
+                start = self.lines.column(line, node.type.end_col_offset) if node.type is not None else column
+                self.add(table, node.name, self.lines.find(r"\bas\s+(\w+)", line, start), "except", deferred)
+            self.visit_all(node.body, table, deferred)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            if isinstance(node, ast.Global):
+                column = self.lines.column(node.lineno, node.col_offset)
+                for name in node.names:
+                    self.add(table, name, self.lines.find(rf"\b({re.escape(name)})\b", node.lineno, column + len("global")), "global", deferred)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)):
+            if node.name:
+                line, start, end = self.lines.span(node)
+                self.add(table, node.name, (line, end - len(node.name), end), "store", deferred)
+            self.visit_all([getattr(node, "pattern", None)], table, deferred)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            raise Unsupported("a `**rest` pattern")
+        else:
+            for child in ast.iter_child_nodes(node):
+                self.visit(child, table, deferred)
+
+    def _function(self, node, table, deferred):
+        args = node.args
+        # Evaluated where the function is defined (the compiler's order), then bound there.
+        self.visit_all([*args.defaults, *args.kw_defaults], table, deferred)
+        self._arguments(args, table, deferred, annotations=True)
+        self.visit_all([node.returns, *node.decorator_list], table, deferred)
+        inner = self._child(table, node.name, node.lineno)
+        self.visit_all(node.body, inner, deferred=True)
+        column = self.lines.column(node.lineno, node.col_offset)
+        self.add(table, node.name, self.lines.find(r"def\s+(\w+)", node.lineno, column), "def", deferred)
+
+    def _arguments(self, args, table, deferred, *, annotations):
+        if annotations:
+            every = [*args.posonlyargs, *args.args, args.vararg, *args.kwonlyargs, args.kwarg]
+            self.visit_all([a.annotation for a in every if a is not None], table, deferred)
+
+
+# --- the plan -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Version:
+    name: str
+    cell: int  # index in the cells list
+    import_key: tuple | None = None  # what an import bound the name to
+    read: bool = False
+    identifier: str = ""
+
+
+@dataclass
+class _CellPlan:
+    """What one Python cell reads and binds, and how each binding starts."""
+
+    tree: ast.Module
+    refs: list
+    reads: frozenset
+    writes: frozenset
+    starts_from_previous: dict  # name -> "direct" | "prologue" | "fresh"
+    first_binding: dict  # name -> index of the top-level statement that first binds it
+    dropped_imports: set = field(default_factory=set)  # names whose import repeats the one in force
+
+
+def _import_key(alias, statement):
+    if isinstance(statement, ast.ImportFrom):
+        return ("from", statement.level, statement.module, alias.name)
+    return ("import", alias.name if alias.asname else alias.name)
+
+
+def _plan_cell(code):
+    analysis = analyze_python(code)
+    if analysis.error is not None:
+        raise Unsupported("it has a syntax error")
+    tree, refs = references(code)
+    first_binding, starts = {}, {}
+    bindings = {}
+    for ref in refs:
+        if ref.kind != "load" and ref.name in analysis.writes:
+            bindings.setdefault(ref.name, []).append(ref)
+    for name in analysis.writes:
+        immediate = [ref for ref in bindings.get(name, []) if ref.immediate]
+        if not immediate:
+            starts[name] = "prologue"  # bound only by a function's `global`: maybe never
+            first_binding[name] = 0
+            continue
+        first = immediate[0]
+        statement = tree.body[first.statement]
+        first_binding[name] = first.statement
+        guaranteed = _binds_for_certain(statement, first)
+        reads_previous = name in analysis.reads
+        if first.kind == "del":
+            starts[name] = "prologue"
+        elif reads_previous and guaranteed and _plain_assignment(statement, name):
+            starts[name] = "direct"
+        elif reads_previous or not guaranteed:
+            starts[name] = "prologue"
+        else:
+            starts[name] = "fresh"
+    return _CellPlan(tree, refs, analysis.reads, analysis.writes, starts, first_binding)
+
+
+def _binds_for_certain(statement, ref):
+    """Whether the top-level statement binds the name whenever it runs (not only on some path)."""
+    if any(isinstance(node, ast.NamedExpr) for node in ast.walk(statement)):
+        return False  # `:=` may sit in a branch of the expression
+    if isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return True
+    if isinstance(statement, (ast.For, ast.AsyncFor)):
+        return _names_in(statement.target, ref.name)
+    if isinstance(statement, (ast.With, ast.AsyncWith)):
+        return any(item.optional_vars is not None and _names_in(item.optional_vars, ref.name) for item in statement.items)
+    return False
+
+
+def _names_in(node, name):
+    return any(isinstance(child, ast.Name) and child.id == name for child in ast.walk(node))
+
+
+def _plain_assignment(statement, name):
+    """`name = <expression reading name>` (or annotated): the value reads the previous version,
+    the target binds the new one, and nothing in the targets reads the name."""
+    if isinstance(statement, ast.Assign):
+        targets = statement.targets
+    elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+        targets = [statement.target]
+    else:
+        return False
+    return not any(
+        isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load) for target in targets for node in ast.walk(target)
+    )
+
+
+def _bound_value(alias, statement):
+    """What an import binds its name to: repeated when a later import binds the same."""
+    if isinstance(statement, ast.ImportFrom):
+        return ("from", statement.level, statement.module, alias.name)
+    if alias.asname:
+        return ("module", alias.name)
+    return ("module", alias.name.partition(".")[0])
+
+
+# --- the rewrite ----------------------------------------------------------------------------
+
+
+def rewrite_cells(cells):
+    """The cells (objects with `type`, `code`, `result_variable`, changed in place) rewritten
+    to run top to bottom here; returns the RewriteReport."""
+    return _Rewrite(cells).run()
+
+
+class _Rewrite:
+    def __init__(self, cells):
+        self.cells = cells
+        self.report = RewriteReport()
+        self.plans = {}  # cell index -> _CellPlan (Python cells that can be edited)
+        self.pinned = set()  # cell indexes whose bindings keep their names (cells not edited)
+        self.versions = {}  # name -> [_Version], in cell order
+        self.bound = {}  # cell index -> {name: (previous version or None, new version)}
+        self.read = {}  # cell index -> {name: version read (None: read before any definition)}
+        self.taken = set(BUILTIN_NAMES) | set(keyword.kwlist) | set(keyword.softkwlist)
+
+    def run(self):
+        self._plan()
+        self._name_versions()
+        originals = [(cell.code, cell.result_variable) for cell in self.cells]
+        for index, cell in enumerate(self.cells):
+            if cell.type == CELL_PYTHON and index in self.plans:
+                self._edit_python(index, cell)
+            elif cell.type == CELL_SQL:
+                self._edit_sql(index, cell)
+        self.report.changed_cells = sum(1 for cell, before in zip(self.cells, originals) if (cell.code, cell.result_variable) != before)
+        self.report.blocked = still_blocked(self.cells)
+        return self.report
+
+    # --- what each cell reads and binds, in order ----------------------------------------
+
+    def _plan(self):
+        current = {}
+        for index, cell in enumerate(self.cells):
+            self.taken.update(re.findall(r"[A-Za-z_]\w*", cell.code))
+            if cell.type == CELL_PYTHON:
+                reads, writes, dropped = self._python_names(index, cell)
+            elif cell.type == CELL_SQL:
+                analysis = analyze_sql(cell.code, cell.result_variable)
+                reads, writes, dropped = analysis.reads, analysis.writes, set()
+            else:
+                continue
+            plan = self.plans.get(index)
+            self.read[index] = {}
+            for name in reads - writes:
+                self._read(index, name, current.get(name))
+            self.bound[index] = {}
+            for name in sorted(writes):
+                previous = current.get(name)
+                if name in dropped:
+                    self._read(index, name, previous)
+                    continue
+                if previous is not None and (name in reads or (plan is not None and plan.starts_from_previous[name] == "prologue")):
+                    previous.read = True
+                version = _Version(name, index, import_key=self._import_key(plan, name))
+                self.versions.setdefault(name, []).append(version)
+                self.bound[index][name] = (previous, version)
+                current[name] = version
+
+    def _read(self, index, name, version):
+        self.read[index][name] = version
+        if version is not None:
+            version.read = True
+
+    def _python_names(self, index, cell):
+        try:
+            plan = _plan_cell(cell.code)
+        except (Unsupported, SyntaxError, ValueError) as exc:
+            analysis = analyze_python(cell.code)
+            if analysis.error is None:
+                self.pinned.add(index)
+                self.report.unchanged_cells.append((index + 1, str(exc) if isinstance(exc, Unsupported) else "it could not be analysed"))
+            return analysis.reads, analysis.writes, set()
+        self.plans[index] = plan
+        plan.dropped_imports = self._repeated_imports(plan)
+        return plan.reads, plan.writes, plan.dropped_imports
+
+    def _repeated_imports(self, plan):
+        """Names this cell binds only by a top-level import that binds what the name holds already."""
+        repeated = set()
+        for name in plan.writes:
+            bindings = [ref for ref in plan.refs if ref.name == name and ref.kind != "load"]
+            if len(bindings) != 1 or bindings[0].kind != "import" or not bindings[0].immediate:
+                continue
+            statement = plan.tree.body[bindings[0].statement]
+            if not isinstance(statement, (ast.Import, ast.ImportFrom)) or bindings[0].node not in statement.names:
+                continue
+            version = self._latest(name)
+            if version is not None and version.import_key == _bound_value(bindings[0].node, statement):
+                repeated.add(name)
+        return repeated
+
+    def _latest(self, name):
+        versions = self.versions.get(name)
+        return versions[-1] if versions else None
+
+    @staticmethod
+    def _import_key(plan, name):
+        if plan is None:
+            return None
+        bindings = [ref for ref in plan.refs if ref.name == name and ref.kind != "load"]
+        if len(bindings) == 1 and bindings[0].kind == "import" and bindings[0].immediate:
+            statement = plan.tree.body[bindings[0].statement]
+            if isinstance(statement, (ast.Import, ast.ImportFrom)) and bindings[0].node in statement.names:
+                return _bound_value(bindings[0].node, statement)
+        return None
+
+    # --- names for the versions ----------------------------------------------------------
+
+    def _name_versions(self):
+        for index, reads in self.read.items():
+            for name, version in reads.items():
+                if version is None and name in self.versions:
+                    self.versions[name][0].read = True  # read before any definition: the first one
+        for name, versions in self.versions.items():
+            if len(versions) == 1:
+                versions[0].identifier = name
+                continue
+            for version in versions:
+                if version.cell in self.pinned:
+                    version.identifier = name
+            used = {v.identifier for v in versions if v.identifier}
+            number = 1
+            for version in versions:
+                if version.identifier:
+                    continue
+                if not version.read and not is_private(name):
+                    version.identifier = self._private(name, version.cell)
+                    continue
+                while True:
+                    candidate = name if number == 1 else f"{name}_{number}"
+                    number += 1
+                    if candidate not in used and (candidate == name or candidate not in self.taken):
+                        break
+                version.identifier = candidate
+                used.add(candidate)
+                self.taken.add(candidate)
+
+    def _private(self, name, index):
+        """`_name`, or `_name_2`... when the cell uses that already."""
+        used = set(re.findall(r"[A-Za-z_]\w*", self.cells[index].code))
+        candidate, number = "_" + name, 2
+        while candidate in used:
+            candidate, number = f"_{name}_{number}", number + 1
+        return candidate
+
+    def _identifier_read(self, index, name):
+        version = self.read[index].get(name)
+        if version is None:
+            versions = self.versions.get(name)
+            return versions[0].identifier if versions else name
+        return version.identifier
+
+    # --- editing -------------------------------------------------------------------------
+
+    def _edit_python(self, index, cell):
+        try:
+            self._edit_python_cell(index, cell)
+        except Unsupported as exc:
+            self.report.unchanged_cells.append((index + 1, str(exc)))
+
+    def _edit_python_cell(self, index, cell):
+        plan = self.plans[index]
+        bound = self.bound.get(index, {})
+        lines = _LineIndex(cell.code)
+        edits = []  # (start offset, end offset, text)
+        offsets = _line_offsets(cell.code)
+
+        def at(line, column):
+            return offsets[line - 1] + column
+
+        value_ids = {}
+        for name, (previous, version) in bound.items():
+            if plan.starts_from_previous[name] == "direct":
+                statement = plan.tree.body[plan.first_binding[name]]
+                value_ids[name] = {id(node) for node in ast.walk(statement.value)}
+        import_changes = {}  # id(statement) -> (statement, {alias: new bound name or None to drop})
+        for ref in plan.refs:
+            name = ref.name
+            if name in bound:
+                previous, version = bound[name]
+                start = plan.first_binding[name]
+                form = plan.starts_from_previous[name]
+                reads_previous = (
+                    ref.kind == "load" and ref.immediate and previous is not None
+                    and (ref.statement < start or (ref.statement == start and form == "direct" and id(ref.node) in value_ids.get(name, ())))
+                )
+                target = previous.identifier if reads_previous else version.identifier
+            elif name in plan.dropped_imports or name in self.read[index]:
+                target = self._identifier_read(index, name)
+            else:
+                continue
+            if ref.kind == "import":
+                statement = _statement_of(plan.tree, ref)
+                aliases = import_changes.setdefault(id(statement), (statement, {}))[1]
+                aliases[id(ref.node)] = None if name in plan.dropped_imports and name not in bound else target
+            elif target != name:
+                edits.append((at(ref.line, ref.start), at(ref.line, ref.end), target))
+        for statement, aliases in import_changes.values():
+            text = self._import_text(statement, aliases, lines)
+            if text is not None:
+                start = at(statement.lineno, lines.column(statement.lineno, statement.col_offset))
+                end = at(statement.end_lineno, lines.column(statement.end_lineno, statement.end_col_offset))
+                edits.append((start, end, text))
+        for name, (previous, version) in bound.items():
+            if previous is not None and plan.starts_from_previous[name] == "prologue" and previous.identifier != version.identifier:
+                statement = plan.tree.body[plan.first_binding[name]]
+                first = min([statement.lineno, *(d.lineno for d in getattr(statement, "decorator_list", []))])
+                column = lines.column(statement.lineno, statement.col_offset) if first == statement.lineno else 0
+                separator = "\n" if column == 0 else "; "
+                edits.append((at(first, column), at(first, column), f"{version.identifier} = {previous.identifier}{separator}"))
+        if not edits:
+            return
+        code = cell.code
+        for start, end, text in sorted(edits, key=lambda edit: (edit[0], edit[1]), reverse=True):
+            code = code[:start] + text + code[end:]
+        expected = {version.identifier for previous, version in bound.values() if not is_private(version.identifier)}
+        analysis = analyze_python(code)
+        if analysis.error is not None or analysis.writes != expected:
+            self.report.unchanged_cells.append((index + 1, "its rewrite could not be checked"))
+            return
+        cell.code = code
+        for name, (previous, version) in sorted(bound.items()):
+            if version.identifier != name:
+                self.report.renames.append(Rename(index + 1, name, version.identifier, is_private(version.identifier)))
+        for statement, aliases in import_changes.values():
+            if all(target is None for target in aliases.values()):
+                self.report.imports_dropped.append((index + 1, ast.unparse(statement)))
+
+    def _import_text(self, statement, aliases, lines):
+        """The import statement with its aliases renamed or dropped; None when unchanged."""
+        kept, changed = [], False
+        for alias in statement.names:
+            if id(alias) not in aliases:
+                kept.append(alias)
+                continue
+            target = aliases[id(alias)]
+            bound = alias.asname or alias.name.partition(".")[0]
+            if target is None:
+                changed = True
+                if isinstance(statement, ast.Import) and "." in alias.name and not alias.asname:
+                    # `import a.b` again binds `a` to what it holds; the submodule still loads.
+                    kept.append(ast.alias(alias.name, "_" + alias.name.replace(".", "_")))
+                continue
+            if target == bound:
+                kept.append(alias)
+                continue
+            if isinstance(statement, ast.Import) and "." in alias.name and not alias.asname:
+                raise Unsupported("a dotted import bound again")  # pragma: no cover - checked when planned
+            kept.append(ast.alias(alias.name, target))
+            changed = True
+        if not changed:
+            return None
+        if not kept:
+            rest = lines.lines[statement.end_lineno - 1][lines.column(statement.end_lineno, statement.end_col_offset):]
+            if statement.col_offset == 0 and (not rest.strip() or rest.strip().startswith("#")):
+                return "\n".join(f"# {line}" for line in ast.get_source_segment("\n".join(lines.lines), statement).split("\n")) + "  (imported by an earlier cell)"
+            return "pass  # " + ast.unparse(statement) + ": imported by an earlier cell"
+        new = ast.Import(names=kept) if isinstance(statement, ast.Import) else ast.ImportFrom(module=statement.module, names=kept, level=statement.level)
+        return ast.unparse(new)
+
+    def _edit_sql(self, index, cell):
+        bound = self.bound.get(index, {})
+        if cell.result_variable in bound:
+            cell.result_variable = bound[cell.result_variable][1].identifier
+        renamed = {name: self._identifier_read(index, name) for name in self.read.get(index, {})}
+        renamed = {old: new for old, new in renamed.items() if old != new}
+        if renamed:
+            cell.code = "".join(value if kind == "sql" else "{" + renamed.get(value, value) + "}" for kind, value in sql_segments(cell.code))
+
+
+def _statement_of(tree, ref):
+    for node in ast.walk(tree.body[ref.statement]):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and ref.node in node.names:
+            return node
+    raise Unsupported("an import outside its statement")  # pragma: no cover
+
+
+def _line_offsets(code):
+    offsets, total = [], 0
+    for line in code.split("\n"):
+        offsets.append(total)
+        total += len(line) + 1
+    return offsets
+
+
+def still_blocked(cells):
+    """Cell number (1-based) -> why it would be blocked here, for cells of the given code."""
+    graph = DependencyGraph()
+    for index, cell in enumerate(cells):
+        if cell.type == CELL_PYTHON:
+            analysis = analyze_python(cell.code)
+        elif cell.type == CELL_SQL:
+            analysis = analyze_sql(cell.code, cell.result_variable)
+        else:
+            continue
+        graph.add(str(index + 1), reads=analysis.reads, writes=analysis.writes, position=index)
+    return {int(cell): why for cell, why in graph.blocked().items()}
