@@ -108,9 +108,11 @@ def _cell_magic(first, body, source):
         setup = _without_options(arguments)
         timed = _indented(_python(body, result), "    ")
         code = [f"# {first}  (timed below with Python's timeit module)"]
-        if setup:
-            code.append(setup)
-        code += ["def _timed():", timed, TIMEIT.format(indent="")]
+        if setup:  # run once, in the timed code's own scope (IPython does not keep its names either)
+            code += ["def _timer():", f"    {setup}", "    def _timed():", _indented(timed, "    "), "    return _timed", "_timed = _timer()"]
+        else:
+            code += ["def _timed():", timed]
+        code.append(TIMEIT.format(indent=""))
         result.code = "\n".join(code)
         return result
     if name == "writefile":

@@ -87,7 +87,7 @@ class RewriteReport:
                 text = f"{rename.old} → {rename.new}" + (" (used in this cell only)" if rename.private else "")
                 by_cell.setdefault(rename.cell, []).append(text)
             for cell, statement in self.imports_dropped:
-                by_cell.setdefault(cell, []).append(f"repeated `{statement}` commented out")
+                by_cell.setdefault(cell, []).append(f"`{statement}` again: dropped, the name holds that module already")
             for cell, jupyter_name, name in self.results_named:
                 by_cell.setdefault(cell, []).append(f"{jupyter_name} → {name}")
             listed = "; ".join(f"cell {cell}: {', '.join(items)}" for cell, items in sorted(by_cell.items()))
@@ -295,10 +295,18 @@ class _CellPlan:
     dropped_imports: set = field(default_factory=set)  # names whose import repeats the one in force
 
 
-def _import_key(alias, statement):
-    if isinstance(statement, ast.ImportFrom):
-        return ("from", statement.level, statement.module, alias.name)
-    return ("import", alias.name if alias.asname else alias.name)
+def _import_key(plan, name):
+    """What the cell's top-level imports bind `name` to, when imports are its only bindings
+    and all bind the same thing; else None."""
+    keys = set()
+    for ref in plan.refs:
+        if ref.name != name or ref.kind == "load":
+            continue
+        statement = plan.tree.body[ref.statement]
+        if ref.kind != "import" or not ref.immediate or not isinstance(statement, (ast.Import, ast.ImportFrom)) or ref.node not in statement.names:
+            return None
+        keys.add(_bound_value(ref.node, statement))
+    return keys.pop() if len(keys) == 1 else None
 
 
 def _plan_cell(code):
@@ -322,7 +330,9 @@ def _plan_cell(code):
         first_binding[name] = first.statement
         guaranteed = _binds_for_certain(statement, first)
         reads_previous = name in analysis.reads
-        if first.kind == "del":
+        if first.kind == "except" and not reads_previous:
+            starts[name] = "fresh"  # unbound again when the handler ends: nothing to start from
+        elif first.kind == "del":
             starts[name] = "prologue"
         elif reads_previous and guaranteed and _plain_assignment(statement, name):
             starts[name] = "direct"
@@ -392,10 +402,15 @@ class _Rewrite:
         self.bound = {}  # cell index -> {name: (previous version or None, new version)}
         self.read = {}  # cell index -> {name: version read (None: read before any definition)}
         self.taken = set(BUILTIN_NAMES) | set(keyword.kwlist) | set(keyword.softkwlist)
+        self.shown = []  # indexes of the cells so far whose last expression Jupyter shows as a result
+        self.results_read = {}  # cell index -> {"_" or "__": index of the cell whose result it is}
+        self.result_names = {}  # index of a cell whose result is read -> the name it gets
 
     def run(self):
         self._plan()
         self._name_versions()
+        for producer in sorted(self.result_names):
+            self.result_names[producer] = self._public(RESULT_NAME.format(number=producer + 1))
         originals = [(cell.code, cell.result_variable) for cell in self.cells]
         for index, cell in enumerate(self.cells):
             if cell.type == CELL_PYTHON and index in self.plans:
@@ -420,6 +435,8 @@ class _Rewrite:
             else:
                 continue
             plan = self.plans.get(index)
+            if plan is not None:
+                self._previous_results(index, plan)
             self.read[index] = {}
             for name in reads - writes:
                 self._read(index, name, current.get(name))
@@ -431,10 +448,28 @@ class _Rewrite:
                     continue
                 if previous is not None and (name in reads or (plan is not None and plan.starts_from_previous[name] == "prologue")):
                     previous.read = True
-                version = _Version(name, index, import_key=self._import_key(plan, name))
+                version = _Version(name, index, import_key=_import_key(plan, name) if plan is not None else None)
                 self.versions.setdefault(name, []).append(version)
                 self.bound[index][name] = (previous, version)
                 current[name] = version
+
+    def _previous_results(self, index, plan):
+        """Jupyter's `_` / `__` read in this cell: the results of the cells shown before it."""
+        bound = {ref.name for ref in plan.refs if ref.kind != "load"}
+        for name, back in PREVIOUS_RESULTS.items():
+            if name not in bound and len(self.shown) >= back and any(ref.name == name for ref in plan.refs):
+                producer = self.shown[-back]
+                self.results_read.setdefault(index, {})[name] = producer
+                self.result_names[producer] = ""
+        if _shows_a_result(plan.tree, self.cells[index].code):
+            self.shown.append(index)
+
+    def _public(self, name):
+        candidate, number = name, 2
+        while candidate in self.taken:
+            candidate, number = f"{name}_{number}", number + 1
+        self.taken.add(candidate)
+        return candidate
 
     def _read(self, index, name, version):
         self.read[index][name] = version
@@ -455,34 +490,18 @@ class _Rewrite:
         return plan.reads, plan.writes, plan.dropped_imports
 
     def _repeated_imports(self, plan):
-        """Names this cell binds only by a top-level import that binds what the name holds already."""
+        """Names this cell binds only by top-level imports of what the name holds already."""
         repeated = set()
         for name in plan.writes:
-            bindings = [ref for ref in plan.refs if ref.name == name and ref.kind != "load"]
-            if len(bindings) != 1 or bindings[0].kind != "import" or not bindings[0].immediate:
-                continue
-            statement = plan.tree.body[bindings[0].statement]
-            if not isinstance(statement, (ast.Import, ast.ImportFrom)) or bindings[0].node not in statement.names:
-                continue
             version = self._latest(name)
-            if version is not None and version.import_key == _bound_value(bindings[0].node, statement):
+            key = _import_key(plan, name)
+            if version is not None and key is not None and version.import_key == key:
                 repeated.add(name)
         return repeated
 
     def _latest(self, name):
         versions = self.versions.get(name)
         return versions[-1] if versions else None
-
-    @staticmethod
-    def _import_key(plan, name):
-        if plan is None:
-            return None
-        bindings = [ref for ref in plan.refs if ref.name == name and ref.kind != "load"]
-        if len(bindings) == 1 and bindings[0].kind == "import" and bindings[0].immediate:
-            statement = plan.tree.body[bindings[0].statement]
-            if isinstance(statement, (ast.Import, ast.ImportFrom)) and bindings[0].node in statement.names:
-                return _bound_value(bindings[0].node, statement)
-        return None
 
     # --- names for the versions ----------------------------------------------------------
 
@@ -554,8 +573,12 @@ class _Rewrite:
                 statement = plan.tree.body[plan.first_binding[name]]
                 value_ids[name] = {id(node) for node in ast.walk(statement.value)}
         import_changes = {}  # id(statement) -> (statement, {alias: new bound name or None to drop})
+        results = self.results_read.get(index, {})
         for ref in plan.refs:
             name = ref.name
+            if name in results:
+                edits.append((at(ref.line, ref.start), at(ref.line, ref.end), self.result_names[results[name]]))
+                continue
             if name in bound:
                 previous, version = bound[name]
                 start = plan.first_binding[name]
@@ -588,12 +611,19 @@ class _Rewrite:
                 column = lines.column(statement.lineno, statement.col_offset) if first == statement.lineno else 0
                 separator = "\n" if column == 0 else "; "
                 edits.append((at(first, column), at(first, column), f"{version.identifier} = {previous.identifier}{separator}"))
+        result_name = self.result_names.get(index)
+        if result_name:
+            last = plan.tree.body[-1].value
+            edits.append((at(last.lineno, lines.column(last.lineno, last.col_offset)),) * 2 + (f"({result_name} := ",))
+            edits.append((at(last.end_lineno, lines.column(last.end_lineno, last.end_col_offset)),) * 2 + (")",))
         if not edits:
             return
         code = cell.code
         for start, end, text in sorted(edits, key=lambda edit: (edit[0], edit[1]), reverse=True):
             code = code[:start] + text + code[end:]
         expected = {version.identifier for previous, version in bound.values() if not is_private(version.identifier)}
+        if result_name:
+            expected.add(result_name)
         analysis = analyze_python(code)
         if analysis.error is not None or analysis.writes != expected:
             self.report.unchanged_cells.append((index + 1, "its rewrite could not be checked"))
@@ -605,10 +635,12 @@ class _Rewrite:
         for statement, aliases in import_changes.values():
             if all(target is None for target in aliases.values()):
                 self.report.imports_dropped.append((index + 1, ast.unparse(statement)))
+        for jupyter_name, producer in sorted(results.items()):
+            self.report.results_named.append((index + 1, jupyter_name, self.result_names[producer]))
 
     def _import_text(self, statement, aliases, lines):
         """The import statement with its aliases renamed or dropped; None when unchanged."""
-        kept, changed = [], False
+        kept, assigned, changed = [], [], False
         for alias in statement.names:
             if id(alias) not in aliases:
                 kept.append(alias)
@@ -624,12 +656,17 @@ class _Rewrite:
             if target == bound:
                 kept.append(alias)
                 continue
-            if isinstance(statement, ast.Import) and "." in alias.name and not alias.asname:
-                raise Unsupported("a dotted import bound again")  # pragma: no cover - checked when planned
-            kept.append(ast.alias(alias.name, target))
             changed = True
+            if isinstance(statement, ast.Import) and "." in alias.name and not alias.asname:
+                # `import a.b` binds `a`: the same under another name.
+                assigned.append(f"{target} = __import__({alias.name!r})")
+                continue
+            kept.append(ast.alias(alias.name, target))
         if not changed:
             return None
+        if assigned:
+            new = [ast.unparse(ast.Import(names=kept))] if kept else []
+            return "; ".join(new + assigned)
         if not kept:
             rest = lines.lines[statement.end_lineno - 1][lines.column(statement.end_lineno, statement.end_col_offset):]
             if statement.col_offset == 0 and (not rest.strip() or rest.strip().startswith("#")):
@@ -646,6 +683,29 @@ class _Rewrite:
         renamed = {old: new for old, new in renamed.items() if old != new}
         if renamed:
             cell.code = "".join(value if kind == "sql" else "{" + renamed.get(value, value) + "}" for kind, value in sql_segments(cell.code))
+
+
+# Calls whose value is None, so Jupyter shows no result for them (a heuristic: a call of any
+# other name is taken to show one).
+_RETURN_NONE = {"print", "display", "show", "info", "savefig", "append", "extend", "update", "sort", "plot_show"}
+
+
+def _shows_a_result(tree, code):
+    """Whether Jupyter would show the cell's last expression as a result (`Out[n]`)."""
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        return False
+    node = tree.body[-1]
+    line = code.split("\n")[node.end_lineno - 1]
+    if line.encode("utf-8")[node.end_col_offset:].decode("utf-8", errors="replace").lstrip().startswith(";"):
+        return False
+    value = node.value
+    if isinstance(value, ast.Constant) and value.value is None:
+        return False
+    if isinstance(value, ast.Call):
+        function = value.func
+        called = function.id if isinstance(function, ast.Name) else function.attr if isinstance(function, ast.Attribute) else ""
+        return called not in _RETURN_NONE
+    return True
 
 
 def _statement_of(tree, ref):

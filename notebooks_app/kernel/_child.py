@@ -492,7 +492,7 @@ class Kernel:
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         tree = ast.parse(code, filename, "exec")
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
+        if tree.body and isinstance(tree.body[-1], ast.Expr) and not _silenced(code, tree.body[-1]):
             last = compile(ast.Expression(tree.body.pop().value), filename, "eval", flags=flags)
         return compile(tree, filename, "exec", flags=flags), last
 
@@ -508,11 +508,15 @@ class Kernel:
         return result
 
     def _outputs(self, value):
+        return self._cap(self.value_outputs(value) + self._figures())
+
+    def value_outputs(self, value):
+        """A value's own bundles: a chart, a figure's PNG, or its text (and HTML) form."""
         from notebooks_app.kernel import ui
 
         outputs = []
         if isinstance(value, ui.Widget):
-            return [{"mimeType": ui.UI_MIME, "data": value.definition()}] + self._figures()
+            return [{"mimeType": ui.UI_MIME, "data": value.definition()}]
         charts = None
         if value is not None:
             try:
@@ -541,8 +545,7 @@ class Kernel:
                 outputs.append({"mimeType": "text/plain", "data": text})
                 if isinstance(html, str):
                     outputs.append({"mimeType": "text/html", "data": html})
-        outputs.extend(self._figures())
-        return self._cap(outputs)
+        return outputs
 
     def _figures(self):
         """Figures the cell left open (plt.plot without returning the figure)."""
@@ -644,6 +647,13 @@ def set_limits():
         resource.setrlimit(kind, (limit, limit))
 
 
+def _silenced(code, statement):
+    """Whether the cell's last expression ends with `;`, which hides its value (as in Jupyter)."""
+    line = code.split("\n")[statement.end_lineno - 1]
+    rest = line.encode("utf-8")[statement.end_col_offset:].decode("utf-8", errors="replace")
+    return rest.lstrip().startswith(";")
+
+
 def install_notebook_module():
     """`from notebook import ui` in cells: the inputs of kernel/ui.py."""
     import types
@@ -684,6 +694,7 @@ def main():
     capture = Capture(protocol, output_cap)
     image_cap = int(os.environ.get("NOTEBOOK_IMAGE_CAP", str(16 << 20)))
     kernel = Kernel(protocol, capture, output_cap, sql_row_cap, image_cap)
+    display.install_display(kernel.value_outputs)
 
     def on_sigint(signum, frame):
         if kernel.executing:

@@ -151,8 +151,21 @@ def install():
     sys.meta_path.insert(0, ImportHook())
 
 
+def install_display(outputs_of):
+    """`display(obj, ...)` as IPython and Jupyter have it, for notebooks written there: each
+    object's outputs (`outputs_of(obj)`: its bundles) join the cell's where it was called."""
+    import builtins
+
+    def display(*objects, **options):
+        for obj in objects:
+            _shown.extend(outputs_of(obj))
+
+    builtins.display = display
+
+
 def shown_charts():
-    """The charts shown with fig.show() or show(p) since the last call, in order."""
+    """The charts shown with fig.show() or show(p), and the objects given to display(), since
+    the last call, in order."""
     charts = list(_shown)
     _shown.clear()
     return charts
