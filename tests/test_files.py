@@ -317,3 +317,20 @@ def test_import_command_refuses_a_bad_file_and_an_unknown_owner(users, tmp_path)
     with pytest.raises(CommandError, match="no user called"):
         call_command("import_notebook", str(FIXTURES / "percent.py"), "--owner", "nobody")
     assert not Notebook.objects.exists()
+
+
+def test_import_rewrites_a_top_to_bottom_notebook_and_the_page_says_so_once(client, users):
+    book = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import math\ndf = [4, None, 9]"),
+        nbformat.v4.new_code_cell("df = [v for v in df if v]\n%timeit sum(df)"),
+        nbformat.v4.new_code_cell("for i in range(2):\n    print(i)"),
+        nbformat.v4.new_code_cell("for i in range(3):\n    print(math.sqrt(df[0]) + i)"),
+    ])
+    response = upload(client, users["alice"], "rebinding.ipynb", nbformat.writes(book).encode())
+    notebook = imported(response)
+    codes = [code for _type, code, _result in cells_of(notebook)]
+    assert codes[1].startswith("df_2 = [v for v in df if v]\ndef _timed():\n    sum(df_2)")
+    assert codes[2:] == ["for _i in range(2):\n    print(_i)", "for _i in range(3):\n    print(math.sqrt(df_2[0]) + _i)"]
+    page = client.get(response["Location"]).content.decode()
+    assert "cell 2: df → df_2" in page and "cell 3: i → _i (used in this cell only)" in page and "blocked" not in page.split("Imported")[1][:2000]
+    assert "cell 2: df → df_2" not in client.get(response["Location"]).content.decode()  # shown once
