@@ -268,14 +268,6 @@ class _Reader:
         self.add(ImportedCell(CELL_PYTHON, source))
 
 
-def _parses(source):
-    try:
-        ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    return True
-
-
 # --- marimo ---------------------------------------------------------------------------------
 
 
