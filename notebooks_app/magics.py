@@ -297,8 +297,11 @@ def _shell(command, target):
         if program == "ls" and not options and len(paths) <= 1:
             return f"{target} = sorted(__import__('os').listdir({(paths or ['.'])[0]!r}))"
         return None
-    if program == "ls" and set(options) <= {"-1"} and len(paths) <= 1:
+    if program == "ls" and options == ["-1"] and len(paths) <= 1:
         return f"for _name in sorted(__import__('os').listdir({(paths or ['.'])[0]!r})): print(_name)"
+    if program == "ls" and not options and len(paths) <= 1:
+        # On one line, two spaces apart: what ls prints to Jupyter's terminal (80 columns) for a few names.
+        return f"if (_names := sorted(__import__('os').listdir({(paths or ['.'])[0]!r}))): print('  '.join(_names))"
     if program == "pwd" and not arguments:
         return "print(__import__('os').getcwd())"
     if program == "cat" and not options and paths:

@@ -148,8 +148,10 @@ def test_writefile_then_shell_lines_read_the_working_directory(tmp_path, monkeyp
     written = magics.translate("%%writefile data.csv\na,b\n1,2\n3,4")
     assert run_cell(written.code, tmp_path, monkeypatch) == "Writing data.csv\n"
     assert (tmp_path / "data.csv").read_text() == "a,b\n1,2\n3,4\n"
-    shell = magics.translate("!ls\n!head -n 2 data.csv\n!tail -1 data.csv\n!cat data.csv\n!wc -l data.csv\nfiles = !ls\nprint(files)")
+    shell = magics.translate("!ls -1\n!head -n 2 data.csv\n!tail -1 data.csv\n!cat data.csv\n!wc -l data.csv\nfiles = !ls\nprint(files)")
     assert run_cell(shell.code, tmp_path, monkeypatch) == "data.csv\na,b\n1,2\n3,4\na,b\n1,2\n3,4\n3 data.csv\n['data.csv']\n"
+    (tmp_path / "more.txt").write_text("")
+    assert run_cell(magics.translate("!ls").code, tmp_path, monkeypatch) == "data.csv  more.txt\n"
 
 
 def test_front_end_magics_are_dropped_and_other_shell_lines_say_why():
