@@ -293,12 +293,19 @@ def _shell(command, target):
     program, arguments = words[0], words[1:]
     options = [word for word in arguments if word.startswith("-")]
     paths = [word for index, word in enumerate(arguments) if not word.startswith("-") and (index == 0 or arguments[index - 1] != "-n")]
+    globbed = bool(paths) and all(any(c in path for c in "*?[") for path in paths)
     if target is not None:
-        if program == "ls" and not options and len(paths) <= 1:
+        if program == "ls" and not options and len(paths) <= 1 and not globbed:
             return f"{target} = sorted(__import__('os').listdir({(paths or ['.'])[0]!r}))"
         return None
-    if program == "ls" and options == ["-1"] and len(paths) <= 1:
+    if program == "ls" and options == ["-1"] and len(paths) <= 1 and not globbed:
         return f"for _name in sorted(__import__('os').listdir({(paths or ['.'])[0]!r})): print(_name)"
+    if program == "ls" and not options and paths and all(any(c in path for c in "*?[") for path in paths):
+        listed = " + ".join(f"__import__('glob').glob({path!r})" for path in paths)
+        return f"if (_names := sorted({listed})): print('  '.join(_names))"
+    if program == "ls" and not options and globbed:
+        listed = " + ".join(f"__import__('glob').glob({path!r})" for path in paths)
+        return f"if (_names := sorted({listed})): print('  '.join(_names))"
     if program == "ls" and not options and len(paths) <= 1:
         # On one line, two spaces apart: what ls prints to Jupyter's terminal (80 columns) for a few names.
         return f"if (_names := sorted(__import__('os').listdir({(paths or ['.'])[0]!r}))): print('  '.join(_names))"

@@ -133,10 +133,14 @@ def _plan_cell(code):
     for ref in refs:
         if ref.kind != "load" and ref.name in analysis.writes:
             bindings.setdefault(ref.name, []).append(ref)
+    # Names the cell reads anywhere (`x += 1` reads x too): a binding that may not happen then
+    # leaves them the value they had before, which the new version must start from.
+    augmented = {id(node.target) for node in ast.walk(tree) if isinstance(node, ast.AugAssign)}
+    loaded = {ref.name for ref in refs if ref.kind == "load" or id(ref.node) in augmented}
     for name in analysis.writes:
         immediate = [ref for ref in bindings.get(name, []) if ref.immediate]
         if not immediate:
-            starts[name] = "prologue"  # bound only by a function's `global`: maybe never
+            starts[name] = "prologue" if name in loaded else "fresh"  # bound only by a function's `global`: maybe never
             first_binding[name] = 0
             continue
         first = immediate[0]
@@ -150,8 +154,8 @@ def _plan_cell(code):
             starts[name] = "prologue"
         elif reads_previous and guaranteed and _plain_assignment(statement, name):
             starts[name] = "direct"
-        elif reads_previous or not guaranteed:
-            starts[name] = "prologue"
+        elif reads_previous or (not guaranteed and name in loaded):
+            starts[name] = "prologue"  # the cell may go on with the value it had before
         else:
             starts[name] = "fresh"
     return _CellPlan(tree, refs, analysis.reads, analysis.writes, starts, first_binding)

@@ -62,6 +62,7 @@ CASES = {
     "except and with names": ["try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    print('caught', e)", "try:\n    {}['k']\nexcept KeyError as e:\n    print('caught', repr(e))", "import io\nwith io.StringIO('a') as f:\n    print(f.read())", "import io\nwith io.StringIO('b') as f:\n    print(f.read())"],
     "binding in a branch keeps the old value": ["level = 'low'", "if 1 > 2:\n    level = 'high'\nprint(level)", "print(level)"],
     "del then redefined": ["x = 5", "del x", "x = 7", "print(x)"],
+    "a binding that failed leaves nothing to start from": ["try:\n    x = 1 / 0\nexcept ZeroDivisionError:\n    pass", "try:\n    x = 2 / 0\nexcept ZeroDivisionError as err:\n    print(err)"],
     "a global written by a function": ["counter = 0", "def bump():\n    global counter\n    counter += 1\nbump()\nbump()", "print(counter)"],
     "a function defined before a name is bound again keeps the value it was defined with": ["scale = 2", "def scaled(v):\n    return v * scale\nprint(scaled(3))", "scale = 5\nprint(scale)"],
     "a comprehension's variable is not the global": ["n = 3", "squares = [n * n for n in range(n)]\nprint(squares, n)", "n = n + 1\nprint(n)"],
@@ -152,6 +153,7 @@ def test_writefile_then_shell_lines_read_the_working_directory(tmp_path, monkeyp
     assert run_cell(shell.code, tmp_path, monkeypatch) == "data.csv\na,b\n1,2\n3,4\na,b\n1,2\n3,4\n3 data.csv\n['data.csv']\n"
     (tmp_path / "more.txt").write_text("")
     assert run_cell(magics.translate("!ls").code, tmp_path, monkeypatch) == "data.csv  more.txt\n"
+    assert run_cell(magics.translate("!ls *.txt").code, tmp_path, monkeypatch) == "more.txt\n"
 
 
 def test_front_end_magics_are_dropped_and_other_shell_lines_say_why():
