@@ -64,17 +64,20 @@ class RewriteReport:
         notes = []
         if self.renames or self.imports_dropped or self.results_named:
             by_cell = {}
-            for rename in self.renames:
-                text = f"{rename.old} → {rename.new}" + (" (used in this cell only)" if rename.private else "")
-                by_cell.setdefault(rename.cell, []).append(text)
+            for cell in sorted({rename.cell for rename in self.renames}):
+                renames = [rename for rename in self.renames if rename.cell == cell]
+                by_cell[cell] = [f"{r.old} → {r.new}" for r in renames if not r.private]
+                private = [f"{r.old} → {r.new}" for r in renames if r.private]
+                if private:
+                    by_cell[cell].append(", ".join(private) + " (used in this cell only)")
             for cell, statement in self.imports_dropped:
                 by_cell.setdefault(cell, []).append(f"`{statement}` again: dropped, the name holds that module already")
             for cell, jupyter_name, name in self.results_named:
                 by_cell.setdefault(cell, []).append(f"{jupyter_name} → {name}")
             listed = "; ".join(f"cell {cell}: {', '.join(items)}" for cell, items in sorted(by_cell.items()))
             notes.append(
-                f"{self.changed_cells} cell(s) were rewritten so the notebook runs top to bottom here, where each name "
-                f"has one defining cell (a name bound again becomes a new name from there on): {listed}."
+                f"Rewritten to run top to bottom here, where each name has one defining cell: {listed}. "
+                f"The cells after a rename read the new name ({self.changed_cells} cell(s) changed in all)."
             )
         for cell, why in self.unchanged_cells:
             notes.append(f"Cell {cell} was left as it was: {why}.")
