@@ -8,7 +8,7 @@ exactly as the consumer calls it (its own transaction, the notebook row locked, 
 on-commit send to the kernel channel on Redis), alternately
 
 * **log on**: production code, untouched; and
-* **log off**: the same call with `operations._record` and `operations.cell_snapshot`
+* **log off**: the same call with `operations.record_event` and `operations.cell_snapshot`
   replaced, in this process only, by no-ops: the event's INSERT (or, for a coalesced edit,
   its SELECT + UPDATE) and the two neighbour SELECTs that build a created / deleted cell's
   snapshot (and a moved cell's old neighbour), which only the event uses.  Everything else in
@@ -16,7 +16,7 @@ on-commit send to the kernel channel on Redis), alternately
 
 The cost of the log is median(on) - median(off); the ratio is that over median(off) (the
 edit without its log), with a verdict per operation against the 10 % target.  A cross-check:
-the time spent inside `_record` and `cell_snapshot` during the log-on calls, as a share of
+the time spent inside `record_event` and `cell_snapshot` during the log-on calls, as a share of
 the call.  Edits come in two kinds: a new event (two cells edited in turn) and a coalesced
 one (the same cell again within 60 s: the previous event's `after` is updated).  `--history`
 pre-fills the notebook's log with that many old events, and as many of another notebook after
@@ -55,7 +55,7 @@ class Switch:
         from notebooks_app import operations
 
         self.operations = operations
-        self.record, self.snapshot = operations._record, operations.cell_snapshot
+        self.record, self.snapshot = operations.record_event, operations.cell_snapshot
         # create_cell and delete_cell on PostgreSQL write their event in the same statement
         # (a `recorded` CTE): log off is that statement without it.
         self.sql = {name: getattr(operations, name) for name in ("_CREATE_SQL", "_DELETE_SQL")}
@@ -76,18 +76,18 @@ class Switch:
     def set(self, mode):
         if mode == "on":
             # The originals, wrapped in a timer (a perf_counter pair: well under a microsecond).
-            self.operations._record = self._timed(self.record)
+            self.operations.record_event = self._timed(self.record)
             self.operations.cell_snapshot = self._timed(self.snapshot)
             for name, sql in self.sql.items():
                 setattr(self.operations, name, sql)
         else:
-            self.operations._record = lambda *args, **kwargs: None
+            self.operations.record_event = lambda *args, **kwargs: None
             self.operations.cell_snapshot = lambda notebook, cell: {"previous": None}
             for name, sql in self.sql_off.items():
                 setattr(self.operations, name, sql)
 
     def restore(self):
-        self.operations._record, self.operations.cell_snapshot = self.record, self.snapshot
+        self.operations.record_event, self.operations.cell_snapshot = self.record, self.snapshot
         for name, sql in self.sql.items():
             setattr(self.operations, name, sql)
 

@@ -1,11 +1,14 @@
 """NotebookConsumer: one WebSocket on one notebook.
 
-It authenticates, validates every frame (protocol.py), performs edits through
-operations.py (one short transaction each, on the ORM thread), and relays the
-kernel worker's events to its socket.  It never sends notebook events itself:
-the kernel worker is their only sender, so every client sees one order.  Presence
-(who is where) is the exception: it is relayed between sockets, without `seq`,
-and never stored.
+It authenticates, validates every frame (protocol.py), hands each message to its handler
+(HANDLERS, one per message of protocol.MESSAGE_SCHEMAS), performs edits through
+operations.py and history.py (one short transaction each, on the ORM thread; create_cell and
+delete_cell on the event loop's edit lane when it can take them, edit_lane.py), and relays the
+kernel worker's events to its socket when fanout.py does not write them itself.  It sends no
+notebook events of its own but one: the early announcement of a create or delete it committed
+(without `seq`, docs/protocol.md); the kernel worker is the only sender of events in `seq`
+order, so every client sees one order.  Presence (who is where) is relayed between sockets,
+without `seq`, and never stored.
 """
 import base64
 import hashlib
@@ -216,46 +219,62 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         return True
 
     async def _handle(self, message):
-        f, rid = message.fields, message.request_id
-        if message.type == "sync":
-            await self._request_state(rid)
-        elif message.type == "create_cell":
-            fields = {"cell_type": f.get("cellType", CELL_PYTHON), "after_cell_id": f.get("afterCellId"), "before_cell_id": f.get("beforeCellId"), "code": f.get("code", ""), "request_id": rid}
-            if not await self._on_the_lane(edit_lane.create_cell, **fields):
-                await self._operation(operations.create_cell, **fields)
-        elif message.type == "move_cell":
-            await self._operation(operations.move_cell, cell_id=f["cellId"], after_cell_id=f["afterCellId"], request_id=rid)
-        elif message.type == "delete_cell":
-            if not await self._on_the_lane(edit_lane.delete_cell, cell_id=f["cellId"], request_id=rid):
-                await self._operation(operations.delete_cell, cell_id=f["cellId"], request_id=rid)
-        elif message.type == "cell_update":
-            await self._operation(operations.update_cell, cell_id=f["cellId"], code=f.get("code"), result_variable=f.get("resultVariable"), request_id=rid)
-        elif message.type == "update_db_connection":
-            await self._operation(operations.update_db_connection, connection_string=f["connectionString"], request_id=rid)
-        elif message.type in ("run_cell", "run_all", "interrupt"):
-            await self._kernel_command(message)
-        elif message.type == "text_update":
-            await self._text_update(message)
-        elif message.type == "set_input":
-            await self._operation(operations.set_input, cell_id=f["cellId"], index=f.get("index", 0), value=f["value"], request_id=rid)
-        elif message.type == "restore_cell":
-            await self._operation(history.restore_cell, cell_id=f["cellId"], request_id=rid)
-        elif message.type in ("undo", "redo"):
-            await self._operation(getattr(history, message.type), request_id=rid)
-        elif message.type == "save_version":
-            version = await self._operation(history.save_version, name=f["name"], request_id=rid)
-            await self.send(text_data=protocol.dumps({"type": "version_saved", "versionId": version.pk, "name": version.name, "requestId": rid}))
-        elif message.type == "restore_version":
-            await self._operation(history.restore_version, version_id=f["versionId"], request_id=rid)
-        elif message.type == "history":
-            page = await database_sync_to_async(history.page)(self.notebook_id, self.user, before=f.get("before"), limit=f.get("limit"))
-            await self.send(text_data=protocol.dumps({"type": "history", **page, "requestId": rid}))
-        elif message.type in ("complete", "inspect"):
-            await self._assist(message)
-        elif message.type == "presence":
-            await self._announce_presence(cell_id=f.get("cellId"), cursor=f.get("cursor"))
-        else:  # pragma: no cover - MESSAGE_SCHEMAS and this dispatch must agree
-            raise protocol.ProtocolError(protocol.UNKNOWN_TYPE, f"Unhandled message type {message.type}.", rid)
+        await HANDLERS[message.type](self, message)
+
+    # --- one handler per client message (protocol.MESSAGE_SCHEMAS; HANDLERS below) -----------
+    async def _on_sync(self, message):
+        await self._request_state(message.request_id)
+
+    async def _on_create_cell(self, message):
+        f = message.fields
+        fields = {"cell_type": f.get("cellType", CELL_PYTHON), "after_cell_id": f.get("afterCellId"), "before_cell_id": f.get("beforeCellId"), "code": f.get("code", ""), "request_id": message.request_id}
+        if not await self._on_the_lane(edit_lane.create_cell, **fields):
+            await self._operation(operations.create_cell, **fields)
+
+    async def _on_move_cell(self, message):
+        f = message.fields
+        await self._operation(operations.move_cell, cell_id=f["cellId"], after_cell_id=f["afterCellId"], request_id=message.request_id)
+
+    async def _on_delete_cell(self, message):
+        fields = {"cell_id": message.fields["cellId"], "request_id": message.request_id}
+        if not await self._on_the_lane(edit_lane.delete_cell, **fields):
+            await self._operation(operations.delete_cell, **fields)
+
+    async def _on_cell_update(self, message):
+        f = message.fields
+        await self._operation(operations.update_cell, cell_id=f["cellId"], code=f.get("code"), result_variable=f.get("resultVariable"), request_id=message.request_id)
+
+    async def _on_update_db_connection(self, message):
+        await self._operation(operations.update_db_connection, connection_string=message.fields["connectionString"], request_id=message.request_id)
+
+    async def _on_set_input(self, message):
+        f = message.fields
+        await self._operation(operations.set_input, cell_id=f["cellId"], index=f.get("index", 0), value=f["value"], request_id=message.request_id)
+
+    async def _on_restore_cell(self, message):
+        await self._operation(history.restore_cell, cell_id=message.fields["cellId"], request_id=message.request_id)
+
+    async def _on_undo(self, message):
+        await self._operation(history.undo, request_id=message.request_id)
+
+    async def _on_redo(self, message):
+        await self._operation(history.redo, request_id=message.request_id)
+
+    async def _on_save_version(self, message):
+        rid = message.request_id
+        version = await self._operation(history.save_version, name=message.fields["name"], request_id=rid)
+        await self.send(text_data=protocol.dumps({"type": "version_saved", "versionId": version.pk, "name": version.name, "requestId": rid}))
+
+    async def _on_restore_version(self, message):
+        await self._operation(history.restore_version, version_id=message.fields["versionId"], request_id=message.request_id)
+
+    async def _on_history(self, message):
+        f = message.fields
+        page = await database_sync_to_async(history.page)(self.notebook_id, self.user, before=f.get("before"), limit=f.get("limit"))
+        await self.send(text_data=protocol.dumps({"type": "history", **page, "requestId": message.request_id}))
+
+    async def _on_presence(self, message):
+        await self._announce_presence(cell_id=message.fields.get("cellId"), cursor=message.fields.get("cursor"))
 
     async def _operation(self, func, **fields):
         """One operations.py function on this notebook as this user, on the ORM thread, with
@@ -275,7 +294,7 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         async with edit_lane.in_order():
             return await func(self.notebook_id, self.user, **fields)
 
-    async def _kernel_command(self, message):
+    async def _kernel_command(self, message):  # run_cell, run_all, interrupt
         """Messages that change no rows: check permission (and the cell), then ask the kernel."""
         cell_id = message.fields.get("cellId")
         revision = await self._operation(operations.check_kernel_command, cell_id=cell_id)
@@ -410,3 +429,9 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         except (DatabaseError, *REDIS_ERRORS) as exc:
             logger.warning("socket on notebook %s could not resync after a Redis outage (%s); closing it", self.notebook_id, type(exc).__name__)
             await self._close_unavailable("The server could not resync this notebook; reconnecting shortly.")
+
+
+# The consumer's dispatch: every message protocol.py accepts, to its handler (`_on_<type>`; a
+# message without one fails here, at import).
+_SHARED = {"run_cell": "_kernel_command", "run_all": "_kernel_command", "interrupt": "_kernel_command", "text_update": "_text_update", "complete": "_assist", "inspect": "_assist"}
+HANDLERS = {kind: getattr(NotebookConsumer, _SHARED.get(kind, f"_on_{kind}")) for kind in protocol.MESSAGE_SCHEMAS}

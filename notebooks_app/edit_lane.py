@@ -1,8 +1,8 @@
 """create_cell and delete_cell on the event loop: the edit lane (docs/performance.md, "Edits").
 
-On PostgreSQL both are one pipeline of SQL (operations.NewCell / GoneCell). Through
-database_sync_to_async that pipeline crosses to the ORM thread and back: two thread wake-ups
-per edit, ~0.6 ms each on a 2-core VM, a quarter of the edit's hops. Here the same statements go
+On PostgreSQL both are one pipeline of SQL (operations.NewCell / GoneCell and
+operations.edit_statements). Through database_sync_to_async that pipeline crosses to the ORM
+thread and back: two thread wake-ups per edit, ~0.6 ms each on a 2-core VM, a quarter of the edit's hops. Here the same statements go
 over an asyncio psycopg connection of the event loop's own, then the kernel's message and the
 early announcement leave from the loop as before (kernel_client.send_then_announce).
 
@@ -10,8 +10,10 @@ One connection per event loop. The consumer runs a process's operations one at a
 (`in_order`), the lane's and the ORM thread's alike, as the one ORM thread always did: each
 commits, then sends the kernel its message, so the kernel gets a process's edits in the order of
 their revisions (a message that skips a revision makes the kernel reload the notebook and
-resync every page). Whatever the lane cannot do (SQLite, a SQL cell, a cell placed before
-another, positions to renumber) returns False with nothing written, and the thread does it.
+resync every page). Whatever the lane cannot do (SQLite; a change that needs Python between the
+lock and its statement or is not announced early: a SQL cell, a cell placed above another, a
+restored cell, positions to spread; `NewCell.on_the_lane`) returns False with nothing written,
+and the thread does it (operations.run_change, the same statements).
 
 The connection is checked as the pool's are (notebookproject/db_pool.py): replaced when its
 socket shows the server closed it, checked with a round trip after a rest. Errors are Django's
@@ -29,7 +31,6 @@ from django.db import connections
 from notebookproject import db_pool
 
 from . import kernel_client, operations
-from .constants import CELL_SQL
 
 _lanes = weakref.WeakKeyDictionary()  # event loop -> _Lane
 _order_locks = weakref.WeakKeyDictionary()  # event loop -> asyncio.Lock
@@ -124,9 +125,13 @@ async def _run(statements):
 
 
 async def _edit(notebook_id, user, change):
-    rows = await _run(operations._edit_pipeline(notebook_id, user, change.sql, change.params))
-    _, row = operations._edit_rows(user, rows)
-    if not change.made(row):
+    """`change` (an operations.NewCell or GoneCell) over the loop's connection, then its kernel
+    message and early announcement; False when it needs the ORM thread after all (nothing was
+    written)."""
+    if not enabled() or not change.on_the_lane:
+        return False
+    rows = await _run(operations.edit_statements(notebook_id, user, change))
+    if not change.made(operations.edit_row(user, rows)):
         return False
     await kernel_client.send_committed(notebook_id, change.message, change.early)
     return True
@@ -134,17 +139,13 @@ async def _edit(notebook_id, user, change):
 
 async def create_cell(notebook_id, user, *, cell_type, after_cell_id=None, before_cell_id=None, code="", request_id=None):
     """operations.create_cell on the lane; False when it must take the ORM thread instead."""
-    if not enabled() or cell_type == CELL_SQL or before_cell_id:
-        return False
-    new = operations.NewCell(notebook_id, cell_type=cell_type, after_cell_id=after_cell_id, code=code, request_id=request_id, revert=None)
+    new = operations.NewCell(notebook_id, cell_type=cell_type, after_cell_id=after_cell_id, before_cell_id=before_cell_id, code=code, request_id=request_id)
     return await _edit(notebook_id, user, new)
 
 
 async def delete_cell(notebook_id, user, *, cell_id, request_id=None):
     """operations.delete_cell on the lane; False when it must take the ORM thread instead."""
-    if not enabled():
-        return False
-    return await _edit(notebook_id, user, operations.GoneCell(notebook_id, cell_id=cell_id, request_id=request_id, revert=None))
+    return await _edit(notebook_id, user, operations.GoneCell(notebook_id, cell_id=cell_id, request_id=request_id))
 
 
 async def close():

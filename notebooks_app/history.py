@@ -25,20 +25,8 @@ from .models import (
     NotebookEvent,
     NotebookVersion,
 )
-from .operations import (
-    OperationError,
-    _bump,
-    _lock_notebook,
-    _notebook,
-    _position_after,
-    _position_before,
-    _record,
-    _tell_kernel,
-    cell_snapshot,
-    delete_cell,
-    move_cell,
-    update_cell,
-)
+from . import operations
+from .operations import OperationError, delete_cell, move_cell, update_cell
 from .permissions import VIEW
 from .protocol import CONFLICT, NOTHING_TO_UNDO
 
@@ -51,38 +39,33 @@ def restore_cell(notebook_id, user, *, cell_id, request_id=None, revert=None):
     """Bring a deleted cell back, with its id, type, code and result variable, next to its old
     neighbours (or at the end); the kernel then runs it and what depends on it."""
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user)
+        notebook = operations.lock_notebook(notebook_id, user)
         if notebook.cells.filter(pk=cell_id).exists():
             raise OperationError("invalid_field", "That cell is in the notebook: there is nothing to restore.")
         deleted = NotebookEvent.objects.filter(notebook=notebook, cell_id=cell_id, kind=EVENT_DELETED).order_by("-id").first()
         if deleted is None or not deleted.before:
             raise OperationError("unknown_cell", f"No deleted cell {cell_id} is in this notebook's history.")
         snapshot = deleted.before
-        if snapshot.get("previous") and notebook.cells.filter(pk=snapshot["previous"]).exists():
-            position, renumbered = _position_after(notebook, snapshot["previous"])
-        elif snapshot.get("next") and notebook.cells.filter(pk=snapshot["next"]).exists():
-            position, renumbered = _position_before(notebook, snapshot["next"])
-        else:
-            position, renumbered = _position_after(notebook, None)
-        cell = Cell.objects.create(
-            id=cell_id,
-            notebook=notebook,
-            position=position,
-            type=snapshot["type"],
+        restored = operations.NewCell(
+            notebook.pk,
+            cell_id=cell_id,
+            cell_type=snapshot["type"],
             code=snapshot["code"],
             result_variable=snapshot.get("resultVariable") or "",
-            status=STATUS_IDLE,
+            after_cell_id=snapshot.get("previous"),
+            before_cell_id=snapshot.get("next"),
+            kind=EVENT_RESTORED,
+            run=True,
+            request_id=request_id,
+            revert=revert,
         )
-        _record(notebook, user, EVENT_RESTORED, cell_id=cell.pk, after=cell_snapshot(notebook, cell), revert=revert)
-        revision = _bump(notebook)
-        _tell_kernel(notebook, "create_cell", revision=revision, request_id=request_id, cell=cell.to_message(), position=position, positions=renumbered, run=True)
-    return cell
+        return operations.add_cell(notebook.pk, user, restored)
 
 
 def undo(notebook_id, user, *, request_id=None):
     """Undo `user`'s newest change that is not undone yet (never anyone else's)."""
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user)
+        notebook = operations.lock_notebook(notebook_id, user)
         target = NotebookEvent.objects.filter(notebook=notebook, user=user, kind__in=UNDOABLE, is_undo=False, reverted=False).order_by("-id").first()
         if target is None:
             raise OperationError(NOTHING_TO_UNDO, "You have no change here left to undo.")
@@ -94,7 +77,7 @@ def undo(notebook_id, user, *, request_id=None):
 def redo(notebook_id, user, *, request_id=None):
     """Redo `user`'s newest undo, unless they made a new change since."""
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user)
+        notebook = operations.lock_notebook(notebook_id, user)
         target = None
         for event in NotebookEvent.objects.filter(notebook=notebook, user=user, kind__in=UNDOABLE).order_by("-id")[:500]:
             if event.is_undo and not event.reverted:
@@ -150,13 +133,13 @@ def save_version(notebook_id, user, *, name, request_id=None):
     """A named snapshot of every cell, to come back to."""
     name = (name or "").strip()
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user)
+        notebook = operations.lock_notebook(notebook_id, user)
         cells = [
             {"id": str(c["id"]), "type": c["type"], "code": c["code"], "resultVariable": c["result_variable"]}
             for c in notebook.cells.order_by("position").values("id", "type", "code", "result_variable")
         ]
         version = NotebookVersion.objects.create(notebook=notebook, name=name, user=user, cells=cells)
-        _record(notebook, user, EVENT_VERSION_SAVED, after={"versionId": version.pk, "name": name, "cells": len(cells)})
+        operations.record_event(notebook, user, EVENT_VERSION_SAVED, after={"versionId": version.pk, "name": name, "cells": len(cells)})
     return version
 
 
@@ -164,7 +147,7 @@ def restore_version(notebook_id, user, *, version_id, request_id=None):
     """The notebook back to a saved version as one recorded change: cells removed, added and
     edited to match, in the version's order; the kernel reloads and runs what changed, once."""
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user)
+        notebook = operations.lock_notebook(notebook_id, user)
         version = NotebookVersion.objects.filter(notebook=notebook, pk=version_id).first()
         if version is None:
             raise OperationError("invalid_field", f"This notebook has no version {version_id}.")
@@ -188,16 +171,16 @@ def restore_version(notebook_id, user, *, version_id, request_id=None):
             else:
                 Cell.objects.filter(pk=cell.pk).update(position=position)
         after = {"versionId": version.pk, "name": version.name, "removed": len(removed), "changed": len(changed)}
-        _record(notebook, user, EVENT_VERSION_RESTORED, before={"cells": len(current)}, after=after)
-        revision = _bump(notebook)
-        _tell_kernel(notebook, "version_restored", revision=revision, request_id=request_id, changed=changed)
+        operations.record_event(notebook, user, EVENT_VERSION_RESTORED, before={"cells": len(current)}, after=after)
+        revision = operations.bump_revision(notebook)
+        operations.tell_kernel(notebook, "version_restored", revision=revision, request_id=request_id, changed=changed)
     return version
 
 
 def page(notebook_id, user, *, before=None, limit=50):
     """Events newest first (`before`: an event id, for the next page) and, on the first page,
     the saved versions; for anyone who may view the notebook."""
-    notebook = _notebook(Notebook.objects.all(), notebook_id, user, action=VIEW)
+    notebook = operations.get_notebook(Notebook.objects.all(), notebook_id, user, action=VIEW)
     limit = max(1, min(int(limit or 50), HISTORY_PAGE_MAX))
     events = NotebookEvent.objects.filter(notebook=notebook).select_related("user")
     if before is not None:

@@ -1,5 +1,8 @@
-"""How the web side reaches the kernel worker: shard routing, sends on commit, and the
-embedded worker's start.  Nothing else outside kernel/ imports the kernel.
+"""How the web side sends to the kernel worker: shard routing, sends on commit (with an edit's
+early announcement to the sockets), access and deletion notices, and the embedded worker's
+start.  Other web modules import only the kernel's pure helpers (kernel/analysis.py,
+shared_text.py, ui.py, display.py, markdown.py), never its worker or sessions; operations.py
+also borrows kernel/session.py's CellState to store an import's analysis.
 
 A notebook always maps to the same kernel channel (a stable hash of its id), so
 exactly one worker process in the cluster holds its graph.

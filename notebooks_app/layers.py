@@ -1,18 +1,22 @@
-"""Channel layers that survive a Redis outage: the settings' two Redis layers, subclassed.
+"""The settings' two Redis channel layers, subclassed: fewer round trips, fan-out to this
+process's sockets, and surviving a Redis outage.
 
-channels-redis gives up at the first connection error: `runworker`'s receive raises and the
-worker process exits, and the pub/sub layer logs a traceback every second while Redis is down
-and never tells its consumers that the events published meanwhile are lost.  Here:
-
-* `RedisChannelLayer.receive` (the kernel worker's input) waits out an outage with backoff,
-  so the worker keeps its notebooks' kernels across a Redis restart.
-* `RedisPubSubChannelLayer` (the sockets) records subscriptions made while Redis is down,
-  reconnects with backoff, subscribes everything again, then delivers `{"type":
-  "layer.reconnected"}` to every channel of this process, so each consumer resyncs its client.
+* `RedisChannelLayer` (the kernel workers' input channels) sends with one Lua script and
+  receives with one `BZPOPMIN` (docs/architecture.md, "Two channel layers");
+  `send_then_group_send` sends an edit's kernel message and publishes its early announcement in
+  one script, and writes the announcement to this process's own sockets itself
+  (fanout.write_here).  Its receive waits out an outage with backoff, so the worker keeps its
+  notebooks' kernels across a Redis restart.
+* `RedisPubSubChannelLayer` (the sockets) hands every published message to `fanout.deliver`
+  first (a notebook's events go straight to this process's sockets); it records subscriptions
+  made while Redis is down, reconnects with backoff, subscribes everything again, then delivers
+  `{"type": "layer.reconnected"}` to every channel of this process, so each consumer resyncs
+  its client.
 * Sends still fail at once (`REDIS_ERRORS`): their callers tell the user (`unavailable`).
 
 Each outage is one warning line and one line when Redis is back (`Outage`), not a traceback
-per message.  Nothing here knows about notebooks.
+per message.  What a message means is fanout.py's business and its callers'; nothing here
+reads a notebook's events.
 """
 import asyncio
 import collections
@@ -181,7 +185,7 @@ class RedisChannelLayer(core.RedisChannelLayer):
         # A few sockets are written before the script goes (their frames leave ~0.5 ms sooner
         # than after the send(2) to Redis, which wakes Redis); many are written once the script
         # is on its way, so that the kernel's message and the other processes' copy do not wait
-        # for hundreds of writes (docs/performance.md, "Fifth step"). Correctness rests on
+        # for hundreds of writes (docs/performance.md, "Early announcement written at once"). Correctness rests on
         # neither order: what a page sends about a cell it has just heard of (run, edit, move,
         # delete, restore) is checked under edit_lane.in_order, which this edit holds until Redis
         # has run the script; typing into a new cell waits for the kernel's confirmation (the
@@ -220,7 +224,7 @@ class RedisChannelLayer(core.RedisChannelLayer):
 
     async def _brpop_with_clean(self, index, channel, timeout):
         """core's BZPOPMIN, without the backup around it: one round trip a message where core's
-        takes four (docs/performance.md, "Fifth step").
+        takes four (docs/performance.md, "Early announcement written at once").
 
         core's receive runs a script that puts its channel's backup back in front, pops, then
         writes the popped message to the backup (ZADD) and, once the message is handed on, pops

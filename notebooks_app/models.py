@@ -174,7 +174,7 @@ class Cell(models.Model):
 def cell_message(cell_id, cell_type, code, result_variable="", status=STATUS_IDLE, outputs=None, stdout="", reads=None, writes=None, error=None):
     """Cell.to_message from its values, without a model instance; the defaults are a new cell's
     (operations.NewCell announces one from its INSERT's values: a model instance there cost
-    ~0.1 ms of the edit, docs/performance.md "Sixth step")."""
+    ~0.1 ms of the edit, docs/performance.md "Where a paced create's 3 ms go")."""
     return {
         "id": str(cell_id),
         "type": cell_type,

@@ -8,13 +8,16 @@ re-check their access) also goes out on commit.  Used by the WebSocket consumer
 and the views.  Runs synchronously: callers in async code wrap it in
 `database_sync_to_async`.
 
-create_cell and delete_cell on PostgreSQL take a shorter road to the same result (the hot path
-at the end of this module): outside a transaction they commit in one pipeline of their own and
-then send the kernel message (send_on_commit runs it at once: the change has committed).
+create_cell and delete_cell (and history.restore_cell, through add_cell) are one statement each
+on PostgreSQL, written once at the end of this module (NewCell, GoneCell) and run by the ORM
+thread here (run_change) or by the event loop (edit_lane.py): outside a transaction they commit
+in one pipeline of their own and then send the kernel message (send_on_commit runs it at once:
+the change has committed).  Other modules use the public names here, never the private ones.
 """
 import base64
 import uuid
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Min, OuterRef, Subquery
 from django.db.models.fields import AutoFieldMixin
@@ -38,6 +41,7 @@ from .models import (
     Membership,
     Notebook,
     NotebookEvent,
+    OutputBlob,
     cell_message,
 )
 from .permissions import EDIT, MANAGE, MEMBER_ROLES, ROLE_OWNER, SHARE, PermissionDenied
@@ -59,7 +63,7 @@ class OperationError(Exception):
         self.message = message
 
 
-def _notebook(queryset, notebook_id, user, *, action):
+def get_notebook(queryset, notebook_id, user, *, action):
     """The notebook if `user` may do `action` on it; OperationError otherwise."""
     try:
         notebook = queryset.get(pk=notebook_id)
@@ -72,20 +76,20 @@ def _notebook(queryset, notebook_id, user, *, action):
     return notebook
 
 
-def _lock_notebook(notebook_id, user, *, action=EDIT):
+def lock_notebook(notebook_id, user, *, action=EDIT):
     if connection.vendor == "postgresql":  # SQLite has its own busy timeout (settings)
         with connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
-    return _notebook(Notebook.objects.select_for_update(), notebook_id, user, action=action)
+    return get_notebook(Notebook.objects.select_for_update(), notebook_id, user, action=action)
 
 
-def _tell_kernel(notebook, kind, *, revision, request_id, **fields):
+def tell_kernel(notebook, kind, *, revision, request_id, **fields):
     """Send `kernel.<kind>` for this notebook once the transaction commits."""
     message = {"type": f"kernel.{kind}", "notebook": str(notebook.pk), "revision": revision, "requestId": request_id, **fields}
     kernel_client.send_on_commit(notebook.pk, message)
 
 
-def _record(notebook, user, kind, *, revert=None, **fields):
+def record_event(notebook, user, kind, *, revert=None, **fields):
     """The change's history event, in its transaction; `revert`: (event, is_undo) for an undo
     or redo (history.py)."""
     reverts, is_undo = revert or (None, False)
@@ -109,14 +113,9 @@ def cell_snapshot(notebook, cell):
 
 
 def _snapshot(cell, previous, following):
-    return {
-        "id": str(cell.pk),
-        "type": cell.type,
-        "code": cell.code,
-        "resultVariable": cell.result_variable,
-        "previous": str(previous) if previous else None,
-        "next": str(following) if following else None,
-    }
+    """A history snapshot (SNAPSHOT_FIELDS; the statements below build the same in SQL)."""
+    snapshot = {key: str(getattr(cell, field)) for key, field in SNAPSHOT_FIELDS.items()}
+    return {**snapshot, "previous": str(previous) if previous else None, "next": str(following) if following else None}
 
 
 def _get_cell(notebook, cell_id):
@@ -126,19 +125,15 @@ def _get_cell(notebook, cell_id):
         raise OperationError("unknown_cell", f"There is no cell {cell_id} in this notebook.") from None
 
 
-def _bump(notebook):
+def bump_revision(notebook):
     notebook.revision += 1
     notebook.save(update_fields=["revision", "updated_at"])
     return notebook.revision
 
 
-def _ordered_positions(notebook):
-    return list(notebook.cells.order_by("position").values_list("id", "position"))
-
-
-def _renumber(notebook):
+def _renumber(notebook_id):
     """Spread every cell POSITION_STEP apart (two passes keep the unique constraint true)."""
-    rows = _ordered_positions(notebook)
+    rows = list(Cell.objects.filter(notebook_id=notebook_id).order_by("position").values_list("id", "position"))
     for cell_id, position in rows:
         Cell.objects.filter(pk=cell_id).update(position=-position - 1)
     for index, (cell_id, _) in enumerate(rows):
@@ -158,7 +153,7 @@ def _position_after(notebook, after_cell_id):
         return after + POSITION_STEP, None
     if nxt - after >= 2:
         return (after + nxt) // 2, None
-    positions = _renumber(notebook)
+    positions = _renumber(notebook.pk)
     after = positions[str(after_cell_id)]
     return after + POSITION_STEP // 2, positions
 
@@ -170,7 +165,7 @@ def _position_at_top(notebook):
         return POSITION_STEP, None
     if first >= 2:
         return first // 2, None
-    positions = _renumber(notebook)
+    positions = _renumber(notebook.pk)
     return POSITION_STEP // 2, positions
 
 
@@ -291,12 +286,12 @@ def rename_notebook(notebook_id, user, *, name, request_id=None):
     if not name or len(name) > NOTEBOOK_NAME_MAX:
         raise OperationError("invalid_field", f"A notebook's name is 1 to {NOTEBOOK_NAME_MAX} characters.")
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user, action=MANAGE)
-        _record(notebook, user, EVENT_RENAMED, before={"name": notebook.name}, after={"name": name})
+        notebook = lock_notebook(notebook_id, user, action=MANAGE)
+        record_event(notebook, user, EVENT_RENAMED, before={"name": notebook.name}, after={"name": name})
         notebook.name = name
         notebook.revision += 1
         notebook.save(update_fields=["name", "revision", "updated_at"])
-        _tell_kernel(notebook, "rename", revision=notebook.revision, request_id=request_id, name=name)
+        tell_kernel(notebook, "rename", revision=notebook.revision, request_id=request_id, name=name)
     return notebook
 
 
@@ -304,7 +299,7 @@ def delete_notebook(notebook_id, user):
     """The owner deletes the notebook with its cells; its open pages are told and closed, and
     the kernel drops its session (its namespace and execution process)."""
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user, action=MANAGE)
+        notebook = lock_notebook(notebook_id, user, action=MANAGE)
         name = notebook.name
         notebook.delete()
         kernel_client.notebook_deleted_on_commit(notebook_id)
@@ -314,34 +309,31 @@ def delete_notebook(notebook_id, user):
 def create_cell(notebook_id, user, *, cell_type=CELL_PYTHON, after_cell_id=None, before_cell_id=None, code="", request_id=None, revert=None):
     """A new cell just after `after_cell_id`, or just above `before_cell_id` (unknown or
     neither: at the end)."""
-    if connection.vendor == "postgresql" and cell_type != CELL_SQL and not before_cell_id:
-        cell = _create_cell_fast(notebook_id, user, cell_type=cell_type, after_cell_id=after_cell_id, code=code, request_id=request_id, revert=revert)
-        if cell is not None:
-            return cell
-    with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user)
-        if before_cell_id:
-            position, renumbered = _position_before(notebook, before_cell_id)
-        else:
-            position, renumbered = _position_after(notebook, after_cell_id)
-        cell = Cell.objects.create(
-            notebook=notebook,
-            position=position,
-            type=cell_type,
-            code=code,
-            result_variable=default_result_variable(notebook) if cell_type == CELL_SQL else "",
-            status=STATUS_IDLE,
-        )
-        _record(notebook, user, EVENT_CREATED, cell_id=cell.pk, after=cell_snapshot(notebook, cell), revert=revert)
-        revision = _bump(notebook)
-        _tell_kernel(notebook, "create_cell", revision=revision, request_id=request_id, cell=cell.to_message(), position=position, positions=renumbered)
-    return cell
+    new = NewCell(notebook_id, cell_type=cell_type, after_cell_id=after_cell_id, before_cell_id=before_cell_id, code=code, request_id=request_id, revert=revert)
+    return add_cell(notebook_id, user, new)
+
+
+def add_cell(notebook_id, user, new):
+    """Put `new` (a NewCell: create_cell's, or history.restore_cell's with the deleted cell's id
+    and fields) into the notebook on this thread; returns the cell. In a caller's transaction
+    (undo, restore) it is part of it and the kernel hears of it on commit."""
+    if connection.vendor != "postgresql":
+        return _add_cell_portable(notebook_id, user, new)
+    run_change(notebook_id, user, new)
+    return new.cell()
+
+
+def delete_cell(notebook_id, user, *, cell_id, request_id=None, revert=None):
+    gone = GoneCell(notebook_id, cell_id=cell_id, request_id=request_id, revert=revert)
+    if connection.vendor != "postgresql":
+        return _delete_cell_portable(notebook_id, user, gone)
+    run_change(notebook_id, user, gone)
 
 
 def move_cell(notebook_id, user, *, cell_id, after_cell_id, request_id=None, revert=None):
     """Put a cell just after another one (None: first). Order only: the graph is unchanged."""
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user)
+        notebook = lock_notebook(notebook_id, user)
         cell = _get_cell(notebook, cell_id)
         if after_cell_id is not None:
             if str(after_cell_id) == str(cell.pk):
@@ -351,31 +343,19 @@ def move_cell(notebook_id, user, *, cell_id, after_cell_id, request_id=None, rev
         else:
             position, renumbered = _position_at_top(notebook)
         was_after = cell_snapshot(notebook, cell)["previous"]
-        _record(notebook, user, EVENT_MOVED, cell_id=cell.pk, before={"after": was_after}, after={"after": str(after_cell_id) if after_cell_id else None}, revert=revert)
+        record_event(notebook, user, EVENT_MOVED, cell_id=cell.pk, before={"after": was_after}, after={"after": str(after_cell_id) if after_cell_id else None}, revert=revert)
         # The new position is free (strictly between two cells, after the last or before the
         # first), so one UPDATE keeps the unique constraint.
         Cell.objects.filter(pk=cell.pk).update(position=position)
-        revision = _bump(notebook)
-        _tell_kernel(notebook, "move_cell", revision=revision, request_id=request_id, cellId=str(cell.pk), position=position, positions=renumbered)
+        revision = bump_revision(notebook)
+        tell_kernel(notebook, "move_cell", revision=revision, request_id=request_id, cellId=str(cell.pk), position=position, positions=renumbered)
     return position
-
-
-def delete_cell(notebook_id, user, *, cell_id, request_id=None, revert=None):
-    if connection.vendor == "postgresql":
-        return _delete_cell_fast(notebook_id, user, cell_id=cell_id, request_id=request_id, revert=revert)
-    with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user)
-        cell = _get_cell(notebook, cell_id)
-        _record(notebook, user, EVENT_DELETED, cell_id=cell.pk, before=cell_snapshot(notebook, cell), revert=revert)
-        cell.delete()
-        revision = _bump(notebook)
-        _tell_kernel(notebook, "delete_cell", revision=revision, request_id=request_id, cellId=str(cell_id))
 
 
 def update_cell(notebook_id, user, *, cell_id, code=None, result_variable=None, request_id=None, revert=None):
     """Save new code (and, for SQL cells, a new result variable); the kernel re-analyses it."""
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user)
+        notebook = lock_notebook(notebook_id, user)
         cell = _get_cell(notebook, cell_id)
         old_code, old_result_variable = cell.code, cell.result_variable
         fields = []
@@ -389,13 +369,13 @@ def update_cell(notebook_id, user, *, cell_id, code=None, result_variable=None, 
             fields.append("result_variable")
         if fields:
             before = {"code": old_code, "resultVariable": old_result_variable}
-            _record(notebook, user, EVENT_EDITED, cell_id=cell.pk, before=before, after={"code": cell.code, "resultVariable": cell.result_variable}, revert=revert)
+            record_event(notebook, user, EVENT_EDITED, cell_id=cell.pk, before=before, after={"code": cell.code, "resultVariable": cell.result_variable}, revert=revert)
             cell.status = STATUS_STALE
             cell.save(update_fields=[*fields, "status", "updated_at"])
-            revision = _bump(notebook)
+            revision = bump_revision(notebook)
         else:
             revision = notebook.revision
-        _tell_kernel(
+        tell_kernel(
             notebook,
             "update_cell",
             revision=revision,
@@ -413,7 +393,7 @@ def set_input(notebook_id, user, *, cell_id, index=0, value, request_id=None):
     persisted (a reload or restart keeps it), then the kernel sets it and re-runs its readers."""
     widget_id = f"{cell_id}:{index}"
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user)
+        notebook = lock_notebook(notebook_id, user)
         cell = _get_cell(notebook, cell_id)
         definition = next((o["data"] for o in cell.outputs or [] if o.get("mimeType") == ui.UI_MIME and o.get("data", {}).get("id") == widget_id), None)
         if definition is None:
@@ -431,13 +411,13 @@ def set_input(notebook_id, user, *, cell_id, index=0, value, request_id=None):
 
 def update_db_connection(notebook_id, user, *, connection_string, request_id=None):
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user)
+        notebook = lock_notebook(notebook_id, user)
         # The password never goes into the history: only what the page shows of the connection.
-        _record(notebook, user, EVENT_CONNECTION, before={"display": mask_connection_string(notebook.db_connection)}, after={"display": mask_connection_string(connection_string)})
+        record_event(notebook, user, EVENT_CONNECTION, before={"display": mask_connection_string(notebook.db_connection)}, after={"display": mask_connection_string(connection_string)})
         notebook.db_connection = connection_string
         notebook.save(update_fields=["db_connection", "updated_at"])
-        revision = _bump(notebook)
-        _tell_kernel(
+        revision = bump_revision(notebook)
+        tell_kernel(
             notebook,
             "db_connection",
             revision=revision,
@@ -451,7 +431,7 @@ def update_db_connection(notebook_id, user, *, connection_string, request_id=Non
 def check_kernel_command(notebook_id, user, *, cell_id=None):
     """For messages that change no rows (run, interrupt): may `user` edit, and is the cell
     there? Returns the notebook's revision, which the kernel message carries."""
-    notebook = _notebook(Notebook.objects.only("id", "owner_id", "revision"), notebook_id, user, action=EDIT)
+    notebook = get_notebook(Notebook.objects.only("id", "owner_id", "revision"), notebook_id, user, action=EDIT)
     if cell_id is not None and not notebook.cells.filter(pk=cell_id).exists():
         raise OperationError("unknown_cell", f"There is no cell {cell_id} in this notebook.")
     return notebook.revision
@@ -465,12 +445,12 @@ def share_notebook(notebook_id, user, *, member, role):
     if role not in dict(MEMBER_ROLES):
         raise OperationError("invalid_field", f"Unknown role {role!r}; a member is one of {', '.join(dict(MEMBER_ROLES))}.")
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user, action=SHARE)
+        notebook = lock_notebook(notebook_id, user, action=SHARE)
         if member.pk == notebook.owner_id:
             raise OperationError("invalid_field", "The owner already has full access.")
         previous = notebook.memberships.filter(user=member).values_list("role", flat=True).first()
         membership, _ = Membership.objects.update_or_create(notebook=notebook, user=member, defaults={"role": role})
-        _record(notebook, user, EVENT_SHARED, before={"user": member.get_username(), "role": previous}, after={"user": member.get_username(), "role": role})
+        record_event(notebook, user, EVENT_SHARED, before={"user": member.get_username(), "role": previous}, after={"user": member.get_username(), "role": role})
         kernel_client.notify_access_changed_on_commit(notebook.pk, member.pk)
     return membership
 
@@ -478,116 +458,249 @@ def share_notebook(notebook_id, user, *, member, role):
 def unshare_notebook(notebook_id, user, *, member):
     """Take `member`'s access away; their open sockets are closed. False if they had none."""
     with transaction.atomic():
-        notebook = _lock_notebook(notebook_id, user, action=SHARE)
+        notebook = lock_notebook(notebook_id, user, action=SHARE)
         role = notebook.memberships.filter(user=member).values_list("role", flat=True).first()
         removed = notebook.memberships.filter(user=member).delete()[0] > 0
         if removed:
-            _record(notebook, user, EVENT_UNSHARED, before={"user": member.get_username(), "role": role})
+            record_event(notebook, user, EVENT_UNSHARED, before={"user": member.get_username(), "role": role})
             kernel_client.notify_access_changed_on_commit(notebook.pk, member.pk)
     return removed
 
 
-# --- the hot path of create_cell and delete_cell on PostgreSQL (docs/performance.md, "Edits") ----
+# --- create_cell and delete_cell: one statement each (docs/performance.md, "Edits") ---------------
 # An edit's time is mostly round trips to PostgreSQL, each a process switch on a busy machine.
-# The ORM path of create_cell takes eleven (the pool's health check, BEGIN, the lock timeout, the
-# lock, the position, the INSERT, the history snapshot, the event's INSERT, the revision bump,
-# COMMIT). Here an edit is two statements: the lock, then one statement that checks the caller
-# may edit, places, inserts (or deletes), records the history event and bumps the revision.
-# The lock must be a statement of its own: under READ COMMITTED the next statement's snapshot
-# then sees every change committed before the lock was granted, so positions are read fresh.
-# Called outside a transaction (the consumer's case), BEGIN, both statements and COMMIT go to
-# the server as one pipeline: one round trip (plus the pool's check). Inside a caller's
-# transaction (undo), the two statements run in it, one round trip each.
+# Done through the ORM, a create_cell took eleven (the pool's health check, BEGIN, the lock
+# timeout, the lock, the position, the INSERT, the history snapshot, the event's INSERT, the
+# revision bump, COMMIT). Here an edit is two statements: the lock, then one statement that
+# checks the caller may edit, places, inserts (or deletes), records the history event and bumps
+# the revision. The lock must be a statement of its own: under READ COMMITTED the next
+# statement's snapshot then sees every change committed before the lock was granted, so
+# positions are read fresh. Both transports run these same statements: the ORM thread
+# (run_change: outside a transaction, BEGIN, both statements and COMMIT go to the server as one
+# pipeline, one round trip; inside a caller's transaction, a statement at a time) and the event
+# loop (edit_lane.py, the same pipeline over a connection of its own). SQLite has no
+# data-modifying CTEs: there the same changes are made through the ORM (_add_cell_portable,
+# _delete_cell_portable), and their kernel messages are built by the same NewCell / GoneCell.
+# Table and column names come from the models.
 
-_LOCK_SQL = """SELECT n.owner_id, (SELECT m.role FROM notebooks_app_membership m WHERE m.notebook_id = n.id AND m.user_id = %(user)s)
-FROM notebooks_app_notebook n WHERE n.id = %(notebook)s FOR UPDATE OF n"""
+
+class _Table:
+    """A model's table for the SQL below: `{cell}` is its quoted name, `{cell.position}` a
+    field's quoted column."""
+
+    def __init__(self, model):
+        quote = connection.ops.quote_name
+        self.name = quote(model._meta.db_table)
+        self.columns = {field.name: quote(field.column) for field in model._meta.concrete_fields}
+
+    def __format__(self, spec):
+        return self.name
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["columns"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _sql_names():
+    return {"notebook": _Table(Notebook), "membership": _Table(Membership), "cell": _Table(Cell), "event": _Table(NotebookEvent), "blob": _Table(OutputBlob)}
+
+
+_N = _sql_names()
+
+
+def _sql(template, **fragments):
+    """`template` with its {notebook}, {cell.position}, ... names and the `fragments` (SQL
+    already complete) filled in."""
+    return template.format_map({**_N, **fragments})
+
+
+def _columns_and_values(model, values):
+    """(`col, ...`, `value, ...`) for an INSERT of `model` with `values` (field name -> SQL),
+    which must name every concrete field but an auto-numbered id: a field added to the model then
+    fails here, at import, rather than being left NULL by the statements below."""
+    fields = [f for f in model._meta.concrete_fields if not isinstance(f, AutoFieldMixin)]
+    missing = {f.name for f in fields} - set(values)
+    if missing:
+        raise ImproperlyConfigured(f"operations.py: no value for {model.__name__}.{', '.join(sorted(missing))} in the edit's INSERT")
+    return ", ".join(connection.ops.quote_name(f.column) for f in fields), ", ".join(values[f.name] for f in fields)
+
+
+# A history snapshot's fields (history.restore_cell reads them back): key -> Cell field. Built
+# in Python by _snapshot and in SQL by _snapshot_sql, each with the cell's neighbours.
+SNAPSHOT_FIELDS = {"id": "id", "type": "type", "code": "code", "resultVariable": "result_variable"}
+
+
+def _snapshot_sql(row, previous, following):
+    fields = ", ".join(f"'{key}', {row}.{getattr(_N['cell'], field)}::text" for key, field in SNAPSHOT_FIELDS.items())
+    return f"jsonb_build_object({fields}, 'previous', ({previous})::text, 'next', ({following})::text)"
+
+
+def _event_insert(row, *, before, after):
+    """INSERT ... SELECT of a cell's history event, `row` being the cell's row."""
+    columns, values = _columns_and_values(
+        NotebookEvent,
+        {
+            "notebook": "%(notebook)s",
+            "user": "%(user)s",
+            "created_at": "%(now)s",
+            "kind": "%(kind)s",
+            "cell_id": f"{row}.{_N['cell'].id}",
+            "before": before,
+            "after": after,
+            "reverts": "%(reverts)s",
+            "is_undo": "%(is_undo)s",
+            "reverted": "false",
+        },
+    )
+    return f"INSERT INTO {_N['event']:} ({columns})\n    SELECT {values}"
+
+
+def _bump_sql(changed):
+    """The revision bump, once the CTE `changed` shows a row was written."""
+    return _sql(
+        """bumped AS (
+    UPDATE {notebook} SET {notebook.revision} = {notebook.revision} + 1, {notebook.updated_at} = %(now)s
+    WHERE {notebook.id} = %(notebook)s AND EXISTS (SELECT 1 FROM {changed})
+    RETURNING {notebook.revision}
+)""",
+        changed=changed,
+    )
+
+
+_LOCK_SQL = _sql(
+    """SELECT n.{notebook.owner}, (SELECT m.{membership.role} FROM {membership} m WHERE m.{membership.notebook} = n.{notebook.id} AND m.{membership.user} = %(user)s)
+FROM {notebook} n WHERE n.{notebook.id} = %(notebook)s FOR UPDATE OF n"""
+)
 
 # The caller may edit: re-checked inside the changing statement, so a refused edit changes nothing
 # even though, pipelined, it is sent before the lock's answer is read.
-_MAY_EDIT = """EXISTS (
-    SELECT 1 FROM notebooks_app_notebook n WHERE n.id = %(notebook)s AND (n.owner_id = %(user)s OR EXISTS (
-        SELECT 1 FROM notebooks_app_membership m WHERE m.notebook_id = n.id AND m.user_id = %(user)s AND m.role = ANY(%(roles)s)))
+_MAY_EDIT = _sql(
+    """EXISTS (
+    SELECT 1 FROM {notebook} n WHERE n.{notebook.id} = %(notebook)s AND (n.{notebook.owner} = %(user)s OR EXISTS (
+        SELECT 1 FROM {membership} m WHERE m.{membership.notebook} = n.{notebook.id} AND m.{membership.user} = %(user)s AND m.{membership.role} = ANY(%(roles)s)))
 )"""
+)
 
-_CREATE_SQL = """WITH
+_CELL_COLUMNS, _CELL_VALUES = _columns_and_values(
+    Cell,
+    {
+        "id": "%(cell)s",
+        "notebook": "%(notebook)s",
+        "position": "placed.position",
+        "type": "%(type)s",
+        "code": "%(code)s",
+        "result_variable": "%(result_variable)s",
+        "status": "%(status)s",
+        "outputs": "'[]'::jsonb",
+        "stdout": "''",
+        "reads": "'[]'::jsonb",
+        "writes": "'[]'::jsonb",
+        "analysis": "NULL",
+        "error": "NULL",
+        "ydoc": "%(ydoc)s",
+        "ydoc_generation": "0",
+        "ydoc_key": "%(ydoc_key)s",
+        "inputs": "'{}'::jsonb",
+        "created_at": "%(now)s",
+        "updated_at": "%(now)s",
+    },
+)
+
+# The placement: after `after` if it is a cell of the notebook, else just above `before` if it
+# is one, else at the end; halfway between the two neighbours, or NULL (nothing is written) when
+# they are too close and the notebook's positions must be spread first (run_change does).
+_CREATE_SQL = _sql(
+    """WITH
 after_cell AS (
-    SELECT id, position FROM notebooks_app_cell WHERE notebook_id = %(notebook)s AND id = %(after)s
+    SELECT {cell.id} AS id, {cell.position} AS position FROM {cell} WHERE {cell.notebook} = %(notebook)s AND {cell.id} = %(after)s
+),
+before_cell AS (
+    SELECT {cell.id} AS id, {cell.position} AS position FROM {cell}
+    WHERE {cell.notebook} = %(notebook)s AND {cell.id} = %(before)s AND NOT EXISTS (SELECT 1 FROM after_cell)
+),
+previous_cell AS (
+    SELECT id, position FROM after_cell
+    UNION ALL (
+        SELECT c.{cell.id}, c.{cell.position} FROM {cell} c, before_cell b
+        WHERE c.{cell.notebook} = %(notebook)s AND c.{cell.position} < b.position ORDER BY c.{cell.position} DESC LIMIT 1
+    )
+    UNION ALL (
+        SELECT {cell.id}, {cell.position} FROM {cell}
+        WHERE {cell.notebook} = %(notebook)s AND NOT EXISTS (SELECT 1 FROM after_cell) AND NOT EXISTS (SELECT 1 FROM before_cell)
+        ORDER BY {cell.position} DESC LIMIT 1
+    )
 ),
 next_cell AS (
-    SELECT c.id, c.position FROM notebooks_app_cell c, after_cell a
-    WHERE c.notebook_id = %(notebook)s AND c.position > a.position ORDER BY c.position LIMIT 1
-),
-last_cell AS (
-    SELECT id, position FROM notebooks_app_cell WHERE notebook_id = %(notebook)s ORDER BY position DESC LIMIT 1
+    SELECT id, position FROM before_cell
+    UNION ALL (
+        SELECT c.{cell.id}, c.{cell.position} FROM {cell} c, previous_cell p
+        WHERE NOT EXISTS (SELECT 1 FROM before_cell) AND c.{cell.notebook} = %(notebook)s AND c.{cell.position} > p.position
+        ORDER BY c.{cell.position} LIMIT 1
+    )
 ),
 placed AS (
     SELECT
         CASE
-            WHEN NOT EXISTS (SELECT 1 FROM after_cell) THEN COALESCE((SELECT position FROM last_cell), 0) + %(step)s
-            WHEN NOT EXISTS (SELECT 1 FROM next_cell) THEN (SELECT position FROM after_cell) + %(step)s
-            WHEN (SELECT position FROM next_cell) - (SELECT position FROM after_cell) >= 2
-                THEN ((SELECT position FROM after_cell) + (SELECT position FROM next_cell)) / 2
+            WHEN p.position IS NULL AND n.position IS NULL THEN %(step)s
+            WHEN n.position IS NULL THEN p.position + %(step)s
+            WHEN p.position IS NULL THEN CASE WHEN n.position >= 2 THEN n.position / 2 END
+            WHEN n.position - p.position >= 2 THEN (p.position + n.position) / 2
         END AS position,
-        CASE WHEN EXISTS (SELECT 1 FROM after_cell) THEN (SELECT id FROM after_cell) ELSE (SELECT id FROM last_cell) END AS previous,
-        CASE WHEN EXISTS (SELECT 1 FROM after_cell) THEN (SELECT id FROM next_cell) END AS following
+        p.id AS previous, n.id AS following
+    FROM (SELECT 1) AS one LEFT JOIN previous_cell p ON true LEFT JOIN next_cell n ON true
 ),
 inserted AS (
-    INSERT INTO notebooks_app_cell (id, notebook_id, position, type, code, result_variable, status, outputs, stdout,
-                                    reads, writes, error, ydoc, ydoc_generation, ydoc_key, inputs, created_at, updated_at)
-    SELECT %(cell)s, %(notebook)s, position, %(type)s, %(code)s, '', %(status)s, '[]'::jsonb, '', '[]'::jsonb, '[]'::jsonb,
-           NULL, %(ydoc)s, 0, %(ydoc_key)s, '{}'::jsonb, %(now)s, %(now)s
-    FROM placed WHERE position IS NOT NULL AND """ + _MAY_EDIT + """
-    RETURNING position
+    INSERT INTO {cell} ({cell_columns})
+    SELECT {cell_values}
+    FROM placed WHERE placed.position IS NOT NULL AND {may_edit}
+    RETURNING {cell.id}, {cell.position}, {cell.type}, {cell.code}, {cell.result_variable}
 ),
 recorded AS (
-    INSERT INTO notebooks_app_notebookevent (notebook_id, user_id, created_at, kind, cell_id, before, after, reverts_id, is_undo, reverted)
-    SELECT %(notebook)s, %(user)s, %(now)s, %(kind)s, %(cell)s, NULL,
-           jsonb_build_object('id', %(cell)s::text, 'type', %(type)s::text, 'code', %(code)s::text, 'resultVariable', '',
-                              'previous', placed.previous::text, 'next', placed.following::text),
-           %(reverts)s, %(is_undo)s, false
-    FROM placed, inserted
+    {record}
+    FROM placed, inserted i
 ),
-bumped AS (
-    UPDATE notebooks_app_notebook SET revision = revision + 1, updated_at = %(now)s
-    WHERE id = %(notebook)s AND EXISTS (SELECT 1 FROM inserted)
-    RETURNING revision
+{bump}
+SELECT (SELECT {cell.position} FROM inserted), (SELECT {notebook.revision} FROM bumped),
+       (SELECT count(*) FROM {cell} c, inserted i WHERE c.{cell.notebook} = %(notebook)s AND c.{cell.position} < i.{cell.position})""",
+    cell_columns=_CELL_COLUMNS,
+    cell_values=_CELL_VALUES,
+    may_edit=_MAY_EDIT,
+    record=_event_insert("i", before="NULL", after=_snapshot_sql("i", "placed.previous", "placed.following")),
+    bump=_bump_sql("inserted"),
 )
-SELECT (SELECT position FROM inserted), (SELECT revision FROM bumped),
-       (SELECT count(*) FROM notebooks_app_cell c, inserted i WHERE c.notebook_id = %(notebook)s AND c.position < i.position)"""
 
-_DELETE_SQL = """WITH
+_DELETE_SQL = _sql(
+    """WITH
 target AS (
-    SELECT id, position, type, code, result_variable FROM notebooks_app_cell
-    WHERE notebook_id = %(notebook)s AND id = %(cell)s AND """ + _MAY_EDIT + """
+    SELECT {cell.id}, {cell.position}, {cell.type}, {cell.code}, {cell.result_variable} FROM {cell}
+    WHERE {cell.notebook} = %(notebook)s AND {cell.id} = %(cell)s AND {may_edit}
 ),
 previous AS (
-    SELECT c.id FROM notebooks_app_cell c, target t
-    WHERE c.notebook_id = %(notebook)s AND c.position < t.position ORDER BY c.position DESC LIMIT 1
+    SELECT c.{cell.id} AS id FROM {cell} c, target t
+    WHERE c.{cell.notebook} = %(notebook)s AND c.{cell.position} < t.{cell.position} ORDER BY c.{cell.position} DESC LIMIT 1
 ),
 following AS (
-    SELECT c.id FROM notebooks_app_cell c, target t
-    WHERE c.notebook_id = %(notebook)s AND c.position > t.position ORDER BY c.position LIMIT 1
+    SELECT c.{cell.id} AS id FROM {cell} c, target t
+    WHERE c.{cell.notebook} = %(notebook)s AND c.{cell.position} > t.{cell.position} ORDER BY c.{cell.position} LIMIT 1
 ),
 recorded AS (
-    INSERT INTO notebooks_app_notebookevent (notebook_id, user_id, created_at, kind, cell_id, before, after, reverts_id, is_undo, reverted)
-    SELECT %(notebook)s, %(user)s, %(now)s, %(kind)s, t.id,
-           jsonb_build_object('id', t.id::text, 'type', t.type, 'code', t.code, 'resultVariable', t.result_variable,
-                              'previous', (SELECT id FROM previous)::text, 'next', (SELECT id FROM following)::text),
-           NULL, %(reverts)s, %(is_undo)s, false
+    {record}
     FROM target t
 ),
 blobs AS (
-    DELETE FROM notebooks_app_outputblob WHERE cell_id IN (SELECT id FROM target)
+    DELETE FROM {blob} WHERE {blob.cell} IN (SELECT {cell.id} FROM target)
 ),
 removed AS (
-    DELETE FROM notebooks_app_cell WHERE id IN (SELECT id FROM target) RETURNING id
+    DELETE FROM {cell} WHERE {cell.id} IN (SELECT {cell.id} FROM target) RETURNING {cell.id}
 ),
-bumped AS (
-    UPDATE notebooks_app_notebook SET revision = revision + 1, updated_at = %(now)s
-    WHERE id = %(notebook)s AND EXISTS (SELECT 1 FROM removed)
-    RETURNING revision
+{bump}
+SELECT (SELECT {notebook.revision} FROM bumped)""",
+    may_edit=_MAY_EDIT,
+    record=_event_insert("t", before=_snapshot_sql("t", "SELECT id FROM previous", "SELECT id FROM following"), after="NULL"),
+    bump=_bump_sql("removed"),
 )
-SELECT (SELECT revision FROM bumped)"""
 
 _EDIT_ROLES = [role for role, actions in permissions.ALLOWED.items() if EDIT in actions and role != ROLE_OWNER]
 
@@ -599,40 +712,49 @@ def _as_uuid(value):
         return None
 
 
-def _edit_pipeline(notebook_id, user, sql, params):
-    """An edit's statements outside a transaction, sent as one pipeline: BEGIN, the lock timeout,
-    the notebook's lock, `sql` (which re-checks `_MAY_EDIT`), COMMIT. Its rows [2:4] are the
-    lock's and the statement's (_edit_rows). Refusals (not_found / forbidden) are raised here."""
+def edit_statements(notebook_id, user, change):
+    """A change's statements, (sql, params) each, to run in order outside a transaction: BEGIN,
+    the lock timeout, the notebook's lock, the change's statement (which re-checks `_MAY_EDIT`),
+    COMMIT. The answer's rows go to edit_row. Refusals (not_found / forbidden) are raised here."""
     notebook = _as_uuid(notebook_id)
     if notebook is None or user is None or not user.is_authenticated:
         permissions_refusal(None)
-    params = {**params, "notebook": notebook, "user": user.pk, "roles": _EDIT_ROLES}
+    params = {**change.params, "notebook": notebook, "user": user.pk, "roles": _EDIT_ROLES}
     lock_params = {"notebook": notebook, "user": user.pk}
-    return [("BEGIN", None), (f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}", None), (_LOCK_SQL, lock_params), (sql, params), ("COMMIT", None)]
+    return [("BEGIN", None), (f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}", None), (_LOCK_SQL, lock_params), (change.sql, params), ("COMMIT", None)]
 
 
-def _edit_rows(user, rows):
-    """(the lock's row, the statement's row) of an _edit_pipeline's answer, the caller's right
-    to edit checked (refused: nothing was written, the statement re-checked it)."""
+def edit_row(user, rows):
+    """The change's row of an edit_statements answer (each statement's first row), the caller's
+    right to edit checked (refused: nothing was written, the statement re-checked it)."""
     lock_row, row = rows[2:4]
     _check_edit(user, lock_row)
-    return lock_row, row
+    return row
 
 
-def _edit_statements(notebook_id, user, sql, params):
-    """Lock the notebook, then run `sql` (which re-checks `_MAY_EDIT`); returns (the lock's row,
-    the statement's row). Refusals (not_found / forbidden, as _notebook's) are raised here."""
-    statements = _edit_pipeline(notebook_id, user, sql, params)
-    if connection.in_atomic_block:  # an undo, in its caller's transaction: a statement at a time
-        _, timeout, lock, change, _ = statements
-        with connection.cursor() as cursor:
-            cursor.execute(*timeout)
-            cursor.execute(*lock)
-            lock_row = cursor.fetchone()
-            _check_edit(user, lock_row)
-            cursor.execute(*change)
-            return lock_row, cursor.fetchone()
-    return _edit_rows(user, _one_round_trip(statements))
+def run_change(notebook_id, user, change):
+    """A NewCell or GoneCell made on this thread through Django's connection (PostgreSQL), then
+    its kernel message sent (on commit). Outside a transaction, in one round trip; inside one
+    (undo, restore), or when the change needs Python between the lock and its statement (a SQL
+    cell's result variable, positions to spread), a statement at a time."""
+    if not connection.in_atomic_block and not change.prepares:
+        if change.made(edit_row(user, _one_round_trip(edit_statements(notebook_id, user, change)))):
+            kernel_client.send_on_commit(notebook_id, change.message, announce=change.early)  # outside a transaction: sent now, it has committed
+            return
+    _, timeout, lock, _, _ = edit_statements(notebook_id, user, change)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(*timeout)
+        cursor.execute(*lock)
+        _check_edit(user, cursor.fetchone())
+        change.prepare(notebook_id)
+        statement = edit_statements(notebook_id, user, change)[3]  # with what prepare() chose
+        cursor.execute(*statement)
+        if not change.made(cursor.fetchone()):
+            # No room between the neighbours: the positions are spread, and then there is.
+            change.positions = _renumber(notebook_id)
+            cursor.execute(*statement)
+            change.made(cursor.fetchone())
+        kernel_client.send_on_commit(notebook_id, change.message, announce=change.early)
 
 
 def _one_round_trip(statements):
@@ -687,72 +809,111 @@ EARLY_CODE_LIMIT = 16 * 1024
 
 
 class NewCell:
-    """A create_cell on the one-pipeline path: its statement's parameters, then, from the
-    statement's row, the cell and what the kernel and the sockets are told. Run on the ORM
-    thread (_create_cell_fast) or on the event loop (edit_lane.py)."""
+    """A new cell: its statement's parameters, then, from the statement's row, the cell and
+    what the kernel and the sockets are told. Run on the ORM thread (add_cell) or on the event
+    loop (edit_lane.py, which takes only those that need nothing between the lock and the
+    statement: `on_the_lane`). history.restore_cell makes one with the deleted cell's id and
+    fields (`kind` restored, `run`: the kernel runs it and what failed without it)."""
 
     @property
     def sql(self):
         return _CREATE_SQL  # looked up when used: bench/history.py swaps it to time the log
 
-    def __init__(self, notebook_id, *, cell_type, after_cell_id, code, request_id, revert):
+    def __init__(self, notebook_id, *, cell_type=CELL_PYTHON, after_cell_id=None, before_cell_id=None, code="", request_id=None, revert=None, cell_id=None, result_variable="", kind=EVENT_CREATED, run=False):
         reverts, is_undo = revert or (None, False)
-        self.notebook_id, self.cell_type, self.code, self.request_id = notebook_id, cell_type, code, request_id
-        self.cell_id, self.now = uuid.uuid4(), timezone.now()
+        self.notebook_id, self.cell_type, self.code, self.request_id, self.revert = notebook_id, cell_type, code, request_id, revert
+        self.result_variable, self.kind, self.run = result_variable or "", kind, run
+        self.cell_id, self.now = _as_uuid(cell_id) or uuid.uuid4(), timezone.now()
         # The cell's shared text is made here, stored with the row and announced with it: the
         # kernel adopts this very document (kernel/session.py, on_create_cell).
         self.ydoc = new_state(code)
+        self.after, self.before = _as_uuid(after_cell_id), _as_uuid(before_cell_id)  # unknown or not an id: appended
         self.params = {
-            "after": _as_uuid(after_cell_id),  # unknown or not an id: appended
+            "after": self.after,
+            "before": self.before,
             "step": POSITION_STEP,
             "cell": self.cell_id,
             "type": cell_type,
             "code": code,
+            "result_variable": self.result_variable,
             "status": STATUS_IDLE,
             "now": self.now,
-            "kind": EVENT_CREATED,
+            "kind": kind,
             "reverts": getattr(reverts, "pk", reverts),
             "is_undo": is_undo,
             "ydoc": self.ydoc,
             "ydoc_key": code_key(code),
         }
-        self.position = self.message = self.early = None
+        # A SQL cell's result variable is chosen with the notebook locked (prepare).
+        self.prepares = cell_type == CELL_SQL and not self.result_variable
+        self.position = self.positions = self.message = self.early = None
+
+    @property
+    def on_the_lane(self):
+        """Whether the event loop takes it (edit_lane.py): what is announced early (made())."""
+        return not self.prepares and self.before is None and self.kind == EVENT_CREATED and not self.run
+
+    def prepare(self, notebook_id):
+        """Work done with the notebook locked, before the statement (run_change)."""
+        if self.prepares:
+            self.result_variable = self.params["result_variable"] = default_result_variable(Notebook(pk=notebook_id))
 
     def made(self, row):
         """From the statement's row: False when nothing was written (the neighbours are too
-        close: the notebook's positions must be renumbered, which the ORM path does)."""
+        close: the notebook's positions must be spread first, which run_change does)."""
         position, revision, index = row
         if position is None:
             return False
         self.position = position
-        ydoc_b64, fields = base64.b64encode(self.ydoc).decode("ascii"), cell_message(self.cell_id, self.cell_type, self.code)
-        self.message = {"type": "kernel.create_cell", "notebook": str(self.notebook_id), "revision": revision, "requestId": self.request_id, "cell": fields, "position": position, "positions": None, "ydoc": ydoc_b64}
-        if len(self.code) <= EARLY_CODE_LIMIT:
+        ydoc_b64 = base64.b64encode(self.ydoc).decode("ascii")
+        fields = cell_message(self.cell_id, self.cell_type, self.code, self.result_variable)
+        self.message = {"type": "kernel.create_cell", "notebook": str(self.notebook_id), "revision": revision, "requestId": self.request_id, "cell": fields, "position": position, "positions": self.positions, "ydoc": ydoc_b64}
+        if self.run:
+            self.message["run"] = True
+        if self.on_the_lane and self.positions is None and len(self.code) <= EARLY_CODE_LIMIT:
             self.early = {"type": "cell_created", "cellId": str(self.cell_id), "cell": {**fields, "ydoc": ydoc_b64, "ygen": 0}, "index": index, "requestId": self.request_id, "early": True}
         return True
 
     def cell(self):
-        """The cell made (after made()), as the row the INSERT wrote, for the ORM path's callers."""
-        cell = Cell(id=self.cell_id, notebook_id=self.notebook_id, position=self.position, type=self.cell_type, code=self.code, result_variable="", status=STATUS_IDLE, created_at=self.now, updated_at=self.now)
+        """The cell made (after made()), as the row the INSERT wrote, for add_cell's callers."""
+        cell = Cell(
+            id=self.cell_id,
+            notebook_id=self.notebook_id,
+            position=self.position,
+            type=self.cell_type,
+            code=self.code,
+            result_variable=self.result_variable,
+            status=STATUS_IDLE,
+            ydoc=self.ydoc,
+            ydoc_key=self.params["ydoc_key"],
+            created_at=self.now,
+            updated_at=self.now,
+        )
         cell._state.adding = False
         cell._state.db = DEFAULT_DB_ALIAS
         return cell
 
 
 class GoneCell:
-    """A delete_cell on the one-pipeline path (the lock, then snapshot + event + delete + bump),
-    as NewCell."""
+    """A deleted cell (the lock, then snapshot + event + delete + bump in one statement), as
+    NewCell."""
+
+    prepares = False
+    on_the_lane = True
 
     @property
     def sql(self):
         return _DELETE_SQL  # as NewCell.sql
 
-    def __init__(self, notebook_id, *, cell_id, request_id, revert):
+    def __init__(self, notebook_id, *, cell_id, request_id=None, revert=None):
         reverts, is_undo = revert or (None, False)
-        self.notebook_id, self.cell_id, self.request_id = notebook_id, cell_id, request_id
+        self.notebook_id, self.cell_id, self.request_id, self.revert = notebook_id, cell_id, request_id, revert
         self.key = _as_uuid(cell_id)
         self.params = {"cell": self.key, "now": timezone.now(), "kind": EVENT_DELETED, "reverts": getattr(reverts, "pk", reverts), "is_undo": is_undo}
         self.message = self.early = None
+
+    def prepare(self, notebook_id):
+        pass
 
     def made(self, row):
         (revision,) = row
@@ -763,18 +924,35 @@ class GoneCell:
         return True
 
 
-def _create_cell_fast(notebook_id, user, **fields):
-    """create_cell in one pipeline; None when the cell needs the ORM path after all."""
-    new = NewCell(notebook_id, **fields)
-    _, row = _edit_statements(notebook_id, user, new.sql, new.params)
-    if not new.made(row):
-        return None
-    kernel_client.send_on_commit(notebook_id, new.message, announce=new.early)  # outside a transaction: sent now, it has committed
-    return new.cell()
+def _add_cell_portable(notebook_id, user, new):
+    """add_cell through the ORM (SQLite): the placement of move_cell, then the row, its event and
+    the bump; the kernel message is NewCell's, without an early announcement."""
+    with transaction.atomic():
+        notebook = lock_notebook(notebook_id, user)
+        new.prepare(notebook.pk)
+        if new.after and notebook.cells.filter(pk=new.after).exists():
+            position, new.positions = _position_after(notebook, new.after)
+        elif new.before:
+            position, new.positions = _position_before(notebook, new.before)
+        else:
+            position, new.positions = _position_after(notebook, None)
+        new.position = position
+        cell = new.cell()
+        cell._state.adding = True
+        cell.save(force_insert=True)
+        record_event(notebook, user, new.kind, cell_id=cell.pk, after=cell_snapshot(notebook, cell), revert=new.revert)
+        new.made((position, bump_revision(notebook), 0))
+        kernel_client.send_on_commit(notebook.pk, new.message)
+    return cell
 
 
-def _delete_cell_fast(notebook_id, user, **fields):
-    gone = GoneCell(notebook_id, **fields)
-    _, row = _edit_statements(notebook_id, user, gone.sql, gone.params)
-    gone.made(row)
-    kernel_client.send_on_commit(notebook_id, gone.message, announce=gone.early)
+def _delete_cell_portable(notebook_id, user, gone):
+    """delete_cell through the ORM (SQLite); the kernel message is GoneCell's, without an early
+    announcement."""
+    with transaction.atomic():
+        notebook = lock_notebook(notebook_id, user)
+        cell = _get_cell(notebook, gone.cell_id)
+        record_event(notebook, user, EVENT_DELETED, cell_id=cell.pk, before=cell_snapshot(notebook, cell), revert=gone.revert)
+        cell.delete()
+        gone.made((bump_revision(notebook),))
+        kernel_client.send_on_commit(notebook.pk, gone.message)

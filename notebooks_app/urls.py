@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import frames, views
+from . import output_documents, views
 
 app_name = "notebooks"
 urlpatterns = [
@@ -15,6 +15,6 @@ urlpatterns = [
     path("notebooks/<uuid:notebook_id>/rename/", views.notebook_rename, name="rename"),
     path("notebooks/<uuid:notebook_id>/delete/", views.notebook_delete, name="delete"),
     path("notebooks/<uuid:notebook_id>/outputs/<str:digest>/", views.cell_output_data, name="output"),
-    path("frames/chart/", frames.chart_frame, name="chart_frame"),
+    path("frames/chart/", output_documents.chart_frame, name="chart_frame"),
     path("notebooks/<uuid:notebook_id>/cells/<uuid:cell_id>/stdout/", views.cell_stdout, name="stdout"),
 ]

@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import exporting, frames, importing, operations, permissions
+from . import exporting, importing, operations, output_documents, permissions
 from .constants import OUTPUT_HTML_STYLE
 from .kernel.display import CHART_MIME_TYPES
 from .forms import ImportForm, NotebookForm, ShareForm
@@ -198,7 +198,7 @@ def notebook_delete(request, notebook_id):
 # Only people who may view the notebook get them (anyone else: 404, like the notebook).
 OUTPUT_CACHE = "private, max-age=31536000, immutable"
 # An HTML output is a document of its own, in an opaque origin where its scripts run and reach
-# nothing of this site (frames.py).
+# nothing of this site (output_documents.py).
 
 
 @require_http_methods(["GET", "HEAD"])
@@ -216,7 +216,7 @@ def cell_output_data(request, notebook_id, digest):
     elif blob.mime_type.startswith("image/"):
         response = HttpResponse(base64.b64decode(blob.data), content_type=blob.mime_type)
     elif blob.mime_type == "text/html":
-        response = frames.frame_response(frames.html_document(blob.data))
+        response = output_documents.frame_response(output_documents.html_document(blob.data))
     elif blob.mime_type in CHART_MIME_TYPES:
         response = HttpResponse(blob.data, content_type="application/json")
     else:

@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.contrib.staticfiles import finders
 from django.test import Client
 
-from notebooks_app import frames
+from notebooks_app import output_documents
 from notebooks_app.constants import OUTPUT_INLINE_LIMIT
 from notebooks_app.kernel.display import BOKEH_MIME, PLOTLY_MIME, VEGALITE_MIME
 from tests.conftest import create, run_and_wait
@@ -135,7 +135,7 @@ async def test_small_html_without_scripts_stays_inline(ws, notebook, users):
 
 
 def test_every_cdn_address_points_at_a_vendored_file_that_exists():
-    for name, path in frames.VENDOR.items():
+    for name, path in output_documents.VENDOR.items():
         assert finders.find(path), f"{name}: {path} missing; run scripts/build_editor.sh"
     samples = {
         "https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.js": "leaflet.js",
@@ -152,16 +152,16 @@ def test_every_cdn_address_points_at_a_vendored_file_that_exists():
         "https://cdn.jsdelivr.net/npm/vega-embed@7": "vega-embed",
     }
     for url, name in samples.items():
-        rewritten = frames.rewrite_cdn(f'<script src="{url}"></script>')
-        assert rewritten == f'<script src="{frames.static(frames.VENDOR[name])}"></script>', url
+        rewritten = output_documents.rewrite_cdn(f'<script src="{url}"></script>')
+        assert rewritten == f'<script src="{output_documents.static(output_documents.VENDOR[name])}"></script>', url
     untouched = '<script src="https://example.com/leaflet.js"></script><img src="https://tile.openstreetmap.org/1/1/1.png">'
-    assert frames.rewrite_cdn(untouched) == untouched
+    assert output_documents.rewrite_cdn(untouched) == untouched
 
 
 def test_the_chart_frame_is_an_opaque_origin_with_our_renderers(users):
     response = get(None, "/frames/chart/")
     assert response.status_code == 200
-    assert response["Content-Security-Policy"] == frames.FRAME_POLICY
+    assert response["Content-Security-Policy"] == output_documents.FRAME_POLICY
     body = response.content.decode()
     assert 'data-renderer="chart"' in body and "plotly" in body and "vega-embed" in body and "bokeh" in body
 

@@ -123,7 +123,7 @@ def new_state(code):
     """CellText(code).state() for a new cell. An empty document's update is always the same two
     bytes (no client has written to it), so an empty cell, what a page's "+" makes, takes them
     without a document being made: ~0.15 ms of a create_cell on this VM (docs/performance.md,
-    "Sixth step")."""
+    "Where a paced create's 3 ms go")."""
     return CellText(code).state() if code else _EMPTY_STATE
 
 

@@ -1,4 +1,4 @@
-/* Runs inside every output frame (an opaque origin: notebooks_app/frames.py, docs/frontend.md#outputs).
+/* Runs inside every output frame (an opaque origin: notebooks_app/output_documents.py, docs/frontend.md#outputs).
  * A classic script, not a module: module scripts from an opaque origin would need CORS.
  *  - reports the document's height to the page ({type: "notebook-frame", height}); the page
  *    believes it only from the frame it made, and within bounds;

@@ -1,7 +1,10 @@
 // The live notebook: keeps the cells in the order and state the server's events describe, and turns
 // what the user does into protocol messages (docs/protocol.md). The server's order is the truth;
-// the only local state that outlives a message is an edit not yet acknowledged (see onCellUpdated).
-import { Connection } from "./connection.js";
+// the local state that outlives a message is each cell's shared text (typing not yet sent, merged
+// after a reconnect: shared_text.js) and cells announced early, shown before they are in `seq` order.
+// Other modules read the cells through its methods (cellIds, cellElement, editCell) and act through
+// the same methods the buttons use.
+import { Connection, newRequestId } from "./connection.js";
 import { Sequencer } from "./sequencer.js";
 import { CellView } from "./cell_view.js";
 import { DbPanel } from "./db_panel.js";
@@ -14,9 +17,6 @@ import { Presence, showRunBy } from "./presence.js";
 import { Assistant } from "./completion.js";
 import { bindKeyboard } from "./keyboard.js";
 
-const EDIT_DEBOUNCE_MS = 400;
-const RETRY_MS = 1000;
-const RETRYABLE = new Set(["busy", "rate_limited"]);
 const MAX_REMEMBERED = 500;
 
 export class NotebookApp {
@@ -26,20 +26,18 @@ export class NotebookApp {
     this.canEdit = root.dataset.canEdit === "true";
     this.appMode = root.dataset.mode === "app"; // /notebooks/<id>/app/: outputs, prose and inputs only
     this.cellsEl = root.querySelector("#cells");
-    this.records = new Map(); // cell id -> {cell, view, pending, timer, inflight: [requestId]}
+    this.records = new Map(); // cell id -> {cell, view, text (its SharedText; none in the app view)}
     this.provisional = new Set(); // cells announced early, not yet in `seq` order (applyEarly)
     this.deletedInOrder = new Set(); // cells deleted in `seq` order since the last state: a late early announcement of one is stale
     this.order = [];
     this.requests = new Map(); // requestId -> what it was for, to place replies and errors
-    this.tab = Math.random().toString(36).slice(2, 10); // requestIds are seen by every client: keep ours unique
-    this.nextRequest = 0;
     this.highlighted = null;
     this.running = new Map(); // cell id -> when this page saw it start
     this.busy = new Set(); // cells queued or running: Stop has something to stop
     this.ticker = null;
     this.synced = false;
     // Completion and inspection (completion.js): asked and answered on this socket only.
-    this.assistant = new Assistant((message) => this.synced && this.send(message), () => `${this.tab}-${++this.nextRequest}`);
+    this.assistant = new Assistant((message) => this.synced && this.send(message));
     const dbSection = document.getElementById("db-settings");
     this.dbPanel = dbSection ? new DbPanel(dbSection, { canEdit: this.canEdit, onSave: (value) => this.saveDbConnection(value) }) : null;
     const historySection = document.getElementById("history");
@@ -62,7 +60,7 @@ export class NotebookApp {
     });
     this.presence = new Presence({
       send: (message) => this.synced && this.send(message),
-      cellElement: (cellId) => this.records.get(cellId)?.view.element ?? null,
+      cellElement: (cellId) => this.cellElement(cellId),
     });
     this.cellsEl.addEventListener("focusin", (event) => {
       const cellId = event.target.closest?.(".cell.live")?.dataset.cellId;
@@ -99,7 +97,7 @@ export class NotebookApp {
 
   /** Send with a fresh requestId remembered as `about`; the id, or null when not connected. */
   request(message, about) {
-    const requestId = `${this.tab}-${++this.nextRequest}`;
+    const requestId = newRequestId();
     if (!this.synced || !this.send({ ...message, requestId })) {
       toast("Not connected to the server: the change was not sent. It will be possible again once the page is live.");
       return null;
@@ -119,81 +117,74 @@ export class NotebookApp {
     return this.request(message, { kind: "create_cell", cellId: afterCellId, focus });
   }
 
+  /** A copy of the cell with `cellType` and the same text, just above it: the protocol has no
+   * change of a cell's type (keyboard.js deletes the old cell once the copy exists). */
+  retypeCell(cellId, cellType) {
+    const code = this.records.get(cellId)?.view.editor.code ?? "";
+    return this.request({ type: "create_cell", cellType, beforeCellId: cellId, code }, { kind: "create_cell", focus: false });
+  }
+
   /** Move a cell one place up (-1) or down (+1): move_cell puts it after another cell, or first. */
-  moveCell(view, direction) {
-    const index = this.order.indexOf(view.id);
+  moveCell(cellId, direction) {
+    const index = this.order.indexOf(cellId);
     const target = index + direction;
     if (index < 0 || target < 0 || target >= this.order.length) return;
     const afterCellId = direction > 0 ? this.order[target] : (this.order[target - 1] ?? null);
-    this.request({ type: "move_cell", cellId: view.id, afterCellId }, { kind: "move_cell", cellId: view.id });
+    this.request({ type: "move_cell", cellId, afterCellId }, { kind: "move_cell", cellId });
   }
 
   saveDbConnection(connectionString) {
     return this.request({ type: "update_db_connection", connectionString }, { kind: "db" }) !== null;
   }
 
-  // --- edits: debounced, flushed on blur / run / reconnect ------------------------------------
-  edited(view) {
-    const record = this.records.get(view.id);
-    if (!record || record.text) return; // a shared text sends its own changes (sendText)
-    record.pending = true;
-    clearTimeout(record.timer);
-    record.timer = setTimeout(() => this.flush(record), EDIT_DEBOUNCE_MS);
-  }
-
-  flush(record) {
-    clearTimeout(record.timer);
-    record.timer = null;
-    if (!record.pending || !this.synced) return; // kept; sent when the page is live again
-    const requestId = `${this.tab}-${++this.nextRequest}`;
-    if (!this.send({ type: "cell_update", cellId: record.cell.id, code: record.view.editor.code, requestId })) return;
-    record.pending = false;
-    record.inflight.push(requestId);
-    this.remember(requestId, { kind: "cell_update", cellId: record.cell.id });
-  }
-
-  flushAll() {
-    for (const record of this.records.values()) if (record.pending) this.flush(record);
-  }
-
-  run(view, advance) {
-    const record = this.records.get(view.id);
-    if (!record || !this.canEdit) return;
-    this.flush(record); // the run must see what is on screen; the server keeps this socket's order
-    this.request({ type: "run_cell", cellId: view.id }, { kind: "run_cell", cellId: view.id });
+  run(cellId, advance) {
+    if (!this.records.has(cellId) || !this.canEdit) return;
+    // The server has what is on screen: the shared text sends each change as it is typed, and
+    // the server saves it before the run.
+    this.request({ type: "run_cell", cellId }, { kind: "run_cell", cellId });
     if (!advance) return;
-    const next = this.order[this.order.indexOf(view.id) + 1];
+    const next = this.order[this.order.indexOf(cellId) + 1];
     if (next) this.records.get(next).view.editor.focus("start");
-    else this.createCell("python", view.id, { focus: true });
+    else this.createCell("python", cellId, { focus: true });
   }
 
-  deleteCell(view) {
-    const record = this.records.get(view.id);
+  deleteCell(cellId) {
+    const record = this.records.get(cellId);
     if (!record) return;
-    if (this.order.length === 1) {
-      // The last cell stays, so the notebook always has somewhere to type: clear it instead.
-      if (record.text) return record.text.replace("");
-      record.view.editor.setCode("");
-      record.pending = true;
-      this.flush(record);
-      return;
-    }
-    this.request({ type: "delete_cell", cellId: view.id }, { kind: "delete_cell", cellId: view.id });
+    // The last cell stays, so the notebook always has somewhere to type: clear it instead.
+    if (this.order.length === 1) return record.text.replace("");
+    this.request({ type: "delete_cell", cellId }, { kind: "delete_cell", cellId });
   }
 
-  addCell(view, where, cellType, { focus = true } = {}) {
-    const index = this.order.indexOf(view.id);
+  addCell(cellId, where, cellType, { focus = true } = {}) {
+    const index = this.order.indexOf(cellId);
     // create_cell inserts after a cell: "above" is after the previous one, or before the first.
-    const after = where === "below" ? view.id : this.order[index - 1];
-    if (after === undefined) return this.createCell(cellType, null, { focus, beforeCellId: view.id });
+    const after = where === "below" ? cellId : this.order[index - 1];
+    if (after === undefined) return this.createCell(cellType, null, { focus, beforeCellId: cellId });
     return this.createCell(cellType, after, { focus });
   }
 
-  navigate(view, direction) {
-    const target = this.order[this.order.indexOf(view.id) + direction];
+  navigate(cellId, direction) {
+    const target = this.order[this.order.indexOf(cellId) + direction];
     if (!target) return false;
     this.records.get(target).view.editor.focus(direction > 0 ? "start" : "end");
     return true;
+  }
+
+  // --- the cells as other modules see them (keyboard.js, presence.js) -------------------------
+  /** The cells' ids in the page's order (a copy). */
+  cellIds() {
+    return [...this.order];
+  }
+
+  /** The cell's element on the page, or null when it is not (or no longer) there. */
+  cellElement(cellId) {
+    return this.records.get(cellId)?.view.element ?? null;
+  }
+
+  /** Put the user in the cell's editor (a markdown cell shows its source for that). */
+  editCell(cellId) {
+    this.records.get(cellId)?.view.edit();
   }
 
   connectionLost() {
@@ -201,11 +192,6 @@ export class NotebookApp {
     this.root.dataset.synced = "false";
     this.stopTicker();
     this.presence.disconnected();
-    for (const record of this.records.values()) {
-      // Unacknowledged edits may never have arrived: send them again after the resync.
-      if (record.inflight.length) record.pending = true;
-      record.inflight = [];
-    }
   }
 
   // --- state and events ----------------------------------------------------------------
@@ -213,16 +199,11 @@ export class NotebookApp {
     return {
       canEdit: this.canEdit,
       appMode: this.appMode,
-      onChange: (view) => this.edited(view),
-      onBlur: (view) => {
-        const record = this.records.get(view.id);
-        if (record) this.flush(record);
-      },
-      onRun: (view, advance) => this.run(view, advance),
-      onNavigate: (view, direction) => this.navigate(view, direction),
-      onDelete: (view) => this.deleteCell(view),
-      onAdd: (view, where, cellType) => this.addCell(view, where, cellType),
-      onMove: (view, direction) => this.moveCell(view, direction),
+      onRun: (view, advance) => this.run(view.id, advance),
+      onNavigate: (view, direction) => this.navigate(view.id, direction),
+      onDelete: (view) => this.deleteCell(view.id),
+      onAdd: (view, where, cellType) => this.addCell(view.id, where, cellType),
+      onMove: (view, direction) => this.moveCell(view.id, direction),
       onName: (name) => this.highlight(name),
       onResultVariable: (view, name) => this.request({ type: "cell_update", cellId: view.id, resultVariable: name }, { kind: "result_variable", cellId: view.id }),
       ask: this.canEdit && !this.appMode ? (type, cellId, code, cursor) => this.assistant.ask(type, cellId, code, cursor) : null,
@@ -230,14 +211,15 @@ export class NotebookApp {
   }
 
   addRecord(cell, index) {
-    // Every cell's code is a shared text (docs/protocol.md); a server without them sends no `ydoc`.
+    // Every cell's code is a shared text: every cell the server sends (in notebook_state and
+    // cell_created, early or not) carries its `ydoc` (docs/protocol.md, "Server → client").
     // The app view shows no code: its cells hold none and have no shared text.
-    const text = cell.ydoc === undefined || this.appMode ? null : new SharedText(cell, (changed, update) => this.sendText(changed, update));
+    const text = this.appMode ? null : new SharedText(cell, (changed, update) => this.sendText(changed, update));
     const shared = text && { text, awareness: this.presence.awareness(text) };
     const view = new CellView(this.appMode ? { ...cell, code: "" } : cell, { ...this.hooks(), shared });
     view.element.classList.add("live"); // server-rendered cells lack it and are replaced
     showRunBy(view.element, cell.runBy);
-    const record = { cell, view, text, pending: false, timer: null, inflight: [] };
+    const record = { cell, view, text };
     this.records.set(cell.id, record);
     const before = this.order[index] ? this.records.get(this.order[index]).view.element : null;
     this.cellsEl.insertBefore(view.element, before);
@@ -248,7 +230,6 @@ export class NotebookApp {
   removeRecord(cellId) {
     const record = this.records.get(cellId);
     if (!record) return;
-    clearTimeout(record.timer);
     record.view.destroy();
     record.text?.destroy();
     this.presence.forgetCell(cellId);
@@ -278,8 +259,7 @@ export class NotebookApp {
         if (this.order[index] !== cell.id) this.moveRecord(cell.id, index);
         record.view.render(cell);
         showRunBy(record.view.element, cell.runBy);
-        if (record.text) this.mergeText(record.text, cell);
-        else this.reconcileCode(record, cell.code);
+        if (record.text) this.mergeText(record.text, cell); // the app view's cells hold no code
       }
       this.trackRunning(cell.id, cell.status);
     });
@@ -289,7 +269,6 @@ export class NotebookApp {
     this.synced = true;
     this.root.dataset.synced = "true"; // a hook for tests: the page shows the server's state
     this.connection.healthy();
-    this.flushAll();
     this.presence.connected();
   }
 
@@ -307,7 +286,7 @@ export class NotebookApp {
   mergeText(text, cell) {
     const missing = text.merge(cell);
     if (!missing) return;
-    if (!this.send({ type: "text_update", cellId: text.cellId, update: toBase64(missing), generation: text.generation })) text.touched = true;
+    if (!this.send({ type: "text_update", cellId: text.cellId, update: toBase64(missing), generation: text.generation })) text.notSent();
   }
 
   moveRecord(cellId, index) {
@@ -315,16 +294,6 @@ export class NotebookApp {
     this.order.splice(index, 0, cellId);
     const next = this.order[index + 1];
     this.cellsEl.insertBefore(this.records.get(cellId).view.element, next ? this.records.get(next).view.element : null);
-  }
-
-  /** The server holds `code`: show it unless this page has an edit on its way that will replace it. */
-  reconcileCode(record, code) {
-    if (this.appMode) return;
-    if (record.pending || record.inflight.length) {
-      if (record.view.editor.code === code && !record.inflight.length) record.pending = false;
-      return;
-    }
-    record.view.editor.setCode(code);
   }
 
   applyEvent(event) {
@@ -461,25 +430,15 @@ export class NotebookApp {
   }
 
   /**
-   * Last writer wins, in the server's order. Our own echo acknowledges an edit. Someone else's
-   * edit replaces the text unless this page has a newer one pending (it will be sent and win) or
-   * sent and not yet echoed (the server ordered it after this one, so it wins too).
+   * The cell's names and analysis (and a SQL cell's result variable). Its text is not touched:
+   * the shared text has it already (text_update), and setting it here would undo newer typing.
    */
   onCellUpdated(event, record) {
     if (!record) return;
     Object.assign(record.cell, { code: event.code, resultVariable: event.resultVariable, reads: event.reads, writes: event.writes, tables: event.tables || [] });
     record.view.setNames(event.reads, event.writes, event.tables || []);
     record.view.setResultVariable(event.resultVariable || "");
-    const mine = record.inflight.indexOf(event.requestId);
-    if (mine >= 0) {
-      record.inflight.splice(0, mine + 1);
-      this.requests.delete(event.requestId);
-      record.view.hideMessage();
-    } else if (this.requests.get(event.requestId)?.kind === "result_variable") {
-      this.requests.delete(event.requestId);
-    }
-    // A shared text has the code already (text_update): setting it here would undo newer typing.
-    if (!record.text && !record.pending && !record.inflight.length && !this.appMode) record.view.editor.setCode(event.code);
+    if (this.requests.get(event.requestId)?.kind === "result_variable") this.requests.delete(event.requestId);
     if (this.highlighted) record.view.setHighlight(this.highlighted);
   }
 
@@ -531,15 +490,6 @@ export class NotebookApp {
       return toast(reply.message);
     }
     const record = about?.cellId ? this.records.get(about.cellId) : null;
-    if (about?.kind === "cell_update" && record) {
-      record.inflight = record.inflight.filter((id) => id !== reply.requestId);
-      if (RETRYABLE.has(reply.code)) {
-        record.pending = true; // the text is still on screen: try again shortly
-        clearTimeout(record.timer);
-        record.timer = setTimeout(() => this.flush(record), RETRY_MS);
-        return;
-      }
-    }
     if (about?.kind === "db") return this.dbPanel.showError(reply.message);
     if (record) return record.view.showMessage(reply.message);
     toast(reply.message);

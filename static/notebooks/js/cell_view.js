@@ -26,7 +26,7 @@ function cellSkeleton() {
 export class CellView {
   /**
    * @param {object} cell  the cell as the protocol sends it
-   * @param {object} hooks {canEdit, onChange, onBlur, onRun, onNavigate, onDelete, onAdd, onMove, onName, onResultVariable, shared, ask}
+   * @param {object} hooks {canEdit, appMode, onRun, onNavigate, onDelete, onAdd, onMove, onName, onResultVariable, shared, ask}
    */
   constructor(cell, hooks) {
     this.id = cell.id;
@@ -48,16 +48,20 @@ export class CellView {
       code: cell.code,
       cellType: cell.type,
       readOnly: !hooks.canEdit,
-      onChange: (code) => hooks.onChange(this, code),
-      onBlur: () => hooks.onBlur(this),
       onRun: (advance) => hooks.onRun(this, advance),
       onNavigate: (direction) => hooks.onNavigate(this, direction),
-      shared: hooks.shared, // {text, awareness}: the cell's shared text (shared_text.js), when it has one
+      shared: hooks.shared, // {text, awareness}: the cell's shared text (shared_text.js); none in the app view
       ask: hooks.ask && ((type, code, cursor) => hooks.ask(type, this.id, code, cursor)), // completion.js
     });
     if (cell.type === "markdown") this.markdown = new MarkdownMode(this, { canEdit: hooks.canEdit && !hooks.appMode });
     this.render(cell);
     watchProximity(this.element, { near: () => this.cameNear(), far: () => this.editor.release() });
+  }
+
+  /** Put the user in the editor, at the end of the code (a markdown cell shows its source for that). */
+  edit() {
+    if (this.markdown?.canEdit) this.markdown.edit();
+    else this.editor.focus("end");
   }
 
   cameNear() {
@@ -139,7 +143,7 @@ export class CellView {
     return wrap;
   }
 
-  /** Bring everything but the code in line with `cell` (the code has its own rules: see app.js). */
+  /** Bring everything but the code in line with `cell` (the code is the shared text's: shared_text.js). */
   render(cell) {
     this.setStatus(cell.status);
     this.setResultVariable(cell.resultVariable || "");

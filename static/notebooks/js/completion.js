@@ -1,10 +1,12 @@
 // Completion and inspection from the kernel (docs/protocol.md#completion): a CodeMirror completion
 // source that sends `complete` with the cell's text and cursor, a hover tooltip and Shift+Tab that
-// send `inspect`. The answers come to this socket alone; Assistant pairs them with their request.
+// send `inspect`. The answers come to this socket alone; Assistant pairs them with their request
+// (request ids from connection.js, like every request of the page).
 import {
   autocompletion, hoverTooltip, showTooltip, StateField, StateEffect, EditorView, keymap, Prec,
 } from "../vendor/codemirror.bundle.js";
 import { el } from "./dom.js";
+import { newRequestId } from "./connection.js";
 
 const ANSWER_TIMEOUT_MS = 6000; // the kernel answers statically after 5 s
 const ANSWERS = new Set(["completions", "inspection"]);
@@ -13,14 +15,13 @@ const ICONS = { variable: "variable", function: "function", class: "class", modu
 
 /** Sends `complete` / `inspect` for the page and resolves each with its answer (null on an error or none). */
 export class Assistant {
-  constructor(send, newRequestId) {
+  constructor(send) {
     this.send = send;
-    this.newRequestId = newRequestId;
     this.waiting = new Map(); // requestId -> resolve
   }
 
   ask(type, cellId, code, cursor) {
-    const requestId = this.newRequestId();
+    const requestId = newRequestId();
     if (!this.send({ type, cellId, code, cursor, requestId })) return Promise.resolve(null);
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.settle(requestId, null), ANSWER_TIMEOUT_MS);

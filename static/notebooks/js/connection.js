@@ -1,6 +1,7 @@
 // The notebook's WebSocket: connects, reconnects with exponential backoff and jitter, gives up
 // (saying why, with a Reload button) when reconnecting will not help, and shows its state in
-// #connection-indicator. Frames go to `onFrame`; ordering is the app's job.
+// #connection-indicator. Frames go to `onFrame`; putting them in order is sequencer.js's job.
+// `newRequestId()` is the page's one source of request ids.
 import { el } from "./dom.js";
 
 const BACKOFF_START_MS = 500;
@@ -17,6 +18,16 @@ const FINAL_CLOSES = {
 };
 
 const LABELS = { connected: "live", reconnecting: "reconnecting…", offline: "offline" };
+
+// Every client sees every requestId (docs/protocol.md): this page's start with a prefix of its own.
+const PAGE_PREFIX = Math.random().toString(36).slice(2, 10);
+let requestCount = 0;
+
+/** A fresh requestId: unique on this page, and by its random prefix among the pages that see it. */
+export function newRequestId() {
+  requestCount += 1;
+  return `${PAGE_PREFIX}-${requestCount}`;
+}
 
 export class Connection {
   constructor(url, { indicator, onOpen, onFrame, onClose }) {

@@ -1,7 +1,8 @@
-// One CodeMirror 6 editor per cell: Python or SQL highlighting, line numbers, bracket matching.
-// It knows nothing of the protocol: the cell view gives it callbacks for changes, blur and keys.
-// LazyEditor stands in for it with a plain <pre> until the cell is near the viewport or focused,
-// so a notebook of thousands of cells does not build thousands of editors.
+// One CodeMirror 6 editor per cell: Python or SQL highlighting, line numbers, bracket matching,
+// its document bound to the cell's shared text (shared_text.js), which sends what is typed.
+// It knows nothing of the protocol: the cell view gives it callbacks for the run and move keys
+// and for completion. LazyEditor stands in for it with a plain <pre> until the cell is near the
+// viewport or focused, so a notebook of thousands of cells does not build thousands of editors.
 import {
   basicSetup, EditorView, EditorState, Prec, keymap, closeCompletion, completionStatus, indentUnit, python, sql, PostgreSQL,
 } from "../vendor/codemirror.bundle.js";
@@ -29,33 +30,16 @@ function language(cellType) {
   return cellType === "sql" ? sql({ dialect: PostgreSQL }) : python();
 }
 
-// The smallest single change turning `from` into `to`, so the selection maps through it
-// and a remote edit elsewhere in the cell leaves the cursor where it was.
-export function minimalChange(from, to) {
-  if (from === to) return null;
-  let start = 0;
-  const max = Math.min(from.length, to.length);
-  while (start < max && from.charCodeAt(start) === to.charCodeAt(start)) start++;
-  let endFrom = from.length;
-  let endTo = to.length;
-  while (endFrom > start && endTo > start && from.charCodeAt(endFrom - 1) === to.charCodeAt(endTo - 1)) {
-    endFrom--;
-    endTo--;
-  }
-  return { from: start, to: endFrom, insert: to.slice(start, endTo) };
-}
-
 export class CellEditor {
   /**
    * @param {HTMLElement} parent
    * @param {{code: string, cellType: string, readOnly: boolean,
-   *          onChange: (code: string) => void, onBlur: () => void,
    *          onRun: (advance: boolean) => void, onNavigate: (direction: -1|1) => boolean,
+   *          shared?: {text: SharedText, awareness: object},
    *          ask?: (type: "complete"|"inspect", code: string, cursor: number) => Promise<object|null>}} options
    */
   constructor(parent, options) {
     this.options = options;
-    this.remote = false; // true while applying a change that did not come from this user
     const keys = Prec.highest(keymap.of([
       { key: "Shift-Enter", run: (view) => (closeCompletion(view), options.onRun(true), true) },
       { key: "Mod-Enter", run: (view) => (closeCompletion(view), options.onRun(false), true) },
@@ -86,10 +70,6 @@ export class CellEditor {
         theme,
         EditorState.readOnly.of(options.readOnly),
         EditorView.editable.of(!options.readOnly),
-        EditorView.updateListener.of((update) => {
-          if (update.docChanged && !this.remote) options.onChange(this.code);
-          if (update.focusChanged && !update.view.hasFocus) options.onBlur();
-        }),
         EditorView.contentAttributes.of({ "aria-label": `${options.cellType === "sql" ? "SQL" : "Python"} cell code` }),
         shared ? shared.extension : [],
         // Completion and inspection from the kernel, for people who may edit (completion.js).
@@ -120,18 +100,6 @@ export class CellEditor {
     return this.view.state.doc.toString();
   }
 
-  /** Replace the text with someone else's version, touching only the part that differs. */
-  setCode(code) {
-    const change = minimalChange(this.code, code);
-    if (!change) return;
-    this.remote = true;
-    try {
-      this.view.dispatch({ changes: change });
-    } finally {
-      this.remote = false;
-    }
-  }
-
   /** Focus, with the cursor at the start ("start") or the end ("end") of the code. */
   focus(where) {
     this.view.focus();
@@ -149,7 +117,7 @@ export class CellEditor {
  * The cell's code as a read-only <pre> until `materialize()` (the cell came near the viewport)
  * or `focus()` (the user clicked, tabbed or navigated to it) makes a CellEditor of it;
  * `release()` (far from the viewport, not focused) goes back to the <pre>, keeping the text.
- * Same interface as CellEditor: `code`, `setCode`, `focus`, `destroy`.
+ * Same interface as CellEditor: `code`, `focus`, `destroy`.
  */
 export class LazyEditor {
   constructor(parent, options) {
@@ -158,7 +126,7 @@ export class LazyEditor {
     this.text = options.shared ? options.shared.text.text : options.code;
     this.editor = null;
     // The shared text changes while the cell shows its <pre>: the <pre> follows it.
-    this.unfollow = options.shared?.text.on("text", (shared) => this.editor || this.setCode(shared.text));
+    this.unfollow = options.shared?.text.on("text", (shared) => this.editor || this.show(shared.text));
     this.preview = el("pre.cell-code-preview", {
       tabindex: 0, text: this.text, "aria-label": `${options.cellType === "sql" ? "SQL" : "Python"} cell code`,
       onfocus: () => this.focus("start"),
@@ -171,13 +139,11 @@ export class LazyEditor {
     return this.editor ? this.editor.code : this.text;
   }
 
-  setCode(code) {
-    if (this.editor) {
-      this.editor.setCode(code);
-    } else if (code !== this.text) {
-      this.text = code;
-      this.preview.textContent = code;
-    }
+  /** The <pre>'s text (an editor, once made, follows the shared text itself). */
+  show(code) {
+    if (code === this.text) return;
+    this.text = code;
+    this.preview.textContent = code;
   }
 
   materialize() {

@@ -1,8 +1,10 @@
 // Jupyter's keyboard habits on the notebook page (docs/frontend.md, "Keyboard"): Esc leaves an
 // editor for *command mode*, where single keys act on the selected cell (outlined), and `?`
 // lists every shortcut of the page. SHORTCUTS is the one table the overlay is drawn from (and
-// docs/frontend.md repeats, checked by tests/test_browser_keys.py). Actions go through the app
-// (app.js), so they send the same messages as the buttons; this module sends none of its own.
+// docs/frontend.md repeats, checked by tests/test_browser_keys.py). It knows the cells only by id,
+// through the app's methods (app.js: cellIds, cellElement, editCell), and acts through the methods
+// the buttons use (addCell, deleteCell, run, retypeCell), so it sends the same messages; `z` and
+// the second half of `m` / `y` (deleting the old cell) are sent with the app's `request`.
 import { el } from "./dom.js";
 
 export const SHORTCUTS = [
@@ -56,6 +58,7 @@ class Keyboard {
   constructor(app) {
     this.app = app;
     this.selected = null; // cell id
+    this.awaiting = null; // {requestId, replaces?}: the cell this page asked for, selected when it comes
     // When `d` was pressed: a second one soon after deletes. -Infinity, not 0: performance.now()
     // counts from the page's load, so a first `d` within 800 ms of it would have deleted at once.
     this.lastD = -Infinity;
@@ -67,13 +70,14 @@ class Keyboard {
     }
     document.addEventListener("keydown", (event) => this.keydown(event));
     // Whatever gets the focus inside a cell selects it; an editor or a field leaves command mode.
-    app.cellsEl.addEventListener("focusin", (event) => {
+    app.root.addEventListener("focusin", (event) => {
       const cell = event.target.closest?.(".cell.live");
-      if (cell) this.select(cell.dataset.cellId, { focus: false });
-      if (event.target.closest?.(TYPING)) this.setCommandMode(false);
+      if (!cell) return;
+      this.select(cell.dataset.cellId, { focus: false });
+      if (event.target.closest(TYPING)) this.setCommandMode(false);
     });
     // A click on a cell, away from its editor and controls, selects it in command mode.
-    app.cellsEl.addEventListener("click", (event) => {
+    app.root.addEventListener("click", (event) => {
       const cell = event.target.closest?.(".cell.live");
       if (!cell || event.target.closest(`${TYPING}, ${ACTIVATES}, .cell-outputs, .cell-code-preview`)) return;
       this.select(cell.dataset.cellId);
@@ -93,27 +97,32 @@ class Keyboard {
     document.body.classList.toggle("command-mode", on);
   }
 
-  view(cellId = this.selected) {
-    return this.app.records.get(cellId)?.view ?? null;
+  /** The selected cell's id; the first cell's when none is (or it was deleted meanwhile). */
+  current() {
+    if (this.selected !== null && this.app.cellElement(this.selected)) return this.selected;
+    const [first] = this.app.cellIds();
+    if (first === undefined) return null;
+    this.select(first);
+    return first;
   }
 
-  /** The selected cell's view; the first cell when none is (or it was deleted meanwhile). */
-  current() {
-    if (!this.view() && this.app.order.length) this.select(this.app.order[0]);
-    return this.view();
+  /** The cell `offset` places from `cellId` in the page's order (undefined past either end). */
+  neighbour(cellId, offset) {
+    const ids = this.app.cellIds();
+    return ids[ids.indexOf(cellId) + offset];
   }
 
   select(cellId, { focus = true } = {}) {
-    if (this.selected !== cellId) this.view()?.element.classList.remove("selected");
+    if (this.selected !== cellId) this.app.cellElement(this.selected)?.classList.remove("selected");
     this.selected = cellId;
-    const view = this.view();
-    if (!view) return;
-    view.element.classList.add("selected");
+    const element = this.app.cellElement(cellId);
+    if (!element) return;
+    element.classList.add("selected");
     if (!focus) return;
     // The cell itself holds the focus in command mode: keys reach the document, screen readers follow.
-    if (!view.element.hasAttribute("tabindex")) view.element.tabIndex = -1;
-    view.element.focus({ preventScroll: true });
-    view.element.scrollIntoView({ block: "nearest" });
+    if (!element.hasAttribute("tabindex")) element.tabIndex = -1;
+    element.focus({ preventScroll: true });
+    element.scrollIntoView({ block: "nearest" });
   }
 
   keydown(event) {
@@ -130,16 +139,16 @@ class Keyboard {
     const action = event.key === "Enter" && event.shiftKey ? "run" : !event.shiftKey && KEY_MAP[event.key];
     if (action !== "delete") this.lastD = -Infinity;
     if (!action || (EDITOR_ACTIONS.has(action) && !this.app.canEdit)) return; // viewers only move around
-    const view = this.current();
-    if (!view && action !== "undo" && action !== "above" && action !== "below") return;
+    const cellId = this.current();
+    if (cellId === null && action !== "undo" && action !== "above" && action !== "below") return;
     event.preventDefault();
-    this[action](view);
+    this[action](cellId);
   }
 
   enterCommandMode() {
     this.setCommandMode(true);
-    const view = this.current();
-    if (view) this.select(view.id);
+    const cellId = this.current();
+    if (cellId !== null) this.select(cellId);
   }
 
   leaveEditor(target, event) {
@@ -150,82 +159,81 @@ class Keyboard {
     else target.closest(".cm-editor").querySelector(".cm-content")?.blur();
   }
 
-  down(view) {
-    const next = this.app.order[this.app.order.indexOf(view.id) + 1];
+  down(cellId) {
+    const next = this.neighbour(cellId, 1);
     if (next) this.select(next);
   }
 
-  up(view) {
-    const previous = this.app.order[this.app.order.indexOf(view.id) - 1];
+  up(cellId) {
+    const previous = this.neighbour(cellId, -1);
     if (previous) this.select(previous);
   }
 
-  enter(view) {
+  enter(cellId) {
     this.setCommandMode(false);
-    if (view.markdown?.canEdit) view.markdown.edit();
-    else view.editor.focus("end");
+    this.app.editCell(cellId);
   }
 
-  above(view) {
-    this.insert(view, "above");
+  above(cellId) {
+    this.insert(cellId, "above");
   }
 
-  below(view) {
-    this.insert(view, "below");
+  below(cellId) {
+    this.insert(cellId, "below");
   }
 
-  insert(view, where, cellType = "python") {
-    const requestId = view ? this.app.addCell(view, where, cellType, { focus: false }) : this.app.createCell(cellType, null);
+  insert(cellId, where, cellType = "python") {
+    const requestId = cellId !== null ? this.app.addCell(cellId, where, cellType, { focus: false }) : this.app.createCell(cellType, null);
     this.awaiting = requestId && { requestId };
   }
 
-  delete(view) {
+  delete(cellId) {
     const now = performance.now();
     if (now - this.lastD > 800) {
       this.lastD = now;
       return;
     }
     this.lastD = -Infinity;
-    const index = this.app.order.indexOf(view.id);
-    const neighbour = this.app.order[index + 1] ?? this.app.order[index - 1];
-    this.app.deleteCell(view); // its "Cell deleted · Undo" toast, as the Delete button
-    if (neighbour && this.app.order.length > 1) this.select(neighbour);
+    const ids = this.app.cellIds();
+    const index = ids.indexOf(cellId);
+    const neighbour = ids[index + 1] ?? ids[index - 1];
+    this.app.deleteCell(cellId); // its "Cell deleted · Undo" toast, as the Delete button
+    if (neighbour && this.app.cellIds().length > 1) this.select(neighbour);
   }
 
   undo() {
     this.app.request({ type: "undo" }, { kind: "undo" });
   }
 
-  markdown(view) {
-    this.retype(view, "markdown");
+  markdown(cellId) {
+    this.retype(cellId, "markdown");
   }
 
-  python(view) {
-    this.retype(view, "python");
+  python(cellId) {
+    this.retype(cellId, "python");
   }
 
   /** The protocol has no change of a cell's type: a new cell of `cellType` with the same text
    * goes just above, and once it exists the old one is deleted (two changes in the history). */
-  retype(view, cellType) {
-    if (view.element.dataset.cellType === cellType) return;
-    const message = { type: "create_cell", cellType, beforeCellId: view.id, code: view.editor.code };
-    const requestId = this.app.request(message, { kind: "create_cell", focus: false });
-    this.awaiting = requestId && { requestId, replaces: view.id };
+  retype(cellId, cellType) {
+    if (this.app.cellElement(cellId)?.dataset.cellType === cellType) return;
+    const requestId = this.app.retypeCell(cellId, cellType);
+    this.awaiting = requestId && { requestId, replaces: cellId };
   }
 
   created(cellId) {
     const { replaces } = this.awaiting;
     this.awaiting = null;
-    if (replaces && this.app.records.has(replaces)) this.app.request({ type: "delete_cell", cellId: replaces }, { kind: "retype", cellId: replaces });
+    if (replaces && this.app.cellElement(replaces)) this.app.request({ type: "delete_cell", cellId: replaces }, { kind: "retype", cellId: replaces });
     this.select(cellId);
     this.setCommandMode(true);
   }
 
-  run(view) {
-    this.app.run(view, false);
-    const next = this.app.order[this.app.order.indexOf(view.id) + 1];
+  run(cellId) {
+    this.app.run(cellId, false);
+    const next = this.neighbour(cellId, 1);
     if (next) this.select(next);
-    else this.insert(view, "below");
+    else this.insert(cellId, "below");
   }
 
   /** The overlay: a modal <dialog> listing SHORTCUTS; Esc or Close shuts it and the focus goes back. */

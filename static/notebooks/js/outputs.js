@@ -161,7 +161,7 @@ function referenceOutput(output) {
       box.append(image);
     } else if (output.mimeType === "text/html") {
       // The URL serves the document with its own policy: an opaque origin whose scripts run
-      // (maps, widgets) and reach nothing of this site (notebooks_app/frames.py).
+      // (maps, widgets) and reach nothing of this site (notebooks_app/output_documents.py).
       const frame = outputFrame("iframe.output-html.output-html-ref", { src: output.url, title: "HTML output" });
       frame.style.height = "150px";
       box.replaceChildren(frame);

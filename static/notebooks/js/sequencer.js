@@ -1,6 +1,7 @@
 // Puts the server's frames in order (docs/protocol.md, "Ordering" and "Sizes"): unpacks batches,
 // assembles a notebook_state sent in chunks (holding events until it is whole), drops events the
-// state already holds, and asks for a fresh notebook_state when an event is missing.
+// state already holds, and asks for a fresh notebook_state (`sync`) when an event or a chunk is
+// missing or out of order, or when the app says the kernel cannot be trusted (resync()).
 
 export class Sequencer {
   constructor({ onState, onEvent, onReply, requestSync }) {

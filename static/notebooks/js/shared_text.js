@@ -117,6 +117,12 @@ export class SharedText {
     return Y.encodeStateAsUpdate(this.doc, Y.encodeStateVectorFromUpdate(server));
   }
 
+  /** The update merge() returned did not reach the server (the socket closed): the next merge
+   * sends the difference again. */
+  notSent() {
+    this.touched = true;
+  }
+
   /** Replace the whole text from the page itself (not typed in an editor), as the smallest edit. */
   replace(code) {
     this.ensure();

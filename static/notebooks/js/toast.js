@@ -1,4 +1,6 @@
-// Transient messages in a corner of the page (never alert()): errors with no better place to show them.
+// Transient messages in a corner of the page (never alert()): errors with no better place to show
+// them and notices (a kernel restart, a saved version), with an optional action button ("Cell
+// deleted · Undo").
 import { el } from "./dom.js";
 
 let region = null;

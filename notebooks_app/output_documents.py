@@ -1,4 +1,4 @@
-"""Output frames: the documents that HTML outputs with scripts, and interactive charts, are drawn
+"""Output documents: the documents that HTML outputs with scripts, and interactive charts, are drawn
 in (docs/frontend.md#outputs).
 
 Every such document is served with a policy of its own that makes it an opaque origin (CSP
