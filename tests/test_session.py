@@ -23,6 +23,7 @@ class MemoryStore:
         ]
         self.persisted = {}
         self.blobs = {}  # cell id -> digest -> blob
+        self.writes = []  # the name of every write, in order
 
     async def load(self, notebook_id):
         return {"name": "in memory", "revision": self.revision, "db_connection": "", "db_display": "", "cells": [dict(c) for c in self.cells]}
@@ -31,13 +32,16 @@ class MemoryStore:
         return "", ""
 
     async def persist(self, notebook_id, rows):
+        self.writes.append("persist")
         for row in rows:
             self.persisted[row["id"]] = dict(row)
 
     async def save_blobs(self, notebook_id, cell_id, blobs):
+        self.writes.append("save_blobs")
         self.blobs[cell_id] = {blob["digest"]: blob for blob in blobs}
 
     async def save_code(self, notebook_id, texts):
+        self.writes.append("save_code")
         for cell in self.cells:
             if cell["id"] in texts:
                 cell["code"], cell["ydoc"], cell["ydoc_generation"], _typists = texts[cell["id"]]
@@ -46,6 +50,7 @@ class MemoryStore:
         return self.revision
 
     async def save_text_states(self, notebook_id, texts):
+        self.writes.append("save_text_states")
         for cell in self.cells:
             if cell["id"] in texts:
                 cell["ydoc"], cell["ydoc_generation"], cell["ydoc_key"] = texts[cell["id"]]
@@ -319,7 +324,7 @@ async def test_a_load_takes_the_stored_analysis_of_unchanged_cells_and_analyses_
     again = NotebookSession(NOTEBOOK, store=store, publish=Published(), runner_factory=lambda: None)
     await again.ensure_loaded()
     assert analysed == ["cell-3"]
-    assert again._dirty == {"cell-3"}  # its new analysis gets stored
+    assert again.persister.dirty == {"cell-3"}  # its new analysis gets stored
     assert {c.id: (c.reads, c.writes, c.graph_reads, c.tables, c.syntax_error) for c in again.ordered_cells()} == first
     assert set(again.graph.blocked()) == first_blocked
     assert {c: again.graph.parents(c) for c in first} == first_edges
@@ -334,7 +339,7 @@ async def test_a_load_sends_stored_text_states_without_building_them_until_they_
 
     from pycrdt import Doc, Text
 
-    from notebooks_app.kernel import session as session_module
+    from notebooks_app.kernel import cell_texts
 
     session, store, _ = await make_session("a = 1", "b = a + 1", "c = b * 2")
     first = {cell["id"]: (cell["ydoc"], cell["ygen"]) for cell in session.state_messages()[0]["notebook"]["cells"]}
@@ -343,14 +348,14 @@ async def test_a_load_sends_stored_text_states_without_building_them_until_they_
     store.cells[2]["code"] = "c = b * 3"  # changed behind the worker's back: its key no longer matches
 
     built = []
-    original = session_module.CellText
+    original = cell_texts.CellText
 
     class Counting(original):
         def __init__(self, code="", **kwargs):
             built.append(code)
             super().__init__(code, **kwargs)
 
-    monkeypatch.setattr(session_module, "CellText", Counting)
+    monkeypatch.setattr(cell_texts, "CellText", Counting)
     published = Published()
     again = NotebookSession(NOTEBOOK, store=store, publish=published, runner_factory=lambda: None)
     await again.ensure_loaded()
@@ -411,3 +416,73 @@ async def test_loads_and_states_pause_the_garbage_collector_and_always_restart_i
     with pytest.raises(RuntimeError):
         await NotebookSession(NOTEBOOK, store=store, publish=Published(), runner_factory=lambda: None).ensure_loaded()
     assert gc.isenabled()
+
+
+def typed(session, cell_id, edit):
+    """A page's text_update of `cell_id` as the page sends it: `edit(text)` on its copy of the
+    cell's shared text (from the state the page got), sent as a Yjs update; the page's text."""
+    import base64
+
+    from pycrdt import Doc, Text
+
+    cell = next(c for c in session.state_messages()[0]["notebook"]["cells"] if c["id"] == cell_id)
+    page = Doc()
+    page.apply_update(base64.b64decode(cell["ydoc"]))
+    base = page.get_state()
+    edit(page.get("code", type=Text))
+    update = base64.b64encode(page.get_update(base)).decode()
+    session.text_update({"cellId": cell_id, "generation": cell["ygen"], "update": update, "by": "alice", "byId": 1})
+    return str(page.get("code", type=Text))
+
+
+async def test_closing_saves_typing_not_saved_yet_and_then_never_writes_or_publishes_again(make_session, monkeypatch):
+    """close(): a save and a compaction still due are cancelled, the typing is saved and the
+    states persisted now; afterwards no timer, message or keystroke writes or publishes."""
+    from notebooks_app.kernel import cell_texts
+
+    monkeypatch.setattr(cell_texts, "COMPACT_IDLE", 0.4)  # due soon after the close below
+    session, store, published = await make_session("a = 1")
+
+    def churn(text):  # keystrokes and deletes all over: the history outgrows the text
+        for i in range(1500):
+            text.insert(0 if i % 2 else len(str(text)), str(i % 10))
+            if i % 3 == 0:
+                del text[0:1]
+
+    first = typed(session, "cell-0", churn)
+    await published.wait_for(lambda e: e["type"] == "cell_updated" and e["code"] == first, "the save after SAVE_DELAY")
+    assert session.texts.compactions_due == {"cell-0"}  # a compaction is due COMPACT_IDLE after that save
+    second = typed(session, "cell-0", lambda text: text.insert(0, "# "))  # its save is due in SAVE_DELAY
+    await session.close()
+    assert store.cells[0]["code"] == second  # saved by close, not by its timer
+    assert published.of("cell_updated")[-1]["code"] == second
+    events, writes, revision = len(published.events), list(store.writes), store.revision
+
+    run(session, "cell-0")
+    session.input_set({"widgetId": "cell-0:0", "cellId": "cell-0", "value": 3})
+    typed(session, "cell-0", lambda text: text.insert(0, "# "))
+    await asyncio.sleep(max(cell_texts.SAVE_DELAY, cell_texts.COMPACT_IDLE) + 0.3)  # past every timer's deadline
+    assert (len(published.events), store.writes, store.revision) == (events, writes, revision)
+    assert session.runner is None
+
+
+async def test_stopping_the_execution_process_says_so_and_leaves_every_result_stale(make_session):
+    """stop(reason): no cell crashed, yet the namespace is gone: clients hear kernel_restarted with
+    the reason, results turn stale, and the next run starts a fresh process."""
+    session, _, published = await make_session("a = 1\na", "b = a + 1\nb")
+    a, b = "cell-0", "cell-1"
+    run(session, b)
+    await published.status(b, "success")
+    old = session.runner
+    since = len(published.events)
+    session.stop_execution("idle for an hour")
+    restarted = await published.wait_for(lambda e: e["type"] == "kernel_restarted", "kernel_restarted")
+    assert restarted["reason"] == "idle for an hour" and "seq" in restarted
+    await published.status(a, "stale", since=since)
+    await published.status(b, "stale", since=since)
+    assert not old.alive and session.runner is None
+    assert not session.model.crashed and not published.of("cell_error")
+    since = len(published.events)
+    run(session, b)
+    await published.status(b, "success", since=since)
+    assert published.running_order(since) == [a, b] and session.runner is not old

@@ -29,12 +29,13 @@ from .addresses import group_name, is_kernel_channel, shard_channels
 from .database import DatabasePolicy
 from .runner import Runner
 from .sandbox import Limits, SandboxConfig, probe, running_as_root
-from .session import Encoded, NotebookSession
+from .cell_state import PERSISTED_FIELDS
+from .event_stream import Encoded
+from .session import NotebookSession
 from .shared_text import code_key
 
 logger = logging.getLogger(__name__)
 
-PERSISTED_FIELDS = ["status", "outputs", "stdout", "error", "reads", "writes", "analysis"]
 DATABASE_DOWN = (OperationalError, InterfaceError)
 PROBE_GROUP = "kernel-probe"  # a group nobody joins: publishing to it tells whether Redis is back
 _database_outage = Outage("kernel worker", resource="PostgreSQL")
@@ -106,7 +107,7 @@ class DatabaseStore:
                 return None
             cells = list(
                 notebook.cells.order_by("position").values(
-                    "id", "type", "code", "result_variable", "position", "status", "outputs", "stdout", "error", "reads", "writes", "analysis", "ydoc", "ydoc_generation", "ydoc_key", "inputs"
+                    "id", "type", "code", "result_variable", "position", *PERSISTED_FIELDS, "ydoc", "ydoc_generation", "ydoc_key", "inputs"
                 )
             )
         return {

@@ -1,0 +1,105 @@
+"""Committed structural edits applied to one notebook's memory (the kernel messages of
+operations.py, docs/protocol.md): a cell created, moved, edited or deleted, a new database
+connection; each is announced, statuses follow the graph, and what must rerun runs.
+
+It applies an edit the session has checked is the next revision; it must not read the queue,
+reload, or decide revisions (the session's), nor write cells' code (operations.py did).
+"""
+import base64
+
+from .cell_state import CellState
+from .execution import RunnerConfig
+from .shared_text import code_key
+
+
+class EditApplier:
+    def __init__(self, notebook_id, *, store, model, texts, statuses, persister, events, execution, cascades):
+        self.notebook_id = notebook_id
+        self.store = store
+        self.model = model
+        self.texts = texts
+        self.statuses = statuses
+        self.persister = persister
+        self.events = events
+        self.execution = execution
+        self.cascades = cascades
+
+    async def create_cell(self, message):
+        if message.get("positions"):
+            self.model.reposition(message["positions"])
+        row = dict(message["cell"], position=message["position"])
+        if message.get("ydoc"):
+            # The shared text the web side made, stored and announced early with the row: this
+            # very document, so that pages which started from the early announcement merge here.
+            row["ydoc"], row["ydoc_key"] = base64.b64decode(message["ydoc"]), code_key(row["code"])
+        cell = CellState.from_row(row)
+        cell.saved = None  # the message's copy of the row, not the row: written once whatever it says
+        self.model.insert(cell)
+        self.persister.dirty.add(cell.id)
+        created = {**cell.to_message(), **self.texts.fields(cell)}
+        self.events.emit({"type": "cell_created", "cellId": cell.id, "cell": created, "index": self.model.index_of(cell.id), "requestId": message.get("requestId")})
+        await self.refresh_blocked()
+        if message.get("run"):  # a restored cell: it and what failed without it run again
+            await self.events.flush()  # the answer to the request goes out now, not after the cascade starts
+            await self.cascades.run_roots({cell.id})
+
+    async def move_cell(self, message):
+        positions = dict(message.get("positions") or {})
+        positions[message["cellId"]] = message["position"]
+        self.model.reposition(positions)
+        if message["cellId"] in self.model.cells:
+            self.events.emit({"type": "cell_moved", "cellId": message["cellId"], "index": self.model.index_of(message["cellId"]), "requestId": message.get("requestId")})
+        self.statuses.refresh_blocked()  # blocked messages name cells by their place
+
+    async def update_cell(self, message):
+        cell = self.model.cells.get(message["cellId"])
+        if cell is None:
+            return
+        self.texts.replace(cell, message["code"], by=message.get("by"))
+        self.code_changed(cell, message["code"], message.get("resultVariable") or "", request_id=message.get("requestId"))
+        await self.refresh_blocked()
+
+    async def delete_cell(self, message):
+        cell_id, model = message["cellId"], self.model
+        if cell_id not in model.cells:
+            return
+        # Descendants are taken before the cell leaves the graph: they are what must rerun.
+        descendants = model.graph.descendants(cell_id)
+        blocked_before = set(model.graph.blocked())
+        model.remove(cell_id)
+        self.texts.discard(cell_id)
+        self.persister.discard(cell_id)
+        await self.execution.forget([cell_id])
+        self.events.emit({"type": "cell_deleted", "cellId": cell_id, "requestId": message.get("requestId")})
+        _, unblocked = self.statuses.refresh_blocked()
+        freed = (blocked_before - set(model.graph.blocked())) & set(model.cells)
+        roots = (set(descendants) | freed | model.unblocked) & set(model.cells)
+        if roots:
+            # cell_deleted answers a request: it goes out now, in a frame of its own, rather than
+            # with the cascade's first events FLUSH_DELAY later (docs/performance.md, "Edits").
+            await self.events.flush()
+            await self.cascades.run_roots(roots)
+        elif unblocked:
+            await self.events.flush()
+
+    async def db_connection(self, message):
+        connection, display = await self.store.load_connection(self.notebook_id)
+        await self.execution.configure(RunnerConfig(db_connection=connection, db_display=display), reason="the notebook's settings changed")
+        self.events.emit({"type": "db_connection_updated", "connected": bool(connection), "display": display, "requestId": message.get("requestId")})
+        # Every SQL result (and what was computed from it) came from the old connection.
+        self.statuses.mark_stale(self.model.sql_dependents())
+
+    # --- shared steps -----------------------------------------------------------------------------
+    def code_changed(self, cell, code, result_variable, request_id=None):
+        """New code (saved already): analysis, edges, `cell_updated`, and stale results."""
+        self.model.change_code(cell, code, result_variable)
+        self.persister.dirty.add(cell.id)
+        cell.saved = None  # the edit's transaction wrote the row's status (stale): written again
+        self.events.emit({"type": "cell_updated", "cellId": cell.id, **cell.code_fields(), "requestId": request_id})
+        self.statuses.mark_stale([cell.id, *self.model.graph.descendants(cell.id)])
+
+    async def refresh_blocked(self):
+        """Statuses in line with the graph's blocked set; newly blocked cells' names leave the
+        execution process."""
+        newly_blocked, _ = self.statuses.refresh_blocked()
+        await self.execution.forget(newly_blocked)

@@ -1,0 +1,127 @@
+"""The execution process of one notebook (`ExecutionHost`): made in one place from the worker's
+runner factory (global settings) and the notebook's own `RunnerConfig` (per-notebook settings,
+loaded with its snapshot), started on demand, stopped or restarted with a reason clients hear.
+
+It owns the `Runner` and nothing else: it must not change cells nor publish; what a lost
+namespace means for the cells is the `on_gone(reason)` callback's (statuses.namespace_gone).
+"""
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from ..constants import CELL_MARKDOWN, CELL_SQL
+from .runner import RunnerDied
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """A notebook's settings of its execution process. A field a running process can take as it
+    is belongs in LIVE_FIELDS (and in `apply`); any other change restarts the process."""
+
+    db_connection: str = ""  # held outside the sandbox (kernel/database.py)
+    db_display: str = dataclasses.field(default="", compare=False)  # the connection, masked, for clients
+
+    LIVE_FIELDS = frozenset({"db_connection"})
+
+    @classmethod
+    def from_snapshot(cls, snapshot):
+        return cls(db_connection=snapshot.get("db_connection") or "", db_display=snapshot.get("db_display") or "")
+
+    def changed_fields(self, other):
+        return {f.name for f in dataclasses.fields(self) if f.compare and getattr(self, f.name) != getattr(other, f.name)}
+
+    def apply(self, runner):
+        """Give `runner` these settings (the one place they reach it)."""
+        runner.set_connection(self.db_connection)
+
+
+class ExecutionHost:
+    def __init__(self, notebook_id, *, runner_factory, on_gone):
+        self.notebook_id = notebook_id
+        self._factory = runner_factory  # () -> Runner, from global settings
+        self._on_gone = on_gone  # (reason) -> None: the namespace is gone, say so
+        self.config = RunnerConfig()
+        self.runner = None
+        self.closed = False
+
+    @property
+    def alive(self):
+        return self.runner is not None and self.runner.alive
+
+    def made(self):
+        """The runner, made if need be but not started (its database answers SQL completion)."""
+        if self.runner is None:
+            self.runner = self._factory()
+            self.config.apply(self.runner)
+        return self.runner
+
+    async def start(self):
+        """The execution process, started if it is not running (RunnerDied, SandboxUnavailable
+        when it cannot start)."""
+        if self.closed:
+            raise RunnerDied("the notebook's session is closed")
+        runner = self.made()
+        if not runner.alive:
+            await runner.start()
+        return runner
+
+    async def stop(self, reason):
+        """Drop the execution process and its namespace; clients hear `reason` and every result
+        that lived in it turns stale.  False if none was running."""
+        runner, self.runner = self.runner, None
+        if runner is None:
+            return False
+        was_alive = runner.alive
+        await runner.close()
+        if was_alive:
+            logger.info("execution process of notebook %s stopped: %s", self.notebook_id, reason)
+            self._on_gone(reason)
+        return was_alive
+
+    async def restart(self, reason):
+        await self.stop(reason)
+        return await self.start()
+
+    async def configure(self, config, reason):
+        """The notebook's settings changed: a running process takes live ones as it is; any other
+        change restarts it (`reason`)."""
+        old, self.config = self.config, config
+        changed = config.changed_fields(old)
+        if self.runner is None or not changed:
+            return
+        if changed <= RunnerConfig.LIVE_FIELDS:
+            config.apply(self.runner)
+        else:
+            await self.restart(reason)
+
+    async def forget(self, cell_ids):
+        """The names `cell_ids` bound leave the namespace (if there is one)."""
+        for cell_id in cell_ids:
+            if not self.alive:
+                return
+            try:
+                await self.runner.forget(cell_id)
+            except RunnerDied:
+                logger.warning("runner of notebook %s died while forgetting a cell", self.notebook_id)
+
+    async def assist(self, op, *, cell_type, code, cursor):
+        """Completion or inspection (`op`) in a cell of `cell_type`, from the namespace if there is
+        one; never starts the execution process (Runner.assist)."""
+        if cell_type == CELL_MARKDOWN:
+            return {} if op == "inspect" else {"from": cursor, "to": cursor, "items": []}
+        language = "sql" if cell_type == CELL_SQL else "python"
+        return await self.made().assist(op, code=code, cursor=cursor, language=language)
+
+    async def interrupt(self):
+        if self.runner is not None:
+            return await self.runner.interrupt()
+        return False
+
+    async def close(self):
+        """For good: the process and its database connection go, and nothing starts again."""
+        self.closed = True
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.close()

@@ -1,0 +1,60 @@
+"""Writes one notebook's final cell states and shared-text states to its store, in batches: the
+cells marked dirty since the last write whose persisted fields changed, at most every
+PERSIST_INTERVAL during a long cascade.
+
+It writes only what the model and the shared texts hold; it must not change a cell nor announce
+anything, and once closed (or the notebook gone) it writes nothing.
+"""
+import time
+
+from .cell_state import TRANSIENT
+
+# During a long cascade, finished cells are written to the database this often.
+PERSIST_INTERVAL = 1.0
+
+
+class Persister:
+    def __init__(self, notebook_id, *, store, model, texts, events):
+        self.notebook_id = notebook_id
+        self.store = store
+        self.model = model
+        self.texts = texts
+        self.events = events
+        self.dirty = set()  # cells whose persisted fields may differ from the stored ones
+        self.closed = False
+        self._last = time.monotonic()
+
+    def discard(self, cell_id):
+        self.dirty.discard(cell_id)
+
+    async def persist(self):
+        """Dirty cells whose final state the store lacks, in one write; then the shared texts'
+        states (after the rows: a big notebook's first load has thousands of each, and its
+        analyses are what a restarted worker misses most)."""
+        cells = self.model.cells
+        changed = []
+        for cell_id in self.dirty:
+            cell = cells.get(cell_id)
+            if cell is not None and cell.status not in TRANSIENT:
+                fields = cell.persisted_fields()
+                if fields != cell.saved:
+                    changed.append((cell, fields))
+        self.dirty = {c for c in self.dirty if c in cells and cells[c].status in TRANSIENT}
+        self._last = time.monotonic()
+        if self.closed or self.model.gone:
+            return
+        if changed:
+            # Under the events' lock: the 10 ms flush timer must not announce a final state
+            # while it is being written (a client that sees it and reloads must find it).
+            async with self.events.lock:
+                await self.store.persist(self.notebook_id, [cell.to_row(fields) for cell, fields in changed])
+            for cell, fields in changed:
+                cell.saved = fields
+        states = self.texts.take_states_to_save()
+        if states:
+            await self.store.save_text_states(self.notebook_id, states)
+
+    async def persist_if_due(self):
+        if time.monotonic() - self._last >= PERSIST_INTERVAL:
+            await self.events.flush()
+            await self.persist()
