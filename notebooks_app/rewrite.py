@@ -112,15 +112,19 @@ class _CellPlan:
     dropped_imports: set = field(default_factory=set)  # names whose import repeats the one in force
 
 
-def _import_key(plan, name):
+def _import_key(plan, name, *, leading=False):
     """What the cell's top-level imports bind `name` to, when imports are its only bindings
-    and all bind the same thing; else None."""
+    and all bind the same thing; else None.  With `leading`, only imports among the cell's
+    first statements count (nothing before them can fail and leave the name unbound)."""
     keys = set()
+    first_other = next((i for i, s in enumerate(plan.tree.body) if not isinstance(s, (ast.Import, ast.ImportFrom))), len(plan.tree.body))
     for ref in plan.refs:
         if ref.name != name or ref.kind == "load":
             continue
         statement = plan.tree.body[ref.statement]
         if ref.kind != "import" or not ref.immediate or not isinstance(statement, (ast.Import, ast.ImportFrom)) or ref.node not in statement.names:
+            return None
+        if leading and ref.statement > first_other:
             return None
         keys.add(_bound_value(ref.node, statement))
     return keys.pop() if len(keys) == 1 else None
@@ -269,7 +273,7 @@ class _Rewrite:
                     continue
                 if previous is not None and (name in reads or (plan is not None and plan.starts_from_previous[name] == "prologue")):
                     previous.read = True
-                version = _Version(name, index, import_key=_import_key(plan, name) if plan is not None else None)
+                version = _Version(name, index, import_key=_import_key(plan, name, leading=True) if plan is not None else None)
                 self.versions.setdefault(name, []).append(version)
                 self.bound[index][name] = (previous, version)
                 current[name] = version

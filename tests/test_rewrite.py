@@ -59,6 +59,7 @@ CASES = {
     "a function redefined": ["def f(a):\n    return a + 1", "print(f(1))", "def f(a):\n    return a * 100", "print(f(1))"],
     "a class redefined": ["class P:\n    n = 1", "print(P.n)", "class P:\n    n = 2", "print(P.n)"],
     "imports repeated": ["import math\nfrom math import sqrt", "import math\nprint(math.pi > 3)", "from math import sqrt\nprint(sqrt(16))", "import os.path\nimport os", "import os.path\nprint(os.path.join('a', 'b'))"],
+    "an import after a statement that fails is not one to rely on": ["import math\nvalue = 1 / 0\nimport json", "import json\nprint(json.dumps([math.pi > 3]))"],
     "except and with names": ["try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    print('caught', e)", "try:\n    {}['k']\nexcept KeyError as e:\n    print('caught', repr(e))", "import io\nwith io.StringIO('a') as f:\n    print(f.read())", "import io\nwith io.StringIO('b') as f:\n    print(f.read())"],
     "binding in a branch keeps the old value": ["level = 'low'", "if 1 > 2:\n    level = 'high'\nprint(level)", "print(level)"],
     "del then redefined": ["x = 5", "del x", "x = 7", "print(x)"],
