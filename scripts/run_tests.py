@@ -5,6 +5,10 @@ and Chromium with apt-get when missing (as root) and starts throwaway
 instances in a temporary directory on free ports, and collects the static files
 there (STATIC_ROOT) for the servers the tests start with DEBUG off.  A run in
 which pytest collected no test fails (pytest's exit status 5 never passes silently).
+
+`--fast` selects the fast tier by markers: no `browser` test (Chromium) and no `slow` one
+(a test that starts server processes of its own), as `-m "not browser and not slow"`, and'd
+with any `-m` given too.
 """
 import glob
 import os
@@ -137,7 +141,24 @@ def collectstatic(env, static_root):
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
 
 
+FAST_TIER = "not browser and not slow"
+
+
+def select_tier(argv):
+    """pytest's arguments for the tier asked for: `--fast` becomes a marker expression."""
+    if "--fast" not in argv:
+        return argv
+    argv = [arg for arg in argv if arg != "--fast"]
+    for i, arg in enumerate(argv):
+        if arg == "-m" and i + 1 < len(argv):
+            return [*argv[:i], "-m", f"({argv[i + 1]}) and {FAST_TIER}", *argv[i + 2 :]]
+        if arg.startswith("-m") and len(arg) > 2:
+            return [*argv[:i], "-m", f"({arg[2:]}) and {FAST_TIER}", *argv[i + 1 :]]
+    return [*argv, "-m", FAST_TIER]
+
+
 def main(argv):
+    argv = select_tier(argv)
     services = Services()
     env = dict(os.environ)
     try:

@@ -119,6 +119,35 @@ def live_kernel(kernel_worker, transactional_db):
     return kernel_worker
 
 
+# --- the live server of the browser tests ---------------------------------------------------
+
+BROWSER_PASSWORDS = {"alice": "alice-pass-123", "bob": "bob-pass-123", "carol": "carol-pass-123"}
+
+
+@pytest.fixture(scope="session")
+def browser_server(django_db_setup, django_db_blocker):
+    """One Daphne (the production shape: DEBUG off, WhiteNoise) for every browser test of the
+    session, sync and async: each test brings its own users and notebook (`browser_passwords`)."""
+    from tests.live import Server
+
+    server = Server(f"browser-daphne-{os.getpid()}.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def browser_passwords(users):
+    """The users' passwords as the live server checks them: its settings hash with PBKDF2, not
+    the tests' MD5 (few iterations keep it cheap; Daphne upgrades them at login)."""
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    hasher = PBKDF2PasswordHasher()
+    for username, password in BROWSER_PASSWORDS.items():
+        users[username].password = hasher.encode(password, hasher.salt(), iterations=1000)
+        users[username].save(update_fields=["password"])
+    return BROWSER_PASSWORDS
+
+
 @pytest.fixture(autouse=True)
 def _close_thread_connections(request):
     """ORM calls from consumers run on asgiref's thread; close its connections after each test."""
@@ -355,14 +384,18 @@ async def ws(live_kernel):
         return client
 
     yield connect
-    for client in clients:
-        try:
-            await client.close()
-        except Exception:  # already closed by the server or the test
-            pass
     from notebooks_app import edit_lane
 
-    await edit_lane.close()  # this test's event loop's connection (the test database is dropped at the end)
+    try:
+        for client in clients:
+            try:
+                await client.close()
+            except (Exception, asyncio.CancelledError):  # already closed, or the test timed out under it
+                pass
+    finally:
+        # This test's event loop's connection, always: left open, the test database cannot be
+        # dropped and every later test finds the last one's users.
+        await edit_lane.close()
 
 
 # --- helpers shared by the protocol, worker and SQL tests ---------------------------------

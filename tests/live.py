@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -22,19 +23,32 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wait_http(url, seconds=40, proc=None):
+def wait_until(check, seconds, what, interval=0.05):
+    """Poll `check()` until it returns something truthy, and return that; fail after `seconds`.
+    The one polling loop of the sync test code (conftest.eventually is the async one)."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {seconds} s")
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        time.sleep(interval)
+    return result
+
+
+def answers(url, proc=None):
+    """True once `url` answers at all (any HTTP status); fails if `proc` (its server) exited."""
+    if proc is not None and proc.poll() is not None:
+        raise RuntimeError(f"server exited with {proc.returncode}")
+    try:
+        urllib.request.urlopen(url, timeout=2)
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def wait_http(url, seconds=40, proc=None):
+    wait_until(lambda: answers(url, proc), seconds, f"{url} to answer", interval=0.1)
 
 
 def collected_static(env):
@@ -80,13 +94,13 @@ def start_worker(channels, env, log_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 40
-    while b"Running worker for channels" not in log_path.read_bytes()[start:]:
+
+    def running():
         if proc.poll() is not None:
             raise RuntimeError(f"kernel worker exited with {proc.returncode}; see {log_path}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"kernel worker did not start within 40 s; see {log_path}")
-        time.sleep(0.05)
+        return b"Running worker for channels" in log_path.read_bytes()[start:]
+
+    wait_until(running, 40, f"the kernel worker to start (see {log_path})")
     return proc
 
 
@@ -101,6 +115,34 @@ def stop(proc):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait(5)
+
+
+class Server:
+    """One Daphne process serving the production ASGI app (start_daphne) on a port of its own,
+    on the test database."""
+
+    def __init__(self, log_name):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = ROOT / "var" / log_name
+        self.proc = None
+
+    def start(self):
+        from tests.conftest import database_url_for_tests
+
+        self.log_path.parent.mkdir(exist_ok=True)
+        env = dict(os.environ, DATABASE_URL=database_url_for_tests())
+        env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        self.proc = start_daphne(self.port, env, self.log_path)
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self):
+        stop(self.proc)
 
 
 def login(base_url, username, password):

@@ -10,19 +10,16 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connections
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import database_url_for_tests
-from tests.live import ROOT, free_port, start_daphne, stop, wait_http
+from tests.conftest import BROWSER_PASSWORDS
+from tests.live import ROOT, Server, free_port, stop, wait_http, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -30,47 +27,14 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--disable-sync",
 ]
-PASSWORDS = {"alice": "alice-pass-123", "bob": "bob-pass-123", "carol": "carol-pass-123"}
 TIMEOUT_MS = 20_000
 SCREENSHOT = ROOT / "docs" / "screenshot-two-pages.png"
 
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-class Server:
-    """One Daphne process serving the production ASGI app, as the README starts it, on a fixed port."""
-
-    def __init__(self, log_name):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = ROOT / "var" / log_name
-        self.proc = None
-
-    def start(self):
-        self.log_path.parent.mkdir(exist_ok=True)
-        env = dict(os.environ, DATABASE_URL=database_url_for_tests())
-        env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        self.proc = start_daphne(self.port, env, self.log_path)
-        return self
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self):
-        stop(self.proc)
-
-
 @pytest.fixture(scope="session")
-def server(django_db_setup, django_db_blocker):
-    server = Server(f"browser-daphne-{os.getpid()}.log").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def browser(server):
+def browser(browser_server):
     # After the server (and so the test database): Playwright's loop must not exist while
     # pytest-django creates or drops the database with sync calls.
     with sync_playwright() as playwright:
@@ -96,14 +60,9 @@ def _close_thread_connections():
 
 
 @pytest.fixture
-def live(server, live_kernel, users, notebook):
-    """The server, with passwords it can check: the tests' MD5 hasher is not in its settings."""
-    hasher = PBKDF2PasswordHasher()
-    for username, password in PASSWORDS.items():
-        # Few iterations keep the hashing cheap here; Daphne upgrades them at login.
-        users[username].password = hasher.encode(password, hasher.salt(), iterations=1000)
-        users[username].save(update_fields=["password"])
-    return server
+def live(browser_server, live_kernel, browser_passwords, notebook):
+    """The session's Daphne (conftest), with this test's users able to log in."""
+    return browser_server
 
 
 @pytest.fixture
@@ -124,7 +83,7 @@ def open_page(browser, live, notebook):
             page.on("websocket", lambda ws: (ws.on("framesent", lambda f: print(username, ">", f[:300])), ws.on("framereceived", lambda f: print(username, "<", f[:300]))))
         page.goto(f"{base_url}/accounts/login/")
         page.fill("input[name=username]", username)
-        page.fill("input[name=password]", PASSWORDS[username])
+        page.fill("input[name=password]", BROWSER_PASSWORDS[username])
         page.click("button[type=submit]")
         page.wait_for_url(f"{base_url}/")
         page.goto(f"{base_url}/notebooks/{notebook.pk}/")
@@ -171,18 +130,14 @@ EDITOR_LINES = """(content) => [...content.querySelectorAll('.cm-line')].map((li
 def expect_code(cell, code):
     """The cell's editor shows `code` (CodeMirror draws one .cm-line per line). The locator is
     resolved again at each try, as expect() does: the cell it names may move meanwhile."""
-    deadline = time.monotonic() + TIMEOUT_MS / 1000
-    while (shown := cell.locator(".cm-content").evaluate(EDITOR_LINES, timeout=TIMEOUT_MS)) != code:
-        assert time.monotonic() < deadline, f"the editor shows {shown!r}, not {code!r}"
-        time.sleep(0.05)
 
+    def shown():
+        return cell.locator(".cm-content").evaluate(EDITOR_LINES, timeout=TIMEOUT_MS)
 
-def wait_until(check, what, seconds=TIMEOUT_MS / 1000):
-    """Poll `check()` (a database read) until it is true."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    try:
+        wait_until(lambda: shown() == code, TIMEOUT_MS / 1000, f"the editor to show {code!r}")
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}; it shows {shown()!r}") from None
 
 
 def expect_output(cell, text):
@@ -293,7 +248,7 @@ def test_deleting_the_only_cell_clears_its_code(open_page, notebook):
     for page in (alice, bob):
         expect_code(cells(page).first, "")
         expect(cells(page)).to_have_count(1)
-    wait_until(lambda: notebook.cells.get().code == "", "the cleared code saved (0.3 s after the typing)")
+    wait_until(lambda: notebook.cells.get().code == "", TIMEOUT_MS / 1000, "the cleared code saved (0.3 s after the typing)")
 
 
 def test_stdout_streams_while_the_cell_runs(open_page, notebook):

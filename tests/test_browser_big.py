@@ -4,11 +4,9 @@ their cell comes near the viewport, a notebook of 10,000 cells opens without fre
 sanity bounds), and a page whose socket keeps failing backs off and then stops with a Reload
 button.
 
-Async Playwright, like tests/test_browser_resync.py (whose Daphne and Chromium fixtures these
-tests share): the cells are rows written with the ORM before the page opens, and a revision bump
+Async Playwright with the shared Daphne and per-module Chromium of tests/async_pages.py: the cells are rows written with the ORM before the page opens, and a revision bump
 makes the kernel worker load them.
 """
-import asyncio
 import base64
 import hashlib
 import random
@@ -24,9 +22,9 @@ from playwright.async_api import expect
 
 from notebooks_app.constants import POSITION_STEP
 from notebooks_app.models import Cell, Notebook, OutputBlob
-from tests.test_browser_resync import PASSWORDS, TIMEOUT_MS, chromium, daphne  # noqa: F401 (fixtures)
+from tests.async_pages import BROWSER_MODULE, TIMEOUT_MS, chromium, daphne, log_in, new_context, watch_errors  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = BROWSER_MODULE
 
 BIG_CELLS = 10_000
 
@@ -64,32 +62,14 @@ def fill(notebook, cells):
     return [str(row.pk) for row in rows]
 
 
-async def log_in(page, daphne, username):  # noqa: F811 (the fixture's value)
-    await page.goto(f"{daphne}/accounts/login/")
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", PASSWORDS[username])
-    await page.click("button[type=submit]")
-    await page.wait_for_url(f"{daphne}/")
-
-
 @pytest.fixture
-async def new_page(chromium):  # noqa: F811
-    contexts = []
-
+def new_page(new_context):  # noqa: F811
     async def make():
-        context = await chromium.new_context(viewport={"width": 1100, "height": 900})
-        contexts.append(context)
-        page = await context.new_page()
+        page = watch_errors(await (await new_context()).new_page())
         page.set_default_timeout(TIMEOUT_MS)
-        page.errors = []
-        page.on("pageerror", lambda error: page.errors.append(str(error)))
         return page
 
-    yield make
-    for context in contexts:
-        for page in context.pages:
-            assert page.errors == [], f"JavaScript errors on the page: {page.errors}"
-        await context.close()
+    return make
 
 
 def cell(page, cell_id):

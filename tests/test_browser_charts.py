@@ -4,19 +4,17 @@ and answer the mouse; a folium map's Leaflet runs in its frame; a hostile output
 its own frame but cannot read the cookies, reach the page, navigate it or use the API with the
 user's session; frames take the height of their content.
 
-Async Playwright with the Daphne and Chromium fixtures of tests/test_browser_resync.py.
+Async Playwright with the shared Daphne and per-module Chromium of tests/async_pages.py.
 """
 import re
 from urllib.parse import urlsplit
 
-import pytest
 from playwright.async_api import expect
 
-from tests.async_pages import cells, make_cells, run_all
-from tests.test_browser_resync import TIMEOUT_MS, chromium, daphne, open_page  # noqa: F401 (fixtures)
+from tests.async_pages import BROWSER_MODULE, TIMEOUT_MS, cells, chromium, daphne, make_cells, new_context, open_page, run_all  # noqa: F401 (fixtures)
 from tests.test_charts import ALTAIR, BOKEH, FOLIUM, PLOTLY
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = BROWSER_MODULE
 
 expect.set_options(timeout=TIMEOUT_MS)
 

@@ -3,23 +3,23 @@ every page and the database end with the same text holding every typed character
 page whose server went away mid-typing and for pages on different Daphnes; presence shows who
 is here and in which cell, with their cursor; a cell says who ran it.
 
-Async Playwright with tests/test_browser_resync.py's Daphne, Chromium and page fixtures.
+Async Playwright with the shared Daphne, per-module Chromium and page fixtures of tests/async_pages.py.
 """
 import asyncio
 import os
 import re
 
-import pytest
+import pytest_asyncio
 from channels.db import database_sync_to_async
 from playwright.async_api import expect
 
 from notebooks_app.constants import POSITION_STEP
 from notebooks_app.models import Cell
-from tests.conftest import database_url_for_tests, eventually
-from tests.live import ROOT, free_port, start_daphne, stop
-from tests.test_browser_resync import TIMEOUT_MS, chromium, daphne, open_page  # noqa: F401 (fixtures)
+from tests.async_pages import BROWSER_MODULE, TIMEOUT_MS, chromium, daphne, new_context, open_page  # noqa: F401 (fixtures)
+from tests.conftest import eventually
+from tests.live import Server
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = BROWSER_MODULE
 
 EDITOR_TEXT = """async (selector) => {
     const { EditorView } = await import('/static/notebooks/vendor/codemirror.bundle.js');
@@ -27,29 +27,21 @@ EDITOR_TEXT = """async (selector) => {
 }"""
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def second_daphne(daphne):  # noqa: F811
     """Another Daphne on the same database, Redis and worker: {url, start(), kill()}."""
-    port = free_port()
-    env = dict(os.environ, DATABASE_URL=database_url_for_tests())
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    log = ROOT / "var" / f"browser-coedit-daphne-{os.getpid()}.log"
 
-    class Second:
-        url = f"http://127.0.0.1:{port}"
-        proc = None
-
+    class Second(Server):
         async def start(self):
-            self.proc = await asyncio.to_thread(start_daphne, port, env, log)
+            await asyncio.to_thread(Server.start, self)
 
         async def kill(self):
-            self.proc.kill()  # its own process group: start_new_session
-            await asyncio.to_thread(self.proc.wait, 10)
+            await asyncio.to_thread(Server.kill, self)
 
-    second = Second()
+    second = Second(f"browser-coedit-daphne-{os.getpid()}.log")
     await second.start()
     yield second
-    await asyncio.to_thread(stop, second.proc)
+    await asyncio.to_thread(second.stop)
 
 
 @database_sync_to_async
@@ -77,6 +69,10 @@ def editor(cell_id):
 
 async def text_of(page, cell_id):
     return await page.evaluate(EDITOR_TEXT, editor(cell_id))
+
+
+async def typed(page, cell_id, char):
+    return char in await text_of(page, cell_id)
 
 
 async def place_cursor(page, cell_id, where):
@@ -143,7 +139,8 @@ async def test_a_page_on_another_daphne_that_goes_away_mid_typing_converges(open
     await converged([alice, bob], cell_id, {"a": 5, "b": 5}, "y = 2\n")
     # Bob's server dies while both type; bob goes on typing offline.
     typing = asyncio.gather(type_slowly(alice, "c" * 20), type_slowly(bob, "d" * 20))
-    await asyncio.sleep(0.1)  # let the typing begin: the server goes away in the middle of it
+    # Let the typing begin: the server goes away in the middle of it.
+    await eventually(lambda: typed(bob, cell_id, "d"), timeout=TIMEOUT_MS / 1000, what="bob's typing to begin")
     await second_daphne.kill()
     await typing
     await expect(bob.locator("#connection-indicator")).not_to_have_attribute("data-state", "connected")

@@ -2,15 +2,13 @@
 DataFrame cell ran opens the popup with `groupby`, Enter accepts it; hovering a name and Shift+Tab
 show its signature and docstring.
 
-Async Playwright with the Daphne and Chromium fixtures of tests/test_browser_resync.py.
+Async Playwright with the shared Daphne and per-module Chromium of tests/async_pages.py.
 """
-import pytest
 from playwright.async_api import expect
 
-from tests.async_pages import cells, make_cells, run_all
-from tests.test_browser_resync import TIMEOUT_MS, chromium, daphne, open_page  # noqa: F401 (fixtures)
+from tests.async_pages import BROWSER_MODULE, TIMEOUT_MS, cells, chromium, daphne, make_cells, new_context, open_page, run_all  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = BROWSER_MODULE
 
 expect.set_options(timeout=TIMEOUT_MS)
 

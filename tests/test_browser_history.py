@@ -3,17 +3,15 @@ the "Cell deleted · Undo" toast restores that cell and its dependents run again
 Ctrl+Z outside an editor undoes the page's own last change, the history panel lists the changes
 and restores a deleted cell, Stop is disabled while nothing runs, and cells are numbered.
 
-Async Playwright with the Daphne and Chromium fixtures of tests/test_browser_resync.py.
+Async Playwright with the shared Daphne and per-module Chromium of tests/async_pages.py.
 """
 import re
 
-import pytest
 from playwright.async_api import expect
 
-from tests.async_pages import cells, make_cells, run_all
-from tests.test_browser_resync import TIMEOUT_MS, chromium, daphne, open_page  # noqa: F401 (fixtures)
+from tests.async_pages import BROWSER_MODULE, TIMEOUT_MS, cells, chromium, daphne, make_cells, new_context, open_page, run_all  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = BROWSER_MODULE
 
 expect.set_options(timeout=TIMEOUT_MS)
 

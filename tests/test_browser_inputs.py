@@ -3,15 +3,13 @@ cells", docs/frontend.md): a slider moved on one page moves on another with its 
 and prose (math typeset by KaTeX), a dropdown and a table selection drive dependent cells, and
 the app view shows a viewer outputs and disabled inputs but no code.
 
-Async Playwright with the Daphne and Chromium fixtures of tests/test_browser_resync.py.
+Async Playwright with the shared Daphne and per-module Chromium of tests/async_pages.py.
 """
-import pytest
 from playwright.async_api import expect
 
-from tests.async_pages import cells, make_cells, run_all
-from tests.test_browser_resync import TIMEOUT_MS, chromium, daphne, open_page  # noqa: F401 (fixtures)
+from tests.async_pages import BROWSER_MODULE, TIMEOUT_MS, cells, chromium, daphne, make_cells, new_context, open_page, run_all  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = BROWSER_MODULE
 
 expect.set_options(timeout=TIMEOUT_MS)
 

@@ -3,19 +3,18 @@ for command mode, where a, b, d d, z, m, y, j/k, the arrows, Enter and Shift+Ent
 selected cell; letters typed in an editor stay text; a viewer only moves around; `?` lists every
 shortcut, the same list as the docs.
 
-Async Playwright with the Daphne and Chromium fixtures of tests/test_browser_resync.py.
+Async Playwright with the shared Daphne and per-module Chromium of tests/async_pages.py.
 """
 import re
 
-import pytest
 from playwright.async_api import expect
 
-from tests.async_pages import cells, make_cells
+from tests.async_pages import BROWSER_MODULE, TIMEOUT_MS, cells, chromium, daphne, make_cells, new_context, open_page  # noqa: F401 (fixtures)
 from tests.conftest import eventually
 from tests.live import ROOT
-from tests.test_browser_resync import TIMEOUT_MS, Wire, chromium, daphne, open_page  # noqa: F401 (fixtures)
+from tests.test_browser_resync import Wire
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = BROWSER_MODULE
 
 expect.set_options(timeout=TIMEOUT_MS)
 

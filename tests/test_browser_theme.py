@@ -3,19 +3,18 @@ status, tables, a toast, the panels) and of the list page meets WCAG contrast (4
 large text) in light and dark, chosen by the system (Playwright's color_scheme) or by the header's
 toggle, which is kept on the account across a reload; the preference view refuses bad values.
 
-Async Playwright with the Daphne and Chromium fixtures of tests/test_browser_resync.py.
+Async Playwright with the shared Daphne and per-module Chromium of tests/async_pages.py.
 """
 import pytest
 from channels.db import database_sync_to_async
 from playwright.async_api import expect
 
 from notebooks_app.models import UserPreference
-from tests.async_pages import cells, make_cells
+from tests.async_pages import TIMEOUT_MS, cells, chromium, daphne, make_cells, watch_errors  # noqa: F401 (fixtures)
+from tests.async_pages import log_in as log_in_as
 from tests.conftest import eventually
-from tests.test_browser_resync import PASSWORDS, TIMEOUT_MS, chromium, daphne  # noqa: F401 (fixtures)
 
 expect.set_options(timeout=TIMEOUT_MS)
-browser = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # In the page: each visible element with text of its own, its colour against what is behind it
 # (ancestors' backgrounds composed until an opaque one; opacity of the element and its ancestors
@@ -94,14 +93,8 @@ async def assert_readable(page, what):
 
 async def log_in(chromium, base_url, username, color_scheme):
     context = await chromium.new_context(viewport={"width": 1200, "height": 1800}, color_scheme=color_scheme)
-    page = await context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    await page.goto(f"{base_url}/accounts/login/")
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", PASSWORDS[username])
-    await page.click("form[action='/accounts/login/'] button")
-    await page.wait_for_url(f"{base_url}/")
+    page = watch_errors(await context.new_page())
+    await log_in_as(page, base_url, username, button="form[action='/accounts/login/'] button")
     return context, page
 
 
@@ -143,6 +136,7 @@ async def notebook_of_every_status(page, base_url, notebook):
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio(loop_scope="module")  # the module's Chromium (tests/async_pages.py)
 async def test_every_text_is_readable_in_the_systems_scheme(chromium, daphne, notebook, scheme):
     context, page = await log_in(chromium, daphne, "alice", scheme)
     await expect(page.locator("html")).to_have_attribute("data-theme", "system")
@@ -156,6 +150,7 @@ async def test_every_text_is_readable_in_the_systems_scheme(chromium, daphne, no
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio(loop_scope="module")  # the module's Chromium (tests/async_pages.py)
 async def test_the_toggle_switches_at_once_is_kept_on_the_account_and_every_text_stays_readable(chromium, daphne, notebook, users):
     context, page = await log_in(chromium, daphne, "alice", "light")
     await page.evaluate("() => { window.themeChanges = []; document.addEventListener('themechange', (e) => themeChanges.push(e.detail)); }")

@@ -15,7 +15,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from notebooks_app.fanout import CLOSE_GRACE
 from notebooks_app.models import Notebook
 
-from .conftest import ROOT, database_url_for_tests
+from .conftest import ROOT, database_url_for_tests, eventually
 from .live import LiveClient, free_port, login, server_frames, start_daphne, stop, upgrade_request
 
 pytestmark = pytest.mark.slow
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 PASSWORD = "slow-socket-pass-1"
 SLOW_BYTES = 64 * 1024
 BIG_CODE = "x = 1  # " + "y" * 150_000  # each cell_created event carries ~150 KB
+TCP_ESTABLISHED = 1  # tcpi_state, the first byte of Linux's struct tcp_info
 
 
 @pytest.fixture
@@ -84,6 +85,12 @@ def drain(sock, seconds=5):
     return data, end
 
 
+def dropped(sock):
+    """True once the server has ended the connection of `sock` (its TCP state is no longer
+    ESTABLISHED: a reset, or a close), whether or not what it sent before was read."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_ESTABLISHED
+
+
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as status:
         return int(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
@@ -101,7 +108,7 @@ async def test_a_socket_that_stops_reading_is_closed_and_the_others_keep_receivi
             seen = await fast.wait_for(lambda e, rid=rid: e.get("requestId") == rid, timeout=30)
             assert seen[-1]["type"] == "cell_created", seen[-1]  # the fast socket gets every event
             sent += len(BIG_CODE)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # a pace, not a wait: slow for SOCKET_SLOW_SECONDS long before SOCKET_MAX_BYTES
         # The slow socket's fate is in the log: closed for falling behind, with what it held.
         log = daphne["log"].read_bytes()[daphne["start"] :].decode(errors="replace")
         closed = re.findall(r"closing a socket on (\S+) that fell behind: (\d+) bytes unread", log)
@@ -111,7 +118,7 @@ async def test_a_socket_that_stops_reading_is_closed_and_the_others_keep_receivi
         assert held < 4 * 1024 * 1024 < sent, (held, sent)  # bounded well below what was produced
         # Dropped: the connection is aborted when the close handshake does not complete
         # (SOCKET_SLOW_SECONDS, at least fanout.CLOSE_GRACE).
-        await asyncio.sleep(CLOSE_GRACE + 1)
+        await eventually(lambda: dropped(slow), timeout=CLOSE_GRACE + 20, what="the slow socket dropped by the server")
         data, end = await asyncio.to_thread(drain, slow)
         assert end in ("eof", "reset"), (end, len(data))
         assert len(data) < sent
@@ -137,7 +144,7 @@ async def test_a_slow_reader_is_told_too_slow_and_closed_with_4013(daphne):
             await fast.wait_for(lambda e, rid=rid: e.get("requestId") == rid, timeout=30)
             if b"that fell behind" in daphne["log"].read_bytes()[daphne["start"] :]:
                 break
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # a pace, not a wait: few enough bytes held that the client can read up to the close in time
         else:
             pytest.fail("the slow socket was never closed")
         # It starts reading again at once (within the close handshake's time).

@@ -8,13 +8,13 @@ import asyncio
 import json
 import os
 import signal
-import time
 
 import pytest
 import websockets
 
 from notebooks_app.middleware import CLOSE_TRY_AGAIN_LATER
 
+from .conftest import eventually
 from .faults import Cluster, FoldingClient, converged, no_transient, readiness, runner_pids
 
 pytestmark = pytest.mark.slow
@@ -47,12 +47,13 @@ async def run_and_wait(client, cell_id, status="success", timeout=60):
     return event
 
 
-async def eventually(condition, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(condition):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.3)
+def logged(log, since, text):
+    """True once `text` is in `log` after its first `since` bytes."""
+    return text.encode() in log.read_bytes()[since:]
+
+
+def log_end(log):
+    return log.stat().st_size
 
 
 async def test_redis_restart_is_survived_by_daphne_and_the_worker(cluster):
@@ -63,6 +64,7 @@ async def test_redis_restart_is_survived_by_daphne_and_the_worker(cluster):
     await run_and_wait(client, a)
     await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == b and e["status"] == "success")
     worker_pid = cluster.worker.pid
+    worker_log_start = log_end(cluster.worker_log)
 
     cluster.redis.stop()
     # An edit while Redis is down is refused with `unavailable`, never met with silence.
@@ -70,11 +72,12 @@ async def test_redis_restart_is_survived_by_daphne_and_the_worker(cluster):
     assert reply["type"] == "error" and reply["code"] == "unavailable", reply
     status, body = readiness(cluster)
     assert status == 503 and body["checks"]["redis"] != "ok", body
-    await asyncio.sleep(2)
+    # Down long enough for the worker's receive to fail and back off.
+    await eventually(lambda: logged(cluster.worker_log, worker_log_start, "lost Redis"), timeout=60, what="the worker noticing Redis is down")
     cluster.redis.start()
 
     # The worker is the same process, with a's value still in its kernel: running b alone works.
-    await eventually(lambda: readiness(cluster)[0] == 200, what="readyz after Redis came back")
+    await eventually(lambda: asyncio.to_thread(lambda: readiness(cluster)[0] == 200), timeout=60, what="readyz after Redis came back")
     assert cluster.worker.poll() is None and cluster.worker.pid == worker_pid
     # The socket's process resubscribed and resynced it (a state, or a fresh connection): only
     # then can events reach it again; readyz asks Redis itself and may answer sooner.
@@ -115,12 +118,14 @@ async def test_a_socket_connecting_while_redis_is_down_is_told_to_retry_then_get
     await run_and_wait(client, a)
     await client.close()
 
+    daphne_log_start = log_end(cluster.daphne_log)
     cluster.redis.stop()
     try:
         # At once (this Daphne's pub/sub connection may not have noticed yet), and again once
         # it has: each time a clear `unavailable`, then 4013 (try again later), never a hang.
-        for pause in (0, 1.5):
-            await asyncio.sleep(pause)
+        for noticed in (False, True):
+            if noticed:
+                await eventually(lambda: logged(cluster.daphne_log, daphne_log_start, "pub/sub layer: lost Redis"), timeout=60, what="Daphne noticing Redis is down")
             frames, code = await open_refused(cluster, notebook)
             assert code == CLOSE_TRY_AGAIN_LATER, (frames, code)
             assert [(f["type"], f.get("code")) for f in frames] == [("error", "unavailable")], frames
@@ -175,8 +180,10 @@ async def test_postgresql_down_while_a_cell_runs_keeps_its_result(cluster):
     slow = await create(client, "import time\ntime.sleep(3)\nx = 7\nx")
     await client.send(type="run_cell", cellId=slow)
     await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == slow and e["status"] == "running")
+    worker_log_start = log_end(cluster.worker_log)
     cluster.pg.stop(mode="fast")
-    await asyncio.sleep(5)  # the result arrives while the database is down
+    # The result arrives while the database is down: the worker retries writing it.
+    await eventually(lambda: logged(cluster.worker_log, worker_log_start, "lost PostgreSQL"), timeout=60, what="the result's write failing")
     cluster.pg.start()
     _, cells = await converged(client, cluster, notebook, settled=no_transient)
     assert cells[slow][1] == "success"
@@ -195,7 +202,7 @@ async def test_worker_killed_mid_cascade_and_restarted_converges(cluster):
     cluster.kill(cluster.worker)
     # An edit while the worker is down is committed and waits in Redis.
     await editor.send(type="create_cell", code="note = 'kept'")
-    await eventually(lambda: any(code == "note = 'kept'" for code, _ in cluster.db_cells(notebook)[1].values()), what="the edit committed")
+    await eventually(lambda: asyncio.to_thread(lambda: any(code == "note = 'kept'" for code, _ in cluster.db_cells(notebook)[1].values())), timeout=60, what="the edit committed")
     cluster.start_worker()
     for client in (editor, watcher):
         order, db = await converged(client, cluster, notebook, settled=no_transient)

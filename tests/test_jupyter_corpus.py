@@ -35,6 +35,8 @@ from notebooks_app.models import Cell, OutputBlob
 
 from .test_session import NOTEBOOK, TIMEOUT, MemoryStore, Published
 
+pytestmark = pytest.mark.slow  # starts a Jupyter kernel per notebook
+
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "jupyter_corpus"
 NOTEBOOKS = sorted(CORPUS.glob("*.ipynb"))
 FINAL = ("success", "error", "stale")

@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 
 from notebooks_app.kernel import sandbox
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]  # starts a sandbox per test
 
 ROOT = Path(__file__).resolve().parent.parent
 
