@@ -37,10 +37,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: E402
 
 from notebooks_app import importing, rewrite  # noqa: E402
 from notebooks_app.constants import STATUS_BLOCKED  # noqa: E402
-from notebooks_app.kernel.runner import Runner  # noqa: E402
-from notebooks_app.kernel.session import NotebookSession  # noqa: E402
-from tests.test_jupyter_corpus import MAX_BYTES, MAX_CODE_BYTES, folded, jupyter_records, kernel_record  # noqa: E402
-from tests.test_session import NOTEBOOK, MemoryStore, Published  # noqa: E402
+from tests.test_jupyter_corpus import MAX_BYTES, MAX_CODE_BYTES, folded, jupyter_records, kernel_record, session_of  # noqa: E402
 
 FINAL = ("success", "error", "stale", "blocked")
 
@@ -69,11 +66,7 @@ def in_jupyter(path, cell_timeout):
 
 
 async def here(imported, cell_timeout):
-    store = MemoryStore([cell.code for cell in imported.cells])
-    for row, cell in zip(store.cells, imported.cells):
-        row.update(type=cell.type, result_variable=cell.result_variable)
-    published = Published()
-    session = NotebookSession(NOTEBOOK, store=store, publish=published, runner_factory=lambda: Runner(time_limit=cell_timeout))
+    session, store, published = session_of(imported, cell_timeout)
     try:
         await session.ensure_loaded()
         state = session.state_messages()[0]["notebook"]["cells"]

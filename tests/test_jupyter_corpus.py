@@ -147,14 +147,21 @@ def folded(cells, events):
     return cells
 
 
-async def run_all_here(imported):
-    """The imported cells run with `run_all` in a session of their own: each cell as every
-    client ends up seeing it, and the store (its `blobs`: outputs stored apart)."""
+def session_of(imported, time_limit=TIMEOUT):
+    """A session over the imported cells (an in-memory store, a real runner): (session, store,
+    published events)."""
     store = MemoryStore([cell.code for cell in imported.cells])
     for row, cell in zip(store.cells, imported.cells):
         row.update(type=cell.type, result_variable=cell.result_variable)
     published = Published()
-    session = NotebookSession(NOTEBOOK, store=store, publish=published, runner_factory=lambda: Runner(time_limit=TIMEOUT))
+    session = NotebookSession(NOTEBOOK, store=store, publish=published, runner_factory=lambda: Runner(time_limit=time_limit))
+    return session, store, published
+
+
+async def run_all_here(imported):
+    """The imported cells run with `run_all` in a session of their own: each cell as every
+    client ends up seeing it, and the store (its `blobs`: outputs stored apart)."""
+    session, store, published = session_of(imported)
     try:
         await session.ensure_loaded()
         state = session.state_messages()[0]["notebook"]["cells"]  # what a client starts from
