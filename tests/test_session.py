@@ -160,7 +160,7 @@ async def test_delete_announces_then_reruns_readers_with_name_error(make_session
     assert tail.index(("cell_deleted", a, None)) < tail.index(("cell_status", b, "running")) < tail.index(("cell_status", c, "running"))
     assert published.of("cell_error", cellId=b)[-1]["error"]["ename"] == "NameError"
     assert published.of("cell_error", cellId=c)[-1]["error"]["ename"] == "NameError"
-    assert [cell.id for cell in session.ordered_cells()] == [b, c]
+    assert [cell.id for cell in session.model.ordered_cells()] == [b, c]
 
 
 async def test_two_definitions_block_both_never_run_and_unblock_when_fixed(make_session):
@@ -313,10 +313,10 @@ async def test_a_load_takes_the_stored_analysis_of_unchanged_cells_and_analyses_
         persisted = store.persisted[row["id"]]
         row["reads"], row["writes"], row["analysis"] = persisted["reads"], persisted["writes"], persisted["analysis"]
         assert row["analysis"]["key"]
-    first = {c.id: (c.reads, c.writes, c.graph_reads, c.tables, c.syntax_error) for c in session.ordered_cells()}
-    first_edges = {c: session.graph.parents(c) for c in first}
+    first = {c.id: (c.reads, c.writes, c.graph_reads, c.tables, c.syntax_error) for c in session.model.ordered_cells()}
+    first_edges = {c: session.model.graph.parents(c) for c in first}
     assert first_edges["cell-1"] == {"cell-0"}  # the builtin `len`, redefined: an edge
-    first_blocked = set(session.graph.blocked())
+    first_blocked = set(session.model.graph.blocked())
     store.cells[3]["code"] = "y = x + 2"  # changed behind the worker's back: its stored analysis is old
     analysed = []
     original = CellState.analyse
@@ -325,9 +325,9 @@ async def test_a_load_takes_the_stored_analysis_of_unchanged_cells_and_analyses_
     await again.ensure_loaded()
     assert analysed == ["cell-3"]
     assert again.persister.dirty == {"cell-3"}  # its new analysis gets stored
-    assert {c.id: (c.reads, c.writes, c.graph_reads, c.tables, c.syntax_error) for c in again.ordered_cells()} == first
-    assert set(again.graph.blocked()) == first_blocked
-    assert {c: again.graph.parents(c) for c in first} == first_edges
+    assert {c.id: (c.reads, c.writes, c.graph_reads, c.tables, c.syntax_error) for c in again.model.ordered_cells()} == first
+    assert set(again.model.graph.blocked()) == first_blocked
+    assert {c: again.model.graph.parents(c) for c in first} == first_edges
     assert again.cells["cell-2"].syntax_error and "print" in again.cells["cell-1"].graph_reads
 
 

@@ -99,3 +99,38 @@ async def test_the_runner_takes_the_notebooks_settings_where_it_is_made_and_live
     assert await host.stop("gone") is False  # made, never started: nothing to say
     await host.close()
     assert len(made) == 1
+
+
+async def test_completion_of_an_unknown_cell_or_in_a_closing_session_is_refused_without_a_process():
+    from notebooks_app.kernel.assists import Assists
+
+    sent, made = [], []
+
+    async def publish(target, events):
+        sent.append((target, events))
+
+    model = NotebookModel()
+    model.load([row("a", "a = 1", 1)])
+    host = ExecutionHost("n", runner_factory=lambda: made.append(1), on_gone=lambda reason: None)
+    assists = Assists(model=model, events=EventStream(publish), execution=host)
+    message = {"type": "kernel.complete", "replyChannel": "socket", "requestId": "r", "cellId": "b", "code": "a", "cursor": 1}
+    await assists.answer(message)
+    await assists.answer({**message, "cellId": "a"}, closed=True)
+    assert [(target, [e["code"] for e in events]) for target, events in sent] == [("socket", ["unknown_cell"])] * 2
+    assert made == []
+
+
+async def test_saving_typing_when_there_is_none_writes_nothing():
+    from notebooks_app.kernel.cell_texts import CellTexts
+    from notebooks_app.kernel.persister import Persister
+
+    class Store:
+        async def save_code(self, notebook_id, rows):
+            raise AssertionError("nothing to save")
+
+    model = NotebookModel()
+    model.load([row("a", "a = 1", 1)])
+    events = EventStream(lambda target, events: None)
+    texts = CellTexts(model=model, events=events, queue_job=None, save_job=None, max_code_bytes=1000)
+    persister = Persister("n", store=Store(), model=model, texts=texts, events=events)
+    assert await persister.save_typing() == ({}, None)

@@ -3,9 +3,10 @@ pages merge their typing into, which cells hold typing the database lacks (and w
 which documents' states it lacks, and the two timers: save SAVE_DELAY after the typing stops,
 compact a document whose history outgrew its text after COMPACT_IDLE.
 
-It merges, relays and keeps track; a timer only asks for a job (`request_save`,
-`request_compact`), which the session runs in its queue.  It must not write to the store nor
-change a cell's code (the session saves, then takes the edit path).
+It merges, relays and keeps track; a timer only queues a job (`queue_job`: the save job it is
+given, or its own `compact`), which the session runs in its queue.  It must not write to the
+store nor change a cell's code (the persister saves the typing, then the session applies it as
+an edit).
 """
 import asyncio
 import base64
@@ -25,11 +26,11 @@ def outgrown(text, code):
 
 
 class CellTexts:
-    def __init__(self, *, model, events, request_save, request_compact, max_code_bytes):
+    def __init__(self, *, model, events, queue_job, save_job, max_code_bytes):
         self.model = model
         self.events = events
-        self.request_save = request_save  # () -> None: queue the save job
-        self.request_compact = request_compact  # (cell id) -> None: queue the compaction job
+        self.queue_job = queue_job  # (name, job, *arguments) -> None: the session's queue
+        self.save_job = save_job  # the job that saves the typing (the session's)
         self.max_code_bytes = max_code_bytes
         self.documents = {}  # cell id -> CellText
         self.unsaved = set()  # cells whose merged text the database does not have yet
@@ -134,7 +135,7 @@ class CellTexts:
 
     def _save_due(self):
         self._save_handle = None
-        self.request_save()
+        self.queue_job("kernel.save_text", self.save_job)
 
     def take_unsaved(self):
         """The typing to save now, {cell id: (code, state, generation, typists' ids)}, taken off
@@ -174,11 +175,11 @@ class CellTexts:
 
     def _compact_due(self, cell_id):
         self._compact_handles.pop(cell_id, None)
-        self.request_compact(cell_id)
+        self.queue_job("kernel.compact_text", self.compact, cell_id)
 
-    def compact(self, cell_id):
+    async def compact(self, cell_id):
         """A text whose history outgrew it, idle for COMPACT_IDLE: a new generation without
-        the history; every page adopts it whole (`text_reset`)."""
+        the history; every page adopts it whole (`text_reset`).  A job of the session's queue."""
         text = self.documents.get(cell_id)
         if text is None or time.monotonic() - self._last_keystroke.get(cell_id, 0) < COMPACT_IDLE * 0.9:
             return

@@ -1,9 +1,11 @@
 """Committed structural edits applied to one notebook's memory (the kernel messages of
 operations.py, docs/protocol.md): a cell created, moved, edited or deleted, a new database
-connection; each is announced, statuses follow the graph, and what must rerun runs.
+connection, and typing the persister saved (`typed`); each is announced, statuses follow the
+graph, and what must rerun runs.
 
 It applies an edit the session has checked is the next revision; it must not read the queue,
-reload, or decide revisions (the session's), nor write cells' code (operations.py did).
+reload, or decide revisions (the session's), nor write cells' code (operations.py or
+the persister did).
 """
 import base64
 
@@ -88,6 +90,16 @@ class EditApplier:
         self.events.emit({"type": "db_connection_updated", "connected": bool(connection), "display": display, "requestId": message.get("requestId")})
         # Every SQL result (and what was computed from it) came from the old connection.
         self.statuses.mark_stale(self.model.sql_dependents())
+
+    async def typed(self, rows):
+        """Typing saved as new code (`rows`: persister.save_typing): each cell takes the path of
+        an edit; texts whose history outgrew them are compacted once the typing stops."""
+        codes = {cell_id: row[0] for cell_id, row in rows.items()}
+        for cell_id, code in codes.items():
+            cell = self.model.cells[cell_id]
+            self.code_changed(cell, code, cell.result_variable)
+        await self.refresh_blocked()
+        self.texts.compact_when_idle(codes)
 
     # --- shared steps -----------------------------------------------------------------------------
     def code_changed(self, cell, code, result_variable, request_id=None):

@@ -102,6 +102,14 @@ class NotebookModel:
     def ordered_cells(self):
         return [self.cells[cell_id] for _, cell_id in self.order]
 
+    def cell_messages(self, stdout_url, extra):
+        """Every cell in order as a state carries it (one at a time), with `extra(cell)`'s fields
+        (its shared text: cell_texts.fields)."""
+        for cell in self.ordered_cells():
+            message = cell.to_message(stdout_url)
+            message.update(extra(cell))
+            yield message
+
     def in_order(self, cell_ids):
         """`cell_ids` in notebook order (unknown ones first)."""
         return sorted(cell_ids, key=lambda c: self.index_of(c) if c in self.cells else -1)

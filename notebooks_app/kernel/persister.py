@@ -1,6 +1,7 @@
 """Writes one notebook's final cell states and shared-text states to its store, in batches: the
 cells marked dirty since the last write whose persisted fields changed, at most every
-PERSIST_INTERVAL during a long cascade.
+PERSIST_INTERVAL during a long cascade; and the typing merged into shared texts and not saved
+yet (`save_typing`: code, Yjs state, one revision bump), which the session then applies.
 
 It writes only what the model and the shared texts hold; it must not change a cell nor announce
 anything, and once closed (or the notebook gone) it writes nothing.
@@ -53,6 +54,18 @@ class Persister:
         states = self.texts.take_states_to_save()
         if states:
             await self.store.save_text_states(self.notebook_id, states)
+
+    async def save_typing(self):
+        """The typing not saved yet (cell_texts.take_unsaved) into the store in one write:
+        ({cell id: (code, state, generation, typists)}, the revision it made, or None)."""
+        if self.closed or self.model.gone or not self.texts.unsaved:
+            return {}, None
+        rows = self.texts.take_unsaved()
+        if not rows:
+            return rows, None
+        revision = await self.store.save_code(self.notebook_id, rows)
+        self.texts.saved(rows)
+        return rows, revision
 
     async def persist_if_due(self):
         if time.monotonic() - self._last >= PERSIST_INTERVAL:

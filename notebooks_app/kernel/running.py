@@ -1,10 +1,11 @@
-"""Running a cascade (`CascadeRunner`): given the cells to run, it sends consecutive Python cells
-to the execution process as one batch and the others one by one, and announces each step as its
-result streams back (queued, running, stdout, outputs, error, final status); Stop or a death of
-the process ends the cascade, and what did not run turns stale.
+"""Running a cascade (`CascadeRunner`): given the cells to run (one cell run on purpose, every
+cell, or roots), it sends consecutive Python cells to the execution process as one batch and the
+others one by one, and announces each step as its result streams back (queued, running, stdout,
+outputs, error, final status); Stop (`interrupt`) or a death of the process ends the cascade,
+and what did not run turns stale.
 
-It runs what it is told to run; it must not decide what runs (notebook_model.plan_cascade) nor
-read kernel messages.  It writes only output blobs (before their references are announced).
+It runs what it is told to run; it must not decide what else runs (notebook_model.plan_cascade)
+nor read kernel messages.  It writes only output blobs (before their references are announced).
 """
 import contextlib
 import logging
@@ -36,6 +37,22 @@ class CascadeRunner:
         self.persister = persister
         self.execution = execution
         self.cancelled = False  # Stop was pressed: the rest of the cascade does not run
+
+    async def run_cell(self, cell_id, by=None):
+        """Run one cell on purpose: if it crashed the execution process it gets its chance again,
+        and the cells unblocked since they last ran run with it."""
+        if cell_id not in self.model.cells:
+            return
+        self.model.crashed.discard(cell_id)
+        await self.run_roots({cell_id} | self.model.unblocked, by=by)
+
+    async def run_all(self, by=None):
+        await self.run_roots(set(self.model.cells), by=by)
+
+    async def interrupt(self):
+        """Stop: the running cell is interrupted and the rest of its cascade does not run."""
+        self.cancelled = True
+        return await self.execution.interrupt()
 
     async def run_roots(self, roots, by=None):
         """Run `roots` and what they need (notebook_model.plan_cascade) as one cascade."""

@@ -5,14 +5,16 @@ message to its handler in an explicit table; the jobs its own timers ask for are
 loads and reloads the notebook, and keeps clients caught up with the database's revision.  What
 it coordinates lives beside it, one job each: the cells and the cascade plan
 (notebook_model.py), statuses (statuses.py), the event stream and its `seq` (event_stream.py),
-shared texts (cell_texts.py), inputs (inputs.py), persistence (persister.py), the execution
-process (execution.py) and running a cascade (running.py).  It knows nothing of Django or
-Channels: the worker gives it a `store` (load/persist) and a `publish` coroutine.
+shared texts (cell_texts.py), inputs (inputs.py), persistence and saving typing (persister.py),
+applying edits (edits.py), completion (assists.py), the execution process (execution.py) and
+running a cascade (running.py).  It knows nothing of Django or Channels: the worker gives it a
+`store` (load/persist) and a `publish` coroutine.
 """
 import asyncio
 import logging
 
 from ..constants import ERROR_TEXT_LIMIT
+from .assists import Assists
 from .cell_state import CellState  # noqa: F401  (imported from here by operations.py)
 from .cell_texts import CellTexts
 from .edits import EditApplier
@@ -45,7 +47,7 @@ class NotebookSession:
         self._task = None
         self.model = NotebookModel()
         self.events = EventStream(publish)
-        self.texts = CellTexts(model=self.model, events=self.events, request_save=self._request_save, request_compact=self._request_compact, max_code_bytes=max_code_bytes)
+        self.texts = CellTexts(model=self.model, events=self.events, queue_job=self._queue_job, save_job=self._save_text, max_code_bytes=max_code_bytes)
         self.persister = Persister(self.notebook_id, store=store, model=self.model, texts=self.texts, events=self.events)
         self.statuses = CellStatuses(model=self.model, events=self.events, persister=self.persister)
         self.execution = ExecutionHost(self.notebook_id, runner_factory=runner_factory, on_gone=self.statuses.namespace_gone)
@@ -53,9 +55,11 @@ class NotebookSession:
         units = {"model": self.model, "statuses": self.statuses, "events": self.events, "persister": self.persister, "execution": self.execution}
         self.cascades = CascadeRunner(self.notebook_id, store=store, **units)
         self.edits = EditApplier(self.notebook_id, store=store, texts=self.texts, cascades=self.cascades, **units)
+        self.assists = Assists(model=self.model, events=self.events, execution=self.execution)
         # Kernel messages (docs/protocol.md, sent by kernel_client.py on commit), by type. An
-        # edit is applied only when it is the next revision (_caught_up).
-        edit = self._next_revision
+        # edit is applied only when it is the next revision (_caught_up); a run waits for the
+        # database's revision and the typing saved (_up_to_date).
+        edit, run = self._next_revision, self._up_to_date
         self._handlers = {
             "kernel.create_cell": edit(self.edits.create_cell),
             "kernel.update_cell": edit(self.edits.update_cell),
@@ -63,37 +67,17 @@ class NotebookSession:
             "kernel.move_cell": edit(self.edits.move_cell),
             "kernel.rename": edit(self._rename),
             "kernel.db_connection": edit(self.edits.db_connection),
-            "kernel.run_cell": self.on_run_cell,
-            "kernel.run_all": self.on_run_all,
-            "kernel.version_restored": self.on_version_restored,
-            "kernel.text_update": self.on_text_update,  # one that arrived before the notebook was loaded
+            "kernel.run_cell": run(lambda message: self.cascades.run_cell(message["cellId"], by=message.get("by"))),
+            "kernel.run_all": run(lambda message: self.cascades.run_all(by=message.get("by"))),
+            "kernel.version_restored": self._version_restored,
+            "kernel.text_update": self._text_update,  # one that arrived before the notebook was loaded
         }
 
-    # --- what other modules read ------------------------------------------------------------
-    @property
-    def cells(self):
-        return self.model.cells
-
-    @property
-    def graph(self):
-        return self.model.graph
-
-    @property
-    def gone(self):
-        return self.model.gone
-
-    @property
-    def runner(self):
-        return self.execution.runner
-
-    def ordered_cells(self):
-        return self.model.ordered_cells()
-
-    async def flush(self):
-        await self.events.flush()
-
-    async def persist(self):
-        await self.persister.persist()
+    # --- what tests read: the units' own, under the names they had ------------------------------
+    cells = property(lambda self: self.model.cells)
+    runner = property(lambda self: self.execution.runner)
+    flush = property(lambda self: self.events.flush)
+    persist = property(lambda self: self.persister.persist)
 
     # --- the queue ----------------------------------------------------------------------------
     def submit(self, message):
@@ -117,7 +101,7 @@ class NotebookSession:
             name, job, arguments = await self._queue.get()
             try:
                 await self.ensure_loaded()
-                if not self.gone:
+                if not self.model.gone:
                     await job(*arguments)
             except Exception as exc:  # one notebook's failure never kills the worker
                 logger.exception("kernel session %s failed on %s", self.notebook_id, name)
@@ -146,7 +130,7 @@ class NotebookSession:
             task.cancel()
             await asyncio.wait({task}, timeout=CLOSE_GRACE)
         try:
-            if self.loaded and not self.gone:
+            if self.loaded and not self.model.gone:
                 await self._save_text()
                 await self.persister.persist()
                 await self.events.flush()
@@ -211,13 +195,7 @@ class NotebookSession:
             "cells": [],
             "dbConnection": {"connected": bool(config.db_connection), "display": config.db_display},
         }
-        return self.events.state_messages(notebook, self._cell_messages(stdout_url), request_id)
-
-    def _cell_messages(self, stdout_url):
-        for cell in self.model.ordered_cells():
-            message = cell.to_message(stdout_url)
-            message.update(self.texts.fields(cell))
-            yield message
+        return self.events.state_messages(notebook, self.model.cell_messages(stdout_url, self.texts.fields), request_id)
 
     def _emit_state(self, request_id=None):
         """A full state to every client; it carries the seq of the last event before it."""
@@ -226,7 +204,7 @@ class NotebookSession:
 
     async def announce_state(self):
         """Every client gets a fresh state now: events sent to them were lost (Redis was down)."""
-        if self.loaded and not self.gone:
+        if self.loaded and not self.model.gone:
             self._emit_state()
             await self.events.flush()
 
@@ -238,7 +216,7 @@ class NotebookSession:
         here, or behind a reload if that change never comes.
         """
         await self.ensure_loaded()
-        if self.gone:
+        if self.model.gone:
             await self.events.send(reply_channel, [{"type": "error", "code": "not_found", "message": "This notebook no longer exists."}])
             return
         if revision is not None and revision > self.revision:
@@ -255,6 +233,18 @@ class NotebookSession:
             await self.reload(request_id)  # the state reaches every socket, this one too
         else:
             await self.events.send(reply_channel, self.state_messages(request_id))
+
+    def _up_to_date(self, run):
+        """A handler that runs cells (`await run(message)`) once the session has the revision the
+        message was sent at and the typing is saved (a run right after typing runs what was typed)."""
+
+        async def handler(message):
+            if message.get("revision", -1) > self.revision:
+                await self.reload()
+            await self._save_text()
+            await run(message)
+
+        return handler
 
     def _next_revision(self, apply):
         """A handler that applies a kernel message (`await apply(message)`) only when it is
@@ -303,26 +293,17 @@ class NotebookSession:
             self._queue_job("kernel.apply_inputs", self._apply_inputs)
 
     async def interrupt(self):
-        """Stop the running cell and the rest of its cascade."""
-        self.cascades.cancelled = True
-        return await self.execution.interrupt()
+        """Stop the running cell and the rest of its cascade (running.py)."""
+        return await self.cascades.interrupt()
 
     async def assist(self, message):
         """`kernel.complete` / `kernel.inspect`: answered to the sender alone, never queued behind
-        a cascade, and never starting an execution process (Runner.assist)."""
+        a cascade, and never starting an execution process (assists.py)."""
         await self.ensure_loaded()
-        channel, request_id = message["replyChannel"], message.get("requestId")
-        cell = None if self.gone or self.closed else self.model.cells.get(message.get("cellId"))
-        if cell is None:
-            await self.events.send(channel, [{"type": "error", "code": "unknown_cell", "message": "No such cell in this notebook.", "requestId": request_id}])
-            return
-        op = message["type"].removeprefix("kernel.")
-        answer = await self.execution.assist(op, cell_type=cell.type, code=message["code"], cursor=message["cursor"])
-        reply = {"type": "completions" if op == "complete" else "inspection", "requestId": request_id, "cellId": cell.id, **answer}
-        await self.events.send(channel, [reply])
+        await self.assists.answer(message, closed=self.closed)
 
-    # --- kernel messages ------------------------------------------------------------------------
-    async def on_version_restored(self, message):
+    # --- kernel messages and the session's own jobs -----------------------------------------------
+    async def _version_restored(self, message):
         """A saved version restored (many cells at once): reload, then one cascade of what changed."""
         if message.get("revision", -1) <= self.revision:
             return
@@ -335,60 +316,21 @@ class NotebookSession:
         self.name = message["name"]
         self.events.emit({"type": "notebook_renamed", "name": self.name, "requestId": message.get("requestId")})
 
-    async def on_run_cell(self, message):
-        if message.get("revision", -1) > self.revision:
-            await self.reload()
-        await self._save_typing()
-        cell_id = message["cellId"]
-        if cell_id not in self.model.cells:
-            return
-        self.model.crashed.discard(cell_id)  # run on purpose: it gets its chance again
-        await self.cascades.run_roots({cell_id} | self.model.unblocked, by=message.get("by"))
-
-    async def on_run_all(self, message):
-        if message.get("revision", -1) > self.revision:
-            await self.reload()
-        await self._save_typing()
-        await self.cascades.run_roots(set(self.model.cells), by=message.get("by"))
-
-    async def on_text_update(self, message):
+    async def _text_update(self, message):
         self.texts.apply(message)
 
-    # --- the session's own jobs -----------------------------------------------------------------
-    async def _save_typing(self):
-        """A run right after typing runs what was typed: merged text not saved yet is saved first."""
-        if self.texts.unsaved:
-            await self._save_text()
-
     async def _save_text(self):
-        """Merged text into the database (code, Yjs state, one revision bump), then the same
-        path as an edit: analysis, edges, `cell_updated`, stale statuses."""
-        rows = self.texts.take_unsaved()
-        if not rows:
-            return
-        revision = await self.store.save_code(self.notebook_id, rows)
-        self.texts.saved(rows)
+        """Typing not saved yet into the database (persister.save_typing), then applied as an edit
+        (edits.typed) when it made the next revision; someone else's edit committed in between
+        means a reload instead."""
+        rows, revision = await self.persister.save_typing()
         if revision is None:
             return
-        if revision != self.revision + 1:  # an edit of someone else's committed in between
+        if revision != self.revision + 1:
             await self.reload()
             return
         self.revision = revision
-        codes = {cell_id: row[0] for cell_id, row in rows.items()}
-        for cell_id, code in codes.items():
-            cell = self.model.cells[cell_id]
-            self.edits.code_changed(cell, code, cell.result_variable)
-        await self.edits.refresh_blocked()
-        self.texts.compact_when_idle(codes)
-
-    def _request_save(self):
-        self._queue_job("kernel.save_text", self._save_text)
-
-    def _request_compact(self, cell_id):
-        self._queue_job("kernel.compact_text", self._compact_text, cell_id)
-
-    async def _compact_text(self, cell_id):
-        self.texts.compact(cell_id)
+        await self.edits.typed(rows)
 
     async def _apply_inputs(self):
         readers, by = await self.inputs.apply()
