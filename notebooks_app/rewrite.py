@@ -29,6 +29,7 @@ Pure: no Django, no I/O, nothing of the file is run.  importing.py calls it for 
 Jupytext files (a marimo file is reactive already).
 """
 import ast
+import collections
 import keyword
 import re
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from .kernel.references import LineIndex, Unsupported, references
 
 # Names Jupyter binds to the results of earlier cells: `_` is the last result shown, `__` the one before.
 PREVIOUS_RESULTS = {"_": 1, "__": 2}
+PREVIOUS_RESULT_NAMES = re.compile(r"(?<![\w.])__?(?!\w)")
 RESULT_NAME = "out_{number}"
 
 
@@ -64,8 +66,10 @@ class RewriteReport:
         notes = []
         if self.renames or self.imports_dropped or self.results_named:
             by_cell = {}
-            for cell in sorted({rename.cell for rename in self.renames}):
-                renames = [rename for rename in self.renames if rename.cell == cell]
+            renames_of = {}
+            for rename in self.renames:
+                renames_of.setdefault(rename.cell, []).append(rename)
+            for cell, renames in sorted(renames_of.items()):
                 by_cell[cell] = [f"{r.old} → {r.new}" for r in renames if not r.private]
                 private = [f"{r.old} → {r.new}" for r in renames if r.private]
                 if private:
@@ -130,8 +134,7 @@ def _import_key(plan, name, *, leading=False):
     return keys.pop() if len(keys) == 1 else None
 
 
-def _plan_cell(code):
-    analysis = analyze_python(code)
+def _plan_cell(code, analysis):
     if analysis.error is not None:
         raise Unsupported("it has a syntax error")
     tree, refs = references(code)
@@ -226,6 +229,7 @@ class _Rewrite:
         self.versions = {}  # name -> [_Version], in cell order
         self.bound = {}  # cell index -> {name: (previous version or None, new version)}
         self.read = {}  # cell index -> {name: version read (None: read before any definition)}
+        self.analyses = {}  # cell index -> (reads, writes) of its code as it ends up
         self.taken = set(BUILTIN_NAMES) | set(keyword.kwlist) | set(keyword.softkwlist)
         self.shown = []  # indexes of the cells so far whose last expression Jupyter shows as a result
         self.results_read = {}  # cell index -> {"_" or "__": index of the cell whose result it is}
@@ -243,12 +247,25 @@ class _Rewrite:
             elif cell.type == CELL_SQL:
                 self._edit_sql(index, cell)
         self.report.changed_cells = sum(1 for cell, before in zip(self.cells, originals) if (cell.code, cell.result_variable) != before)
-        self.report.blocked = still_blocked(self.cells)
+        self.report.blocked = self._still_blocked()
         return self.report
+
+    def _still_blocked(self):
+        """Cell number (1-based) -> why it would be blocked here, from each cell's final analysis."""
+        graph = DependencyGraph()
+        for index, (reads, writes) in self.analyses.items():
+            graph.add(str(index + 1), reads=reads, writes=writes, position=index)
+        return {int(cell): why for cell, why in graph.blocked().items()}
 
     # --- what each cell reads and binds, in order ----------------------------------------
 
     def _plan(self):
+        self.first_analyses = {index: analyze_python(cell.code) for index, cell in enumerate(self.cells) if cell.type == CELL_PYTHON}
+        definitions = collections.Counter(name for analysis in self.first_analyses.values() for name in analysis.writes)
+        definitions.update(cell.result_variable for cell in self.cells if cell.type == CELL_SQL and cell.result_variable)
+        self.defined_twice = {name for name, count in definitions.items() if count > 1}
+        # Jupyter's `_` / `__` anywhere: every cell may be the one whose result they name.
+        self.results_used = any(PREVIOUS_RESULT_NAMES.search(cell.code) for cell in self.cells if cell.type == CELL_PYTHON)
         current = {}
         for index, cell in enumerate(self.cells):
             self.taken.update(re.findall(r"[A-Za-z_]\w*", cell.code))
@@ -259,6 +276,7 @@ class _Rewrite:
                 reads, writes, dropped = analysis.reads, analysis.writes, set()
             else:
                 continue
+            self.analyses[index] = (reads, writes)
             plan = self.plans.get(index)
             if plan is not None:
                 self._previous_results(index, plan)
@@ -302,10 +320,12 @@ class _Rewrite:
             version.read = True
 
     def _python_names(self, index, cell):
+        analysis = self.first_analyses[index]
+        if not (analysis.reads | analysis.writes) & self.defined_twice and not self.results_used:
+            return analysis.reads, analysis.writes, set()  # nothing here to rename: no need to find references
         try:
-            plan = _plan_cell(cell.code)
+            plan = _plan_cell(cell.code, analysis)
         except (Unsupported, SyntaxError, ValueError) as exc:
-            analysis = analyze_python(cell.code)
             if analysis.error is None:
                 self.pinned.add(index)
                 self.report.unchanged_cells.append((index + 1, str(exc) if isinstance(exc, Unsupported) else "it could not be analysed"))
@@ -454,6 +474,7 @@ class _Rewrite:
             self.report.unchanged_cells.append((index + 1, "its rewrite could not be checked"))
             return
         cell.code = code
+        self.analyses[index] = (analysis.reads, analysis.writes)
         for name, (previous, version) in sorted(bound.items()):
             if version.identifier != name:
                 self.report.renames.append(Rename(index + 1, name, version.identifier, is_private(version.identifier)))
@@ -508,6 +529,9 @@ class _Rewrite:
         renamed = {old: new for old, new in renamed.items() if old != new}
         if renamed:
             cell.code = "".join(value if kind == "sql" else "{" + renamed.get(value, value) + "}" for kind, value in sql_segments(cell.code))
+        if renamed or bound:
+            analysis = analyze_sql(cell.code, cell.result_variable)
+            self.analyses[index] = (analysis.reads, analysis.writes)
 
 
 # Calls whose value is None, so Jupyter shows no result for them (a heuristic: a call of any
@@ -546,17 +570,3 @@ def _line_offsets(code):
         offsets.append(total)
         total += len(line) + 1
     return offsets
-
-
-def still_blocked(cells):
-    """Cell number (1-based) -> why it would be blocked here, for cells of the given code."""
-    graph = DependencyGraph()
-    for index, cell in enumerate(cells):
-        if cell.type == CELL_PYTHON:
-            analysis = analyze_python(cell.code)
-        elif cell.type == CELL_SQL:
-            analysis = analyze_sql(cell.code, cell.result_variable)
-        else:
-            continue
-        graph.add(str(index + 1), reads=analysis.reads, writes=analysis.writes, position=index)
-    return {int(cell): why for cell, why in graph.blocked().items()}
