@@ -680,7 +680,18 @@ def warm_up_completion():
         pass
 
 
+def add_notebook_environment():
+    """The notebook's own packages (kernel/environments.py), read-only, after the server's: a
+    site directory, so the `.pth` files of its wheels are honoured."""
+    import site
+
+    directory = os.environ.get("NOTEBOOK_ENVIRONMENT", "")
+    if directory and os.path.isdir(directory):
+        site.addsitedir(directory)
+
+
 def main():
+    add_notebook_environment()
     install_notebook_module()
     display.install()
     output_cap = int(os.environ.get("NOTEBOOK_OUTPUT_CAP", "1000000"))

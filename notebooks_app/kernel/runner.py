@@ -68,7 +68,9 @@ class RunResult:
 class Runner:
     def __init__(self, *, time_limit=60.0, output_cap=1_000_000, image_cap_mb=16, memory_limit_mb=None, sql_row_cap=200, notebook_id="", sandbox=DEFAULT_SANDBOX, database_policy=None):
         """`sandbox`: a `sandbox.SandboxConfig`, or None to run the child unsandboxed
-        (KERNEL_SANDBOX=off); `memory_limit_mb` overrides its memory limit."""
+        (KERNEL_SANDBOX=off); `memory_limit_mb` overrides its memory limit.  `environment`: the
+        site-packages directory of the notebook's own packages (kernel/environments.py), or None;
+        set before the process starts (a change means a restart)."""
         self.time_limit = time_limit
         self.output_cap = output_cap
         self.image_cap_mb = image_cap_mb
@@ -77,6 +79,7 @@ class Runner:
         self.notebook_id = str(notebook_id)
         self.sandbox = sandbox
         self.database = ExternalDatabase(database_policy)
+        self.environment = None
         self.process = None
         self._reader = None
         self._stderr_reader = None
@@ -166,7 +169,7 @@ class Runner:
             os.close(resolv_write)
             info_read, info_fd = os.pipe()
             pass_fds, resolv = [resolv_read, info_fd], resolv_read
-        argv = sandboxing.bwrap_arguments(config, uid=self._uid, env=self._child_env(), resolv_conf_fd=resolv)
+        argv = sandboxing.bwrap_arguments(config, uid=self._uid, env=self._child_env(), resolv_conf_fd=resolv, environment=self.environment)
         if info_fd is not None:
             argv[1:1] = ["--info-fd", str(info_fd)]
         try:
@@ -190,6 +193,7 @@ class Runner:
             PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")])),
             PYTHONUNBUFFERED="1",
             MPLBACKEND="Agg",
+            NOTEBOOK_ENVIRONMENT=self.environment or "",
             **self._child_env(),
         )
         return await self._spawn([sys.executable, "-m", "notebooks_app.kernel._child"], cwd=str(PROJECT_ROOT), env=env)

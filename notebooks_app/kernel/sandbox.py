@@ -45,6 +45,7 @@ CHILD_MODULES = (
     "notebooks_app/kernel/ui.py",
 )
 CODE_DIR = "/opt/notebook-kernel"  # where those modules appear inside the sandbox
+ENVIRONMENT_DIR = "/opt/notebook-environment"  # the notebook's own packages, read-only (kernel/environments.py)
 WORK_DIR = "/notebook"  # the notebook's private, size-capped working directory (also HOME)
 INNER_UID = 1000  # the uid the child sees when the sandbox has its own user namespace
 SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin")
@@ -177,9 +178,11 @@ def _ancestors(path):
     return list(reversed(parents))
 
 
-def bwrap_arguments(config, *, uid=None, env=None, resolv_conf_fd=None):
+def bwrap_arguments(config, *, uid=None, env=None, resolv_conf_fd=None, environment=None):
     """The full argv that starts the child in the sandbox.
 
+    `environment`: the directory of the notebook's own packages (site-packages of a built
+    environment), bound read-only at ENVIRONMENT_DIR, or None.
     `uid`: the notebook's uid in root mode (None: unprivileged mode, user namespace).
     `env`: variables for the child (the server's own environment never goes in).
     `resolv_conf_fd`: an fd whose content becomes /etc/resolv.conf (outbound network).
@@ -221,6 +224,11 @@ def bwrap_arguments(config, *, uid=None, env=None, resolv_conf_fd=None):
         target = f"{CODE_DIR}/{module}"
         passable_parents(target)
         args += ["--ro-bind", str(KERNEL_PACKAGE_ROOT / module), target]
+    env = dict(env or {})
+    if environment:
+        passable_parents(ENVIRONMENT_DIR)
+        args += ["--ro-bind", str(environment), ENVIRONMENT_DIR]
+        env["NOTEBOOK_ENVIRONMENT"] = ENVIRONMENT_DIR
     if resolv_conf_fd is not None:
         args += ["--perms", "0644", "--ro-bind-data", str(resolv_conf_fd), "/etc/resolv.conf"]
     args += ["--chdir", WORK_DIR, "--clearenv"]
