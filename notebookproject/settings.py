@@ -225,6 +225,17 @@ KERNEL_OPEN_FILES_LIMIT = env_int("KERNEL_OPEN_FILES_LIMIT", 1024)
 # As root the worker runs each notebook under a uid of its own: this base + a slot < 65536.
 KERNEL_SANDBOX_UID_BASE = env_int("KERNEL_SANDBOX_UID_BASE", 2_000_000_000)
 MAX_CODE_BYTES = env_int("MAX_CODE_BYTES", 256 * 1024)
+
+# A notebook's own packages (docs/packages.md): resolved and installed by the kernel worker with
+# uv, wheels only, from this index; "off" leaves notebooks with the server's packages alone.
+NOTEBOOK_PACKAGES = env_choice("NOTEBOOK_PACKAGES", {"on": True, "off": False}, "on")
+PACKAGE_INDEX_URL = os.environ.get("PACKAGE_INDEX_URL") or "https://pypi.org/simple"
+PACKAGE_BUILD_TIMEOUT = env_float("PACKAGE_BUILD_TIMEOUT", 600.0)  # seconds to resolve, and to install
+# Built environments, shared by every notebook with the same lock (with uv's cache beside them,
+# on the same file system, so installs are hardlinks).
+ENVIRONMENTS_DIR = Path(os.environ.get("ENVIRONMENTS_DIR") or BASE_DIR / "var" / "environments")
+# An environment no notebook's lock names is removed after this many hours unused.
+ENVIRONMENTS_GC_HOURS = env_float("ENVIRONMENTS_GC_HOURS", 24.0)
 # The largest notebook file one may import (docs/files.md); the request around it may be a
 # little larger (the form's other fields and multipart framing), no more.
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 10 * 1024 * 1024)

@@ -247,6 +247,23 @@ class NotebookConsumer(AsyncWebsocketConsumer):
     async def _on_update_db_connection(self, message):
         await self._operation(operations.update_db_connection, connection_string=message.fields["connectionString"], request_id=message.request_id)
 
+    async def _on_set_packages(self, message):
+        """A new list of packages: checked here (protocol.py), built by the kernel worker, saved
+        only once it is built; everyone hears the progress (docs/packages.md)."""
+        if not settings.NOTEBOOK_PACKAGES:
+            raise protocol.ProtocolError(protocol.UNAVAILABLE, "Notebook packages are turned off on this server (NOTEBOOK_PACKAGES=off): ask its operator to add them to the server's own.", message.request_id)
+        revision = await self._operation(operations.check_kernel_command)
+        payload = {
+            "type": "kernel.set_packages",
+            "notebook": self.notebook_id,
+            "revision": revision,
+            "requirements": message.fields["requirements"],
+            "by": self.user.get_username(),
+            "byId": self.user.pk,
+            "requestId": message.request_id,
+        }
+        await kernel_client.send(self.notebook_id, payload)
+
     async def _on_set_input(self, message):
         f = message.fields
         await self._operation(operations.set_input, cell_id=f["cellId"], index=f.get("index", 0), value=f["value"], request_id=message.request_id)

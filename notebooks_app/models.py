@@ -41,6 +41,10 @@ class Notebook(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_notebooks")
     # A secret: shown only through mask_connection_string(), never in full.
     db_connection = models.TextField(blank=True, default="")
+    # The notebook's own packages (docs/packages.md): PEP 508 requirements as its editors wrote
+    # them, and the lock they resolved to (exact versions and hashes; "" until resolved).
+    requirements = models.JSONField(default=list, blank=True)
+    requirements_lock = models.TextField(blank=True, default="")
     # Bumped by every structural or code change; the kernel worker compares it
     # with its own to know whether its graph is behind the database.
     revision = models.PositiveBigIntegerField(default=0)
@@ -220,6 +224,7 @@ EVENT_SHARED = "shared"
 EVENT_UNSHARED = "unshared"
 EVENT_VERSION_SAVED = "version_saved"
 EVENT_VERSION_RESTORED = "version_restored"
+EVENT_PACKAGES = "packages"
 EVENT_KINDS = [
     (EVENT_CREATED, "created a cell"),
     (EVENT_DELETED, "deleted a cell"),
@@ -232,6 +237,7 @@ EVENT_KINDS = [
     (EVENT_UNSHARED, "removed a member"),
     (EVENT_VERSION_SAVED, "saved a version"),
     (EVENT_VERSION_RESTORED, "restored a version"),
+    (EVENT_PACKAGES, "changed the packages"),
 ]
 # Edits of one cell by one person within this many seconds are one event (the history shows
 # "edited", not every keystroke; undo goes back to the text before the burst).

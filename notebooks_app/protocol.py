@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from .packages import RequirementsError, parse_requirements
 from .constants import CELL_TYPES, FRAME_BYTES_BUDGET, NOTEBOOK_NAME_MAX
 
 # Error codes sent in {"type": "error", "code": ...}; docs/protocol.md lists ERROR_CODES (tests/test_docs.py).
@@ -70,6 +71,8 @@ MESSAGE_SCHEMAS = {
     "run_all": {},
     "interrupt": {},
     "update_db_connection": {"connectionString": Field("connection")},
+    # The notebook's own packages (docs/packages.md): the whole new list of requirements.
+    "set_packages": {"requirements": Field("requirements")},
     "sync": {},
     # Shared text (docs/protocol.md#shared-text): a Yjs update to one cell's document.
     "text_update": {"cellId": Field("cell_id"), "update": Field("yjs_update"), "generation": Field("generation")},
@@ -174,6 +177,16 @@ def _check_connection(name, value):
     return validate_connection_string(value)
 
 
+def _check_requirements(name, value):
+    """A list of PEP 508 requirements (packages.parse_requirements: names and versions only)."""
+    if not isinstance(value, list):
+        raise ValueError(f"'{name}' must be a list of requirements (strings such as \"seaborn>=0.13\")")
+    try:
+        return parse_requirements(value)
+    except RequirementsError as exc:
+        raise ValueError(f"'{name}': {exc}") from None
+
+
 MAX_CURSOR_BYTES = 2048
 
 
@@ -272,6 +285,7 @@ CHECKS = {
     "cell_type": _check_cell_type,
     "identifier": _check_identifier,
     "connection": _check_connection,
+    "requirements": _check_requirements,
     "yjs_update": _check_yjs_update,
     "generation": _check_generation,
     "cursor": _check_cursor,

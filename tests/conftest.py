@@ -452,3 +452,28 @@ async def run_and_wait(client, cell_id, final=("success", "error")):
 def text_output(client, cell_id):
     outputs = client.state[cell_id]["outputs"]
     return next((o["data"] for o in outputs if o["mimeType"] == "text/plain"), None)
+
+
+# --- notebooks' own packages: an offline index of tiny wheels (tests/package_index.py) -------------
+@pytest.fixture(scope="session", autouse=True)
+def package_index(tmp_path_factory):
+    """Every process the tests start (workers, Daphne) installs packages from this index, into
+    environments of the session's own: no test reaches the real index unless it asks to."""
+    from tests.package_index import PackageIndex
+
+    index = PackageIndex(tmp_path_factory.mktemp("package-index"))
+    saved = {name: os.environ.get(name) for name in ("PACKAGE_INDEX_URL", "ENVIRONMENTS_DIR")}
+    os.environ["PACKAGE_INDEX_URL"] = index.url
+    os.environ["ENVIRONMENTS_DIR"] = str(tmp_path_factory.mktemp("environments"))
+    from django.conf import settings
+
+    saved_settings = (settings.PACKAGE_INDEX_URL, settings.ENVIRONMENTS_DIR)
+    settings.PACKAGE_INDEX_URL, settings.ENVIRONMENTS_DIR = os.environ["PACKAGE_INDEX_URL"], os.environ["ENVIRONMENTS_DIR"]
+    yield index
+    settings.PACKAGE_INDEX_URL, settings.ENVIRONMENTS_DIR = saved_settings
+    index.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -22,12 +22,19 @@ class RunnerConfig:
 
     db_connection: str = ""  # held outside the sandbox (kernel/database.py)
     db_display: str = dataclasses.field(default="", compare=False)  # the connection, masked, for clients
+    requirements: tuple = ()  # the notebook's own packages (docs/packages.md)
+    lock: str = ""  # what they resolved to ("" until resolved): the environment it starts on
 
     LIVE_FIELDS = frozenset({"db_connection"})
 
     @classmethod
     def from_snapshot(cls, snapshot):
-        return cls(db_connection=snapshot.get("db_connection") or "", db_display=snapshot.get("db_display") or "")
+        return cls(
+            db_connection=snapshot.get("db_connection") or "",
+            db_display=snapshot.get("db_display") or "",
+            requirements=tuple(snapshot.get("requirements") or ()),
+            lock=snapshot.get("requirements_lock") or "",
+        )
 
     def changed_fields(self, other):
         return {f.name for f in dataclasses.fields(self) if f.compare and getattr(self, f.name) != getattr(other, f.name)}
@@ -38,10 +45,13 @@ class RunnerConfig:
 
 
 class ExecutionHost:
-    def __init__(self, notebook_id, *, runner_factory, on_gone):
+    def __init__(self, notebook_id, *, runner_factory, on_gone, environment_for=None):
         self.notebook_id = notebook_id
         self._factory = runner_factory  # () -> Runner, from global settings
         self._on_gone = on_gone  # (reason) -> None: the namespace is gone, say so
+        # async (config) -> (site-packages directory or None, lock): the notebook's own packages
+        # (package_builds.PackageBuilds.environment_for); None: the server's packages only.
+        self._environment_for = environment_for
         self.config = RunnerConfig()
         self.runner = None
         self.closed = False
@@ -58,12 +68,18 @@ class ExecutionHost:
         return self.runner
 
     async def start(self):
-        """The execution process, started if it is not running (RunnerDied, SandboxUnavailable
-        when it cannot start)."""
+        """The execution process, started if it is not running, on the notebook's packages
+        (RunnerDied, SandboxUnavailable, environments.PackageError when it cannot start)."""
         if self.closed:
             raise RunnerDied("the notebook's session is closed")
         runner = self.made()
         if not runner.alive:
+            site = None
+            if self._environment_for is not None:
+                site, lock = await self._environment_for(self.config)
+                if lock != self.config.lock:
+                    self.config = dataclasses.replace(self.config, lock=lock)
+            runner.environment = str(site) if site else None
             await runner.start()
         return runner
 

@@ -14,6 +14,7 @@ from ..constants import CELL_MARKDOWN, CELL_SQL, MARKDOWN_MIME, STATUS_ERROR, ST
 from .markdown import placeholders as markdown_fields
 from .markdown import render as render_markdown
 from .outputs import by_reference, untrusted_outputs
+from .environments import PackageError
 from .runner import RunnerDied, SandboxUnavailable
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class CascadeRunner:
         had_references = self._start_run(cells[0])
         try:
             runner = await self.execution.start()
-        except SandboxUnavailable as exc:
+        except (SandboxUnavailable, PackageError) as exc:
             self._sandbox_unavailable(cells[0], exc)
             return 1, True
         except RunnerDied as exc:
@@ -192,7 +193,7 @@ class CascadeRunner:
                 result.outputs = [{"mimeType": MARKDOWN_MIME, "data": render_markdown(str(text))}] if result.status == "success" else []
             else:
                 result = await runner.run(cell.id, cell.code, writes=cell.writes, inputs=cell.inputs, on_stdout=on_stdout)
-        except SandboxUnavailable as exc:
+        except (SandboxUnavailable, PackageError) as exc:
             self._sandbox_unavailable(cell, exc)
             return True
         except RunnerDied as exc:
@@ -205,6 +206,12 @@ class CascadeRunner:
         return False
 
     def _sandbox_unavailable(self, cell, exc):
+        """No execution process could start: the sandbox cannot work here, or the notebook's
+        packages cannot be installed."""
+        if isinstance(exc, PackageError):
+            evalue = f"This notebook's packages could not be installed, so no code runs: {exc} Change them in the Packages panel (docs/packages.md)."
+            self.statuses.finish(cell, STATUS_ERROR, [], {"ename": "PackagesUnavailable", "evalue": evalue, "traceback": []})
+            return
         evalue = f"{exc}. No code runs until the sandbox works here; an operator may turn it off with KERNEL_SANDBOX=off (docs/security.md)"
         self.statuses.finish(cell, STATUS_ERROR, [], {"ename": "SandboxUnavailable", "evalue": evalue, "traceback": []})
 

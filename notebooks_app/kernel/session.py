@@ -6,14 +6,15 @@ loads and reloads the notebook, and keeps clients caught up with the database's 
 it coordinates lives beside it, one job each: the cells and the cascade plan
 (notebook_model.py), statuses (statuses.py), the event stream and its `seq` (event_stream.py),
 shared texts (cell_texts.py), inputs (inputs.py), persistence and saving typing (persister.py),
-applying edits (edits.py), completion (assists.py), the execution process (execution.py) and
-running a cascade (running.py).  It knows nothing of Django or Channels: the worker gives it a
-`store` (load/persist) and a `publish` coroutine.
+applying edits (edits.py), completion (assists.py), the notebook's packages (package_builds.py),
+the execution process (execution.py) and running a cascade (running.py).  It knows nothing of
+Django or Channels: the worker gives it a `store` (load/persist) and a `publish` coroutine.
 """
 import asyncio
+import dataclasses
 import logging
 
-from ..constants import ERROR_TEXT_LIMIT
+from ..constants import ERROR_TEXT_LIMIT, STATUS_ERROR, STATUS_SUCCESS
 from .assists import Assists
 from .cell_state import CellState  # noqa: F401  (imported from here by operations.py)
 from .cell_texts import CellTexts
@@ -23,6 +24,7 @@ from .execution import ExecutionHost, RunnerConfig
 from .inputs import PendingInputs
 from .notebook_model import NotebookModel
 from .outputs import cut, untrusted_outputs  # noqa: F401  (untrusted_outputs: imported from here)
+from .package_builds import PackageBuilds
 from .persister import Persister
 from .running import CascadeRunner
 from .statuses import CellStatuses
@@ -34,7 +36,7 @@ CLOSE_GRACE = 5.0
 
 
 class NotebookSession:
-    def __init__(self, notebook_id, *, store, publish, runner_factory, max_code_bytes=256 * 1024):
+    def __init__(self, notebook_id, *, store, publish, runner_factory, environments=None, max_code_bytes=256 * 1024):
         self.notebook_id = str(notebook_id)
         self.store = store
         self.loaded = False
@@ -50,7 +52,8 @@ class NotebookSession:
         self.texts = CellTexts(model=self.model, events=self.events, queue_job=self._queue_job, save_job=self._save_text, max_code_bytes=max_code_bytes)
         self.persister = Persister(self.notebook_id, store=store, model=self.model, texts=self.texts, events=self.events)
         self.statuses = CellStatuses(model=self.model, events=self.events, persister=self.persister)
-        self.execution = ExecutionHost(self.notebook_id, runner_factory=runner_factory, on_gone=self.statuses.namespace_gone)
+        self.packages = PackageBuilds(self.notebook_id, environments=environments, store=store, events=self.events, on_built=self._packages_built)
+        self.execution = ExecutionHost(self.notebook_id, runner_factory=runner_factory, on_gone=self.statuses.namespace_gone, environment_for=self.packages.environment_for)
         self.inputs = PendingInputs(model=self.model, events=self.events, persister=self.persister, execution=self.execution)
         units = {"model": self.model, "statuses": self.statuses, "events": self.events, "persister": self.persister, "execution": self.execution}
         self.cascades = CascadeRunner(self.notebook_id, store=store, **units)
@@ -69,6 +72,7 @@ class NotebookSession:
             "kernel.db_connection": edit(self.edits.db_connection),
             "kernel.run_cell": run(lambda message: self.cascades.run_cell(message["cellId"], by=message.get("by"))),
             "kernel.run_all": run(lambda message: self.cascades.run_all(by=message.get("by"))),
+            "kernel.set_packages": self._set_packages,
             "kernel.version_restored": self._version_restored,
             "kernel.text_update": self._text_update,  # one that arrived before the notebook was loaded
         }
@@ -140,6 +144,7 @@ class NotebookSession:
             self.texts.cancel_timers()
             self.persister.closed = True
             self.events.close()
+            self.packages.close()
             await self.execution.close()
 
     def stop_execution(self, reason):
@@ -194,6 +199,7 @@ class NotebookSession:
             "revision": self.revision,
             "cells": [],
             "dbConnection": {"connected": bool(config.db_connection), "display": config.db_display},
+            "packages": self.packages.summary(config),
         }
         return self.events.state_messages(notebook, self.model.cell_messages(stdout_url, self.texts.fields), request_id)
 
@@ -311,6 +317,32 @@ class NotebookSession:
         changed = {cell_id for cell_id in message.get("changed") or () if cell_id in self.model.cells}
         if changed:
             await self.cascades.run_roots(changed)
+
+    async def _set_packages(self, message):
+        """A new list of packages: built beside the queue (package_builds.py), then `_apply_packages`."""
+        self.packages.request(message, asyncio.get_running_loop().create_task)
+
+    def _packages_built(self, requirements, lock, message):
+        self._queue_job("kernel.packages_built", self._apply_packages, requirements, lock, message)
+
+    async def _apply_packages(self, requirements, lock, message):
+        """Packages that built: saved (a revision, a history event), the execution process restarted
+        on them, and the cells that had run run again (stale until they do)."""
+        ran = {cell_id for cell_id, cell in self.model.cells.items() if cell.status in (STATUS_SUCCESS, STATUS_ERROR)}
+        revision = await self.store.save_requirements(self.notebook_id, requirements, lock, message.get("byId"))
+        if revision is None:
+            return
+        if revision != self.revision + 1:
+            await self.reload()  # someone's edit came in between: the snapshot has the packages too
+        else:
+            self.revision = revision
+            config = dataclasses.replace(self.execution.config, requirements=tuple(requirements), lock=lock)
+            await self.execution.configure(config, reason="the notebook's packages changed")
+        self.packages.finished(message, requirements, self.execution.config)
+        await self.events.flush()
+        ran &= set(self.model.cells)
+        if ran:
+            await self.cascades.run_roots(ran, by=message.get("by"))
 
     async def _rename(self, message):
         self.name = message["name"]

@@ -23,10 +23,11 @@ from notebookproject.postgresql import POSTGRESQL_ENGINES
 
 from .. import protocol
 from ..layers import REDIS_ERRORS, Outage, backoff_delays
-from ..models import EVENT_EDITED, Cell, Notebook, NotebookEvent, OutputBlob
+from ..models import EVENT_EDITED, EVENT_PACKAGES, Cell, Notebook, NotebookEvent, OutputBlob
 from ..secrets import mask_connection_string
 from .addresses import group_name, is_kernel_channel, shard_channels
 from .database import DatabasePolicy
+from .environments import Environments, PackageSettings
 from .runner import Runner
 from .sandbox import Limits, SandboxConfig, probe, running_as_root
 from .cell_state import PERSISTED_FIELDS
@@ -78,6 +79,16 @@ def sandbox_config():
     )
 
 
+def package_settings():
+    """Where and how notebooks' own packages are built (docs/packages.md), from settings."""
+    return PackageSettings(
+        enabled=settings.NOTEBOOK_PACKAGES,
+        root=str(settings.ENVIRONMENTS_DIR),
+        index_url=settings.PACKAGE_INDEX_URL,
+        build_timeout=settings.PACKAGE_BUILD_TIMEOUT,
+    )
+
+
 def database_policy():
     """Keeps SQL cells off the server's own database (its file, its project, its PostgreSQL)."""
     db = settings.DATABASES["default"]
@@ -115,8 +126,31 @@ class DatabaseStore:
             "revision": notebook.revision,
             "db_connection": notebook.db_connection,
             "db_display": mask_connection_string(notebook.db_connection),
+            "requirements": notebook.requirements or [],
+            "requirements_lock": notebook.requirements_lock,
             "cells": cells,
         }
+
+    @database_sync_to_async
+    def save_requirements(self, notebook_id, requirements, lock, user_id):
+        """A change of packages that built (package_builds.py): the list, its lock, a history
+        event and one bump of the revision, in one transaction; the new revision, or None if the
+        notebook is gone."""
+        with transaction.atomic():
+            notebook = Notebook.objects.select_for_update().filter(pk=notebook_id).first()
+            if notebook is None:
+                return None
+            NotebookEvent.objects.record(notebook, user_id, EVENT_PACKAGES, before={"requirements": notebook.requirements or []}, after={"requirements": requirements})
+            notebook.requirements, notebook.requirements_lock = requirements, lock
+            notebook.revision += 1
+            notebook.save(update_fields=["requirements", "requirements_lock", "revision", "updated_at"])
+            return notebook.revision
+
+    @retried_while_database_down
+    def save_lock(self, notebook_id, requirements, lock):
+        """The lock of requirements that had none (imported) or whose lock no longer fitted the
+        server's packages: bookkeeping, no revision (nothing anyone wrote changed)."""
+        Notebook.objects.filter(pk=notebook_id, requirements=requirements).update(requirements_lock=lock)
 
     @database_sync_to_async
     def save_blobs(self, notebook_id, cell_id, blobs):
@@ -202,6 +236,7 @@ class KernelService:
         self.channel_layer = channel_layer or get_channel_layer(settings.EVENTS_CHANNEL_LAYER)  # publishes to sockets
         self.sessions = {}
         self.store = DatabaseStore()
+        self.environments = Environments(package_settings())
         # Notebooks whose events were lost on their way (Redis down): every client gets a
         # fresh state once it is back, so none is left showing a cell `running`.
         self._unannounced = set()
@@ -228,6 +263,7 @@ class KernelService:
                 store=self.store,
                 publish=lambda target, events, _id=notebook_id: self.publish(_id, target, events),
                 runner_factory=lambda _id=notebook_id: self._runner_factory(_id),
+                environments=self.environments,
                 max_code_bytes=settings.MAX_CODE_BYTES,
             )
             self.sessions[notebook_id] = session

@@ -1,0 +1,269 @@
+"""A notebook's own packages (docs/packages.md): requirements checked, resolved and built with uv
+from the tests' offline index (tests/package_index.py), environments shared and read-only in
+the sandbox, changes heard by everyone, bad input refused with nothing changed."""
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+
+from notebooks_app import packages
+from notebooks_app.kernel.environments import SITE, Environments, PackageError, PackageSettings, locked_packages
+from notebooks_app.models import EVENT_PACKAGES, Notebook, NotebookEvent
+from tests.conftest import create, run_and_wait, text_output
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- requirements as text ----------------------------------------------------------------------------
+def test_requirements_are_normalised_and_checked():
+    assert packages.parse_requirements(["seaborn", " scipy >= 1.11 ", "pandas[excel]>=2; python_version>'3'"]) == [
+        "seaborn",
+        "scipy>=1.11",
+        'pandas[excel]>=2; python_version > "3"',
+    ]
+    assert packages.parse_requirements("# mine\nseaborn  # plots\n\nscipy\n") == ["seaborn", "scipy"]
+
+
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ("git+https://github.com/x/y", "version-control"),
+        ("https://example.com/x.whl", "URLs"),
+        ("./local/pkg", "paths"),
+        ("/abs/pkg", "paths"),
+        ("-e .", "pip options"),
+        ("--index-url http://evil", "pip options"),
+        ("pkg @ https://example.com/p.whl", "URLs"),
+        ("not a requirement!!", "not a valid requirement"),
+        ("x" * 201, "the limit is 200"),
+        ("", "empty"),
+        ("pkg\x00", "control characters"),
+    ],
+)
+def test_unusable_requirements_are_refused_with_the_reason(bad, says):
+    with pytest.raises(packages.RequirementsError, match=None) as caught:
+        packages.parse_requirements([bad])
+    assert says in str(caught.value)
+
+
+def test_too_many_or_twice_listed_requirements_are_refused():
+    with pytest.raises(packages.RequirementsError, match="at most 50"):
+        packages.parse_requirements([f"p{i}" for i in range(51)])
+    with pytest.raises(packages.RequirementsError, match="listed twice"):
+        packages.parse_requirements(["Seaborn", "seaborn>=0.13"])
+
+
+def test_pep_723_blocks_round_trip():
+    block = packages.script_block(["seaborn>=0.13", "scipy"], requires_python=">=3.11")
+    script = block + "\nimport seaborn\n"
+    assert packages.read_script_dependencies(script) == ["seaborn>=0.13", "scipy"]
+    assert packages.without_script_block(script) == "import seaborn\n"
+    assert packages.read_script_dependencies("import os\n") is None
+    assert packages.script_block([]) == ""
+    with pytest.raises(packages.RequirementsError, match="URLs"):
+        packages.read_script_dependencies('# /// script\n# dependencies = ["https://x/y.whl"]\n# ///\n')
+
+
+def test_missing_modules_map_to_the_distribution_that_provides_them():
+    assert packages.missing_module("ModuleNotFoundError: No module named 'sklearn.linear_model'") == "sklearn.linear_model"
+    assert packages.distribution_for_module("sklearn.linear_model") == "scikit-learn"
+    assert packages.distribution_for_module("PIL") == "pillow"
+    assert packages.distribution_for_module("seaborn") == "seaborn"
+    assert packages.distribution_for_module("my_pkg.sub") == "my-pkg"
+
+
+# --- environments, outside any notebook ------------------------------------------------------------
+def environments(package_index, root, **overrides):
+    return Environments(PackageSettings(root=str(root), index_url=package_index.url, build_timeout=overrides.pop("build_timeout", 120), **overrides))
+
+
+async def test_a_lock_has_exact_versions_and_hashes_and_builds_once(package_index, tmp_path):
+    envs = environments(package_index, tmp_path)
+    phases = []
+
+    async def phase(state, text):
+        phases.append(state)
+
+    lock = await envs.resolve(["nbt-alpha"], on_phase=phase)
+    assert [(p.name, p.version) for p in locked_packages(lock)] == [("nbt-alpha", "1.0"), ("nbt-beta", "2.0")]
+    assert lock.count("--hash=sha256:") == 2
+    site = await envs.ensure(lock, on_phase=phase)
+    assert phases == ["resolving", "downloading", "installing"]
+    assert (site / "nbt_alpha" / "__init__.py").is_file() and (site / "nbt_beta" / "__pycache__").is_dir()  # bytecode at build time
+    # Requirements the server already satisfies add nothing: no environment at all.
+    assert await envs.resolve(["numpy", "pandas>=2"]) == ""
+    assert envs.key("") is None and await envs.ensure("") is None
+    # The same lock again (another notebook, another worker): the same directory, not rebuilt.
+    other = environments(package_index, tmp_path)
+    again = await other.ensure(await other.resolve(["nbt-beta>=1", "nbt-alpha"]))
+    assert again == site and os.stat(again / "nbt_alpha" / "__init__.py").st_ino == os.stat(site / "nbt_alpha" / "__init__.py").st_ino
+    assert [entry.name for entry in tmp_path.iterdir() if not entry.name.startswith(".")] == [site.parent.name]
+
+
+async def test_concurrent_builds_of_one_lock_make_one_whole_environment(package_index, tmp_path):
+    first, second = environments(package_index, tmp_path), environments(package_index, tmp_path)
+    lock = await first.resolve(["nbt-gamma"])
+    sites = await asyncio.gather(first.ensure(lock), first.ensure(lock), second.ensure(lock), second.ensure(lock))
+    assert len(set(sites)) == 1
+    site = sites[0]
+    assert (site / "nbt_gamma" / "__init__.py").read_text() == "VALUE = 3\n"
+    assert not [entry for entry in tmp_path.iterdir() if entry.name.startswith(".build-")]  # the loser's build is gone
+
+
+@pytest.mark.parametrize(
+    "requirements, says",
+    [
+        (["nbt-sdist-only"], "Only source distributions"),
+        (["nbt-beta==9.9"], "nbt-beta"),
+        (["no-such-package-here"], "there is no package no-such-package-here"),
+        (["numpy<2"], "conflicts with the server's own numpy"),
+        (["nbt-numpy-fan"], "numpy"),
+    ],
+)
+async def test_requirements_that_cannot_be_met_fail_with_the_reason(package_index, tmp_path, requirements, says):
+    with pytest.raises(PackageError) as caught:
+        await environments(package_index, tmp_path).resolve(requirements)
+    assert says in str(caught.value)
+    assert not [entry for entry in tmp_path.iterdir() if not entry.name.startswith(".")]
+
+
+async def test_an_unreachable_index_or_a_slow_build_fails_cleanly(package_index, tmp_path, free_tcp_port):
+    unreachable = Environments(PackageSettings(root=str(tmp_path), index_url=f"http://127.0.0.1:{free_tcp_port}/simple", build_timeout=60))
+    with pytest.raises(PackageError, match="could not be reached"):
+        await unreachable.resolve(["nbt-alpha"])
+    lock = await environments(package_index, tmp_path).resolve(["nbt-alpha"])
+    slow = environments(package_index, tmp_path / "slow", build_timeout=0.01)
+    with pytest.raises(PackageError, match="PACKAGE_BUILD_TIMEOUT"):
+        await slow.ensure(lock)
+    assert not (tmp_path / "slow").exists() or not [e for e in (tmp_path / "slow").iterdir() if not e.name.startswith(".")]
+
+
+async def test_packages_turned_off_build_nothing(package_index, tmp_path):
+    with pytest.raises(PackageError, match="turned off"):
+        await environments(package_index, tmp_path, enabled=False).resolve(["nbt-alpha"])
+
+
+async def test_unused_environments_are_collected_never_a_used_one(package_index, tmp_path):
+    envs = environments(package_index, tmp_path)
+    kept = envs.key(await envs.resolve(["nbt-alpha"]))
+    used = envs.key(await envs.resolve(["nbt-gamma"]))
+    orphan = envs.key(await envs.resolve(["nbt-beta==1.0"]))
+    for requirements in (["nbt-alpha"], ["nbt-gamma"], ["nbt-beta==1.0"]):
+        await envs.ensure(await envs.resolve(requirements))
+    envs.acquire(used)
+    sizes = {entry["key"]: entry["bytes"] for entry in envs.usage()}
+    assert set(sizes) == {kept, used, orphan} and all(size > 0 for size in sizes.values())
+    assert envs.collect_garbage({kept}) == ([], 0)  # all used within the grace period
+    removed, freed = envs.collect_garbage({kept}, grace_seconds=0)
+    assert removed == [orphan] and freed == sizes[orphan]
+    assert {entry["key"] for entry in envs.usage()} == {kept, used}
+
+
+@pytest.fixture
+def free_tcp_port():
+    from tests.live import free_port
+
+    return free_port()
+
+
+# --- in a notebook, through the protocol and the real worker (the production shape) ---------------
+async def set_packages(client, requirements):
+    """Send a new list; the events up to its end (packages_updated, or a packages_progress error)."""
+    reply = await client.request(type="set_packages", requirements=requirements, timeout=60)
+    if reply["type"] == "error":
+        return [reply]
+    return await client.wait_for(lambda e: e["type"] == "packages_updated" or (e["type"] == "packages_progress" and e["state"] == "error"), 120, "the end of the package change")
+
+
+@database_sync_to_async
+def stored_packages(notebook):
+    row = Notebook.objects.get(pk=notebook.pk)
+    events = list(NotebookEvent.objects.filter(notebook=row, kind=EVENT_PACKAGES).values_list("after", flat=True))
+    return row.requirements, row.requirements_lock, events
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_adding_a_package_builds_restarts_and_reruns_for_everyone(ws, notebook, users):
+    alice, carol = await ws(users["alice"], notebook), await ws(users["carol"], notebook)
+    cell = await create(alice, "import nbt_alpha, nbt_beta\nvalue = (nbt_alpha.VALUE, nbt_beta.VERSION)\nvalue")
+    events = await run_and_wait(alice, cell)
+    assert events[-1]["status"] == "error" and "No module named 'nbt_alpha'" in str(alice.state[cell])
+    seen = await set_packages(alice, ["nbt-alpha"])
+    states = [e["state"] for e in seen if e["type"] == "packages_progress"]
+    assert states[0] == "resolving" and "installing" in states and states[-1] == "restarting", states
+    assert seen[-1]["locked"] == [{"name": "nbt-alpha", "version": "1.0"}, {"name": "nbt-beta", "version": "2.0"}]
+    # The cell that had run runs again on its own, for everyone.
+    await alice.wait_status(cell, "success", timeout=60)
+    await carol.wait_for(lambda e: e["type"] == "packages_updated", 60, "the viewer hears of the change")
+    await carol.wait_status(cell, "success", timeout=60)
+    assert "('alpha', '2.0')" in text_output(alice, cell)
+    requirements, lock, events = await stored_packages(notebook)
+    assert requirements == ["nbt-alpha"] and "nbt-beta==2.0" in lock and events == [{"requirements": ["nbt-alpha"]}]
+    # A page opened now gets the packages in its state.
+    bob = await ws(users["bob"], notebook, wait_state=False)
+    state = (await bob.wait_state())[-1]["notebook"]["packages"]
+    assert state["requirements"] == ["nbt-alpha"] and state["enabled"] is True and state["locked"][0]["name"] == "nbt-alpha"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failed_change_leaves_the_notebook_and_its_process_as_they_were(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    assert (await set_packages(alice, ["nbt-beta==1.0"]))[-1]["type"] == "packages_updated"
+    counter = await create(alice, "import os\ncounter = os.getpid()")
+    assert (await run_and_wait(alice, counter))[-1]["status"] == "success"
+    before = await stored_packages(notebook)
+    for requirements, says in ((["nbt-sdist-only"], "Only source distributions"), (["nbt-beta==1.0", "numpy<1"], "conflicts with the server's own numpy")):
+        seen = await set_packages(alice, requirements)
+        assert seen[-1]["state"] == "error" and says in seen[-1]["message"], seen[-1]
+    for bad in (["https://example.com/x.whl"], "seaborn", [f"p{i}" for i in range(51)], [1]):
+        reply = await alice.request(type="set_packages", requirements=bad)
+        assert reply["type"] == "error" and reply["code"] == "invalid_field", reply
+    assert await stored_packages(notebook) == before
+    # The process was never restarted: the namespace still holds what ran.
+    reader = await create(alice, "same = counter == __import__('os').getpid()\nsame")
+    assert (await run_and_wait(alice, reader))[-1]["status"] == "success"
+    assert text_output(alice, reader) == "True"
+    assert alice.state[counter]["status"] == "success"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_viewers_cannot_change_packages(ws, notebook, users):
+    carol = await ws(users["carol"], notebook)
+    reply = await carol.request(type="set_packages", requirements=["nbt-alpha"])
+    assert reply["type"] == "error" and reply["code"] == "forbidden"
+    assert (await stored_packages(notebook))[0] == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_environment_is_read_only_shared_and_the_index_out_of_reach(ws, notebook, users, package_index):
+    other = await database_sync_to_async(Notebook.objects.create)(name="Another", owner=users["alice"])
+    alice, again = await ws(users["alice"], notebook), await ws(users["alice"], other)
+    for client in (alice, again):
+        assert (await set_packages(client, ["nbt-gamma"]))[-1]["type"] == "packages_updated"
+    probe = (
+        "import nbt_gamma, nbt_gamma_extra, os, sys, urllib.request\n"
+        "where = os.path.dirname(nbt_gamma.__file__)\n"
+        "try:\n    open(os.path.join(where, 'mine.py'), 'w')\n    wrote = 'wrote'\nexcept OSError as exc:\n    wrote = type(exc).__name__ + ' ' + str(exc.errno)\n"
+        f"try:\n    urllib.request.urlopen({package_index.url!r}, timeout=3)\n    index = 'reached'\nexcept OSError as exc:\n    index = 'unreachable'\n"
+        "(where, nbt_gamma_extra.EXTRA, wrote, index, os.stat(nbt_gamma.__file__).st_ino)"
+    )
+    outputs = []
+    for client in (alice, again):
+        cell = await create(client, probe)
+        assert (await run_and_wait(client, cell))[-1]["status"] == "success", client.state[cell]
+        outputs.append(text_output(client, cell))
+    assert outputs[0] == outputs[1]  # one directory, the same files (inode) for both notebooks
+    assert "'/opt/notebook-environment/nbt_gamma', True, 'OSError 30', 'unreachable'" in outputs[0]  # EROFS
+
+
+@pytest.mark.skipif(not os.environ.get("PACKAGES_REAL_INDEX"), reason="opt-in: PACKAGES_REAL_INDEX=1 installs from the real index (https://pypi.org/simple)")
+async def test_a_real_package_from_the_real_index(tmp_path):
+    envs = Environments(PackageSettings(root=str(tmp_path), index_url="https://pypi.org/simple", build_timeout=300))
+    lock = await envs.resolve(["tabulate"])
+    site = await envs.ensure(lock)
+    result = await asyncio.create_subprocess_exec(sys.executable, "-c", "import tabulate; print(tabulate.__version__)", env={"PYTHONPATH": str(site)}, stdout=asyncio.subprocess.PIPE)
+    out, _ = await result.communicate()
+    assert out.strip() and SITE in str(site)
