@@ -19,6 +19,7 @@ from .constants import CELL_MARKDOWN, CELL_SQL, MARKDOWN_MIME, OUTPUT_HTML_STYLE
 from .kernel.display import CHART_MIME_TYPES
 from .kernel.markdown import render as render_markdown
 from .models import OutputBlob
+from .packages import NOTEBOOK_METADATA_KEY, script_block
 
 FORMATS = {
     "ipynb": ("application/x-ipynb+json", ".ipynb"),
@@ -131,6 +132,8 @@ def _jupyter_notebook(notebook, *, with_outputs):
             outputs = _jupyter_outputs(cell, blobs) if with_outputs else []
             jupyter_cells.append({"id": str(cell.pk), "cell_type": "code", "metadata": {}, "execution_count": None, "outputs": outputs, "source": _source(cell)})
     metadata = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
+    if notebook.requirements:
+        metadata[NOTEBOOK_METADATA_KEY] = {"requirements": list(notebook.requirements)}
     return nbformat.from_dict({**new_notebook(metadata=metadata), "cells": jupyter_cells})
 
 
@@ -142,10 +145,14 @@ def to_ipynb(notebook):
 
 
 def to_percent(notebook):
-    """Jupytext percent-format Python: `# %%` cells, `# %% [markdown]`, SQL as `%%sql` cells."""
+    """Jupytext percent-format Python: `# %%` cells, `# %% [markdown]`, SQL as `%%sql` cells; the
+    notebook's packages first, as a PEP 723 `# /// script` block (`uv run` reads it too)."""
     jupyter = _jupyter_notebook(notebook, with_outputs=False)
+    jupyter.metadata.pop(NOTEBOOK_METADATA_KEY, None)
     jupyter.metadata.update(PERCENT_METADATA)
-    return jupytext.writes(jupyter, fmt="py:percent")
+    block = script_block(list(notebook.requirements or []))
+    text = jupytext.writes(jupyter, fmt="py:percent")
+    return f"{block}\n{text}" if block else text
 
 
 def to_html(notebook, *, show_code=False):

@@ -14,7 +14,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from . import magics, rewrite
+from . import magics, packages, rewrite
 from .constants import CELL_MARKDOWN, CELL_PYTHON, CELL_SQL
 
 IMPORT_MAX_CELLS = 10_000
@@ -109,10 +109,28 @@ class _Reader:
             )
         if self.requirements:
             notes.append(
-                f"The notebook installs packages with pip ({', '.join(self.requirements)}): a notebook cannot install packages "
-                "here yet, so cells that import ones the server lacks fail with ModuleNotFoundError."
+                f"The notebook's packages ({', '.join(self.requirements)}) are its own here (the Packages panel): "
+                "they are installed when it first runs."
             )
         return notes + self.other_notes
+
+    def add_requirements(self, items, source):
+        """Requirements the file declares (`source`: where, for the notes); one a line of the
+        Packages panel could not take is left out, with a note."""
+        known = {packages.requirement_name(r) for r in self.requirements}
+        for item in items:
+            try:
+                requirement = str(packages.parse_requirement(item))
+            except packages.RequirementsError as exc:
+                self.other_notes.append(f"The package {str(item)[:80]!r} from {source} was left out: {exc}.")
+                continue
+            name = packages.requirement_name(requirement)
+            if name not in known:
+                if len(self.requirements) >= packages.MAX_REQUIREMENTS:
+                    self.other_notes.append(f"Only the first {packages.MAX_REQUIREMENTS} packages were kept.")
+                    return
+                known.add(name)
+                self.requirements.append(requirement)
 
     def _check_count(self, count):
         if count > self.max_cells:
@@ -134,7 +152,7 @@ class _Reader:
         translated = magics.translate(source)
         if translated.changes:
             self.magic_cells += 1
-        self.requirements.extend(r for r in translated.requirements if r not in self.requirements)
+        self.add_requirements(translated.requirements, "a pip install line")
         self.add(ImportedCell(translated.type, translated.code, result_variable=translated.result_variable))
 
     def rewrite(self):
@@ -169,6 +187,9 @@ class _Reader:
         for index, cell in enumerate(cells, start=1):
             if not isinstance(cell, dict) or not isinstance(cell.get("source", ""), (str, list)):
                 raise NotebookFileError(f"Cell {index} of the notebook is malformed.")
+        ours = (raw.get("metadata") or {}).get(packages.NOTEBOOK_METADATA_KEY) if isinstance(raw.get("metadata"), dict) else None
+        if isinstance(ours, dict) and isinstance(ours.get("requirements"), list):
+            self.add_requirements(ours["requirements"], "the notebook's metadata")
         try:
             notebook = nbformat.from_dict(raw)
             rejoin_lines(notebook)
@@ -208,9 +229,22 @@ class _Reader:
 
         return ATTACHMENT_LINK.sub(inline, source)
 
+    def read_script_block(self, text):
+        """A PEP 723 `# /// script` block's dependencies become the notebook's packages; the text
+        without the block is returned."""
+        try:
+            declared = packages.read_script_dependencies(text)
+        except packages.RequirementsError as exc:
+            self.other_notes.append(f"The file's '# /// script' block was left out: {exc}.")
+            declared = None
+        if declared:
+            self.add_requirements(declared, "the '# /// script' block")
+        return packages.without_script_block(text) if declared is not None else text
+
     def read_percent(self, text):
         import jupytext
 
+        text = self.read_script_block(text)
         # Checked before jupytext reads them: it takes a while per cell and per byte.
         if len(text.encode("utf-8")) > PERCENT_MAX_BYTES:
             raise NotebookFileError(f"A Jupytext .py notebook can be at most {PERCENT_MAX_BYTES:,} bytes.")
@@ -236,6 +270,7 @@ class _Reader:
                 self.add(ImportedCell(CELL_PYTHON, "\n".join(f"# {line}".rstrip() for line in cell.source.split("\n"))))
 
     def read_marimo(self, text):
+        self.read_script_block(text)
         try:
             tree = ast.parse(text)
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:

@@ -25,7 +25,7 @@ MARKDOWN_MAGICS = {"markdown", "md"}
 # Line magics that only set up IPython's front end: not needed here.
 FRONT_END_MAGICS = {"matplotlib", "config", "load_ext", "reload_ext", "unload_ext", "autoreload", "aimport", "precision", "notebook", "xmode", "pprint", "colors", "autosave"}
 SHELL_NOTE = "does not run here: a notebook's sandbox has no shell"
-PIP_NOTE = "a notebook cannot install packages here yet: the server's packages are the ones cells import"
+PIP_NOTE = "installed from the notebook's Packages panel instead (docs/packages.md)"
 FRONT_END_NOTE = "not needed here: figures and outputs show by themselves"
 MAGIC_LINE = re.compile(r"^(\s*)((?:([A-Za-z_][\w.]*)\s*=\s*)?([%!].*))$")
 SQL_RESULT = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<")

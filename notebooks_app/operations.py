@@ -196,7 +196,7 @@ def create_notebook(user, name):
         return Notebook.objects.create(owner=user, name=name.strip())
 
 
-def import_notebook(user, *, name, cells):
+def import_notebook(user, *, name, cells, requirements=()):
     """A new notebook owned by `user` holding `cells` (importing.ImportedCell, in order), in
     one transaction with a `created` event per cell, so history and undo see an import as the
     cells it made. No kernel message: the kernel loads a notebook when a page first opens it.
@@ -209,7 +209,8 @@ def import_notebook(user, *, name, cells):
 
     name = (name or "").strip()[:NOTEBOOK_NAME_MAX] or "Imported notebook"
     with transaction.atomic():
-        notebook = Notebook.objects.create(owner=user, name=name, revision=1)
+        # Its packages are resolved and installed when it first runs (kernel/package_builds.py).
+        notebook = Notebook.objects.create(owner=user, name=name, revision=1, requirements=list(requirements))
         used = {cell.result_variable for cell in cells if cell.result_variable}
         rows = []
         for index, imported in enumerate(cells):

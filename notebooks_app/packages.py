@@ -14,6 +14,8 @@ import re
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+# Where a notebook's packages go in an exported .ipynb's metadata: {"requirements": [...]}.
+NOTEBOOK_METADATA_KEY = "reactive_notebooks"
 MAX_REQUIREMENTS = 50
 MAX_REQUIREMENT_LENGTH = 200
 

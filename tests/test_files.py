@@ -57,7 +57,7 @@ def test_import_ipynb_makes_a_notebook_of_the_uploaders(client, users):
     events = NotebookEvent.objects.filter(notebook=notebook)
     assert [event.kind for event in events] == [EVENT_CREATED] * 7 and {event.user_id for event in events} == {users["dave"].pk}
     page = client.get(response["Location"]).content.decode()
-    assert "turned into Python where that is safe" in page and "installs packages with pip (pandas)" in page
+    assert "turned into Python where that is safe" in page and "packages (pandas) are its own here" in page
 
 
 def test_imported_cells_carry_what_the_kernel_would_work_out_on_first_open(client, users):
@@ -306,7 +306,7 @@ def test_import_and_export_commands(users, tmp_path):
     nbformat.validate(nbformat.reads(target.read_text(), as_version=4))
     printed = io.StringIO()
     call_command("export_notebook", str(notebook.pk), "--format", "py", stdout=printed)
-    assert printed.getvalue().startswith("# %% [markdown]\n# # Sales, by month")
+    assert printed.getvalue().startswith('# /// script\n# dependencies = [\n#     "pandas",\n# ]\n# ///\n\n# %% [markdown]\n# # Sales, by month')  # its `!pip install pandas`
 
 
 def test_import_command_refuses_a_bad_file_and_an_unknown_owner(users, tmp_path):

@@ -267,3 +267,57 @@ async def test_a_real_package_from_the_real_index(tmp_path):
     result = await asyncio.create_subprocess_exec(sys.executable, "-c", "import tabulate; print(tabulate.__version__)", env={"PYTHONPATH": str(site)}, stdout=asyncio.subprocess.PIPE)
     out, _ = await result.communicate()
     assert out.strip() and SITE in str(site)
+
+
+# --- files: exports keep the packages, imports read them back ---------------------------------------
+def import_file(filename, text):
+    from django.conf import settings
+
+    from notebooks_app import importing
+
+    return importing.read_notebook(filename, text.encode(), max_bytes=10**7, max_code_bytes=settings.MAX_CODE_BYTES)
+
+
+@pytest.mark.django_db
+def test_exports_keep_the_packages_and_imports_read_them_back(users):
+    from notebooks_app import exporting, operations
+    from notebooks_app.importing import ImportedCell
+
+    notebook = operations.import_notebook(users["alice"], name="Deps", cells=[ImportedCell("python", "import nbt_alpha")], requirements=["nbt-alpha>=1", "scipy"])
+    py = exporting.export_notebook(notebook, "py").content
+    assert py.startswith('# /// script\n# dependencies = [\n#     "nbt-alpha>=1",\n#     "scipy",\n# ]\n# ///\n')
+    ipynb = exporting.export_notebook(notebook, "ipynb").content
+    assert '"reactive_notebooks": {\n   "requirements": [\n    "nbt-alpha>=1",' in ipynb
+    for filename, text in (("deps.py", py), ("deps.ipynb", ipynb)):
+        imported = import_file(filename, text)
+        assert imported.requirements == ["nbt-alpha>=1", "scipy"], filename
+        assert [cell.code for cell in imported.cells] == ["import nbt_alpha"], filename  # the block is not a cell
+
+
+def test_pip_lines_and_marimo_script_blocks_become_the_packages():
+    imported = import_file("a.ipynb", '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": null, "source": "!pip install -q seaborn \'scipy>=1.11\' git+https://x/y.git\\n%pip install seaborn\\nimport seaborn"}]}')
+    assert imported.requirements == ["seaborn", "scipy>=1.11"]
+    assert any("git+https://x/y.git" in note and "left out" in note for note in imported.notes)
+    marimo = (
+        '# /// script\n# requires-python = ">=3.11"\n# dependencies = ["polars>=1", "marimo"]\n# ///\n'
+        "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    x = 1\n    return (x,)\n"
+    )
+    imported = import_file("m.py", marimo)
+    assert imported.requirements == ["polars>=1", "marimo"] and [c.code for c in imported.cells] == ["x = 1"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_imported_notebook_installs_its_packages_when_it_first_runs(ws, users):
+    from notebooks_app import operations
+    from notebooks_app.importing import ImportedCell
+
+    notebook = await database_sync_to_async(operations.import_notebook)(users["alice"], name="Imported", cells=[ImportedCell("python", "import nbt_alpha\nnbt_alpha.VALUE")], requirements=["nbt-alpha"])
+    alice = await ws(users["alice"], notebook)
+    cell = alice.order[0]
+    seen = await run_and_wait(alice, cell)
+    assert seen[-1]["status"] == "success", alice.state[cell]
+    assert "resolving" in {e["state"] for e in seen if e["type"] == "packages_progress"}
+    assert [e["locked"] for e in seen if e["type"] == "packages_updated"] == [[{"name": "nbt-alpha", "version": "1.0"}, {"name": "nbt-beta", "version": "2.0"}]]
+    assert text_output(alice, cell) == "'alpha'"
+    requirements, lock, events = await stored_packages(notebook)
+    assert requirements == ["nbt-alpha"] and "nbt-alpha==1.0" in lock and events == []  # the lock is bookkeeping, not an edit

@@ -125,14 +125,24 @@ class PackageBuilds:
             self._tell(state, text, message)
             await self.events.flush()
 
-        if not lock or self.environments.stale(lock):
-            lock = await self.environments.resolve(list(config.requirements), on_phase=phase)
-            await self.store.save_lock(self.notebook_id, list(config.requirements), lock)
-        site = self.environments.built(lock)
-        if site is None:
-            site = await self.environments.ensure(lock, on_phase=phase)
-            self.progress = None
+        worked = False
+        try:
+            if not lock or self.environments.stale(lock):
+                worked = True
+                lock = await self.environments.resolve(list(config.requirements), on_phase=phase)
+                await self.store.save_lock(self.notebook_id, list(config.requirements), lock)
+            site = self.environments.built(lock)
+            if site is None and self.environments.key(lock):
+                worked = True
+                site = await self.environments.ensure(lock, on_phase=phase)
+        except PackageError as exc:
+            self._tell("error", str(exc), message)
+            raise
         self._use(site.parent.name if site is not None else None)
+        if worked:  # the pages showed progress: now the versions it came to
+            self.progress = None
+            own = self.environments.own_lines(lock)
+            self.events.emit({"type": "packages_updated", "requirements": list(config.requirements), "locked": [p.as_json() for p in locked_packages("\n".join(own))], "by": None})
         return site, lock
 
     def _use(self, key):

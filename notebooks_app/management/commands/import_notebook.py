@@ -32,7 +32,7 @@ class Command(BaseCommand):
             imported = importing.read_notebook(file.name, data, max_bytes=limit, max_code_bytes=settings.MAX_CODE_BYTES)
         except importing.NotebookFileError as exc:
             raise CommandError(f"{file}: {exc}") from None
-        notebook = operations.import_notebook(user, name=name or imported.name, cells=imported.cells)
+        notebook = operations.import_notebook(user, name=name or imported.name, cells=imported.cells, requirements=imported.requirements)
         for note in imported.notes:
             self.stderr.write(note)
         self.stdout.write(self.style.SUCCESS(f"Imported “{notebook.name}” ({len(imported.cells)} cells) for {owner}: {notebook.pk}"))
