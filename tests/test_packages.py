@@ -321,3 +321,28 @@ async def test_an_imported_notebook_installs_its_packages_when_it_first_runs(ws,
     assert text_output(alice, cell) == "'alpha'"
     requirements, lock, events = await stored_packages(notebook)
     assert requirements == ["nbt-alpha"] and "nbt-alpha==1.0" in lock and events == []  # the lock is bookkeeping, not an edit
+
+
+@pytest.mark.django_db
+def test_the_environments_command_lists_and_collects(users, settings, tmp_path, package_index):
+    import io
+
+    from django.core.management import call_command
+
+    from notebooks_app import operations
+    from notebooks_app.importing import ImportedCell
+
+    settings.ENVIRONMENTS_DIR = tmp_path
+    envs = environments(package_index, tmp_path)
+    kept_lock = asyncio.run(envs.resolve(["nbt-alpha"]))
+    orphan_lock = asyncio.run(envs.resolve(["nbt-gamma"]))
+    for lock in (kept_lock, orphan_lock):
+        asyncio.run(envs.ensure(lock))
+    notebook = operations.import_notebook(users["alice"], name="Uses alpha", cells=[ImportedCell("python", "1")], requirements=["nbt-alpha"])
+    Notebook.objects.filter(pk=notebook.pk).update(requirements_lock=kept_lock)
+    out = io.StringIO()
+    call_command("environments", stdout=out)
+    assert "2 environments" in out.getvalue() and "used by a notebook: nbt-alpha 1.0, nbt-beta 2.0" in out.getvalue() and "unused: nbt-gamma 1.0" in out.getvalue()
+    out = io.StringIO()
+    call_command("environments", "gc", "--hours", "0", stdout=out)
+    assert out.getvalue().startswith("Removed 1 unused environment, ") and "1 environment in" in out.getvalue() and "nbt-gamma" not in out.getvalue()

@@ -89,6 +89,15 @@ def package_settings():
     )
 
 
+def environments_in_use(environments):
+    """The environment keys of every notebook's lock: never collected (kernel/environments.py)."""
+    locks = Notebook.objects.exclude(requirements_lock="").values_list("requirements_lock", flat=True).distinct()
+    return {key for key in (environments.key(lock) for lock in locks.iterator()) if key}
+
+
+ENVIRONMENTS_GC_EVERY = 3600.0  # seconds between two collections of unused environments
+
+
 def database_policy():
     """Keeps SQL cells off the server's own database (its file, its project, its PostgreSQL)."""
     db = settings.DATABASES["default"]
@@ -242,6 +251,19 @@ class KernelService:
         self._unannounced = set()
         self._recovery = None
         self._redis_outage = Outage("kernel worker publish")
+        self._housekeeping = None
+
+    async def _collect_environments(self):
+        """Every hour: environments no notebook's lock names, unused for ENVIRONMENTS_GC_HOURS, go."""
+        while True:
+            await asyncio.sleep(ENVIRONMENTS_GC_EVERY)
+            try:
+                keep = await database_sync_to_async(environments_in_use)(self.environments)
+                removed, freed = await asyncio.to_thread(self.environments.collect_garbage, keep, grace_seconds=settings.ENVIRONMENTS_GC_HOURS * 3600)
+                if removed:
+                    logger.info("removed %d unused environment(s), %.1f MB", len(removed), freed / 1e6)
+            except Exception:  # noqa: BLE001 - the next hour tries again
+                logger.exception("could not collect unused environments")
 
     def _runner_factory(self, notebook_id=""):
         return Runner(
@@ -323,6 +345,8 @@ class KernelService:
             return
         session = self.session(notebook_id)
         loop = asyncio.get_running_loop()
+        if self._housekeeping is None:
+            self._housekeeping = loop.create_task(self._collect_environments(), name="environments-gc")
         if kind == "kernel.set_input":
             session.input_set(message)  # coalesced: a dragged slider runs its readers for its last value
         elif kind == "kernel.text_update" and session.loaded:
@@ -352,6 +376,8 @@ class KernelService:
             logger.exception("kernel task for notebook %s failed", notebook_id)
 
     async def close(self):
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         for session in list(self.sessions.values()):
             await session.close()
         self.sessions.clear()
