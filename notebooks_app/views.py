@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import exporting, importing, operations, output_documents, permissions
+from . import exporting, importing, operations, output_documents, packages, permissions
 from .constants import OUTPUT_HTML_STYLE
 from .kernel.display import CHART_MIME_TYPES
 from .forms import ImportForm, NotebookForm, ShareForm
@@ -67,7 +67,7 @@ def notebook_import(request):
         except importing.NotebookFileError as exc:
             form.add_error("file", str(exc))
         else:
-            notebook = operations.import_notebook(request.user, name=form.cleaned_data["name"] or imported.name, cells=imported.cells)
+            notebook = operations.import_notebook(request.user, name=form.cleaned_data["name"] or imported.name, cells=imported.cells, requirements=imported.requirements)
             messages.success(request, " ".join([f"Imported “{notebook.name}”: {len(imported.cells)} cells.", *imported.notes]))
             return redirect("notebooks:detail", notebook_id=notebook.pk)
     return _list_page(request, form=NotebookForm(), import_form=form)
@@ -119,6 +119,10 @@ def _detail_context(request, notebook, share_form):
         "members": notebook.memberships.select_related("user").order_by("user__username"),
         "share_form": share_form,
         "output_style": OUTPUT_HTML_STYLE,
+        # The notebook's own packages (docs/packages.md): the ModuleNotFoundError prompt offers the
+        # package that provides a module through this table (static/notebooks/js/packages_panel.js).
+        "packages_enabled": settings.NOTEBOOK_PACKAGES,
+        "import_distributions": packages.DISTRIBUTIONS_BY_MODULE,
     }
 
 

@@ -399,7 +399,10 @@ def explain_uv_error(lines, action, index_url):
     if any(s in lowered for s in ("failed to fetch", "connection refused", "dns error", "timed out", "error sending request", "could not connect")):
         return f"The package index ({index_url}) could not be reached: {joined[:400]}. Nothing was changed."
     if "has no usable wheels" in lowered or "wheels are required" in lowered or "building from source is disabled" in lowered:
-        return f"Only source distributions exist for a package, and notebooks install wheels only: {joined[:500]}"
+        names = re.findall(r"Wheels are required for `([^`]+)`", joined) or re.findall(r"Because (\S+?)(?:==\S+)? has no usable wheels", joined)
+        which = ", ".join(dict.fromkeys(names)) or "a package"
+        return (f"Only source distributions exist for {which} (no wheel for this platform), and notebooks install wheels only: "
+                "no package's build code runs on this server. Try another version, or ask the operator to add it to the server's packages.")
     prefix = "These packages cannot be installed together" if action == "resolve" else "The packages could not be installed"
     return f"{prefix}: {joined[:600]}" if joined else f"{prefix} (uv gave no reason)."
 

@@ -8,6 +8,7 @@ import { Connection, newRequestId } from "./connection.js";
 import { Sequencer } from "./sequencer.js";
 import { CellView } from "./cell_view.js";
 import { DbPanel } from "./db_panel.js";
+import { PackagesPanel } from "./packages_panel.js";
 import { toast } from "./toast.js";
 import { el } from "./dom.js";
 import { HistoryPanel, bindUndoKeys, deletedToast } from "./history_panel.js";
@@ -40,6 +41,8 @@ export class NotebookApp {
     this.assistant = new Assistant((message) => this.synced && this.send(message));
     const dbSection = document.getElementById("db-settings");
     this.dbPanel = dbSection ? new DbPanel(dbSection, { canEdit: this.canEdit, onSave: (value) => this.saveDbConnection(value) }) : null;
+    const packagesSection = document.getElementById("packages");
+    this.packagesPanel = packagesSection ? new PackagesPanel(packagesSection, { canEdit: this.canEdit, onChange: (requirements) => this.request({ type: "set_packages", requirements }, { kind: "packages" }) }) : null;
     const historySection = document.getElementById("history");
     this.historyPanel = historySection ? new HistoryPanel(historySection, { canEdit: this.canEdit, request: (message, about) => this.request(message, about) }) : null;
     if (this.historyPanel) root.addEventListener("notebook:event", ({ detail }) => this.historyPanel.noticed(detail));
@@ -207,6 +210,8 @@ export class NotebookApp {
       onName: (name) => this.highlight(name),
       onResultVariable: (view, name) => this.request({ type: "cell_update", cellId: view.id, resultVariable: name }, { kind: "result_variable", cellId: view.id }),
       ask: this.canEdit && !this.appMode ? (type, cellId, code, cursor) => this.assistant.ask(type, cellId, code, cursor) : null,
+      // The offer to add the package a cell failed to import (packages_panel.js); editors only.
+      packagePrompt: this.canEdit && !this.appMode && this.packagesPanel ? (error) => this.packagesPanel.prompt(error) : null,
     };
   }
 
@@ -264,6 +269,7 @@ export class NotebookApp {
       this.trackRunning(cell.id, cell.status);
     });
     this.dbPanel?.render(notebook.dbConnection || { connected: false, display: "" });
+    if (notebook.packages) this.packagesPanel?.render(notebook.packages);
     this.historyPanel?.changed(); // a restored version, a reload: the timeline moved on
     this.afterChange();
     this.synced = true;
@@ -348,6 +354,20 @@ export class NotebookApp {
     this.dbPanel?.render(event);
     if (this.requests.get(event.requestId)?.kind === "db") this.dbPanel?.saved();
     this.requests.delete(event.requestId);
+  }
+
+  /** A change of the notebook's packages under way, refused or failed (packages_panel.js). */
+  onPackagesProgress(event) {
+    const ours = this.requests.get(event.requestId)?.kind === "packages";
+    // Its packages_updated carries the same requestId: forgotten only when a refusal ends it.
+    if (ours && event.state === "error") this.requests.delete(event.requestId);
+    this.packagesPanel?.progressed(event, ours);
+  }
+
+  /** The notebook's packages changed and its kernel restarted on them; the cells that had run
+   * run again (their events follow). */
+  onPackagesUpdated(event) {
+    this.packagesPanel?.updated(event, this.forget(event.requestId)?.kind === "packages");
   }
 
   /** Someone moved an input: the widget follows (unless its user here is moving it), and the
@@ -491,6 +511,7 @@ export class NotebookApp {
     }
     const record = about?.cellId ? this.records.get(about.cellId) : null;
     if (about?.kind === "db") return this.dbPanel.showError(reply.message);
+    if (about?.kind === "packages") return this.packagesPanel?.refused(reply.message);
     if (record) return record.view.showMessage(reply.message);
     toast(reply.message);
     if (reply.code === "forbidden" && !reply.requestId) this.connection.stop(); // access removed: do not come back
@@ -575,6 +596,8 @@ const EVENT_HANDLERS = {
   cell_output: NotebookApp.prototype.onCellOutput,
   cell_error: NotebookApp.prototype.onCellError,
   db_connection_updated: NotebookApp.prototype.onDbConnectionUpdated,
+  packages_progress: NotebookApp.prototype.onPackagesProgress,
+  packages_updated: NotebookApp.prototype.onPackagesUpdated,
   kernel_restarted: NotebookApp.prototype.onKernelRestarted,
   kernel_error: NotebookApp.prototype.onKernelError,
   input_changed: NotebookApp.prototype.onInputChanged,

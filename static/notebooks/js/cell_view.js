@@ -26,7 +26,7 @@ function cellSkeleton() {
 export class CellView {
   /**
    * @param {object} cell  the cell as the protocol sends it
-   * @param {object} hooks {canEdit, appMode, onRun, onNavigate, onDelete, onAdd, onMove, onName, onResultVariable, shared, ask}
+   * @param {object} hooks {canEdit, appMode, onRun, onNavigate, onDelete, onAdd, onMove, onName, onResultVariable, shared, ask, packagePrompt}
    */
   constructor(cell, hooks) {
     this.id = cell.id;
@@ -223,7 +223,9 @@ export class CellView {
   setError(error, status) {
     this.error.hidden = !error;
     this.error.classList.toggle("blocked-reason", Boolean(error) && status === "blocked");
-    this.error.replaceChildren(...(error ? renderError(error) : []));
+    // A failed import: editors are offered to add the package (packages_panel.js).
+    const prompt = error && status !== "blocked" ? this.hooks.packagePrompt?.(error) : null;
+    this.error.replaceChildren(...(error ? renderError(error) : []), ...(prompt ? [prompt] : []));
   }
 
   showMessage(text) {
