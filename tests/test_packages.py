@@ -346,3 +346,41 @@ def test_the_environments_command_lists_and_collects(users, settings, tmp_path, 
     out = io.StringIO()
     call_command("environments", "gc", "--hours", "0", stdout=out)
     assert out.getvalue().startswith("Removed 1 unused environment, ") and "1 environment in" in out.getvalue() and "nbt-gamma" not in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_two_editors_at_once_one_change_wins_and_the_other_hears_why(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    await alice.send(type="set_packages", requirements=["nbt-alpha"], requestId="alice-add")
+    await bob.send(type="set_packages", requirements=["nbt-gamma"], requestId="bob-add")
+    seen = await bob.wait_for(lambda e: e.get("requestId") == "bob-add" and (e["type"] == "packages_updated" or e.get("state") == "error"), 120, "bob's answer")
+    bobs = seen[-1]
+    seen = await alice.wait_for(lambda e: e.get("requestId") == "alice-add" and (e["type"] == "packages_updated" or e.get("state") == "error"), 120, "alice's answer")
+    alices = seen[-1]
+    requirements, _, events = await stored_packages(notebook)
+    outcomes = {name: event["type"] == "packages_updated" for name, event in (("alice", alices), ("bob", bobs))}
+    for event in (alices, bobs):
+        if event["type"] == "packages_progress":
+            assert "under way" in event["message"], event
+    assert any(outcomes.values())  # never both refused
+    assert len(events) == sum(outcomes.values())  # only what was built is saved, once each
+    if outcomes == {"alice": True, "bob": False}:
+        assert requirements == ["nbt-alpha"]
+    else:  # bob's was built (alone, or after alice's)
+        assert requirements == ["nbt-gamma"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_two_notebooks_adding_the_same_packages_at_once_share_one_build(ws, notebook, users):
+    from django.conf import settings
+
+    others = [await database_sync_to_async(Notebook.objects.create)(name=f"Other {i}", owner=users["alice"]) for i in range(2)]
+    clients = [await ws(users["alice"], nb) for nb in others]
+    for index, client in enumerate(clients):
+        await client.send(type="set_packages", requirements=["nbt-beta==1.0", "nbt-alpha"], requestId=f"same-{index}")
+    for client in clients:
+        await client.wait_for(lambda e: e["type"] == "packages_updated", 120, "installed")
+    locks = {(await stored_packages(nb))[1] for nb in others}
+    assert len(locks) == 1
+    envs = Environments(PackageSettings(root=str(settings.ENVIRONMENTS_DIR)))
+    assert envs.built(locks.pop()) is not None
