@@ -18,10 +18,10 @@ A SQL cell on the notebook's own database sends its bound query out (`query`) an
 waits for the trusted side's `query_result`: the connection string never comes in here.
 Before any user code runs the child caps itself with rlimits (memory, file size,
 processes, open files) from its environment.  The child exits when its command stream
-ends, so it never outlives its parent.
+ends, so it never outlives its parent.  What a value becomes as outputs is
+`value_outputs.py`'s.
 """
 import ast
-import base64
 import builtins
 import fcntl
 import io
@@ -40,11 +40,13 @@ import threading
 import time
 import traceback
 
-from notebooks_app.kernel import display
+from notebooks_app.kernel import display, value_outputs
 
 CHILD_FILE = os.path.abspath(__file__)
+# This process's own frames, never shown in a cell's traceback.
+KERNEL_FILES = frozenset({CHILD_FILE, os.path.abspath(value_outputs.__file__)})
 WARM_UP_AFTER_IDLE = 1.0  # seconds without a command before jedi is loaded (warm_up_completion)
-ASSIST_IDLE_WAIT = 0.05  # seconds a completion waits for a just-finished command (Kernel._idle_soon)
+ASSIST_IDLE_WAIT = 0.05  # seconds a completion waits for a just-finished command (Activity.idle_soon)
 DRAIN_TIMEOUT = 2.0
 
 
@@ -187,30 +189,106 @@ def _unread_bytes(fd):
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
+class Activity:
+    """What the main thread is doing, shared with the command thread under one lock.
+
+    The main thread marks the request it takes (`begin`, `end`) and the span of user code
+    in it (`start_executing`, `stop_executing`); the command thread counts the commands it
+    queues for it (`queued`, `done`), asks whether it is free (`idle_soon`), and asks
+    `interrupt` whether an interrupt stops what runs now.  An interrupt can arrive before the
+    main thread has started the cell it targets (the command is queued, or being set up): it
+    must stop that cell, not be lost.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.current = None  # request the main thread is handling
+        self.interrupt_pending = False  # the current request was interrupted before it ran code
+        self.cancelled = set()  # queued requests interrupted before they started
+        self.executing = False  # user code runs (the SIGINT handler raises only then)
+        self.sql_running = False
+        self.commands = 0  # commands given to the main thread and not finished (under the lock)
+
+    def queued(self):
+        with self.lock:
+            self.commands += 1
+
+    def done(self):
+        with self.lock:
+            self.commands -= 1
+
+    def idle_soon(self, wait=ASSIST_IDLE_WAIT):
+        """Whether the main thread has no command, waiting up to `wait` seconds for it: a command
+        whose result was just sent is still finishing its bookkeeping, and a completion asked
+        right after a run should see the run's names rather than a `busy` answer."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self.lock:
+                if self.commands == 0:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+
+    def begin(self, request, op):
+        """The main thread takes `request`; False if it was interrupted before it started
+        (then it is not run: only cells are interruptible)."""
+        with self.lock:
+            skip = request in self.cancelled and op in ("run", "run_sql")
+            self.cancelled.discard(request)
+            self.current, self.interrupt_pending = (None, False) if skip else (request, False)
+        return not skip
+
+    def end(self):
+        with self.lock:
+            self.current = None
+
+    def start_executing(self, sql=False):
+        """Mark user code as running, unless an interrupt for this request came first."""
+        with self.lock:
+            if self.interrupt_pending:
+                self.interrupt_pending = False
+                raise KeyboardInterrupt("interrupted before it started")
+            self.executing = True
+            self.sql_running = sql
+
+    def stop_executing(self):
+        self.executing = self.sql_running = False
+
+    def interrupt(self, requests):
+        """Called on the command thread; `requests`: the parent's pending request ids, or None
+        for whatever runs.  Those not started are cancelled; True if user code runs now that
+        the interrupt names (a time limit names one cell of a batch: the next one may be
+        running by now), which the caller then stops."""
+        with self.lock:
+            if requests is not None:
+                for request in requests:
+                    if request != self.current:
+                        self.cancelled.add(request)  # still queued
+                if self.current not in requests:
+                    return False
+            if not self.executing:
+                if requests is not None:
+                    self.interrupt_pending = True  # started, but no user code yet
+                return False
+        return True
+
+
 class Kernel:
     def __init__(self, protocol, capture, output_cap, sql_row_cap=200, image_cap=16 << 20):
         self.protocol = protocol
         self.capture = capture
-        self.output_cap = output_cap
-        self.image_cap = image_cap  # bytes of one image output
+        self.outputs = value_outputs.ValueOutputs(output_cap, image_cap)
         self.sql_row_cap = sql_row_cap
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
         self.names = {}  # cell id -> names it bound at its last run
         self.compiled = {}  # cell id -> (code, filename, compiled body, compiled last expression)
         self.owner = {}  # name -> cell id that bound it last
-        self.executing = False
-        self.sql_running = False
-        # An interrupt can arrive before the main thread has started the cell it targets
-        # (the command is queued, or being set up): it must stop that cell, not be lost.
-        self._interrupt_lock = threading.Lock()
-        self.current = None  # request the main thread is handling
-        self.interrupt_pending = False  # the current request was interrupted before it ran code
-        self.cancelled = set()  # queued requests interrupted before they started
+        self.activity = Activity()
         self._loop = None  # for cells with a top-level await; made on first use
         self._sql = None
         self.answers = queue.Queue()
         self.asking = None  # request whose database query is out with the parent
-        self.queued = 0  # commands given to the main thread and not finished (under _interrupt_lock)
 
     # --- commands ------------------------------------------------------------------------
     def handle(self, message):
@@ -226,11 +304,7 @@ class Kernel:
         self._answer(message.get("id"), op, message)
 
     def _answer(self, request, op, message):
-        with self._interrupt_lock:
-            skip = request in self.cancelled and op in ("run", "run_sql")  # only cells are interruptible
-            self.cancelled.discard(request)
-            self.current, self.interrupt_pending = (None, False) if skip else (request, False)
-        if skip:
+        if not self.activity.begin(request, op):
             reply = {"status": "error", "outputs": [], "error": {"ename": "KeyboardInterrupt", "evalue": "interrupted before it started", "traceback": []}}
             reply.update(op="result", id=request)
             self.protocol.send(reply)
@@ -260,23 +334,9 @@ class Kernel:
                 reply = {"status": "error", "error": {"ename": "ProtocolError", "evalue": f"unknown op {op!r}", "traceback": []}}
         except KeyboardInterrupt:  # an interrupt that arrived between cells
             reply = {"status": "error", "error": {"ename": "KeyboardInterrupt", "evalue": "interrupted", "traceback": []}}
-        with self._interrupt_lock:
-            self.current = None
+        self.activity.end()
         reply.update(op="result", id=request)
         self.protocol.send(reply)
-
-    def _idle_soon(self, wait=ASSIST_IDLE_WAIT):
-        """Whether the main thread has no command, waiting up to `wait` seconds for it: a command
-        whose result was just sent is still finishing its bookkeeping, and a completion asked
-        right after a run should see the run's names rather than a `busy` answer."""
-        deadline = time.monotonic() + wait
-        while True:
-            with self._interrupt_lock:
-                if self.queued == 0:
-                    return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.002)
 
     def assist(self, message):
         """`complete` / `inspect`, answered on the command thread, never behind a cell.
@@ -286,7 +346,7 @@ class Kernel:
         While a cell runs or waits, a static answer (no namespace) marked `busy`."""
         from notebooks_app.kernel import completion
 
-        idle = self._idle_soon()
+        idle = self.activity.idle_soon()
         op, code, cursor = message.get("op"), message.get("code") or "", message.get("cursor") or 0
         try:
             if op == "inspect":
@@ -309,15 +369,6 @@ class Kernel:
             reply["busy"] = True
         reply.update(op="result", id=message.get("id"))
         self.protocol.send(reply)
-
-    def _start_executing(self, sql=False):
-        """Mark user code as running, unless an interrupt for this request came first."""
-        with self._interrupt_lock:
-            if self.interrupt_pending:
-                self.interrupt_pending = False
-                raise KeyboardInterrupt("interrupted before it started")
-            self.executing = True
-            self.sql_running = sql
 
     @property
     def sql(self):
@@ -368,18 +419,18 @@ class Kernel:
         try:
             linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
             body, last = self._compiled(cell_id, code, filename)
-            self._start_executing()
+            self.activity.start_executing()
             try:
                 self._exec(body)
                 value = self._exec(last) if last is not None else None
             finally:
-                self.executing = False
+                self.activity.stop_executing()
             widgets = [w for w in ui.end_run() if w is not value]
-            outputs = [{"mimeType": ui.UI_MIME, "data": w.definition()} for w in widgets] + self._cap(display.shown_charts()) + self._outputs(value)
+            outputs = [{"mimeType": ui.UI_MIME, "data": w.definition()} for w in widgets] + self.outputs.cap(display.shown_charts()) + self._outputs(value)
         except BaseException as exc:  # noqa: BLE001 - every failure of user code is the cell's error
             ui.end_run()
             error = self._error(exc)
-            outputs = self._cap(display.shown_charts()) + self._figures()
+            outputs = self.outputs.cap(display.shown_charts()) + self.outputs.open_figures()
         finally:
             self.capture.drain()
             bound = self._inserted_after(newest) | {name for name in writes if name in self.namespace}
@@ -393,7 +444,7 @@ class Kernel:
         self.capture.begin(request)
         outputs, error = [], None
         try:
-            self._start_executing(sql=True)
+            self.activity.start_executing(sql=True)
             try:
                 if engine:
                     ask = lambda query, params: self.ask_parent(request, query, params)  # noqa: E731
@@ -401,7 +452,7 @@ class Kernel:
                 else:
                     frame, outputs = self.sql.execute(code, self.namespace, row_cap=self.sql_row_cap)
             finally:
-                self.executing = self.sql_running = False
+                self.activity.stop_executing()
             if result_variable and frame is not None:
                 self.namespace[result_variable] = frame
                 self._bind(cell_id, [result_variable])
@@ -413,7 +464,7 @@ class Kernel:
             error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
         finally:
             self.capture.drain()
-        return {"status": "error" if error else "success", "outputs": self._cap(outputs), "error": error}
+        return {"status": "error" if error else "success", "outputs": self.outputs.cap(outputs), "error": error}
 
     def run_markdown(self, request, cell_id, code):
         """A markdown cell's fields formatted with this namespace's values (escaped as text);
@@ -423,12 +474,12 @@ class Kernel:
         self.capture.begin(request)
         parts, error = [], None
         try:
-            self._start_executing()
+            self.activity.start_executing()
             try:
                 for kind, value in segments(code):
                     parts.append(value if kind == "text" else escape_value(self._field(*value[:3])))
             finally:
-                self.executing = False
+                self.activity.stop_executing()
         except BaseException as exc:  # noqa: BLE001 - a bad field is the cell's error
             error = self._error(exc)
         finally:
@@ -450,20 +501,11 @@ class Kernel:
 
     def interrupt(self, requests=None):
         """Called on the command thread; `requests`: the parent's pending request ids.  Those
-        not started are cancelled; the running cell is stopped only when it is one of them (a
-        time limit names one cell of a batch: the next one may be running by now)."""
-        with self._interrupt_lock:
-            if requests is not None:
-                for request in requests:
-                    if request != self.current:
-                        self.cancelled.add(request)  # still queued
-                if self.current not in requests:
-                    return
-            if not self.executing:
-                if requests is not None:
-                    self.interrupt_pending = True  # started, but no user code yet
-                return
-        if self.sql_running and self._sql is not None:
+        not started are cancelled; the running cell is stopped only when it is one of them
+        (Activity.interrupt): SIGINT to the main thread, and a cancel of its DuckDB query."""
+        if not self.activity.interrupt(requests):
+            return
+        if self.activity.sql_running and self._sql is not None:
             self._sql.interrupt()
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
@@ -508,86 +550,13 @@ class Kernel:
         return result
 
     def _outputs(self, value):
-        return self._cap(self.value_outputs(value) + self._figures())
-
-    def value_outputs(self, value):
-        """A value's own bundles: a chart, a figure's PNG, or its text (and HTML) form."""
-        from notebooks_app.kernel import ui
-
-        outputs = []
-        if isinstance(value, ui.Widget):
-            return [{"mimeType": ui.UI_MIME, "data": value.definition()}]
-        charts = None
-        if value is not None:
-            try:
-                charts = display.chart_outputs(value)
-            except Exception as exc:  # noqa: BLE001 - a chart that cannot be drawn is shown as its repr
-                print(f"[this {type(value).__name__} could not be drawn as an interactive chart: {type(exc).__name__}: {exc}]", file=sys.stderr)
-        if charts:
-            outputs.extend(charts)
-        elif value is not None:
-            png = _figure_png(value)
-            if png is not None:
-                outputs.append({"mimeType": "image/png", "data": png})
-                _close_figure(value)  # shown as the value: not once more as an open figure
-            else:
-                html = None
-                repr_html = getattr(value, "_repr_html_", None)
-                if callable(repr_html) and not isinstance(value, type):
-                    try:
-                        html = repr_html()
-                    except Exception:  # a broken _repr_html_ falls back to the plain repr
-                        html = None
-                try:
-                    text = repr(value)
-                except Exception as exc:  # noqa: BLE001
-                    text = f"<repr failed: {type(exc).__name__}: {exc}>"
-                outputs.append({"mimeType": "text/plain", "data": text})
-                if isinstance(html, str):
-                    outputs.append({"mimeType": "text/html", "data": html})
-        return outputs
-
-    def _figures(self):
-        """Figures the cell left open (plt.plot without returning the figure)."""
-        pyplot = sys.modules.get("matplotlib.pyplot")
-        if pyplot is None:
-            return []
-        outputs = []
-        try:
-            for number in pyplot.get_fignums():
-                png = _figure_png(pyplot.figure(number))
-                if png is not None:
-                    outputs.append({"mimeType": "image/png", "data": png})
-            pyplot.close("all")
-        except Exception:  # rendering a broken figure must not fail the cell
-            pass
-        return outputs
-
-    def _cap(self, outputs):
-        """Text and HTML over the output cap are cut; an image is kept whole up to the image cap
-        (large outputs travel by reference, docs/protocol.md#sizes), or replaced by a note."""
-        capped = []
-        for output in outputs:
-            data = output["data"]
-            if output["mimeType"] in display.CHART_MIME_TYPES:
-                size = len(json.dumps(data, separators=(",", ":")))
-                if size > self.output_cap:
-                    output = {"mimeType": "text/plain", "data": f"[{output['mimeType']} chart of {size:,} characters is larger than the {self.output_cap:,} character cap and was not kept: plot fewer points]"}
-            elif isinstance(data, str) and output["mimeType"].startswith("image/"):
-                if len(data) * 3 // 4 > self.image_cap:
-                    output = {"mimeType": "text/plain", "data": f"[{output['mimeType']} output of {len(data) * 3 // 4:,} bytes is larger than the {self.image_cap:,} byte image cap and was not kept]"}
-            elif isinstance(data, str) and len(data) > self.output_cap:
-                note = f"[output truncated: {len(data):,} characters, showing the first {self.output_cap:,}]"
-                if output["mimeType"] == "text/plain":
-                    output = {"mimeType": "text/plain", "data": data[: self.output_cap] + "\n" + note}
-                else:
-                    output = {"mimeType": "text/plain", "data": f"[{output['mimeType']} output of {len(data):,} characters is larger than the {self.output_cap:,} character cap and was not kept]"}
-            capped.append(output)
-        return capped
+        # One place a cell's value becomes its outputs: a cell that replaces it on this object
+        # forges outputs, which the trusted side must refuse (tests/test_sandbox.py).
+        return self.outputs.of(value)
 
     def _error(self, exc):
-        # The user's frames only: never this module's (the exec call, the SIGINT handler).
-        frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename != CHILD_FILE]
+        # The user's frames only: never the kernel's own (the exec call, the SIGINT handler, outputs).
+        frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename not in KERNEL_FILES]
         lines = traceback.format_list(frames) if frames else []
         if lines:
             lines.insert(0, "Traceback (most recent call last):\n")
@@ -596,35 +565,6 @@ class Kernel:
         if isinstance(exc, KeyboardInterrupt):
             evalue = evalue or "interrupted"
         return {"ename": type(exc).__name__, "evalue": evalue, "traceback": [line.rstrip("\n") for line in "".join(lines).splitlines()]}
-
-
-def _figure_of(value):
-    figure_module = sys.modules.get("matplotlib.figure")
-    if figure_module is None:
-        return None
-    if isinstance(value, figure_module.Figure):
-        return value
-    figure = getattr(value, "figure", None)
-    return figure if isinstance(figure, figure_module.Figure) else None
-
-
-def _close_figure(value):
-    pyplot = sys.modules.get("matplotlib.pyplot")
-    figure = _figure_of(value)
-    if pyplot is not None and figure is not None:
-        try:
-            pyplot.close(figure)
-        except Exception:  # a figure pyplot does not manage
-            pass
-
-
-def _figure_png(value):
-    figure = _figure_of(value)
-    if figure is None:
-        return None
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 RLIMITS = (
@@ -705,10 +645,10 @@ def main():
     capture = Capture(protocol, output_cap)
     image_cap = int(os.environ.get("NOTEBOOK_IMAGE_CAP", str(16 << 20)))
     kernel = Kernel(protocol, capture, output_cap, sql_row_cap, image_cap)
-    display.install_display(kernel.value_outputs)
+    display.install_display(kernel.outputs.value_outputs)
 
     def on_sigint(signum, frame):
-        if kernel.executing:
+        if kernel.activity.executing:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_sigint)
@@ -725,8 +665,7 @@ def main():
                 elif message.get("op") in ("complete", "inspect"):
                     kernel.assist(message)
                 else:
-                    with kernel._interrupt_lock:
-                        kernel.queued += 1
+                    kernel.activity.queued()
                     commands.put(message)
         finally:
             os._exit(0)  # the parent went away: nothing left to serve
@@ -748,8 +687,7 @@ def main():
             try:
                 kernel.handle(message)
             finally:
-                with kernel._interrupt_lock:
-                    kernel.queued -= 1
+                kernel.activity.done()
         except KeyboardInterrupt:  # arrived just after a cell finished
             continue
 

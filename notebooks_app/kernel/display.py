@@ -6,7 +6,7 @@ renderers, vendored into our static files, inside an opaque-origin frame: no use
 in the page and nothing is fetched from the internet. Everything else keeps its usual forms
 (text/plain, text/html, image/png).
 
-Imported by kernel/_child.py only: this module runs inside the sandbox and imports the chart
+Imported by kernel/_child.py and kernel/value_outputs.py only: this module runs inside the sandbox and imports the chart
 libraries only when a value comes from one of them (their import is slow)."""
 
 import json

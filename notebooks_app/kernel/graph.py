@@ -1,7 +1,8 @@
 """The notebook's dependency graph: which cell feeds which, which are blocked, in what order to run.
 
-Pure and incremental: no I/O, no Django, nothing of the project.  The kernel worker
-feeds it each cell's reads and writes (from kernel/analysis.py) and acts on its answers.
+Pure and incremental: no I/O, no Django, nothing of the project but cycles.py (which keeps
+its cycles).  The kernel worker feeds it each cell's reads and writes (from
+kernel/analysis.py) and acts on its answers.
 
 Semantics:
 
@@ -23,9 +24,10 @@ descendants, then its ancestors).  Appending a cell to a notebook, or editing a
 cell nobody reads, never walks the graph.  No recursion anywhere: a 10,000-cell chain
 is fine.
 """
-from collections import deque
 from heapq import heapify, heappop, heappush
 from typing import Iterable
+
+from .cycles import Cycles, reachable, reachable_from
 
 _EMPTY = frozenset()
 CYCLE_PATH_LIMIT = 10  # cells of a cycle named in blocked_details before it is cut short
@@ -40,16 +42,6 @@ class _Cell:
         self.position = position
 
 
-class _Component:
-    """A strongly connected component of two or more cells: a cycle."""
-
-    __slots__ = ("members", "paths")
-
-    def __init__(self, members):
-        self.members = members
-        self.paths = None  # cell -> (a cycle through it, its index there), computed when asked for
-
-
 class DependencyGraph:
     def __init__(self):
         self._cells = {}
@@ -57,8 +49,7 @@ class DependencyGraph:
         self._readers = {}  # name -> set of cell ids reading it
         self._succ = {}  # cell -> {child: number of names carrying the edge}
         self._pred = {}  # cell -> {parent: same count}
-        self._cycle_of = {}  # cell -> the _Component of the cycle it is on (cells on no cycle are absent)
-        self._cycles = set()  # every cycle component
+        self._cycles = Cycles(self._succ, self._pred)  # every cycle, and the cycle each cell is on
         self._conflicts = set()  # names with two or more writers
         # A topological number per cell (every edge goes from a lower to a higher one),
         # kept while the graph has no cycle (None otherwise): a new edge that agrees with it
@@ -92,9 +83,7 @@ class DependencyGraph:
                     if writer != reader:
                         graph._succ[writer][reader] = graph._succ[writer].get(reader, 0) + 1
                         graph._pred[reader][writer] = graph._pred[reader].get(writer, 0) + 1
-        for members in _strong_components(graph._cells, graph._succ):
-            if len(members) > 1:
-                graph._install(_Component(set(members)))
+        graph._cycles.find_all(graph._cells)
         graph._renumber()
         return graph
 
@@ -160,20 +149,20 @@ class DependencyGraph:
 
     def ancestors(self, cell_id: str) -> set[str]:
         self._cell(cell_id)
-        return _reachable(cell_id, self._pred)
+        return reachable(cell_id, self._pred)
 
     def descendants(self, cell_id: str) -> set[str]:
         self._cell(cell_id)
-        return _reachable(cell_id, self._succ)
+        return reachable(cell_id, self._succ)
 
     def ancestors_of(self, cell_ids: Iterable[str]) -> set[str]:
         """Every cell that some cell of `cell_ids` depends on, in one traversal: O(cells + edges)
         however many cells are asked about (members are included only as ancestors of others)."""
-        return _reachable_from(cell_ids, self._pred)
+        return reachable_from(cell_ids, self._pred)
 
     def descendants_of(self, cell_ids: Iterable[str]) -> set[str]:
         """Every cell that depends on some cell of `cell_ids`, in one traversal."""
-        return _reachable_from(cell_ids, self._succ)
+        return reachable_from(cell_ids, self._succ)
 
     def topological(self, cell_ids: Iterable[str]) -> list[str]:
         """`cell_ids` in an order that respects the edges among them, ties by position.
@@ -186,7 +175,7 @@ class DependencyGraph:
         # Each unit is named by its first cell; a cell alone in its component is its own unit.
         unit_of, members_of, groups = {}, {}, {}
         for cell_id in key:
-            component = self._cycle_of.get(cell_id)
+            component = self._cycles.of.get(cell_id)
             if component is None:
                 unit_of[cell_id] = cell_id
                 members_of[cell_id] = (cell_id,)
@@ -222,7 +211,7 @@ class DependencyGraph:
         cells = set()
         for name in self._conflicts:
             cells |= self._writers[name]
-        for component in self._cycles:
+        for component in self._cycles.components:
             cells |= component.members
         return {cell_id: self.blocked_reason(cell_id) for cell_id in sorted(cells, key=self._order_key)}
 
@@ -256,9 +245,9 @@ class DependencyGraph:
             writers = self._writers[name]
             if len(writers) > 1:
                 details.append({"kind": "multiple_definitions", "name": name, "cells": sorted(writers - {cell_id})})
-        component = self._cycle_of.get(cell_id)
-        if component is not None:
-            cycle, offset = self._cycles_through(component)[cell_id]
+        found = self._cycles.cycle_through(cell_id)
+        if found is not None:
+            cycle, offset = found
             length = len(cycle)
             if length < CYCLE_PATH_LIMIT:
                 path = cycle[offset:] + cycle[:offset] + [cell_id]
@@ -276,7 +265,7 @@ class DependencyGraph:
                 for cell_id, cell in sorted(self._cells.items())
             },
             "edges": sorted((parent, child) for parent, children in self._succ.items() for child in children),
-            "cycles": sorted(sorted(component.members) for component in self._cycles),
+            "cycles": sorted(sorted(component.members) for component in self._cycles.components),
             "blocked": blocked,
             "details": {cell_id: self.blocked_details(cell_id) for cell_id in blocked},
             "order": self.topological(self._cells),
@@ -344,8 +333,8 @@ class DependencyGraph:
                 return
             self._ord = None  # a cycle formed: find it the general way below
         if appeared or vanished:
-            self._recompute_cycles(cell_id, search=bool(appeared))
-            if not self._cycles:
+            self._cycles.recompute(cell_id, search=bool(appeared))
+            if not self._cycles.components:
                 self._renumber()
 
     # --- internals: the topological numbering of an acyclic graph ------------------------
@@ -354,16 +343,19 @@ class DependencyGraph:
 
         Searches only the cells numbered between the two ends: forward from the child, back
         from the parent, then hands the union of their numbers out again, the parent's side
-        first.
+        first.  Both searches are bounded on both sides: a change that adds several edges
+        puts them all in place before ordering them one by one, so an edge still waiting its
+        turn can lead outside the window, and a cell from there would bring its number into
+        the pool (and, given it, break an edge already ordered).
         """
         order = self._ord
         if order[parent] < order[child]:
             return True
         low, high = order[child], order[parent]
-        forward = _reachable(child, self._succ, lambda cell: order[cell] <= high) | {child}
+        forward = reachable(child, self._succ, lambda cell: low < order[cell] <= high) | {child}
         if parent in forward:
             return False
-        backward = _reachable(parent, self._pred, lambda cell: order[cell] >= low) | {parent}
+        backward = reachable(parent, self._pred, lambda cell: low < order[cell] < high) | {parent}
         cells = sorted(backward, key=order.__getitem__) + sorted(forward, key=order.__getitem__)
         for cell_id, number in zip(cells, sorted(order[c] for c in cells)):
             order[cell_id] = number
@@ -371,7 +363,7 @@ class DependencyGraph:
 
     def _renumber(self):
         """Number an acyclic graph from scratch (Kahn's algorithm); None while it has cycles."""
-        if self._cycles:
+        if self._cycles.components:
             self._ord = None
             return
         indegree = {cell_id: len(parents) for cell_id, parents in self._pred.items()}
@@ -386,77 +378,6 @@ class DependencyGraph:
                     ready.append(child)
         self._ord, self._next_ord = order, len(order)
 
-    # --- internals: components ---------------------------------------------------------
-    def _install(self, component):
-        for cell_id in component.members:
-            self._cycle_of[cell_id] = component
-        self._cycles.add(component)
-
-    def _uninstall(self, component):
-        for cell_id in component.members:
-            del self._cycle_of[cell_id]
-        self._cycles.discard(component)
-
-    def _recompute_cycles(self, cell_id, search=True):
-        """The edges of `cell_id` changed: redo the cycles that can have changed.
-
-        Every added or removed edge has `cell_id` at one end, so a cycle not through it
-        is untouched.  Its old cycle may have broken into smaller ones (found among the
-        other members, with their unchanged edges), and a new cycle through it is the
-        set of cells that are both its descendants and its ancestors.  Losing edges never
-        makes a cycle, so a cell that gained no edge and was on no cycle needs no search.
-        """
-        old = self._cycle_of.get(cell_id)
-        if old is not None:
-            self._uninstall(old)
-            for members in _strong_components(old.members - {cell_id}, self._succ):
-                if len(members) > 1:
-                    self._install(_Component(set(members)))
-        parents, children = self._pred[cell_id], self._succ[cell_id]
-        if not parents or not children or not (search or old is not None):
-            return
-        below = _reachable(cell_id, self._succ)
-        if below.isdisjoint(parents):
-            return
-        members = (below & _reachable(cell_id, self._pred)) | {cell_id}
-        for member in members:
-            absorbed = self._cycle_of.get(member)
-            if absorbed is not None:
-                self._uninstall(absorbed)
-        self._install(_Component(members))
-
-    def _cycles_through(self, component):
-        """cell -> (a cycle through it, its index there), decided once per component.
-
-        Members are taken in sorted order; each search finds a shortest cycle through one
-        member, which also serves every other member on it, so a ring of 5,000 cells
-        costs one search, and the answer never depends on which cell was asked about first.
-        """
-        if component.paths is None:
-            paths = {}
-            for start in sorted(component.members):
-                if start not in paths:
-                    cycle = self._shortest_cycle(start, component.members)
-                    for index, cell_id in enumerate(cycle):
-                        paths.setdefault(cell_id, (cycle, index))
-            component.paths = paths
-        return component.paths
-
-    def _shortest_cycle(self, start, members):
-        came_from, queue = {start: None}, deque([start])
-        while queue:
-            cell_id = queue.popleft()
-            for child in sorted(self._succ[cell_id]):
-                if child == start:
-                    path = [cell_id]
-                    while came_from[path[-1]] is not None:
-                        path.append(came_from[path[-1]])
-                    return path[::-1]
-                if child in members and child not in came_from:
-                    came_from[child] = cell_id
-                    queue.append(child)
-        raise AssertionError(f"cell {start} is in a cycle component but on no cycle")
-
 
 def _discard(index, name, cell_id):
     holders = index.get(name)
@@ -464,76 +385,3 @@ def _discard(index, name, cell_id):
         holders.discard(cell_id)
         if not holders:
             del index[name]
-
-
-def _reachable(start, edges, within=None):
-    """Cells reachable from `start` along `edges` (not `start` itself), only through cells
-    `within` accepts when it is given."""
-    seen, stack = set(), [start]
-    while stack:
-        for neighbour in edges[stack.pop()]:
-            if neighbour not in seen and (within is None or within(neighbour)):
-                seen.add(neighbour)
-                stack.append(neighbour)
-    seen.discard(start)
-    return seen
-
-
-def _reachable_from(starts, edges):
-    """Cells reachable along `edges` from any of `starts` (a start only if another reaches it)."""
-    seen, stack = set(), list(starts)
-    while stack:
-        for neighbour in edges[stack.pop()]:
-            if neighbour not in seen:
-                seen.add(neighbour)
-                stack.append(neighbour)
-    return seen
-
-
-def _strong_components(nodes, succ):
-    """Tarjan's strongly connected components of the subgraph induced by `nodes`, iteratively.
-
-    Returned in topological order (a component before the ones it has edges to).
-    """
-    nodes = nodes if isinstance(nodes, (set, frozenset, dict)) else set(nodes)
-    index, low, on_stack, stack, result = {}, {}, set(), [], []
-    counter = 0
-    for root in nodes:
-        if root in index:
-            continue
-        work = [(root, iter([n for n in succ[root] if n in nodes]))]
-        index[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            advanced = False
-            for child in children:
-                if child not in index:
-                    index[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter([n for n in succ[child] if n in nodes])))
-                    advanced = True
-                    break
-                if child in on_stack:
-                    low[node] = min(low[node], index[child])
-            if advanced:
-                continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-            if low[node] == index[node]:
-                members = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    members.append(member)
-                    if member == node:
-                        break
-                result.append(members)
-    result.reverse()  # Tarjan finishes a component after everything it reaches
-    return result

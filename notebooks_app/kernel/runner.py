@@ -4,10 +4,11 @@ The child (`_child.py`) holds the notebook's namespace and runs inside the sandb
 (`sandbox.py`, bubblewrap) unless it is turned off.  This side starts it on demand,
 sends it one command at a time over JSON lines (a cascade's Python cells as one
 `run_batch` command, their results streamed back one by one), streams its stdout to a callback,
-enforces the time limit, interrupts it, and notices when it dies.  It also answers the
-child's queries for the notebook's own database (`database.py`): the connection lives
-here, outside the sandbox.  A dead child never takes the worker down: the pending call
-raises `RunnerDied` and the next call starts a fresh child with an empty namespace.
+enforces the time limit, interrupts it, and notices when it dies; what travels on the
+pipes (replies, stdout, the child's queries for the notebook's own database, whose
+connection lives here, outside the sandbox) is `child_channel.py`'s.  A dead child never
+takes the worker down: the pending call raises `RunnerDied` and the next call starts a
+fresh child with an empty namespace.
 """
 import asyncio
 import contextlib
@@ -15,14 +16,13 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import completion
 from . import sandbox as sandboxing
+from .child_channel import ChildChannel, RunnerDied
 from .database import ExternalDatabase
 
 logger = logging.getLogger(__name__)
@@ -47,12 +47,6 @@ def uid_pool(base):
     if _uid_pool is None or _uid_pool.base != base:
         _uid_pool = sandboxing.UidPool(base)
     return _uid_pool
-
-
-class RunnerDied(Exception):
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
 
 
 SandboxUnavailable = sandboxing.SandboxUnavailable
@@ -81,22 +75,15 @@ class Runner:
         self.database = ExternalDatabase(database_policy)
         self.environment = None
         self.process = None
-        self._reader = None
-        self._stderr_reader = None
-        self._stderr_tail = deque(maxlen=5)
-        self._pending = {}  # request id -> (future, on_stdout)
+        self._channel = ChildChannel(database=self.database, notebook_id=self.notebook_id, on_exit=self._release)
         self._next_id = 0
         self._lock = asyncio.Lock()
-        self._death = None  # reason the current process died, once it has
         self._uid = None
         self._network = None  # the slirp4netns process of an outbound sandbox
-        self._queries = set()  # tasks answering the child's database queries
-        self._stdout_counts = {}  # request id -> characters of stdout relayed
-        self._assists = {}  # request id -> future of a complete / inspect (never interrupted)
 
     @property
     def alive(self):
-        return self.process is not None and self.process.returncode is None and self._death is None
+        return self._channel.alive
 
     @property
     def pid(self):
@@ -136,7 +123,6 @@ class Runner:
 
     async def _start_once(self):
         await self._reap()
-        self._stderr_tail.clear()
         if self.sandbox is not None:
             reason = await asyncio.to_thread(sandboxing.probe, self.sandbox.bwrap)
             if reason:
@@ -144,18 +130,14 @@ class Runner:
             self.process = await self._start_sandboxed()
         else:
             self.process = await self._start_unsandboxed()
-        self._death = None
-        ready = asyncio.get_running_loop().create_future()
-        self._pending = {"ready": (ready, None)}
-        self._reader = asyncio.create_task(self._read(self.process))
-        self._stderr_reader = asyncio.create_task(self._read_stderr(self.process))
+        ready = self._channel.attach(self.process, sandboxed=self.sandbox is not None, stdout_cap=2 * self.output_cap + 1000)
         try:
             await asyncio.wait_for(ready, START_TIMEOUT)
             if self._network is not None:
                 await self._network.ready()
         except (asyncio.TimeoutError, RunnerDied, OSError) as exc:
-            await self._kill()
-            detail = "; ".join(self._stderr_tail) or str(exc) or type(exc).__name__
+            await self._channel.kill()
+            detail = "; ".join(self._channel.stderr_tail) or str(exc) or type(exc).__name__
             raise RunnerDied(f"the kernel process did not start: {detail}") from None
 
     async def _start_sandboxed(self):
@@ -221,7 +203,7 @@ class Runner:
             try:
                 await asyncio.wait_for(self.process.wait(), 2)
             except asyncio.TimeoutError:
-                await self._kill()
+                await self._channel.kill()
         await self._reap()
 
     async def run(self, cell_id, code, *, writes=(), inputs=None, on_stdout=None):
@@ -244,30 +226,28 @@ class Runner:
         async with self._lock:
             if not self.alive:
                 await self.start()
-            loop = asyncio.get_running_loop()
             requests, futures, items = [], [], []
             for index, cell in enumerate(cells):
                 self._next_id += 1
                 request = self._next_id
-                future = loop.create_future()
-                self._pending[request] = (future, None if on_stdout is None else functools.partial(on_stdout, index))
+                future = self._channel.expect(request, None if on_stdout is None else functools.partial(on_stdout, index))
                 requests.append(request)
                 futures.append(future)
                 items.append({"id": request, "cell": cell["cell"], "code": cell["code"], "writes": sorted(cell.get("writes") or ()), "inputs": cell.get("inputs") or {}})
             done = 0
             try:
-                await self._send({"op": "run_batch", "cells": items})
+                await self._channel.send({"op": "run_batch", "cells": items})
                 for request, future in zip(requests, futures):
                     # Results that arrived while the caller handled earlier ones cost no wait.
                     reply = future.result() if future.done() else await self._await_reply(request, future, timed=True)
-                    self._pending.pop(request, None)
+                    self._channel.drop(request)
                     done += 1
                     yield self._result(reply)
             except asyncio.CancelledError:
-                await self._kill()
+                await self._channel.kill()
                 raise
             finally:
-                rest = [request for request in requests[done:] if self._pending.pop(request, None) is not None]
+                rest = [request for request in requests[done:] if self._channel.drop(request)]
                 for future in futures[done:]:  # never awaited: retrieved or cancelled here
                     if future.done():
                         future.cancelled() or future.exception()
@@ -310,7 +290,9 @@ class Runner:
         reads a namespace or imports jedi."""
         tables = await self._external_tables() if language == "sql" and op == "complete" else {}
         if self.alive:
-            reply = await self._ask_child({"op": op, "code": code, "cursor": cursor, "language": language, "tables": tables, "engine": self.database.engine or ""})
+            self._next_id += 1
+            message = {"op": op, "code": code, "cursor": cursor, "language": language, "tables": tables, "engine": self.database.engine or ""}
+            reply = await self._channel.ask(self._next_id, message, ASSIST_TIMEOUT)
             if reply is not None and reply.get("status") == "success":
                 return {key: value for key, value in reply.items() if key not in ("op", "id", "status")}
             if reply is not None:
@@ -320,19 +302,6 @@ class Runner:
         if language == "sql":
             return completion.sql_completions(code, cursor, tables)
         return completion.static_completions(code, cursor)
-
-    async def _ask_child(self, message):
-        self._next_id += 1
-        request = self._next_id
-        future = asyncio.get_running_loop().create_future()
-        self._assists[request] = future
-        try:
-            await self._send({**message, "id": request})
-            return await asyncio.wait_for(future, ASSIST_TIMEOUT)
-        except (asyncio.TimeoutError, RunnerDied):
-            return None
-        finally:
-            self._assists.pop(request, None)
 
     async def _external_tables(self):
         """The notebook database's {table: columns}, or {} (none set, or it did not answer in time)."""
@@ -345,7 +314,7 @@ class Runner:
 
     async def interrupt(self):
         """Interrupt the running cell (KeyboardInterrupt inside it); True if one was running."""
-        pending = [key for key in self._pending if key != "ready"]
+        pending = self._channel.in_flight()
         if not self.alive or not pending:
             return False
         await self._interrupt(pending)
@@ -353,8 +322,8 @@ class Runner:
 
     async def _interrupt(self, requests):
         # The ids let the child stop a cell it has not started yet (an interrupt right after run).
-        await self._send({"op": "interrupt", "requests": requests})
-        if self._queries:  # a query on the notebook's database is running out here
+        await self._channel.send({"op": "interrupt", "requests": requests})
+        if self._channel.querying:  # a query on the notebook's database is running out here
             await asyncio.to_thread(self.database.interrupt)
 
     # --- internals -----------------------------------------------------------------------
@@ -367,16 +336,15 @@ class Runner:
                 await self.start()
             self._next_id += 1
             request = self._next_id
-            future = asyncio.get_running_loop().create_future()
-            self._pending[request] = (future, on_stdout)
+            future = self._channel.expect(request, on_stdout)
             try:
-                await self._send({**message, "id": request})
+                await self._channel.send({**message, "id": request})
                 return await self._await_reply(request, future, timed=timed)
             except asyncio.CancelledError:
-                await self._kill()
+                await self._channel.kill()
                 raise
             finally:
-                self._pending.pop(request, None)
+                self._channel.drop(request)
 
     async def _await_reply(self, request, future, *, timed):
         """The reply to `request`; a timed one is interrupted at the time limit (TimeoutError)."""
@@ -401,107 +369,8 @@ class Runner:
         try:
             return await asyncio.wait_for(asyncio.shield(future), KILL_GRACE)
         except asyncio.TimeoutError:
-            await self._kill()
+            await self._channel.kill()
             raise RunnerDied(f"the cell did not stop within {KILL_GRACE:g} s of being interrupted, so its kernel was killed") from None
-
-    async def _send(self, message):
-        if not self.alive:
-            raise RunnerDied(self._death or "the kernel process is not running")
-        try:
-            self.process.stdin.write((json.dumps(message) + "\n").encode())
-            await self.process.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            await self._wait_death()
-            raise RunnerDied(self._death or "the kernel process exited") from None
-
-    async def _read(self, process):
-        try:
-            while True:
-                line = await process.stdout.readline()
-                if not line:
-                    break
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    logger.warning("unreadable line from the kernel process: %r", line[:200])
-                    continue
-                op, request = message.get("op"), message.get("id")
-                if op == "ready":
-                    entry = self._pending.pop("ready", None)
-                    if entry and not entry[0].done():
-                        entry[0].set_result(message)
-                elif op == "stdout":
-                    entry = self._pending.get(request)
-                    text = message.get("text", "")
-                    if entry and entry[1] is not None and isinstance(text, str) and self._within_stdout_cap(request, text):
-                        try:
-                            entry[1](text)
-                        except Exception:  # a failing callback must not kill the reader
-                            logger.exception("stdout callback failed")
-                elif op == "result":
-                    entry = self._pending.get(request)
-                    future = entry[0] if entry else self._assists.get(request)
-                    if future is not None and not future.done():
-                        future.set_result(message)
-                elif op == "query" and request in self._pending and not self._queries:
-                    # One query at a time, for a request that is running: user code that
-                    # writes to the protocol pipe itself cannot pile work up out here.
-                    task = asyncio.create_task(self._answer_query(message))
-                    self._queries.add(task)
-                    task.add_done_callback(self._queries.discard)
-        except (ValueError, asyncio.LimitOverrunError) as exc:
-            logger.error("kernel process protocol broken: %s", exc)
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        returncode = await process.wait()
-        if process is self.process:
-            self._death = describe_exit(returncode, sandboxed=self.sandbox is not None)
-            await self._release()
-            for future in [entry[0] for entry in self._pending.values()] + list(self._assists.values()):
-                if not future.done():
-                    future.set_exception(RunnerDied(self._death))
-                    # Whoever still waits gets it; one that gave up (a completion past its
-                    # deadline, a start that failed first) leaves no "never retrieved" warning.
-                    future.exception()
-            self._pending.clear()
-
-    def _within_stdout_cap(self, request, text):
-        """The child caps a cell's output, but user code can write to the protocol pipe itself:
-        past twice the cap, stdout of a request is dropped here too."""
-        sent = self._stdout_counts.get(request, 0) + len(text)
-        self._stdout_counts = {request: sent}  # only the running request counts
-        return sent <= 2 * self.output_cap + 1000
-
-    async def _answer_query(self, message):
-        """Run a query the child sent for the notebook's database; send back its answer."""
-        reply = await asyncio.to_thread(self.database.execute, message.get("sql"), message.get("params") or [])
-        with contextlib.suppress(RunnerDied):
-            await self._send({"op": "query_result", "id": message.get("id"), **reply})
-
-    async def _read_stderr(self, process):
-        """What bubblewrap or Python say before the child takes over its fds: logged, and
-        kept for the error when the process does not start."""
-        while True:
-            line = await process.stderr.readline()
-            if not line:
-                return
-            text = line.decode("utf-8", "replace").rstrip()
-            if text:
-                self._stderr_tail.append(text)
-                logger.warning("kernel process of notebook %s: %s", self.notebook_id, text)
-
-    async def _wait_death(self):
-        if self._reader is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._reader), 5)
-
-    async def _kill(self):
-        if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-        await self._wait_death()
 
     async def _release(self):
         """Give back what this process held: its uid, its network helper."""
@@ -514,35 +383,7 @@ class Runner:
 
     async def _reap(self):
         await self._release()
-        if self._stderr_reader is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._stderr_reader), 1)
-            self._stderr_reader.cancel()
-            self._stderr_reader = None
-        if self._reader is not None:
-            await self._wait_death()
-            if not self._reader.done():
-                self._reader.cancel()
-            self._reader = None
-        if self.process is not None and self.process.stdin is not None:
-            with contextlib.suppress(Exception):
-                self.process.stdin.close()
-
-
-def describe_exit(returncode, *, sandboxed=False):
-    if returncode is None:
-        return "the kernel process stopped"
-    if sandboxed and 128 < returncode <= 128 + 64:
-        returncode = 128 - returncode  # bubblewrap reports a child killed by signal N as 128 + N
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        if -returncode == signal.SIGKILL:
-            return f"the kernel process was killed ({name}; out of memory or stopped)"
-        return f"the kernel process was killed by {name}"
-    return f"the kernel process exited with code {returncode}"
+        await self._channel.detach()
 
 
 class OutboundNetwork:

@@ -38,6 +38,7 @@ CHILD_MODULES = (
     "notebooks_app/kernel/__init__.py",
     "notebooks_app/kernel/_child.py",
     "notebooks_app/kernel/display.py",
+    "notebooks_app/kernel/value_outputs.py",
     "notebooks_app/kernel/analysis.py",
     "notebooks_app/kernel/completion.py",
     "notebooks_app/kernel/sql.py",
