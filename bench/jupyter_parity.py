@@ -11,7 +11,11 @@ packages. Printed: per notebook, the code cells that ran clean on each side; the
 and the causes of the failures on each side (error names, blocked, never finished).
 
 `--literal` imports the cells without the top-to-bottom rewrite (rewrite.py), to see what it
-changes. Not a test: real notebooks need packages and files this server may not have.
+changes. `--packages` runs a notebook whose cells fail with ModuleNotFoundError once more, with
+the packages the page's prompt offers for them (packages.distribution_for_module) as the
+notebook's own, resolved and built from PACKAGE_INDEX_URL (default the real index) into
+ENVIRONMENTS_DIR: what a user gets after clicking "Add … to this notebook's packages?" (docs/packages.md).
+Not a test: real notebooks need packages and files this server may not have.
 """
 import argparse
 import asyncio
@@ -37,6 +41,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: E402
 
 from notebooks_app import importing, rewrite  # noqa: E402
 from notebooks_app.constants import STATUS_BLOCKED  # noqa: E402
+from notebooks_app.packages import distribution_for_module, missing_module  # noqa: E402
 from tests.test_jupyter_corpus import MAX_BYTES, MAX_CODE_BYTES, folded, jupyter_records, kernel_record, session_of  # noqa: E402
 
 FINAL = ("success", "error", "stale", "blocked")
@@ -65,8 +70,8 @@ def in_jupyter(path, cell_timeout):
     return jupyter_records(book), book
 
 
-async def here(imported, cell_timeout):
-    session, store, published = session_of(imported, cell_timeout)
+async def here(imported, cell_timeout, environments=None):
+    session, store, published = session_of(imported, cell_timeout, environments)
     try:
         await session.ensure_loaded()
         state = session.state_messages()[0]["notebook"]["cells"]
@@ -88,7 +93,19 @@ async def here(imported, cell_timeout):
     finally:
         await session.close()
     cells = folded(state, published.events)
+    here.missing = [missing_module((cells[cell["id"]].get("error") or {}).get("evalue", "")) for cell in state
+                    if (cells[cell["id"]].get("error") or {}).get("ename") == "ModuleNotFoundError"]
     return [kernel_record(cells[cell["id"]], store) for cell in state]
+
+
+def offered_packages(modules):
+    """The packages the page would offer for the modules a run could not import, in order."""
+    offered = []
+    for module in modules:
+        name = distribution_for_module(module) if module else None
+        if name and name not in offered:
+            offered.append(name)
+    return offered
 
 
 def cause(record):
@@ -101,11 +118,21 @@ def main():
     parser.add_argument("--literal", action="store_true", help="import without the top-to-bottom rewrite")
     parser.add_argument("--cell-timeout", type=int, default=30)
     parser.add_argument("--verbose", action="store_true", help="name each cell whose outcome differs, with its first line")
+    parser.add_argument("--packages", action="store_true", help="run again with the packages the ModuleNotFoundError prompt offers")
     options = parser.parse_args()
     if options.literal:
         rewrite.rewrite_cells = lambda cells: rewrite.RewriteReport()
     totals = collections.Counter()
-    causes = {"jupyter": collections.Counter(), "here": collections.Counter()}
+    causes = {"jupyter": collections.Counter(), "here": collections.Counter(), "with packages": collections.Counter()}
+    environments = None
+    if options.packages:
+        from django.conf import settings
+
+        from notebooks_app.kernel.worker import package_settings
+        from notebooks_app.kernel.environments import Environments
+
+        environments = Environments(package_settings())
+        print(f"packages from {settings.PACKAGE_INDEX_URL} into {settings.ENVIRONMENTS_DIR}")
     started = time.monotonic()
     for path in notebooks(options.paths):
         try:
@@ -121,16 +148,33 @@ def main():
             causes["jupyter"][cause(want)] += 1
             causes["here"][cause(got)] += 1
         totals.update(cells=len(pairs), jupyter=clean[0], here=clean[1], notebooks=1)
-        print(f"{path.parent.name}/{path.name}: {len(pairs)} code cells, clean {clean[0]} in Jupyter, {clean[1]} here", flush=True)
+        line = f"{path.parent.name}/{path.name}: {len(pairs)} code cells, clean {clean[0]} in Jupyter, {clean[1]} here"
+        if environments is not None:
+            offered = offered_packages(here.missing)
+            if offered:
+                imported.requirements = offered
+                again = asyncio.run(here(imported, options.cell_timeout, environments))
+                ours = again
+            after = sum(got["error"] is None for want, got in zip(reference, ours) if want is not None)
+            for want, got in zip(reference, ours):
+                if want is not None:
+                    causes["with packages"][cause(got)] += 1
+            totals.update(packages=after)
+            line += f", {after} with the packages offered ({', '.join(offered) or 'none'})"
+        print(line, flush=True)
         if options.verbose:
             for number, (want, got, cell) in enumerate(zip(reference, ours, imported.cells), start=1):
                 if want is not None and cause(want) != cause(got):
                     first = (cell.code.strip().splitlines() or [""])[0][:70]
                     print(f"    cell {number}: Jupyter {cause(want)}, here {cause(got)}: {first}")
     print()
+    if environments is not None:
+        print(f"with the packages the prompt offers: {totals['packages']} clean")
     print(f"{totals['notebooks']} notebooks, {totals['cells']} code cells: clean {totals['jupyter']} in Jupyter, {totals['here']} here "
           f"({'without' if options.literal else 'with'} the rewrite), {time.monotonic() - started:.0f} s")
-    for side in ("jupyter", "here"):
+    for side in ("jupyter", "here", "with packages"):
+        if not causes[side]:
+            continue
         print(f"  {side}: " + ", ".join(f"{name} {count}" for name, count in causes[side].most_common() if name != "clean"))
 
 

@@ -147,14 +147,15 @@ def folded(cells, events):
     return cells
 
 
-def session_of(imported, time_limit=TIMEOUT):
-    """A session over the imported cells (an in-memory store, a real runner): (session, store,
-    published events)."""
+def session_of(imported, time_limit=TIMEOUT, environments=None):
+    """A session over the imported cells (an in-memory store, a real runner; the imported
+    packages built by `environments`, kernel/environments.py): (session, store, published events)."""
     store = MemoryStore([cell.code for cell in imported.cells])
+    store.requirements = list(imported.requirements) if environments is not None else []
     for row, cell in zip(store.cells, imported.cells):
         row.update(type=cell.type, result_variable=cell.result_variable)
     published = Published()
-    session = NotebookSession(NOTEBOOK, store=store, publish=published, runner_factory=lambda: Runner(time_limit=time_limit))
+    session = NotebookSession(NOTEBOOK, store=store, publish=published, runner_factory=lambda: Runner(time_limit=time_limit), environments=environments)
     return session, store, published
 
 

@@ -24,9 +24,29 @@ class MemoryStore:
         self.persisted = {}
         self.blobs = {}  # cell id -> digest -> blob
         self.writes = []  # the name of every write, in order
+        self.requirements, self.lock = [], ""  # the notebook's own packages (package_builds.py)
 
     async def load(self, notebook_id):
-        return {"name": "in memory", "revision": self.revision, "db_connection": "", "db_display": "", "cells": [dict(c) for c in self.cells]}
+        return {
+            "name": "in memory",
+            "revision": self.revision,
+            "db_connection": "",
+            "db_display": "",
+            "requirements": list(self.requirements),
+            "requirements_lock": self.lock,
+            "cells": [dict(c) for c in self.cells],
+        }
+
+    async def save_lock(self, notebook_id, requirements, lock):
+        self.writes.append("save_lock")
+        if requirements == self.requirements:
+            self.lock = lock
+
+    async def save_requirements(self, notebook_id, requirements, lock, user_id):
+        self.writes.append("save_requirements")
+        self.requirements, self.lock = list(requirements), lock
+        self.revision += 1
+        return self.revision
 
     async def load_connection(self, notebook_id):
         return "", ""
