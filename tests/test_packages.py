@@ -181,7 +181,7 @@ async def set_packages(client, requirements):
 @database_sync_to_async
 def stored_packages(notebook):
     row = Notebook.objects.get(pk=notebook.pk)
-    events = list(NotebookEvent.objects.filter(notebook=row, kind=EVENT_PACKAGES).values_list("after", flat=True))
+    events = list(NotebookEvent.objects.filter(notebook=row, kind=EVENT_PACKAGES).order_by("id").values_list("after", flat=True))
     return row.requirements, row.requirements_lock, events
 
 
@@ -384,3 +384,19 @@ async def test_two_notebooks_adding_the_same_packages_at_once_share_one_build(ws
     assert len(locks) == 1
     envs = Environments(PackageSettings(root=str(settings.ENVIRONMENTS_DIR)))
     assert envs.built(locks.pop()) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_removing_a_package_takes_it_away_from_the_cells(ws, notebook, users):
+    alice = await ws(users["alice"], notebook)
+    assert (await set_packages(alice, ["nbt-gamma", "nbt-beta==1.0"]))[-1]["type"] == "packages_updated"
+    cell = await create(alice, "import nbt_gamma\nnbt_gamma.VALUE")
+    assert (await run_and_wait(alice, cell))[-1]["status"] == "success"
+    seen = await set_packages(alice, ["nbt-beta==1.0"])
+    assert seen[-1]["locked"] == [{"name": "nbt-beta", "version": "1.0"}]
+    await alice.wait_for(lambda e: e["type"] == "cell_status" and e.get("cellId") == cell and e["status"] == "error", 60, "the cell fails without its package")
+    assert "No module named 'nbt_gamma'" in str(alice.state[cell]["error"])
+    seen = await set_packages(alice, [])
+    assert seen[-1]["type"] == "packages_updated" and seen[-1]["locked"] == []
+    requirements, lock, events = await stored_packages(notebook)
+    assert requirements == [] and lock == "" and [e["requirements"] for e in events] == [["nbt-gamma", "nbt-beta==1.0"], ["nbt-beta==1.0"], []]
