@@ -212,6 +212,53 @@ class OutputBlob(models.Model):
         return f"{self.mime_type} output {self.digest[:12]} of {self.cell_id}"
 
 
+# --- a notebook's files and secrets (docs/notebook-files.md, docs/security.md) ----------------
+class NotebookFile(models.Model):
+    """One version of one file of a notebook. The bytes live in Django's storage (the default
+    storage, under `notebook-files/<sha256>`), once per content; rows only point at them. The
+    current version of a path is its row with `current`; a deleted file has none current, and
+    restoring it makes its last version current again."""
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=255)  # relative, "/"-separated: "sales.csv", "data/x.json"
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    version = models.PositiveIntegerField()
+    current = models.BooleanField(default=True)
+    added_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["notebook", "path", "version"], name="unique_file_version"),
+            models.UniqueConstraint(fields=["notebook", "path"], condition=models.Q(current=True), name="one_current_file_version"),
+        ]
+        indexes = [models.Index(fields=["sha256"])]
+        ordering = ["path", "-version"]
+
+    def __str__(self):
+        return f"{self.path} v{self.version} ({self.size} bytes)"
+
+
+class NotebookSecret(models.Model):
+    """A named secret of a notebook: write-only. `value` is its encrypted token (notebooks_app/
+    secrets.py, SECRETS_KEY), never the clear text; the kernel worker decrypts it into the
+    execution process's environment, nowhere else."""
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="secrets")
+    name = models.CharField(max_length=64)  # an environment variable name: [A-Z_][A-Z0-9_]*
+    value = models.BinaryField()
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["notebook", "name"], name="unique_secret_name")]
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"secret {self.name} of {self.notebook_id}"
+
+
 # --- history (docs/history.md) ------------------------------------------------------------
 EVENT_CREATED = "created"
 EVENT_DELETED = "deleted"
@@ -225,6 +272,12 @@ EVENT_UNSHARED = "unshared"
 EVENT_VERSION_SAVED = "version_saved"
 EVENT_VERSION_RESTORED = "version_restored"
 EVENT_PACKAGES = "packages"
+EVENT_FILE_ADDED = "file_added"
+EVENT_FILE_DELETED = "file_deleted"
+EVENT_FILE_RESTORED = "file_restored"
+EVENT_FILE_RENAMED = "file_renamed"
+EVENT_SECRET_SET = "secret_set"
+EVENT_SECRET_DELETED = "secret_deleted"
 EVENT_KINDS = [
     (EVENT_CREATED, "created a cell"),
     (EVENT_DELETED, "deleted a cell"),
@@ -238,6 +291,12 @@ EVENT_KINDS = [
     (EVENT_VERSION_SAVED, "saved a version"),
     (EVENT_VERSION_RESTORED, "restored a version"),
     (EVENT_PACKAGES, "changed the packages"),
+    (EVENT_FILE_ADDED, "added a file"),
+    (EVENT_FILE_DELETED, "deleted a file"),
+    (EVENT_FILE_RESTORED, "restored a file"),
+    (EVENT_FILE_RENAMED, "renamed a file"),
+    (EVENT_SECRET_SET, "set a secret"),
+    (EVENT_SECRET_DELETED, "deleted a secret"),
 ]
 # Edits of one cell by one person within this many seconds are one event (the history shows
 # "edited", not every keystroke; undo goes back to the text before the burst).
