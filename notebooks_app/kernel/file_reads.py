@@ -1,0 +1,76 @@
+"""A notebook's files inside its execution process (docs/notebook-files.md): they appear in the
+working directory, read-only, and the files a cell opens are noted.
+
+The worker keeps the notebook's current files in a directory of its own, bound read-only into
+the sandbox at `/notebook/.files` (NOTEBOOK_FILES); `link()` makes a symlink in the working
+directory for each (`sales.csv`, `data/x.json`), so `pd.read_csv("sales.csv")` works as in
+Jupyter, a write through it fails (read-only file system) and the files take none of the
+tmpfs's room.  A deleted file leaves its symlink dangling: opening it fails with
+FileNotFoundError naming it.  While a cell runs, an audit hook notes every file it opens that
+lies in that directory (Python's own `open` and `os.open`: what pandas, json, csv and most
+libraries use; a C library that opens files itself is not seen), so the worker can rerun the
+cells that read a file when it changes.
+
+Runs inside the sandbox: no Django, standard library only.
+"""
+import os
+import sys
+
+FILES = os.environ.get("NOTEBOOK_FILES", "")
+_reading = None  # the set of files the running cell opened, or None between cells
+
+
+def install():
+    if FILES and os.path.isdir(FILES):
+        sys.addaudithook(_audit)
+        link()
+
+
+def link(root="."):
+    """A symlink in `root` for every file of the notebook (made again after they change)."""
+    if not FILES or not os.path.isdir(FILES):
+        return
+    root = os.path.abspath(root)
+    for directory, _, names in os.walk(FILES):
+        for name in names:
+            target = os.path.join(directory, name)
+            relative = os.path.relpath(target, FILES)
+            place = os.path.join(root, relative)
+            try:
+                os.makedirs(os.path.dirname(place), exist_ok=True)
+                if os.path.islink(place):
+                    if os.readlink(place) == target:
+                        continue
+                    os.unlink(place)
+                elif os.path.exists(place):
+                    continue  # a file the cells made themselves: theirs wins
+                os.symlink(target, place)
+            except OSError:
+                continue
+
+
+def begin():
+    global _reading
+    _reading = set()
+
+
+def end():
+    """The notebook files opened since `begin()`, as paths relative to the files' root."""
+    global _reading
+    found, _reading = _reading or set(), None
+    return sorted(found)
+
+
+def _audit(event, args):
+    if _reading is None or event != "open" or not args:
+        return
+    path = args[0]
+    if isinstance(path, int):
+        return
+    try:
+        path = os.fsdecode(os.fspath(path))
+        real = os.path.realpath(path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
+    except (TypeError, ValueError, OSError):
+        return
+    if real.startswith(FILES + os.sep):
+        _reading.add(os.path.relpath(real, FILES))
