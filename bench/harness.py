@@ -128,9 +128,10 @@ class Cluster:
         if not env.get("REDIS_URL"):
             env["REDIS_URL"] = self.services.redis()
         env.setdefault("SECRET_KEY", "bench-secret-key")
+        env.setdefault("SECRETS_KEY", "YmVuY2gtc2VjcmV0cy1rZXktbm90LWZvci1wcm9kdWM=")  # a Fernet key, benchmarks only
         env.update(KERNEL_SHARDS=str(self.shards), PYTHONUNBUFFERED="1", LOG_LEVEL=env.get("LOG_LEVEL", "WARNING"), DJANGO_SETTINGS_MODULE="notebookproject.settings")
         self.env = env
-        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "KERNEL_SHARDS", "DJANGO_SETTINGS_MODULE")})
+        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SECRETS_KEY", "KERNEL_SHARDS", "DJANGO_SETTINGS_MODULE")})
         import django
 
         django.setup()

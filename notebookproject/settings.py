@@ -3,6 +3,7 @@
 Unset DATABASE_URL / REDIS_URL give the embedded default: SQLite in WAL mode,
 an in-memory channel layer and the kernel worker inside the server process.
 """
+import base64
 import os
 from pathlib import Path
 
@@ -61,6 +62,37 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL is set and DEBUG is off")
     # The embedded default (and tests) run with a fixed development key.
     SECRET_KEY = "dev-insecure-notebook-key-set-SECRET_KEY-in-production"
+
+
+def dev_secrets_key(path):
+    """The embedded default's SECRETS_KEY: made once into `path` (mode 0600) and reused, so
+    secrets saved in a development database stay readable across restarts. Never used when
+    DATABASE_URL is set with DEBUG off: production names its own key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(base64.urlsafe_b64encode(os.urandom(32)).decode() + "\n")
+    return path.read_text().strip()
+
+
+# Encrypts notebooks' secrets and database connections at rest (notebooks_app/vault.py): Fernet
+# keys, never SECRET_KEY (a leaked SECRET_KEY must not open them, and the two rotate apart).
+# Comma-separated while rotating: the first encrypts, every one decrypts (docs/operations.md).
+SECRETS_KEY = os.environ.get("SECRETS_KEY", "")
+if not SECRETS_KEY:
+    if not DEBUG and os.environ.get("DATABASE_URL"):
+        raise ImproperlyConfigured("SECRETS_KEY must be set when DATABASE_URL is set and DEBUG is off (docs/operations.md, SECRETS_KEY)")
+    SECRETS_KEY = dev_secrets_key(BASE_DIR / "var" / "secrets.key")
+for _key in SECRETS_KEY.split(","):
+    try:
+        _valid = len(base64.urlsafe_b64decode(_key.strip().encode())) == 32
+    except ValueError:
+        _valid = False
+    if not _valid:
+        raise ImproperlyConfigured("SECRETS_KEY must be Fernet keys (32 url-safe base64 bytes each, comma-separated): make one with python -c \"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())\"")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -226,6 +258,17 @@ KERNEL_OPEN_FILES_LIMIT = env_int("KERNEL_OPEN_FILES_LIMIT", 1024)
 KERNEL_SANDBOX_UID_BASE = env_int("KERNEL_SANDBOX_UID_BASE", 2_000_000_000)
 MAX_CODE_BYTES = env_int("MAX_CODE_BYTES", 256 * 1024)
 
+# A notebook's files (docs/notebook-files.md): bytes through Django's default storage (below:
+# FileSystemStorage under MEDIA_ROOT; any django-storages backend in production).
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or BASE_DIR / "var" / "media")
+NOTEBOOK_FILE_MAX_MB = env_int("NOTEBOOK_FILE_MAX_MB", 100)  # one file
+NOTEBOOK_FILES_QUOTA_MB = env_int("NOTEBOOK_FILES_QUOTA_MB", 1000)  # a notebook's current files together
+# Where a kernel worker mirrors each open notebook's current files for its sandbox (hardlinks of
+# MEDIA_ROOT's files when on the same file system).
+NOTEBOOK_FILES_CACHE_DIR = Path(os.environ.get("NOTEBOOK_FILES_CACHE_DIR") or BASE_DIR / "var" / "notebook-files")
+# Uploads bigger than Django's 2.5 MB in-memory limit are spooled to disk as they arrive.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
 # A notebook's own packages (docs/packages.md): resolved and installed by the kernel worker with
 # uv, wheels only, from this index; "off" leaves notebooks with the server's packages alone.
 NOTEBOOK_PACKAGES = env_choice("NOTEBOOK_PACKAGES", {"on": True, "off": False}, "on")
@@ -259,8 +302,27 @@ STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Where `collectstatic` puts the hashed, compressed copies WhiteNoise serves when DEBUG is off.
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "staticfiles")
+def _files_storage_options():
+    import json
+
+    value = os.environ.get("FILES_STORAGE_OPTIONS") or "{}"
+    try:
+        options = json.loads(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"FILES_STORAGE_OPTIONS must be a JSON object: {exc}") from exc
+    if not isinstance(options, dict):
+        raise ImproperlyConfigured("FILES_STORAGE_OPTIONS must be a JSON object")
+    return options
+
+
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Notebook files (docs/notebook-files.md): FileSystemStorage under MEDIA_ROOT, or any Django
+    # storage such as django-storages' S3 (FILES_STORAGE_BACKEND=storages.backends.s3.S3Storage,
+    # FILES_STORAGE_OPTIONS='{"bucket_name": "..."}'; docs/operations.md).
+    "default": {
+        "BACKEND": os.environ.get("FILES_STORAGE_BACKEND") or "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": _files_storage_options(),
+    },
     "staticfiles": {"BACKEND": "notebookproject.storage.StaticFilesStorage"},
 }
 # Hashed names never change content, so WhiteNoise gives them far-future cache headers

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
 from . import kernel_client
-from .models import Cell, Membership, Notebook, NotebookEvent, NotebookVersion
+from .models import Cell, Membership, Notebook, NotebookEvent, NotebookSecret, NotebookVersion
 
 
 def render_outputs(cell):
@@ -187,3 +187,15 @@ class NotebookVersionAdmin(ReadOnlyAdmin):
     @admin.display(description="cells")
     def cell_count(self, version):
         return len(version.cells)
+
+
+@admin.register(NotebookSecret)
+class NotebookSecretAdmin(ReadOnlyAdmin):
+    """Names, who set them and when: never the value, not even encrypted (the notebook page's
+    Secrets panel sets and deletes them, so the kernel hears of it)."""
+
+    list_display = ["name", "notebook", "updated_by", "updated_at"]
+    list_filter = [("notebook", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name", "notebook__name"]
+    list_select_related = ["notebook", "updated_by"]
+    fields = ["notebook", "name", "updated_by", "updated_at"]

@@ -23,7 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from . import edit_lane, fanout, history, kernel_client, operations, permissions, protocol
+from . import edit_lane, fanout, history, kernel_client, notebook_files, operations, permissions, protocol
 from .constants import CELL_PYTHON
 from .kernel_client import KernelUnreachable
 from .layers import REDIS_ERRORS, redis_down
@@ -246,6 +246,22 @@ class NotebookConsumer(AsyncWebsocketConsumer):
 
     async def _on_update_db_connection(self, message):
         await self._operation(operations.update_db_connection, connection_string=message.fields["connectionString"], request_id=message.request_id)
+
+    async def _on_set_secret(self, message):
+        f = message.fields
+        await self._operation(operations.set_secret, name=f["name"], value=f["value"], request_id=message.request_id)
+
+    async def _on_delete_secret(self, message):
+        await self._operation(operations.delete_secret, name=message.fields["name"], request_id=message.request_id)
+
+    async def _on_delete_file(self, message):
+        await self._operation(notebook_files.delete_file, path=message.fields["path"], request_id=message.request_id)
+
+    async def _on_restore_file(self, message):
+        await self._operation(notebook_files.restore_file, path=message.fields["path"], request_id=message.request_id)
+
+    async def _on_rename_file(self, message):
+        await self._operation(notebook_files.rename_file, path=message.fields["path"], new_path=message.fields["newPath"], request_id=message.request_id)
 
     async def _on_set_packages(self, message):
         """A new list of packages: checked here (protocol.py), built by the kernel worker, saved

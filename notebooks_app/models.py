@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Case, Count, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
-from . import permissions
+from . import permissions, vault
 from .constants import CELL_PYTHON, CELL_STATUSES, CELL_TYPES, NOTEBOOK_NAME_MAX, OUTPUT_HTML_STYLE, POSITION_STEP, STATE_STDOUT_LIMIT, STATUS_IDLE
 from .permissions import MEMBER_ROLES, ROLE_OWNER, ROLE_VIEWER
 from .secrets import mask_connection_string
@@ -39,12 +39,16 @@ class Notebook(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_notebooks")
-    # A secret: shown only through mask_connection_string(), never in full.
+    # A secret: encrypted (vault.py, SECRETS_KEY); read it as `connection_string`, show it only
+    # through db_connection_display (mask_connection_string), never in full.
     db_connection = models.TextField(blank=True, default="")
     # The notebook's own packages (docs/packages.md): PEP 508 requirements as its editors wrote
     # them, and the lock they resolved to (exact versions and hashes; "" until resolved).
     requirements = models.JSONField(default=list, blank=True)
     requirements_lock = models.TextField(blank=True, default="")
+    # Where its cells may connect when the server gives notebooks outbound network: "host:port"
+    # entries ("*.example.com:443"), enforced by a proxy outside the sandbox (kernel/egress.py).
+    egress_allowlist = models.JSONField(default=list, blank=True)
     # Bumped by every structural or code change; the kernel worker compares it
     # with its own to know whether its graph is behind the database.
     revision = models.PositiveBigIntegerField(default=0)
@@ -75,8 +79,21 @@ class Notebook(models.Model):
         return permissions.may(self.role_of(user), permissions.EDIT)
 
     @property
+    def connection_string(self):
+        """The database connection in clear, decrypted from `db_connection`: for the kernel worker
+        (which holds the connection outside the sandbox) and the masked display, nothing else."""
+        return vault.decrypt_connection(self.db_connection)
+
+    @connection_string.setter
+    def connection_string(self, value):
+        self.db_connection = vault.encrypt_connection(value)
+
+    @property
     def db_connection_display(self):
-        return mask_connection_string(self.db_connection)
+        try:
+            return mask_connection_string(self.connection_string)
+        except vault.Unreadable:
+            return "(unreadable with SECRETS_KEY)"
 
 
 class Membership(models.Model):
@@ -242,7 +259,7 @@ class NotebookFile(models.Model):
 
 class NotebookSecret(models.Model):
     """A named secret of a notebook: write-only. `value` is its encrypted token (notebooks_app/
-    secrets.py, SECRETS_KEY), never the clear text; the kernel worker decrypts it into the
+    vault.py, SECRETS_KEY), never the clear text; the kernel worker decrypts it into the
     execution process's environment, nowhere else."""
 
     notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="secrets")
@@ -257,6 +274,10 @@ class NotebookSecret(models.Model):
 
     def __str__(self):
         return f"secret {self.name} of {self.notebook_id}"
+
+    def summary(self):
+        """What anyone on the notebook may know of it: its name, who set it, when (never the value)."""
+        return {"name": self.name, "by": self.updated_by.get_username() if self.updated_by else None, "at": self.updated_at.isoformat()}
 
 
 # --- history (docs/history.md) ------------------------------------------------------------
@@ -278,6 +299,7 @@ EVENT_FILE_RESTORED = "file_restored"
 EVENT_FILE_RENAMED = "file_renamed"
 EVENT_SECRET_SET = "secret_set"
 EVENT_SECRET_DELETED = "secret_deleted"
+EVENT_EGRESS = "egress"
 EVENT_KINDS = [
     (EVENT_CREATED, "created a cell"),
     (EVENT_DELETED, "deleted a cell"),
@@ -297,6 +319,7 @@ EVENT_KINDS = [
     (EVENT_FILE_RENAMED, "renamed a file"),
     (EVENT_SECRET_SET, "set a secret"),
     (EVENT_SECRET_DELETED, "deleted a secret"),
+    (EVENT_EGRESS, "changed the egress allowlist"),
 ]
 # Edits of one cell by one person within this many seconds are one event (the history shows
 # "edited", not every keystroke; undo goes back to the text before the burst).

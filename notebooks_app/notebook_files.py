@@ -8,26 +8,16 @@ change is one transaction with a history event and a revision bump, and the kern
 on commit (`kernel.files`): it refreshes the files its execution process sees and reruns the
 cells that read a changed one.
 """
-import hashlib
-import posixpath
-import re
-import unicodedata
-
-from django.conf import settings
-from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Max, Sum
+from django.db.models import Max
 
-from .file_store import storage_name
-from .models import EVENT_FILE_ADDED, EVENT_FILE_DELETED, EVENT_FILE_RENAMED, EVENT_FILE_RESTORED, NotebookFile
+from . import file_store
+from .file_store import FileRefused, storage_name
+from .models import EVENT_FILE_DELETED, EVENT_FILE_RENAMED, EVENT_FILE_RESTORED, NotebookFile
 from .operations import OperationError, bump_revision, lock_notebook, record_event, tell_kernel
 from .permissions import VIEW
 
-MAX_PATH = 255
-MAX_PART = 100
-CHUNK = 1 << 20
-_BAD_CHARACTERS = re.compile(r'[\x00-\x1f\x7f\\:*?"<>|]')
 
 
 class FileError(OperationError):
@@ -37,32 +27,23 @@ class FileError(OperationError):
         super().__init__(code, message)
 
 
-def clean_path(name):
-    """`name` as a stored path: relative, "/"-separated, no `..`, no control characters, no
-    empty or hidden-dot-only parts; FileError otherwise."""
-    if not isinstance(name, str) or not name.strip():
-        raise FileError("Give the file a name.")
-    name = unicodedata.normalize("NFC", name.strip())
-    if name.startswith(("/", "~")) or re.match(r"^[A-Za-z]:", name):
-        raise FileError(f"{name[:80]!r} is an absolute path: give a name inside the notebook, such as 'data/sales.csv'.")
-    if _BAD_CHARACTERS.search(name):
-        raise FileError(f"{name[:80]!r} contains a character a file name cannot have here (control characters, \\ : * ? \" < > |).")
-    parts = name.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise FileError(f"{name[:80]!r} is not a plain path: no '..', '.', or empty parts ('data/sales.csv' is fine).")
-    if any(len(part) > MAX_PART for part in parts) or len(name) > MAX_PATH:
-        raise FileError(f"The name is too long: at most {MAX_PATH} characters, {MAX_PART} per folder or file name.")
-    if parts[0] == ".files" or parts[-1].endswith(".nbtmp"):
-        raise FileError("Names '.files/…' and '….nbtmp' are reserved.")
-    return posixpath.normpath(name)
+def _refusals(func):
+    """file_store's refusals as the operations' errors (the consumer and views answer those)."""
+    import functools
+
+    @functools.wraps(func)
+    def checked(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except FileRefused as exc:
+            raise FileError(exc.message, exc.code) from None
+
+    return checked
 
 
-def max_file_bytes():
-    return settings.NOTEBOOK_FILE_MAX_MB * 1024 * 1024
-
-
-def quota_bytes():
-    return settings.NOTEBOOK_FILES_QUOTA_MB * 1024 * 1024
+clean_path = _refusals(file_store.clean_path)
+check_size = _refusals(file_store.check_size)
+max_file_bytes, quota_bytes, used_bytes = file_store.max_file_bytes, file_store.quota_bytes, file_store.used_bytes
 
 
 def current_files(notebook_id):
@@ -88,69 +69,18 @@ def describe(row):
     }
 
 
-def check_size(size, notebook_id, path):
-    """Refuse before anything is stored: an empty file, one over NOTEBOOK_FILE_MAX_MB, or one
-    that would take the notebook over NOTEBOOK_FILES_QUOTA_MB."""
-    if size <= 0:
-        raise FileError("The file is empty (0 bytes): nothing was stored.")
-    if size > max_file_bytes():
-        raise FileError(f"The file is {size / 1e6:,.1f} MB; a notebook file may be at most {settings.NOTEBOOK_FILE_MAX_MB:,} MB (NOTEBOOK_FILE_MAX_MB).", code="too_large")
-    used = used_bytes(notebook_id, without_path=path)
-    if used + size > quota_bytes():
-        raise FileError(
-            f"The notebook's files would take {(used + size) / 1e6:,.1f} MB; its quota is {settings.NOTEBOOK_FILES_QUOTA_MB:,} MB (NOTEBOOK_FILES_QUOTA_MB). Delete some first.",
-            code="too_large",
-        )
-
-
-def store_bytes(stream, *, expected_size=None):
-    """Read `stream` (a file-like object) in chunks into the storage, once per content:
-    (sha256, size).  Hashes first from a temporary copy on disk (never the whole file in
-    memory), then saves under its content's name unless it is there already."""
-    import tempfile
-
-    digest, size = hashlib.sha256(), 0
-    with tempfile.TemporaryFile() as spool:
-        while True:
-            chunk = stream.read(CHUNK)
-            if not chunk:
-                break
-            if isinstance(chunk, str):
-                chunk = chunk.encode("utf-8")
-            digest.update(chunk)
-            size += len(chunk)
-            if size > max_file_bytes():
-                raise FileError(f"The file is over {settings.NOTEBOOK_FILE_MAX_MB:,} MB, the limit for one notebook file (NOTEBOOK_FILE_MAX_MB).", code="too_large")
-            spool.write(chunk)
-        if expected_size is not None and size != expected_size:
-            raise FileError(f"The upload was cut short ({size:,} of {expected_size:,} bytes arrived): nothing was stored.")
-        sha256 = digest.hexdigest()
-        name = storage_name(sha256)
-        if size and not default_storage.exists(name):
-            spool.seek(0)
-            saved = default_storage.save(name, File(spool, name=sha256))
-            if saved != name:  # another upload of the same bytes won the race: keep one
-                default_storage.delete(saved)
-    return sha256, size
-
-
+@_refusals
 def add_file(notebook_id, user, *, path, stream, size=None, request_id=None):
     """A new file, or a new version of `path`: stored, then the row, its history event and the
     revision in one transaction (two uploads of one name at once: both kept, the later current)."""
-    path = clean_path(path)
+    path = file_store.clean_path(path)
     if size is not None:
-        check_size(size, notebook_id, path)
+        file_store.check_size(size, notebook_id, path)
     _may_edit(notebook_id, user)  # checked before the bytes are stored (storing is slow: no lock held)
-    sha256, stored = store_bytes(stream, expected_size=size)
+    sha256, stored = file_store.store_bytes(stream, expected_size=size)
     with transaction.atomic():
         notebook = lock_notebook(notebook_id, user)
-        check_size(stored, notebook.pk, path)
-        last = NotebookFile.objects.filter(notebook=notebook, path=path).aggregate(v=Max("version"))["v"] or 0
-        previous = NotebookFile.objects.filter(notebook=notebook, path=path, current=True).first()
-        NotebookFile.objects.filter(notebook=notebook, path=path, current=True).update(current=False)
-        row = NotebookFile.objects.create(notebook=notebook, path=path, sha256=sha256, size=stored, version=last + 1, current=True, added_by=user if user.is_authenticated else None)
-        before = {"path": path, "version": previous.version, "size": previous.size} if previous else None
-        record_event(notebook, user, EVENT_FILE_ADDED, before=before, after={"path": path, "version": row.version, "size": stored})
+        row = file_store.record_version(notebook, user.pk if user.is_authenticated else None, path, sha256, stored)
         _announce(notebook, request_id, changed=[path])
     return row
 

@@ -23,7 +23,7 @@ from django.db.models import Min, OuterRef, Subquery
 from django.db.models.fields import AutoFieldMixin
 from django.utils import timezone
 
-from . import kernel_client, permissions
+from . import kernel_client, permissions, vault
 from .kernel import ui
 from .kernel.analysis import analyze_python
 from .kernel.shared_text import CellText, code_key, new_state
@@ -34,13 +34,17 @@ from .models import (
     EVENT_DELETED,
     EVENT_EDITED,
     EVENT_MOVED,
+    EVENT_EGRESS,
     EVENT_RENAMED,
+    EVENT_SECRET_DELETED,
+    EVENT_SECRET_SET,
     EVENT_SHARED,
     EVENT_UNSHARED,
     Cell,
     Membership,
     Notebook,
     NotebookEvent,
+    NotebookSecret,
     OutputBlob,
     cell_message,
 )
@@ -414,8 +418,8 @@ def update_db_connection(notebook_id, user, *, connection_string, request_id=Non
     with transaction.atomic():
         notebook = lock_notebook(notebook_id, user)
         # The password never goes into the history: only what the page shows of the connection.
-        record_event(notebook, user, EVENT_CONNECTION, before={"display": mask_connection_string(notebook.db_connection)}, after={"display": mask_connection_string(connection_string)})
-        notebook.db_connection = connection_string
+        record_event(notebook, user, EVENT_CONNECTION, before={"display": notebook.db_connection_display}, after={"display": mask_connection_string(connection_string)})
+        notebook.connection_string = connection_string  # encrypted (vault.py)
         notebook.save(update_fields=["db_connection", "updated_at"])
         revision = bump_revision(notebook)
         tell_kernel(
@@ -427,6 +431,34 @@ def update_db_connection(notebook_id, user, *, connection_string, request_id=Non
             display=mask_connection_string(connection_string),
         )
     return notebook
+
+
+def set_secret(notebook_id, user, *, name, value, request_id=None):
+    """Add or replace the notebook's secret `name` (protocol.validate_secret_name checked it):
+    stored encrypted (vault.py); the history records who set which name, never the value; the
+    kernel restarts the execution process with it (kernel/edits.py)."""
+    with transaction.atomic():
+        notebook = lock_notebook(notebook_id, user)
+        existed = notebook.secrets.filter(name=name).exists()
+        NotebookSecret.objects.update_or_create(notebook=notebook, name=name, defaults={"value": vault.encrypt(value), "updated_by": user})
+        record_event(notebook, user, EVENT_SECRET_SET, before={"name": name} if existed else None, after={"name": name})
+        _secrets_changed(notebook, request_id)
+
+
+def delete_secret(notebook_id, user, *, name, request_id=None):
+    """Remove the notebook's secret `name`; its value is gone for good (nothing keeps it)."""
+    with transaction.atomic():
+        notebook = lock_notebook(notebook_id, user)
+        deleted, _ = notebook.secrets.filter(name=name).delete()
+        if not deleted:
+            raise OperationError("invalid_field", f"This notebook has no secret {name}.")
+        record_event(notebook, user, EVENT_SECRET_DELETED, before={"name": name}, after=None)
+        _secrets_changed(notebook, request_id)
+
+
+def _secrets_changed(notebook, request_id):
+    revision = bump_revision(notebook)
+    tell_kernel(notebook, "secrets", revision=revision, request_id=request_id, names=list(notebook.secrets.values_list("name", flat=True)))
 
 
 def check_kernel_command(notebook_id, user, *, cell_id=None):
@@ -957,3 +989,23 @@ def _delete_cell_portable(notebook_id, user, gone):
         cell.delete()
         gone.made((bump_revision(notebook),))
         kernel_client.send_on_commit(notebook.pk, gone.message)
+
+
+def set_egress_allowlist(notebook_id, user, *, allowlist):
+    """The owner's egress allowlist (kernel/egress.py): where the notebook's cells may connect
+    when the server gives notebooks outbound network. Stored, in the history, and the kernel
+    restarts the execution process on it."""
+    from .kernel.egress import AllowlistError, parse_allowlist
+
+    try:
+        allowlist = parse_allowlist(allowlist)
+    except AllowlistError as exc:
+        raise OperationError("invalid_field", f"{exc}.") from None
+    with transaction.atomic():
+        notebook = lock_notebook(notebook_id, user, action=MANAGE)
+        record_event(notebook, user, EVENT_EGRESS, before={"allowlist": notebook.egress_allowlist}, after={"allowlist": allowlist})
+        notebook.egress_allowlist = allowlist
+        notebook.revision += 1
+        notebook.save(update_fields=["egress_allowlist", "revision", "updated_at"])
+        tell_kernel(notebook, "egress", revision=notebook.revision, request_id=None, allowlist=allowlist)
+    return notebook

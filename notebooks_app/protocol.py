@@ -8,6 +8,7 @@ import base64
 import binascii
 import json
 import keyword
+import re
 import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -39,6 +40,14 @@ MAX_REQUEST_ID = 100
 MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer requestId (JavaScript's Number.MAX_SAFE_INTEGER)
 MAX_CONNECTION_STRING = 4096
 CONNECTION_SCHEMES = ("postgresql://", "postgres://", "sqlite:///")
+# A notebook's secrets (docs/protocol.md#secrets): environment variable names of the execution
+# process, never one the sandbox sets itself (kernel/sandbox.py child_environment, the child's
+# NOTEBOOK_* settings, the loader's LD_*), with values of at most 64 KiB.
+SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+MAX_SECRET_NAME = 64
+MAX_SECRET_VALUE_BYTES = 64 * 1024
+RESERVED_SECRET_NAMES = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "PYTHONPATH"})
+RESERVED_SECRET_PREFIXES = ("PYTHON", "MPL", "NOTEBOOK_", "LD_", "LC_")
 
 
 class ProtocolError(Exception):
@@ -51,7 +60,7 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # "cell_id" | "code" | "cell_type" | "identifier" | "connection"
+    kind: str  # a key of CHECKS: "cell_id" | "code" | "cell_type" | "identifier" | "connection" | "secret_name" | ...
     required: bool = True
     nullable: bool = False
 
@@ -71,6 +80,13 @@ MESSAGE_SCHEMAS = {
     "run_all": {},
     "interrupt": {},
     "update_db_connection": {"connectionString": Field("connection")},
+    # The notebook's files (docs/notebook-files.md; uploads go over HTTP).
+    "delete_file": {"path": Field("file_path")},
+    "restore_file": {"path": Field("file_path")},
+    "rename_file": {"path": Field("file_path"), "newPath": Field("file_path")},
+    # A notebook's secrets (docs/protocol.md#secrets): values are write-only, never sent back.
+    "set_secret": {"name": Field("secret_name"), "value": Field("secret_value")},
+    "delete_secret": {"name": Field("secret_name")},
     # The notebook's own packages (docs/packages.md): the whole new list of requirements.
     "set_packages": {"requirements": Field("requirements")},
     "sync": {},
@@ -175,6 +191,45 @@ def validate_connection_string(value):
 
 def _check_connection(name, value):
     return validate_connection_string(value)
+
+
+def _check_file_path(name, value):
+    """A notebook file's name: relative, no '..', no control characters (notebook_files.clean_path)."""
+    from .notebook_files import FileError, clean_path
+
+    try:
+        return clean_path(value)
+    except FileError as exc:
+        raise ValueError(f"'{name}': {exc.message}") from None
+
+
+def validate_secret_name(value):
+    """An environment variable name the execution process may be given; ValueError otherwise."""
+    if not isinstance(value, str) or not SECRET_NAME.fullmatch(value) or len(value) > MAX_SECRET_NAME:
+        raise ValueError(f"a secret's name must be an environment variable name such as OPENAI_API_KEY: capital letters, digits and _, not starting with a digit, at most {MAX_SECRET_NAME} characters, not {str(value)[:70]!r}")
+    if value in RESERVED_SECRET_NAMES or value.startswith(RESERVED_SECRET_PREFIXES):
+        raise ValueError(f"{value} is set by the sandbox itself; choose another name (not {', '.join(sorted(RESERVED_SECRET_NAMES))}, nor one starting with {', '.join(RESERVED_SECRET_PREFIXES)})")
+    return value
+
+
+def _check_secret_name(name, value):
+    return validate_secret_name(value)
+
+
+def _check_secret_value(name, value):
+    """Never quoted back: an error names the problem, not the value."""
+    if not isinstance(value, str):
+        raise ValueError(f"'{name}' must be a string")
+    if not value:
+        raise ValueError(f"'{name}' is empty; delete the secret instead")
+    if "\x00" in value:
+        raise ValueError(f"'{name}' must not contain NUL characters (an environment variable cannot hold them)")
+    if not _encodable(value):
+        raise ValueError(f"'{name}' must be valid Unicode (no lone surrogates)")
+    size = len(value.encode("utf-8"))
+    if size > MAX_SECRET_VALUE_BYTES:
+        raise ProtocolError(TOO_LARGE, f"'{name}' is {size:,} bytes; the limit is {MAX_SECRET_VALUE_BYTES:,} bytes (64 KiB)")
+    return value
 
 
 def _check_requirements(name, value):
@@ -286,6 +341,7 @@ CHECKS = {
     "identifier": _check_identifier,
     "connection": _check_connection,
     "requirements": _check_requirements,
+    "file_path": _check_file_path,
     "yjs_update": _check_yjs_update,
     "generation": _check_generation,
     "cursor": _check_cursor,
@@ -295,6 +351,8 @@ CHECKS = {
     "widget_index": _check_widget_index,
     "offset": _check_offset,
     "input_value": _check_input_value,
+    "secret_name": _check_secret_name,
+    "secret_value": _check_secret_value,
 }
 
 

@@ -13,8 +13,11 @@ urlpatterns = [
     path("notebooks/<uuid:notebook_id>/export/<str:fmt>/", views.notebook_export, name="export"),
     path("notebooks/<uuid:notebook_id>/share/", views.notebook_share, name="share"),
     path("notebooks/<uuid:notebook_id>/rename/", views.notebook_rename, name="rename"),
+    path("notebooks/<uuid:notebook_id>/egress/", views.notebook_egress, name="egress"),
     path("notebooks/<uuid:notebook_id>/delete/", views.notebook_delete, name="delete"),
     path("notebooks/<uuid:notebook_id>/outputs/<str:digest>/", views.cell_output_data, name="output"),
+    path("notebooks/<uuid:notebook_id>/files/", views.notebook_files_view, name="files"),
+    path("notebooks/<uuid:notebook_id>/files/<path:path>", views.notebook_file_download, name="file"),
     path("frames/chart/", output_documents.chart_frame, name="chart_frame"),
     path("notebooks/<uuid:notebook_id>/cells/<uuid:cell_id>/stdout/", views.cell_stdout, name="stdout"),
 ]

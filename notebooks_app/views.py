@@ -7,12 +7,12 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import exporting, importing, operations, output_documents, packages, permissions
+from . import exporting, importing, notebook_files, operations, output_documents, packages, permissions
 from .constants import OUTPUT_HTML_STYLE
 from .kernel.display import CHART_MIME_TYPES
 from .forms import ImportForm, NotebookForm, ShareForm
@@ -118,11 +118,17 @@ def _detail_context(request, notebook, share_form):
         "rename_form": NotebookForm(initial={"name": notebook.name}),
         "members": notebook.memberships.select_related("user").order_by("user__username"),
         "share_form": share_form,
+        "kernel_outbound": settings.KERNEL_NETWORK == "outbound",  # the egress allowlist applies (docs/security.md#egress)
         "output_style": OUTPUT_HTML_STYLE,
         # The notebook's own packages (docs/packages.md): the ModuleNotFoundError prompt offers the
         # package that provides a module through this table (static/notebooks/js/packages_panel.js).
         "packages_enabled": settings.NOTEBOOK_PACKAGES,
         "import_distributions": packages.DISTRIBUTIONS_BY_MODULE,
+        # The notebook's files (docs/notebook-files.md), listed for a page without JavaScript;
+        # the limits are what files_panel.js checks before sending and tells the user.
+        "files": notebook_files.current_files(notebook.pk),
+        "file_limit_mb": settings.NOTEBOOK_FILE_MAX_MB,
+        "files_quota_mb": settings.NOTEBOOK_FILES_QUOTA_MB,
     }
 
 
@@ -179,6 +185,22 @@ def notebook_rename(request, notebook_id):
     context["rename_form"] = form
     status = 403 if not context["is_owner"] else 400
     return render(request, "notebooks/detail.html", context, status=status)
+
+
+@login_required
+@require_POST
+def notebook_egress(request, notebook_id):
+    """The owner's egress allowlist (one host:port a line), from the notebook's settings card."""
+    notebook = _notebook_for(request.user, notebook_id)
+    text = request.POST.get("allowlist", "")
+    try:
+        operations.set_egress_allowlist(notebook.pk, request.user, allowlist=text)
+    except operations.OperationError as exc:
+        context = _detail_context(request, notebook, ShareForm())
+        context["egress_error"], context["egress_text"] = exc.message, text
+        return render(request, "notebooks/detail.html", context, status=403 if exc.code == "forbidden" else 400)
+    messages.success(request, "Saved the egress allowlist; the notebook's kernel restarts on it.")
+    return redirect("notebooks:detail", notebook_id=notebook.pk)
 
 
 @login_required
@@ -260,3 +282,54 @@ def set_theme(request):
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
         back = "notebooks:list"
     return redirect(back)
+
+
+# --- a notebook's files (docs/notebook-files.md) ---------------------------------------------
+@login_required
+@require_http_methods(["GET", "POST"])
+def notebook_files_view(request, notebook_id):
+    """GET: the notebook's current files (JSON, for anyone who may view). POST (editors): upload
+    one or more files (`file`, several allowed; `name` renames a single one, e.g. into a folder);
+    Django spools each to disk as it arrives, and each is stored by content, in chunks. Answers
+    JSON: the files stored, or `{"error": ...}` with 400/403/413 and nothing stored for a file
+    that was refused."""
+    notebook = _notebook_for(request.user, notebook_id)
+    if request.method == "GET":
+        return JsonResponse({"files": [notebook_files.describe(row) for row in notebook_files.current_files(notebook.pk)]})
+    if not permissions.may(notebook.role_of(request.user), permissions.EDIT):
+        return JsonResponse({"error": "Viewers cannot add files to this notebook."}, status=403)
+    declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    if declared > notebook_files.quota_bytes() + (1 << 20):
+        return JsonResponse({"error": f"The upload is {declared / 1e6:,.1f} MB, more than this notebook's quota of {settings.NOTEBOOK_FILES_QUOTA_MB:,} MB."}, status=413)
+    uploads = request.FILES.getlist("file")
+    if not uploads:
+        return JsonResponse({"error": "Choose a file to upload."}, status=400)
+    name = (request.POST.get("name") or "").strip()
+    if name and len(uploads) > 1:
+        return JsonResponse({"error": "A name can be given to one file at a time."}, status=400)
+    stored, errors = [], []
+    for upload in uploads:
+        try:
+            row = notebook_files.add_file(notebook.pk, request.user, path=name or upload.name, stream=upload, size=upload.size)
+        except notebook_files.FileError as exc:
+            errors.append(f"{upload.name}: {exc.message}")
+            continue
+        except operations.OperationError as exc:
+            return JsonResponse({"error": exc.message}, status=403 if exc.code == "forbidden" else 400)
+        stored.append(notebook_files.describe(row))
+    status = 200 if stored else (413 if any("MB" in e for e in errors) else 400)
+    return JsonResponse({"files": stored, "errors": errors, **({"error": " ".join(errors)} if errors else {})}, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def notebook_file_download(request, notebook_id, path):
+    """The current version of one file, for anyone who may view the notebook."""
+    try:
+        row, handle = notebook_files.open_file(notebook_id, request.user, path)
+    except (notebook_files.FileError, operations.OperationError):
+        raise Http404("No such file.") from None
+    response = FileResponse(handle, as_attachment=True, filename=row.path.rsplit("/", 1)[-1])
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response

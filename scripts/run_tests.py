@@ -169,6 +169,7 @@ def main(argv):
         services.chromium()
         services.sandbox()
         env.setdefault("SECRET_KEY", "test-secret-key")
+        env.setdefault("SECRETS_KEY", "dGVzdC1zZWNyZXRzLWtleS1ub3QtZm9yLXByb2R1Y3Q=")  # a Fernet key, tests only
         env["PYTHONUNBUFFERED"] = "1"
         collectstatic(env, services.tmp / "static")
         log(f"pytest on {env['DATABASE_URL'].rsplit('@', 1)[-1]} and {env['REDIS_URL']}")

@@ -25,7 +25,7 @@ def test_notebook_changelist_shows_counts_and_search(admin_client, notebook):
 
 
 def test_notebook_page_shows_cells_in_order_with_outputs(admin_client, notebook):
-    notebook.db_connection = "postgresql://ann:topsecret@db/sales"
+    notebook.connection_string = "postgresql://ann:topsecret@db/sales"  # stored encrypted (vault.py)
     notebook.save()
     Cell.objects.create(notebook=notebook, position=2, code="second = 2", reads=["first"], writes=["second"], status="error", error={"ename": "NameError", "evalue": "name 'first' is not defined", "traceback": ["line 1"]})
     Cell.objects.create(notebook=notebook, position=1, code="first = 1", writes=["first"], status="success", outputs=[{"mimeType": "text/plain", "data": "<1>"}])

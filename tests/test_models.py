@@ -58,5 +58,8 @@ def test_connection_string_is_masked(raw, shown):
 
 
 def test_notebook_display_never_has_password(users):
-    nb = Notebook.objects.create(name="x", owner=users["alice"], db_connection="postgresql://u:hunter2@h/db")
-    assert "hunter2" not in nb.db_connection_display
+    nb = Notebook(name="x", owner=users["alice"])
+    nb.connection_string = "postgresql://u:hunter2@h/db"
+    nb.save()
+    assert "hunter2" not in nb.db_connection_display and nb.db_connection_display == "postgresql://u:****@h/db"
+    assert "hunter2" not in Notebook.objects.get(pk=nb.pk).db_connection  # stored encrypted (vault.py)

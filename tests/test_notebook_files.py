@@ -166,3 +166,38 @@ async def test_cells_read_files_read_only_and_rerun_when_one_changes(ws, noteboo
     carol = await ws(users["carol"], notebook)
     reply = await carol.request(type="delete_file", path="data/sales.csv")
     assert reply["type"] == "error" and reply["code"] == "forbidden"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_cell_saves_a_file_for_everyone(ws, notebook, users):
+    alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
+    saver = await create(alice, "from notebook import files\nsaved = files.save('results/out.csv', 'x,y\\n1,2\\n')\nsaved")
+    reader = await create(alice, "saved\nopen('results/out.csv').read().count(',')")
+    assert (await run_and_wait(alice, saver))[-1]["status"] == "success", alice.state[saver]
+    assert text_output(alice, saver) == "'results/out.csv'"
+    seen = await bob.wait_for(lambda e: e["type"] == "files_updated", 30, "bob hears of the file")
+    assert [(f["path"], f["size"], f["by"]) for f in seen[-1]["files"]] == [("results/out.csv", 8, None)]
+    assert (await run_and_wait(alice, reader))[-1]["status"] == "success", alice.state[reader]
+    assert text_output(alice, reader) == "2"
+    row = await database_sync_to_async(lambda: notebook_files.current_files(notebook.pk).get())()
+    assert row.path == "results/out.csv" and row.added_by is None
+    bad = await create(alice, "from notebook import files as f\ntry:\n    f.save('../escape', b'x')\n    said = 'saved'\nexcept ValueError as exc:\n    said = str(exc)\nsaid")
+    assert (await run_and_wait(alice, bad))[-1]["status"] == "success"
+    assert "not a plain path" in text_output(alice, bad)
+
+
+@pytest.mark.django_db
+def test_a_storage_without_local_paths_is_mirrored_by_copies(notebook, users, monkeypatch, tmp_path, settings):
+    """S3 and the like have no local path: the mirror streams copies (InMemoryStorage stands in)."""
+    from django.core.files.storage import InMemoryStorage
+
+    from notebooks_app import file_store
+
+    memory = InMemoryStorage()
+    monkeypatch.setattr(file_store, "default_storage", memory)
+    settings.NOTEBOOK_FILES_CACHE_DIR = tmp_path / "mirrors"
+    row = notebook_files.add_file(notebook.pk, users["alice"], path="data/a.csv", stream=io.BytesIO(b"a\n1\n"), size=4)
+    assert memory.exists(storage_name(row.sha256))
+    directory = file_store.mirror(notebook.pk, [("data/a.csv", row.sha256)])
+    assert (directory / "data" / "a.csv").read_bytes() == b"a\n1\n"
+    assert file_store.mirror(notebook.pk, []) == directory and not (directory / "data").exists()  # a deleted file leaves

@@ -85,7 +85,7 @@ def test_detail_renders_cells_server_side(client, users, notebook):
 
 
 def test_detail_masks_the_connection_string(client, users, notebook):
-    notebook.db_connection = "postgresql://ann:topsecret@db/sales"
+    notebook.connection_string = "postgresql://ann:topsecret@db/sales"  # stored encrypted (vault.py)
     notebook.save()
     page = login(client, users["alice"]).get(f"/notebooks/{notebook.pk}/").content.decode()
     assert "topsecret" not in page and "ann:****@db" in page

@@ -40,7 +40,7 @@ import threading
 import time
 import traceback
 
-from notebooks_app.kernel import display, value_outputs
+from notebooks_app.kernel import display, egress_forwarder, file_reads, value_outputs
 
 CHILD_FILE = os.path.abspath(__file__)
 # This process's own frames, never shown in a cell's traceback.
@@ -330,6 +330,9 @@ class Kernel:
             elif op == "forget":
                 self.forget(message["cell"])
                 reply = {"status": "success"}
+            elif op == "files_changed":
+                file_reads.link()
+                reply = {"status": "success"}
             else:
                 reply = {"status": "error", "error": {"ename": "ProtocolError", "evalue": f"unknown op {op!r}", "traceback": []}}
         except KeyboardInterrupt:  # an interrupt that arrived between cells
@@ -389,6 +392,19 @@ class Kernel:
         finally:
             self.asking = None
 
+    def save_file(self, path, data):
+        """A cell's files.save: sent to the trusted side, which stores it; its answer."""
+        request = self.activity.current
+        if request is None:
+            return {"error": "files.save works only while a cell runs"}
+        self.answers = queue.Queue()
+        self.asking = request
+        try:
+            self.protocol.send({"op": "save_file", "id": request, "path": path, "data": data})
+            return self.answers.get()
+        finally:
+            self.asking = None
+
     def answer(self, message):
         """Called on the command thread with a `query_result`; one for an abandoned query is dropped."""
         if message.get("id") == self.asking and self.asking is not None:
@@ -420,6 +436,7 @@ class Kernel:
             linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
             body, last = self._compiled(cell_id, code, filename)
             self.activity.start_executing()
+            file_reads.begin()
             try:
                 self._exec(body)
                 value = self._exec(last) if last is not None else None
@@ -435,7 +452,8 @@ class Kernel:
             self.capture.drain()
             bound = self._inserted_after(newest) | {name for name in writes if name in self.namespace}
             self._bind(cell_id, bound)
-        return {"status": "error" if error else "success", "outputs": outputs, "error": error}
+            files = file_reads.end()
+        return {"status": "error" if error else "success", "outputs": outputs, "error": error, "files": files}
 
     def run_sql(self, request, cell_id, code, result_variable, engine=""):
         from notebooks_app.kernel.sql import SqlError, run_external
@@ -587,6 +605,14 @@ def set_limits():
         resource.setrlimit(kind, (limit, limit))
 
 
+def set_environment(variables):
+    """The notebook's secrets as environment variables of this process and of what it starts
+    (`os.environ["OPENAI_API_KEY"]`). The runner sends them before any command, so they are set
+    before any cell runs; they come down the protocol pipe, never on a command line."""
+    for name, value in (variables or {}).items():
+        os.environ[str(name)] = str(value)
+
+
 def _silenced(code, statement):
     """Whether the cell's last expression ends with `;`, which hides its value (as in Jupyter)."""
     line = code.split("\n")[statement.end_lineno - 1]
@@ -602,9 +628,13 @@ def install_notebook_module():
 
     package = types.ModuleType("notebook", "What a notebook's cells can import from the notebook itself.")
     package.ui = ui
+    files = types.ModuleType("notebook.files", "The notebook's files: save(path, data) stores one for everyone (docs/notebook-files.md).")
+    files.save = file_reads.save
+    package.files = files
     package.__path__ = []
     sys.modules["notebook"] = package
     sys.modules["notebook.ui"] = ui
+    sys.modules["notebook.files"] = files
 
 
 def warm_up_completion():
@@ -632,6 +662,8 @@ def add_notebook_environment():
 
 def main():
     add_notebook_environment()
+    file_reads.install()
+    egress_forwarder.install()
     install_notebook_module()
     display.install()
     output_cap = int(os.environ.get("NOTEBOOK_OUTPUT_CAP", "1000000"))
@@ -645,6 +677,7 @@ def main():
     capture = Capture(protocol, output_cap)
     image_cap = int(os.environ.get("NOTEBOOK_IMAGE_CAP", str(16 << 20)))
     kernel = Kernel(protocol, capture, output_cap, sql_row_cap, image_cap)
+    file_reads.install_sender(kernel.save_file)
     display.install_display(kernel.outputs.value_outputs)
 
     def on_sigint(signum, frame):
@@ -658,7 +691,9 @@ def main():
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for message in protocol.messages():
-                if message.get("op") == "interrupt":
+                if message.get("op") == "environment":
+                    set_environment(message.get("variables"))
+                elif message.get("op") == "interrupt":
                     kernel.interrupt(message.get("requests"))
                 elif message.get("op") == "query_result":
                     kernel.answer(message)

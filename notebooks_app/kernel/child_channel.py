@@ -27,10 +27,13 @@ class RunnerDied(Exception):
 
 
 class ChildChannel:
-    def __init__(self, *, database, notebook_id, on_exit):
+    def __init__(self, *, database, notebook_id, on_exit, on_save_file=None):
         self.database = database  # database.ExternalDatabase: the child's queries run here
         self.notebook_id = notebook_id
         self.on_exit = on_exit  # async (): the attached process ended (give back what it held)
+        # async (path, data bytes) -> reply dict: a cell's files.save (file_reads.py), stored
+        # out here; None: this process cannot save files.
+        self.on_save_file = on_save_file
         self.process = None
         self.death = None  # why the attached process ended, once it has
         self.pending = {}  # request id -> (future, on_stdout)
@@ -160,10 +163,11 @@ class ChildChannel:
                     future = entry[0] if entry else self.assists.get(request)
                     if future is not None and not future.done():
                         future.set_result(message)
-                elif op == "query" and request in self.pending and not self._queries:
-                    # One query at a time, for a request that is running: user code that
+                elif op in ("query", "save_file") and request in self.pending and not self._queries:
+                    # One query or save at a time, for a request that is running: user code that
                     # writes to the protocol pipe itself cannot pile work up out here.
-                    task = asyncio.create_task(self._answer_query(message))
+                    answer = self._answer_query if op == "query" else self._answer_save
+                    task = asyncio.create_task(answer(message))
                     self._queries.add(task)
                     task.add_done_callback(self._queries.discard)
         except (ValueError, asyncio.LimitOverrunError) as exc:
@@ -192,6 +196,28 @@ class ChildChannel:
     async def _answer_query(self, message):
         """Run a query the child sent for the notebook's database; send back its answer."""
         reply = await asyncio.to_thread(self.database.execute, message.get("sql"), message.get("params") or [])
+        with contextlib.suppress(RunnerDied):
+            await self.send({"op": "query_result", "id": message.get("id"), **reply})
+
+    async def _answer_save(self, message):
+        """A cell's `files.save(path, data)`: the bytes (base64 on the pipe) handed to
+        `on_save_file`, which checks and stores them; its answer goes back as a query's does."""
+        import base64
+        import binascii
+
+        try:
+            data = base64.b64decode(message.get("data") or "", validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            reply = {"error": "the file's bytes did not arrive whole"}
+        else:
+            if self.on_save_file is None:
+                reply = {"error": "this execution process cannot save notebook files"}
+            else:
+                try:
+                    reply = await self.on_save_file(str(message.get("path") or ""), data)
+                except Exception as exc:  # noqa: BLE001 - the cell hears why; the channel lives on
+                    logger.exception("saving a file for notebook %s failed", self.notebook_id)
+                    reply = {"error": f"the file could not be saved: {exc}"}
         with contextlib.suppress(RunnerDied):
             await self.send({"op": "query_result", "id": message.get("id"), **reply})
 

@@ -1,6 +1,6 @@
 """Committed structural edits applied to one notebook's memory (the kernel messages of
 operations.py, docs/protocol.md): a cell created, moved, edited or deleted, a new database
-connection, and typing the persister saved (`typed`); each is announced, statuses follow the
+connection, changed files, and typing the persister saved (`typed`); each is announced, statuses follow the
 graph, and what must rerun runs.
 
 It applies an edit the session has checked is the next revision; it must not read the queue,
@@ -8,9 +8,9 @@ reload, or decide revisions (the session's), nor write cells' code (operations.p
 the persister did).
 """
 import base64
+import dataclasses
 
 from .cell_state import CellState
-from .execution import RunnerConfig
 from .shared_text import code_key
 
 
@@ -86,10 +86,40 @@ class EditApplier:
 
     async def db_connection(self, message):
         connection, display = await self.store.load_connection(self.notebook_id)
-        await self.execution.configure(RunnerConfig(db_connection=connection, db_display=display), reason="the notebook's settings changed")
+        # The rest of the notebook's settings (its packages, files, secrets) stay as they are.
+        await self.execution.configure(dataclasses.replace(self.execution.config, db_connection=connection, db_display=display), reason="the notebook's settings changed")
         self.events.emit({"type": "db_connection_updated", "connected": bool(connection), "display": display, "requestId": message.get("requestId")})
         # Every SQL result (and what was computed from it) came from the old connection.
         self.statuses.mark_stale(self.model.sql_dependents())
+
+    async def egress(self, message):
+        """The owner changed the egress allowlist: the execution process restarts on it."""
+        allowlist = tuple(message.get("allowlist") or ())
+        await self.execution.configure(dataclasses.replace(self.execution.config, egress_allowlist=allowlist), reason="the notebook's egress allowlist changed")
+        self.events.emit({"type": "egress_updated", "allowlist": list(allowlist), "requestId": message.get("requestId")})
+
+    async def files(self, message):
+        """The notebook's files changed (notebook_files.py): mirrored again for the sandbox, linked
+        into a running process, and the cells that read a changed one run again."""
+        loaded = await self.store.load_files(self.notebook_id)
+        self.execution.config = dataclasses.replace(self.execution.config, files_dir=loaded["files_dir"])
+        await self.execution.files_changed()
+        changed = list(message.get("changed") or [])
+        self.model.files = loaded["files"]
+        self.events.emit({"type": "files_updated", "files": loaded["files"], "changed": changed, "requestId": message.get("requestId")})
+        readers = self.model.readers_of(changed, before=message.get("savedAt"))
+        if readers:
+            await self.events.flush()
+            await self.cascades.run_roots(readers)
+
+    async def secrets(self, message):
+        """The notebook's secrets changed (operations.set_secret / delete_secret): everyone hears
+        their names, then the execution process restarts with the new environment (its results
+        turn stale, as after a crash: `kernel_restarted` with the reason)."""
+        secrets, listing = await self.store.load_secrets(self.notebook_id)
+        self.events.emit({"type": "secrets_updated", "secrets": listing, "requestId": message.get("requestId")})
+        config = dataclasses.replace(self.execution.config, secrets=secrets, secret_list=tuple(listing))
+        await self.execution.configure(config, reason="the notebook's secrets changed")
 
     async def typed(self, rows):
         """Typing saved as new code (`rows`: persister.save_typing): each cell takes the path of

@@ -20,10 +20,17 @@ class RunnerConfig:
     """A notebook's settings of its execution process. A field a running process can take as it
     is belongs in LIVE_FIELDS (and in `apply`); any other change restarts the process."""
 
-    db_connection: str = ""  # held outside the sandbox (kernel/database.py)
+    db_connection: str = dataclasses.field(default="", repr=False)  # held outside the sandbox (kernel/database.py)
     db_display: str = dataclasses.field(default="", compare=False)  # the connection, masked, for clients
     requirements: tuple = ()  # the notebook's own packages (docs/packages.md)
     lock: str = ""  # what they resolved to ("" until resolved): the environment it starts on
+    # The notebook's secrets, ((name, value), ...) sorted by name: the process's environment, set
+    # at its start (a change restarts it), and what outputs are redacted of (outputs.Redactor).
+    # Never in repr: a logged config must not carry them.
+    secrets: tuple = dataclasses.field(default=(), repr=False)
+    secret_list: tuple = dataclasses.field(default=(), compare=False)  # ({name, by, at}, ...): for clients
+    files_dir: str = dataclasses.field(default="", compare=False)  # the notebook's files, mirrored (file_store.py)
+    egress_allowlist: tuple = ()  # where cells may connect with outbound network (egress.py)
 
     LIVE_FIELDS = frozenset({"db_connection"})
 
@@ -34,6 +41,10 @@ class RunnerConfig:
             db_display=snapshot.get("db_display") or "",
             requirements=tuple(snapshot.get("requirements") or ()),
             lock=snapshot.get("requirements_lock") or "",
+            secrets=tuple(tuple(pair) for pair in snapshot.get("secrets") or ()),
+            secret_list=tuple(snapshot.get("secret_list") or ()),
+            files_dir=snapshot.get("files_dir") or "",
+            egress_allowlist=tuple(snapshot.get("egress_allowlist") or ()),
         )
 
     def changed_fields(self, other):
@@ -42,16 +53,18 @@ class RunnerConfig:
     def apply(self, runner):
         """Give `runner` these settings (the one place they reach it)."""
         runner.set_connection(self.db_connection)
+        runner.secrets = dict(self.secrets)  # taken at the process's next start (Runner.start)
 
 
 class ExecutionHost:
-    def __init__(self, notebook_id, *, runner_factory, on_gone, environment_for=None):
+    def __init__(self, notebook_id, *, runner_factory, on_gone, environment_for=None, save_file=None):
         self.notebook_id = notebook_id
         self._factory = runner_factory  # () -> Runner, from global settings
         self._on_gone = on_gone  # (reason) -> None: the namespace is gone, say so
         # async (config) -> (site-packages directory or None, lock): the notebook's own packages
         # (package_builds.PackageBuilds.environment_for); None: the server's packages only.
         self._environment_for = environment_for
+        self._save_file = save_file  # async (path, bytes) -> reply: a cell's files.save (file_reads.py)
         self.config = RunnerConfig()
         self.runner = None
         self.closed = False
@@ -64,6 +77,7 @@ class ExecutionHost:
         """The runner, made if need be but not started (its database answers SQL completion)."""
         if self.runner is None:
             self.runner = self._factory()
+            self.runner.save_file = self._save_file
             self.config.apply(self.runner)
         return self.runner
 
@@ -80,6 +94,8 @@ class ExecutionHost:
                 if lock != self.config.lock:
                     self.config = dataclasses.replace(self.config, lock=lock)
             runner.environment = str(site) if site else None
+            runner.files = self.config.files_dir or None
+            runner.egress_allowlist = self.config.egress_allowlist
             await runner.start()
         return runner
 
@@ -111,6 +127,16 @@ class ExecutionHost:
             config.apply(self.runner)
         else:
             await self.restart(reason)
+
+    async def files_changed(self):
+        """The notebook's files changed (their mirror already is): a running process links them
+        into its working directory again (file_reads.py)."""
+        if not self.alive:
+            return
+        try:
+            await self.runner.call("files_changed")
+        except (RunnerDied, RuntimeError):
+            logger.warning("execution process of notebook %s could not take its new files", self.notebook_id)
 
     async def forget(self, cell_ids):
         """The names `cell_ids` bound leave the namespace (if there is one)."""

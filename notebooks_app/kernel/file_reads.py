@@ -11,10 +11,18 @@ lies in that directory (Python's own `open` and `os.open`: what pandas, json, cs
 libraries use; a C library that opens files itself is not seen), so the worker can rerun the
 cells that read a file when it changes.
 
+`save(path, data)` is what cells call as `from notebook import files; files.save("out.csv",
+data)`: the bytes go to the worker over the protocol pipe, which checks and stores them as a
+new version of the notebook's file, for everyone (and reruns its readers).
+
 Runs inside the sandbox: no Django, standard library only.
 """
+import base64
 import os
 import sys
+
+SAVE_LIMIT = 32 << 20  # bytes one files.save may send through the protocol pipe
+_sender = None  # (path, base64 text) -> reply dict, given by the kernel (_child.py)
 
 FILES = os.environ.get("NOTEBOOK_FILES", "")
 _reading = None  # the set of files the running cell opened, or None between cells
@@ -74,3 +82,30 @@ def _audit(event, args):
         return
     if real.startswith(FILES + os.sep):
         _reading.add(os.path.relpath(real, FILES))
+
+
+def install_sender(sender):
+    global _sender
+    _sender = sender
+
+
+def save(path, data):
+    """Save `data` (bytes, or text: UTF-8) as the notebook file `path` ("out.csv",
+    "results/summary.json") for everyone on the notebook: a new version if it exists. Returns
+    the path saved.  Raises ValueError when the name or size is refused (the message says why)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"files.save takes bytes or text, not {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > SAVE_LIMIT:
+        raise ValueError(f"files.save sends at most {SAVE_LIMIT >> 20} MB at once; this is {len(data) / 1e6:,.1f} MB")
+    if not isinstance(path, str):
+        raise TypeError("files.save takes the file's name as a string, such as 'out.csv'")
+    if _sender is None:
+        raise RuntimeError("files.save works only while a cell runs")
+    reply = _sender(path, base64.b64encode(data).decode("ascii"))
+    if reply.get("error"):
+        raise ValueError(reply["error"])
+    link()  # the worker mirrored it before answering: the next cells read it
+    return reply.get("path", path)

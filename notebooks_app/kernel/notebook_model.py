@@ -30,6 +30,30 @@ class NotebookModel:
         # depends on them) until their code changes or someone runs that very cell.
         self.crashed = set()
         self.unblocked = set()  # cells unblocked since they last ran: the next run includes them
+        # The notebook files each cell opened on its last run (file_reads.py): edges from a file
+        # to its readers, which rerun when it changes.
+        self.files_read = {}  # cell id -> (paths, tick of the run's end)
+        self.ticks = 0
+        self.files = []  # the notebook's current files, as notebook_state describes them
+
+    def files_opened(self, cell_id, paths):
+        """`cell_id`'s run just ended having opened `paths`: noted, with when (a tick)."""
+        self.ticks += 1
+        self.files_read[cell_id] = (set(paths), self.ticks)
+
+    def tick(self):
+        self.ticks += 1
+        return self.ticks
+
+    def readers_of(self, paths, before=None):
+        """Cells that opened any of `paths` on their last run and are still here (`before`: only
+        runs that ended before that tick: a file a cell saved is read fresh by runs after it)."""
+        paths = set(paths)
+        return {
+            cell_id
+            for cell_id, (read, tick) in self.files_read.items()
+            if read & paths and cell_id in self.cells and (before is None or tick < before)
+        }
 
     # --- loading -----------------------------------------------------------------------
     def load(self, rows):

@@ -1,9 +1,11 @@
 """What a run's results may be once they leave the execution process: untrusted outputs filtered
-to known MIME types, errors bounded to fit an event, large outputs set apart as blobs.
+to known MIME types, the notebook's secret values redacted, errors bounded to fit an event, large
+outputs set apart as blobs.
 
 Pure functions: no asyncio, no store (the caller writes the blobs `by_reference` returns).
 """
 import hashlib
+import html
 import json
 import re
 
@@ -30,6 +32,94 @@ def untrusted_outputs(outputs):
         if mime in CHILD_MIME_TYPES and isinstance(output.get("data"), CHILD_MIME_TYPES[mime]):
             kept.append({"mimeType": mime, "data": output["data"]})
     return kept
+
+
+SECRET_MIN_LENGTH = 4  # shorter values are too likely to be ordinary text to be redacted
+
+
+class Redactor:
+    """The notebook's secret values (exact, and as repr() and HTML escape them) replaced by
+    `[secret NAME]` in what a run sends back, before it is stored or published. A courtesy
+    against printing a key by mistake, not a boundary: code that can read a secret can send it
+    out encoded (docs/security.md)."""
+
+    def __init__(self, secrets=()):
+        names = {}  # each form of each value -> its secret's name
+        for name, value in secrets:
+            if len(value) < SECRET_MIN_LENGTH:
+                continue
+            for form in (value, repr(value)[1:-1], html.escape(value), html.escape(value, quote=False)):
+                names.setdefault(form, name)
+        forms = sorted(names, key=len, reverse=True)  # the longest first: no secret is half-replaced
+        self._names = names
+        self._pattern = re.compile("|".join(map(re.escape, forms))) if forms else None
+        self._longest = max(map(len, forms), default=0)
+
+    def __bool__(self):
+        return self._pattern is not None
+
+    def text(self, text):
+        if self._pattern is None or not isinstance(text, str):
+            return text
+        return self._pattern.sub(lambda match: f"[secret {self._names[match.group()]}]", text)
+
+    def value(self, data):
+        """Every string inside `data` (JSON: str, list, dict keys and values) redacted."""
+        if self._pattern is None:
+            return data
+        if isinstance(data, str):
+            return self.text(data)
+        if isinstance(data, list):
+            return [self.value(item) for item in data]
+        if isinstance(data, dict):
+            return {self.text(key): self.value(item) for key, item in data.items()}
+        return data
+
+    def outputs(self, outputs):
+        """Outputs redacted; images are left as they are (base64 of pixels, not text)."""
+        if self._pattern is None:
+            return outputs
+        return [output if str(output.get("mimeType", "")).startswith("image/") else {**output, "data": self.value(output.get("data"))} for output in outputs]
+
+    def held_back(self, text):
+        """How many characters at the end of `text` could begin a secret completed by what
+        comes next (a stream holds them back until it knows)."""
+        if self._pattern is None:
+            return 0
+        longest = 0
+        window = min(len(text), self._longest - 1)
+        for form in self._names:
+            start = len(text) - min(window, len(form) - 1)
+            while (start := text.find(form[0], start)) != -1:
+                if form.startswith(text[start:]):
+                    longest = max(longest, len(text) - start)
+                    break
+                start += 1
+        return longest
+
+    def stream(self):
+        return RedactedStream(self)
+
+
+class RedactedStream:
+    """One cell's stdout as it streams: redacted chunk by chunk, holding back the end of a chunk
+    that may be the start of a secret split across two writes; `flush()` when the cell ends."""
+
+    def __init__(self, redactor):
+        self.redactor = redactor
+        self.pending = ""
+
+    def feed(self, text):
+        if not self.redactor:
+            return text
+        text = self.redactor.text(self.pending + text)
+        keep = self.redactor.held_back(text)
+        self.pending = text[len(text) - keep:] if keep else ""
+        return text[: len(text) - keep]
+
+    def flush(self):
+        rest, self.pending = self.pending, ""
+        return rest
 
 
 def cut(text, limit):

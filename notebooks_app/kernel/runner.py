@@ -16,7 +16,9 @@ import functools
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from . import completion
 from . import sandbox as sandboxing
 from .child_channel import ChildChannel, RunnerDied
 from .database import ExternalDatabase
+from .egress import EgressProxy
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class RunResult:
     status: str  # "success" | "error"
     outputs: list = field(default_factory=list)
     error: dict | None = None
+    files: list = field(default_factory=list)  # the notebook files the cell opened (file_reads.py)
 
 
 class Runner:
@@ -74,8 +78,16 @@ class Runner:
         self.sandbox = sandbox
         self.database = ExternalDatabase(database_policy)
         self.environment = None
+        self.egress_allowlist = ()  # the owner's egress allowlist (egress.py); applies with network "outbound"
+        self._egress = None
+        self._egress_dir = None
+        self.files = None  # the directory of the notebook's files (kernel/notebook_files_dir.py), or None
+        # The notebook's secrets, {name: value}: the environment of the next process started,
+        # sent down its protocol pipe as its first message (never argv nor bwrap's environment).
+        self.secrets = {}
         self.process = None
-        self._channel = ChildChannel(database=self.database, notebook_id=self.notebook_id, on_exit=self._release)
+        self._channel = ChildChannel(database=self.database, notebook_id=self.notebook_id, on_exit=self._release, on_save_file=self._save_file)
+        self.save_file = None  # async (path, bytes) -> reply: a cell's files.save, given by ExecutionHost
         self._next_id = 0
         self._lock = asyncio.Lock()
         self._uid = None
@@ -132,6 +144,10 @@ class Runner:
             self.process = await self._start_unsandboxed()
         ready = self._channel.attach(self.process, sandboxed=self.sandbox is not None, stdout_cap=2 * self.output_cap + 1000)
         try:
+            if self.secrets:
+                # Through the pipe, before any command: on bubblewrap's command line (--setenv)
+                # they would be in /proc/<pid>/cmdline, which any user of the host can read.
+                await asyncio.wait_for(self._channel.send({"op": "environment", "variables": self.secrets}), START_TIMEOUT)
             await asyncio.wait_for(ready, START_TIMEOUT)
             if self._network is not None:
                 await self._network.ready()
@@ -145,13 +161,20 @@ class Runner:
         if sandboxing.running_as_root():
             self._uid = uid_pool(config.uid_base).acquire(self.notebook_id or id(self))
         pass_fds, info_fd, resolv = [], None, None
-        if config.network == "outbound":
+        # An owner's egress allowlist (egress.py): no network of its own, one proxy out.
+        outbound = config.network == "outbound" and not self.egress_allowlist
+        egress_socket = None
+        if config.network == "outbound" and self.egress_allowlist:
+            self._egress_dir = tempfile.mkdtemp(prefix="nb-egress-")
+            self._egress = await EgressProxy(self.egress_allowlist, os.path.join(self._egress_dir, "egress.sock")).start()
+            egress_socket = self._egress.socket_path
+        if outbound:
             resolv_read, resolv_write = os.pipe()
             os.write(resolv_write, sandboxing.OUTBOUND_RESOLV_CONF.encode())
             os.close(resolv_write)
             info_read, info_fd = os.pipe()
             pass_fds, resolv = [resolv_read, info_fd], resolv_read
-        argv = sandboxing.bwrap_arguments(config, uid=self._uid, env=self._child_env(), resolv_conf_fd=resolv, environment=self.environment)
+        argv = sandboxing.bwrap_arguments(config, uid=self._uid, env=self._child_env(), resolv_conf_fd=resolv, environment=self.environment, files=self.files, egress_socket=egress_socket)
         if info_fd is not None:
             argv[1:1] = ["--info-fd", str(info_fd)]
         try:
@@ -160,7 +183,7 @@ class Runner:
         finally:
             for fd in pass_fds:
                 os.close(fd)
-        if config.network == "outbound":
+        if outbound:
             self._network = OutboundNetwork(info_read)
             await self._network.start()
         return process
@@ -169,7 +192,7 @@ class Runner:
         env = dict(os.environ)
         # Off means off (KERNEL_SANDBOX=off, docs/security.md), but the server's
         # secrets and settings still stay out of the child's environment.
-        for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"):
+        for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SECRETS_KEY", "DJANGO_SETTINGS_MODULE"):
             env.pop(name, None)
         env.update(
             PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")])),
@@ -270,6 +293,11 @@ class Runner:
     async def set_input(self, widget_id, value):
         await self.call("set_input", widget=widget_id, value=value)
 
+    async def _save_file(self, path, data):
+        if self.save_file is None:
+            return {"error": "this execution process cannot save notebook files"}
+        return await self.save_file(path, data)
+
     async def forget(self, cell_id):
         await self.call("forget", cell=cell_id)
 
@@ -328,7 +356,7 @@ class Runner:
 
     # --- internals -----------------------------------------------------------------------
     def _result(self, reply):
-        return RunResult(status=reply.get("status", "error"), outputs=reply.get("outputs") or [], error=reply.get("error"))
+        return RunResult(status=reply.get("status", "error"), outputs=reply.get("outputs") or [], error=reply.get("error"), files=reply.get("files") or [])
 
     async def _request(self, message, on_stdout, *, timed):
         async with self._lock:
@@ -380,6 +408,10 @@ class Runner:
         network, self._network = self._network, None
         if network is not None:
             await network.stop()
+        egress, self._egress = self._egress, None
+        if egress is not None:
+            await egress.close()
+            shutil.rmtree(self._egress_dir, ignore_errors=True)
 
     async def _reap(self):
         await self._release()

@@ -6,6 +6,8 @@ and what did not run turns stale.
 
 It runs what it is told to run; it must not decide what else runs (notebook_model.plan_cascade)
 nor read kernel messages.  It writes only output blobs (before their references are announced).
+Every stdout, output and error is redacted of the notebook's secret values (outputs.Redactor)
+before anyone hears of it.
 """
 import contextlib
 import logging
@@ -13,7 +15,7 @@ import logging
 from ..constants import CELL_MARKDOWN, CELL_SQL, MARKDOWN_MIME, STATUS_ERROR, STATUS_QUEUED, STATUS_RUNNING, STATUS_STALE, STATUS_SUCCESS
 from .markdown import placeholders as markdown_fields
 from .markdown import render as render_markdown
-from .outputs import by_reference, untrusted_outputs
+from .outputs import Redactor, by_reference, untrusted_outputs
 from .environments import PackageError
 from .runner import RunnerDied, SandboxUnavailable
 
@@ -38,6 +40,8 @@ class CascadeRunner:
         self.persister = persister
         self.execution = execution
         self.cancelled = False  # Stop was pressed: the rest of the cascade does not run
+        self.redactor = Redactor()  # the secrets of the process the cascade runs in (run())
+        self._streams = {}  # cell id -> its stdout as it streams, redacted (outputs.RedactedStream)
 
     async def run_cell(self, cell_id, by=None):
         """Run one cell on purpose: if it crashed the execution process it gets its chance again,
@@ -73,6 +77,7 @@ class CascadeRunner:
         """
         runnable = self.model.runnable(cell_ids)
         set_status = self.statuses.set
+        self.redactor, self._streams = Redactor(self.execution.config.secrets), {}
         for cell in runnable:
             cell.run_by = by or ""
             set_status(cell, STATUS_QUEUED)
@@ -107,9 +112,26 @@ class CascadeRunner:
         return had_references
 
     def _append_stdout(self, cell, text):
+        stream = self._streams.get(cell.id)
+        if stream is None:
+            stream = self._streams[cell.id] = self.redactor.stream()
+        self._emit_stdout(cell, stream.feed(text))
+
+    def _emit_stdout(self, cell, text):
+        if not text:
+            return
         if len(cell.stdout) < STDOUT_CAP:
             cell.stdout += text
         self.events.emit({"type": "cell_stdout", "cellId": cell.id, "text": text})
+
+    def _finish(self, cell, status, outputs, error):
+        """The cell's final state (`outputs` redacted already, before their blobs were stored):
+        the end of its stdout held back in case it began a secret goes out first, then its
+        status and its error, redacted."""
+        stream = self._streams.pop(cell.id, None)
+        if stream is not None:
+            self._emit_stdout(cell, stream.flush())
+        self.statuses.finish(cell, status, outputs, self.redactor.value(error))
 
     async def _run_batch(self, cells):
         """Run consecutive Python cells as one request to the execution process, each announced
@@ -122,7 +144,7 @@ class CascadeRunner:
         with its cell waits until then, so every client sees running, stdout, result."""
         current = 0
         held = {}  # index -> stdout of a cell not announced as running yet
-        finish = self.statuses.finish
+        finish = self._finish
 
         def on_stdout(index, text):
             if index == current:
@@ -148,10 +170,11 @@ class CascadeRunner:
                 async for result in results:
                     cell = cells[current]
                     status = STATUS_SUCCESS if result.status == "success" else STATUS_ERROR
-                    outputs = untrusted_outputs(result.outputs) if result.outputs else []
+                    outputs = self.redactor.outputs(untrusted_outputs(result.outputs)) if result.outputs else []
                     if outputs or had_references:
                         outputs = await self._by_reference(cell, outputs, had_references=had_references)
                     finish(cell, status, outputs, result.error)
+                    self.model.files_opened(cell.id, result.files)
                     current += 1
                     if self.cancelled or current == len(cells):
                         return current, False
@@ -167,7 +190,7 @@ class CascadeRunner:
     async def _run_one(self, cell):
         """Run one cell; True if the runner died under it."""
         had_references = self._start_run(cell)
-        finish = self.statuses.finish
+        finish = self._finish
         if cell.syntax_error is not None:
             finish(cell, STATUS_ERROR, [], cell.syntax_error)
             return False
@@ -190,7 +213,7 @@ class CascadeRunner:
                 result = await runner.run_markdown(cell.id, cell.code)
                 # The sandbox formats the values; the markdown becomes safe HTML here, on the trusted side.
                 text = result.outputs[0].get("data") if result.status == "success" and result.outputs else ""
-                result.outputs = [{"mimeType": MARKDOWN_MIME, "data": render_markdown(str(text))}] if result.status == "success" else []
+                result.outputs = [{"mimeType": MARKDOWN_MIME, "data": render_markdown(self.redactor.text(str(text)))}] if result.status == "success" else []
             else:
                 result = await runner.run(cell.id, cell.code, writes=cell.writes, inputs=cell.inputs, on_stdout=on_stdout)
         except (SandboxUnavailable, PackageError) as exc:
@@ -200,9 +223,10 @@ class CascadeRunner:
             self._died(cell, exc)
             return True
         status = STATUS_SUCCESS if result.status == "success" else STATUS_ERROR
-        outputs = result.outputs if cell.type == CELL_MARKDOWN else untrusted_outputs(result.outputs)
+        outputs = result.outputs if cell.type == CELL_MARKDOWN else self.redactor.outputs(untrusted_outputs(result.outputs))
         outputs = await self._by_reference(cell, outputs, had_references=had_references)
         finish(cell, status, outputs, result.error)
+        self.model.files_opened(cell.id, result.files)
         return False
 
     def _sandbox_unavailable(self, cell, exc):
@@ -221,7 +245,7 @@ class CascadeRunner:
         logger.warning("runner of notebook %s died: %s", self.notebook_id, exc.reason)
         self.model.crashed.add(cell.id)
         error = {"ename": "KernelDied", "evalue": f"{exc.reason}; the kernel was restarted with an empty namespace", "traceback": []}
-        self.statuses.finish(cell, STATUS_ERROR, [], error)
+        self._finish(cell, STATUS_ERROR, [], error)
         self.statuses.namespace_gone(exc.reason, except_cell=cell.id)
 
     async def _by_reference(self, cell, outputs, *, had_references):

@@ -37,6 +37,8 @@ CHILD_MODULES = (
     "notebooks_app/secrets.py",
     "notebooks_app/kernel/__init__.py",
     "notebooks_app/kernel/_child.py",
+    "notebooks_app/kernel/file_reads.py",
+    "notebooks_app/kernel/egress_forwarder.py",
     "notebooks_app/kernel/display.py",
     "notebooks_app/kernel/value_outputs.py",
     "notebooks_app/kernel/analysis.py",
@@ -47,6 +49,8 @@ CHILD_MODULES = (
 )
 CODE_DIR = "/opt/notebook-kernel"  # where those modules appear inside the sandbox
 ENVIRONMENT_DIR = "/opt/notebook-environment"  # the notebook's own packages, read-only (kernel/environments.py)
+EGRESS_SOCKET = "/run/notebook-egress.sock"  # the egress proxy, when the notebook has an allowlist (egress.py)
+FILES_DIR = "/notebook/.files"  # the notebook's files, read-only (kernel/file_reads.py)
 WORK_DIR = "/notebook"  # the notebook's private, size-capped working directory (also HOME)
 INNER_UID = 1000  # the uid the child sees when the sandbox has its own user namespace
 SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin")
@@ -179,7 +183,7 @@ def _ancestors(path):
     return list(reversed(parents))
 
 
-def bwrap_arguments(config, *, uid=None, env=None, resolv_conf_fd=None, environment=None):
+def bwrap_arguments(config, *, uid=None, env=None, resolv_conf_fd=None, environment=None, files=None, egress_socket=None):
     """The full argv that starts the child in the sandbox.
 
     `environment`: the directory of the notebook's own packages (site-packages of a built
@@ -230,6 +234,13 @@ def bwrap_arguments(config, *, uid=None, env=None, resolv_conf_fd=None, environm
         passable_parents(ENVIRONMENT_DIR)
         args += ["--ro-bind", str(environment), ENVIRONMENT_DIR]
         env["NOTEBOOK_ENVIRONMENT"] = ENVIRONMENT_DIR
+    if files:
+        args += ["--ro-bind", str(files), FILES_DIR]
+        env["NOTEBOOK_FILES"] = FILES_DIR
+    if egress_socket:
+        passable_parents(EGRESS_SOCKET)
+        args += ["--bind", str(egress_socket), EGRESS_SOCKET]
+        env["NOTEBOOK_EGRESS_SOCKET"] = EGRESS_SOCKET
     if resolv_conf_fd is not None:
         args += ["--perms", "0644", "--ro-bind-data", str(resolv_conf_fd), "/etc/resolv.conf"]
     args += ["--chdir", WORK_DIR, "--clearenv"]

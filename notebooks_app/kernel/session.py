@@ -53,7 +53,7 @@ class NotebookSession:
         self.persister = Persister(self.notebook_id, store=store, model=self.model, texts=self.texts, events=self.events)
         self.statuses = CellStatuses(model=self.model, events=self.events, persister=self.persister)
         self.packages = PackageBuilds(self.notebook_id, environments=environments, store=store, events=self.events, on_built=self._packages_built)
-        self.execution = ExecutionHost(self.notebook_id, runner_factory=runner_factory, on_gone=self.statuses.namespace_gone, environment_for=self.packages.environment_for)
+        self.execution = ExecutionHost(self.notebook_id, runner_factory=runner_factory, on_gone=self.statuses.namespace_gone, environment_for=self.packages.environment_for, save_file=self._file_saved_by_cell)
         self.inputs = PendingInputs(model=self.model, events=self.events, persister=self.persister, execution=self.execution)
         units = {"model": self.model, "statuses": self.statuses, "events": self.events, "persister": self.persister, "execution": self.execution}
         self.cascades = CascadeRunner(self.notebook_id, store=store, **units)
@@ -70,6 +70,9 @@ class NotebookSession:
             "kernel.move_cell": edit(self.edits.move_cell),
             "kernel.rename": edit(self._rename),
             "kernel.db_connection": edit(self.edits.db_connection),
+            "kernel.secrets": edit(self.edits.secrets),
+            "kernel.files": edit(self.edits.files),
+            "kernel.egress": edit(self.edits.egress),
             "kernel.run_cell": run(lambda message: self.cascades.run_cell(message["cellId"], by=message.get("by"))),
             "kernel.run_all": run(lambda message: self.cascades.run_all(by=message.get("by"))),
             "kernel.set_packages": self._set_packages,
@@ -174,6 +177,7 @@ class NotebookSession:
             self._state_announced = False
             await self.execution.configure(RunnerConfig.from_snapshot(snapshot), reason="the notebook's settings changed")
             self.persister.dirty |= self.model.load(snapshot["cells"])
+            self.model.files = snapshot.get("files") or []
             self.texts.keep_after_reload()
             self.statuses.refresh_blocked(emit=False)
             await self.execution.forget(previous_ids - set(self.model.cells))
@@ -200,6 +204,9 @@ class NotebookSession:
             "cells": [],
             "dbConnection": {"connected": bool(config.db_connection), "display": config.db_display},
             "packages": self.packages.summary(config),
+            "secrets": list(config.secret_list),  # names, who set them, when: never a value
+            "files": self.model.files,
+            "egressAllowlist": list(config.egress_allowlist),
         }
         return self.events.state_messages(notebook, self.model.cell_messages(stdout_url, self.texts.fields), request_id)
 
@@ -343,6 +350,19 @@ class NotebookSession:
         ran &= set(self.model.cells)
         if ran:
             await self.cascades.run_roots(ran, by=message.get("by"))
+
+    async def _file_saved_by_cell(self, path, data):
+        """A running cell's files.save: stored at once (a revision of its own), applied in order
+        once the cascade is done (edits.files: everyone hears, readers rerun)."""
+        saved = await self.store.save_file(self.notebook_id, path, data)
+        if "error" in saved:
+            return saved
+        # Mirrored now, so the cells after this one in the cascade read it (the child links it);
+        # only runs that ended before it read the old version and rerun.
+        await self.store.load_files(self.notebook_id)
+        message = {"type": "kernel.files", "notebook": self.notebook_id, "revision": saved["revision"], "changed": [saved["path"]], "savedAt": self.model.tick()}
+        self.submit(message)
+        return {"path": saved["path"], "version": saved["version"]}
 
     async def _rename(self, message):
         self.name = message["name"]

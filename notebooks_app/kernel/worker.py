@@ -10,6 +10,7 @@ imports nothing of the web side (consumers, operations, views): the web side
 reaches it through kernel_client.py.
 """
 import asyncio
+import io
 import logging
 
 from channels.consumer import AsyncConsumer
@@ -21,9 +22,10 @@ from django.urls import reverse
 
 from notebookproject.postgresql import POSTGRESQL_ENGINES
 
-from .. import protocol
+from .. import protocol, vault
 from ..layers import REDIS_ERRORS, Outage, backoff_delays
-from ..models import EVENT_EDITED, EVENT_PACKAGES, Cell, Notebook, NotebookEvent, OutputBlob
+from .. import file_store
+from ..models import EVENT_EDITED, EVENT_PACKAGES, Cell, Notebook, NotebookEvent, NotebookFile, NotebookSecret, OutputBlob
 from ..secrets import mask_connection_string
 from .addresses import group_name, is_kernel_channel, shard_channels
 from .database import DatabasePolicy
@@ -130,15 +132,55 @@ class DatabaseStore:
                     "id", "type", "code", "result_variable", "position", *PERSISTED_FIELDS, "ydoc", "ydoc_generation", "ydoc_key", "inputs"
                 )
             )
+            connection_string = self._connection_string(notebook)
+            secrets, secret_list = self._secrets(notebook_id)
         return {
             "name": notebook.name,
             "revision": notebook.revision,
-            "db_connection": notebook.db_connection,
-            "db_display": mask_connection_string(notebook.db_connection),
+            "db_connection": connection_string,
+            "db_display": mask_connection_string(connection_string),
+            "secrets": secrets,  # ((name, value), ...), decrypted: for the execution process alone
+            "secret_list": secret_list,  # [{name, by, at}]: what clients may know
             "requirements": notebook.requirements or [],
             "requirements_lock": notebook.requirements_lock,
+            "egress_allowlist": notebook.egress_allowlist or [],
+            **self._files(notebook_id),
             "cells": cells,
         }
+
+    def _files(self, notebook_id):
+        """The notebook's current files, described, and mirrored for its sandbox (file_store.py)."""
+        rows = list(NotebookFile.objects.filter(notebook_id=notebook_id, current=True).select_related("added_by").order_by("path"))
+        directory = file_store.mirror(notebook_id, [(row.path, row.sha256) for row in rows])
+        described = [
+            {"path": row.path, "size": row.size, "version": row.version, "by": row.added_by.get_username() if row.added_by else None, "at": row.added_at.isoformat()}
+            for row in rows
+        ]
+        return {"files": described, "files_dir": str(directory)}
+
+    @retried_while_database_down
+    def load_files(self, notebook_id):
+        return self._files(notebook_id)
+
+    @database_sync_to_async
+    def save_file(self, notebook_id, path, data):
+        """A cell's files.save (file_reads.py): checked and stored like an upload, a new version
+        with its history event and one revision, in one transaction: {"path", "version",
+        "revision"}, or {"error"} (a bad name or size, said in a sentence)."""
+        try:
+            path = file_store.clean_path(path)
+            file_store.check_size(len(data), notebook_id, path)
+            sha256, size = file_store.store_bytes(io.BytesIO(data), expected_size=len(data))
+            with transaction.atomic():
+                notebook = Notebook.objects.select_for_update().filter(pk=notebook_id).first()
+                if notebook is None:
+                    return {"error": "the notebook no longer exists"}
+                row = file_store.record_version(notebook, None, path, sha256, size)
+                notebook.revision += 1
+                notebook.save(update_fields=["revision", "updated_at"])
+        except file_store.FileRefused as exc:
+            return {"error": exc.message}
+        return {"path": path, "version": row.version, "revision": notebook.revision}
 
     @database_sync_to_async
     def save_requirements(self, notebook_id, requirements, lock, user_id):
@@ -219,8 +261,34 @@ class DatabaseStore:
 
     @retried_while_database_down
     def load_connection(self, notebook_id):
-        value = Notebook.objects.filter(pk=notebook_id).values_list("db_connection", flat=True).first() or ""
+        notebook = Notebook.objects.filter(pk=notebook_id).only("id", "db_connection").first()
+        value = self._connection_string(notebook) if notebook is not None else ""
         return value, mask_connection_string(value)
+
+    @retried_while_database_down
+    def load_secrets(self, notebook_id):
+        """The notebook's secrets decrypted, ((name, value), ...), and what clients may know of
+        them, [{name, by, at}] (kernel/edits.py)."""
+        return self._secrets(notebook_id)
+
+    def _connection_string(self, notebook):
+        try:
+            return notebook.connection_string
+        except vault.Unreadable:
+            logger.error("notebook %s: its database connection cannot be decrypted with SECRETS_KEY; SQL cells run without it", notebook.pk)
+            return ""
+
+    def _secrets(self, notebook_id):
+        """A secret SECRETS_KEY cannot open is left out of the environment (and said so in the
+        log, by name); the list still names it, so its editors can set it again."""
+        pairs, listing = [], []
+        for secret in NotebookSecret.objects.filter(notebook_id=notebook_id).select_related("updated_by").order_by("name"):
+            listing.append(secret.summary())
+            try:
+                pairs.append((secret.name, vault.decrypt(secret.value)))
+            except vault.Unreadable:
+                logger.error("notebook %s: secret %s cannot be decrypted with SECRETS_KEY; left out of its environment", notebook_id, secret.name)
+        return tuple(pairs), listing
 
     @retried_while_database_down
     def persist(self, notebook_id, rows):

@@ -8,7 +8,9 @@ import { Connection, newRequestId } from "./connection.js";
 import { Sequencer } from "./sequencer.js";
 import { CellView } from "./cell_view.js";
 import { DbPanel } from "./db_panel.js";
+import { FilesPanel } from "./files_panel.js";
 import { PackagesPanel } from "./packages_panel.js";
+import { SecretsPanel } from "./secrets_panel.js";
 import { toast } from "./toast.js";
 import { el } from "./dom.js";
 import { HistoryPanel, bindUndoKeys, deletedToast } from "./history_panel.js";
@@ -43,6 +45,14 @@ export class NotebookApp {
     this.dbPanel = dbSection ? new DbPanel(dbSection, { canEdit: this.canEdit, onSave: (value) => this.saveDbConnection(value) }) : null;
     const packagesSection = document.getElementById("packages");
     this.packagesPanel = packagesSection ? new PackagesPanel(packagesSection, { canEdit: this.canEdit, onChange: (requirements) => this.request({ type: "set_packages", requirements }, { kind: "packages" }) }) : null;
+    const secretsSection = document.getElementById("secrets");
+    this.secretsPanel = secretsSection ? new SecretsPanel(secretsSection, {
+      canEdit: this.canEdit,
+      onSet: (name, value) => this.request({ type: "set_secret", name, value }, { kind: "secret" }),
+      onDelete: (name) => this.request({ type: "delete_secret", name }, { kind: "secret" }),
+    }) : null;
+    const filesSection = document.getElementById("files");
+    this.filesPanel = filesSection ? new FilesPanel(filesSection, { canEdit: this.canEdit, request: (message, about) => this.request(message, { kind: "files", ...about }) }) : null;
     const historySection = document.getElementById("history");
     this.historyPanel = historySection ? new HistoryPanel(historySection, { canEdit: this.canEdit, request: (message, about) => this.request(message, about) }) : null;
     if (this.historyPanel) root.addEventListener("notebook:event", ({ detail }) => this.historyPanel.noticed(detail));
@@ -270,6 +280,8 @@ export class NotebookApp {
     });
     this.dbPanel?.render(notebook.dbConnection || { connected: false, display: "" });
     if (notebook.packages) this.packagesPanel?.render(notebook.packages);
+    this.secretsPanel?.render(notebook.secrets || []);
+    if (notebook.files) this.filesPanel?.render(notebook.files);
     this.historyPanel?.changed(); // a restored version, a reload: the timeline moved on
     this.afterChange();
     this.synced = true;
@@ -356,6 +368,12 @@ export class NotebookApp {
     this.requests.delete(event.requestId);
   }
 
+  /** A secret was set or deleted (names only); the kernel_restarted that follows says the rest. */
+  onSecretsUpdated(event) {
+    this.secretsPanel?.render(event.secrets || []);
+    if (this.forget(event.requestId)?.kind === "secret") this.secretsPanel?.saved();
+  }
+
   /** A change of the notebook's packages under way, refused or failed (packages_panel.js). */
   onPackagesProgress(event) {
     const ours = this.requests.get(event.requestId)?.kind === "packages";
@@ -368,6 +386,13 @@ export class NotebookApp {
    * run again (their events follow). */
   onPackagesUpdated(event) {
     this.packagesPanel?.updated(event, this.forget(event.requestId)?.kind === "packages");
+  }
+
+  /** The notebook's files changed (anyone's upload, delete, restore or rename); the cells that
+   * read a changed one run again (their events follow). */
+  onFilesUpdated(event) {
+    const about = this.forget(event.requestId);
+    this.filesPanel?.updated(event, about?.kind === "files" ? about : null);
   }
 
   /** Someone moved an input: the widget follows (unless its user here is moving it), and the
@@ -512,6 +537,8 @@ export class NotebookApp {
     const record = about?.cellId ? this.records.get(about.cellId) : null;
     if (about?.kind === "db") return this.dbPanel.showError(reply.message);
     if (about?.kind === "packages") return this.packagesPanel?.refused(reply.message);
+    if (about?.kind === "files") return this.filesPanel?.refused(reply.message, about);
+    if (about?.kind === "secret") return this.secretsPanel?.showError(reply.message);
     if (record) return record.view.showMessage(reply.message);
     toast(reply.message);
     if (reply.code === "forbidden" && !reply.requestId) this.connection.stop(); // access removed: do not come back
@@ -598,6 +625,8 @@ const EVENT_HANDLERS = {
   db_connection_updated: NotebookApp.prototype.onDbConnectionUpdated,
   packages_progress: NotebookApp.prototype.onPackagesProgress,
   packages_updated: NotebookApp.prototype.onPackagesUpdated,
+  files_updated: NotebookApp.prototype.onFilesUpdated,
+  secrets_updated: NotebookApp.prototype.onSecretsUpdated,
   kernel_restarted: NotebookApp.prototype.onKernelRestarted,
   kernel_error: NotebookApp.prototype.onKernelError,
   input_changed: NotebookApp.prototype.onInputChanged,
