@@ -201,3 +201,31 @@ def test_a_storage_without_local_paths_is_mirrored_by_copies(notebook, users, mo
     directory = file_store.mirror(notebook.pk, [("data/a.csv", row.sha256)])
     assert (directory / "data" / "a.csv").read_bytes() == b"a\n1\n"
     assert file_store.mirror(notebook.pk, []) == directory and not (directory / "data").exists()  # a deleted file leaves
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_uploads_of_one_name_at_once_keep_both_versions(notebook, users):
+    """Both are kept, the later one current (the notebook row's lock orders them)."""
+    import threading
+
+    from django.db import connections
+
+    errors = []
+
+    def upload_as(user, data):
+        try:
+            notebook_files.add_file(notebook.pk, user, path="same.csv", stream=io.BytesIO(data), size=len(data))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=upload_as, args=(users[name], name.encode() * 10)) for name in ("alice", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    rows = list(NotebookFile.objects.filter(notebook=notebook, path="same.csv").order_by("version"))
+    assert [row.version for row in rows] == [1, 2] and [row.current for row in rows] == [False, True]
+    assert {row.added_by.username for row in rows} == {"alice", "bob"}
