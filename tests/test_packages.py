@@ -400,3 +400,17 @@ async def test_removing_a_package_takes_it_away_from_the_cells(ws, notebook, use
     assert seen[-1]["type"] == "packages_updated" and seen[-1]["locked"] == []
     requirements, lock, events = await stored_packages(notebook)
     assert requirements == [] and lock == "" and [e["requirements"] for e in events] == [["nbt-gamma", "nbt-beta==1.0"], ["nbt-beta==1.0"], []]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_notebook_module_gives_way_to_a_package_called_notebook(ws, notebook, users, package_index):
+    """`reactive_notebook` always works; `notebook` is its alias until the notebook's packages
+    bring a real `notebook` (Jupyter's), which then wins."""
+    package_index.add_wheel("notebook", "7.0", {"notebook/__init__.py": 'JUPYTER = "yes"\n'})
+    alice = await ws(users["alice"], notebook)
+    probe = await create(alice, "import reactive_notebook, notebook\n(hasattr(reactive_notebook, 'ui'), getattr(notebook, 'JUPYTER', 'alias'))")
+    assert (await run_and_wait(alice, probe))[-1]["status"] == "success", alice.state[probe]
+    assert text_output(alice, probe) == "(True, 'alias')"
+    assert (await set_packages(alice, ["notebook"]))[-1]["type"] == "packages_updated"
+    await alice.wait_for(lambda e: e["type"] == "cell_status" and e.get("cellId") == probe and e["status"] == "success", 60, "the probe reruns")
+    assert text_output(alice, probe) == "(True, 'yes')"

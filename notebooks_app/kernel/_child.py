@@ -620,21 +620,33 @@ def _silenced(code, statement):
     return rest.lstrip().startswith(";")
 
 
+MODULE = "reactive_notebook"  # what cells import: `from reactive_notebook import ui, files`
+ALIAS = "notebook"  # the old name, kept while no installed package is called that (Jupyter's is)
+
+
 def install_notebook_module():
-    """`from notebook import ui` in cells: the inputs of kernel/ui.py."""
+    """`from reactive_notebook import ui, files` in cells: the inputs of kernel/ui.py and the
+    notebook's files (file_reads.save).  `notebook` is the same module while it does not shadow a
+    package of that name the notebook's environment holds (Jupyter's `notebook`, which its own
+    requirements may pull in): then that package wins and only the new name works."""
+    import importlib.util
     import types
 
     from notebooks_app.kernel import ui
 
-    package = types.ModuleType("notebook", "What a notebook's cells can import from the notebook itself.")
+    package = types.ModuleType(MODULE, "What a notebook's cells can import from the notebook itself (docs/frontend.md#inputs).")
     package.ui = ui
-    files = types.ModuleType("notebook.files", "The notebook's files: save(path, data) stores one for everyone (docs/notebook-files.md).")
+    files = types.ModuleType(f"{MODULE}.files", "The notebook's files: save(path, data) stores one for everyone (docs/notebook-files.md).")
     files.save = file_reads.save
     package.files = files
     package.__path__ = []
-    sys.modules["notebook"] = package
-    sys.modules["notebook.ui"] = ui
-    sys.modules["notebook.files"] = files
+    names = [MODULE]
+    if importlib.util.find_spec(ALIAS) is None:
+        names.append(ALIAS)
+    for name in names:
+        sys.modules[name] = package
+        sys.modules[f"{name}.ui"] = ui
+        sys.modules[f"{name}.files"] = files
 
 
 def warm_up_completion():

@@ -11,7 +11,7 @@ lies in that directory (Python's own `open` and `os.open`: what pandas, json, cs
 libraries use; a C library that opens files itself is not seen), so the worker can rerun the
 cells that read a file when it changes.
 
-`save(path, data)` is what cells call as `from notebook import files; files.save("out.csv",
+`save(path, data)` is what cells call as `from reactive_notebook import files; files.save("out.csv",
 data)`: the bytes go to the worker over the protocol pipe, which checks and stores them as a
 new version of the notebook's file, for everyone (and reruns its readers).
 

@@ -1,4 +1,4 @@
-"""Interactive inputs for notebooks: `from notebook import ui`, then `ui.slider(0, 100, value=10)`.
+"""Interactive inputs for notebooks: `from reactive_notebook import ui`, then `ui.slider(0, 100, value=10)`.
 
 A widget is a value object in the notebook's process with a stable id (its cell's id and its
 place among the widgets that cell makes).  Its output is a declarative JSON bundle
