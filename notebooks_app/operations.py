@@ -290,13 +290,21 @@ def rename_notebook(notebook_id, user, *, name, request_id=None):
     name = (name or "").strip()
     if not name or len(name) > NOTEBOOK_NAME_MAX:
         raise OperationError("invalid_field", f"A notebook's name is 1 to {NOTEBOOK_NAME_MAX} characters.")
+    return _set_owned_setting(notebook_id, user, field="name", value=name, event=EVENT_RENAMED, kind="rename", request_id=request_id)
+
+
+def _set_owned_setting(notebook_id, user, *, field, value, event, kind, request_id=None):
+    """One of the settings only the owner changes (`field` of the notebook row): the history
+    event (before and after, under the message's name for it), a revision, and `kernel.<kind>`
+    carrying the new value."""
+    name = {"name": "name", "egress_allowlist": "allowlist"}[field]
     with transaction.atomic():
         notebook = lock_notebook(notebook_id, user, action=MANAGE)
-        record_event(notebook, user, EVENT_RENAMED, before={"name": notebook.name}, after={"name": name})
-        notebook.name = name
+        record_event(notebook, user, event, before={name: getattr(notebook, field)}, after={name: value})
+        setattr(notebook, field, value)
         notebook.revision += 1
-        notebook.save(update_fields=["name", "revision", "updated_at"])
-        tell_kernel(notebook, "rename", revision=notebook.revision, request_id=request_id, name=name)
+        notebook.save(update_fields=[field, "revision", "updated_at"])
+        tell_kernel(notebook, kind, revision=notebook.revision, request_id=request_id, **{name: value})
     return notebook
 
 
@@ -1001,11 +1009,4 @@ def set_egress_allowlist(notebook_id, user, *, allowlist):
         allowlist = parse_allowlist(allowlist)
     except AllowlistError as exc:
         raise OperationError("invalid_field", f"{exc}.") from None
-    with transaction.atomic():
-        notebook = lock_notebook(notebook_id, user, action=MANAGE)
-        record_event(notebook, user, EVENT_EGRESS, before={"allowlist": notebook.egress_allowlist}, after={"allowlist": allowlist})
-        notebook.egress_allowlist = allowlist
-        notebook.revision += 1
-        notebook.save(update_fields=["egress_allowlist", "revision", "updated_at"])
-        tell_kernel(notebook, "egress", revision=notebook.revision, request_id=None, allowlist=allowlist)
-    return notebook
+    return _set_owned_setting(notebook_id, user, field="egress_allowlist", value=allowlist, event=EVENT_EGRESS, kind="egress")
