@@ -76,7 +76,7 @@ async def measure(cluster, args):
     samples = args.repeat or args.samples[0]
     notebook_id = await cluster.anotebook([SETUP, "", "import time as clock\nclock.sleep(600)"])  # the last reads nothing of the first
     client = await cluster.client(notebook_id)
-    cells = [cell["id"] for cell in client.state["notebook"]["cells"]]
+    cells = list(client.order)
     asker = Asker(client)
     sync_ms = []
     for i in range(WARMUP + samples):

@@ -74,13 +74,13 @@ def _client_process(urls, cookies, notebook_id, count, conn):
     """A process holding `count` sockets: for each request id it is sent, the monotonic time
     at which each of its sockets received that request's event."""
     sys.path.insert(0, str(ROOT))
-    from tests.live import LiveClient
+    from tests.client import NotebookClient
 
     async def run():
         clients = []
         for start in range(0, count, 10):  # a few at a time: Daphne gives a handshake 5 s
             clients += await asyncio.gather(
-                *(LiveClient(urls[i % len(urls)], notebook_id, cookies[i % len(urls)], batch=True).connect() for i in range(start, min(count, start + 10)))
+                *(NotebookClient(notebook_id, cookies[i % len(urls)], server=urls[i % len(urls)], batch=True, timeout=30, watch_presence=True, watch_early=True).connect() for i in range(start, min(count, start + 10)))
             )
         conn.send("ready")
         loop = asyncio.get_running_loop()

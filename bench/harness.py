@@ -37,7 +37,8 @@ if str(ROOT) not in sys.path:
 
 from scripts.run_tests import Services  # noqa: E402
 from notebooks_app.fanout import frame  # noqa: E402
-from tests.live import LiveClient, free_port, login, server_frames, start_daphne, start_worker, stop, upgrade_request  # noqa: E402
+from tests.client import NotebookClient  # noqa: E402
+from tests.live import free_port, login, server_frames, start_daphne, start_worker, stop, upgrade_request  # noqa: E402
 
 USERNAME = "bench"
 PASSWORD = "bench-password-1"
@@ -169,7 +170,7 @@ class Cluster:
         return await asyncio.to_thread(self.notebook, cells, name)
 
     async def client(self, notebook_id, daphne=0):
-        return await LiveClient(self.urls[daphne], notebook_id, self.cookies[daphne], batch=True).connect()
+        return await NotebookClient(notebook_id, self.cookies[daphne], server=self.urls[daphne], batch=True, timeout=30, watch_presence=True, watch_early=True).connect()
 
     async def clients(self, notebook_id, count, *, chunk=50):
         """`count` connected clients spread over the Daphnes, connected `chunk` at a time."""

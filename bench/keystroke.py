@@ -25,7 +25,6 @@ exactly what its typist typed, in order: `OK` or `FAIL`.
 """
 import asyncio
 import base64
-import json
 import os
 import random
 import statistics
@@ -83,7 +82,7 @@ class Editor:
     def __init__(self, index, client, sent, arrivals):
         self.index = index
         self.client = client
-        cell = client.state["notebook"]["cells"][0]
+        cell = client.state[client.order[0]]
         self.cell_id, self.generation = cell["id"], cell["ygen"]
         self.doc = Doc()
         self.doc.apply_update(base64.b64decode(cell["ydoc"]))
@@ -112,15 +111,9 @@ class Editor:
             self.problems.append(event)
 
     async def _read(self):
-        for event in self.client.buffer:  # what connect() read past notebook_state
+        while True:  # what connect() read past notebook_state comes first
+            event = await self.client.next(3600)
             self._handle(event, time.perf_counter())
-        self.client.buffer.clear()
-        while True:
-            frame = await self.client.ws.recv()
-            now = time.perf_counter()
-            event = json.loads(frame)
-            for e in event["events"] if event.get("type") == "batch" else [event]:
-                self._handle(e, now)
 
     async def keystroke(self, measured):
         """One character at the end of this editor's line, sent as a page sends it."""

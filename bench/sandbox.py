@@ -213,7 +213,7 @@ async def stack_cascade(cluster, args):
         for mode, channel in (("on", "kernel.0"), ("off", "kernel.1")):
             notebook_id = await asyncio.to_thread(notebook_on_shard, cluster, chain(n), channel)
             clients[mode] = await cluster.client(notebook_id)
-            cell_ids[mode] = [cell["id"] for cell in clients[mode].state["notebook"]["cells"]]
+            cell_ids[mode] = list(clients[mode].order)
             await run_root(clients[mode], cell_ids[mode])  # warm-up: loads the session, starts the runner
         samples = {mode: [] for mode in MODES}
         for _, mode in alternating(repeats(args, n)):

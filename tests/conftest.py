@@ -5,23 +5,20 @@ REDIS_URL); the kernel worker is a real `manage.py runworker kernel` process on
 the same test database.
 """
 import asyncio
-import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connections
 from django.test import Client
 
 from notebookproject.postgresql import POSTGRESQL_ENGINES
+from tests.client import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
-EVENT_TIMEOUT = 20
 
 
 def pytest_collection_modifyitems(items):
@@ -39,6 +36,31 @@ def pytest_collection_modifyitems(items):
 def _fast_password_hashing(settings):
     # PBKDF2's deliberate slowness is not under test; it would dominate the suite's time.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_by_delete():
+    """A transactional test ends with Django's flush: a TRUNCATE of every table (new files for
+    each), then post_migrate to make the content types and permissions again; together most of
+    the test's teardown. Here it DELETEs the rows of every other table, a fraction of the time,
+    and the rows migrate made stay, so nothing needs making again. Django's foreign keys are
+    DEFERRABLE INITIALLY DEFERRED on PostgreSQL: checked at the flush's commit, when every
+    table that refers to another is empty."""
+    from django.core.management.commands import flush
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    kept = {"django_content_type", "auth_permission"}
+    truncate, post_migrate = DatabaseOperations.sql_flush, flush.emit_post_migrate_signal
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        tables = [table for table in tables if table not in kept]
+        if reset_sequences or allow_cascade:
+            return truncate(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        return [f"DELETE FROM {self.quote_name(table)};" for table in tables]
+
+    DatabaseOperations.sql_flush, flush.emit_post_migrate_signal = sql_flush, lambda *args, **kwargs: None
+    yield
+    DatabaseOperations.sql_flush, flush.emit_post_migrate_signal = truncate, post_migrate
 
 
 @pytest.fixture
@@ -159,229 +181,21 @@ def _close_thread_connections(request):
 
 
 def session_cookie(user):
+    """The Cookie header of a browser logged in as `user`."""
     client = Client()
     client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
-
-
-class NotebookClient:
-    """A WebSocket client of one notebook that keeps state the way the page does."""
-
-    def __init__(self, notebook_id, cookie, application, query=""):
-        self.notebook_id = str(notebook_id)
-        headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
-        if cookie:
-            headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
-        self.comm = WebsocketCommunicator(application, f"/ws/notebooks/{self.notebook_id}/{query}", headers=headers)
-        self.frames = 0  # WebSocket frames received
-        self.events = []  # every notebook event with a seq, in arrival order
-        self.replies = []  # errors and other frames without seq
-        self.state = None
-        self.seq = None
-        self.close_code = None
-        # As the page does: a gap in `seq` sends `sync` and skips events until the state.
-        # Off by default, so that any other test fails on a gap the server should not make.
-        self.resync_on_gap = False
-        self.resyncs = 0
-        self._syncing = False
-        self._drop = None  # predicate: the next matching event is lost on its way here
-        self._partial_state = None  # a chunked notebook_state still waiting for its chunks
-        self.presences = []  # presence frames (no seq), in arrival order
-        self.watch_presence = False  # True: next()/wait_for() also return presence frames
-        self.early = []  # early announcements (no seq; docs/protocol.md), in arrival order
-        self.watch_early = False  # True: next()/wait_for() also return them
-
-    async def connect(self):
-        connected, _ = await self.comm.connect(timeout=EVENT_TIMEOUT)
-        assert connected
-        return self
-
-    async def send(self, **message):
-        await self.comm.send_json_to(message)
-
-    async def _receive_frame(self, timeout):
-        # receive_output() cancels the application when it times out; waiting with
-        # receive_nothing() first keeps the connection open across a quiet spell.
-        if await self.comm.receive_nothing(timeout, interval=0.005):
-            raise asyncio.TimeoutError
-        message = await self.comm.receive_output(EVENT_TIMEOUT)
-        self.frames += 1
-        if message["type"] == "websocket.close":
-            self.close_code = message.get("code")
-            raise ConnectionError(f"closed with {self.close_code}")
-        self.largest_frame = max(getattr(self, "largest_frame", 0), len(message["text"].encode()))
-        return json.loads(message["text"])
-
-    def _apply(self, frame):
-        frames = frame["events"] if frame.get("type") == "batch" else [frame]
-        out = []
-        for event in frames:
-            if event["type"] == "presence":  # who is where: kept apart unless a test watches it
-                self.presences.append(event)
-                if self.watch_presence:
-                    out.append(event)
-                continue
-            if event["type"] == "notebook_state" and event.get("chunks", 1) > 1:
-                self._partial_state = event  # its other cells follow in notebook_state_chunk frames
-                continue
-            if event["type"] == "notebook_state_chunk":
-                partial = self._partial_state
-                assert partial is not None and event["stateSeq"] == partial["seq"] and event["chunks"] == partial["chunks"], event
-                partial["notebook"]["cells"].extend(event["cells"])
-                partial["received"] = partial.get("received", 1) + 1
-                if partial["received"] < partial["chunks"]:
-                    continue
-                event, self._partial_state = partial, None
-                self.state_chunks = partial["chunks"]
-            if event["type"] == "notebook_state":
-                self._syncing = False
-                self.state = {c["id"]: c for c in event["notebook"]["cells"]}
-                self.order = [c["id"] for c in event["notebook"]["cells"]]
-                self.seq = event["seq"]
-                out.append(event)
-                continue
-            if event.get("early"):
-                # An early announcement (docs/protocol.md): its change comes again in seq order,
-                # which is what tests fold and wait for unless they watch these.
-                self.early.append(event)
-                if self.watch_early:
-                    out.append(event)
-                continue
-            if "seq" not in event:
-                self.replies.append(event)
-                out.append(event)
-                continue
-            if self._drop is not None and self._drop(event):
-                self._drop = None
-                continue
-            if self._syncing or (self.seq is not None and event["seq"] <= self.seq):
-                continue  # the coming state holds it, or the one we hold already does
-            if self.resync_on_gap and self.seq is not None and event["seq"] != self.seq + 1:
-                self.resyncs += 1
-                self._syncing = True
-                continue
-            assert self.seq is None or event["seq"] == self.seq + 1, f"gap: {self.seq} -> {event['seq']}"
-            self.seq = event["seq"]
-            self.events.append(event)
-            self._fold(event)
-            out.append(event)
-        return out
-
-    def _fold(self, event):
-        if self.state is None:
-            return
-        kind, cell_id = event["type"], event.get("cellId")
-        if kind == "cell_created":
-            self.state[cell_id] = event["cell"]
-            self.order.insert(event["index"], cell_id)
-        elif kind == "cell_deleted":
-            self.state.pop(cell_id, None)
-            self.order.remove(cell_id)
-        elif kind == "cell_moved":
-            self.order.remove(cell_id)
-            self.order.insert(event["index"], cell_id)
-        elif kind == "cell_updated":
-            self.state[cell_id].update(code=event["code"], reads=event["reads"], writes=event["writes"], resultVariable=event["resultVariable"])
-        elif kind == "cell_status":
-            cell = self.state[cell_id]
-            cell["status"] = event["status"]
-            if event["status"] in ("running", "blocked"):
-                cell.update(outputs=[], stdout="", error=None)
-            if event["status"] in ("queued", "running"):  # a new run: by whom, if anyone asked
-                if "by" in event:
-                    cell["runBy"] = event["by"]
-                else:
-                    cell.pop("runBy", None)
-            if "error" in event:
-                cell["error"] = event["error"]
-        elif kind == "cell_output":
-            self.state[cell_id]["outputs"] = event["outputs"]
-        elif kind == "input_changed":
-            for output in self.state[cell_id]["outputs"]:
-                if isinstance(output.get("data"), dict) and output["data"].get("id") == event["widgetId"]:
-                    output["data"]["value"] = event["value"]
-        elif kind == "cell_stdout":
-            self.state[cell_id]["stdout"] += event["text"]
-        elif kind == "cell_error":
-            self.state[cell_id]["error"] = event["error"]
-
-    async def next(self, timeout=EVENT_TIMEOUT):
-        """The next event (or reply) in order."""
-        while True:
-            pending = getattr(self, "_pending", [])
-            if pending:
-                return pending.pop(0)
-            was_syncing = self._syncing
-            self._pending = self._apply(await self._receive_frame(timeout))
-            if self._syncing and not was_syncing:
-                await self.send(type="sync")
-
-    def drop_next(self, predicate):
-        """Lose the next event matching `predicate`, as a socket whose server lost its Redis would."""
-        self._drop = predicate
-
-    async def wait_for(self, predicate, timeout=EVENT_TIMEOUT, what="event"):
-        """Events up to and including the first one matching `predicate`."""
-        seen = []
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"timed out waiting for {what}; saw {[e.get('type') for e in seen][-20:]}")
-            try:
-                event = await self.next(remaining)
-            except asyncio.TimeoutError:
-                raise AssertionError(f"timed out waiting for {what}; saw {seen[-10:]}") from None
-            seen.append(event)
-            if predicate(event):
-                return seen
-
-    async def wait_state(self):
-        return await self.wait_for(lambda e: e["type"] == "notebook_state", what="notebook_state")
-
-    async def wait_status(self, cell_id, status, timeout=EVENT_TIMEOUT):
-        return await self.wait_for(lambda e: e["type"] == "cell_status" and e.get("cellId") == cell_id and e["status"] == status, timeout, f"{cell_id} {status}")
-
-    async def request(self, timeout=EVENT_TIMEOUT, **message):
-        """Send a message with a fresh requestId; return the reply/event that carries it."""
-        self._rid = getattr(self, "_rid", 0) + 1
-        rid = f"{id(self):x}-r{self._rid}"  # unique across clients: every client sees every requestId
-        await self.send(requestId=rid, **message)
-        seen = await self.wait_for(lambda e: e.get("requestId") == rid, timeout, f"reply to {message['type']}")
-        return seen[-1]
-
-    async def expect_silence(self, seconds=0.5):
-        """Nothing but presence (people coming and going) and early announcements (which may
-        come just after the same change in seq order) arrives for `seconds`."""
-        deadline = time.monotonic() + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            if await self.comm.receive_nothing(remaining, interval=0.005):
-                return
-            message = await self.comm.receive_output(EVENT_TIMEOUT)
-            frame = json.loads(message.get("text") or "{}")
-            events = frame["events"] if frame.get("type") == "batch" else [frame]
-            self._apply(frame)
-            assert all(e.get("type") == "presence" or e.get("early") for e in events), f"expected no message, got {frame}"
-            self.presences.extend(events)
-
-    async def close(self):
-        await self.comm.disconnect()
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
 
 @pytest.fixture
 async def ws(live_kernel):
     """Factory: `await ws(user, notebook)` -> a connected NotebookClient that has its state."""
-    from notebookproject.asgi import application
-
     clients = []
 
-    async def connect(user, notebook, *, wait_state=True, query=""):
-        client = NotebookClient(notebook.pk, await database_sync_to_async(session_cookie)(user) if user else None, application, query)
-        await client.connect()
+    async def connect(user, notebook, *, wait_state=True, batch=False):
+        client = NotebookClient(notebook.pk, await database_sync_to_async(session_cookie)(user) if user else None, batch=batch)
         clients.append(client)
-        if wait_state:
-            await client.wait_state()
-        return client
+        return await client.connect(wait_state=wait_state)
 
     yield connect
     from notebooks_app import edit_lane
@@ -399,20 +213,6 @@ async def ws(live_kernel):
 
 
 # --- helpers shared by the protocol, worker and SQL tests ---------------------------------
-
-
-async def eventually(check, timeout=EVENT_TIMEOUT, what="condition"):
-    """Await until `check()` (sync or async) returns something truthy; return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @database_sync_to_async
@@ -477,3 +277,27 @@ def package_index(tmp_path_factory):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def notebook_media(tmp_path_factory):
+    """Notebook files (docs/notebook-files.md) of every process the tests start go to the
+    session's own MEDIA_ROOT and mirrors, never the checkout's var/."""
+    from django.conf import settings
+    from django.core.signals import setting_changed
+
+    root = tmp_path_factory.mktemp("media")
+    values = {"MEDIA_ROOT": root / "media", "NOTEBOOK_FILES_CACHE_DIR": root / "mirrors"}
+    saved = {name: (os.environ.get(name), getattr(settings, name)) for name in values}
+    for name, value in values.items():
+        os.environ[name] = str(value)
+        setattr(settings, name, value)
+        setting_changed.send(sender=None, setting=name, value=value, enter=True)  # the storage forgets its location
+    yield root
+    for name, (variable, setting) in saved.items():
+        if variable is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = variable
+        setattr(settings, name, setting)
+        setting_changed.send(sender=None, setting=name, value=setting, enter=False)

@@ -1,8 +1,8 @@
 """A private production shape for fault tests: its own PostgreSQL, Redis, Daphne and kernel
 worker, each restartable or killable, so stopping them never disturbs the rest of the suite.
 
-Clients build their state from events alone (`FoldingClient`) and are compared with the
-database (`db_cells`), read directly with psycopg.
+Clients build their notebook from events alone (`Cluster.client`, resyncing and reconnecting
+as the page does) and are compared with the database (`db_cells`), read directly with psycopg.
 """
 import asyncio
 import json
@@ -11,34 +11,34 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import psycopg
-import websockets
 
+from .client import NotebookClient
 from .live import ROOT, free_port, login, start_daphne, start_worker, stop
+from .waiting import eventually
 
 PG_USER = "postgres"
 FINAL = {"success", "error", "stale", "idle", "blocked"}
 
 
-def wait_port(port, seconds=30):
-    import socket
+def listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on port {port} after {seconds} s")
+
+def wait_port(port, seconds=30):
+    eventually(lambda: listening(port), seconds, f"something listening on port {port}", interval=0.1).wait()
 
 
 class Postgres:
@@ -148,6 +148,11 @@ class Cluster:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
+    def client(self, notebook_id):
+        """A client of `notebook_id` as the logged-in user's page: batches, resync on a gap,
+        reconnect when the server closes the socket; it waits up to 60 s (faults take time)."""
+        return NotebookClient(notebook_id, self.cookie, server=self.url, batch=True, resync_on_gap=True, reconnect=True, timeout=60)
+
     def db_cells(self, notebook_id):
         """{id: (code, status)} and the order, read from PostgreSQL itself."""
         with psycopg.connect(self.pg.url.replace("postgres://", "postgresql://"), autocommit=True) as conn:
@@ -171,123 +176,30 @@ class Cluster:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-class FoldingClient:
-    """A WebSocket client whose notebook is built from `notebook_state` and events alone,
-    resyncing on a `seq` gap as the page does; reconnects when the server closes it."""
-
-    def __init__(self, cluster, notebook_id):
-        self.cluster = cluster
-        self.url = cluster.url.replace("http://", "ws://") + f"/ws/notebooks/{notebook_id}/?batch=1"
-        self.cells = {}
-        self.order = []
-        self.seq = None
-        self.replies = []
-        self.syncing = False
-        self.ws = None
-        self.buffer = []
-
-    async def connect(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.ws = await websockets.connect(self.url, additional_headers={"Cookie": self.cluster.cookie, "Origin": self.cluster.url}, max_size=None)
-                self.buffer = []
-                await self.wait_for(lambda e: e["type"] == "notebook_state", timeout=10, reconnect=False)
-                return self
-            except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError, ConnectionError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
-
-    async def send(self, **message):
-        await self.ws.send(json.dumps(message))
-
-    def _apply(self, event):
-        kind, cell_id = event["type"], event.get("cellId")
-        if kind == "notebook_state":
-            self.cells = {c["id"]: dict(c) for c in event["notebook"]["cells"]}
-            self.order = [c["id"] for c in event["notebook"]["cells"]]
-            self.seq = event["seq"]
-            self.syncing = False
-            return True
-        if "seq" not in event:
-            self.replies.append(event)
-            return True
-        if self.syncing or (self.seq is not None and event["seq"] <= self.seq):
-            return False
-        if self.seq is not None and event["seq"] != self.seq + 1:
-            self.syncing = True
-            return False
-        self.seq = event["seq"]
-        if kind == "cell_created":
-            self.cells[cell_id] = dict(event["cell"])
-            self.order.insert(event["index"], cell_id)
-        elif kind == "cell_deleted":
-            self.cells.pop(cell_id, None)
-            self.order.remove(cell_id)
-        elif kind == "cell_moved":
-            self.order.remove(cell_id)
-            self.order.insert(event["index"], cell_id)
-        elif kind == "cell_updated":
-            self.cells[cell_id]["code"] = event["code"]
-        elif kind == "cell_status":
-            self.cells[cell_id]["status"] = event["status"]
-        return True
-
-    async def next(self, timeout=30, reconnect=True):
-        """The next applied event or reply (a closed socket reconnects: {"type": "reconnected"})."""
-        while not self.buffer:
-            try:
-                frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-            except websockets.exceptions.ConnectionClosed:
-                if not reconnect:
-                    raise
-                await self.connect()
-                return {"type": "reconnected"}
-            events = frame["events"] if frame.get("type") == "batch" else [frame]
-            was_syncing = self.syncing
-            # An event skipped while resyncing still answers its request (the state holds it).
-            self.buffer.extend(e for e in events if self._apply(e) or e.get("requestId") is not None)
-            if self.syncing and not was_syncing:
-                await self.send(type="sync")
-        return self.buffer.pop(0)
-
-    async def wait_for(self, predicate, timeout=60, reconnect=True):
-        deadline = time.monotonic() + timeout
-        while True:
-            event = await self.next(max(0.05, deadline - time.monotonic()), reconnect=reconnect)
-            if predicate(event):
-                return event
-
-    async def request(self, timeout=60, **message):
-        """Send with a requestId; the first event or error carrying it."""
-        rid = f"r{time.monotonic_ns()}"
-        await self.send(requestId=rid, **message)
-        return await self.wait_for(lambda e: e.get("requestId") == rid, timeout=timeout)
-
-    def view(self):
-        return self.order, {cid: (c["code"], c["status"]) for cid, c in self.cells.items()}
-
-    async def close(self):
-        await self.ws.close()
+def view(client):
+    """(order, {id: (code, status)}) of a client's notebook, as db_cells gives the database's."""
+    return client.order, {cell_id: (cell["code"], cell["status"]) for cell_id, cell in client.state.items()}
 
 
 async def converged(client, cluster, notebook_id, timeout=60, settled=lambda statuses: True):
     """Wait until the client's view equals the database's (and `settled` holds for the
     statuses), asking for a resync when it does not; returns the final view."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def same_as_the_database():
         db = await asyncio.to_thread(cluster.db_cells, notebook_id)
-        if client.view() == db and settled([s for _, s in db[1].values()]):
+        if view(client) == db and settled([s for _, s in db[1].values()]):
             return db
-        if time.monotonic() > deadline:
-            raise AssertionError(f"client {client.view()} != database {db}")
         await client.send(type="sync")
         try:
             await client.wait_for(lambda e: e["type"] == "notebook_state", timeout=5)
-        except asyncio.TimeoutError:
+        except AssertionError:  # no state yet: the next try asks again
             pass
-        await asyncio.sleep(0.3)
+        return None
+
+    try:
+        return await eventually(same_as_the_database, timeout, "the client's notebook to equal the database's", interval=0.3)
+    except AssertionError:
+        raise AssertionError(f"client {view(client)} != database {await asyncio.to_thread(cluster.db_cells, notebook_id)}") from None
 
 
 def no_transient(statuses):
@@ -315,4 +227,4 @@ def runner_pids(worker_pid):
     return found
 
 
-__all__ = ["Cluster", "FoldingClient", "converged", "no_transient", "readiness", "runner_pids", "re"]
+__all__ = ["Cluster", "converged", "no_transient", "readiness", "runner_pids", "view", "re"]

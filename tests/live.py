@@ -1,18 +1,16 @@
 """Helpers for tests that talk to real server processes over HTTP and WebSocket."""
-import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
 
-import websockets
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,17 +19,6 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until(check, seconds, what, interval=0.05):
-    """Poll `check()` until it returns something truthy, and return that; fail after `seconds`.
-    The one polling loop of the sync test code (conftest.eventually is the async one)."""
-    deadline = time.monotonic() + seconds
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        time.sleep(interval)
-    return result
 
 
 def answers(url, proc=None):
@@ -48,7 +35,7 @@ def answers(url, proc=None):
 
 
 def wait_http(url, seconds=40, proc=None):
-    wait_until(lambda: answers(url, proc), seconds, f"{url} to answer", interval=0.1)
+    eventually(lambda: answers(url, proc), seconds, f"{url} to answer", interval=0.1).wait()
 
 
 def collected_static(env):
@@ -100,7 +87,7 @@ def start_worker(channels, env, log_path):
             raise RuntimeError(f"kernel worker exited with {proc.returncode}; see {log_path}")
         return b"Running worker for channels" in log_path.read_bytes()[start:]
 
-    wait_until(running, 40, f"the kernel worker to start (see {log_path})")
+    eventually(running, 40, f"the kernel worker to start (see {log_path})", interval=0.05).wait()
     return proc
 
 
@@ -182,60 +169,3 @@ def server_frames(data):
         out.append((opcode, data[start : start + length]))
         at = start + length
     return out, data[at:]
-
-
-class LiveClient:
-    """A real WebSocket client of one notebook, folding batches into single events."""
-
-    def __init__(self, base_url, notebook_id, cookie, *, batch=False):
-        # batch=True connects as the page does (`?batch=1`): a cascade's events come as batch frames.
-        self.url = base_url.replace("http://", "ws://") + f"/ws/notebooks/{notebook_id}/" + ("?batch=1" if batch else "")
-        self.origin = base_url
-        self.cookie = cookie
-        self.buffer = []
-        self.events = []
-        self.state = None
-
-    async def connect(self):
-        self.ws = await websockets.connect(self.url, additional_headers={"Cookie": self.cookie, "Origin": self.origin}, max_size=None)
-        await self.wait_for(lambda e: e["type"] == "notebook_state")
-        return self
-
-    async def send(self, **message):
-        await self.ws.send(json.dumps(message))
-
-    async def next(self, timeout=20):
-        import asyncio
-
-        while not self.buffer:
-            # asyncio.timeout, not wait_for: no task per frame (the benches' hundred clients in
-            # one process spent a sixth of their time making them).
-            async with asyncio.timeout(timeout):
-                text = await self.ws.recv()
-            frame = json.loads(text)
-            events = frame["events"] if frame.get("type") == "batch" else [frame]
-            for event in events:
-                if event["type"] == "notebook_state":
-                    self.state = event
-                    self.seq = event["seq"]
-                elif "seq" in event:
-                    if event["seq"] <= self.seq:
-                        continue
-                    self.seq = event["seq"]
-                    self.events.append(event)
-                self.buffer.append(event)
-        return self.buffer.pop(0)
-
-    async def wait_for(self, predicate, timeout=30):
-        import time as _time
-
-        deadline = _time.monotonic() + timeout
-        seen = []
-        while True:
-            event = await self.next(max(0.01, deadline - _time.monotonic()))
-            seen.append(event)
-            if predicate(event):
-                return seen
-
-    async def close(self):
-        await self.ws.close()

@@ -19,7 +19,8 @@ from django.db import connections
 from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import BROWSER_PASSWORDS
-from tests.live import ROOT, Server, free_port, stop, wait_http, wait_until
+from tests.live import ROOT, Server, free_port, stop, wait_http
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.browser
 
@@ -135,7 +136,7 @@ def expect_code(cell, code):
         return cell.locator(".cm-content").evaluate(EDITOR_LINES, timeout=TIMEOUT_MS)
 
     try:
-        wait_until(lambda: shown() == code, TIMEOUT_MS / 1000, f"the editor to show {code!r}")
+        eventually(lambda: shown() == code, TIMEOUT_MS / 1000, f"the editor to show {code!r}", interval=0.05).wait()
     except AssertionError as timeout:
         raise AssertionError(f"{timeout}; it shows {shown()!r}") from None
 
@@ -248,7 +249,7 @@ def test_deleting_the_only_cell_clears_its_code(open_page, notebook):
     for page in (alice, bob):
         expect_code(cells(page).first, "")
         expect(cells(page)).to_have_count(1)
-    wait_until(lambda: notebook.cells.get().code == "", TIMEOUT_MS / 1000, "the cleared code saved (0.3 s after the typing)")
+    eventually(lambda: notebook.cells.get().code == "", TIMEOUT_MS / 1000, "the cleared code saved (0.3 s after the typing)", interval=0.05).wait()
 
 
 def test_stdout_streams_while_the_cell_runs(open_page, notebook):

@@ -16,7 +16,7 @@ from playwright.async_api import expect
 from notebooks_app.constants import POSITION_STEP
 from notebooks_app.models import Cell
 from tests.async_pages import BROWSER_MODULE, TIMEOUT_MS, chromium, daphne, new_context, open_page  # noqa: F401 (fixtures)
-from tests.conftest import eventually
+from tests.waiting import eventually
 from tests.live import Server
 
 pytestmark = BROWSER_MODULE

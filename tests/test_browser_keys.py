@@ -10,7 +10,7 @@ import re
 from playwright.async_api import expect
 
 from tests.async_pages import BROWSER_MODULE, TIMEOUT_MS, cells, chromium, daphne, make_cells, new_context, open_page  # noqa: F401 (fixtures)
-from tests.conftest import eventually
+from tests.waiting import eventually
 from tests.live import ROOT
 from tests.test_browser_resync import Wire
 

@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from playwright.async_api import expect
 
 from tests.async_pages import BROWSER_MODULE, TIMEOUT_MS, chromium, daphne, new_context, open_page  # noqa: F401 (fixtures)
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 pytestmark = BROWSER_MODULE
 

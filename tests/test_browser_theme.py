@@ -12,7 +12,7 @@ from playwright.async_api import expect
 from notebooks_app.models import UserPreference
 from tests.async_pages import TIMEOUT_MS, cells, chromium, daphne, make_cells, watch_errors  # noqa: F401 (fixtures)
 from tests.async_pages import log_in as log_in_as
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 expect.set_options(timeout=TIMEOUT_MS)
 

@@ -332,16 +332,16 @@ async def test_cell_deleted_goes_out_before_its_cascade(ws, notebook, users):
     own, not held for the flush timer and batched with the cascade's first statuses."""
     from tests.conftest import create, run_and_wait
 
-    client = await ws(users["alice"], notebook, query="?batch=1")
+    client = await ws(users["alice"], notebook, batch=True)
     frames = []
-    receive = client._receive_frame
+    receive = client.receive_frame
 
     async def recording(timeout):
         frame = await receive(timeout)
         frames.append(frame)
         return frame
 
-    client._receive_frame = recording
+    client.receive_frame = recording
     a = await create(client, "a = 1")
     b = await create(client, "b = a + 1")
     await run_and_wait(client, b)
@@ -359,7 +359,8 @@ async def test_a_pipelined_edit_that_waits_too_long_is_busy_changes_nothing_and_
 
     from django.db import connections, transaction
 
-    from tests.conftest import EVENT_TIMEOUT, create, db_cells, revision
+    from tests.conftest import create, db_cells, revision
+    from tests.waiting import EVENT_TIMEOUT
 
     monkeypatch.setattr(operations, "LOCK_TIMEOUT_MS", 200)
     alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
@@ -420,8 +421,10 @@ async def test_the_edit_lane_replaces_a_connection_the_server_closed(ws, noteboo
     seen on its socket and replaced before the next edit, which works."""
     import asyncio as _asyncio
 
+    from notebookproject import db_pool
     from notebooks_app import edit_lane
     from tests.conftest import create
+    from tests.waiting import eventually
 
     alice = await ws(users["alice"], notebook)
     await create(alice, "first = 1")
@@ -433,7 +436,7 @@ async def test_the_edit_lane_replaces_a_connection_the_server_closed(ws, noteboo
             cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
 
     await database_sync_to_async(terminate)()
-    await _asyncio.sleep(0.2)
+    await eventually(lambda: db_pool.unusable(lane.conn), what="the lane's socket showing its backend gone")
     second = await create(alice, "second = 2")
     assert lane.conn.info.backend_pid != pid
     assert str(second) in {str(c) for c in await db_cells(notebook)}

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from tests.live import ROOT, LiveClient, free_port, login, start_daphne, stop
+from tests.client import NotebookClient
+from tests.live import ROOT, free_port, login, start_daphne, stop
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +36,9 @@ async def test_embedded_default_runs_a_notebook_end_to_end(embedded_server):
 
         notebook_id = str(uuid.UUID(notebook_id))
     cookie = login(base_url, "demo", "demo-notebook")
-    client = await LiveClient(base_url, notebook_id, cookie).connect()
-    cells = client.state["notebook"]["cells"]
-    assert len(cells) == 4
-    last = cells[2]["id"]
+    client = await NotebookClient(notebook_id, cookie, server=base_url, timeout=30).connect()
+    assert len(client.order) == 4
+    last = client.order[2]
     await client.send(type="run_cell", cellId=last, requestId="run")
     seen = await client.wait_for(lambda e: e.get("cellId") == last and e["type"] == "cell_status" and e["status"] in ("success", "error"))
     outputs = [e for e in seen if e["type"] == "cell_output" and e["cellId"] == last]

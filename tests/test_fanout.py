@@ -15,8 +15,10 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from notebooks_app.fanout import CLOSE_GRACE
 from notebooks_app.models import Notebook
 
-from .conftest import ROOT, database_url_for_tests, eventually
-from .live import LiveClient, free_port, login, server_frames, start_daphne, stop, upgrade_request
+from .client import NotebookClient
+from .conftest import ROOT, database_url_for_tests
+from .live import free_port, login, server_frames, start_daphne, stop, upgrade_request
+from .waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +54,11 @@ def a_daphne(django_user_model, **settings):
         yield {"url": url, "port": port, "cookie": login(url, "sloane", PASSWORD), "notebook": str(notebook.pk), "log": log, "start": start, "pid": proc.pid}
     finally:
         stop(proc)
+
+
+async def connect(daphne, *, batch=True, **options):
+    """A client of the daphne's notebook (`options`: NotebookClient's)."""
+    return await NotebookClient(daphne["notebook"], daphne["cookie"], server=daphne["url"], batch=batch, timeout=30, **options).connect()
 
 
 def raw_slow_socket(port, path, cookie):
@@ -97,7 +104,7 @@ def rss_kb(pid):
 
 
 async def test_a_socket_that_stops_reading_is_closed_and_the_others_keep_receiving(daphne):
-    fast = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"], batch=True).connect()
+    fast = await connect(daphne, watch_early=True)
     slow = await asyncio.to_thread(raw_slow_socket, daphne["port"], f"/ws/notebooks/{daphne['notebook']}/?batch=1", daphne["cookie"])
     rss_before = rss_kb(daphne["pid"])
     sent = 0
@@ -135,7 +142,7 @@ async def test_a_socket_that_stops_reading_is_closed_and_the_others_keep_receivi
 
 async def test_a_slow_reader_is_told_too_slow_and_closed_with_4013(daphne):
     """A client that reads, but too late: it finds `too_slow` and a 4013 close after its events."""
-    fast = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"], batch=True).connect()
+    fast = await connect(daphne, watch_early=True)
     slow = await asyncio.to_thread(raw_slow_socket, daphne["port"], f"/ws/notebooks/{daphne['notebook']}/?batch=1", daphne["cookie"])
     try:
         for i in range(40):  # until it has been over SLOW_BYTES for longer than SOCKET_SLOW_SECONDS
@@ -166,8 +173,8 @@ async def test_a_slow_reader_is_told_too_slow_and_closed_with_4013(daphne):
 
 
 async def test_events_and_presence_reach_every_socket_directly_presence_not_its_own(daphne):
-    first = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"], batch=True).connect()
-    second = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"]).connect()
+    first = await connect(daphne, watch_presence=True)
+    second = await connect(daphne, batch=False, watch_presence=True)
     try:
         joined = await first.wait_for(lambda e: e["type"] == "presence" and e.get("joined"), timeout=10)
         socket_id = joined[-1]["socket"]
@@ -198,8 +205,8 @@ async def test_an_early_announcement_reaches_each_socket_of_its_daphne_once_befo
     (fanout.write_here) and leaves Redis's copy out for them: each socket, the sender's and the
     other's, gets one early `cell_created` / `cell_deleted` per edit, before the kernel's."""
     daphne = early_daphne
-    sender = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"], batch=True).connect()
-    other = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"]).connect()
+    sender = await connect(daphne, watch_early=True)
+    other = await connect(daphne, batch=False, watch_early=True)
     heard = {"sender": [], "other": []}  # every event each has read, early ones included
     try:
         for i in range(3):
@@ -230,7 +237,7 @@ async def test_a_socket_that_fell_behind_gets_every_big_event_whole_and_in_order
     daphne, count = patient_daphne, 40
     path = f"/ws/notebooks/{daphne['notebook']}/?batch=1"
     behind = await asyncio.to_thread(raw_slow_socket, daphne["port"], path, daphne["cookie"])
-    sender = await LiveClient(daphne["url"], daphne["notebook"], daphne["cookie"], batch=True).connect()
+    sender = await connect(daphne, watch_early=True)
     try:
         for i in range(count):
             await sender.send(type="create_cell", code=f"big_{i} = {i}  # " + "z" * 150_000, requestId=f"big-{i}")

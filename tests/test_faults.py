@@ -5,17 +5,16 @@ events alone, converge to the database, that no committed edit is lost, and that
 server's logs hold no traceback.
 """
 import asyncio
-import json
 import os
 import signal
 
 import pytest
-import websockets
 
 from notebooks_app.middleware import CLOSE_TRY_AGAIN_LATER
 
-from .conftest import eventually
-from .faults import Cluster, FoldingClient, converged, no_transient, readiness, runner_pids
+from .client import Closed, NotebookClient
+from .faults import Cluster, converged, no_transient, readiness, runner_pids, view
+from .waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +41,7 @@ async def create(client, code):
 
 async def run_and_wait(client, cell_id, status="success", timeout=60):
     await client.send(type="run_cell", cellId=cell_id)
-    event = await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cell_id and e["status"] in ("success", "error", "stale"), timeout=timeout)
+    event = (await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cell_id and e["status"] in ("success", "error", "stale"), timeout=timeout))[-1]
     assert event["status"] == status, event
     return event
 
@@ -58,7 +57,7 @@ def log_end(log):
 
 async def test_redis_restart_is_survived_by_daphne_and_the_worker(cluster):
     notebook = cluster.new_notebook()
-    client = await FoldingClient(cluster, notebook).connect()
+    client = await cluster.client(notebook).connect()
     a = await create(client, "a = 20")
     b = await create(client, "b = a + 1\nb")
     await run_and_wait(client, a)
@@ -83,13 +82,12 @@ async def test_redis_restart_is_survived_by_daphne_and_the_worker(cluster):
     # then can events reach it again; readyz asks Redis itself and may answer sooner.
     await client.wait_for(lambda e: e["type"] in ("notebook_state", "reconnected"), timeout=60)
     await client.request(type="cell_update", cellId=b, code="b = a + 3\nb")
-    events = []
     await client.send(type="run_cell", cellId=b)
-    await client.wait_for(lambda e: events.append(e) or (e["type"] == "cell_status" and e["cellId"] == b and e["status"] in ("success", "error")))
+    events = await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == b and e["status"] in ("success", "error"))
     assert [e["cellId"] for e in events if e["type"] == "cell_status" and e["status"] == "running"] == [b]
     assert events[-1]["status"] == "success"
     # A new socket gets its state at once.
-    fresh = await FoldingClient(cluster, notebook).connect(timeout=20)
+    fresh = await cluster.client(notebook).connect(timeout=20)
     await converged(fresh, cluster, notebook, settled=no_transient)
     await converged(client, cluster, notebook, settled=no_transient)
     assert cluster.db_cells(notebook)[1][b][0] == "b = a + 3\nb"
@@ -101,19 +99,19 @@ async def test_redis_restart_is_survived_by_daphne_and_the_worker(cluster):
 
 async def open_refused(cluster, notebook):
     """Open a socket on `notebook` and read it to its end: (the frames it got, its close code)."""
-    url = cluster.url.replace("http://", "ws://") + f"/ws/notebooks/{notebook}/"
+    client = NotebookClient(notebook, cluster.cookie, server=cluster.url, timeout=30)
+    await client.connect(wait_state=False)
     frames = []
-    async with websockets.connect(url, additional_headers={"Cookie": cluster.cookie, "Origin": cluster.url}, open_timeout=30) as ws:
-        try:
-            while True:
-                frames.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
-        except websockets.exceptions.ConnectionClosed as exc:
-            return frames, exc.rcvd.code if exc.rcvd else None
+    try:
+        while True:
+            frames.append(await client.next())
+    except Closed:
+        return frames, client.close_code
 
 
 async def test_a_socket_connecting_while_redis_is_down_is_told_to_retry_then_gets_its_state(cluster):
     notebook = cluster.new_notebook()
-    client = await FoldingClient(cluster, notebook).connect()
+    client = await cluster.client(notebook).connect()
     a = await create(client, "a = 3")
     await run_and_wait(client, a)
     await client.close()
@@ -134,8 +132,8 @@ async def test_a_socket_connecting_while_redis_is_down_is_told_to_retry_then_get
 
     # Redis is back: a new socket gets its state (retrying while the layers reconnect), and
     # the notebook works as before.
-    fresh = await FoldingClient(cluster, notebook).connect(timeout=60)
-    assert fresh.order == [a] and fresh.cells[a]["status"] == "success"
+    fresh = await cluster.client(notebook).connect(timeout=60)
+    assert fresh.order == [a] and fresh.state[a]["status"] == "success"
     b = await create(fresh, "b = a * 2\nb")
     await run_and_wait(fresh, b)
     order, cells = await converged(fresh, cluster, notebook, settled=no_transient)
@@ -145,7 +143,7 @@ async def test_a_socket_connecting_while_redis_is_down_is_told_to_retry_then_get
 
 async def test_postgresql_restart_gives_clear_errors_then_works(cluster):
     notebook = cluster.new_notebook()
-    client = await FoldingClient(cluster, notebook).connect()
+    client = await cluster.client(notebook).connect()
     a = await create(client, "a = 1")
 
     cluster.pg.stop(mode="fast")
@@ -163,7 +161,7 @@ async def test_postgresql_restart_gives_clear_errors_then_works(cluster):
     # The first request after the database is back works: pooled connections are checked.
     status, _ = cluster.http("/")
     assert status == 200
-    fresh = await FoldingClient(cluster, notebook).connect(timeout=20)
+    fresh = await cluster.client(notebook).connect(timeout=20)
     b = await create(fresh, "b = a * 10\nb")
     await run_and_wait(fresh, a)
     await fresh.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == b and e["status"] == "success")
@@ -176,7 +174,7 @@ async def test_postgresql_restart_gives_clear_errors_then_works(cluster):
 
 async def test_postgresql_down_while_a_cell_runs_keeps_its_result(cluster):
     notebook = cluster.new_notebook()
-    client = await FoldingClient(cluster, notebook).connect()
+    client = await cluster.client(notebook).connect()
     slow = await create(client, "import time\ntime.sleep(3)\nx = 7\nx")
     await client.send(type="run_cell", cellId=slow)
     await client.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == slow and e["status"] == "running")
@@ -192,7 +190,7 @@ async def test_postgresql_down_while_a_cell_runs_keeps_its_result(cluster):
 
 async def test_worker_killed_mid_cascade_and_restarted_converges(cluster):
     notebook = cluster.new_notebook()
-    editor, watcher = await FoldingClient(cluster, notebook).connect(), await FoldingClient(cluster, notebook).connect()
+    editor, watcher = await cluster.client(notebook).connect(), await cluster.client(notebook).connect()
     # No shared name (two cells importing `time` would block each other).
     cells = [await create(editor, "__import__('time').sleep(0.5)\nc0 = 0")]
     for i in range(1, 6):
@@ -206,7 +204,7 @@ async def test_worker_killed_mid_cascade_and_restarted_converges(cluster):
     cluster.start_worker()
     for client in (editor, watcher):
         order, db = await converged(client, cluster, notebook, settled=no_transient)
-    assert editor.view() == watcher.view()
+    assert view(editor) == view(watcher)
     assert any(code == "note = 'kept'" for code, _ in db.values())
     await editor.close()
     await watcher.close()
@@ -214,7 +212,7 @@ async def test_worker_killed_mid_cascade_and_restarted_converges(cluster):
 
 async def test_killed_runner_turns_results_stale(cluster):
     notebook = cluster.new_notebook()
-    client = await FoldingClient(cluster, notebook).connect()
+    client = await cluster.client(notebook).connect()
     a = await create(client, "a = 1")
     b = await create(client, "import time\ntime.sleep(30)")
     await run_and_wait(client, a)
@@ -232,7 +230,7 @@ async def test_killed_runner_turns_results_stale(cluster):
 
 async def test_daphne_restart_clients_reconnect_and_resync(cluster):
     notebook = cluster.new_notebook()
-    client = await FoldingClient(cluster, notebook).connect()
+    client = await cluster.client(notebook).connect()
     a = await create(client, "a = 5")
     await run_and_wait(client, a)
     cluster.kill(cluster.daphne, signal.SIGTERM)

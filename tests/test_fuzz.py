@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from notebooks_app import protocol
 
+from .client import Closed
 from .conftest import create, db_cells, revision
 
 ODD_STRINGS = ["\ud800", "a\x00b", "\udfff\ud800", "", " ", "x" * 300, "🙂", "df_1", "class", "postgresql://", "sqlite:///", "sqlite:////etc/passwd"]
@@ -63,13 +64,14 @@ def refused_for_a_viewer(frame):
 async def exchange(client, batch, probe):
     """Send `batch`, then a sync probe; every frame that arrived before the probe's answer."""
     for frame in batch:
-        await client.comm.send_input({"type": "websocket.receive", ("bytes" if isinstance(frame, bytes) else "text"): frame})
+        await client.send_raw(frame)
     await client.send(type="sync", requestId=probe)
     replies = []
     while True:
-        message = await client.comm.receive_output(20)
-        assert message["type"] == "websocket.send", f"socket closed: {message}"
-        frame = json.loads(message["text"])
+        try:
+            frame = await client.receive_frame(20)
+        except Closed as closed:
+            raise AssertionError(f"socket closed: {closed}") from None
         if frame.get("type") == "notebook_state" and frame.get("requestId") == probe:
             client.seq = frame["seq"]  # the client's own event tracking goes on from here
             return replies

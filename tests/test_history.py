@@ -144,7 +144,7 @@ async def test_the_log_has_one_event_per_change_with_its_author_and_no_password(
 
 
 async def test_restoring_a_version_of_100_cells_is_one_cascade(ws, notebook, users):
-    alice = await ws(users["alice"], notebook, query="?batch=1")
+    alice = await ws(users["alice"], notebook, batch=True)
     bob = await ws(users["bob"], notebook)
     cells = [await create(alice, f"v{i} = {i}" if i == 0 else f"v{i} = v{i - 1} + 1") for i in range(100)]
     reply = await alice.request(type="save_version", name="before the mess")

@@ -2,7 +2,6 @@
 import asyncio
 import json
 import random
-import time
 
 import threading
 
@@ -13,7 +12,9 @@ from django.db import connections, transaction
 from notebooks_app import operations
 from notebooks_app.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, RATE_BURST
 from notebooks_app.models import Cell, Notebook
-from tests.conftest import EVENT_TIMEOUT, NotebookClient, create, db_cell, db_cells, eventually, revision, run_and_wait, session_cookie, text_output
+from tests.client import NotebookClient
+from tests.conftest import create, db_cell, db_cells, revision, run_and_wait, session_cookie, text_output
+from tests.waiting import EVENT_TIMEOUT, eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,10 +23,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_anonymous_is_refused_with_4403(live_kernel, notebook):
-    from notebookproject.asgi import application
-
-    client = NotebookClient(notebook.pk, None, application)
-    await client.connect()
+    client = NotebookClient(notebook.pk)
+    await client.connect(wait_state=False)
     with pytest.raises(ConnectionError):
         await client.next(5)
     assert client.close_code == CLOSE_FORBIDDEN
@@ -33,12 +32,10 @@ async def test_anonymous_is_refused_with_4403(live_kernel, notebook):
 
 @pytest.mark.parametrize("who", ["stranger", "unknown"])
 async def test_stranger_and_unknown_notebook_are_refused_with_4404(live_kernel, notebook, users, who):
-    from notebookproject.asgi import application
-
     cookie = await database_sync_to_async(session_cookie)(users["dave"] if who == "stranger" else users["alice"])
     target = notebook.pk if who == "stranger" else "00000000-0000-0000-0000-000000000000"
-    client = NotebookClient(target, cookie, application)
-    await client.connect()
+    client = NotebookClient(target, cookie)
+    await client.connect(wait_state=False)
     with pytest.raises(ConnectionError):
         await client.next(5)
     assert client.close_code == CLOSE_NOT_FOUND
@@ -50,7 +47,7 @@ async def test_foreign_origin_is_refused(live_kernel, notebook, users):
     from notebookproject.asgi import application
 
     cookie = await database_sync_to_async(session_cookie)(users["alice"])
-    comm = WebsocketCommunicator(application, f"/ws/notebooks/{notebook.pk}/", headers=[(b"origin", b"http://evil.example"), (b"cookie", f"sessionid={cookie}".encode())])
+    comm = WebsocketCommunicator(application, f"/ws/notebooks/{notebook.pk}/", headers=[(b"origin", b"http://evil.example"), (b"cookie", cookie.encode())])
     connected, _ = await comm.connect()
     assert not connected
 
@@ -62,7 +59,7 @@ async def test_script_client_without_origin_header_is_served(live_kernel, notebo
     from notebookproject.asgi import application
 
     cookie = await database_sync_to_async(session_cookie)(users["alice"])
-    comm = WebsocketCommunicator(application, f"/ws/notebooks/{notebook.pk}/", headers=[(b"host", b"testserver"), (b"cookie", f"sessionid={cookie}".encode())])
+    comm = WebsocketCommunicator(application, f"/ws/notebooks/{notebook.pk}/", headers=[(b"host", b"testserver"), (b"cookie", cookie.encode())])
     connected, _ = await comm.connect()
     assert connected
     assert json.loads(await comm.receive_from(10))["type"] == "notebook_state"
@@ -254,7 +251,8 @@ async def test_update_db_connection_masks_password(ws, notebook, users):
     assert reply["display"] == "postgresql://ann:****@127.0.0.1:5999/sales"
     seen = await bob.wait_for(lambda e: e["type"] == "db_connection_updated")
     assert "hunter2" not in json.dumps(seen)
-    assert (await database_sync_to_async(Notebook.objects.get)(pk=notebook.pk)).db_connection.endswith("/sales")
+    stored = await database_sync_to_async(Notebook.objects.get)(pk=notebook.pk)
+    assert stored.connection_string.endswith("/sales") and "hunter2" not in stored.db_connection  # stored encrypted
 
 
 @pytest.mark.parametrize("value", ["mysql://x@y/z", "postgresql://", "sqlite:///", "postgresql://u@h:notaport/db", 42])
@@ -499,7 +497,7 @@ async def test_bad_input_gets_error_and_changes_nothing(ws, notebook, users, fra
     cell = await database_sync_to_async(Cell.objects.create)(notebook=notebook, position=1, code="safe = 1")
     alice, bob = await ws(users["alice"], notebook), await ws(users["bob"], notebook)
     before = await revision(notebook)
-    await alice.comm.send_to(text_data=frame)
+    await alice.send_raw(frame)
     reply = await alice.next(5)
     assert reply["type"] == "error" and reply["code"] == code, reply
     assert reply["message"]
@@ -524,7 +522,7 @@ async def test_frames_are_handled_without_a_thread_hop_per_message(ws, notebook,
         hops.append(1)
 
     monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
-    await alice.comm.send_to(text_data='{"type": "explode", "requestId": "x"}')
+    await alice.send_raw('{"type": "explode", "requestId": "x"}')
     assert (await alice.next(5))["code"] == "unknown_type"
     assert (await alice.request(type="create_cell", code="hop = 1"))["type"] == "cell_created"
     assert (await alice.request(type="sync"))["type"] == "notebook_state"
@@ -541,7 +539,7 @@ async def test_error_echoes_request_id(ws, notebook, users):
 
 async def test_binary_frame_is_refused(ws, notebook, users):
     alice = await ws(users["alice"], notebook)
-    await alice.comm.send_to(bytes_data=b"\x00\x01")
+    await alice.send_raw(b"\x00\x01")
     assert (await alice.next(5))["code"] == "invalid_message"
 
 
@@ -557,9 +555,9 @@ async def test_flood_is_rate_limited_and_socket_survives(ws, notebook, users):
     flood = RATE_BURST * 4
     # Cheap frames (answered at once, whatever the machine's load) after one sync: the bucket
     # empties faster than it refills, however slowly the server gets to them.
-    await alice.comm.send_to(text_data=json.dumps({"type": "sync", "requestId": "first"}))
+    await alice.send(type="sync", requestId="first")
     for i in range(flood):
-        await alice.comm.send_to(text_data=json.dumps({"type": "no_such_type", "requestId": i}))
+        await alice.send(type="no_such_type", requestId=i)
     codes = []
     for _ in range(flood + 1):
         frame = await alice.next(10)
@@ -601,17 +599,19 @@ async def test_concurrent_clients_converge(ws, notebook, users):
     await asyncio.gather(*(worker(c, n) for n, c in enumerate(clients)))
     # Drain: messages sent without waiting may still be on their way through a consumer's
     # transaction to the kernel; fold events until every client matches the database.
-    deadline = time.monotonic() + 30
-    while True:
-        for client in clients:
-            while True:
-                try:
-                    await client.next(0.3)
-                except asyncio.TimeoutError:
-                    break
+    async def drain(client):
+        while True:
+            try:
+                await client.next(0.3)
+            except asyncio.TimeoutError:
+                return
+
+    async def every_client_has_the_database():
+        await asyncio.gather(*(drain(client) for client in clients))
         db = [str(c) for c in await db_cells(notebook)]
-        if all(client.order == db for client in clients) or time.monotonic() > deadline:
-            break
+        return db if all(client.order == db for client in clients) else None
+
+    db = await eventually(every_client_has_the_database, timeout=30, what="every client's cells in the database's order")
     for client in clients:
         assert client.order == db
     codes = await database_sync_to_async(lambda: dict(Cell.objects.filter(notebook=notebook).values_list("id", "code")))()
@@ -635,6 +635,7 @@ async def test_reconnecting_client_gets_the_assembled_state(ws, notebook, users)
     assert fresh.state == bob.state
 
 
+@pytest.mark.slow  # its 6.5 s of silence must elapse
 async def test_idle_connection_and_worker_survive_a_quiet_spell(ws, notebook, users):
     """Longer than the channel layer's 5 s blocking read (redis-py 8 socket timeout regression)."""
     alice = await ws(users["alice"], notebook)
@@ -645,7 +646,7 @@ async def test_idle_connection_and_worker_survive_a_quiet_spell(ws, notebook, us
 
 
 async def test_cascade_events_are_single_frames_unless_the_client_asks_for_batches(ws, notebook, users):
-    plain, batched = await ws(users["alice"], notebook), await ws(users["bob"], notebook, query="?batch=1")
+    plain, batched = await ws(users["alice"], notebook), await ws(users["bob"], notebook, batch=True)
     root = await create(plain, "root = 1")
     leaves = [await create(plain, f"leaf_{i} = root + {i}") for i in range(10)]
     await batched.wait_for(lambda e: e["type"] == "cell_created" and e["cellId"] == leaves[-1])

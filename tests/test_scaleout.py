@@ -15,8 +15,10 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from notebooks_app.kernel_client import kernel_channel
 from notebooks_app.models import Notebook
 
-from .conftest import ROOT, WorkerProcess, database_url_for_tests, eventually
-from .live import LiveClient, free_port, login, start_daphne, stop
+from .client import NotebookClient
+from .conftest import ROOT, WorkerProcess, database_url_for_tests
+from .live import free_port, login, start_daphne, stop
+from .waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +58,8 @@ def notebooks_on_each_shard(user):
     return [str(found[k].pk) for k in range(SHARDS)]
 
 
-async def connect(cluster, notebook_id, daphne):
-    return await LiveClient(cluster["urls"][daphne], notebook_id, cluster["cookies"][daphne]).connect()
+async def connect(cluster, notebook_id, daphne, **options):
+    return await NotebookClient(notebook_id, cluster["cookies"][daphne], server=cluster["urls"][daphne], timeout=30, **options).connect()
 
 
 async def create(client, code):
@@ -101,7 +103,7 @@ async def test_clients_on_different_daphnes_see_identical_event_sequences(cluste
 
 async def test_a_killed_worker_leaves_the_other_shard_working_and_a_restarted_one_rebuilds(cluster):
     shard0, shard1 = await sync_to_async(notebooks_on_each_shard)(cluster["user"])
-    first, second = await connect(cluster, shard0, 0), await connect(cluster, shard1, 1)
+    first, second = await connect(cluster, shard0, 0), await connect(cluster, shard1, 1, watch_early=True)
     x = await create(second, "x = 41")
     y = await create(second, "y = x + 1\ny")
     await run(second, x)
@@ -114,7 +116,7 @@ async def test_a_killed_worker_leaves_the_other_shard_working_and_a_restarted_on
     await run(first, p)
     await first.wait_for(final_status(q, "success"))
     other_daphne = await connect(cluster, shard0, 1)
-    assert {c["id"] for c in other_daphne.state["notebook"]["cells"]} == {p, q}
+    assert set(other_daphne.order) == {p, q}
 
     # Shard 1's edits are committed and wait in Redis for its worker; a new one rebuilds the
     # notebook from the database and tells the clients of the dead one (a fresh state).
@@ -129,7 +131,7 @@ async def test_a_killed_worker_leaves_the_other_shard_working_and_a_restarted_on
     assert seen[-1]["type"] == "notebook_state"
     w = next(c["id"] for c in seen[-1]["notebook"]["cells"] if c["code"] == "w = 5")
     fresh = await connect(cluster, shard1, 0)
-    cells = {c["id"]: c for c in fresh.state["notebook"]["cells"]}
+    cells = fresh.state
     assert set(cells) == {x, y, w}
     assert cells[y]["status"] == "success" and cells[y]["outputs"] == [{"mimeType": "text/plain", "data": "42"}]
     # The new runner's namespace is empty: running y reruns its ancestor x first.

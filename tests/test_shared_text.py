@@ -114,7 +114,8 @@ import base64  # noqa: E402
 from channels.db import database_sync_to_async  # noqa: E402
 
 from notebooks_app.models import Cell  # noqa: E402
-from tests.conftest import create, eventually  # noqa: E402
+from tests.conftest import create  # noqa: E402
+from tests.waiting import eventually  # noqa: E402
 
 
 class TypingPage:

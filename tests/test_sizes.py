@@ -32,7 +32,7 @@ def fetch(user, url, **headers):
 
 
 async def test_five_300_kb_outputs_open_from_a_fresh_socket_by_reference(ws, notebook, users):
-    alice = await ws(users["alice"], notebook, query="?batch=1")
+    alice = await ws(users["alice"], notebook, batch=True)
     cells = [await create(alice, f"'{i}' * 300_000") for i in range(5)]
     await alice.send(type="run_all")
     await alice.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == cells[-1] and e["status"] == "success", timeout=60)
@@ -85,6 +85,7 @@ async def test_html_output_by_reference_is_a_sandboxed_document_without_scripts(
     assert "allow-same-origin" not in policy
 
 
+@pytest.mark.slow  # 8 s (16 s in a loaded run): the worker opens a notebook of 10,000 cells
 async def test_a_notebook_of_10000_cells_opens_in_chunks_under_the_frame_limit(ws, notebook, users):
     @database_sync_to_async
     def fill():
@@ -105,7 +106,7 @@ async def test_no_frame_exceeds_the_limit_whatever_a_cell_produces(ws, notebook,
     """Oversized inputs for every kind of event: streamed stdout, an error with a huge message
     and traceback, the largest code allowed, outputs just under the inline limit in one
     cascade (batched), and the state of all of it on a fresh socket."""
-    alice = await ws(users["alice"], notebook, query="?batch=1")
+    alice = await ws(users["alice"], notebook, batch=True)
     plain = await ws(users["bob"], notebook)
     code_cells = [
         "print('s' * 3_000_000)",
@@ -121,7 +122,7 @@ async def test_no_frame_exceeds_the_limit_whatever_a_cell_produces(ws, notebook,
     error = alice.state[cells[1]]["error"]
     assert error["ename"] == "ValueError" and "more characters not shown" in error["evalue"] and len(error["evalue"]) < 70_000
     assert sum(len(line) for line in alice.state[cells[2]]["error"]["traceback"]) < 70_000
-    fresh = await ws(users["carol"], notebook, query="?batch=1")
+    fresh = await ws(users["carol"], notebook, batch=True)
     stdout = fresh.state[cells[0]]
     assert len(stdout["stdout"]) == STATE_STDOUT_LIMIT and stdout["stdoutRef"]["size"] > STATE_STDOUT_LIMIT
     whole = await fetch(users["carol"], stdout["stdoutRef"]["url"])

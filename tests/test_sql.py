@@ -20,7 +20,8 @@ from notebooks_app.kernel.analysis import analyze_sql, sql_table_names
 from notebooks_app.kernel.runner import Runner
 from notebooks_app.models import Notebook
 from notebooks_app.secrets import scrub
-from tests.conftest import database_url_for_tests, eventually
+from tests.conftest import database_url_for_tests
+from tests.waiting import eventually
 from tests.test_protocol import create, db_cell, run_and_wait, text_output
 
 PW_ROLE = "notebook_pw_role"  # scripts/run_tests.py makes the server check this role's password
@@ -115,14 +116,14 @@ def runs_since(client, start):
     return [e["cellId"] for e in client.events[start:] if e["type"] == "cell_status" and e["status"] == "running"]
 
 
-async def stored_cell(cell_id, predicate=lambda cell: True):
+async def stored_cell(cell_id, predicate):
     """The cell's row once `predicate` holds (the worker persists right after a cascade)."""
-    for _ in range(50):
+
+    async def stored():
         cell = await db_cell(cell_id)
-        if predicate(cell):
-            return cell
-        await asyncio.sleep(0.1)
-    return cell
+        return cell if predicate(cell) else None
+
+    return await eventually(stored, what=f"cell {cell_id} stored as expected")
 
 
 # --- over the WebSocket, with the real worker ------------------------------------------
@@ -258,7 +259,7 @@ async def test_bad_connection_string_is_refused_to_the_sender_and_nothing_stored
         assert reply["type"] == "error" and reply["code"] == "invalid_field", (value, reply)
         assert "pw" not in reply["message"].replace("postgresql", "")
     stored = await database_sync_to_async(Notebook.objects.get)(pk=notebook.pk)
-    assert stored.db_connection == good and stored.revision == revision
+    assert stored.connection_string == good and stored.revision == revision
     await bob.wait_for(lambda e: e["type"] == "db_connection_updated" and not e["connected"])
     await bob.wait_for(lambda e: e["type"] == "db_connection_updated" and e["connected"])
     await bob.expect_silence(0.5)  # refusals went to alice only
@@ -513,6 +514,7 @@ async def test_runner_row_cap_and_result_binding():
         await runner.close()
 
 
+@pytest.mark.slow  # its 5 s time limit must elapse
 async def test_runner_time_limit_cancels_a_query():
     # Long enough that the query after it (DuckDB imported again if the process was replaced)
     # fits on a machine under load; the first query would take hours.

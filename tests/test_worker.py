@@ -7,7 +7,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from notebooks_app.models import Cell, Notebook
-from tests.conftest import create, db_cell, eventually, run_and_wait, text_output
+from tests.conftest import create, db_cell, run_and_wait, text_output
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
