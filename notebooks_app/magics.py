@@ -18,6 +18,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from .constants import CELL_MARKDOWN, CELL_PYTHON, CELL_SQL
+from .kernel.analysis import install_requirements
 
 # Cell magics whose body is Python that runs as it is (only the magic line goes).
 PYTHON_BODY_MAGICS = {"capture", "prun"}
@@ -215,7 +216,7 @@ def _magic_name(command):
 
 def _line(indent, target, command, result):
     """One IPython line as Python at `indent`, or None to keep it as a comment."""
-    pip = _pip_requirements(command)
+    pip = install_requirements(command)
     if pip is not None:
         result.requirements.extend(pip)
         result.changes.append("pip install lines were commented out (their packages are listed in the import's notes)")
@@ -255,31 +256,6 @@ def _line(indent, target, command, result):
 def _one_path(arguments):
     words = shlex.split(arguments)
     return words[0] if words else "."
-
-
-def _pip_requirements(command):
-    """The requirements of a `pip install` line (`!pip install -q x y`, `%pip install x`,
-    `!python -m pip install x`), or None for any other line."""
-    try:
-        words = shlex.split(command.lstrip("%!"))
-    except ValueError:
-        return None
-    while words and words[0] not in ("pip", "pip3", "conda", "mamba"):
-        if words[0] in ("-m",) or words[0].startswith(("python", "{sys.executable}", "$")):
-            words.pop(0)
-            continue
-        return None
-    if len(words) < 2 or words[1] != "install":
-        return None
-    requirements, skip = [], False
-    for word in words[2:]:
-        if skip:
-            skip = False
-        elif word in ("-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "-e", "--editable", "-f", "--find-links"):
-            skip = True
-        elif not word.startswith("-"):
-            requirements.append(word)
-    return requirements
 
 
 def _shell(command, target):

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 
 from .constants import CELL_PYTHON, CELL_SQL
-from .kernel.analysis import BUILTIN_NAMES, analyze_python, analyze_sql, is_private, sql_segments
+from .kernel.analysis import BUILTIN_NAMES, analyze_python, analyze_sql, is_private, placeholder_root, sql_segments
 from .kernel.graph import DependencyGraph
 from .kernel.references import LineIndex, Unsupported, references
 
@@ -528,10 +528,16 @@ class _Rewrite:
         renamed = {name: self._identifier_read(index, name) for name in self.read.get(index, {})}
         renamed = {old: new for old, new in renamed.items() if old != new}
         if renamed:
-            cell.code = "".join(value if kind == "sql" else "{" + renamed.get(value, value) + "}" for kind, value in sql_segments(cell.code))
+            cell.code = "".join(value if kind == "sql" else "{" + _renamed_field(value, renamed) + "}" for kind, value in sql_segments(cell.code))
         if renamed or bound:
             analysis = analyze_sql(cell.code, cell.result_variable)
             self.analyses[index] = (analysis.reads, analysis.writes)
+
+
+def _renamed_field(field, renamed):
+    """A placeholder (`df`, `slider.value`, `d["key"]`) with its root name renamed."""
+    root = placeholder_root(field)
+    return renamed.get(root, root) + field[len(root):]
 
 
 # Calls whose value is None, so Jupyter shows no result for them (a heuristic: a call of any

@@ -23,13 +23,13 @@ ends, so it never outlives its parent.  What a value becomes as outputs is
 """
 import ast
 import builtins
+import errno
 import fcntl
 import io
 import json
 import linecache
 import os
 import queue
-import re
 import resource
 import select
 import signal
@@ -509,13 +509,9 @@ class Kernel:
     def _field(self, name, steps, spec):
         if name not in self.namespace:
             raise NameError(f"name '{name}' is not defined (used as {{{name}}} in this markdown cell)")
-        value = self.namespace[name]
-        for attribute, index in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[([^\]]+)\]", steps):
-            if attribute:
-                value = getattr(value, attribute)
-            else:
-                value = value[int(index)] if index.isdigit() else value[index]
-        return format(value, spec or "")
+        from notebooks_app.kernel.markdown import follow
+
+        return format(follow(self.namespace[name], steps), spec or "")
 
     def interrupt(self, requests=None):
         """Called on the command thread; `requests`: the parent's pending request ids.  Those
@@ -578,11 +574,43 @@ class Kernel:
         lines = traceback.format_list(frames) if frames else []
         if lines:
             lines.insert(0, "Traceback (most recent call last):\n")
-        lines += traceback.format_exception_only(type(exc), exc)
         evalue = str(exc)
+        if failed_for_no_network(exc):
+            evalue = f"{NO_NETWORK} ({evalue})"
+            exc.add_note(NO_NETWORK)
+        if lines:
+            # Without frames of the user's (a markdown field, say) the line would only repeat
+            # the error's title, which the page shows already.
+            lines += traceback.format_exception_only(type(exc), exc)
         if isinstance(exc, KeyboardInterrupt):
             evalue = evalue or "interrupted"
         return {"ename": type(exc).__name__, "evalue": evalue, "traceback": [line.rstrip("\n") for line in "".join(lines).splitlines()]}
+
+
+NO_NETWORK = (
+    "this notebook has no network: its cells cannot connect to other machines "
+    "(an operator enables outbound connections with KERNEL_NETWORK=outbound, docs/security.md)"
+)
+_NO_ROUTE = {errno.ENETUNREACH, errno.EHOSTUNREACH}
+
+
+def failed_for_no_network(exc):
+    """Whether `exc` is, or was caused by, a failure to reach another machine while the sandbox
+    has no network (the runner sets NOTEBOOK_NETWORK=none): a name that does not resolve
+    (socket.gaierror), or no route.  Followed through `__cause__` / `__context__`, since
+    urllib, requests and httpx wrap it in their own errors."""
+    if os.environ.get("NOTEBOOK_NETWORK") != "none":
+        return False
+    import socket
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, socket.gaierror) or (isinstance(exc, OSError) and exc.errno in _NO_ROUTE):
+            return True
+        reason = getattr(exc, "reason", None)  # urllib's URLError keeps the OSError there
+        exc = exc.__cause__ or exc.__context__ or (reason if isinstance(reason, BaseException) else None)
+    return False
 
 
 RLIMITS = (

@@ -2,9 +2,10 @@
 
 Python cells are analysed with `ast` (statements in evaluation order, so a name read
 before the cell binds it is a read) and `symtable` (the compiler's own scoping for
-function bodies); SQL cells by their `{name}` placeholders (reads) and, through sqlglot,
-the names they use as tables (edges only when a cell defines them).  Pure: no I/O, no Django,
-nothing of the project, and nothing here ever runs the code.
+function bodies); SQL cells by their `{name}` placeholders (reads: the root name of
+`{slider.value}`) and, through sqlglot, the names they use as tables (edges only when a cell
+defines them).  Pure: no I/O, no Django, nothing of the project but markdown.py's grammar of
+`{fields}`, and nothing here ever runs the code.
 
 Decisions worth knowing (docs/architecture.md repeats them for users):
 
@@ -34,10 +35,10 @@ from dataclasses import dataclass
 BUILTIN_NAMES = frozenset(dir(builtins))
 CELL_FILENAME = "<cell>"
 
-# A SQL placeholder is `{identifier}` with an ASCII identifier: the same rule as the
-# runner's parameter binding (kernel/sql.py), so edges and bound parameters agree.
-_IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
-_IDENT_CHARS = _IDENT_START | frozenset("0123456789")
+# A SQL placeholder is a markdown field without a format spec (`{name}`, `{slider.value}`,
+# `{d["key"]}`): one grammar for both, and the runner's parameter binding (kernel/sql.py) uses
+# these segments too, so edges and bound parameters agree.
+_ROOT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,59 @@ def _syntax_error(exc, code):
     if rendered and rendered[-1].startswith(type(exc).__name__ + ":"):
         rendered.pop()
     evalue = f"{exc.msg} (line {lineno})" if lineno else str(exc.msg)
+    ipython = _IPYTHON_LINE.match(lines[lineno - 1]) if lineno and 0 < lineno <= len(lines) else None
+    if ipython:
+        evalue = _not_python(ipython.group(1).strip(), lineno)
     return {"ename": type(exc).__name__, "evalue": evalue, "traceback": rendered}
+
+
+# A line of IPython's, not Python: `!command`, `%magic`, `%%cell magic`, `files = !ls`.
+_IPYTHON_LINE = re.compile(r"^\s*(?:[A-Za-z_][A-Za-z0-9_]*\s*=\s*)?([!%].*)$")
+_INSTALLERS = ("pip", "pip3", "conda", "mamba")
+_OPTIONS_WITH_VALUES = {"-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url", "-e", "--editable", "-f", "--find-links", "-t", "--target"}
+
+
+def _not_python(command, lineno):
+    """What a syntax error on an IPython line says instead: it does not run here, and where
+    packages come from when it was a `pip install`."""
+    shown = command if len(command) <= 80 else command[:79] + "…"
+    kind = "a shell command, and shell commands" if command.startswith("!") else "an IPython magic, and magics"
+    packages = install_requirements(command)
+    if packages:
+        names = ", ".join(packages[:-1]) + " and " + packages[-1] if len(packages) > 1 else packages[0]
+        advice = f"add {names} in the Packages card (docs/packages.md)"
+    elif packages is not None:
+        advice = "add packages in the Packages card (docs/packages.md)"
+    else:
+        advice = "a cell runs Python only"
+    return f"`{shown}` (line {lineno}) is {kind} do not run in cells: {advice}"
+
+
+def install_requirements(command):
+    """The packages an IPython install line names (`!pip install -q seaborn`, `%pip install x`,
+    `!python -m pip install x`, `!conda install x`): a list, possibly empty; None for any
+    other line."""
+    import shlex
+
+    try:
+        words = shlex.split(command.lstrip("!%"))
+    except ValueError:  # an unclosed quote
+        return None
+    while words and words[0] not in _INSTALLERS:
+        if words[0] != "-m" and not words[0].startswith(("python", "uv", "{sys.executable}", "$")):
+            return None
+        words.pop(0)
+    if len(words) < 2 or words[1] != "install":
+        return None
+    packages, skip = [], False
+    for word in words[2:]:
+        if skip:
+            skip = False
+        elif word in _OPTIONS_WITH_VALUES:
+            skip = True
+        elif not word.startswith("-"):
+            packages.append(word)
+    return packages
 
 
 def _has_future_annotations(tree):
@@ -429,11 +482,16 @@ def analyze_markdown(code: str) -> Analysis:
 
 
 def sql_segments(code: str) -> list:
-    """Split SQL into ("sql", text) and ("param", name) pieces (the runner binds params).
+    """Split SQL into ("sql", text) and ("param", field) pieces (the runner binds params);
+    `field` is the placeholder without its braces (`slider.value`: `placeholder_root` is its
+    name, the rest its steps, markdown.follow).
 
     Placeholders inside quoted strings, quoted identifiers and comments stay text;
-    `{{` and `}}` are literal braces.  Same rules as `placeholders`.
+    `{{` and `}}` are literal braces; `{name:spec}` is text (a DuckDB struct literal, not a
+    field).  Same rules as `placeholders`.
     """
+    from .markdown import FIELD
+
     out, buf, i, n = [], [], 0, len(code)
 
     def flush():
@@ -460,18 +518,10 @@ def sql_segments(code: str) -> list:
         elif code.startswith("{{", i) or code.startswith("}}", i):
             buf.append(ch)
             i += 2
-        elif ch == "{":
-            end = i + 1
-            if end < n and code[end] in _IDENT_START:
-                while end < n and code[end] in _IDENT_CHARS:
-                    end += 1
-                if end < n and code[end] == "}":
-                    flush()
-                    out.append(("param", code[i + 1 : end]))
-                    i = end + 1
-                    continue
-            buf.append(ch)
-            i += 1
+        elif ch == "{" and (field := FIELD.match(code, i)) and field.group(3) is None:
+            flush()
+            out.append(("param", code[i + 1 : field.end() - 1]))
+            i = field.end()
         else:
             buf.append(ch)
             i += 1
@@ -527,12 +577,18 @@ def sql_table_names(code: str) -> list[str]:
 
 
 def placeholders(code: str) -> list[str]:
-    """The `{name}` placeholders of a SQL cell, in order of first appearance.
+    """The names a SQL cell's placeholders read (`slider` of `{slider.value}`), in order of
+    first appearance.
 
     Found by `sql_segments`, so the graph's edges and the runner's bound parameters
     follow the same rules (quoted text and comments skipped, `{{`/`}}` literal).
     """
-    return list(dict.fromkeys(value for kind, value in sql_segments(code) if kind == "param"))
+    return list(dict.fromkeys(placeholder_root(value) for kind, value in sql_segments(code) if kind == "param"))
+
+
+def placeholder_root(field):
+    """The name a placeholder reads: `slider` of `slider.value`, `d` of `d["key"]`."""
+    return _ROOT.match(field).group(0)
 
 
 def _end_of_quoted(code, start):

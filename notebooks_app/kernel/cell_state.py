@@ -14,7 +14,7 @@ from .analysis import analyze_markdown, analyze_python, analyze_sql
 
 # Stored analyses (Cell.analysis) of another version are recomputed on load: bump this when
 # kernel/analysis.py's results change for the same code.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2  # 2: SQL placeholders read fields' root names; `!cmd` lines explained
 # What the worker writes back of a cell (Cell columns of the same names), in this order.
 PERSISTED_FIELDS = ("status", "outputs", "stdout", "error", "reads", "writes", "analysis")
 # A run in progress: never persisted (a worker that stops mid-run leaves the stored final state).

@@ -1,8 +1,10 @@
 """Markdown cells: where their `{name}` placeholders are, and their safe HTML.
 
-`placeholders()` finds `{name}`, `{name:.1%}`, `{name.attr}` and `{name[0]}` fields outside code
-(spans and fenced blocks); `{{` / `}}` are literal braces.  The values are formatted inside the
-notebook's sandboxed process (`_child.py`, which has them) and come back as text; `render()` runs
+`placeholders()` finds `{name}`, `{name:.1%}`, `{name.attr}`, `{name[0]}` and `{name["key"]}` fields
+outside code (spans and fenced blocks); `{{` / `}}` are literal braces; `follow()` reads a field's
+steps (SQL cells' placeholders are the same fields, without a format spec).  The values are
+formatted inside the notebook's sandboxed process (`_child.py`, which has them) and come back as
+text; `render()` runs
 on the trusted side only: markdown-it-py (CommonMark, tables, strikethrough, `$…$` / `$$…$$`
 math left for KaTeX on the page, fenced code highlighted by Pygments), raw HTML off, then nh3 with
 an allow-list, so no script, event handler or `javascript:` URL survives whatever the cell or its
@@ -10,8 +12,14 @@ values contain.  No Django, no I/O.
 """
 import re
 
-# A field: a name, then attribute or index steps, then an optional format spec.
-FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*|\[[0-9]+\]|\[[A-Za-z_][A-Za-z0-9_]*\])*)(?::([^{}]*))?\}")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+# One step after the name: `.attr`, `[0]`, `[key]` (str.format's string key), `["key"]`, `['key']`.
+_STEP = rf"""\.({_NAME})|\[([0-9]+)\]|\[({_NAME})\]|\["([^"\\\]\n]*)"\]|\['([^'\\\]\n]*)'\]"""
+STEP = re.compile(_STEP)
+_ANY_STEP = _STEP.replace("(", "(?:")  # the same steps, capturing nothing (no "(" in _NAME)
+# A field: a name, then attribute or index steps, then an optional format spec.  SQL cells'
+# placeholders are the same fields without a spec (analysis.sql_segments).
+FIELD = re.compile(rf"\{{({_NAME})((?:{_ANY_STEP})*)(?::([^{{}}]*))?\}}")
 FENCE = re.compile(r"^(\s{0,3})(`{3,}|~{3,})")
 
 ALLOWED_TAGS = {
@@ -80,6 +88,19 @@ def _line_segments(line, out, buf):
         else:
             buf.append(ch)
             i += 1
+
+
+def follow(value, steps):
+    """`value` through a field's `steps` (`.attr`, `[0]`, `[key]`, `["key"]`), read as str.format
+    reads them: `[0]` an integer index, any other key a string."""
+    for attribute, number, bare, double, single in STEP.findall(steps):
+        if attribute:
+            value = getattr(value, attribute)
+        elif number:
+            value = value[int(number)]
+        else:
+            value = value[bare or double or single]
+    return value
 
 
 def placeholders(code):

@@ -6,11 +6,16 @@ Pure: no asyncio, no I/O, nothing announced.  It answers and records; statuses.p
 answers into statuses clients see, and the session decides when to ask.
 """
 import bisect
+import re
 from dataclasses import dataclass
 
 from ..constants import CELL_SQL, STATUS_BLOCKED, STATUS_ERROR, STATUS_STALE
 from .cell_state import TRANSIENT, CellState
 from .graph import DependencyGraph
+
+
+# Python's message for a name that is not bound (and the SQL and markdown cells' variants of it).
+_NOT_DEFINED = re.compile(r"name '([A-Za-z_][A-Za-z0-9_]*)' is not defined")
 
 
 @dataclass
@@ -158,6 +163,44 @@ class NotebookModel:
                 others = ", ".join(self.label(c) for c in detail["cells"])
                 parts.append(f"'{detail['name']}' is also defined by {others}")
         return {"ename": ename, "evalue": "; ".join(parts) or (self.graph.blocked_reason(cell_id) or "blocked"), "traceback": []}
+
+    def explain_undefined(self, error):
+        """`error` as a cell that failed should show it: a NameError for a name whose every
+        definition is in a blocked cell says so (the execution process does not hold the
+        blocked cells' names, and does not know why); any other error as it is."""
+        if not error or error.get("ename") != "NameError":
+            return error
+        match = _NOT_DEFINED.search(error.get("evalue") or "")
+        why = match and self.blocked_definition(match.group(1))
+        if not why:
+            return error
+        traceback = [f"NameError: {why}" if _NOT_DEFINED.match(line, len("NameError: ")) else line for line in error.get("traceback") or ()]
+        return {**error, "evalue": why, "traceback": traceback}
+
+    def blocked_definition(self, name):
+        """Why `name` has no value when only blocked cells assign it ("`x` is defined by a
+        blocked cell: cell 3 and cell 5 both assign it", cells numbered as the page shows them);
+        None when no cell assigns it, or one that is not blocked does."""
+        writers = self.graph.definers(name)
+        if not writers:
+            return None
+        numbers = sorted(self.index_of(c) + 1 for c in writers if c in self.cells)
+        if len(numbers) == 2:  # a name with two definitions blocks both (graph.py)
+            return f"`{name}` is defined by a blocked cell: cell {numbers[0]} and cell {numbers[1]} both assign it"
+        if len(numbers) > 2:
+            return f"`{name}` is defined by a blocked cell: cells {', '.join(map(str, numbers[:-1]))} and {numbers[-1]} all assign it"
+        (writer,) = writers
+        reasons = []
+        for detail in self.graph.blocked_details(writer):
+            cells = [f"cell {self.index_of(c) + 1}" if c in self.cells else "a deleted cell" for c in detail["cells"]]
+            if detail["kind"] == "cycle":
+                cut = " → …" if len(detail["cells"]) <= detail["length"] else ""
+                reasons.append(f"it is on a cycle ({' → '.join(cells)}{cut})")
+            else:
+                reasons.append(f"it also assigns `{detail['name']}`, as {' and '.join(cells)} {'does' if len(cells) == 1 else 'do'}")
+        if not reasons:
+            return None
+        return f"`{name}` is defined by a blocked cell: cell {numbers[0]}, blocked because " + "; ".join(reasons)
 
     def blocked_changes(self):
         """What the graph's blocked set changes: [(cell, its blocked error)] to block (or whose

@@ -113,12 +113,16 @@ class Runner:
         return limits
 
     def _child_env(self):
-        return {
+        env = {
             "NOTEBOOK_OUTPUT_CAP": str(self.output_cap),
             "NOTEBOOK_IMAGE_CAP": str(int(self.image_cap_mb * 1024 * 1024)),
             "NOTEBOOK_SQL_ROW_CAP": str(self.sql_row_cap),
             **self.limits.child_env(),
         }
+        if self.sandbox is not None and self.sandbox.network == "none":
+            # The child then says "no network" rather than a DNS error (_child.failed_for_no_network).
+            env["NOTEBOOK_NETWORK"] = "none"
+        return env
 
     async def start(self):
         if self.alive:

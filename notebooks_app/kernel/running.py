@@ -127,11 +127,12 @@ class CascadeRunner:
     def _finish(self, cell, status, outputs, error):
         """The cell's final state (`outputs` redacted already, before their blobs were stored):
         the end of its stdout held back in case it began a secret goes out first, then its
-        status and its error, redacted."""
+        status and its error, redacted (a name the process lacks because only blocked cells
+        define it says so: notebook_model.explain_undefined)."""
         stream = self._streams.pop(cell.id, None)
         if stream is not None:
             self._emit_stdout(cell, stream.flush())
-        self.statuses.finish(cell, status, outputs, self.redactor.value(error))
+        self.statuses.finish(cell, status, outputs, self.redactor.value(self.model.explain_undefined(error)))
 
     async def _run_batch(self, cells):
         """Run consecutive Python cells as one request to the execution process, each announced

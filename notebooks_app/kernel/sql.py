@@ -1,18 +1,20 @@
 """SQL cells: bound parameters, the embedded DuckDB, and what crosses the sandbox's edge.
 
-Imported by the sandboxed execution process (`_child.py`), which binds `{name}`
-placeholders from its namespace as the driver's own parameters (never text
-interpolation), runs DuckDB over its DataFrames itself, and hands queries for the
-notebook's own database to the trusted side (`database.py`, which alone ever sees the
-connection string) as JSON data, getting rows back as Arrow IPC.  The result is a pandas
-DataFrame bound to the cell's result variable, shown as a capped HTML table.
+Imported by the sandboxed execution process (`_child.py`), which binds `{name}` placeholders
+(and `{slider.value}`, `{d["key"]}`: markdown's fields, without a format spec) from its
+namespace as the driver's own parameters (never text interpolation), runs DuckDB over its
+DataFrames itself, and hands queries for the notebook's own database to the trusted side
+(`database.py`, which alone ever sees the connection string) as JSON data, getting rows back
+as Arrow IPC.  The result is a pandas DataFrame bound to the cell's result variable (integer
+aggregates as integers), shown as a capped HTML table.
 """
 import base64
 import html
 import re
 import threading
 
-from .analysis import sql_segments, sql_table_names
+from .analysis import placeholder_root, sql_segments, sql_table_names
+from .markdown import follow
 
 DEFAULT_ROW_CAP = 200
 
@@ -32,7 +34,8 @@ _PAREN_AFTER = re.compile(r"^\s*\)")
 
 
 def bind(code, namespace, style):
-    """(query text, parameters) with `{name}` replaced by the driver's parameter markers.
+    """(query text, parameters) with `{name}` (or `{name.attr}`, `{name["key"]}`, `{name[0]}`)
+    replaced by the driver's parameter markers.
 
     style: "pyformat" (psycopg: %(p0)s, with literal % doubled when there are
     parameters) or "qmark" (sqlite3, DuckDB: ?).  A list, tuple or set after `IN`
@@ -47,9 +50,7 @@ def bind(code, namespace, style):
         if kind == "sql":
             parts.append(value)
             continue
-        if value not in namespace:
-            raise SqlError("NameError", f"name '{value}' is not defined (used as {{{value}}} in this SQL cell)")
-        obj = namespace[value]
+        obj = _placeholder_value(value, namespace)
         items = None
         if isinstance(obj, (list, tuple, set, frozenset)):
             items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else list(obj)
@@ -83,6 +84,17 @@ def bind(code, namespace, style):
             return "".join(v if k == "sql" else "" for k, v in pieces), params
         parts = [part if kind == "param" else part.replace("%", "%%") for part, (kind, _) in zip(parts, pieces)]
     return "".join(parts), params
+
+
+def _placeholder_value(field, namespace):
+    """The value of a placeholder (`field`: its text without braces) in `namespace`."""
+    name = placeholder_root(field)
+    if name not in namespace:
+        raise SqlError("NameError", f"name '{name}' is not defined (used as {{{field}}} in this SQL cell)")
+    try:
+        return follow(namespace[name], field[len(name) :])
+    except Exception as exc:  # noqa: BLE001 - a property or __getitem__ of the user's may raise anything
+        raise SqlError(type(exc).__name__, f"{exc} (in {{{field}}} of this SQL cell)") from None
 
 
 def _plain(value):
@@ -240,7 +252,7 @@ def run_external(engine, code, namespace, ask, row_cap=DEFAULT_ROW_CAP):
         raise SqlError(reply["error"].get("ename") or "DatabaseError", reply["error"].get("evalue") or "")
     if reply.get("arrow") is None:
         return None, affected_note(reply.get("affected"))
-    frame = frame_from_arrow(reply["arrow"])
+    frame = integers_as_integers(frame_from_arrow(reply["arrow"]), reply.get("types"))
     return frame, render(frame, row_cap, reply.get("types"))
 
 
@@ -355,7 +367,7 @@ class DuckDbEngine:
             if result.description is None:
                 return None, None, None
             types = [str(d[1]) for d in result.description]
-            frame = result.df()
+            frame = integers_as_integers(result.df(), types)
             if list(frame.columns) == ["Count"] and types == ["BIGINT"] and _is_command(query):
                 # DuckDB answers a statement with a one-column "Count" result.
                 return None, (int(frame.iloc[0, 0]) if len(frame) else None), None
@@ -372,6 +384,42 @@ def _is_command(query):
     """True for a statement that returns no rows of its own (DuckDB still answers one)."""
     head = re.sub(r"^(\s|;|--[^\n]*(\n|$)|/\*.*?\*/)*", "", query, flags=re.DOTALL)[:12].upper()
     return head.startswith(_COMMANDS)
+
+
+_WIDE_INTEGERS = ("HUGEINT", "UHUGEINT")
+_EXACT_IN_FLOAT = 2**53  # float64 holds every integer up to this one exactly
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def integers_as_integers(frame, types):
+    """Integer aggregates as integers, not floats: DuckDB's HUGEINT (what SUM of integers
+    gives; pandas gets it as float64) and PostgreSQL's bare `numeric` whose values are all
+    whole (SUM of bigint: Decimals), as int64 (Int64 with NULLs; Python ints past int64).
+    A HUGEINT past 2**53 stays a float: DuckDB has rounded it already.  `types`: the
+    database's type names of the columns, as `render` shows them (None: nothing to do)."""
+    import decimal
+
+    import pandas as pd
+
+    for position, kind in enumerate(types or ()):
+        if position >= len(frame.columns):
+            break
+        series = frame.iloc[:, position]
+        if kind in _WIDE_INTEGERS and series.dtype.kind == "f":
+            values = series.dropna()
+            if (values.abs() <= _EXACT_IN_FLOAT).all():
+                frame.isetitem(position, series.astype("Int64" if len(values) < len(series) else "int64"))
+        elif kind == "numeric" and series.dtype == object:
+            whole = [None if _is_null(v) else v for v in series]
+            if not any(v is not None for v in whole):
+                continue
+            if all(v is None or (isinstance(v, decimal.Decimal) and v.is_finite() and v.as_tuple().exponent >= 0) for v in whole):
+                ints = [None if v is None else int(v) for v in whole]
+                if any(v is not None and not _INT64[0] <= v <= _INT64[1] for v in ints):
+                    frame.isetitem(position, pd.Series(ints, dtype=object, index=frame.index))
+                else:
+                    frame.isetitem(position, pd.array(ints, dtype="Int64" if None in ints else "int64"))
+    return frame
 
 
 def render(frame, row_cap, types=None):
