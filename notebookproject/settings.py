@@ -55,27 +55,46 @@ def env_choice(name, choices, default):
     return choices[value]
 
 
+def key_file(path, random_bytes):
+    """A key of `random_bytes` random bytes (url-safe base64) made once into `path` (mode 0600)
+    and reused by every later start. Written beside and linked into place, so a process that
+    starts at the same moment reads the whole key or makes none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(base64.urlsafe_b64encode(os.urandom(random_bytes)).decode() + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
 DEBUG = env_bool("DEBUG", default=False)
+# `scripts/run --team`: the embedded default (SQLite, in-process layer and kernel) served to a
+# team on one machine, with DEBUG off (README.md, docs/operations.md "One machine for a team").
+TEAM_MODE = env_bool("TEAM_MODE", default=False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG and os.environ.get("DATABASE_URL"):
+    if TEAM_MODE:
+        # Made once and kept, so sessions survive restarts and nobody else knows it.
+        SECRET_KEY = key_file(Path(os.environ.get("SECRET_KEY_FILE") or BASE_DIR / "var" / "secret.key"), 48)
+    elif not DEBUG and os.environ.get("DATABASE_URL"):
         raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL is set and DEBUG is off")
-    # The embedded default (and tests) run with a fixed development key.
-    SECRET_KEY = "dev-insecure-notebook-key-set-SECRET_KEY-in-production"
+    else:
+        # The embedded default on one's own machine (and tests) run with a fixed development key.
+        SECRET_KEY = "dev-insecure-notebook-key-set-SECRET_KEY-in-production"
 
 
 def dev_secrets_key(path):
     """The embedded default's SECRETS_KEY: made once into `path` (mode 0600) and reused, so
     secrets saved in a development database stay readable across restarts. Never used when
     DATABASE_URL is set with DEBUG off: production names its own key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as file:
-        file.write(base64.urlsafe_b64encode(os.urandom(32)).decode() + "\n")
-    return path.read_text().strip()
+    return key_file(path, 32)
 
 
 # Encrypts notebooks' secrets and database connections at rest (notebooks_app/vault.py): Fernet
@@ -93,8 +112,47 @@ for _key in SECRETS_KEY.split(","):
         _valid = False
     if not _valid:
         raise ImproperlyConfigured("SECRETS_KEY must be Fernet keys (32 url-safe base64 bytes each, comma-separated): make one with python -c \"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())\"")
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+
+
+def team_hosts(listen_host):
+    """The names a team on the local network reaches this machine by: its host name, its
+    fully qualified name, their addresses and the address of its default route, besides the
+    address it listens on (unless that is every address). No wildcard: a request naming some
+    other host (DNS rebinding) is refused. ALLOWED_HOSTS, when set, is the whole list instead."""
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    for name in list(names):
+        try:
+            names.update(socket.gethostbyname_ex(name)[2])
+        except OSError:
+            pass  # a host name without an address: the names alone
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # a UDP "connect" sends nothing; it picks the route
+            names.add(probe.getsockname()[0])
+    except OSError:
+        pass  # no default route: this machine is reached by name or loopback only
+    if listen_host and listen_host not in {"0.0.0.0", "::"}:
+        names.add(f"[{listen_host}]" if ":" in listen_host else listen_host)
+    names -= set(LOOPBACK_HOSTS)
+    return LOOPBACK_HOSTS + sorted(name for name in names if name)
+
+
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+if TEAM_MODE:
+    ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", team_hosts(os.environ.get("TEAM_HOST", "")))
+else:
+    ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [*LOOPBACK_HOSTS, "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Behind a reverse proxy that terminates TLS (docs/operations.md, "Behind a reverse proxy"): the
+# proxy's X-Forwarded-Proto says the request was HTTPS, cookies are sent over HTTPS only, and
+# browsers are told to keep to HTTPS (HSTS, one year unless HSTS_SECONDS says otherwise).
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", default=False)
+if BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 31_536_000)
 
 INSTALLED_APPS = [
     "daphne",  # makes `runserver` serve ASGI (WebSockets) in the embedded default

@@ -19,11 +19,15 @@ from .forms import ImportForm, NotebookForm, ShareForm
 from .models import THEMES, Cell, Notebook, OutputBlob, UserPreference
 
 
+# The message of every 404 this app raises is written for its user: templates/404.html shows it.
+NOTEBOOK_NOT_FOUND = "This notebook does not exist or has not been shared with you: ask its owner."
+
+
 def _notebook_for(user, notebook_id):
     """The notebook if `user` may view it; 404 otherwise, so its existence is never revealed."""
     notebook = Notebook.objects.visible_to(user).filter(pk=notebook_id).select_related("owner").first()
     if notebook is None:
-        raise Http404("No such notebook.")
+        raise Http404(NOTEBOOK_NOT_FOUND)
     return notebook
 
 

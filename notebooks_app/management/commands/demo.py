@@ -1,4 +1,6 @@
-"""`manage.py demo`: an idempotent demo user and a sample notebook of dependent cells."""
+"""`manage.py demo`: a demo user and a sample notebook of dependent cells, made only on a database
+that has no users yet. It never touches an existing account: the demo's password is public, so
+resetting it at every start would reopen a server whose operator changed it."""
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -18,7 +20,7 @@ DEMO_CELLS = [
 
 
 class Command(BaseCommand):
-    help = "Create (or refresh) a demo user and a sample notebook of cells that depend on each other."
+    help = "On a database without users: a demo superuser and a sample notebook of cells that depend on each other."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -28,19 +30,30 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, base_url, **options):
-        User = get_user_model()
-        with transaction.atomic():
-            user, created = User.objects.get_or_create(username=DEMO_USERNAME, defaults={"is_staff": True, "is_superuser": True})
-            if created or not user.check_password(DEMO_PASSWORD):
-                user.set_password(DEMO_PASSWORD)
-                user.save()
-            notebook, nb_created = Notebook.objects.get_or_create(owner=user, name=DEMO_NOTEBOOK)
-            if nb_created or not notebook.cells.exists():
-                for index, code in enumerate(DEMO_CELLS, start=1):
-                    notebook.cells.create(position=index * POSITION_STEP, type=CELL_PYTHON, code=code)
-                notebook.revision += 1
-                notebook.save(update_fields=["revision", "updated_at"])
-        self.stdout.write(self.style.SUCCESS("Demo ready."))
+        notebook = create_demo()
+        if notebook is None:
+            if options["verbosity"] >= 1:
+                self.stdout.write("This database has users already: no demo made, no account changed.")
+            return
         base_url = base_url.rstrip("/")
+        self.stdout.write(self.style.SUCCESS("Demo ready."))
         self.stdout.write(f"  Log in at {base_url}/accounts/login/ as {DEMO_USERNAME} / {DEMO_PASSWORD}")
+        self.stdout.write(
+            f"  The password is public: change it at {base_url}/admin/password_change/ or with manage.py changepassword {DEMO_USERNAME}"
+        )
         self.stdout.write(f"  Notebook: {base_url}/notebooks/{notebook.pk}/")
+
+
+def create_demo():
+    """The demo superuser and its sample notebook, if the database has no users; else None."""
+    User = get_user_model()
+    with transaction.atomic():
+        if User.objects.exists():
+            return None
+        user = User.objects.create_superuser(username=DEMO_USERNAME, email="", password=DEMO_PASSWORD)
+        notebook = Notebook.objects.create(owner=user, name=DEMO_NOTEBOOK)
+        for index, code in enumerate(DEMO_CELLS, start=1):
+            notebook.cells.create(position=index * POSITION_STEP, type=CELL_PYTHON, code=code)
+        notebook.revision += 1
+        notebook.save(update_fields=["revision", "updated_at"])
+    return notebook
