@@ -3,23 +3,36 @@
 
 Every format imports back (importing.py) as the same cells in the same order: SQL cells travel as
 `%%sql <result variable> <<` cells.  Outputs stored apart (models.OutputBlob, an output with a
-`ref` and no `data`) are read back here so files carry them whole.  What maps to what:
-docs/files.md.
+`ref` and no `data`) are read back here so files carry them whole.  Interactive charts and
+inputs keep what the page shows: the report draws charts with the vendored libraries inlined
+into sandboxed frames, and every file shows an input as its label and current value.  What maps
+to what: docs/files.md.
 """
+import base64
+import functools
+import hashlib
 import json
+import logging
+import re
 from dataclasses import dataclass
 
 import jupytext
 import nbformat
+from django.contrib.staticfiles import finders
 from django.template.loader import render_to_string
+from django.utils.html import escape
 from django.utils.text import slugify
 from nbformat.v4 import new_notebook, new_output
 
 from .constants import CELL_MARKDOWN, CELL_SQL, MARKDOWN_MIME, OUTPUT_HTML_STYLE
-from .kernel.display import CHART_MIME_TYPES
+from .kernel.display import BOKEH_MIME, CHART_MIME_TYPES, PLOTLY_MIME, VEGA_MIME, VEGALITE_MIME
 from .kernel.markdown import render as render_markdown
+from .kernel.ui import UI_MIME
 from .models import OutputBlob
+from .output_documents import VENDOR
 from .packages import NOTEBOOK_METADATA_KEY, script_block
+
+logger = logging.getLogger(__name__)
 
 FORMATS = {
     "ipynb": ("application/x-ipynb+json", ".ipynb"),
@@ -29,9 +42,81 @@ FORMATS = {
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 # The percent file has no YAML header: nothing in it changes unless the cells do.
 PERCENT_METADATA = {"jupytext": {"notebook_metadata_filter": "-all", "cell_metadata_filter": "-all"}}
-# The report has no script and loads nothing; HTML outputs are sandboxed srcdoc frames, which
-# inherit this policy too. Also sent as a header when the report is downloaded.
-REPORT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-src 'self'"
+# Outputs whose data is JSON: a dict in .ipynb, with text fallbacks next to it.
+JSON_MIME_TYPES = (*CHART_MIME_TYPES, UI_MIME)
+# The vendored libraries each chart is drawn with, in load order (as static/notebooks/frame.js).
+CHART_LIBRARIES = {
+    PLOTLY_MIME: ("plotly",),
+    VEGALITE_MIME: ("vega", "vega-lite", "vega-embed"),
+    VEGA_MIME: ("vega", "vega-lite", "vega-embed"),
+    BOKEH_MIME: ("bokeh", "bokeh-gl", "bokeh-widgets", "bokeh-tables"),
+}
+CHART_NAMES = {PLOTLY_MIME: "Plotly chart", VEGALITE_MIME: "Vega-Lite chart", VEGA_MIME: "Vega chart", BOKEH_MIME: "Bokeh figure"}
+# A chart frame's last script: draws the JSON of its #chart-data element (the drawing calls of
+# static/notebooks/frame.js, without the messages to a page the report does not have).
+CHART_DRAW_SCRIPT = """(function () {
+  var root = document.documentElement, target = document.getElementById("chart");
+  function failed(error) {
+    root.setAttribute("data-state", "failed");
+    target.textContent = "Could not draw this chart: " + (error && error.message ? error.message : String(error));
+  }
+  try {
+    var spec = JSON.parse(document.getElementById("chart-data").textContent), mime = root.getAttribute("data-mime"), drawn;
+    if (mime === "application/vnd.plotly.v1+json") {
+      drawn = Plotly.newPlot(target, spec.data || [], spec.layout || {}, Object.assign({ responsive: true, displaylogo: false }, spec.config || {}));
+    } else if (mime === "application/vnd.bokehjs.item+json") {
+      drawn = Bokeh.embed.embed_item(spec, target);
+    } else {
+      drawn = vegaEmbed(target, spec, { actions: false, renderer: "svg" });
+    }
+    Promise.resolve(drawn).then(function () { root.setAttribute("data-state", "drawn"); }, failed);
+  } catch (error) {
+    failed(error);
+  }
+})();"""
+
+
+def _script_hash(text):
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+@functools.cache
+def vendored_script(name):
+    """The text of vendored library `name` as a chart frame inlines it, or None when this
+    deployment lacks it or it cannot sit in a <script> element unchanged."""
+    path = finders.find(VENDOR[name])
+    if path is None:
+        logger.warning("The report cannot draw charts that need %s: %s is not in the static files", name, VENDOR[name])
+        return None
+    with open(path, encoding="utf-8") as file:
+        text = file.read().replace("\r\n", "\n").replace("\r", "\n")  # as the HTML parser reads it
+    if re.search(r"</script", text, re.I) or "<!--" in text and re.search(r"<script[\s/>]", text, re.I):
+        logger.warning("The report cannot inline %s: its text would end its <script> element early", name)
+        return None
+    return text
+
+
+@functools.cache
+def report_policy():
+    """No fetch of any kind (default-src 'none', no URL anywhere). Scripts run only where their
+    hash is listed: the vendored chart libraries and CHART_DRAW_SCRIPT, which the report holds
+    only inside <iframe sandbox="allow-scripts" srcdoc> chart frames (an opaque origin; a srcdoc
+    frame inherits this policy). The report itself has none. 'unsafe-eval': vega compiles its
+    expressions and plotly's WebGL traces their shaders, as in the page's chart frame."""
+    names = sorted({name for libraries in CHART_LIBRARIES.values() for name in libraries})
+    scripts = [CHART_DRAW_SCRIPT] + [text for text in map(vendored_script, names) if text is not None]
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src " + " ".join(_script_hash(text) for text in scripts) + " 'unsafe-eval'",
+            "style-src 'unsafe-inline'",
+            "img-src data:",
+            "font-src data:",
+            "form-action 'none'",
+            "base-uri 'none'",
+        ]
+    )
+
 
 
 @dataclass
@@ -67,13 +152,15 @@ def _blob_data(notebook, cells):
 
 def _resolved_outputs(cell, blobs):
     """The cell's outputs with their data (by reference ones read back; one whose blob is gone
-    says so as text)."""
+    says so as text); an input with the value people set on it (Cell.inputs)."""
     resolved = []
     for output in cell.outputs or []:
         mime = output.get("mimeType", "text/plain")
-        if mime in CHART_MIME_TYPES:  # JSON: a dict in .ipynb (JupyterLab draws these itself)
+        if mime in JSON_MIME_TYPES:  # JSON: a dict in .ipynb (JupyterLab draws charts itself)
             data = output["data"] if "data" in output else json.loads(blobs[output["ref"]]) if output.get("ref") in blobs else None
-            if data is not None:
+            if isinstance(data, dict):
+                if mime == UI_MIME and data.get("id") in (cell.inputs or {}):
+                    data = {**data, "value": cell.inputs[data["id"]]}
                 resolved.append((mime, data))
                 continue
         if "data" in output:
@@ -86,14 +173,57 @@ def _resolved_outputs(cell, blobs):
 
 
 def _bundles(outputs):
-    """Consecutive forms of one value (text/plain then text/html) as one MIME bundle each."""
+    """Consecutive forms of one value (text/plain then text/html) as one MIME bundle each; a
+    chart or an input with its text forms (for readers that do not know its MIME type)."""
     bundles = []
     for mime, data in outputs:
-        if bundles and mime == "text/html" and set(bundles[-1]) == {"text/plain"}:
+        if mime in JSON_MIME_TYPES:
+            bundles.append({mime: data, **_text_forms(mime, data)})
+        elif bundles and mime == "text/html" and set(bundles[-1]) == {"text/plain"}:
             bundles[-1][mime] = data
         else:
             bundles.append({mime: data})
     return bundles
+
+
+def _text_forms(mime, data):
+    if mime == UI_MIME:
+        text = input_text(data)
+        return {"text/plain": text, "text/html": f'<p class="notebook-input">{escape(text)}</p>'}
+    return {"text/plain": chart_text(mime, data)}  # an HTML form would need a script to draw
+
+
+def input_text(definition):
+    """An input as the page shows it: "Threshold: 40"."""
+    kind, value = definition.get("kind", "input"), definition.get("value")
+    label = definition.get("label") or kind.capitalize()
+    if kind == "checkbox":
+        shown = "yes" if value else "no"
+    elif kind == "table":
+        rows = value or []
+        total = (definition.get("props") or {}).get("total", 0)
+        shown = f"{len(rows)} of {total} rows selected" + (f" (rows {', '.join(map(str, rows))})" if rows else "")
+    else:
+        shown = str(value)
+    return f"{label}: {shown}"
+
+
+def _title(title):
+    return title.get("text") if isinstance(title, dict) else title
+
+
+def chart_text(mime, data):
+    """A chart in one line: its library, title and what it draws."""
+    parts = []
+    if mime == PLOTLY_MIME:
+        title = _title((data.get("layout") or {}).get("title"))
+        traces = [trace.get("type", "scatter") for trace in data.get("data") or [] if isinstance(trace, dict)]
+        parts = [repr(title) if title else "", f"{len(traces)} trace{'s' * (len(traces) != 1)}: {', '.join(traces)}" if traces else ""]
+    elif mime in (VEGALITE_MIME, VEGA_MIME):
+        title, mark = _title(data.get("title")), data.get("mark")
+        parts = [repr(title) if isinstance(title, str) else "", f"mark: {mark.get('type') if isinstance(mark, dict) else mark}" if mark else ""]
+    parts = [part for part in parts if part]
+    return f"<{CHART_NAMES[mime]}{' ' + ', '.join(parts) if parts else ''}>"
 
 
 def _source(cell):
@@ -127,7 +257,11 @@ def _jupyter_notebook(notebook, *, with_outputs):
     jupyter_cells = []
     for cell in cells:
         if cell.type == CELL_MARKDOWN:
-            jupyter_cells.append({"id": str(cell.pk), "cell_type": "markdown", "metadata": {}, "source": cell.code})
+            # The source stays (Jupyter has no {name} fields; the file imports back the same);
+            # what the page last showed, fields filled in, rides along in the cell's metadata.
+            rendered = _rendered_markdown(cell) if with_outputs else None
+            metadata = {NOTEBOOK_METADATA_KEY: {"rendered": rendered}} if rendered is not None else {}
+            jupyter_cells.append({"id": str(cell.pk), "cell_type": "markdown", "metadata": metadata, "source": cell.code})
         else:
             outputs = _jupyter_outputs(cell, blobs) if with_outputs else []
             jupyter_cells.append({"id": str(cell.pk), "cell_type": "code", "metadata": {}, "execution_count": None, "outputs": outputs, "source": _source(cell)})
@@ -156,12 +290,12 @@ def to_percent(notebook):
 
 
 def to_html(notebook, *, show_code=False):
-    """A self-contained report: markdown and outputs (code only with show_code), no script;
-    HTML outputs in sandboxed frames."""
+    """A self-contained report: markdown and outputs (code only with show_code); HTML outputs in
+    sandboxed frames without scripts, charts in sandboxed frames with their libraries inlined."""
     cells = _cells(notebook)
     blobs = _blob_data(notebook, cells)
     shown = [_report_cell(cell, blobs) for cell in cells]
-    context = {"notebook": notebook, "cells": shown, "show_code": show_code, "output_style": OUTPUT_HTML_STYLE, "policy": REPORT_POLICY}
+    context = {"notebook": notebook, "cells": shown, "show_code": show_code, "output_style": OUTPUT_HTML_STYLE, "policy": report_policy()}
     return render_to_string("notebooks/export.html", context)
 
 
@@ -171,8 +305,10 @@ def _report_cell(cell, blobs):
     outputs = []
     for bundle in _bundles(_resolved_outputs(cell, blobs)):
         chart = next((mime for mime in bundle if mime in CHART_MIME_TYPES), None)
-        if chart:  # a report runs no script: the chart is interactive in the notebook only
-            outputs.append({"kind": "text", "data": f"[interactive chart ({chart}): open the notebook to see it]"})
+        if chart:
+            outputs.append(_chart_output(chart, bundle[chart]))
+        elif UI_MIME in bundle:
+            outputs.append({"kind": "input", "data": bundle["text/plain"]})
         elif "text/html" in bundle:
             outputs.append({"kind": "html", "data": bundle["text/html"]})
         elif "image/png" in bundle:
@@ -182,10 +318,47 @@ def _report_cell(cell, blobs):
     return {"markdown": False, "type": cell.type, "code": cell.code, "stdout": cell.stdout, "outputs": outputs, "error": cell.error}
 
 
+def _chart_output(mime, data):
+    """A chart as the report draws it: a frame document holding its libraries, its JSON and
+    CHART_DRAW_SCRIPT; as its text form when a library is missing here."""
+    libraries = [vendored_script(name) for name in CHART_LIBRARIES[mime]]
+    if None in libraries:
+        return {"kind": "text", "data": chart_text(mime, data) + "\n" + json.dumps(data, indent=1)}
+    scripts = "".join(f"<script>{text}</script>" for text in libraries)
+    spec = json.dumps(data).replace("<", "\\u003c")  # nothing in it can end its element
+    document = (
+        f'<!DOCTYPE html><html lang="en" data-mime="{escape(mime)}"><head><meta charset="utf-8">{OUTPUT_HTML_STYLE}{scripts}</head>'
+        f'<body><div id="chart"></div><script type="application/json" id="chart-data">{spec}</script>'
+        f"<script>{CHART_DRAW_SCRIPT}</script></body></html>"
+    )
+    return {"kind": "chart", "document": document, "height": _chart_height(mime, data), "title": chart_text(mime, data)}
+
+
+def _chart_height(mime, data):
+    """The frame's height in pixels (the report has no script to measure it): the chart's own
+    height where its JSON says, plus room for axes and legend, else its library's default."""
+    if mime == PLOTLY_MIME:
+        height, extra, default = (data.get("layout") or {}).get("height"), 20, 470
+    elif mime == BOKEH_MIME:
+        height, extra, default = None, 0, 640
+    else:
+        height, extra, default = data.get("height"), 100, 380
+    if not isinstance(height, (int, float)) or isinstance(height, bool):
+        return default
+    return int(min(max(height, 100), 2000)) + extra
+
+
+def _rendered_markdown(cell):
+    """A markdown cell's stored output: its sanitized HTML with its fields filled in, as the
+    page last showed it; None when it has not run."""
+    for output in cell.outputs or []:
+        if output.get("mimeType") == MARKDOWN_MIME and "data" in output:
+            return str(output["data"])
+    return None
+
+
 def _markdown_html(cell):
     """A markdown cell's sanitized HTML: its rendered output when it has run (placeholders
     filled in), else its text rendered now; never raw HTML from the cell."""
-    for output in cell.outputs or []:
-        if output.get("mimeType") == MARKDOWN_MIME and "data" in output:
-            return output["data"]
-    return render_markdown(cell.code)
+    rendered = _rendered_markdown(cell)
+    return render_markdown(cell.code) if rendered is None else rendered

@@ -90,7 +90,7 @@ def notebook_export(request, notebook_id, fmt):
     response["Content-Disposition"] = content_disposition_header(True, exported.filename)
     response["X-Content-Type-Options"] = "nosniff"
     if fmt == "html":
-        response["Content-Security-Policy"] = exporting.REPORT_POLICY
+        response["Content-Security-Policy"] = exporting.report_policy()  # also sent as a header
     return response
 
 
