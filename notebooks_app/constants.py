@@ -33,15 +33,29 @@ POSITION_STEP = 1024
 
 # Prepended to every text/html output's document (its sandboxed frame has no other style;
 # the page's CSP allows inline styles, not scripts). The live page gets it from the template.
-# Light or dark as the page is (notebook.css sets color-scheme on the page's root).
+# Light or dark as the page is: dark when the frame's <html data-theme="dark"> says so (the page
+# tells its frames: outputs.js, frame.js) or, with no data-theme (the page without JavaScript,
+# exports), when its prefers-color-scheme is, which follows its <iframe>'s color-scheme. Both
+# palettes give text at least 7:1 contrast on their background.
+_OUTPUT_HTML_DARK = (
+    ("body", "color:#e3e7ef;background:#1c2029"),
+    ("th", "background:#262c38"),
+    ("th,td,table", "border-color:#3a4150"),
+    ("caption,small", "color:#a9b1c2"),
+    ("td.null", "color:#8d96a8"),
+    ("a", "color:#9db4ff"),
+)
 OUTPUT_HTML_STYLE = (
-    "<style>body{margin:4px;font:13px/1.4 system-ui,sans-serif;color:#1d2433}"
-    "table{border-collapse:collapse}th,td{border:1px solid #d5d9e2;padding:2px 8px;text-align:right}"
+    "<style>body{margin:4px;font:13px/1.4 system-ui,sans-serif;color:#1d2433;background:#fff}"
+    "table{border-collapse:collapse;border-color:#d5d9e2}th,td{border:1px solid #d5d9e2;padding:2px 8px;text-align:right}"
     "th{background:#f3f5f9}caption{text-align:left;color:#5b6478;padding:2px 0}"
     "td.null{color:#9aa1ae;font-style:italic}small{color:#5b6478;font-weight:normal}"
-    # Dark when the page is: a frame's prefers-color-scheme follows its <iframe>'s color-scheme.
-    ":root{color-scheme:light dark}@media (prefers-color-scheme:dark){body{color:#e3e7ef}"
-    "th{background:#262c38}th,td{border-color:#3a4150}caption,small{color:#a9b1c2}td.null{color:#8d96a8}a{color:#9db4ff}}</style>"
+    ":root{color-scheme:light dark}:root[data-theme=light]{color-scheme:light}:root[data-theme=dark]{color-scheme:dark}"
+    "@media (prefers-color-scheme:dark){"
+    + "".join(f":root:not([data-theme=light]) :is({selector}){{{rules}}}" for selector, rules in _OUTPUT_HTML_DARK)
+    + "}"
+    + "".join(f":root[data-theme=dark] :is({selector}){{{rules}}}" for selector, rules in _OUTPUT_HTML_DARK)
+    + "</style>"
 )
 
 # --- Sizes on the wire (docs/protocol.md#sizes) --------------------------------------------

@@ -280,6 +280,12 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         }
         await kernel_client.send(self.notebook_id, payload)
 
+    async def _on_restart_kernel(self, message):
+        """Restart the execution process (operations.restart_kernel); a running cell is
+        interrupted first, so the restart does not wait behind it in the session's queue."""
+        await self._operation(operations.restart_kernel, request_id=message.request_id)
+        await kernel_client.send(self.notebook_id, {"type": "kernel.interrupt", "notebook": self.notebook_id, "requestId": message.request_id})
+
     async def _on_set_input(self, message):
         f = message.fields
         await self._operation(operations.set_input, cell_id=f["cellId"], index=f.get("index", 0), value=f["value"], request_id=message.request_id)

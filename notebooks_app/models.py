@@ -300,6 +300,7 @@ EVENT_FILE_RENAMED = "file_renamed"
 EVENT_SECRET_SET = "secret_set"
 EVENT_SECRET_DELETED = "secret_deleted"
 EVENT_EGRESS = "egress"
+EVENT_KERNEL_RESTARTED = "kernel_restarted"
 EVENT_KINDS = [
     (EVENT_CREATED, "created a cell"),
     (EVENT_DELETED, "deleted a cell"),
@@ -320,6 +321,7 @@ EVENT_KINDS = [
     (EVENT_SECRET_SET, "set a secret"),
     (EVENT_SECRET_DELETED, "deleted a secret"),
     (EVENT_EGRESS, "changed the egress allowlist"),
+    (EVENT_KERNEL_RESTARTED, "restarted the kernel"),
 ]
 # Edits of one cell by one person within this many seconds are one event (the history shows
 # "edited", not every keystroke; undo goes back to the text before the burst).

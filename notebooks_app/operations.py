@@ -24,6 +24,7 @@ from django.db.models.fields import AutoFieldMixin
 from django.utils import timezone
 
 from . import kernel_client, permissions, vault
+from .importing import ImportedCell
 from .kernel import ui
 from .kernel.analysis import analyze_python
 from .kernel.shared_text import CellText, code_key, new_state
@@ -35,6 +36,7 @@ from .models import (
     EVENT_EDITED,
     EVENT_MOVED,
     EVENT_EGRESS,
+    EVENT_KERNEL_RESTARTED,
     EVENT_RENAMED,
     EVENT_SECRET_DELETED,
     EVENT_SECRET_SET,
@@ -196,8 +198,9 @@ def default_result_variable(notebook):
 
 
 def create_notebook(user, name):
-    with transaction.atomic():
-        return Notebook.objects.create(owner=user, name=name.strip())
+    """A new notebook owned by `user` holding one empty Python cell (with its `created` event,
+    in one transaction, as an import makes them), which the page focuses: one starts typing."""
+    return import_notebook(user, name=name, cells=[ImportedCell(type=CELL_PYTHON, code="")])
 
 
 def import_notebook(user, *, name, cells, requirements=()):
@@ -476,6 +479,16 @@ def check_kernel_command(notebook_id, user, *, cell_id=None):
     if cell_id is not None and not notebook.cells.filter(pk=cell_id).exists():
         raise OperationError("unknown_cell", f"There is no cell {cell_id} in this notebook.")
     return notebook.revision
+
+
+def restart_kernel(notebook_id, user, *, request_id=None):
+    """An editor restarts the notebook's execution process: a history event, then (on commit)
+    the kernel drops the process, every result that lived in it turns stale and everyone hears
+    `kernel_restarted` with "restarted by <user>". No rows change, so no revision."""
+    with transaction.atomic():
+        notebook = get_notebook(Notebook.objects.only("id", "owner_id", "revision"), notebook_id, user, action=EDIT)
+        record_event(notebook, user, EVENT_KERNEL_RESTARTED)
+        tell_kernel(notebook, "restart_kernel", revision=notebook.revision, request_id=request_id, reason=f"restarted by {user.get_username()}")
 
 
 # --- sharing ---------------------------------------------------------------------------

@@ -79,6 +79,7 @@ MESSAGE_SCHEMAS = {
     "run_cell": {"cellId": Field("cell_id")},
     "run_all": {},
     "interrupt": {},
+    "restart_kernel": {},
     "update_db_connection": {"connectionString": Field("connection")},
     # The notebook's files (docs/notebook-files.md; uploads go over HTTP).
     "delete_file": {"path": Field("file_path")},

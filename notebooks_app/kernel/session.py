@@ -75,6 +75,7 @@ class NotebookSession:
             "kernel.egress": edit(self.edits.egress),
             "kernel.run_cell": run(lambda message: self.cascades.run_cell(message["cellId"], by=message.get("by"))),
             "kernel.run_all": run(lambda message: self.cascades.run_all(by=message.get("by"))),
+            "kernel.restart_kernel": lambda message: self.execution.stop(message["reason"]),  # no rows changed: no revision
             "kernel.set_packages": self._set_packages,
             "kernel.version_restored": self._version_restored,
             "kernel.text_update": self._text_update,  # one that arrived before the notebook was loaded

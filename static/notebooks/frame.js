@@ -3,6 +3,7 @@
  *  - reports the document's height to the page ({type: "notebook-frame", height}); the page
  *    believes it only from the frame it made, and within bounds;
  *  - prints the frame's script errors, and scripts its policy blocked, into the frame itself;
+ *  - in an HTML output's frame, follows the page's theme ({type: "notebook-theme", theme});
  *  - in the chart frame (<html data-renderer="chart">), draws the chart the page posts
  *    ({type: "render", mimeType, data}) with the vendored renderer for its MIME type. */
 (function () {
@@ -88,7 +89,16 @@
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 
-  if (root.getAttribute("data-renderer") !== "chart") return;
+  if (root.getAttribute("data-renderer") !== "chart") {
+    // The page's theme ({type: "notebook-theme", theme}): the output's style (OUTPUT_HTML_STYLE)
+    // reads <html data-theme>. Charts keep their libraries' light style.
+    window.addEventListener("message", function (event) {
+      var message = event.data;
+      if (event.source !== parentWindow || !message || message.type !== "notebook-theme") return;
+      if (message.theme === "light" || message.theme === "dark") root.setAttribute("data-theme", message.theme);
+    });
+    return;
+  }
 
   // ---- the chart frame --------------------------------------------------------------------
   var libraries = JSON.parse(root.getAttribute("data-libraries") || "{}");

@@ -39,6 +39,7 @@ export class NotebookApp {
     this.busy = new Set(); // cells queued or running: Stop has something to stop
     this.ticker = null;
     this.synced = false;
+    this.stateSeen = false; // the first state focuses a new notebook's empty cell
     // Completion and inspection (completion.js): asked and answered on this socket only.
     this.assistant = new Assistant((message) => this.synced && this.send(message));
     const dbSection = document.getElementById("db-settings");
@@ -97,6 +98,11 @@ export class NotebookApp {
     for (const toolbar of document.querySelectorAll(".notebook-toolbar")) toolbar.hidden = false;
     on("run-all", () => this.request({ type: "run_all" }, { kind: "run_all" }));
     on("interrupt", () => this.request({ type: "interrupt" }, { kind: "interrupt" }));
+    on("restart-kernel", () => {
+      if (confirm("Restart the kernel? Every result turns stale until its cell runs again (everyone on this notebook is told).")) {
+        this.request({ type: "restart_kernel" }, { kind: "restart_kernel" });
+      }
+    });
     on("add-python-cell", () => this.createCell("python", this.order.at(-1) ?? null, { focus: true }));
     on("add-sql-cell", () => this.createCell("sql", this.order.at(-1) ?? null, { focus: true }));
     on("add-markdown-cell", () => this.createCell("markdown", this.order.at(-1) ?? null, { focus: true }));
@@ -284,10 +290,20 @@ export class NotebookApp {
     if (notebook.files) this.filesPanel?.render(notebook.files);
     this.historyPanel?.changed(); // a restored version, a reload: the timeline moved on
     this.afterChange();
+    if (!this.stateSeen) this.focusLoneEmptyCell();
+    this.stateSeen = true;
     this.synced = true;
     this.root.dataset.synced = "true"; // a hook for tests: the page shows the server's state
     this.connection.healthy();
     this.presence.connected();
+  }
+
+  /** A new notebook (one empty cell) opens with the cursor in it: one starts typing. Only on the
+   * page's first state, and only for editors (a reconnect never moves the focus). */
+  focusLoneEmptyCell() {
+    if (!this.canEdit || this.appMode || this.order.length !== 1) return;
+    const record = this.records.get(this.order[0]);
+    if (record.cell.code === "" && record.cell.type !== "markdown" && !this.cellsEl.contains(document.activeElement)) record.view.edit();
   }
 
   /** A local change of a cell's shared text, sent at once (merged and relayed by the server). */
@@ -411,6 +427,7 @@ export class NotebookApp {
 
   onKernelRestarted(event) {
     toast(`The kernel restarted (${event.reason}); results that lived in it are stale.`, { kind: "info" });
+    this.historyPanel?.changed(); // "restarted the kernel", when someone did
   }
 
   onKernelError(event) {

@@ -154,6 +154,7 @@ export class CellView {
   }
 
   setStatus(status) {
+    if (status !== "queued" && status !== "running") this.element.style.minHeight = ""; // clearRun's hold
     if (status === this.status.dataset.status) return;
     this.element.classList.remove(`status-${this.status.dataset.status}`);
     this.element.classList.add(`status-${status}`);
@@ -183,10 +184,16 @@ export class CellView {
         ...names.map((name) => el("button.name", { type: "button", dataset: { name }, title: `Highlight the cells that define or use ${name}`, onclick: () => this.hooks.onName(name) }, name)))
       : null;
     this.names.replaceChildren(...[group("reads", reads), group("tables", tables), group("writes", writes)].filter(Boolean));
+    // The header is one line (notebook.css): names that do not fit are cut, all of them are here.
+    this.names.title = [["reads", reads], ["tables", tables], ["writes", writes]]
+      .filter(([, names]) => names.length).map(([kind, names]) => `${kind} ${names.join(", ")}`).join(" · ");
   }
 
-  /** A run starts: what the previous run showed goes away. */
+  /** A run starts: what the previous run showed goes away, but its room is held until the run
+   * ends (setStatus; the new results come just before), so what stands below does not jump
+   * twice under the pointer: a click right after a run lands where it was aimed. */
   clearRun() {
+    if (this.element.isConnected && !this.element.style.minHeight) this.element.style.minHeight = `${this.element.offsetHeight}px`;
     this.setStdout("");
     this.setOutputs([]);
     this.setError(null);

@@ -3,6 +3,7 @@
 // frames (HTML, charts) and outputs by reference are placeholders with a `load()` the cell view
 // calls when the cell comes near the viewport. Frames size themselves by message (frame.js).
 import { el } from "./dom.js";
+import { resolvedTheme } from "./theme.js";
 import { MARKDOWN_MIME, renderMarkdown } from "./markdown_view.js";
 import { UI_MIME, renderWidget } from "./widgets.js";
 
@@ -57,16 +58,29 @@ window.addEventListener("message", (event) => {
     if (!Number.isFinite(height)) return;
     entry.frame.style.height = `${Math.round(Math.min(FRAME_MAX_HEIGHT, Math.max(FRAME_MIN_HEIGHT, height)))}px`;
     entry.frame.dataset.sized = "true";
+    if (entry.themed && entry.theme !== resolvedTheme()) postTheme(entry); // its first word: it is listening
   } else {
     entry.onMessage?.(message);
   }
 });
 
+// HTML outputs follow the page's theme (docs/frontend.md, "Dark mode"): told when they first
+// report (frame.js) and whenever it changes. Opaque origins: "*" is the only target there is.
+function postTheme(entry) {
+  entry.theme = resolvedTheme();
+  entry.frame.contentWindow?.postMessage({ type: "notebook-theme", theme: entry.theme }, "*");
+}
+
+document.addEventListener("themechange", () => {
+  for (const entry of frames) if (entry.themed && entry.frame.isConnected) postTheme(entry);
+});
+
 /** An output frame: never allow-same-origin, so the output's scripts reach neither this page,
- * its cookies nor its socket; no allow-forms, allow-popups or allow-top-navigation either. */
-function outputFrame(spec, attrs, onMessage) {
+ * its cookies nor its socket; no allow-forms, allow-popups or allow-top-navigation either.
+ * `themed`: an HTML output, which follows the page's theme (charts keep their own). */
+function outputFrame(spec, attrs, onMessage, { themed = false } = {}) {
   const frame = el(spec, { sandbox: "allow-scripts", referrerpolicy: "no-referrer", title: "output", ...attrs });
-  frames.add({ frame, onMessage });
+  frames.add({ frame, onMessage, themed, theme: null });
   return frame;
 }
 
@@ -82,9 +96,11 @@ function inlineHtmlOutput(data) {
   const estimate = `${rows ? Math.min(420, 44 + rows * 25) : 60}px`;
   node.style.height = estimate;
   const load = () => {
-    const frame = outputFrame("iframe.output.output-html", { title: "HTML output" });
+    const frame = outputFrame("iframe.output.output-html", { title: "HTML output" }, null, { themed: true });
     const { outputStyle = "", frameScript } = pageData();
-    frame.srcdoc = outputStyle + (frameScript ? `<script src="${frameScript}"></script>` : "") + data;
+    // Dark from its first paint when the page is (a leading <html> tag sets the root's attributes).
+    const start = `<html data-theme="${resolvedTheme()}">`;
+    frame.srcdoc = start + outputStyle + (frameScript ? `<script src="${frameScript}"></script>` : "") + data;
     frame.style.height = estimate;
     node.replaceWith(frame);
   };
@@ -162,7 +178,7 @@ function referenceOutput(output) {
     } else if (output.mimeType === "text/html") {
       // The URL serves the document with its own policy: an opaque origin whose scripts run
       // (maps, widgets) and reach nothing of this site (notebooks_app/output_documents.py).
-      const frame = outputFrame("iframe.output-html.output-html-ref", { src: output.url, title: "HTML output" });
+      const frame = outputFrame("iframe.output-html.output-html-ref", { src: output.url, title: "HTML output" }, null, { themed: true });
       frame.style.height = "150px";
       box.replaceChildren(frame);
       box.dataset.state = "loaded";
