@@ -50,13 +50,6 @@ def current_files(notebook_id):
     return NotebookFile.objects.filter(notebook_id=notebook_id, current=True).select_related("added_by").order_by("path")
 
 
-def used_bytes(notebook_id, *, without_path=None):
-    rows = NotebookFile.objects.filter(notebook_id=notebook_id, current=True)
-    if without_path is not None:
-        rows = rows.exclude(path=without_path)
-    return rows.aggregate(total=Sum("size"))["total"] or 0
-
-
 def describe(row):
     """A file as the protocol and the page show it."""
     return {

@@ -5,6 +5,7 @@ REDIS_URL); the kernel worker is a real `manage.py runworker kernel` process on
 the same test database.
 """
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -84,6 +85,27 @@ def notebook(users):
     nb.memberships.create(user=users["bob"], role=ROLE_EDITOR)
     nb.memberships.create(user=users["carol"], role=ROLE_VIEWER)
     return nb
+
+
+@contextlib.contextmanager
+def scratch_database(prefix):
+    """A database of its own on the test PostgreSQL server (cells may not use the server's
+    own), dropped afterwards: (its URL, its name, the admin URL it was made with)."""
+    import secrets as tokens
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(database_url_for_tests())
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    name = f"{prefix}_{os.getpid()}_{tokens.token_hex(3)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}")), name, admin_url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def database_url_for_tests():

@@ -4,18 +4,14 @@ markdown's fields (`{slider.value}`, `{d["key"]}`, `{obj.attr}`), with integer a
 coming back as integers; through the real kernel worker, plus the pure parts on their own.
 """
 import decimal
-import os
-import secrets
 import types
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
-import psycopg
 import pytest
 
 from notebooks_app.kernel import markdown, sql
 from notebooks_app.kernel.analysis import analyze_python, analyze_sql, install_requirements
-from tests.conftest import create, database_url_for_tests, run_and_wait, text_output
+from tests.conftest import create, run_and_wait, scratch_database, text_output
 
 db = pytest.mark.django_db(transaction=True)
 
@@ -27,14 +23,8 @@ def html_output(client, cell_id):
 @pytest.fixture(scope="module")
 def scratch_pg(django_db_setup):
     """A database of its own on the test PostgreSQL server (cells may not use the server's)."""
-    parts = urlsplit(database_url_for_tests())
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    name = f"nb_fields_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("nb_fields") as (url, _, _):
+        yield url
 
 
 # --- a name only blocked cells define ----------------------------------------------------

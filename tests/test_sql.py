@@ -4,12 +4,11 @@ redaction and rendering helpers on their own.
 """
 import asyncio
 import json
-import os
 import secrets
 import sqlite3
 import time
 from types import SimpleNamespace
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import psycopg
 import pytest
@@ -20,7 +19,7 @@ from notebooks_app.kernel.analysis import analyze_sql, sql_table_names
 from notebooks_app.kernel.runner import Runner
 from notebooks_app.models import Notebook
 from notebooks_app.secrets import scrub
-from tests.conftest import database_url_for_tests
+from tests.conftest import scratch_database
 from tests.waiting import eventually
 from tests.test_protocol import create, db_cell, run_and_wait, text_output
 
@@ -44,26 +43,22 @@ SEED_SQL = [
 @pytest.fixture(scope="module")
 def pg(django_db_setup):
     """A scratch database with seeded tables on the test PostgreSQL server, dropped afterwards."""
-    parts = urlsplit(database_url_for_tests())
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    name = f"nb_sql_{os.getpid()}_{secrets.token_hex(3)}"
+    with scratch_database("nb_sql") as (url, name, admin_url):
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PW_ROLE,)).fetchone() is None:
+                conn.execute(f"CREATE ROLE {PW_ROLE} LOGIN PASSWORD '{RIGHT_PASSWORD}'")
+        with psycopg.connect(url, autocommit=True) as conn:
+            for statement in SEED_SQL:
+                conn.execute(statement)
+        parts = urlsplit(url)
+        host = f"{parts.hostname}:{parts.port}"
+        yield SimpleNamespace(
+            url=url,
+            name=name,
+            wrong_password_url=f"postgresql://{PW_ROLE}:{quote(WRONG_PASSWORD, safe='')}@{host}/{name}",
+            right_password_url=f"postgresql://{PW_ROLE}:{RIGHT_PASSWORD}@{host}/{name}",
+        )
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PW_ROLE,)).fetchone() is None:
-            conn.execute(f"CREATE ROLE {PW_ROLE} LOGIN PASSWORD '{RIGHT_PASSWORD}'")
-    url = urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in SEED_SQL:
-            conn.execute(statement)
-    host = f"{parts.hostname}:{parts.port}"
-    yield SimpleNamespace(
-        url=url,
-        name=name,
-        wrong_password_url=f"postgresql://{PW_ROLE}:{quote(WRONG_PASSWORD, safe='')}@{host}/{name}",
-        right_password_url=f"postgresql://{PW_ROLE}:{RIGHT_PASSWORD}@{host}/{name}",
-    )
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f"DROP ROLE IF EXISTS {PW_ROLE}")
 
 
