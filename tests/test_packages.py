@@ -193,7 +193,8 @@ async def test_adding_a_package_builds_restarts_and_reruns_for_everyone(ws, note
     assert events[-1]["status"] == "error" and "No module named 'nbt_alpha'" in str(alice.state[cell])
     seen = await set_packages(alice, ["nbt-alpha"])
     states = [e["state"] for e in seen if e["type"] == "packages_progress"]
-    assert states[0] == "resolving" and "installing" in states and states[-1] == "restarting", states
+    # (No "installing" when an earlier test of the session built this environment already.)
+    assert states[0] == "resolving" and states[-1] == "restarting", states
     assert seen[-1]["locked"] == [{"name": "nbt-alpha", "version": "1.0"}, {"name": "nbt-beta", "version": "2.0"}]
     # The cell that had run runs again on its own, for everyone.
     await alice.wait_status(cell, "success", timeout=60)

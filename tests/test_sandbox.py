@@ -310,7 +310,7 @@ async def test_the_environment_holds_nothing_of_the_server(ws, notebook, users):
     _, text, _ = await run_code(alice, "import os\nsorted(os.environ)")
     names = eval(text)  # noqa: S307 - our own cell's repr of a list of strings
     assert not {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"} & set(names)
-    assert set(names) <= set(sandbox.child_environment()) | {"PWD", "NOTEBOOK_OUTPUT_CAP", "NOTEBOOK_IMAGE_CAP", "NOTEBOOK_SQL_ROW_CAP", "NOTEBOOK_FILES", *sandbox.Limits().child_env()}
+    assert set(names) <= set(sandbox.child_environment()) | {"PWD", "NOTEBOOK_OUTPUT_CAP", "NOTEBOOK_IMAGE_CAP", "NOTEBOOK_SQL_ROW_CAP", "NOTEBOOK_FILES", "NOTEBOOK_NETWORK", *sandbox.Limits().child_env()}
 
 
 async def test_a_killed_sandbox_turns_results_stale_and_the_next_run_gets_a_fresh_one(ws, notebook, users):
