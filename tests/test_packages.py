@@ -130,7 +130,8 @@ async def test_requirements_that_cannot_be_met_fail_with_the_reason(package_inde
     assert not [entry for entry in tmp_path.iterdir() if not entry.name.startswith(".")]
 
 
-async def test_an_unreachable_index_or_a_slow_build_fails_cleanly(package_index, tmp_path, free_tcp_port):
+async def test_an_unreachable_index_or_a_slow_build_fails_cleanly(package_index, tmp_path, free_tcp_port, monkeypatch):
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")  # an operator's knob, passed to uv: no 7 s of retries here
     unreachable = Environments(PackageSettings(root=str(tmp_path), index_url=f"http://127.0.0.1:{free_tcp_port}/simple", build_timeout=60))
     with pytest.raises(PackageError, match="could not be reached"):
         await unreachable.resolve(["nbt-alpha"])

@@ -346,7 +346,7 @@ class Environments:
             "UV_NO_PROGRESS": "1",
         }
         # An operator's proxy and certificates still apply; nothing else of the server's does.
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "UV_NATIVE_TLS"):
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "UV_NATIVE_TLS", "UV_HTTP_RETRIES", "UV_HTTP_TIMEOUT"):
             if name in os.environ:
                 env[name] = os.environ[name]
         return env
