@@ -25,6 +25,9 @@ SAVE_LIMIT = 32 << 20  # bytes one files.save may send through the protocol pipe
 _sender = None  # (path, base64 text) -> reply dict, given by the kernel (_child.py)
 
 FILES = os.environ.get("NOTEBOOK_FILES", "")
+# Notebook files are reached through the working directory's links (or FILES itself, inside it):
+# an absolute path elsewhere is not resolved (imports open hundreds of files).
+_WORK = os.path.dirname(FILES) if FILES else "/notebook"
 _reading = None  # the set of files the running cell opened, or None between cells
 
 
@@ -77,6 +80,8 @@ def _audit(event, args):
         return
     try:
         path = os.fsdecode(os.fspath(path))
+        if os.path.isabs(path) and not path.startswith(_WORK):
+            return  # a module being imported, a library's data: not cheap enough to resolve each
         real = os.path.realpath(path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
     except (TypeError, ValueError, OSError):
         return
