@@ -384,23 +384,21 @@ class Kernel:
 
     def ask_parent(self, request, query, params):
         """Send a bound query to the trusted side and wait for its answer (interruptible)."""
-        self.answers = queue.Queue()
-        self.asking = request
-        try:
-            self.protocol.send({"op": "query", "id": request, "sql": query, "params": params})
-            return self.answers.get()
-        finally:
-            self.asking = None
+        return self._ask({"op": "query", "id": request, "sql": query, "params": params})
 
     def save_file(self, path, data):
         """A cell's files.save: sent to the trusted side, which stores it; its answer."""
         request = self.activity.current
         if request is None:
             return {"error": "files.save works only while a cell runs"}
+        return self._ask({"op": "save_file", "id": request, "path": path, "data": data})
+
+    def _ask(self, message):
+        """`message` to the trusted side for the running request; its `query_result` (answer())."""
         self.answers = queue.Queue()
-        self.asking = request
+        self.asking = message["id"]
         try:
-            self.protocol.send({"op": "save_file", "id": request, "path": path, "data": data})
+            self.protocol.send(message)
             return self.answers.get()
         finally:
             self.asking = None
