@@ -1,12 +1,19 @@
 """`manage.py demo`: a demo user and a sample notebook of dependent cells, made only on a database
 that has no users yet. It never touches an existing account: the demo's password is public, so
-resetting it at every start would reopen a server whose operator changed it."""
+resetting it at every start would reopen a server whose operator changed it.  The notebook is run
+once as it is made (in its sandbox, as a "Run all" would), so it opens with its results."""
+import asyncio
+import logging
+
+from channels.layers import InMemoryChannelLayer
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from notebooks_app.constants import CELL_PYTHON, POSITION_STEP
 from notebooks_app.models import Notebook
+
+logger = logging.getLogger(__name__)
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-notebook"
@@ -28,13 +35,18 @@ class Command(BaseCommand):
             default="http://127.0.0.1:8000",
             help="where the server will be reached, for the links printed (scripts/run passes its port)",
         )
+        parser.add_argument("--no-run", action="store_true", help="make the sample notebook without running it once")
 
-    def handle(self, *args, base_url, **options):
+    def handle(self, *args, base_url, no_run=False, **options):
         notebook = create_demo()
         if notebook is None:
             if options["verbosity"] >= 1:
                 self.stdout.write("This database has users already: no demo made, no account changed.")
             return
+        if not no_run:
+            problem = run_once(notebook.pk)
+            if problem:
+                self.stderr.write(f"The sample notebook was made but could not be run ({problem}); it runs when you press Run all.")
         base_url = base_url.rstrip("/")
         self.stdout.write(self.style.SUCCESS("Demo ready."))
         self.stdout.write(f"  Log in at {base_url}/accounts/login/ as {DEMO_USERNAME} / {DEMO_PASSWORD}")
@@ -57,3 +69,26 @@ def create_demo():
         notebook.revision += 1
         notebook.save(update_fields=["revision", "updated_at"])
     return notebook
+
+
+def run_once(notebook_id):
+    """Run every cell of the notebook once, through a kernel session of this process (the same
+    sandbox, cascade and persistence as the worker's), and store the results; None, or what went
+    wrong in a sentence (the notebook stays, its cells idle)."""
+    from notebooks_app.kernel.worker import KernelService
+
+    async def run():
+        service = KernelService(channel_layer=InMemoryChannelLayer())  # no page is open yet
+        try:
+            session = service.session(notebook_id)
+            await session.ensure_loaded()
+            await session.cascades.run_all()
+        finally:
+            await service.close()  # persists the final states, stops the execution process
+
+    try:
+        asyncio.run(run())
+    except Exception as exc:  # noqa: BLE001 - a demo that cannot run is still a demo
+        logger.exception("could not run the sample notebook %s", notebook_id)
+        return str(exc) or type(exc).__name__
+    return None
