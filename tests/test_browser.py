@@ -113,6 +113,12 @@ def cells(page):
     return page.locator("#cells .cell.live")
 
 
+def cell_action(cell, selector):
+    """Click one of a cell's actions (.delete-cell, .move-up, ...) in its "⋯" menu, opened first."""
+    cell.locator(".cell-menu summary").click()
+    cell.locator(f".cell-menu-items {selector}").click()
+
+
 def set_code(page, cell, code):
     """Replace a cell's code the way a user pasting it would (typing would auto-indent)."""
     cell.locator(".cm-content").click()
@@ -185,7 +191,7 @@ def test_run_all_then_delete_reruns_dependents_with_name_errors(open_page, noteb
         for index, value in enumerate(["5", "10", "11"]):
             expect_output(cells(page).nth(index), value)
     record_statuses(bob)
-    cells(alice).first.locator(".delete-cell").click()
+    cell_action(cells(alice).first, ".delete-cell")
     for page in (alice, bob):
         expect(cells(page)).to_have_count(2)
         first, second = cells(page).nth(0), cells(page).nth(1)
@@ -223,13 +229,13 @@ def test_cells_move_and_insert_above_the_first_in_both_pages(open_page, notebook
     alice, bob = open_page("alice"), open_page("bob")
     expect(cells(alice).first.locator(".move-up")).to_be_disabled()
     expect(cells(alice).last.locator(".move-down")).to_be_disabled()
-    cells(alice).first.locator(".move-down").click()
+    cell_action(cells(alice).first, ".move-down")
     for page in (alice, bob):
         for index, code in enumerate(["two = 2", "one = 1", "three = 3"]):
             expect_code(cells(page).nth(index), code)
-    cells(bob).last.locator(".move-up").click()
+    cell_action(cells(bob).last, ".move-up")
     expect_code(cells(bob).nth(1), "three = 3")
-    cells(bob).nth(1).locator(".move-up").click()  # "three" again, now second: to the top
+    cell_action(cells(bob).nth(1), ".move-up")  # "three" again, now second: to the top
     for page in (alice, bob):
         for index, code in enumerate(["three = 3", "two = 2", "one = 1"]):
             expect_code(cells(page).nth(index), code)
@@ -245,7 +251,7 @@ def test_cells_move_and_insert_above_the_first_in_both_pages(open_page, notebook
 def test_deleting_the_only_cell_clears_its_code(open_page, notebook):
     make_cells(notebook, "lonely = 1")
     alice, bob = open_page("alice"), open_page("bob")
-    cells(alice).first.locator(".delete-cell").click()
+    cell_action(cells(alice).first, ".delete-cell")
     for page in (alice, bob):
         expect_code(cells(page).first, "")
         expect(cells(page)).to_have_count(1)

@@ -16,11 +16,17 @@ pytestmark = BROWSER_MODULE
 expect.set_options(timeout=TIMEOUT_MS)
 
 
+async def cell_action(cell, selector):
+    """Click one of a cell's actions (.delete-cell, .move-up, ...) in its "⋯" menu, opened first."""
+    await cell.locator(".cell-menu summary").click()
+    await cell.locator(f".cell-menu-items {selector}").click()
+
+
 async def test_undo_in_the_delete_toast_restores_the_cell_and_its_dependents_run_again(open_page, notebook):
     await make_cells(notebook, "a = 20", "b = a + 1\nb")
     alice, bob = await open_page("alice"), await open_page("bob")
     await run_all(alice, 2)
-    await cells(alice).first.locator(".delete-cell").click()
+    await cell_action(cells(alice).first, ".delete-cell")
     await expect(cells(bob)).to_have_count(1)
     await expect(cells(bob).first.locator(".cell-status")).to_have_text("error")
     # Only the page that deleted it offers the undo.
@@ -39,7 +45,7 @@ async def test_ctrl_z_undoes_this_pages_move_and_cell_numbers_follow(open_page, 
     for page in (alice, bob):
         await expect(cells(page).locator(".cell-number")).to_have_text(["[1]", "[2]", "[3]"])
     first = await cells(alice).first.get_attribute("data-cell-id")
-    await cells(alice).first.locator(".move-down").click()
+    await cell_action(cells(alice).first, ".move-down")
     await expect(cells(bob).nth(1)).to_have_attribute("data-cell-id", first)
     await expect(cells(bob).nth(1).locator(".cell-number")).to_have_text("[2]")
     await expect(cells(bob).first.locator(".cell-number")).to_have_text("[1]")
@@ -61,7 +67,7 @@ async def test_history_panel_lists_changes_and_restores_a_deleted_cell(open_page
     alice, carol = await open_page("alice"), await open_page("carol")
     await run_all(alice, 2)
     deleted = await cells(alice).first.get_attribute("data-cell-id")
-    await cells(alice).first.locator(".delete-cell").click()
+    await cell_action(cells(alice).first, ".delete-cell")
     await expect(cells(alice)).to_have_count(1)
     await alice.locator("#history .history-toggle").click()
     event = alice.locator(f'#history .history-event[data-kind="deleted"][data-cell-id="{deleted}"]')

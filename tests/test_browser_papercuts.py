@@ -1,5 +1,6 @@
 """The page's papercuts (issue 33, item 7) in Chromium: dark mode reaches HTML outputs (a
-DataFrame's frame turns dark with light text), a cell's header stays one line at 1,280 px, a new
+DataFrame's frame turns dark with light text), a cell's header stays one line at 1,280 px (its
+actions but Run in a "⋯" menu that opens over the next cell, deletes, and closes on Escape), a new
 notebook opens with its one empty cell focused, "Restart kernel" tells everyone, and the
 "+ Python cell / + SQL cell / + Markdown" buttons take every click right after a run.
 
@@ -102,6 +103,77 @@ async def test_cell_headers_stay_one_line_at_1280_px(new_context, daphne, notebo
     # Names cut short keep all of them in their title.
     title = await cells(page).nth(1).locator(".cell-names").get_attribute("title")
     assert all(name in title for name in ("total_revenue", "average_price", "net_revenue", "rows_seen", "discount_rate")), title
+    await cell_menu_opens_over_the_next_cell_and_closes(page)
+
+
+MENU_ITEMS = [
+    "Add Python cell above", "Add SQL cell above", "Add Markdown cell above",
+    "Add Python cell below", "Add SQL cell below", "Add Markdown cell below",
+    "Move up", "Move down", "Delete",
+]
+
+# Each item of the open menu is what the page shows at its centre (not clipped by the header, not
+# under the next cell), and the menu reaches below its own cell: over the next one.
+MENU_ON_TOP = """(list) => {
+  const cell = list.closest(".cell").getBoundingClientRect();
+  const hidden = [...list.querySelectorAll("button")].filter((button) => {
+    const r = button.getBoundingClientRect();
+    return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) !== button;
+  });
+  return [hidden.map((b) => b.textContent), list.getBoundingClientRect().bottom > cell.bottom];
+}"""
+
+
+async def cell_menu_opens_over_the_next_cell_and_closes(page):
+    """Everything but Run is in the cell's "⋯" menu: drawn over the next cell, one open at a time,
+    closed by a choice, Escape (the focus back on its summary) or a click elsewhere."""
+    cell = cells(page).nth(1)
+    menu, items = cell.locator("details.cell-menu"), cell.locator(".cell-menu-items")
+    summary = menu.locator("summary")
+    await expect(summary).to_have_text("⋯")
+    await expect(summary).to_have_attribute("aria-label", "More actions for this cell")
+    await expect(items).to_be_hidden()
+    await summary.click()
+    await expect(items.locator("button")).to_have_text(MENU_ITEMS)
+    for button in await items.locator("button").all():
+        await expect(button).to_be_visible()
+    assert await items.evaluate(MENU_ON_TOP) == [[], True]
+    await expect(items.locator(".move-up")).to_be_enabled()
+    # Escape closes it and gives the focus back to its summary.
+    await page.keyboard.press("Escape")
+    await expect(items).to_be_hidden()
+    await expect(menu).not_to_have_attribute("open", "")
+    await expect(summary).to_be_focused()
+    # From the keyboard: Enter opens it on its first item, End / Home move, Escape closes it.
+    await page.keyboard.press("Enter")
+    await expect(items.locator("button").first).to_be_focused()
+    await page.keyboard.press("End")
+    await expect(items.locator(".delete-cell")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(items).to_be_hidden()
+    await expect(summary).to_be_focused()
+    await expect(cells(page)).to_have_count(4)  # Escape on the item deleted nothing
+    # One open at a time; a click elsewhere closes it. The first cell cannot move up.
+    await summary.click()
+    await expect(items).to_be_visible()
+    first = cells(page).first
+    await first.locator(".cell-menu summary").click()
+    await expect(first.locator(".cell-menu-items .move-up")).to_be_visible()
+    await expect(first.locator(".cell-menu-items .move-up")).to_be_disabled()
+    await expect(items).to_be_hidden()
+    await expect(page.locator("details.cell-menu[open]")).to_have_count(1)
+    await page.locator("body").click(position={"x": 5, "y": 300})
+    await expect(page.locator("details.cell-menu[open]")).to_have_count(0)
+    # Delete, from the menu: the cell is gone, the menu with it.
+    last = cells(page).last
+    deleted = await last.get_attribute("data-cell-id")
+    await last.locator(".cell-menu summary").click()
+    await last.locator(".cell-menu-items .delete-cell").click()
+    await expect(cells(page)).to_have_count(3)
+    await expect(page.locator(f'#cells .cell[data-cell-id="{deleted}"]')).to_have_count(0)
+    await expect(page.locator(".toast-deleted")).to_be_visible()
+    await expect(page.locator("details.cell-menu[open]")).to_have_count(0)
+    assert page.errors == []
 
 
 async def test_a_new_notebook_opens_with_its_empty_cell_focused(new_context, daphne, notebook):

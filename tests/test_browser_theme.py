@@ -1,7 +1,8 @@
 """Themes (docs/frontend.md, "Themes"): every visible text of a notebook page (cells of each
-status, tables, a toast, the panels) and of the list page meets WCAG contrast (4.5:1, 3:1 for
-large text) in light and dark, chosen by the system (Playwright's color_scheme) or by the header's
-toggle, which is kept on the account across a reload; the preference view refuses bad values.
+status, tables, a toast, the panels, a cell's open menu) and of the list page meets WCAG contrast
+(4.5:1, 3:1 for large text) in light and dark, chosen by the system (Playwright's color_scheme) or
+by the header's toggle, which is kept on the account across a reload; the preference view refuses
+bad values.
 
 Async Playwright with the shared Daphne and per-module Chromium of tests/async_pages.py.
 """
@@ -15,6 +16,12 @@ from tests.async_pages import log_in as log_in_as
 from tests.waiting import eventually
 
 expect.set_options(timeout=TIMEOUT_MS)
+
+
+async def cell_action(cell, selector):
+    """Click one of a cell's actions (.delete-cell, .move-up, ...) in its "⋯" menu, opened first."""
+    await cell.locator(".cell-menu summary").click()
+    await cell.locator(f".cell-menu-items {selector}").click()
 
 # In the page: each visible element with text of its own, its colour against what is behind it
 # (ancestors' backgrounds composed until an opaque one; opacity of the element and its ancestors
@@ -122,7 +129,7 @@ async def notebook_of_every_status(page, base_url, notebook):
     await page.keyboard.press("End")
     await page.keyboard.type("0")
     await expect(statuses.nth(1)).to_have_text("stale")
-    await cells(page).last.locator(".delete-cell").click()
+    await cell_action(cells(page).last, ".delete-cell")
     await expect(page.locator(".toast-deleted")).to_be_visible()
     await page.click("#add-python-cell")
     await expect(statuses.last).to_have_text("idle")
@@ -144,6 +151,10 @@ async def test_every_text_is_readable_in_the_systems_scheme(chromium, daphne, no
     await assert_readable(page, f"list page, system {scheme}")
     await notebook_of_every_status(page, daphne, notebook)
     await assert_readable(page, f"notebook page, system {scheme}")
+    # A cell's open "⋯" menu too (its disabled "Move up" aside).
+    await cells(page).first.locator(".cell-menu summary").click()
+    await expect(cells(page).first.locator(".cell-menu-items .delete-cell")).to_be_visible()
+    await assert_readable(page, f"a cell's open menu, system {scheme}")
     assert page.errors == []
     await context.close()
 

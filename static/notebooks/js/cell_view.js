@@ -23,6 +23,68 @@ function cellSkeleton() {
   return skeleton.cloneNode(true);
 }
 
+// --- the cells' "⋯" menus (details.cell-menu): one open at a time ---------------------------
+
+let menusBound = false;
+
+/** Listeners on the document, once for every cell's menu: a click outside the open menu or
+ * Escape closes it (Escape before keyboard.js and the editors see it, and gives the focus back
+ * to the menu's summary). */
+function bindMenus() {
+  if (menusBound) return;
+  menusBound = true;
+  document.addEventListener("click", (event) => {
+    for (const menu of document.querySelectorAll("details.cell-menu[open]")) {
+      if (!menu.contains(event.target)) closeMenu(menu);
+    }
+  }, true);
+  document.addEventListener("keydown", (event) => {
+    const menu = event.key === "Escape" && document.querySelector("details.cell-menu[open]");
+    if (!menu) return;
+    event.preventDefault();
+    event.stopPropagation();
+    closeMenu(menu, { focus: true });
+  }, true);
+}
+
+function closeMenu(menu, { focus = false } = {}) {
+  menu.open = false;
+  if (focus) menu.querySelector("summary").focus({ preventScroll: true });
+}
+
+function menuItems(menu) {
+  return [...menu.querySelectorAll(".cell-menu-items button:not(:disabled)")];
+}
+
+/** Opened: the others close, the list opens upwards when there is no room below it, and an
+ * opening from the keyboard (Enter or Space on the summary) puts the focus on the first item. */
+function menuToggled(menu) {
+  if (!menu.open) {
+    menu.classList.remove("cell-menu-up");
+    return;
+  }
+  for (const other of document.querySelectorAll("details.cell-menu[open]")) if (other !== menu) closeMenu(other);
+  const list = menu.querySelector(".cell-menu-items");
+  const below = list.getBoundingClientRect();
+  const summary = menu.querySelector("summary").getBoundingClientRect();
+  menu.classList.toggle("cell-menu-up", below.bottom > window.innerHeight && summary.top - below.height - 8 > 0);
+  if (menu.dataset.byKey) menuItems(menu)[0]?.focus();
+  delete menu.dataset.byKey;
+}
+
+/** ↑ / ↓ / Home / End move between the open menu's items. */
+function menuKeydown(menu, event) {
+  const onSummary = event.target.matches("summary");
+  if (onSummary && !menu.open && (event.key === "Enter" || event.key === " ")) menu.dataset.byKey = "1";
+  if (!menu.open) return;
+  const items = menuItems(menu);
+  const at = items.indexOf(document.activeElement);
+  const next = { ArrowDown: at + 1, ArrowUp: at < 0 ? items.length - 1 : at - 1, Home: 0, End: items.length - 1 }[event.key];
+  if (next === undefined || !items.length) return;
+  event.preventDefault(); // keyboard.js leaves a handled key alone (j / k, ↑ / ↓ select cells)
+  items[(next + items.length) % items.length].focus();
+}
+
 export class CellView {
   /**
    * @param {object} cell  the cell as the protocol sends it
@@ -79,23 +141,36 @@ export class CellView {
     for (const load of this.loads.splice(0)) load();
   }
 
+  /** "▶ Run", then one "⋯" menu with the rest (adding, moving, deleting): the header stays one
+   * line at 1,280 px. The menu closes on a choice, Escape, a click elsewhere, or another cell's menu. */
   buildActions() {
-    const add = (where, type, label) => el(`button.add-cell.add-cell-${where}`, {
-      type: "button", dataset: { cellType: type }, onclick: (event) => {
-        event.target.closest("details").open = false;
-        this.hooks.onAdd(this, where, type);
+    bindMenus();
+    const item = (spec, attrs, text, action) => el(spec, {
+      type: "button", role: "menuitem", ...attrs, onclick: () => {
+        closeMenu(menu, { focus: menu.contains(document.activeElement) });
+        action();
       },
-    }, `${label} cell ${where}`);
-    const addAbove = [add("above", "python", "Python"), add("above", "sql", "SQL"), add("above", "markdown", "Markdown")];
+    }, text);
+    const add = (where, type, label) => item(`button.add-cell.add-cell-${where}`, { dataset: { cellType: type } },
+      `Add ${label} cell ${where}`, () => this.hooks.onAdd(this, where, type));
+    const group = (label, ...items) => el("div.cell-menu-group", { role: "group", "aria-label": label }, ...items);
+    const addIn = (where) => ["python", "sql", "markdown"].map((type) => add(where, type, TYPE_LABELS[type]));
+    const menu = el("details.cell-menu", { ontoggle: () => menuToggled(menu) },
+      el("summary", { title: "More actions for this cell", "aria-label": "More actions for this cell", "aria-haspopup": "menu" }, "⋯"),
+      el("div.cell-menu-items", { role: "menu", "aria-label": "Cell actions" },
+        group("Add above", ...addIn("above")),
+        group("Add below", ...addIn("below")),
+        group("Move",
+          this.moveUp = item("button.move-cell.move-up", { title: "Move this cell up" }, "Move up", () => this.hooks.onMove(this, -1)),
+          this.moveDown = item("button.move-cell.move-down", { title: "Move this cell down" }, "Move down", () => this.hooks.onMove(this, 1))),
+        group("Delete", item("button.delete-cell", { title: "Delete this cell" }, "Delete", () => this.hooks.onDelete(this)))));
+    menu.addEventListener("keydown", (event) => menuKeydown(menu, event));
+    menu.addEventListener("focusout", (event) => {
+      if (menu.open && event.relatedTarget && !menu.contains(event.relatedTarget)) closeMenu(menu); // Tab out of it
+    });
     return el("span.cell-actions", {},
       el("button.run-cell", { type: "button", title: "Run this cell (Ctrl+Enter; Shift+Enter runs and moves on)", onclick: () => this.hooks.onRun(this, false) }, "▶ Run"),
-      el("details.cell-menu", {},
-        el("summary", { title: "Add a cell above or below" }, "+ Add"),
-        el("div.cell-menu-items", {}, ...addAbove, add("below", "python", "Python"), add("below", "sql", "SQL"), add("below", "markdown", "Markdown"))),
-      this.moveUp = el("button.move-cell.move-up", { type: "button", title: "Move this cell up", "aria-label": "Move up", onclick: () => this.hooks.onMove(this, -1) }, "↑"),
-      this.moveDown = el("button.move-cell.move-down", { type: "button", title: "Move this cell down", "aria-label": "Move down", onclick: () => this.hooks.onMove(this, 1) }, "↓"),
-      el("button.delete-cell", { type: "button", title: "Delete this cell", onclick: () => this.hooks.onDelete(this) }, "Delete"),
-    );
+      menu);
   }
 
   /** Quick insertion in the gap under the cell (the same as "below" in the menu). */
