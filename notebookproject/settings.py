@@ -316,6 +316,21 @@ KERNEL_OPEN_FILES_LIMIT = env_int("KERNEL_OPEN_FILES_LIMIT", 1024)
 KERNEL_SANDBOX_UID_BASE = env_int("KERNEL_SANDBOX_UID_BASE", 2_000_000_000)
 MAX_CODE_BYTES = env_int("MAX_CODE_BYTES", 256 * 1024)
 
+# The lifecycle of execution processes (notebooks_app/kernel/lifecycle.py, docs/operations.md
+# "Kernel lifecycle"). Empty caps and watermarks follow the host's memory.
+KERNEL_IDLE_MINUTES = env_float("KERNEL_IDLE_MINUTES", 30.0)  # stopped after this long without a run, edit or input
+KERNEL_MAX_PROCESSES = env_int("KERNEL_MAX_PROCESSES", 0)  # per worker; 0: one per 512 MB of half the host's memory
+KERNEL_USER_MAX = env_int("KERNEL_USER_MAX", 5)  # live notebooks' processes per person who started them; 0: no cap
+KERNEL_START_CONCURRENCY = env_int("KERNEL_START_CONCURRENCY", 2)  # processes starting at once, per worker
+KERNEL_MEMORY_HIGH_MB = env_int("KERNEL_MEMORY_HIGH_MB", 0)  # idle processes stop above this sum of RSS; 0: 70 % of the host
+KERNEL_MEMORY_LOW_MB = env_int("KERNEL_MEMORY_LOW_MB", 0)  # ... down to this; 0: 60 % of the host
+KERNEL_NICE = env_int("KERNEL_NICE", 10)  # execution processes' CPU priority below the server's (0: none)
+for _name in ("KERNEL_MAX_PROCESSES", "KERNEL_USER_MAX", "KERNEL_MEMORY_HIGH_MB", "KERNEL_MEMORY_LOW_MB", "KERNEL_NICE"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 or more")
+if KERNEL_IDLE_MINUTES <= 0 or KERNEL_START_CONCURRENCY < 1:
+    raise ImproperlyConfigured("KERNEL_IDLE_MINUTES must be more than 0 and KERNEL_START_CONCURRENCY at least 1")
+
 # A notebook's files (docs/notebook-files.md): bytes through Django's default storage (below:
 # FileSystemStorage under MEDIA_ROOT; any django-storages backend in production).
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or BASE_DIR / "var" / "media")

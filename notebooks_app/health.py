@@ -3,7 +3,9 @@
 * `/healthz`: the process is up and serving; touches nothing else.
 * `/readyz`: PostgreSQL answers, Redis answers, and every kernel shard's worker answers a
   ping (a `kernel.ping` through its channel, replied on the core layer); 200 when all do,
-  503 naming the ones that did not.  Each check is bounded by READY_TIMEOUT seconds.
+  503 naming the ones that did not.  Each check is bounded by READY_TIMEOUT seconds.  The
+  answer also says, per shard, which worker answered and how many execution processes it
+  runs, how many wait (pending) and their memory (`kernel_workers`).
 """
 import asyncio
 import logging
@@ -49,17 +51,28 @@ async def _redis():
         await client.aclose()
 
 
-async def _kernel_shard(channel):
+async def kernel_shard(channel, timeout=READY_TIMEOUT):
+    """Ping the worker of `channel`; what it says of itself (KernelService.describe)."""
     layer = get_channel_layer()
     reply = await layer.new_channel()
     await layer.send(channel, {"type": "kernel.ping", "replyChannel": reply})
-    await asyncio.wait_for(layer.receive(reply), READY_TIMEOUT)
+    pong = await asyncio.wait_for(layer.receive(reply), timeout)
+    return pong.get("worker") or {}
 
 
 async def _kernel():
     if settings.KERNEL_EMBEDDED:
-        return  # runs inside this very process
-    await asyncio.gather(*(_kernel_shard(channel) for channel in kernel_client.shard_channels()))
+        from .kernel.worker import get_service
+
+        return {"embedded": _summary(get_service().describe())}  # runs inside this very process
+    channels = kernel_client.shard_channels()
+    workers = await asyncio.gather(*(kernel_shard(channel) for channel in channels))
+    return {channel: _summary(worker) for channel, worker in zip(channels, workers)}
+
+
+def _summary(worker):
+    """A worker as /readyz shows it: who, and its processes in numbers (no notebook ids)."""
+    return {key: worker.get(key) for key in ("host", "pid", "started", "live", "pending", "memory_mb")}
 
 
 def _describe(exc):
@@ -79,4 +92,6 @@ async def readyz(request):
                 logger.error("readiness check %s failed unexpectedly", name, exc_info=result)
             failed[name] = _describe(result)
     body = {"status": "unavailable" if failed else "ok", "checks": {name: failed.get(name, "ok") for name in names}}
+    if not isinstance(results[2], BaseException):
+        body["kernel_workers"] = results[2]
     return JsonResponse(body, status=503 if failed else 200)

@@ -301,6 +301,7 @@ EVENT_SECRET_SET = "secret_set"
 EVENT_SECRET_DELETED = "secret_deleted"
 EVENT_EGRESS = "egress"
 EVENT_KERNEL_RESTARTED = "kernel_restarted"
+EVENT_KERNEL_STOPPED = "kernel_stopped"  # by the lifecycle (kernel/lifecycle.py): its reason in `after`
 EVENT_KINDS = [
     (EVENT_CREATED, "created a cell"),
     (EVENT_DELETED, "deleted a cell"),
@@ -322,6 +323,7 @@ EVENT_KINDS = [
     (EVENT_SECRET_DELETED, "deleted a secret"),
     (EVENT_EGRESS, "changed the egress allowlist"),
     (EVENT_KERNEL_RESTARTED, "restarted the kernel"),
+    (EVENT_KERNEL_STOPPED, "the kernel stopped"),
 ]
 # Edits of one cell by one person within this many seconds are one event (the history shows
 # "edited", not every keystroke; undo goes back to the text before the burst).

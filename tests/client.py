@@ -123,6 +123,7 @@ class NotebookClient:
         self.early = []  # early announcements (no seq; docs/protocol.md), in arrival order
         self.state = None
         self.order = []
+        self.kernel = None  # the execution process's state: notebook_state's `kernel`, then kernel_status
         self.seq = None
         self.state_chunks = 1  # how many frames the last notebook_state came in
         self.close_code = None
@@ -213,6 +214,7 @@ class NotebookClient:
                 self._syncing = False
                 self.state = {c["id"]: dict(c) for c in event["notebook"]["cells"]}
                 self.order = [c["id"] for c in event["notebook"]["cells"]]
+                self.kernel = event["notebook"].get("kernel")
                 self.seq = event["seq"]
                 self.state_chunks = event.get("chunks", 1)
                 out.append(event)
@@ -247,6 +249,8 @@ class NotebookClient:
         return out
 
     def _fold(self, event):
+        if event["type"] == "kernel_status":
+            self.kernel = {key: value for key, value in event.items() if key not in ("type", "seq")}
         if self.state is None:
             return
         kind, cell_id = event["type"], event.get("cellId")

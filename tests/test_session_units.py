@@ -89,7 +89,7 @@ async def test_the_runner_takes_the_notebooks_settings_where_it_is_made_and_live
         made.append(Runner())
         return made[-1]
 
-    host = ExecutionHost("n", runner_factory=factory, on_gone=lambda reason: None)
+    host = ExecutionHost("n", runner_factory=factory, on_gone=lambda reason, **_: None)
     await host.configure(RunnerConfig(db_connection="sqlite:///one.db"), reason="settings")
     runner = host.made()
     assert runner.database.connection_string == "sqlite:///one.db"
@@ -111,7 +111,7 @@ async def test_completion_of_an_unknown_cell_or_in_a_closing_session_is_refused_
 
     model = NotebookModel()
     model.load([row("a", "a = 1", 1)])
-    host = ExecutionHost("n", runner_factory=lambda: made.append(1), on_gone=lambda reason: None)
+    host = ExecutionHost("n", runner_factory=lambda: made.append(1), on_gone=lambda reason, **_: None)
     assists = Assists(model=model, events=EventStream(publish), execution=host)
     message = {"type": "kernel.complete", "replyChannel": "socket", "requestId": "r", "cellId": "b", "code": "a", "cursor": 1}
     await assists.answer(message)

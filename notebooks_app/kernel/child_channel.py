@@ -36,6 +36,7 @@ class ChildChannel:
         self.on_save_file = on_save_file
         self.process = None
         self.death = None  # why the attached process ended, once it has
+        self.kill_reason = None  # why it is being killed on purpose (Runner.kill), said instead
         self.pending = {}  # request id -> (future, on_stdout)
         self.assists = {}  # request id -> future of a complete / inspect (never interrupted)
         self.stderr_tail = deque(maxlen=5)
@@ -176,7 +177,8 @@ class ChildChannel:
                 process.kill()
         returncode = await process.wait()
         if process is self.process:
-            self.death = describe_exit(returncode, sandboxed=self._sandboxed)
+            self.death = self.kill_reason or describe_exit(returncode, sandboxed=self._sandboxed)
+            self.kill_reason = None
             await self.on_exit()
             for future in [entry[0] for entry in self.pending.values()] + list(self.assists.values()):
                 if not future.done():

@@ -3,10 +3,15 @@ runner factory (global settings) and the notebook's own `RunnerConfig` (per-note
 loaded with its snapshot), started on demand, stopped or restarted with a reason clients hear.
 
 It owns the `Runner` and nothing else: it must not change cells nor publish; what a lost
-namespace means for the cells is the `on_gone(reason)` callback's (statuses.namespace_gone).
+namespace means for the cells is the `on_gone(reason)` callback's (statuses.namespace_gone), and
+what clients and the history hear of its state is `on_status(status)`'s.  The worker's
+`ProcessPool` (lifecycle.py) decides whether it may start now, and stops it when idle or over a
+cap, through `evict` (the session's queue).
 """
 import dataclasses
+import datetime
 import logging
+import time
 from dataclasses import dataclass
 
 from ..constants import CELL_MARKDOWN, CELL_SQL
@@ -56,9 +61,23 @@ class RunnerConfig:
         runner.secrets = dict(self.secrets)  # taken at the process's next start (Runner.start)
 
 
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 class ExecutionHost:
-    def __init__(self, notebook_id, *, runner_factory, on_gone, environment_for=None, save_file=None):
+    def __init__(self, notebook_id, *, runner_factory, on_gone, environment_for=None, save_file=None, pool=None, on_status=None, evict=None):
         self.notebook_id = notebook_id
+        self.pool = pool  # lifecycle.ProcessPool of the worker, or None: no caps nor idle stop
+        # (status) -> None: {"state": "pending" | "running" | "stopped", ...} for clients and history
+        self._on_status = on_status or (lambda status: None)
+        # async (cause, reason, even_busy) -> bool: a stop in order with the notebook's messages
+        self._evict = evict
+        self.user = ""  # who started the process (a person's cap counts it)
+        self.busy = False  # the notebook is handling a message: never stopped as idle
+        self.last_active = time.monotonic()
+        self.status = {"state": "none"}
+        self._starting = False
         self._factory = runner_factory  # () -> Runner, from global settings
         self._on_gone = on_gone  # (reason) -> None: the namespace is gone, say so
         # async (config) -> (site-packages directory or None, lock): the notebook's own packages
@@ -72,6 +91,29 @@ class ExecutionHost:
     @property
     def alive(self):
         return self.runner is not None and self.runner.alive
+
+    @property
+    def pid(self):
+        return self.runner.pid if self.alive else None
+
+    def touch(self, *, busy=None, clock=True):
+        """A run, an edit or an input change: the idle clock starts again (and when the message
+        is handled, `busy=False`, once more: a long cell's end restarts it)."""
+        if clock:
+            self.last_active = time.monotonic()
+        if busy is not None:
+            self.busy = busy
+            if not busy and self.pool is not None:
+                self.pool.became_idle(self)
+
+    def _announce(self, status):
+        self.status = status
+        self._on_status(status)
+
+    def pending(self, info):
+        """The pool's word while this start waits for a place ({position, reason}), or None."""
+        if info is not None:
+            self._announce({"state": "pending", **info})
 
     def made(self):
         """The runner, made if need be but not started (its database answers SQL completion)."""
@@ -87,29 +129,73 @@ class ExecutionHost:
         if self.closed:
             raise RunnerDied("the notebook's session is closed")
         runner = self.made()
-        if not runner.alive:
+        if runner.alive:
+            return runner
+        self._starting = True
+        try:
+            if self.pool is not None:
+                await self.pool.admit(self)
             site = None
             if self._environment_for is not None:
                 site, lock = await self._environment_for(self.config)
                 if lock != self.config.lock:
                     self.config = dataclasses.replace(self.config, lock=lock)
+            runner = self.made()  # the same, unless a stop came while this waited
             runner.environment = str(site) if site else None
             runner.files = self.config.files_dir or None
             runner.egress_allowlist = self.config.egress_allowlist
-            await runner.start()
+            if self.pool is not None:
+                async with self.pool.starting():
+                    await runner.start()
+            else:
+                await runner.start()
+        except BaseException:
+            if self.pool is not None and not self.alive:
+                self.pool.released(self)
+            raise
+        finally:
+            self._starting = False
+        self.touch()
+        self._announce({"state": "running", "since": _now(), "user": self.user})
         return runner
 
-    async def stop(self, reason):
+    @property
+    def starting(self):
+        return self._starting
+
+    async def evict(self, cause, reason, *, even_busy=False):
+        """Stop the process in order with the notebook's messages (the pool's idle stop, a cap,
+        the memory watermark, an operator); False if it was busy or gone by then."""
+        if self._evict is None:
+            return await self.stop(reason, cause=cause)
+        return await self._evict(cause, reason, even_busy)
+
+    async def kill(self, cause, reason):
+        """Over its own memory limit: killed now, even mid-cell (the running cell fails with
+        `reason`); an idle one is stopped in order like any other."""
+        if not self.busy:
+            return await self.evict(cause, reason)
+        if self.runner is not None and self.runner.alive:
+            logger.warning("execution process of notebook %s killed: %s", self.notebook_id, reason)
+            await self.runner.kill(reason)
+            self._announce({"state": "stopped", "cause": cause, "reason": reason, "at": _now()})
+        return True
+
+    async def stop(self, reason, *, cause=None):
         """Drop the execution process and its namespace; clients hear `reason` and every result
-        that lived in it turns stale.  False if none was running."""
+        that lived in it turns stale.  False if none was running.  `cause`: why, for the
+        lifecycle's stops (lifecycle.IDLE, EVICTED, ...): the page and the history say it."""
         runner, self.runner = self.runner, None
         if runner is None:
             return False
         was_alive = runner.alive
         await runner.close()
+        if self.pool is not None:
+            self.pool.released(self)
         if was_alive:
-            logger.info("execution process of notebook %s stopped: %s", self.notebook_id, reason)
-            self._on_gone(reason)
+            logger.info("execution process of notebook %s stopped%s: %s", self.notebook_id, f" ({cause})" if cause else "", reason)
+            self._on_gone(reason, cause=cause)
+            self._announce({"state": "stopped", "cause": cause or "restart", "reason": reason, "at": _now()})
         return was_alive
 
     async def restart(self, reason):
@@ -167,3 +253,5 @@ class ExecutionHost:
         runner, self.runner = self.runner, None
         if runner is not None:
             await runner.close()
+        if self.pool is not None:
+            self.pool.released(self)

@@ -63,8 +63,11 @@ class RunResult:
     files: list = field(default_factory=list)  # the notebook files the cell opened (file_reads.py)
 
 
+_NICE = shutil.which("nice", path="/usr/bin:/bin") or "nice"
+
+
 class Runner:
-    def __init__(self, *, time_limit=60.0, output_cap=1_000_000, image_cap_mb=16, memory_limit_mb=None, sql_row_cap=200, notebook_id="", sandbox=DEFAULT_SANDBOX, database_policy=None):
+    def __init__(self, *, time_limit=60.0, output_cap=1_000_000, image_cap_mb=16, memory_limit_mb=None, sql_row_cap=200, notebook_id="", sandbox=DEFAULT_SANDBOX, database_policy=None, nice=0):
         """`sandbox`: a `sandbox.SandboxConfig`, or None to run the child unsandboxed
         (KERNEL_SANDBOX=off); `memory_limit_mb` overrides its memory limit.  `environment`: the
         site-packages directory of the notebook's own packages (kernel/environments.py), or None;
@@ -74,6 +77,9 @@ class Runner:
         self.image_cap_mb = image_cap_mb
         self.sql_row_cap = sql_row_cap
         self.memory_limit_mb = memory_limit_mb
+        # The process's CPU priority below the server's (KERNEL_NICE): a `while True` in every
+        # notebook leaves Daphne and the worker the CPU first (docs/security.md, "Which mechanism is in force").
+        self.nice = nice
         self.notebook_id = str(notebook_id)
         self.sandbox = sandbox
         self.database = ExternalDatabase(database_policy)
@@ -208,6 +214,10 @@ class Runner:
         return await self._spawn([sys.executable, "-m", "notebooks_app.kernel._child"], cwd=str(PROJECT_ROOT), env=env)
 
     async def _spawn(self, argv, *, cwd, env=None, pass_fds=()):
+        if self.nice > 0:
+            # nice(1) execs the command at the lower priority: everything under it inherits it
+            # (bubblewrap, the child, what user code forks), and no preexec_fn runs in a thread.
+            argv = [_NICE, "-n", str(self.nice), *argv]
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
@@ -232,6 +242,11 @@ class Runner:
             except asyncio.TimeoutError:
                 await self._channel.kill()
         await self._reap()
+
+    async def kill(self, reason):
+        """Kill the process now; whoever waits on it hears `reason` (RunnerDied)."""
+        self._channel.kill_reason = reason
+        await self._channel.kill()
 
     async def run(self, cell_id, code, *, writes=(), inputs=None, on_stdout=None):
         """Run a Python cell; `inputs`: the persisted values of the widgets it makes."""

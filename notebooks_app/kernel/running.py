@@ -76,6 +76,8 @@ class CascadeRunner:
         the execution process, which also fails the running cell with `KernelDied`.
         """
         runnable = self.model.runnable(cell_ids)
+        if by and not self.execution.alive:
+            self.execution.user = by  # whoever starts the process: their cap counts it (lifecycle.py)
         set_status = self.statuses.set
         self.redactor, self._streams = Redactor(self.execution.config.secrets), {}
         for cell in runnable:

@@ -33,10 +33,11 @@ logger = logging.getLogger(__name__)
 
 # close(): how long the message being handled (a cell running) has to stop once cancelled.
 CLOSE_GRACE = 5.0
+EVICT = "kernel.evict"  # the lifecycle's stop of the execution process, as a job of the queue
 
 
 class NotebookSession:
-    def __init__(self, notebook_id, *, store, publish, runner_factory, environments=None, max_code_bytes=256 * 1024):
+    def __init__(self, notebook_id, *, store, publish, runner_factory, environments=None, max_code_bytes=256 * 1024, pool=None):
         self.notebook_id = str(notebook_id)
         self.store = store
         self.loaded = False
@@ -53,7 +54,16 @@ class NotebookSession:
         self.persister = Persister(self.notebook_id, store=store, model=self.model, texts=self.texts, events=self.events)
         self.statuses = CellStatuses(model=self.model, events=self.events, persister=self.persister)
         self.packages = PackageBuilds(self.notebook_id, environments=environments, store=store, events=self.events, on_built=self._packages_built)
-        self.execution = ExecutionHost(self.notebook_id, runner_factory=runner_factory, on_gone=self.statuses.namespace_gone, environment_for=self.packages.environment_for, save_file=self._file_saved_by_cell)
+        self.execution = ExecutionHost(
+            self.notebook_id,
+            runner_factory=runner_factory,
+            on_gone=self.statuses.namespace_gone,
+            environment_for=self.packages.environment_for,
+            save_file=self._file_saved_by_cell,
+            pool=pool,  # the worker's lifecycle.ProcessPool: caps, pending, idle and memory stops
+            on_status=self._kernel_status,
+            evict=self._evict,
+        )
         self.inputs = PendingInputs(model=self.model, events=self.events, persister=self.persister, execution=self.execution)
         units = {"model": self.model, "statuses": self.statuses, "events": self.events, "persister": self.persister, "execution": self.execution}
         self.cascades = CascadeRunner(self.notebook_id, store=store, **units)
@@ -107,7 +117,10 @@ class NotebookSession:
     async def _drain(self):
         while not self.closed:
             name, job, arguments = await self._queue.get()
+            activity = name != EVICT  # a stop is not activity: it must not restart the idle clock
             try:
+                if activity:
+                    self.execution.touch(busy=True)
                 await self.ensure_loaded()
                 if not self.model.gone:
                     await job(*arguments)
@@ -124,6 +137,10 @@ class NotebookSession:
                     await self.persister.persist()
                 except Exception:
                     logger.exception("could not publish or persist notebook %s", self.notebook_id)
+                if self._queue.empty():
+                    # The idle clock starts again when the last job ends (a long cell's end too);
+                    # the lifecycle's own stop leaves it be.
+                    self.execution.touch(busy=False, clock=activity)
 
     async def close(self):
         """Drop the session: the message being handled is cancelled, typing not saved yet is
@@ -150,6 +167,43 @@ class NotebookSession:
             self.events.close()
             self.packages.close()
             await self.execution.close()
+
+    async def _evict(self, cause, reason, even_busy=False):
+        """The pool's stop (lifecycle.py), in order with this notebook's messages: when its turn
+        comes, the process is stopped unless something ran, was edited or typed since it was
+        asked (`even_busy`: an operator's or a drain's stop, which interrupts a running cell
+        first).  Whether it stopped."""
+        if self.closed:
+            return False
+        seen = self.execution.last_active
+        if even_busy:
+            await self.cascades.interrupt()
+        done = asyncio.get_running_loop().create_future()
+
+        async def stop():
+            if not even_busy and self.execution.last_active != seen:
+                done.set_result(False)
+                return
+            done.set_result(await self.execution.stop(reason, cause=cause))
+
+        self._queue_job(EVICT, stop)
+        if self.closed:
+            return False
+        try:
+            return await done
+        except asyncio.CancelledError:
+            return False
+
+    def _kernel_status(self, status):
+        """The execution process's state for every page (`kernel_status`, docs/protocol.md), and a
+        history line for each stop the lifecycle made."""
+        if self.closed:
+            return
+        self.events.emit({"type": "kernel_status", **status})
+        if status["state"] == "stopped" and status.get("cause") not in (None, "restart"):
+            record = getattr(self.store, "record_kernel_stop", None)
+            if record is not None:
+                asyncio.get_running_loop().create_task(record(self.notebook_id, status["cause"], status["reason"]))
 
     def stop_execution(self, reason):
         """Drop the execution process (in order with the cascades): no cell crashed, yet every
@@ -208,6 +262,7 @@ class NotebookSession:
             "secrets": list(config.secret_list),  # names, who set them, when: never a value
             "files": self.model.files,
             "egressAllowlist": list(config.egress_allowlist),
+            "kernel": self.execution.status,
         }
         return self.events.state_messages(notebook, self.model.cell_messages(stdout_url, self.texts.fields), request_id)
 
@@ -299,10 +354,13 @@ class NotebookSession:
     def text_update(self, message):
         """A page's edit of a cell's shared text, merged and relayed at once (cell_texts.py)."""
         if not self.closed:
+            self.execution.touch()
             self.texts.apply(message)
 
     def input_set(self, message):
         """A widget moved: remembered at once, applied in order (coalesced: inputs.py)."""
+        if not self.closed:
+            self.execution.touch()
         if not self.closed and self.inputs.add(message):
             self._queue_job("kernel.apply_inputs", self._apply_inputs)
 

@@ -79,11 +79,12 @@ class CellStatuses:
             self.model.ran_ok.discard(cell.id)
         self.set(cell, status)
 
-    def namespace_gone(self, reason, *, except_cell=None):
+    def namespace_gone(self, reason, *, except_cell=None, cause=None):
         """The execution process is gone (died, or stopped): every result that lived in its
-        namespace is stale, and clients hear why (`kernel_restarted`)."""
+        namespace is stale, and clients hear why (`kernel_restarted`; `cause` for the
+        lifecycle's stops, lifecycle.py, whose `reason` is a sentence of its own)."""
         self.model.ran_ok.clear()
-        self.events.emit({"type": "kernel_restarted", "reason": reason})
+        self.events.emit({"type": "kernel_restarted", "reason": reason, **({"cause": cause} if cause else {})})
         for cell in self.model.ordered_cells():
             if cell.id != except_cell and cell.status in (STATUS_SUCCESS, STATUS_ERROR):
                 self.set(cell, STATUS_STALE)

@@ -10,8 +10,11 @@ imports nothing of the web side (consumers, operations, views): the web side
 reaches it through kernel_client.py.
 """
 import asyncio
+import datetime
 import io
 import logging
+import os
+import socket
 
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
@@ -25,11 +28,12 @@ from notebookproject.postgresql import POSTGRESQL_ENGINES
 from .. import protocol, vault
 from ..layers import REDIS_ERRORS, Outage, backoff_delays
 from .. import file_store
-from ..models import EVENT_EDITED, EVENT_PACKAGES, Cell, Notebook, NotebookEvent, NotebookFile, NotebookSecret, OutputBlob
+from ..models import EVENT_EDITED, EVENT_KERNEL_STOPPED, EVENT_PACKAGES, Cell, Notebook, NotebookEvent, NotebookFile, NotebookSecret, OutputBlob
 from ..secrets import mask_connection_string
 from .addresses import group_name, is_kernel_channel, shard_channels
 from .database import DatabasePolicy
 from .environments import Environments, PackageSettings
+from .lifecycle import OPERATOR, PoolLimits, ProcessPool
 from .runner import Runner
 from .sandbox import Limits, SandboxConfig, probe, running_as_root
 from .cell_state import PERSISTED_FIELDS
@@ -78,6 +82,19 @@ def sandbox_config():
             processes=settings.KERNEL_PROCESS_LIMIT,
             open_files=settings.KERNEL_OPEN_FILES_LIMIT,
         ),
+    )
+
+
+def pool_limits():
+    """The lifecycle of this worker's execution processes (lifecycle.py), from settings."""
+    return PoolLimits.defaults(
+        idle_minutes=settings.KERNEL_IDLE_MINUTES,
+        max_processes=settings.KERNEL_MAX_PROCESSES or None,
+        user_max=settings.KERNEL_USER_MAX,
+        start_concurrency=settings.KERNEL_START_CONCURRENCY,
+        high_mb=settings.KERNEL_MEMORY_HIGH_MB or None,
+        low_mb=settings.KERNEL_MEMORY_LOW_MB or None,
+        process_mb=settings.KERNEL_MEMORY_LIMIT_MB,
     )
 
 
@@ -203,6 +220,14 @@ class DatabaseStore:
         server's packages: bookkeeping, no revision (nothing anyone wrote changed)."""
         Notebook.objects.filter(pk=notebook_id, requirements=requirements).update(requirements_lock=lock)
 
+    @retried_while_database_down
+    def record_kernel_stop(self, notebook_id, cause, reason):
+        """A line in the notebook's history for a stop the lifecycle made (idle, evicted, memory,
+        drain, operator): no revision, nothing anyone wrote changed."""
+        notebook = Notebook.objects.filter(pk=notebook_id).only("id").first()
+        if notebook is not None:
+            NotebookEvent.objects.record(notebook, None, EVENT_KERNEL_STOPPED, after={"cause": cause, "reason": reason})
+
     @database_sync_to_async
     def save_blobs(self, notebook_id, cell_id, blobs):
         """Store a cell's large outputs (`blobs`: digest, mimeType, data) and drop the ones its
@@ -320,6 +345,8 @@ class KernelService:
         self._recovery = None
         self._redis_outage = Outage("kernel worker publish")
         self._housekeeping = None
+        self.pool = ProcessPool(pool_limits())
+        self.started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
     async def _collect_environments(self):
         """Every hour: environments no notebook's lock names, unused for ENVIRONMENTS_GC_HOURS, go."""
@@ -342,6 +369,7 @@ class KernelService:
             notebook_id=notebook_id,
             sandbox=sandbox_config(),
             database_policy=database_policy(),
+            nice=settings.KERNEL_NICE,
         )
 
     def session(self, notebook_id):
@@ -355,6 +383,7 @@ class KernelService:
                 runner_factory=lambda _id=notebook_id: self._runner_factory(_id),
                 environments=self.environments,
                 max_code_bytes=settings.MAX_CODE_BYTES,
+                pool=self.pool,
             )
             self.sessions[notebook_id] = session
         return session
@@ -411,10 +440,15 @@ class KernelService:
             if session is not None:
                 asyncio.get_running_loop().create_task(self._guard(session.close(), notebook_id))
             return
-        session = self.session(notebook_id)
         loop = asyncio.get_running_loop()
+        if kind == "kernel.stop_process":  # an operator's (manage.py kernels --stop)
+            reason = f"Kernel stopped by an operator{': ' + message['reason'] if message.get('reason') else ''}; the next run starts it again"
+            loop.create_task(self._guard(self.pool.stop(notebook_id, OPERATOR, reason), notebook_id))
+            return
+        session = self.session(notebook_id)
         if self._housekeeping is None:
             self._housekeeping = loop.create_task(self._collect_environments(), name="environments-gc")
+            self.pool.run()
         if kind == "kernel.set_input":
             session.input_set(message)  # coalesced: a dragged slider runs its readers for its last value
         elif kind == "kernel.text_update" and session.loaded:
@@ -428,12 +462,34 @@ class KernelService:
         else:
             session.submit(message)
 
+    def describe(self):
+        """This worker and its execution processes, for `/readyz` and `manage.py kernels`."""
+        processes = self.pool.describe()
+        limits = self.pool.limits
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started,
+            "processes": processes,
+            "live": sum(1 for p in processes if not p.get("pending")),
+            "pending": sum(1 for p in processes if p.get("pending")),
+            "memory_mb": round(sum(p.get("rss_mb", 0) for p in processes), 1),
+            "limits": {
+                "max_processes": limits.max_processes,
+                "user_max": limits.user_max,
+                "idle_minutes": round(limits.idle_seconds / 60, 2),
+                "memory_high_mb": limits.memory_high_mb,
+                "memory_low_mb": limits.memory_low_mb,
+            },
+        }
+
     async def _pong(self, reply_channel):
-        """Answer a readiness check (`/readyz`) on the core layer, where it waits."""
+        """Answer a readiness check (`/readyz`, `manage.py kernels`) on the core layer, where it
+        waits, with what this worker runs."""
         if not isinstance(reply_channel, str):
             return
         try:
-            await get_channel_layer().send(reply_channel, {"type": "kernel.pong"})
+            await get_channel_layer().send(reply_channel, {"type": "kernel.pong", "worker": self.describe()})
         except REDIS_ERRORS as exc:
             self._redis_outage.failed(exc)
 
@@ -444,6 +500,7 @@ class KernelService:
             logger.exception("kernel task for notebook %s failed", notebook_id)
 
     async def close(self):
+        await self.pool.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         for session in list(self.sessions.values()):

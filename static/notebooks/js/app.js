@@ -19,6 +19,7 @@ import { SharedText, toBase64 } from "./shared_text.js";
 import { Presence, showRunBy } from "./presence.js";
 import { Assistant } from "./completion.js";
 import { bindKeyboard } from "./keyboard.js";
+import { KernelState } from "./kernel_state.js";
 
 const MAX_REMEMBERED = 500;
 
@@ -72,6 +73,7 @@ export class NotebookApp {
       onFrame: (frame) => this.sequencer.receive(frame),
       onClose: () => this.connectionLost(),
     });
+    this.kernelState = new KernelState({ badge: document.getElementById("kernel-state"), notice: document.getElementById("kernel-notice") });
     this.presence = new Presence({
       send: (message) => this.synced && this.send(message),
       cellElement: (cellId) => this.cellElement(cellId),
@@ -288,6 +290,7 @@ export class NotebookApp {
     if (notebook.packages) this.packagesPanel?.render(notebook.packages);
     this.secretsPanel?.render(notebook.secrets || []);
     if (notebook.files) this.filesPanel?.render(notebook.files);
+    this.kernelState.render(notebook.kernel);
     this.historyPanel?.changed(); // a restored version, a reload: the timeline moved on
     this.afterChange();
     if (!this.stateSeen) this.focusLoneEmptyCell();
@@ -426,8 +429,13 @@ export class NotebookApp {
   }
 
   onKernelRestarted(event) {
-    toast(`The kernel restarted (${event.reason}); results that lived in it are stale.`, { kind: "info" });
-    this.historyPanel?.changed(); // "restarted the kernel", when someone did
+    // A stop of the server's (idle, a cap, memory: `cause`) says it all in its reason.
+    toast(event.cause ? `${event.reason}. Results that lived in it are stale.` : `The kernel restarted (${event.reason}); results that lived in it are stale.`, { kind: "info" });
+    this.historyPanel?.changed(); // "restarted the kernel", "the kernel stopped"
+  }
+
+  onKernelStatus(event) {
+    this.kernelState.render(event);
   }
 
   onKernelError(event) {
@@ -645,6 +653,7 @@ const EVENT_HANDLERS = {
   files_updated: NotebookApp.prototype.onFilesUpdated,
   secrets_updated: NotebookApp.prototype.onSecretsUpdated,
   kernel_restarted: NotebookApp.prototype.onKernelRestarted,
+  kernel_status: NotebookApp.prototype.onKernelStatus,
   kernel_error: NotebookApp.prototype.onKernelError,
   input_changed: NotebookApp.prototype.onInputChanged,
   notebook_renamed: NotebookApp.prototype.onNotebookRenamed,

@@ -94,9 +94,10 @@ export class HistoryPanel {
 
   eventItem(event) {
     const code = firstLine(event.after?.code ?? event.before?.code);
-    const what = [event.summary, event.undo ? "(undo)" : "", code ? `“${code}”` : "", event.after?.name && !code ? `“${event.after.name}”` : ""].filter(Boolean).join(" ");
+    const stopped = event.kind === "kernel_stopped"; // by the server's lifecycle: its reason says it all
+    const what = stopped ? (event.after?.reason || event.summary) : [event.summary, event.undo ? "(undo)" : "", code ? `“${code}”` : "", event.after?.name && !code ? `“${event.after.name}”` : ""].filter(Boolean).join(" ");
     const item = el("li.history-event", { dataset: { kind: event.kind, eventId: event.id, cellId: event.cellId || "" } },
-      el("span.history-who", { text: event.by || "someone" }), " ",
+      el("span.history-who", { text: event.by || (stopped ? "server" : "someone") }), " ",
       el("span.history-what", { text: what }), " ",
       el("time.history-when", { datetime: event.at, title: new Date(event.at).toLocaleString(), text: relativeTime(event.at) }));
     if (event.undone) item.classList.add("undone");
