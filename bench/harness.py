@@ -96,16 +96,17 @@ def parse_args(description, argv, flags=(), **sizes):
 
 
 class Cluster:
-    """Daphne x `daphnes` + one kernel worker per shard, on PostgreSQL + Redis.
+    """Daphne x `daphnes` + `workers` kernel workers of one fleet (they share its virtual shards:
+    notebooks_app/kernel/fleet.py), on PostgreSQL + Redis.
 
-    `worker_env`: extra environment per shard's worker, in shard order (e.g. one worker
-    with KERNEL_SANDBOX=on and one with off, bench/sandbox.py).
+    `worker_env`: extra environment per worker, in order (e.g. one worker with KERNEL_SANDBOX=on
+    and one with off, bench/sandbox.py; `notebook_on_worker` makes a notebook one of them serves).
     """
 
-    def __init__(self, name, *, daphnes=1, shards=1, worker_env=None):
+    def __init__(self, name, *, daphnes=1, workers=1, worker_env=None):
         self.name = name
         self.daphne_count = daphnes
-        self.shards = shards
+        self.worker_count = max(workers, len(worker_env or ()))
         self.worker_env = list(worker_env or [])
         self.services = Services()
         self.daphnes, self.workers, self.urls, self.cookies = [], [], [], []
@@ -130,9 +131,10 @@ class Cluster:
             env["REDIS_URL"] = self.services.redis()
         env.setdefault("SECRET_KEY", "bench-secret-key")
         env.setdefault("SECRETS_KEY", "YmVuY2gtc2VjcmV0cy1rZXktbm90LWZvci1wcm9kdWM=")  # a Fernet key, benchmarks only
-        env.update(KERNEL_SHARDS=str(self.shards), PYTHONUNBUFFERED="1", LOG_LEVEL=env.get("LOG_LEVEL", "WARNING"), DJANGO_SETTINGS_MODULE="notebookproject.settings")
+        env.pop("KERNEL_SHARDS", None)
+        env.update(PYTHONUNBUFFERED="1", LOG_LEVEL=env.get("LOG_LEVEL", "WARNING"), DJANGO_SETTINGS_MODULE="notebookproject.settings")
         self.env = env
-        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SECRETS_KEY", "KERNEL_SHARDS", "DJANGO_SETTINGS_MODULE")})
+        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SECRETS_KEY", "DJANGO_SETTINGS_MODULE")})
         import django
 
         django.setup()
@@ -140,12 +142,13 @@ class Cluster:
 
         call_command("migrate", verbosity=0)
         self.user = _bench_user()
-        from notebooks_app.kernel_client import shard_channels
+        from django.conf import settings
 
         LOG_DIR.mkdir(exist_ok=True)
-        for index, channel in enumerate(shard_channels()):
+        for index in range(self.worker_count):
             extra = self.worker_env[index] if index < len(self.worker_env) else {}
-            self.workers.append(start_worker([channel], {**env, **extra}, LOG_DIR / f"bench-{self.name}-worker-{channel}.log"))
+            self.workers.append(start_worker([settings.KERNEL_FLEET], {**env, **extra}, LOG_DIR / f"bench-{self.name}-worker-{index}.log"))
+        self.wait_balanced()
         for index in range(self.daphne_count):
             port = free_port()
             self.daphnes.append(start_daphne(port, env, LOG_DIR / f"bench-{self.name}-daphne-{index}.log"))
@@ -156,6 +159,43 @@ class Cluster:
         for proc in self.daphnes + self.workers:
             stop(proc)
         self.services.stop()
+
+    def shards_of_worker(self, index):
+        """The virtual shards worker `index` holds now."""
+        from django.conf import settings
+
+        from notebooks_app.models import KernelLease, KernelWorkerRecord
+
+        record = KernelWorkerRecord.objects.filter(fleet=settings.KERNEL_FLEET, pid=self.workers[index].pid).first()
+        return set(KernelLease.objects.filter(fleet=settings.KERNEL_FLEET, owner=record.name).values_list("shard", flat=True)) if record else set()
+
+    def wait_balanced(self, timeout=60):
+        """Until every worker holds its share of the fleet's shards (they take it within a few
+        lease renewals of their start)."""
+        import math
+
+        from django.conf import settings
+
+        share = math.ceil(settings.KERNEL_VSHARDS / len(self.workers))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            held = [self.shards_of_worker(index) for index in range(len(self.workers))]
+            if sum(map(len, held)) == settings.KERNEL_VSHARDS and all(share - 1 <= len(h) <= share for h in held):
+                return held
+            time.sleep(0.1)
+        raise RuntimeError(f"the kernel workers did not share the shards within {timeout} s")
+
+    def notebook_on_worker(self, cells, index):
+        """A notebook (see `notebook`) whose shard worker `index` holds."""
+        from django.conf import settings
+
+        from notebooks_app.kernel.addresses import shard_of
+
+        held = self.shards_of_worker(index)
+        while True:
+            notebook_id = self.notebook(cells)
+            if shard_of(notebook_id, settings.KERNEL_VSHARDS) in held:
+                return notebook_id
 
     def notebook(self, cells=(), name=None):
         """A notebook of the bench user holding `cells` (code strings), committed; returns its id."""

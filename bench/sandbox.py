@@ -11,8 +11,8 @@ off, interleaved in one run so both see the same machine.
 * cascade, runner only: a chain of K cells (x0 = 0, x{i} = x{i-1} + 1) through `Runner.run`,
   one warm runner per mode, the on and off runs alternating.
 * cascade, whole stack: the same chain as bench/cascade.py runs it (Daphne + `runworker`
-  on PostgreSQL + Redis, a WebSocket client), with two kernel shards: the worker of
-  `kernel.0` has KERNEL_SANDBOX=on, the one of `kernel.1` off; one notebook on each, the
+  on PostgreSQL + Redis, a WebSocket client), with two kernel workers sharing the fleet's
+  shards: worker 0 has KERNEL_SANDBOX=on, worker 1 off; one notebook on a shard of each, the
   runs alternating.  Its floor is the usual Redis + PostgreSQL one.
 
 The floor of every sandboxed figure is the same figure with the sandbox off, measured in
@@ -195,23 +195,13 @@ def repeats(args, n):
     return args.repeat or (2 if args.quick else max(6, 4000 // (n + 10)))
 
 
-def notebook_on_shard(cluster, cells, channel):
-    """A notebook whose id hashes to the kernel channel `channel` (KERNEL_SHARDS=2)."""
-    from notebooks_app.kernel.addresses import kernel_channel
-
-    while True:
-        notebook_id = cluster.notebook(cells)
-        if kernel_channel(notebook_id, 2) == channel:
-            return notebook_id
-
-
 async def stack_cascade(cluster, args):
-    report = Report("sandbox: cascade through Daphne + runworker (kernel.0 sandbox on, kernel.1 off)", await cluster.floor())
+    report = Report("sandbox: cascade through Daphne + runworker (worker 0 sandbox on, worker 1 off)", await cluster.floor())
     ratios = {}
     for n in args.sizes:
         clients, cell_ids = {}, {}
-        for mode, channel in (("on", "kernel.0"), ("off", "kernel.1")):
-            notebook_id = await asyncio.to_thread(notebook_on_shard, cluster, chain(n), channel)
+        for mode, worker in (("on", 0), ("off", 1)):
+            notebook_id = await asyncio.to_thread(cluster.notebook_on_worker, chain(n), worker)
             clients[mode] = await cluster.client(notebook_id)
             cell_ids[mode] = list(clients[mode].order)
             await run_root(clients[mode], cell_ids[mode])  # warm-up: loads the session, starts the runner
@@ -256,7 +246,7 @@ def main(argv=None):
     stack_ratios = {}
     if not args.no_stack:
         on, off = {"KERNEL_SANDBOX": "on"}, {"KERNEL_SANDBOX": "off"}
-        with Cluster("sandbox", shards=2, worker_env=[on, off]) as cluster:
+        with Cluster("sandbox", worker_env=[on, off]) as cluster:
             stack_ratios = asyncio.run(stack_cascade(cluster, args))
     verdicts(startup_results, runner_ratios, stack_ratios)
 

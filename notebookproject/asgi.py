@@ -1,5 +1,5 @@
-"""ASGI entry point: HTTP through Django, WebSockets through the notebook consumer, and
-the kernel worker's channels (for `manage.py runworker kernel`)."""
+"""ASGI entry point: HTTP through Django and WebSockets through the notebook consumer.  The kernel
+worker reads its channels itself (`manage.py runworker kernel`: notebooks_app/kernel/fleet.py)."""
 import os
 
 from django.core.asgi import get_asgi_application
@@ -11,7 +11,6 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator  # noqa: E402
 
-from notebooks_app.kernel.worker import KernelChannelRouter  # noqa: E402
 from notebooks_app.middleware import WebSocketUnavailableGuard  # noqa: E402
 from notebooks_app.routing import websocket_urlpatterns  # noqa: E402
 
@@ -36,6 +35,5 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": WebSocketUnavailableGuard(same_host_or_no_origin(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
-        "channel": KernelChannelRouter(),
     }
 )

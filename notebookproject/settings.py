@@ -5,6 +5,7 @@ an in-memory channel layer and the kernel worker inside the server process.
 """
 import base64
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -162,9 +163,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Before `channels`: its runworker is replaced by the kernel worker's (notebooks_app/
+    # management/commands/runworker.py), which reads the channels of the shards it holds.
+    "notebooks_app",
     "channels",
     "csp",
-    "notebooks_app",
 ]
 
 MIDDLEWARE = [
@@ -296,7 +299,22 @@ KERNEL_EMBEDDED = env_bool("KERNEL_EMBEDDED", default=not REDIS_URL)
 # create_cell / delete_cell on PostgreSQL run on the event loop over a connection of its own
 # (notebooks_app/edit_lane.py) instead of hopping to the ORM thread; off: always the thread.
 EDIT_LANE = env_bool("EDIT_LANE", default=True)
-KERNEL_SHARDS = env_int("KERNEL_SHARDS", 1)
+# A fleet of kernel workers (notebooks_app/kernel/fleet.py, docs/operations.md "A fleet of kernel
+# workers"): notebooks are spread over KERNEL_VSHARDS virtual shards, each held by one worker under
+# a lease in PostgreSQL that it renews; a worker that stops renewing loses its shards to the others
+# within KERNEL_LEASE_SECONDS. Every process of a deployment must agree on the fleet and the shards.
+KERNEL_FLEET = os.environ.get("KERNEL_FLEET", "kernel").strip() or "kernel"
+if not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", KERNEL_FLEET):
+    raise ImproperlyConfigured(f"KERNEL_FLEET must be 1 to 40 of a-z, 0-9, - and _, starting with a letter, not {KERNEL_FLEET!r}")
+KERNEL_VSHARDS = env_int("KERNEL_VSHARDS", 32)
+KERNEL_LEASE_SECONDS = env_float("KERNEL_LEASE_SECONDS", 5.0)
+if not 1 <= KERNEL_VSHARDS <= 1024 or KERNEL_LEASE_SECONDS < 1:
+    raise ImproperlyConfigured("KERNEL_VSHARDS must be 1 to 1024 and KERNEL_LEASE_SECONDS at least 1")
+if os.environ.get("KERNEL_SHARDS", "1").strip() not in ("", "1"):  # 1 was the old default: it changes nothing
+    raise ImproperlyConfigured(
+        "KERNEL_SHARDS is gone: workers now share KERNEL_VSHARDS virtual shards through leases, so start any number of "
+        "`manage.py runworker kernel` and remove KERNEL_SHARDS (docs/operations.md, \"A fleet of kernel workers\")"
+    )
 KERNEL_TIME_LIMIT = env_float("KERNEL_TIME_LIMIT", 60.0)
 KERNEL_OUTPUT_CAP = env_int("KERNEL_OUTPUT_CAP", 1_000_000)
 KERNEL_IMAGE_CAP_MB = env_int("KERNEL_IMAGE_CAP_MB", 16)  # one image output, stored apart and fetched by URL

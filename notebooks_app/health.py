@@ -1,23 +1,21 @@
 """Health checks for load balancers and supervisors (docs/operations.md#health-checks).
 
 * `/healthz`: the process is up and serving; touches nothing else.
-* `/readyz`: PostgreSQL answers, Redis answers, and every kernel shard's worker answers a
-  ping (a `kernel.ping` through its channel, replied on the core layer); 200 when all do,
-  503 naming the ones that did not.  Each check is bounded by READY_TIMEOUT seconds.  The
-  answer also says, per shard, which worker answered and how many execution processes it
-  runs, how many wait (pending) and their memory (`kernel_workers`).
+* `/readyz`: PostgreSQL answers, Redis answers, and every virtual shard of the kernel fleet is
+  held by a live worker (an unexpired lease, kernel/fleet.py); 200 when all hold, 503 naming
+  the ones that did not.  Each check is bounded by READY_TIMEOUT seconds.  The answer also says,
+  per live worker, how many shards it holds, how many execution processes it runs, how many
+  wait (pending), their memory and when it last renewed (`kernel_workers`).
 """
 import asyncio
 import logging
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 
-from . import kernel_client
 from .layers import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -51,13 +49,15 @@ async def _redis():
         await client.aclose()
 
 
-async def kernel_shard(channel, timeout=READY_TIMEOUT):
-    """Ping the worker of `channel`; what it says of itself (KernelService.describe)."""
-    layer = get_channel_layer()
-    reply = await layer.new_channel()
-    await layer.send(channel, {"type": "kernel.ping", "replyChannel": reply})
-    pong = await asyncio.wait_for(layer.receive(reply), timeout)
-    return pong.get("worker") or {}
+class KernelNotReady(Exception):
+    pass
+
+
+def fleet_summary():
+    """The fleet's live workers and the shards none holds (kernel/fleet.py), from the database."""
+    from .kernel.fleet import fleet_status
+
+    return fleet_status(settings.KERNEL_FLEET, settings.KERNEL_VSHARDS, settings.KERNEL_LEASE_SECONDS)
 
 
 async def _kernel():
@@ -65,9 +65,12 @@ async def _kernel():
         from .kernel.worker import get_service
 
         return {"embedded": _summary(get_service().describe())}  # runs inside this very process
-    channels = kernel_client.shard_channels()
-    workers = await asyncio.gather(*(kernel_shard(channel) for channel in channels))
-    return {channel: _summary(worker) for channel, worker in zip(channels, workers)}
+    status = await asyncio.wait_for(sync_to_async(fleet_summary)(), READY_TIMEOUT)
+    workers = {worker["name"]: {**_summary(worker["state"] or {}), "shards": len(worker["shards"]), "renewed": worker["heartbeat_at"].isoformat()} for worker in status["workers"] if worker["live"]}
+    if status["uncovered"]:
+        shown = ", ".join(map(str, status["uncovered"][:10])) + (" …" if len(status["uncovered"]) > 10 else "")
+        raise KernelNotReady(f"{len(status['uncovered'])} of {settings.KERNEL_VSHARDS} shards have no live kernel worker ({shown}); {len(workers)} live")
+    return workers
 
 
 def _summary(worker):
@@ -88,7 +91,7 @@ async def readyz(request):
     failed = {}
     for name, result in zip(names, results):
         if isinstance(result, BaseException):
-            if not isinstance(result, (asyncio.TimeoutError, DatabaseError, *REDIS_ERRORS)):
+            if not isinstance(result, (asyncio.TimeoutError, DatabaseError, KernelNotReady, *REDIS_ERRORS)):
                 logger.error("readiness check %s failed unexpectedly", name, exc_info=result)
             failed[name] = _describe(result)
     body = {"status": "unavailable" if failed else "ok", "checks": {name: failed.get(name, "ok") for name in names}}

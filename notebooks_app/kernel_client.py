@@ -4,8 +4,9 @@ start.  Other web modules import only the kernel's pure helpers (kernel/analysis
 shared_text.py, ui.py, display.py, markdown.py), never its worker or sessions; operations.py
 also borrows kernel/session.py's CellState to store an import's analysis.
 
-A notebook always maps to the same kernel channel (a stable hash of its id), so
-exactly one worker process in the cluster holds its graph.
+A notebook always maps to the same kernel channel (its virtual shard, a stable hash of its id),
+read by the one worker that holds the shard's lease (kernel/fleet.py), so exactly one worker
+process in the cluster holds its graph; a message sent while the shard moves waits in Redis.
 """
 import logging
 
@@ -30,13 +31,14 @@ class KernelUnreachable(Exception):
     """
 
 
-def shard_channels(shards=None):
-    """All kernel channel names for KERNEL_SHARDS (or `shards`) shards."""
-    return addresses.shard_channels(shards or settings.KERNEL_SHARDS)
+def shard_channels():
+    """Every shard channel of this server's fleet (KERNEL_FLEET, KERNEL_VSHARDS)."""
+    return addresses.shard_channels(settings.KERNEL_VSHARDS, settings.KERNEL_FLEET)
 
 
-def kernel_channel(notebook_id, shards=None):
-    return addresses.kernel_channel(notebook_id, shards or settings.KERNEL_SHARDS)
+def kernel_channel(notebook_id):
+    """The channel of the notebook's virtual shard: whichever worker holds its lease reads it."""
+    return addresses.kernel_channel(notebook_id, settings.KERNEL_VSHARDS, settings.KERNEL_FLEET)
 
 
 def events_layer():

@@ -248,6 +248,26 @@ class RedisChannelLayer(core.RedisChannelLayer):
     async def _clean_receive_backup(self, index, channel):
         """No backup is written (_brpop_with_clean): nothing to pop."""
 
+    async def receive_within(self, channel, timeout):
+        """One message of the shared channel `channel`, or None after `timeout` seconds (or while
+        Redis is unreachable).  The kernel fleet's shard readers (kernel/fleet.py) call it in a
+        loop and stop between two calls: a receive cancelled while its BZPOPMIN waits can lose
+        the message Redis then hands to a connection nobody reads."""
+        index = next(self._receive_index_generator)
+        channel_key = self.prefix + channel
+        try:
+            content = await self._brpop_with_clean(index, channel_key, timeout=timeout)
+        except REDIS_ERRORS as exc:
+            self.outage.failed(exc)
+            await asyncio.sleep(min(timeout, 1.0))
+            return None
+        self.outage.recovered()
+        if content is None:
+            return None
+        message = self.deserialize(content)
+        message.pop("__asgi_channel__", None)
+        return message
+
     async def receive(self, channel):
         delays = backoff_delays()
         while True:

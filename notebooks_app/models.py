@@ -49,6 +49,9 @@ class Notebook(models.Model):
     # Where its cells may connect when the server gives notebooks outbound network: "host:port"
     # entries ("*.example.com:443"), enforced by a proxy outside the sandbox (kernel/egress.py).
     egress_allowlist = models.JSONField(default=list, blank=True)
+    # Runs the kernel worker received and has not finished ({"pending": [...], "done": [request
+    # ids]}, kernel/run_journal.py): a worker that takes the notebook over runs them once.
+    run_journal = models.JSONField(default=dict, blank=True)
     # Bumped by every structural or code change; the kernel worker compares it
     # with its own to know whether its graph is behind the database.
     revision = models.PositiveBigIntegerField(default=0)
@@ -401,3 +404,46 @@ class UserPreference(models.Model):
 
     def __str__(self):
         return f"{self.user} prefers {self.theme}"
+
+
+class KernelLease(models.Model):
+    """Which kernel worker owns one virtual shard of a fleet (kernel/fleet.py, docs/operations.md
+    "A fleet of kernel workers"). Notebooks are spread over a fixed number of shards by a hash of
+    their id; the owner renews the lease before `expires_at` and every write it makes for a
+    notebook of the shard checks (owner, epoch) in the same transaction, so a worker that stopped
+    renewing (killed, partitioned, paused) can no longer write once another has taken the shard
+    (its epoch + 1)."""
+
+    fleet = models.CharField(max_length=50)
+    shard = models.PositiveIntegerField()
+    owner = models.CharField(max_length=200, blank=True, default="")  # a worker's name; "" when free
+    epoch = models.BigIntegerField(default=0)  # + 1 at every change of owner
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["fleet", "shard"], name="kernel_lease_fleet_shard")]
+        ordering = ["fleet", "shard"]
+
+    def __str__(self):
+        return f"{self.fleet}.{self.shard}: {self.owner or 'free'} (epoch {self.epoch})"
+
+
+class KernelWorkerRecord(models.Model):
+    """A kernel worker of a fleet as it last said of itself (every lease renewal): the live ones
+    share the shards; `manage.py kernels`, /readyz and the admin read what it runs from here."""
+
+    fleet = models.CharField(max_length=50)
+    name = models.CharField(max_length=200, unique=True)  # host:pid:random, made at start
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now, db_index=True)
+    draining = models.BooleanField(default=False)  # stopping: takes no shard, hands its own over
+    shards = models.JSONField(default=list)
+    state = models.JSONField(default=dict)  # KernelService.describe(): processes, memory, limits
+
+    class Meta:
+        ordering = ["fleet", "name"]
+
+    def __str__(self):
+        return f"{self.name} ({len(self.shards)} shards)"

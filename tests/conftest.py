@@ -50,7 +50,9 @@ def _flush_by_delete():
     from django.core.management.commands import flush
     from django.db.backends.postgresql.operations import DatabaseOperations
 
-    kept = {"django_content_type", "auth_permission"}
+    # And the kernel fleet's leases and worker records: the session's worker holds its shards
+    # across tests, as a deployment's workers do across requests (kernel/fleet.py).
+    kept = {"django_content_type", "auth_permission", "notebooks_app_kernellease", "notebooks_app_kernelworkerrecord"}
     truncate, post_migrate = DatabaseOperations.sql_flush, flush.emit_post_migrate_signal
 
     def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):

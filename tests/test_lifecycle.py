@@ -27,18 +27,16 @@ from .waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-SHARDS = 2  # in-process consumers send to kernel.0 / kernel.1: this test's worker, not the session's
-
-
 @pytest.fixture
 def lifecycle_worker(settings, live_kernel):
-    """Factory: `start(**environment)` -> a worker on both shards with those settings."""
-    settings.KERNEL_SHARDS = SHARDS
+    """Factory: `start(**environment)` -> a worker of a fleet of this test's own (in-process
+    consumers send to its shards, not the session worker's), with those settings."""
+    settings.KERNEL_FLEET = f"lifecycle{os.getpid()}x{time.monotonic_ns() % 10**6}"
     workers = []
 
     def start(**environment):
-        env = {"KERNEL_SHARDS": str(SHARDS), **{key: str(value) for key, value in environment.items()}}
-        worker = WorkerProcess([f"kernel.{k}" for k in range(SHARDS)], extra_env=env).start()
+        env = {"KERNEL_FLEET": settings.KERNEL_FLEET, **{key: str(value) for key, value in environment.items()}}
+        worker = WorkerProcess([settings.KERNEL_FLEET], extra_env=env).start()
         workers.append(worker)
         return worker
 

@@ -22,10 +22,12 @@ from .edits import EditApplier
 from .event_stream import Encoded, EventStream, gc_paused  # noqa: F401  (Encoded, gc_paused: imported from here)
 from .execution import ExecutionHost, RunnerConfig
 from .inputs import PendingInputs
+from .leases import Fenced
 from .notebook_model import NotebookModel
 from .outputs import cut, untrusted_outputs  # noqa: F401  (untrusted_outputs: imported from here)
 from .package_builds import PackageBuilds
 from .persister import Persister
+from .run_journal import MAX_ATTEMPTS, RUN_TYPES, RunJournal
 from .running import CascadeRunner
 from .statuses import CellStatuses
 
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 # close(): how long the message being handled (a cell running) has to stop once cancelled.
 CLOSE_GRACE = 5.0
 EVICT = "kernel.evict"  # the lifecycle's stop of the execution process, as a job of the queue
+DRAIN = "drain"  # lifecycle cause: the notebook moved to another worker (fleet.py)
 
 
 class NotebookSession:
@@ -48,6 +51,12 @@ class NotebookSession:
         self._load_lock = asyncio.Lock()
         self._queue = asyncio.Queue()
         self._task = None
+        self.journal = RunJournal()  # runs received and not finished, in the database too (run_journal.py)
+        self._journal_task = None
+        self._recovered = []  # runs a previous owner left unfinished, to run first (first load)
+        self._first_load = True
+        self._tasks = set()  # history lines on their way: awaited by close()
+        self.on_fenced = None  # (notebook id) -> None: another worker holds this notebook now
         self.model = NotebookModel()
         self.events = EventStream(publish)
         self.texts = CellTexts(model=self.model, events=self.events, queue_job=self._queue_job, save_job=self._save_text, max_code_bytes=max_code_bytes)
@@ -99,12 +108,46 @@ class NotebookSession:
 
     # --- the queue ----------------------------------------------------------------------------
     def submit(self, message):
-        """Queue a kernel message; they are applied strictly in order."""
+        """Queue a kernel message; they are applied strictly in order.  A run is written in the
+        journal first (run_journal.py): one already seen is not run again."""
         handler = self._handlers.get(message.get("type"))
         if handler is None:
             logger.warning("kernel message of unknown type %s ignored", message.get("type"))
             return
+        if message["type"] in RUN_TYPES and not self.closed:
+            if not self.journal.add(message):
+                logger.info("notebook %s: run %s seen already, not run again", self.notebook_id, message.get("requestId"))
+                return
+            self._save_journal_soon()
         self._queue_job(message["type"], handler, message)
+
+    def resume(self):
+        """Load now (a worker that took the notebook over): the runs its last owner left
+        unfinished start without waiting for a message."""
+        self._queue_job("kernel.resume", self._nothing)
+
+    async def _nothing(self):
+        pass
+
+    def _save_journal_soon(self):
+        """The journal to the store, beside the queue (a run waiting behind a long cascade is in
+        the database within a round trip of its arrival)."""
+        if getattr(self.store, "save_run_journal", None) is None:
+            return
+        if self._journal_task is None or self._journal_task.done():
+            self._journal_task = asyncio.get_running_loop().create_task(self._save_journal())
+
+    async def _save_journal(self):
+        while self.journal.changed and not self.closed:
+            self.journal.changed = False
+            try:
+                await self.store.save_run_journal(self.notebook_id, self.journal.state())
+            except Fenced:
+                await self._fenced()
+                return
+            except Exception:  # noqa: BLE001 - the next change saves it again
+                logger.exception("could not save the run journal of notebook %s", self.notebook_id)
+                return
 
     def _queue_job(self, name, job, *arguments):
         """Queue `job(*arguments)` (a kernel message's handler, or a job of the session's own)."""
@@ -122,8 +165,14 @@ class NotebookSession:
                 if activity:
                     self.execution.touch(busy=True)
                 await self.ensure_loaded()
+                if self._recovered:
+                    self._run_recovered_first((name, job, arguments))
+                    continue
                 if not self.model.gone:
                     await job(*arguments)
+            except Fenced:
+                await self._fenced()
+                return
             except Exception as exc:  # one notebook's failure never kills the worker
                 logger.exception("kernel session %s failed on %s", self.notebook_id, name)
                 self.events.emit({"type": "kernel_error", "message": cut(f"The kernel could not process {name}: {exc}", ERROR_TEXT_LIMIT)})
@@ -135,6 +184,9 @@ class NotebookSession:
                     # up its announcement.
                     await self.events.flush()
                     await self.persister.persist()
+                except Fenced:
+                    await self._fenced()
+                    return
                 except Exception:
                     logger.exception("could not publish or persist notebook %s", self.notebook_id)
                 if self._queue.empty():
@@ -142,10 +194,50 @@ class NotebookSession:
                     # the lifecycle's own stop leaves it be.
                     self.execution.touch(busy=False, clock=activity)
 
-    async def close(self):
+    def _run_recovered_first(self, current):
+        """Runs a previous owner left unfinished go ahead of everything queued, `current` first
+        among the rest (it came after them)."""
+        later = [current]
+        while not self._queue.empty():
+            later.append(self._queue.get_nowait())
+        recovered, self._recovered = self._recovered, []
+        for entry in recovered:
+            message = entry["message"]
+            handler = self._handlers.get(message.get("type"))
+            if handler is not None:
+                logger.info("notebook %s: running %s left unfinished by its previous worker (attempt %d)", self.notebook_id, message.get("type"), entry["attempts"])
+                self._queue.put_nowait((message["type"], handler, (message,)))
+        for item in later:
+            self._queue.put_nowait(item)
+
+    async def _fenced(self):
+        """Another worker holds this notebook now (fleet.py): drop everything, unsaved."""
+        logger.warning("notebook %s: another kernel worker holds it now; this one drops its session without writing", self.notebook_id)
+        await self.abandon()
+        if self.on_fenced is not None:
+            self.on_fenced(self.notebook_id)
+
+    async def abandon(self):
+        """Drop the session without writing or publishing anything: another worker owns the
+        notebook (its writes would be refused anyway).  The execution process is stopped."""
+        if self.closed:
+            return
+        self.closed = True
+        self.texts.cancel_timers()
+        self.persister.closed = True
+        self.events.close()
+        self.packages.close()
+        task, self._task = self._task, None
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        await self.execution.close()
+
+    async def close(self, stop_reason=None):
         """Drop the session: the message being handled is cancelled, typing not saved yet is
         saved and final states persisted, then the execution process goes.  A closed session
-        never writes nor publishes again: every timer is cancelled and the queue refuses jobs."""
+        never writes nor publishes again: every timer is cancelled and the queue refuses jobs.
+        `stop_reason`: the notebook moves to another worker (a hand-over); its pages hear it,
+        results turn stale, and a history line says so."""
         if self.closed:
             return
         self.closed = True
@@ -155,10 +247,20 @@ class NotebookSession:
             task.cancel()
             await asyncio.wait({task}, timeout=CLOSE_GRACE)
         try:
+            if stop_reason and self.loaded and not self.model.gone and self.execution.alive:
+                await self.execution.stop(stop_reason, cause=DRAIN)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=CLOSE_GRACE)
             if self.loaded and not self.model.gone:
                 await self._save_text()
                 await self.persister.persist()
                 await self.events.flush()
+            journal_task = self._journal_task
+            if journal_task is not None and not journal_task.done():
+                await asyncio.wait({journal_task}, timeout=CLOSE_GRACE)
+            if self.journal.changed and getattr(self.store, "save_run_journal", None) is not None:
+                self.journal.changed = False
+                await self.store.save_run_journal(self.notebook_id, self.journal.state())
         except Exception:
             logger.exception("could not save notebook %s while closing its session", self.notebook_id)
         finally:
@@ -197,13 +299,23 @@ class NotebookSession:
     def _kernel_status(self, status):
         """The execution process's state for every page (`kernel_status`, docs/protocol.md), and a
         history line for each stop the lifecycle made."""
-        if self.closed:
+        if self.events.closed:
             return
         self.events.emit({"type": "kernel_status", **status})
         if status["state"] == "stopped" and status.get("cause") not in (None, "restart"):
             record = getattr(self.store, "record_kernel_stop", None)
             if record is not None:
-                asyncio.get_running_loop().create_task(record(self.notebook_id, status["cause"], status["reason"]))
+                task = asyncio.get_running_loop().create_task(self._record_stop(record, status))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _record_stop(self, record, status):
+        try:
+            await record(self.notebook_id, status["cause"], status["reason"])
+        except Fenced:
+            pass  # the next owner's history says the rest
+        except Exception:  # noqa: BLE001 - a history line is not worth a failed stop
+            logger.exception("could not record the kernel stop of notebook %s", self.notebook_id)
 
     def stop_execution(self, reason):
         """Drop the execution process (in order with the cascades): no cell crashed, yet every
@@ -232,11 +344,26 @@ class NotebookSession:
             self._state_announced = False
             await self.execution.configure(RunnerConfig.from_snapshot(snapshot), reason="the notebook's settings changed")
             self.persister.dirty |= self.model.load(snapshot["cells"])
+            if self._first_load and "run_journal" in snapshot:
+                self._recover_runs(snapshot["run_journal"])
+            self._first_load = False
             self.model.files = snapshot.get("files") or []
             self.texts.keep_after_reload()
             self.statuses.refresh_blocked(emit=False)
             await self.execution.forget(previous_ids - set(self.model.cells))
             self.loaded = True
+
+    def _recover_runs(self, stored):
+        """Runs the last owner received and never finished (it died, was paused, or handed the
+        notebook over mid-run) run once here, first; one taken over MAX_ATTEMPTS times is dropped."""
+        for entry in self.journal.load(stored):
+            if entry["attempts"] > MAX_ATTEMPTS:
+                logger.error("notebook %s: dropping a %s its workers never finished in %d attempts", self.notebook_id, entry["message"].get("type"), MAX_ATTEMPTS)
+                self.journal.finish(entry["message"])
+            else:
+                self._recovered.append(entry)
+        if self.journal.changed:
+            self._save_journal_soon()
 
     async def reload(self, request_id=None):
         """Catch up with the database after a missed message, and resync every client.
@@ -308,12 +435,24 @@ class NotebookSession:
         message was sent at and the typing is saved (a run right after typing runs what was typed)."""
 
         async def handler(message):
-            if message.get("revision", -1) > self.revision:
-                await self.reload()
-            await self._save_text()
-            await run(message)
+            try:
+                if message.get("revision", -1) > self.revision:
+                    await self.reload()
+                await self._save_text()
+                await run(message)
+            except (asyncio.CancelledError, Fenced):
+                raise  # not finished here: the journal keeps it for the next owner
+            except Exception:
+                self._finished(message)
+                raise
+            self._finished(message)
 
         return handler
+
+    def _finished(self, message):
+        """A run ended (done, stopped, or failed): never run again, whoever owns the notebook."""
+        self.journal.finish(message)
+        self._save_journal_soon()
 
     def _next_revision(self, apply):
         """A handler that applies a kernel message (`await apply(message)`) only when it is

@@ -16,7 +16,6 @@ import logging
 import os
 import socket
 
-from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -30,9 +29,10 @@ from ..layers import REDIS_ERRORS, Outage, backoff_delays
 from .. import file_store
 from ..models import EVENT_EDITED, EVENT_KERNEL_STOPPED, EVENT_PACKAGES, Cell, Notebook, NotebookEvent, NotebookFile, NotebookSecret, OutputBlob
 from ..secrets import mask_connection_string
-from .addresses import group_name, is_kernel_channel, shard_channels
+from .addresses import group_name
 from .database import DatabasePolicy
 from .environments import Environments, PackageSettings
+from .fleet import Fleet, LeaseTable
 from .lifecycle import OPERATOR, PoolLimits, ProcessPool
 from .runner import Runner
 from .sandbox import Limits, SandboxConfig, probe, running_as_root
@@ -128,8 +128,26 @@ def database_policy():
     return DatabasePolicy(denied_paths=tuple(paths), denied_postgres=tuple(postgres))
 
 
+def notebooks_with_pending_runs():
+    """Ids of the notebooks whose run journal holds a run not finished (run_journal.py)."""
+    return [str(pk) for pk in Notebook.objects.filter(run_journal__pending__0__isnull=False).values_list("pk", flat=True)]
+
+
 class DatabaseStore:
-    """Reads notebooks for a session and writes back final cell states, in batches."""
+    """Reads notebooks for a session and writes back final cell states, in batches.
+
+    Every write is fenced (fleet.py): inside its transaction it checks that this worker still
+    holds the notebook's shard at the epoch it took it with, and raises leases.Fenced if not."""
+
+    def __init__(self):
+        self.fence = None  # notebook id -> (fleet, shard, owner, epoch) or None (embedded): set by the fleet
+
+    def _fenced(self, notebook_id):
+        """In a write's transaction: this worker still owns the notebook (else leases.Fenced)."""
+        if self.fence is not None:
+            args = self.fence(notebook_id)
+            if args is not None:
+                LeaseTable.check(args)
 
     @retried_while_database_down
     def load(self, notebook_id):
@@ -161,6 +179,7 @@ class DatabaseStore:
             "requirements": notebook.requirements or [],
             "requirements_lock": notebook.requirements_lock,
             "egress_allowlist": notebook.egress_allowlist or [],
+            "run_journal": notebook.run_journal or {},
             **self._files(notebook_id),
             "cells": cells,
         }
@@ -189,6 +208,7 @@ class DatabaseStore:
             file_store.check_size(len(data), notebook_id, path)
             sha256, size = file_store.store_bytes(io.BytesIO(data), expected_size=len(data))
             with transaction.atomic():
+                self._fenced(notebook_id)
                 notebook = Notebook.objects.select_for_update().filter(pk=notebook_id).first()
                 if notebook is None:
                     return {"error": "the notebook no longer exists"}
@@ -205,6 +225,7 @@ class DatabaseStore:
         event and one bump of the revision, in one transaction; the new revision, or None if the
         notebook is gone."""
         with transaction.atomic():
+            self._fenced(notebook_id)
             notebook = Notebook.objects.select_for_update().filter(pk=notebook_id).first()
             if notebook is None:
                 return None
@@ -218,21 +239,33 @@ class DatabaseStore:
     def save_lock(self, notebook_id, requirements, lock):
         """The lock of requirements that had none (imported) or whose lock no longer fitted the
         server's packages: bookkeeping, no revision (nothing anyone wrote changed)."""
-        Notebook.objects.filter(pk=notebook_id, requirements=requirements).update(requirements_lock=lock)
+        with transaction.atomic():
+            self._fenced(notebook_id)
+            Notebook.objects.filter(pk=notebook_id, requirements=requirements).update(requirements_lock=lock)
 
     @retried_while_database_down
     def record_kernel_stop(self, notebook_id, cause, reason):
         """A line in the notebook's history for a stop the lifecycle made (idle, evicted, memory,
         drain, operator): no revision, nothing anyone wrote changed."""
-        notebook = Notebook.objects.filter(pk=notebook_id).only("id").first()
-        if notebook is not None:
-            NotebookEvent.objects.record(notebook, None, EVENT_KERNEL_STOPPED, after={"cause": cause, "reason": reason})
+        with transaction.atomic():
+            self._fenced(notebook_id)
+            notebook = Notebook.objects.filter(pk=notebook_id).only("id").first()
+            if notebook is not None:
+                NotebookEvent.objects.record(notebook, None, EVENT_KERNEL_STOPPED, after={"cause": cause, "reason": reason})
+
+    @retried_while_database_down
+    def save_run_journal(self, notebook_id, journal):
+        """The runs received and not finished (run_journal.py): bookkeeping, no revision."""
+        with transaction.atomic():
+            self._fenced(notebook_id)
+            Notebook.objects.filter(pk=notebook_id).update(run_journal=journal)
 
     @database_sync_to_async
     def save_blobs(self, notebook_id, cell_id, blobs):
         """Store a cell's large outputs (`blobs`: digest, mimeType, data) and drop the ones its
         new outputs no longer use, in one transaction; a cell deleted meanwhile stores none."""
         with transaction.atomic():
+            self._fenced(notebook_id)
             if not Cell.objects.filter(pk=cell_id, notebook_id=notebook_id).exists():
                 return
             digests = [blob["digest"] for blob in blobs]
@@ -248,6 +281,7 @@ class DatabaseStore:
         ids)), its history events (an edit per typist, coalesced like any edit) and one bump of
         the notebook's revision, in one transaction; the new revision, or None if it is gone."""
         with transaction.atomic():
+            self._fenced(notebook_id)
             notebook = Notebook.objects.select_for_update().filter(pk=notebook_id).first()
             if notebook is None:
                 return None
@@ -276,6 +310,7 @@ class DatabaseStore:
             for cell_id, (state, generation, key) in texts.items()
         ]
         with transaction.atomic(), connection.cursor() as cursor:
+            self._fenced(notebook_id)
             cursor.executemany(sql, params)
 
     def output_url(self, notebook_id, digest):
@@ -328,6 +363,7 @@ class DatabaseStore:
         sql = f"UPDATE {quote(Cell._meta.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in fields)} WHERE {quote(Cell._meta.pk.column)} = %s"
         params = [[f.get_db_prep_save(row[f.name], connection) for f in fields] + [Cell._meta.pk.get_db_prep_save(row["id"], connection)] for row in rows]
         with transaction.atomic(), connection.cursor() as cursor:
+            self._fenced(notebook_id)
             cursor.executemany(sql, params)
 
 
@@ -347,6 +383,7 @@ class KernelService:
         self._housekeeping = None
         self.pool = ProcessPool(pool_limits())
         self.started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.fleet = None  # fleet.Fleet once this worker serves shards
 
     async def _collect_environments(self):
         """Every hour: environments no notebook's lock names, unused for ENVIRONMENTS_GC_HOURS, go."""
@@ -385,6 +422,7 @@ class KernelService:
                 max_code_bytes=settings.MAX_CODE_BYTES,
                 pool=self.pool,
             )
+            session.on_fenced = self._fenced
             self.sessions[notebook_id] = session
         return session
 
@@ -396,6 +434,11 @@ class KernelService:
         separate frames or as one `batch` frame to a client that asked for batches
         (docs/protocol.md).
         """
+        if self.fleet is not None and not self.fleet.may_act(notebook_id):
+            # This worker may have lost the notebook (a pause, a partition): nothing goes out until
+            # a renewal says it still holds it; then its clients get a fresh state (lease_renewed).
+            self._unannounced.add(str(notebook_id))
+            return
         event = {"type": "notebook.event", "texts": [e.text if type(e) is Encoded else protocol.dumps(e) for e in events]}
         try:
             if target is None:
@@ -423,6 +466,48 @@ class KernelService:
             session = self.sessions.get(notebook_id)
             if session is not None:
                 await self._guard(session.announce_state(), notebook_id)
+
+    # --- the fleet (fleet.py) ----------------------------------------------------------------
+    def join(self, fleet):
+        """`fleet` decides which notebooks this worker serves; every write is fenced by it."""
+        self.fleet = fleet
+        self.store.fence = fleet.fence
+
+    def _fenced(self, notebook_id):
+        """A session found another worker owns its notebook: forget it (it dropped itself)."""
+        self.sessions.pop(str(notebook_id), None)
+
+    async def drop_shard(self, shard, *, save, reason=None):
+        """The sessions of a shard this worker no longer serves: closed with their state saved
+        (`save`: a hand-over, `reason` said to their pages) or abandoned (lost to another)."""
+        gone = [nid for nid in self.sessions if self.fleet.shard(nid) == shard]
+        for notebook_id in gone:
+            session = self.sessions.pop(notebook_id)
+            self._unannounced.discard(notebook_id)
+            if save:
+                await self._guard(session.close(stop_reason=reason), notebook_id)
+            else:
+                await self._guard(session.abandon(), notebook_id)
+
+    async def resume_shards(self, shards):
+        """Shards just taken: their notebooks with runs the last owner never finished are loaded
+        now and run them (nothing else would wake them: no message may come)."""
+        try:
+            pending = await database_sync_to_async(notebooks_with_pending_runs)()
+        except DATABASE_DOWN:
+            return  # their next message loads them and runs what is pending
+        for notebook_id in pending:
+            if self.fleet.shard(notebook_id) in shards:
+                self.session(notebook_id).resume()
+
+    def lease_renewed(self):
+        """The leases were renewed: notebooks whose events were held back while this worker was
+        unsure of them get a fresh state (those it lost are dropped by then)."""
+        held = [nid for nid in self._unannounced if nid in self.sessions and self.fleet.may_act(nid)]
+        if held and (self._recovery is None or self._recovery.done()):
+            for notebook_id in held:
+                self._unannounced.discard(notebook_id)
+                asyncio.get_running_loop().create_task(self._guard(self.sessions[notebook_id].announce_state(), notebook_id))
 
     def submit(self, message):
         """Route one kernel message; never blocks and never raises."""
@@ -470,6 +555,7 @@ class KernelService:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": self.started,
+            "fleet": self.fleet.describe() if self.fleet is not None else None,
             "processes": processes,
             "live": sum(1 for p in processes if not p.get("pending")),
             "pending": sum(1 for p in processes if p.get("pending")),
@@ -533,50 +619,46 @@ def report_sandbox():
         logger.info("cells run sandboxed (bubblewrap, %s, network %s)", mode, config.network)
 
 
-class KernelConsumer(AsyncConsumer):
-    """Receives kernel.* messages on the kernel channel(s) and hands them to the service."""
-
-    async def dispatch(self, message):
-        get_service().submit(message)
+def fleet_for(service, layer, *, embedded=False):
+    """This process's part of the fleet of settings.KERNEL_FLEET (fleet.py)."""
+    return Fleet(service, layer, fleet=settings.KERNEL_FLEET, shards=settings.KERNEL_VSHARDS, lease_seconds=settings.KERNEL_LEASE_SECONDS, embedded=embedded)
 
 
-class KernelChannelRouter:
-    """Routes `kernel` and every shard channel `kernel.<k>` to the kernel worker.
-
-    Any shard name is accepted, so `runworker kernel.3` works whatever this
-    process's KERNEL_SHARDS says; which shard a notebook uses is decided by the
-    sender (kernel_client.kernel_channel).
-    """
-
-    def __init__(self):
-        self.consumer = KernelConsumer.as_asgi()
-
-    async def __call__(self, scope, receive, send):
-        channel = scope.get("channel", "")
-        if not is_kernel_channel(channel):
-            raise ValueError(f"no route for channel {channel!r}")
-        return await self.consumer(scope, receive, send)
+async def run_worker(stop, ready=None):
+    """`manage.py runworker kernel`: join the fleet, serve this worker's share of its shards
+    until `stop` (an asyncio.Event: SIGTERM or SIGINT) is set, then hand every shard over.
+    `ready()` once its first share is taken."""
+    service = get_service()
+    fleet = fleet_for(service, get_channel_layer())
+    service.join(fleet)
+    await fleet.start()
+    if ready is not None:
+        ready()
+    logger.info("kernel worker %s serves fleet %s (%d shards, leases of %g s)", fleet.name, fleet.fleet, fleet.shards, fleet.lease_seconds)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("kernel worker %s stopping: handing its shards over", fleet.name)
+        await fleet.drain()
+        await service.close()
 
 
 _embedded_task = None
 
 
 def ensure_embedded_worker():
-    """Embedded default: run the kernel worker on the server's own event loop.
-
-    Daphne has no ASGI lifespan, so the first WebSocket connection starts it;
-    the guard makes that happen once per process.
-    """
+    """Embedded default: the kernel worker on the server's own event loop, holding every shard
+    (no leases: it is the only one).  Daphne has no ASGI lifespan, so the first WebSocket
+    connection starts it; the guard makes that happen once per process."""
     global _embedded_task
     if _embedded_task is not None and not _embedded_task.done():
         return
-    from channels.worker import Worker
-
-    channels = shard_channels(settings.KERNEL_SHARDS)
-    worker = Worker(application=KernelChannelRouter(), channels=channels, channel_layer=get_channel_layer())
-    _embedded_task = asyncio.get_running_loop().create_task(worker.arun(), name="embedded-kernel-worker")
+    service = get_service()
+    fleet = fleet_for(service, get_channel_layer(), embedded=True)
+    service.join(fleet)
+    _embedded_task = asyncio.get_running_loop().create_task(fleet.start(), name="embedded-kernel-worker")
     _embedded_task.add_done_callback(_log_embedded_exit)
-    logger.info("embedded kernel worker started on %s", ", ".join(channels))
+    logger.info("embedded kernel worker started (%d shards)", fleet.shards)
 
 
 def _log_embedded_exit(task):

@@ -2,10 +2,10 @@
 (who started it, idle time, memory, busy or pending), and `--stop NOTEBOOK` to stop one
 (docs/operations.md#kernel-lifecycle).
 
-It asks each shard's worker over the channel layer (the `kernel.ping` of /readyz), so it sees what
-the workers hold now, wherever they run; the embedded default has no worker to ask from here.
+It reads what every worker of the fleet said of itself at its last lease renewal (a third of
+KERNEL_LEASE_SECONDS ago at most: models.KernelWorkerRecord), wherever it runs; the embedded
+default has no worker to ask from here.
 """
-import asyncio
 import json
 import uuid
 
@@ -14,10 +14,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from notebooks_app import kernel_client
-from notebooks_app.health import kernel_shard
+from notebooks_app.health import fleet_summary
 from notebooks_app.models import Notebook
-
-ASK_TIMEOUT = 5.0
 
 
 class Command(BaseCommand):
@@ -33,11 +31,11 @@ class Command(BaseCommand):
             raise CommandError("the kernel runs inside the server in the embedded default (no REDIS_URL): there is no worker to ask from here")
         if stop:
             return self._stop(stop, reason)
-        workers = async_to_sync(self._ask)()
+        status = fleet_summary()
         if json:
-            self.stdout.write(_json(workers))
+            self.stdout.write(_json(status))
             return
-        self._print(workers)
+        self._print(status)
 
     def _stop(self, notebook_id, reason):
         try:
@@ -51,37 +49,33 @@ class Command(BaseCommand):
         async_to_sync(kernel_client.send)(notebook_id, {"type": "kernel.stop_process", "notebook": str(notebook_id), "reason": reason.strip()})
         self.stdout.write(f"asked the worker of {kernel_client.kernel_channel(notebook_id)} to stop notebook {notebook_id}'s kernel")
 
-    async def _ask(self):
-        channels = kernel_client.shard_channels()
-        answers = await asyncio.gather(*(kernel_shard(channel, ASK_TIMEOUT) for channel in channels), return_exceptions=True)
-        return {channel: (answer if not isinstance(answer, BaseException) else {"error": f"no answer within {ASK_TIMEOUT:g} s" if isinstance(answer, asyncio.TimeoutError) else str(answer)}) for channel, answer in zip(channels, answers)}
-
-    def _print(self, workers):
-        ids = {p["notebook"] for worker in workers.values() for p in worker.get("processes", ())}
-        names = dict(Notebook.objects.filter(pk__in=ids).values_list("id", "name"))
-        names = {str(key): value for key, value in names.items()}
+    def _print(self, status):
+        workers = status["workers"]
+        ids = {p["notebook"] for worker in workers for p in (worker["state"] or {}).get("processes", ())}
+        names = {str(key): value for key, value in Notebook.objects.filter(pk__in=ids).values_list("id", "name")}
         write = self.stdout.write
-        for channel, worker in workers.items():
-            if "error" in worker:
-                write(f"{channel}: {worker['error']}")
-                continue
-            limits = worker["limits"]
+        fleet = settings.KERNEL_FLEET
+        uncovered = status["uncovered"]
+        write(f"fleet {fleet}: {settings.KERNEL_VSHARDS} shards, {sum(w['live'] for w in workers)} live worker(s)" + (f", {len(uncovered)} shard(s) with no live worker: {', '.join(map(str, uncovered))}" if uncovered else ""))
+        for worker in workers:
+            state = worker["state"] or {}
+            limits = state.get("limits") or {}
+            alive = "live" if worker["live"] else "NOT RENEWING"
             write(
-                f"{channel}: worker {worker['host']}:{worker['pid']} since {worker['started']}, "
-                f"{worker['live']} running (cap {limits['max_processes']}, {limits['user_max'] or 'no'} per person), "
-                f"{worker['pending']} pending, {worker['memory_mb']:,.0f} MB (stops idle ones over {limits['memory_high_mb']:,} MB), "
-                f"idle stop after {limits['idle_minutes']:g} min"
+                f"{worker['name']} ({alive}{', draining' if worker['draining'] else ''}): renewed {worker['heartbeat_at']:%H:%M:%S}, "
+                f"{len(worker['shards'])} shard(s), {state.get('live', 0)} running (cap {limits.get('max_processes', '?')}, "
+                f"{limits.get('user_max') or 'no'} per person), {state.get('pending', 0)} pending, {state.get('memory_mb', 0):,.0f} MB"
             )
-            if not worker["processes"]:
-                write("  no execution processes")
-            for process in worker["processes"]:
+            if not worker["live"]:
+                continue
+            for process in state.get("processes") or ():
                 name = names.get(process["notebook"], "?")
                 if process.get("pending"):
                     write(f"  {process['notebook']}  {name!r}  pending  started by {process['user'] or '-'}")
                     continue
-                state = "busy" if process["busy"] else f"idle {process['idle']:.0f} s"
-                write(f"  {process['notebook']}  {name!r}  {state}  {process['rss_mb']:,.0f} MB  started by {process['user'] or '-'}  pid {process['pid']}")
+                busy = "busy" if process["busy"] else f"idle {process['idle']:.0f} s"
+                write(f"  {process['notebook']}  {name!r}  {busy}  {process['rss_mb']:,.0f} MB  started by {process['user'] or '-'}  pid {process['pid']}")
 
 
-def _json(workers):
-    return json.dumps(workers, indent=2, sort_keys=True)
+def _json(status):
+    return json.dumps(status, indent=2, sort_keys=True, default=str)
