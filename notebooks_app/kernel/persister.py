@@ -15,12 +15,13 @@ PERSIST_INTERVAL = 1.0
 
 
 class Persister:
-    def __init__(self, notebook_id, *, store, model, texts, events):
+    def __init__(self, notebook_id, *, store, model, texts, events, journal=None):
         self.notebook_id = notebook_id
         self.store = store
         self.model = model
         self.texts = texts
         self.events = events
+        self.journal = journal  # run_journal.RunJournal: a change of it goes in the same write as the rows
         self.dirty = set()  # cells whose persisted fields may differ from the stored ones
         self.closed = False
         self._last = time.monotonic()
@@ -44,11 +45,18 @@ class Persister:
         self._last = time.monotonic()
         if self.closed or self.model.gone:
             return
-        if changed:
+        journal = None
+        if self.journal is not None and self.journal.changed and getattr(self.store, "save_run_journal", None) is not None:
+            journal, self.journal.changed = self.journal.state(), False
+        if changed or journal is not None:
             # Under the events' lock: the 10 ms flush timer must not announce a final state
             # while it is being written (a client that sees it and reloads must find it).
             async with self.events.lock:
-                await self.store.persist(self.notebook_id, [cell.to_row(fields) for cell, fields in changed])
+                rows = [cell.to_row(fields) for cell, fields in changed]
+                if journal is None:
+                    await self.store.persist(self.notebook_id, rows)
+                else:
+                    await self.store.persist(self.notebook_id, rows, journal=journal)
             for cell, fields in changed:
                 cell.saved = fields
         states = self.texts.take_states_to_save()

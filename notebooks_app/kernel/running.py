@@ -42,6 +42,9 @@ class CascadeRunner:
         self.cancelled = False  # Stop was pressed: the rest of the cascade does not run
         self.redactor = Redactor()  # the secrets of the process the cascade runs in (run())
         self._streams = {}  # cell id -> its stdout as it streams, redacted (outputs.RedactedStream)
+        # () -> None, set by the session for the run of a message: called just before the
+        # cascade's final write, so the message's journal entry ends in that same write.
+        self.finishing = None
 
     async def run_cell(self, cell_id, by=None):
         """Run one cell on purpose: if it crashed the execution process it gets its chance again,
@@ -102,6 +105,9 @@ class CascadeRunner:
         for rest in runnable[index:]:
             set_status(rest, STATUS_STALE)
         self.cancelled = False
+        finished, self.finishing = self.finishing, None
+        if finished is not None:
+            finished()  # the run's journal entry goes in the same write as its results
         await self.persister.persist()
         await self.events.flush()
 

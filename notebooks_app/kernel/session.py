@@ -51,7 +51,6 @@ class NotebookSession:
         self._load_lock = asyncio.Lock()
         self._queue = asyncio.Queue()
         self._task = None
-        self.journal = RunJournal()  # runs received and not finished, in the database too (run_journal.py)
         self._journal_task = None
         self._recovered = []  # runs a previous owner left unfinished, to run first (first load)
         self._first_load = True
@@ -60,7 +59,8 @@ class NotebookSession:
         self.model = NotebookModel()
         self.events = EventStream(publish)
         self.texts = CellTexts(model=self.model, events=self.events, queue_job=self._queue_job, save_job=self._save_text, max_code_bytes=max_code_bytes)
-        self.persister = Persister(self.notebook_id, store=store, model=self.model, texts=self.texts, events=self.events)
+        self.journal = RunJournal()  # runs received and not finished, in the database too (run_journal.py)
+        self.persister = Persister(self.notebook_id, store=store, model=self.model, texts=self.texts, events=self.events, journal=self.journal)
         self.statuses = CellStatuses(model=self.model, events=self.events, persister=self.persister)
         self.packages = PackageBuilds(self.notebook_id, environments=environments, store=store, events=self.events, on_built=self._packages_built)
         self.execution = ExecutionHost(
@@ -439,13 +439,16 @@ class NotebookSession:
                 if message.get("revision", -1) > self.revision:
                     await self.reload()
                 await self._save_text()
+                self.cascades.finishing = lambda: self.journal.finish(message)
                 await run(message)
             except (asyncio.CancelledError, Fenced):
                 raise  # not finished here: the journal keeps it for the next owner
             except Exception:
                 self._finished(message)
                 raise
-            self._finished(message)
+            finally:
+                self.cascades.finishing = None
+            self._finished(message)  # (done already with the results, unless nothing ran)
 
         return handler
 

@@ -351,7 +351,7 @@ class DatabaseStore:
         return tuple(pairs), listing
 
     @retried_while_database_down
-    def persist(self, notebook_id, rows):
+    def persist(self, notebook_id, rows, journal=None):
         """Final states as one executemany of a plain UPDATE (psycopg 3 pipelines it into one
         round trip); rows of cells deleted meanwhile simply match nothing.
 
@@ -364,7 +364,10 @@ class DatabaseStore:
         params = [[f.get_db_prep_save(row[f.name], connection) for f in fields] + [Cell._meta.pk.get_db_prep_save(row["id"], connection)] for row in rows]
         with transaction.atomic(), connection.cursor() as cursor:
             self._fenced(notebook_id)
-            cursor.executemany(sql, params)
+            if params:
+                cursor.executemany(sql, params)
+            if journal is not None:  # the runs these results end, in the same transaction
+                Notebook.objects.filter(pk=notebook_id).update(run_journal=journal)
 
 
 class KernelService:
