@@ -259,10 +259,34 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 #   socket that misses an event (its process lost Redis) sees a `seq` gap and resyncs.
 EVENTS_CHANNEL_LAYER = "events"
 REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
+# Redis behind Sentinel (docs/operations.md, "Several hosts"): the sentinels ("host:port,...") and
+# the name they monitor; the layers ask them for the current master (channels-redis's sentinel
+# hosts) and follow a failover. REDIS_URL is then only a database number and password, if any
+# ("redis://:password@/0"): its host is not used.
+REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "mymaster")
+
+
+def _sentinel_hosts():
+    from urllib.parse import urlsplit
+
+    sentinels = []
+    for entry in REDIS_SENTINELS:
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit():
+            raise ImproperlyConfigured(f"REDIS_SENTINELS takes host:port entries separated by commas, not {entry!r}")
+        sentinels.append((host, int(port)))
+    url = urlsplit(REDIS_URL or "redis:///0")
+    master = {"master_name": REDIS_SENTINEL_MASTER, "sentinels": sentinels, "socket_timeout": None, "db": int((url.path or "/0").strip("/") or 0)}
+    if url.password:
+        master["password"] = url.password
+    return [master]
+
+
+if REDIS_URL or REDIS_SENTINELS:
     # redis-py 8 reads with a 5 s socket timeout by default, which kills channels-redis's
     # idle 5 s BZPOPMIN (django/channels_redis#422).
-    _redis_hosts = [{"address": REDIS_URL, "socket_timeout": None}]
+    _redis_hosts = _sentinel_hosts() if REDIS_SENTINELS else [{"address": REDIS_URL, "socket_timeout": None}]
     CHANNEL_LAYERS = {
         "default": {
             # channels-redis's layers, made to survive a Redis restart (notebooks_app/layers.py).
@@ -295,7 +319,7 @@ EARLY_FIRST_SOCKETS = env_int("EARLY_FIRST_SOCKETS", 128)
 
 # The kernel worker runs inside the server process when there is no Redis
 # (embedded default); with Redis it runs as `manage.py runworker kernel`.
-KERNEL_EMBEDDED = env_bool("KERNEL_EMBEDDED", default=not REDIS_URL)
+KERNEL_EMBEDDED = env_bool("KERNEL_EMBEDDED", default=not (REDIS_URL or REDIS_SENTINELS))
 # create_cell / delete_cell on PostgreSQL run on the event loop over a connection of its own
 # (notebooks_app/edit_lane.py) instead of hopping to the ORM thread; off: always the thread.
 EDIT_LANE = env_bool("EDIT_LANE", default=True)
@@ -310,6 +334,9 @@ KERNEL_VSHARDS = env_int("KERNEL_VSHARDS", 32)
 KERNEL_LEASE_SECONDS = env_float("KERNEL_LEASE_SECONDS", 5.0)
 if not 1 <= KERNEL_VSHARDS <= 1024 or KERNEL_LEASE_SECONDS < 1:
     raise ImproperlyConfigured("KERNEL_VSHARDS must be 1 to 1024 and KERNEL_LEASE_SECONDS at least 1")
+# The kernel worker ends a PostgreSQL transaction left idle a third of the lease time (fleet.py),
+# set through libpq's startup `options`; off behind a pooler that refuses them (then set its own).
+DATABASE_STARTUP_OPTIONS = env_bool("DATABASE_STARTUP_OPTIONS", default=True)
 if os.environ.get("KERNEL_SHARDS", "1").strip() not in ("", "1"):  # 1 was the old default: it changes nothing
     raise ImproperlyConfigured(
         "KERNEL_SHARDS is gone: workers now share KERNEL_VSHARDS virtual shards through leases, so start any number of "

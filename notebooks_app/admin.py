@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
 from . import kernel_client
-from .models import Cell, Membership, Notebook, NotebookEvent, NotebookSecret, NotebookVersion
+from .models import Cell, KernelLease, KernelWorkerRecord, Membership, Notebook, NotebookEvent, NotebookSecret, NotebookVersion
 
 
 def render_outputs(cell):
@@ -199,3 +199,55 @@ class NotebookSecretAdmin(ReadOnlyAdmin):
     search_fields = ["name", "notebook__name"]
     list_select_related = ["notebook", "updated_by"]
     fields = ["notebook", "name", "updated_by", "updated_at"]
+
+
+@admin.register(KernelWorkerRecord)
+class KernelWorkerRecordAdmin(ReadOnlyAdmin):
+    """The kernel fleet's workers as each said of itself at its last lease renewal (kernel/fleet.py):
+    its shards, its execution processes and their memory. `manage.py kernels` prints the same."""
+
+    list_display = ["name", "fleet", "heartbeat_at", "live", "draining", "shard_count", "processes", "pending", "memory_mb"]
+    list_filter = ["fleet", "draining"]
+    search_fields = ["name", "host"]
+    fields = ["name", "fleet", "host", "pid", "started_at", "heartbeat_at", "draining", "shards", "running"]
+    readonly_fields = ["running"]
+
+    @admin.display(boolean=True, description="renewing")
+    def live(self, record):
+        from django.conf import settings
+        from django.utils import timezone
+
+        return (timezone.now() - record.heartbeat_at).total_seconds() < settings.KERNEL_LEASE_SECONDS
+
+    @admin.display(description="shards")
+    def shard_count(self, record):
+        return len(record.shards or ())
+
+    @admin.display(description="running")
+    def processes(self, record):
+        return (record.state or {}).get("live", 0)
+
+    @admin.display(description="pending")
+    def pending(self, record):
+        return (record.state or {}).get("pending", 0)
+
+    @admin.display(description="memory (MB)")
+    def memory_mb(self, record):
+        return (record.state or {}).get("memory_mb", 0)
+
+    @admin.display(description="execution processes")
+    def running(self, record):
+        rows = (record.state or {}).get("processes") or []
+        return format_html_join(
+            "\n", "<div><code>{}</code> {} {}, {} MB, started by {}</div>",
+            ((p["notebook"], "pending" if p.get("pending") else ("busy" if p.get("busy") else "idle"), "" if p.get("pending") else f"{p.get('idle', 0):.0f} s idle", p.get("rss_mb", 0), p.get("user") or "-") for p in rows),
+        ) or "none"
+
+
+@admin.register(KernelLease)
+class KernelLeaseAdmin(ReadOnlyAdmin):
+    """Which worker holds each virtual shard, at which epoch, until when (kernel/fleet.py)."""
+
+    list_display = ["fleet", "shard", "owner", "epoch", "expires_at"]
+    list_filter = ["fleet", "owner"]
+    ordering = ["fleet", "shard"]

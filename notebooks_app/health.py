@@ -38,11 +38,18 @@ async def _database():
 
 
 async def _redis():
-    if not settings.REDIS_URL:
+    if not (settings.REDIS_URL or settings.REDIS_SENTINELS):
         return
     from redis import asyncio as aioredis
 
-    client = aioredis.from_url(settings.REDIS_URL, socket_connect_timeout=READY_TIMEOUT, socket_timeout=READY_TIMEOUT)
+    if settings.REDIS_SENTINELS:  # the master the sentinels name now (settings._sentinel_hosts)
+        from redis.asyncio.sentinel import Sentinel
+
+        host = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]
+        sentinel = Sentinel(host["sentinels"], socket_timeout=READY_TIMEOUT, socket_connect_timeout=READY_TIMEOUT)
+        client = sentinel.master_for(host["master_name"], db=host.get("db", 0), password=host.get("password"), socket_timeout=READY_TIMEOUT, socket_connect_timeout=READY_TIMEOUT)
+    else:
+        client = aioredis.from_url(settings.REDIS_URL, socket_connect_timeout=READY_TIMEOUT, socket_timeout=READY_TIMEOUT)
     try:
         await asyncio.wait_for(client.ping(), READY_TIMEOUT)
     finally:

@@ -47,3 +47,24 @@ def test_cell_admin_page_loads_read_only(admin_client, notebook):
     response = admin_client.get(f"/admin/notebooks_app/cell/{cell.pk}/change/")
     assert response.status_code == 200
     assert admin_client.post(f"/admin/notebooks_app/cell/{cell.pk}/change/", {"code": "x = 2"}).status_code == 403
+
+
+def test_the_kernel_fleet_is_shown_read_only(admin_client):
+    """Each worker's shards, execution processes, memory and last renewal; each shard's lease."""
+    from django.utils import timezone
+
+    from notebooks_app.models import KernelLease, KernelWorkerRecord
+
+    state = {"live": 1, "pending": 1, "memory_mb": 61.5, "processes": [
+        {"notebook": "8a1f0000-0000-0000-0000-000000000000", "user": "ann", "idle": 12.0, "busy": False, "rss_mb": 61.5, "pid": 5120},
+        {"notebook": "91d20000-0000-0000-0000-000000000000", "user": "bob", "pending": True},
+    ]}
+    record = KernelWorkerRecord.objects.create(fleet="admin-test", name="host-1:4121:abc", host="host-1", pid=4121, heartbeat_at=timezone.now(), shards=[0, 1, 2], state=state)
+    KernelLease.objects.create(fleet="admin-test", shard=0, owner=record.name, epoch=3, expires_at=timezone.now())
+    listing = admin_client.get("/admin/notebooks_app/kernelworkerrecord/").content.decode()
+    assert "host-1:4121:abc" in listing and "61.5" in listing
+    page = admin_client.get(f"/admin/notebooks_app/kernelworkerrecord/{record.pk}/change/").content.decode()
+    assert "8a1f0000-0000-0000-0000-000000000000" in page and "started by ann" in page and "pending" in page
+    assert 'name="_save"' not in page  # read only
+    leases = admin_client.get("/admin/notebooks_app/kernellease/?fleet=admin-test").content.decode()
+    assert "host-1:4121:abc" in leases

@@ -50,7 +50,7 @@ def bound_idle_transactions():
     from django.db import connections
 
     wrapper = connections["default"]
-    if wrapper.vendor != "postgresql":
+    if wrapper.vendor != "postgresql" or not settings.DATABASE_STARTUP_OPTIONS:
         return
     milliseconds = max(1000, int(settings.KERNEL_LEASE_SECONDS * 1000 / 3))
     options = wrapper.settings_dict.setdefault("OPTIONS", {})
