@@ -110,6 +110,11 @@ class ExecutionHost:
         self.status = status
         self._on_status(status)
 
+    def lost(self, reason):
+        """The process died with another worker (a failover): nothing ran here yet."""
+        logger.warning("notebook %s: %s", self.notebook_id, reason)
+        self._announce({"state": "stopped", "cause": "failover", "reason": reason, "at": _now()})
+
     def pending(self, info):
         """The pool's word while this start waits for a place ({position, reason}), or None."""
         if info is not None:

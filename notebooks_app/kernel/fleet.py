@@ -25,8 +25,10 @@ The embedded default (no Redis) has one worker in the server process, which hold
 without leases.  This module and worker.py are the only ones under kernel/ that import Django.
 """
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
+import functools
 import logging
 import math
 import os
@@ -34,7 +36,6 @@ import secrets
 import socket
 import time
 
-from channels.db import database_sync_to_async
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
@@ -83,9 +84,10 @@ class LeaseTable:
         return still, live
 
     def acquire(self, name, count):
-        """Up to `count` free or expired shards for `name`: {shard: new epoch}."""
+        """Up to `count` free or expired shards for `name`: ({shard: new epoch}, {shard: the
+        owner whose lease expired}: a worker that stopped renewing, not one that handed over)."""
         if count <= 0:
-            return {}
+            return {}, {}
         self.setup()  # rows deleted by hand are made again (a no-op when all are there)
         with transaction.atomic():
             free = list(
@@ -93,12 +95,19 @@ class LeaseTable:
                 .filter(fleet=self.fleet)
                 .filter(Q(owner="") | Q(expires_at__isnull=True) | Q(expires_at__lt=Now()))
                 .order_by("shard")
-                .values_list("pk", flat=True)[:count]
+                .values_list("pk", "shard", "owner")[:count]
             )
             if not free:
-                return {}
-            KernelLease.objects.filter(pk__in=free).update(owner=name, epoch=F("epoch") + 1, expires_at=self._in(self.lease))
-            return dict(KernelLease.objects.filter(pk__in=free).values_list("shard", "epoch"))
+                return {}, {}
+            ids = [pk for pk, _, _ in free]
+            KernelLease.objects.filter(pk__in=ids).update(owner=name, epoch=F("epoch") + 1, expires_at=self._in(self.lease))
+            return dict(KernelLease.objects.filter(pk__in=ids).values_list("shard", "epoch")), {shard: owner for _, shard, owner in free if owner and owner != name}
+
+    def last_words(self, names):
+        """What workers said of themselves last ({name: {host, pid, processes}}): a dead one's
+        execution processes, whose notebooks lost their namespaces with it."""
+        rows = KernelWorkerRecord.objects.filter(name__in=list(names)).values("name", "host", "pid", "state")
+        return {row["name"]: {"host": row["host"], "pid": row["pid"], "processes": (row["state"] or {}).get("processes") or []} for row in rows}
 
     def release(self, name, shard, epoch):
         """Free a shard this worker handed over: the next owner need not wait for it to expire."""
@@ -165,6 +174,7 @@ class Fleet:
         self.last_renewal = None
         self._task = None
         self._control = None
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{fleet}-leases")
 
     # --- what the worker asks ---------------------------------------------------------------------
     def shard(self, notebook_id):
@@ -213,7 +223,17 @@ class Fleet:
                 logger.exception("lease renewal of %s failed", self.name)
 
     async def _db(self, func, *args, **kwargs):
-        return await database_sync_to_async(func)(*args, **kwargs)
+        """`func` on the fleet's own thread and database connection: a renewal must not wait
+        behind the sessions' work on the ORM thread (a 10,000-cell notebook loads for seconds),
+        or a busy worker would lose its leases."""
+        def call():
+            try:
+                return func(*args, **kwargs)
+            except DATABASE_DOWN:
+                connection.close()  # this thread's connection: the next call connects afresh
+                raise
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, functools.partial(call))
 
     async def tick(self):
         """Renew, learn what was lost, take or give shards toward this worker's fair share."""
@@ -239,12 +259,15 @@ class Fleet:
         self.service.lease_renewed()
         target = 0 if self.draining else math.ceil(self.shards / max(1, live))
         if len(self.held) < target:
-            taken = await self._db(self.table.acquire, self.name, target - len(self.held))
+            taken, expired = await self._db(self.table.acquire, self.name, target - len(self.held))
             for shard, epoch in taken.items():
                 self.valid_until[shard] = began + self.lease_seconds * 0.8
                 self._gained(shard, epoch)
             if taken:
                 logger.info("kernel worker %s took shard(s) %s of %s (%d live workers)", self.name, ",".join(map(str, sorted(taken))), self.fleet, live)
+            if expired:
+                await self._failed_over(expired)
+            if taken:
                 await self.service.resume_shards(set(taken))
         elif len(self.held) > target and not self.draining:
             extra = sorted(self.held)[target:]
@@ -253,6 +276,23 @@ class Fleet:
                 # Beside the renewals: closing sessions may take seconds (a running cell's grace),
                 # and the leases this worker keeps must not expire meanwhile.
                 self._handing = asyncio.get_running_loop().create_task(self._hand_over(*extra), name=f"{self.fleet}-hand-over")
+
+    async def _failed_over(self, expired):
+        """Shards taken from workers that stopped renewing: their notebooks' execution processes
+        died with them, which their pages and history hear when each is next loaded here."""
+        try:
+            words = await self._db(self.table.last_words, set(expired.values()))
+        except DATABASE_DOWN:
+            words = {}
+        for owner in set(expired.values()):
+            shards = {shard for shard, previous in expired.items() if previous == owner}
+            said = words.get(owner) or {"host": owner.split(":")[0], "pid": "?", "processes": []}
+            logger.warning("kernel worker %s took shard(s) %s over from %s, which stopped renewing its leases", self.name, ",".join(map(str, sorted(shards))), owner)
+            reason = f"Kernel stopped: its kernel worker ({said['host']}, pid {said['pid']}) stopped answering and another took the notebook over; the next run starts it and reruns what that cell needs"
+            self.service.shards_orphaned(shards, reason)
+            for process in said["processes"]:
+                if not process.get("pending") and self.shard(process["notebook"]) in shards:
+                    self.service.session(process["notebook"]).resume()  # heard now, not at its next message
 
     def _gained(self, shard, epoch):
         self.held[shard] = epoch

@@ -45,18 +45,18 @@ class Persister:
         self._last = time.monotonic()
         if self.closed or self.model.gone:
             return
-        journal = None
-        if self.journal is not None and self.journal.changed and getattr(self.store, "save_run_journal", None) is not None:
-            journal, self.journal.changed = self.journal.state(), False
-        if changed or journal is not None:
+        journaled = self.journal is not None and self.journal.changed and getattr(self.store, "save_run_journal", None) is not None
+        if changed or journaled:
             # Under the events' lock: the 10 ms flush timer must not announce a final state
             # while it is being written (a client that sees it and reloads must find it).
             async with self.events.lock:
                 rows = [cell.to_row(fields) for cell, fields in changed]
-                if journal is None:
+                if not journaled:
                     await self.store.persist(self.notebook_id, rows)
                 else:
-                    await self.store.persist(self.notebook_id, rows, journal=journal)
+                    async with self.journal.lock:  # its state as of this write (run_journal.py)
+                        self.journal.changed = False
+                        await self.store.persist(self.notebook_id, rows, journal=self.journal.state())
             for cell, fields in changed:
                 cell.saved = fields
         states = self.texts.take_states_to_save()

@@ -6,6 +6,7 @@ had taken), since a request id already pending or done is skipped.
 
 Pure: the session saves `state()` through its store and reads it back with the snapshot.
 """
+import asyncio
 from collections import deque
 
 RUN_TYPES = frozenset({"kernel.run_cell", "kernel.run_all"})
@@ -15,6 +16,10 @@ MAX_ATTEMPTS = 2  # a run taken over this many times without finishing is droppe
 
 class RunJournal:
     def __init__(self):
+        # Held by whoever writes the journal, from taking its state to the write's commit (the
+        # session's quick save and the persister's write with results): two writes in flight
+        # could otherwise commit an older state over a newer one.
+        self.lock = asyncio.Lock()
         self.pending = []  # [{"id", "message", "attempts"}], in arrival order
         self.done = deque(maxlen=DONE_KEPT)
         self._ids = set()

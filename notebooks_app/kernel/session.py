@@ -54,8 +54,10 @@ class NotebookSession:
         self._journal_task = None
         self._recovered = []  # runs a previous owner left unfinished, to run first (first load)
         self._first_load = True
+        self._lost = None  # why the last worker's execution process is gone, to say once loaded
         self._tasks = set()  # history lines on their way: awaited by close()
         self.on_fenced = None  # (notebook id) -> None: another worker holds this notebook now
+        self.orphan_reason = None  # () -> why the last worker's kernel is gone (it died), or None
         self.model = NotebookModel()
         self.events = EventStream(publish)
         self.texts = CellTexts(model=self.model, events=self.events, queue_job=self._queue_job, save_job=self._save_text, max_code_bytes=max_code_bytes)
@@ -139,9 +141,12 @@ class NotebookSession:
 
     async def _save_journal(self):
         while self.journal.changed and not self.closed:
-            self.journal.changed = False
             try:
-                await self.store.save_run_journal(self.notebook_id, self.journal.state())
+                async with self.journal.lock:
+                    if not self.journal.changed:
+                        return
+                    self.journal.changed = False
+                    await self.store.save_run_journal(self.notebook_id, self.journal.state())
             except Fenced:
                 await self._fenced()
                 return
@@ -165,6 +170,10 @@ class NotebookSession:
                 if activity:
                     self.execution.touch(busy=True)
                 await self.ensure_loaded()
+                if self._lost is not None:
+                    reason, self._lost = self._lost, None
+                    self.statuses.namespace_gone(reason, cause="failover")  # its results: stale
+                    self.execution.lost(reason)
                 if self._recovered:
                     self._run_recovered_first((name, job, arguments))
                     continue
@@ -259,8 +268,9 @@ class NotebookSession:
             if journal_task is not None and not journal_task.done():
                 await asyncio.wait({journal_task}, timeout=CLOSE_GRACE)
             if self.journal.changed and getattr(self.store, "save_run_journal", None) is not None:
-                self.journal.changed = False
-                await self.store.save_run_journal(self.notebook_id, self.journal.state())
+                async with self.journal.lock:
+                    self.journal.changed = False
+                    await self.store.save_run_journal(self.notebook_id, self.journal.state())
         except Exception:
             logger.exception("could not save notebook %s while closing its session", self.notebook_id)
         finally:
@@ -346,6 +356,14 @@ class NotebookSession:
             self.persister.dirty |= self.model.load(snapshot["cells"])
             if self._first_load and "run_journal" in snapshot:
                 self._recover_runs(snapshot["run_journal"])
+            if self._first_load and self.orphan_reason is not None:
+                # Taken from a worker that died: results it held (and runs it had) lived in an
+                # execution process that is gone; its pages and history hear it (fleet.py).
+                reason = self.orphan_reason()
+                had_results = any(cell.status in (STATUS_SUCCESS, STATUS_ERROR) for cell in self.model.cells.values())
+                if reason and (had_results or self._recovered):
+                    self._lost = reason
+                    self.resume()  # said at once, even if this load answered a sync
             self._first_load = False
             self.model.files = snapshot.get("files") or []
             self.texts.keep_after_reload()

@@ -387,6 +387,7 @@ class KernelService:
         self.pool = ProcessPool(pool_limits())
         self.started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self.fleet = None  # fleet.Fleet once this worker serves shards
+        self._orphaned = {}  # shard -> why its notebooks' kernels are gone (taken from a dead worker)
 
     async def _collect_environments(self):
         """Every hour: environments no notebook's lock names, unused for ENVIRONMENTS_GC_HOURS, go."""
@@ -426,6 +427,7 @@ class KernelService:
                 pool=self.pool,
             )
             session.on_fenced = self._fenced
+            session.orphan_reason = lambda _id=notebook_id: self._orphan_reason(_id)
             self.sessions[notebook_id] = session
         return session
 
@@ -491,6 +493,15 @@ class KernelService:
                 await self._guard(session.close(stop_reason=reason), notebook_id)
             else:
                 await self._guard(session.abandon(), notebook_id)
+
+    def shards_orphaned(self, shards, reason):
+        """Shards taken from a worker that died (fleet.py): a notebook of theirs loaded here for
+        the first time whose results lived in that worker's processes says `reason`."""
+        for shard in shards:
+            self._orphaned[shard] = reason
+
+    def _orphan_reason(self, notebook_id):
+        return self._orphaned.get(self.fleet.shard(notebook_id)) if self.fleet is not None else None
 
     async def resume_shards(self, shards):
         """Shards just taken: their notebooks with runs the last owner never finished are loaded
