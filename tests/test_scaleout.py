@@ -146,7 +146,9 @@ async def test_a_killed_workers_notebooks_move_to_the_other_and_a_restarted_one_
     fresh = await connect(cluster, shard1, 0)
     cells = fresh.state
     assert set(cells) == {x, y, w}
-    assert cells[y]["status"] == "success" and cells[y]["outputs"] == [{"mimeType": "text/plain", "data": "42"}]
+    # Its results stay, stale: they lived in the dead worker's execution process (a failover).
+    assert cells[y]["status"] == "stale" and cells[y]["outputs"] == [{"mimeType": "text/plain", "data": "42"}]
+    assert fresh.kernel["state"] == "stopped" and fresh.kernel["cause"] == "failover"
     # The new runner's namespace is empty: running y reruns its ancestor x first.
     await fresh.send(type="run_cell", cellId=y)
     seen = await fresh.wait_for(final_status(y))

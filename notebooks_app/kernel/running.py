@@ -161,8 +161,11 @@ class CascadeRunner:
             else:
                 held.setdefault(index, []).append(text)
 
+        failed = await self._process_first()
         had_references = self._start_run(cells[0])
         try:
+            if failed is not None:
+                raise failed
             runner = await self.execution.start()
         except (SandboxUnavailable, PackageError) as exc:
             self._sandbox_unavailable(cells[0], exc)
@@ -196,8 +199,23 @@ class CascadeRunner:
             return current + 1, True
         return current, False
 
+    async def _process_first(self):
+        """Start the execution process, if it is not running, before a cell is shown `running`:
+        a start that waits for a place (pending, lifecycle.py) or builds packages leaves the cell
+        `queued` meanwhile.  The exception a failed start raised, for the caller to report on the
+        cell, or None."""
+        if self.execution.alive:
+            return None
+        try:
+            await self.execution.start()
+        except (SandboxUnavailable, PackageError, RunnerDied) as exc:
+            return exc
+        return None
+
     async def _run_one(self, cell):
         """Run one cell; True if the runner died under it."""
+        needs_process = cell.syntax_error is None and not (cell.type == CELL_MARKDOWN and not markdown_fields(cell.code))
+        failed = await self._process_first() if needs_process else None
         had_references = self._start_run(cell)
         finish = self._finish
         if cell.syntax_error is not None:
@@ -212,6 +230,8 @@ class CascadeRunner:
             finish(cell, STATUS_SUCCESS, [{"mimeType": MARKDOWN_MIME, "data": render_markdown(cell.code)}], None)
             return False
         try:
+            if failed is not None:
+                raise failed
             runner = await self.execution.start()
             if self.cancelled:  # Stop pressed while the execution process was starting
                 finish(cell, STATUS_ERROR, [], INTERRUPTED_BEFORE_START)

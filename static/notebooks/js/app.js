@@ -436,6 +436,8 @@ export class NotebookApp {
 
   onKernelStatus(event) {
     this.kernelState.render(event);
+    // A stop's history line is written just after it is announced: look again a moment later.
+    if (event.state === "stopped") setTimeout(() => this.historyPanel?.changed(), 1500);
   }
 
   onKernelError(event) {

@@ -218,9 +218,9 @@ export class FilesPanel {
     if (this.renaming && !present.has(this.renaming.path)) this.renaming = null; // gone meanwhile
     const typing = this.renaming && document.activeElement === this.renaming.input;
     const total = files.reduce((sum, file) => sum + file.size, 0);
-    this.body.replaceChildren(
-      files.length ? el("ul.files-list", {}, ...files.map((file) => this.buildItem(file))) : el("p.empty.files-empty", { text: "No files yet." }),
-      files.length ? el("p.files-usage", { text: `${files.length} ${files.length === 1 ? "file" : "files"}, ${humanSize(total)}` }) : null);
+    this.body.replaceChildren(...(files.length
+      ? [el("ul.files-list", {}, ...files.map((file) => this.buildItem(file))), el("p.files-usage", { text: `${files.length} ${files.length === 1 ? "file" : "files"}, ${humanSize(total)}` })]
+      : [el("p.empty.files-empty", { text: "No files yet." })]));
     if (typing) this.renaming.input.focus();
     for (const path of this.deleted) if (present.has(path)) this.deleted.delete(path); // back
     this.deletedList.replaceChildren(...[...this.deleted].map((path) => this.buildDeleted(path)));
