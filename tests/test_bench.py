@@ -68,7 +68,7 @@ def test_sandbox_benchmark(transactional_db):
         assert f"Runner.start() -> first `import pandas` result, sandbox {mode}" in output
         assert f"exec /bin/true (bubblewrap's own cost), sandbox {mode}" in output
         assert output.count(f"chain N=3: per cell, sandbox {mode}") == 2  # Runner.run and the whole stack
-    assert "(kernel.0 sandbox on, kernel.1 off)" in output
+    assert "(worker 0 sandbox on, worker 1 off)" in output
     assert re.search(r"verdict: start-up, sandbox on, first `1 \+ 1`: median [\d.]+ ms .*target < 300 ms: [✓✗]", output)
     assert re.search(r"verdict: cascade chain N=3 \(whole stack\), per cell on/off = [\d.]+; target <= 1.10: [✓✗]", output)
 

@@ -202,6 +202,11 @@ async def test_worker_killed_mid_cascade_and_restarted_converges(cluster):
     await editor.send(type="create_cell", code="note = 'kept'")
     await eventually(lambda: asyncio.to_thread(lambda: any(code == "note = 'kept'" for code, _ in cluster.db_cells(notebook)[1].values())), timeout=60, what="the edit committed")
     cluster.start_worker()
+    # The restarted worker runs the cascade the killed one had under way, once (its run
+    # journal, kernel/run_journal.py): every cell of the chain ends `success`.
+    for client in (editor, watcher):
+        if not all(client.state[c]["status"] == "success" for c in cells):
+            await client.wait_for(lambda e, client=client: all(client.state[c]["status"] == "success" for c in cells), timeout=60, what="the interrupted cascade run to its end")
     for client in (editor, watcher):
         order, db = await converged(client, cluster, notebook, settled=no_transient)
     assert view(editor) == view(watcher)

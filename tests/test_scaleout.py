@@ -157,9 +157,11 @@ async def test_a_killed_workers_notebooks_move_to_the_other_and_a_restarted_one_
     # A worker started again takes its share back, without anyone restarting the other.
     cluster["workers"][1].start()
     await eventually(sync_to_async(lambda: all(len(held_by(cluster["fleet"], worker)) == SHARDS // 2 for worker in cluster["workers"])), timeout=30, what="the shards shared again")
-    await fresh.send(type="run_cell", cellId=w)
-    await fresh.wait_for(final_status(w, "success"), timeout=30)
-    for client in (first, second, other_daphne, fresh):
+    # (A page open across the move sees the new owner's events numbered anew, and resyncs.)
+    later = await connect(cluster, shard1, 0)
+    await later.send(type="run_cell", cellId=w)
+    await later.wait_for(final_status(w, "success"), timeout=30)
+    for client in (first, second, other_daphne, fresh, later):
         await client.close()
 
 

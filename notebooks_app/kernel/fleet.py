@@ -119,20 +119,21 @@ class LeaseTable:
 
     @staticmethod
     def check(fence):
-        """Inside a write's transaction: raise Fenced unless (fleet, shard, owner, epoch) still
-        holds an unexpired lease; on PostgreSQL the row stays share-locked until the write
+        """Inside a write's transaction: raise Fenced unless (fleet, shard, owner, epoch) is still
+        the shard's lease.  Its expiry does not matter here: another worker taking the shard
+        changes the owner and the epoch, and until one does, a write of this worker's is still
+        the only one (a result computed during a PostgreSQL outage is written when it is back,
+        before the next renewal).  On PostgreSQL the row stays share-locked until the write
         commits, so no one takes the shard in between."""
         fleet, shard, owner, epoch = fence
         table, quote = KernelLease._meta.db_table, connection.ops.quote_name
         sql = (
             f"SELECT 1 FROM {quote(table)} WHERE {quote('fleet')} = %s AND {quote('shard')} = %s"
-            f" AND {quote('owner')} = %s AND {quote('epoch')} = %s AND {quote('expires_at')} > %s"
+            f" AND {quote('owner')} = %s AND {quote('epoch')} = %s"
         )
         if connection.vendor == "postgresql":
-            sql = sql.replace("> %s", "> now()") + " FOR SHARE"
-            params = [fleet, shard, owner, epoch]
-        else:
-            params = [fleet, shard, owner, epoch, datetime.datetime.now(datetime.timezone.utc)]
+            sql += " FOR SHARE"
+        params = [fleet, shard, owner, epoch]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             if cursor.fetchone() is None:
