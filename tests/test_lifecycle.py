@@ -246,3 +246,20 @@ async def test_execution_processes_run_at_a_lower_cpu_priority(lifecycle_worker,
     assert text_output(client, cell) == "7"
     [process] = execution_processes(worker)
     assert process.nice() == 7 and psutil.Process(worker.proc.pid).nice() == os.nice(0)
+
+
+async def test_stop_while_pending_gives_up_the_wait(lifecycle_worker, ws, users):
+    lifecycle_worker(KERNEL_MAX_PROCESSES=1, KERNEL_USER_MAX=0)
+    first, second = await sync_to_async(notebooks_of)(users["alice"], 2)
+    a, b = await ws(users["alice"], first), await ws(users["alice"], second)
+    slow = await create(a, "import time\ntime.sleep(5)\n'a'")
+    waiting = await create(b, "'b'")
+    await a.send(type="run_cell", cellId=slow)
+    await a.wait_status(slow, "running")
+    await b.send(type="run_cell", cellId=waiting)
+    await b.wait_for(kernel_status("pending"))
+    assert b.state[waiting]["status"] == "queued", "a run waiting for a kernel is queued, not running"
+    await b.send(type="interrupt")
+    events = await b.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == waiting and e["status"] in ("success", "error"))
+    assert events[-1]["status"] == "error" and b.state[waiting]["error"]["evalue"] == "interrupted before it started"
+    assert (await a.wait_status(slow, "success"))[-1]["status"] == "success"

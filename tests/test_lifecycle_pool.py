@@ -201,3 +201,21 @@ def test_defaults_follow_the_host_and_keep_low_under_high():
     limits = PoolLimits.defaults(idle_minutes=0.05, high_mb=100, low_mb=400)
     assert limits.max_processes >= 2 and limits.memory_low_mb == 100
     assert limits.idle_seconds == 3.0 and limits.tick_seconds == 0.75
+
+
+async def test_a_pending_start_withdrawn_stops_waiting_and_leaves_the_line(clock):
+    from notebooks_app.kernel.lifecycle import StartWithdrawn
+
+    pool = pool_of(clock, max_processes=1)
+    await started(pool, clock, "a", busy=True)
+    b, c = Host(pool, "b", clock=clock), Host(pool, "c", clock=clock)
+    waiting_b, waiting_c = asyncio.create_task(b.start()), asyncio.create_task(c.start())
+    await asyncio.sleep(0.01)
+    assert c.positions[-1] == 2
+    assert pool.withdraw(b)  # Stop pressed on b's page while it was pending
+    with pytest.raises(StartWithdrawn):
+        await asyncio.wait_for(waiting_b, 1)
+    await asyncio.sleep(0.01)
+    assert c.positions[-1] == 1 and not waiting_c.done()
+    assert not pool.withdraw(b)
+    waiting_c.cancel()

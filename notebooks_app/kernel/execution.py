@@ -248,6 +248,8 @@ class ExecutionHost:
         return await self.made().assist(op, code=code, cursor=cursor, language=language)
 
     async def interrupt(self):
+        if self.pool is not None and self._starting and self.pool.withdraw(self):
+            return True  # it was waiting for a place (pending): it no longer does
         if self.runner is not None:
             return await self.runner.interrupt()
         return False

@@ -87,13 +87,18 @@ def tree_rss(pid):
     return total
 
 
+class StartWithdrawn(Exception):
+    """A start that waited for a place was given up (Stop pressed while pending)."""
+
+
 class _Waiter:
-    __slots__ = ("host", "event", "blocked_by")
+    __slots__ = ("host", "event", "blocked_by", "withdrawn")
 
     def __init__(self, host):
         self.host = host
         self.event = asyncio.Event()
         self.blocked_by = None  # "worker" | "user" while it cannot start
+        self.withdrawn = False
 
 
 class ProcessPool:
@@ -118,6 +123,8 @@ class ProcessPool:
         self._waiting.append(waiter)
         try:
             while True:
+                if waiter.withdrawn:
+                    raise StartWithdrawn(host.notebook_id)
                 verdict, victim = self._verdict(waiter)
                 if verdict == "go":
                     self.live[host.notebook_id] = host
@@ -136,6 +143,15 @@ class ProcessPool:
             host.pending(None)
             self._announce_positions()
             self._wake()  # those behind it look again
+
+    def withdraw(self, host):
+        """`host`'s start no longer waits for a place (its admit raises StartWithdrawn)."""
+        for waiter in self._waiting:
+            if waiter.host is host:
+                waiter.withdrawn = True
+                waiter.event.set()
+                return True
+        return False
 
     @contextlib.asynccontextmanager
     async def starting(self):

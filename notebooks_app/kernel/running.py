@@ -17,6 +17,7 @@ from .markdown import placeholders as markdown_fields
 from .markdown import render as render_markdown
 from .outputs import Redactor, by_reference, untrusted_outputs
 from .environments import PackageError
+from .lifecycle import StartWithdrawn
 from .runner import RunnerDied, SandboxUnavailable
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,9 @@ class CascadeRunner:
                 held.setdefault(index, []).append(text)
 
         failed = await self._process_first()
+        if self.cancelled:  # Stop pressed while it waited for a kernel (pending)
+            finish(cells[0], STATUS_ERROR, [], INTERRUPTED_BEFORE_START)
+            return 1, False
         had_references = self._start_run(cells[0])
         try:
             if failed is not None:
@@ -208,6 +212,8 @@ class CascadeRunner:
             return None
         try:
             await self.execution.start()
+        except StartWithdrawn:
+            return None  # Stop pressed while it waited: `cancelled` says the rest
         except (SandboxUnavailable, PackageError, RunnerDied) as exc:
             return exc
         return None
@@ -216,8 +222,11 @@ class CascadeRunner:
         """Run one cell; True if the runner died under it."""
         needs_process = cell.syntax_error is None and not (cell.type == CELL_MARKDOWN and not markdown_fields(cell.code))
         failed = await self._process_first() if needs_process else None
-        had_references = self._start_run(cell)
         finish = self._finish
+        if self.cancelled:  # Stop pressed while it waited for a kernel (pending)
+            finish(cell, STATUS_ERROR, [], INTERRUPTED_BEFORE_START)
+            return False
+        had_references = self._start_run(cell)
         if cell.syntax_error is not None:
             finish(cell, STATUS_ERROR, [], cell.syntax_error)
             return False
