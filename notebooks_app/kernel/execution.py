@@ -8,6 +8,7 @@ what clients and the history hear of its state is `on_status(status)`'s.  The wo
 `ProcessPool` (lifecycle.py) decides whether it may start now, and stops it when idle or over a
 cap, through `evict` (the session's queue).
 """
+import asyncio
 import dataclasses
 import datetime
 import logging
@@ -18,6 +19,8 @@ from ..constants import CELL_MARKDOWN, CELL_SQL
 from .runner import RunnerDied
 
 logger = logging.getLogger(__name__)
+
+EVICT = "kernel.evict"  # the lifecycle's stop, as a job of the session's queue (no activity)
 
 
 @dataclass(frozen=True)
@@ -66,13 +69,14 @@ def _now():
 
 
 class ExecutionHost:
-    def __init__(self, notebook_id, *, runner_factory, on_gone, environment_for=None, save_file=None, pool=None, on_status=None, evict=None):
+    def __init__(self, notebook_id, *, runner_factory, on_gone, environment_for=None, save_file=None, pool=None, on_status=None, in_order=None, interrupt_cells=None):
         self.notebook_id = notebook_id
         self.pool = pool  # lifecycle.ProcessPool of the worker, or None: no caps nor idle stop
         # (status) -> None: {"state": "pending" | "running" | "stopped", ...} for clients and history
         self._on_status = on_status or (lambda status: None)
-        # async (cause, reason, even_busy) -> bool: a stop in order with the notebook's messages
-        self._evict = evict
+        # (name, job) -> bool: queue `job` in order with the notebook's messages (False: closed)
+        self._in_order = in_order
+        self._interrupt_cells = interrupt_cells  # async (): stop the running cascade
         self.user = ""  # who started the process (a person's cap counts it)
         self.busy = False  # the notebook is handling a message: never stopped as idle
         self.last_active = time.monotonic()
@@ -170,10 +174,30 @@ class ExecutionHost:
 
     async def evict(self, cause, reason, *, even_busy=False):
         """Stop the process in order with the notebook's messages (the pool's idle stop, a cap,
-        the memory watermark, an operator); False if it was busy or gone by then."""
-        if self._evict is None:
+        the memory watermark, an operator): when its turn comes, unless something ran, was
+        edited or typed since it was asked (`even_busy`: an operator's or a drain's stop, which
+        interrupts a running cell first).  Whether it stopped."""
+        if self._in_order is None:
             return await self.stop(reason, cause=cause)
-        return await self._evict(cause, reason, even_busy)
+        if self.closed:
+            return False
+        seen = self.last_active
+        if even_busy and self._interrupt_cells is not None:
+            await self._interrupt_cells()
+        done = asyncio.get_running_loop().create_future()
+
+        async def stop():
+            if not even_busy and self.last_active != seen:
+                done.set_result(False)
+                return
+            done.set_result(await self.stop(reason, cause=cause))
+
+        if not self._in_order(EVICT, stop):
+            return False
+        try:
+            return await done
+        except asyncio.CancelledError:
+            return False
 
     async def kill(self, cause, reason):
         """Over its own memory limit: killed now, even mid-cell (the running cell fails with

@@ -20,22 +20,21 @@ from .cell_state import CellState  # noqa: F401  (imported from here by operatio
 from .cell_texts import CellTexts
 from .edits import EditApplier
 from .event_stream import Encoded, EventStream, gc_paused  # noqa: F401  (Encoded, gc_paused: imported from here)
-from .execution import ExecutionHost, RunnerConfig
+from .execution import EVICT, ExecutionHost, RunnerConfig
 from .inputs import PendingInputs
 from .leases import Fenced
 from .notebook_model import NotebookModel
 from .outputs import cut, untrusted_outputs  # noqa: F401  (untrusted_outputs: imported from here)
 from .package_builds import PackageBuilds
 from .persister import Persister
-from .run_journal import MAX_ATTEMPTS, RUN_TYPES, RunJournal
 from .running import CascadeRunner
 from .statuses import CellStatuses
+from .takeover import Takeover
 
 logger = logging.getLogger(__name__)
 
 # close(): how long the message being handled (a cell running) has to stop once cancelled.
 CLOSE_GRACE = 5.0
-EVICT = "kernel.evict"  # the lifecycle's stop of the execution process, as a job of the queue
 DRAIN = "drain"  # lifecycle cause: the notebook moved to another worker (fleet.py)
 
 
@@ -51,18 +50,13 @@ class NotebookSession:
         self._load_lock = asyncio.Lock()
         self._queue = asyncio.Queue()
         self._task = None
-        self._journal_task = None
-        self._recovered = []  # runs a previous owner left unfinished, to run first (first load)
-        self._first_load = True
-        self._lost = None  # why the last worker's execution process is gone, to say once loaded
-        self._tasks = set()  # history lines on their way: awaited by close()
         self.on_fenced = None  # (notebook id) -> None: another worker holds this notebook now
-        self.orphan_reason = None  # () -> why the last worker's kernel is gone (it died), or None
+        # The run journal, what a takeover brings, the stops' history lines (takeover.py).
+        self.takeover = Takeover(self.notebook_id, store=store, on_fenced=self._fenced)
         self.model = NotebookModel()
         self.events = EventStream(publish)
         self.texts = CellTexts(model=self.model, events=self.events, queue_job=self._queue_job, save_job=self._save_text, max_code_bytes=max_code_bytes)
-        self.journal = RunJournal()  # runs received and not finished, in the database too (run_journal.py)
-        self.persister = Persister(self.notebook_id, store=store, model=self.model, texts=self.texts, events=self.events, journal=self.journal)
+        self.persister = Persister(self.notebook_id, store=store, model=self.model, texts=self.texts, events=self.events, journal=self.takeover.journal)
         self.statuses = CellStatuses(model=self.model, events=self.events, persister=self.persister)
         self.packages = PackageBuilds(self.notebook_id, environments=environments, store=store, events=self.events, on_built=self._packages_built)
         self.execution = ExecutionHost(
@@ -73,7 +67,8 @@ class NotebookSession:
             save_file=self._file_saved_by_cell,
             pool=pool,  # the worker's lifecycle.ProcessPool: caps, pending, idle and memory stops
             on_status=self._kernel_status,
-            evict=self._evict,
+            in_order=self._queue_job,  # its stops for the lifecycle go in order with the messages
+            interrupt_cells=lambda: self.cascades.interrupt(),
         )
         self.inputs = PendingInputs(model=self.model, events=self.events, persister=self.persister, execution=self.execution)
         units = {"model": self.model, "statuses": self.statuses, "events": self.events, "persister": self.persister, "execution": self.execution}
@@ -116,12 +111,8 @@ class NotebookSession:
         if handler is None:
             logger.warning("kernel message of unknown type %s ignored", message.get("type"))
             return
-        if message["type"] in RUN_TYPES and not self.closed:
-            if not self.journal.add(message):
-                logger.info("notebook %s: run %s seen already, not run again", self.notebook_id, message.get("requestId"))
-                return
-            self._save_journal_soon()
-        self._queue_job(message["type"], handler, message)
+        if self.takeover.received(message):
+            self._queue_job(message["type"], handler, message)
 
     def resume(self):
         """Load now (a worker that took the notebook over): the runs its last owner left
@@ -131,36 +122,15 @@ class NotebookSession:
     async def _nothing(self):
         pass
 
-    def _save_journal_soon(self):
-        """The journal to the store, beside the queue (a run waiting behind a long cascade is in
-        the database within a round trip of its arrival)."""
-        if getattr(self.store, "save_run_journal", None) is None:
-            return
-        if self._journal_task is None or self._journal_task.done():
-            self._journal_task = asyncio.get_running_loop().create_task(self._save_journal())
-
-    async def _save_journal(self):
-        while self.journal.changed and not self.closed:
-            try:
-                async with self.journal.lock:
-                    if not self.journal.changed:
-                        return
-                    self.journal.changed = False
-                    await self.store.save_run_journal(self.notebook_id, self.journal.state())
-            except Fenced:
-                await self._fenced()
-                return
-            except Exception:  # noqa: BLE001 - the next change saves it again
-                logger.exception("could not save the run journal of notebook %s", self.notebook_id)
-                return
-
     def _queue_job(self, name, job, *arguments):
-        """Queue `job(*arguments)` (a kernel message's handler, or a job of the session's own)."""
+        """Queue `job(*arguments)` (a kernel message's handler, or a job of the session's own);
+        False if the session is closed (nothing is queued)."""
         if self.closed:
-            return
+            return False
         self._queue.put_nowait((name, job, arguments))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain(), name=f"notebook-{self.notebook_id}")
+        return True
 
     async def _drain(self):
         while not self.closed:
@@ -170,11 +140,11 @@ class NotebookSession:
                 if activity:
                     self.execution.touch(busy=True)
                 await self.ensure_loaded()
-                if self._lost is not None:
-                    reason, self._lost = self._lost, None
-                    self.statuses.namespace_gone(reason, cause="failover")  # its results: stale
-                    self.execution.lost(reason)
-                if self._recovered:
+                lost = self.takeover.take_lost()
+                if lost is not None:  # the kernel died with the worker that held the notebook
+                    self.statuses.namespace_gone(lost, cause="failover")  # its results: stale
+                    self.execution.lost(lost)
+                if self.takeover.recovered:
                     self._run_recovered_first((name, job, arguments))
                     continue
                 if not self.model.gone:
@@ -209,12 +179,9 @@ class NotebookSession:
         later = [current]
         while not self._queue.empty():
             later.append(self._queue.get_nowait())
-        recovered, self._recovered = self._recovered, []
-        for entry in recovered:
-            message = entry["message"]
+        for message in self.takeover.take_recovered():
             handler = self._handlers.get(message.get("type"))
             if handler is not None:
-                logger.info("notebook %s: running %s left unfinished by its previous worker (attempt %d)", self.notebook_id, message.get("type"), entry["attempts"])
                 self._queue.put_nowait((message["type"], handler, (message,)))
         for item in later:
             self._queue.put_nowait(item)
@@ -258,19 +225,12 @@ class NotebookSession:
         try:
             if stop_reason and self.loaded and not self.model.gone and self.execution.alive:
                 await self.execution.stop(stop_reason, cause=DRAIN)
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=CLOSE_GRACE)
+            await self.takeover.wait_records()
             if self.loaded and not self.model.gone:
                 await self._save_text()
                 await self.persister.persist()
                 await self.events.flush()
-            journal_task = self._journal_task
-            if journal_task is not None and not journal_task.done():
-                await asyncio.wait({journal_task}, timeout=CLOSE_GRACE)
-            if self.journal.changed and getattr(self.store, "save_run_journal", None) is not None:
-                async with self.journal.lock:
-                    self.journal.changed = False
-                    await self.store.save_run_journal(self.notebook_id, self.journal.state())
+            await self.takeover.close()
         except Exception:
             logger.exception("could not save notebook %s while closing its session", self.notebook_id)
         finally:
@@ -280,32 +240,6 @@ class NotebookSession:
             self.packages.close()
             await self.execution.close()
 
-    async def _evict(self, cause, reason, even_busy=False):
-        """The pool's stop (lifecycle.py), in order with this notebook's messages: when its turn
-        comes, the process is stopped unless something ran, was edited or typed since it was
-        asked (`even_busy`: an operator's or a drain's stop, which interrupts a running cell
-        first).  Whether it stopped."""
-        if self.closed:
-            return False
-        seen = self.execution.last_active
-        if even_busy:
-            await self.cascades.interrupt()
-        done = asyncio.get_running_loop().create_future()
-
-        async def stop():
-            if not even_busy and self.execution.last_active != seen:
-                done.set_result(False)
-                return
-            done.set_result(await self.execution.stop(reason, cause=cause))
-
-        self._queue_job(EVICT, stop)
-        if self.closed:
-            return False
-        try:
-            return await done
-        except asyncio.CancelledError:
-            return False
-
     def _kernel_status(self, status):
         """The execution process's state for every page (`kernel_status`, docs/protocol.md), and a
         history line for each stop the lifecycle made."""
@@ -313,19 +247,7 @@ class NotebookSession:
             return
         self.events.emit({"type": "kernel_status", **status})
         if status["state"] == "stopped" and status.get("cause") not in (None, "restart"):
-            record = getattr(self.store, "record_kernel_stop", None)
-            if record is not None:
-                task = asyncio.get_running_loop().create_task(self._record_stop(record, status))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-    async def _record_stop(self, record, status):
-        try:
-            await record(self.notebook_id, status["cause"], status["reason"])
-        except Fenced:
-            pass  # the next owner's history says the rest
-        except Exception:  # noqa: BLE001 - a history line is not worth a failed stop
-            logger.exception("could not record the kernel stop of notebook %s", self.notebook_id)
+            self.takeover.stopped(status)
 
     def stop_execution(self, reason):
         """Drop the execution process (in order with the cascades): no cell crashed, yet every
@@ -354,34 +276,13 @@ class NotebookSession:
             self._state_announced = False
             await self.execution.configure(RunnerConfig.from_snapshot(snapshot), reason="the notebook's settings changed")
             self.persister.dirty |= self.model.load(snapshot["cells"])
-            if self._first_load and "run_journal" in snapshot:
-                self._recover_runs(snapshot["run_journal"])
-            if self._first_load and self.orphan_reason is not None:
-                # Taken from a worker that died: results it held (and runs it had) lived in an
-                # execution process that is gone; its pages and history hear it (fleet.py).
-                reason = self.orphan_reason()
-                had_results = any(cell.status in (STATUS_SUCCESS, STATUS_ERROR) for cell in self.model.cells.values())
-                if reason and (had_results or self._recovered):
-                    self._lost = reason
-                    self.resume()  # said at once, even if this load answered a sync
-            self._first_load = False
+            if self.takeover.loaded(snapshot, self.model.cells.values()):
+                self.resume()  # said and run at once, even if this load answered a sync
             self.model.files = snapshot.get("files") or []
             self.texts.keep_after_reload()
             self.statuses.refresh_blocked(emit=False)
             await self.execution.forget(previous_ids - set(self.model.cells))
             self.loaded = True
-
-    def _recover_runs(self, stored):
-        """Runs the last owner received and never finished (it died, was paused, or handed the
-        notebook over mid-run) run once here, first; one taken over MAX_ATTEMPTS times is dropped."""
-        for entry in self.journal.load(stored):
-            if entry["attempts"] > MAX_ATTEMPTS:
-                logger.error("notebook %s: dropping a %s its workers never finished in %d attempts", self.notebook_id, entry["message"].get("type"), MAX_ATTEMPTS)
-                self.journal.finish(entry["message"])
-            else:
-                self._recovered.append(entry)
-        if self.journal.changed:
-            self._save_journal_soon()
 
     async def reload(self, request_id=None):
         """Catch up with the database after a missed message, and resync every client.
@@ -453,27 +354,12 @@ class NotebookSession:
         message was sent at and the typing is saved (a run right after typing runs what was typed)."""
 
         async def handler(message):
-            try:
-                if message.get("revision", -1) > self.revision:
-                    await self.reload()
-                await self._save_text()
-                self.cascades.finishing = lambda: self.journal.finish(message)
-                await run(message)
-            except (asyncio.CancelledError, Fenced):
-                raise  # not finished here: the journal keeps it for the next owner
-            except Exception:
-                self._finished(message)
-                raise
-            finally:
-                self.cascades.finishing = None
-            self._finished(message)  # (done already with the results, unless nothing ran)
+            if message.get("revision", -1) > self.revision:
+                await self.reload()
+            await self._save_text()
+            await self.takeover.running(message, lambda: run(message), self.cascades)
 
         return handler
-
-    def _finished(self, message):
-        """A run ended (done, stopped, or failed): never run again, whoever owns the notebook."""
-        self.journal.finish(message)
-        self._save_journal_soon()
 
     def _next_revision(self, apply):
         """A handler that applies a kernel message (`await apply(message)`) only when it is
