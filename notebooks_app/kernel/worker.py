@@ -427,7 +427,7 @@ class KernelService:
                 pool=self.pool,
             )
             session.on_fenced = self._fenced
-            session.orphan_reason = lambda _id=notebook_id: self._orphan_reason(_id)
+            session.takeover.orphan_reason = lambda _id=notebook_id: self._orphan_reason(_id)
             self.sessions[notebook_id] = session
         return session
 
