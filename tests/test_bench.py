@@ -113,3 +113,17 @@ def test_complete_benchmark(transactional_db):
         assert re.search(rf"verdict: {re.escape(case)}.*: p50 [\d.]+ ms, p99 [\d.]+ ms = .*budget p99 <= 100 ms: [✓✗]", output)
     assert "while a cell runs: busy" in output and "no execution process: static answer" in output
     assert "answers: OK" in output
+
+
+def test_lifecycle_benchmark():
+    """CPU hog vs. a collaborator (KERNEL_NICE 10 / 0 / autogroup), start of an idle-stopped
+    notebook, failover after a SIGKILL, throughput per worker count; its own services (its workers
+    form a fleet, which must not join the suite's)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    output = run_bench("lifecycle", env)
+    assert re.search(r"floor: Redis PUBLISH->SUBSCRIBE [\d.]+ ms", output)
+    for label in ("KERNEL_NICE=10 (default)", "KERNEL_NICE=0"):
+        assert re.search(rf"{re.escape(label)}: run of a tiny cell -> success: hog on / off = median [\d.]+x", output)
+    assert re.search(r"start of a stopped notebook: [\d.]+ ms median vs [\d.]+ ms warm", output)
+    assert re.search(r"failover: median [\d.]+ s, max [\d.]+ s over \d+ kills; lease 2 s", output)
+    assert re.search(r"1 worker\(s\): [\d.]+ edits/s \+ [\d.]+ runs/s", output) and "limit: " in output

@@ -246,6 +246,11 @@ async def test_execution_processes_run_at_a_lower_cpu_priority(lifecycle_worker,
     assert text_output(client, cell) == "7"
     [process] = execution_processes(worker)
     assert process.nice() == 7 and psutil.Process(worker.proc.pid).nice() == os.nice(0)
+    # Where CPU time is grouped by session (sched_autogroup), the sandbox's own session has that
+    # nice too, or the process's nice would count only within it (lifecycle.deprioritize).
+    autogroup = f"/proc/{process.pid}/autogroup"
+    if os.path.exists(autogroup):
+        assert open(autogroup).read().split()[-1] == "7", open(autogroup).read()
 
 
 async def test_stop_while_pending_gives_up_the_wait(lifecycle_worker, ws, users):

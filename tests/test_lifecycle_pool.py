@@ -27,6 +27,7 @@ class Host:
         self.busy = False
         self.last_active = clock()
         self.pid = None
+        self.nice = 0
         self.stops = []  # (cause, reason)
         self.killed = []
         self.positions = []
@@ -68,7 +69,7 @@ def clock():
 
 
 def pool_of(clock, **limits):
-    return ProcessPool(PoolLimits(**{"idle_seconds": 60, "max_processes": 3, "user_max": 0, **limits}), clock=clock, measure=lambda pid: 0)
+    return ProcessPool(PoolLimits(**{"idle_seconds": 60, "max_processes": 3, "user_max": 0, **limits}), clock=clock, measure=lambda pid, nice=0: 0)
 
 
 async def started(pool, clock, notebook_id, user="", *, busy=False):
@@ -159,7 +160,7 @@ async def test_idle_processes_stop_after_the_idle_time_and_busy_ones_never(clock
 
 async def test_over_the_high_watermark_idle_processes_stop_down_to_the_low_one(clock):
     sizes = {}
-    pool = ProcessPool(PoolLimits(idle_seconds=3600, max_processes=10, memory_high_mb=300, memory_low_mb=150), clock=clock, measure=lambda pid: sizes[pid])
+    pool = ProcessPool(PoolLimits(idle_seconds=3600, max_processes=10, memory_high_mb=300, memory_low_mb=150), clock=clock, measure=lambda pid, nice=0: sizes[pid])
     hosts = [await started(pool, clock, n) for n in "abcd"]
     for host in hosts:
         sizes[host.pid] = 100 * MB
@@ -174,7 +175,7 @@ async def test_over_the_high_watermark_idle_processes_stop_down_to_the_low_one(c
 
 
 async def test_a_process_over_its_own_limit_is_killed_with_its_size_said(clock):
-    pool = ProcessPool(PoolLimits(max_processes=10, process_memory_mb=500), clock=clock, measure=lambda pid: 700 * MB)
+    pool = ProcessPool(PoolLimits(max_processes=10, process_memory_mb=500), clock=clock, measure=lambda pid, nice=0: 700 * MB)
     host = await started(pool, clock, "hog", busy=True)
     await pool.tick()
     assert host.killed and host.killed[0][0] == OVER_LIMIT
@@ -219,3 +220,23 @@ async def test_a_pending_start_withdrawn_stops_waiting_and_leaves_the_line(clock
     assert c.positions[-1] == 1 and not waiting_c.done()
     assert not pool.withdraw(b)
     waiting_c.cancel()
+
+
+def test_a_journal_loaded_after_runs_arrived_keeps_them_and_recovers_only_the_others():
+    """A run that reached the new owner before its first load is its own (run once from its
+    queue, its end written); only the stored runs it never received run again."""
+    from notebooks_app.kernel.run_journal import RunJournal
+
+    journal = RunJournal()
+    arrived = {"type": "kernel.run_cell", "cellId": "c2", "requestId": "r2"}
+    assert journal.add(arrived)
+    stored = {"pending": [
+        {"id": "r1", "message": {"type": "kernel.run_cell", "cellId": "c1", "requestId": "r1", "journalId": "r1"}, "attempts": 0},
+        {"id": "r2", "message": dict(arrived, journalId="r2"), "attempts": 0},
+    ], "done": ["r0"]}
+    recovered = journal.load(stored)
+    assert [entry["id"] for entry in recovered] == ["r1"] and recovered[0]["attempts"] == 1
+    assert [entry["id"] for entry in journal.pending] == ["r1", "r2"]
+    assert not journal.add({"type": "kernel.run_cell", "cellId": "c0", "requestId": "r0"}), "done before: not run again"
+    journal.finish(arrived)
+    assert [entry["id"] for entry in journal.state()["pending"]] == ["r1"] and "r2" in journal.state()["done"]

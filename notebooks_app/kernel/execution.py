@@ -100,6 +100,10 @@ class ExecutionHost:
     def pid(self):
         return self.runner.pid if self.alive else None
 
+    @property
+    def nice(self):
+        return getattr(self.runner, "nice", 0) if self.runner is not None else 0
+
     def touch(self, *, busy=None, clock=True):
         """A run, an edit or an input change: the idle clock starts again (and when the message
         is handled, `busy=False`, once more: a long cell's end restarts it)."""

@@ -26,13 +26,21 @@ class RunJournal:
         self.changed = False  # differs from what the store holds
 
     def load(self, state):
-        """The stored journal (a takeover): its pending runs, each with one more attempt."""
+        """The stored journal (a takeover), merged with what this session received before it
+        loaded: the stored runs it has not received itself, each with one more attempt, go first
+        and are returned (to run); the ones it received are its own, run once from its queue."""
         state = state or {}
-        self.pending = [dict(entry, attempts=entry.get("attempts", 0) + 1) for entry in state.get("pending") or [] if isinstance(entry, dict) and entry.get("message")]
-        self.done = deque(state.get("done") or [], maxlen=DONE_KEPT)
+        done = [request for request in state.get("done") or [] if request not in self._ids]
+        recovered = [
+            dict(entry, attempts=entry.get("attempts", 0) + 1)
+            for entry in state.get("pending") or []
+            if isinstance(entry, dict) and entry.get("message") and entry.get("id") not in self._ids and entry.get("id") not in done
+        ]
+        self.pending = recovered + self.pending
+        self.done = deque([*done, *self.done], maxlen=DONE_KEPT)
         self._ids = {entry["id"] for entry in self.pending} | set(self.done)
-        self.changed = bool(self.pending)
-        return list(self.pending)
+        self.changed = self.changed or bool(recovered) or len(self.pending) != len(state.get("pending") or [])
+        return recovered
 
     def add(self, message):
         """Record a run message; False if its request was seen already (pending or done)."""

@@ -161,6 +161,10 @@ class Runner:
             await asyncio.wait_for(ready, START_TIMEOUT)
             if self._network is not None:
                 await self._network.ready()
+            if self.nice > 0:  # the sessions' autogroups too (lifecycle.deprioritize)
+                from .lifecycle import tree_rss
+
+                await asyncio.to_thread(tree_rss, self.process.pid, self.nice)
         except (asyncio.TimeoutError, RunnerDied, OSError) as exc:
             await self._channel.kill()
             detail = "; ".join(self._channel.stderr_tail) or str(exc) or type(exc).__name__
