@@ -287,9 +287,10 @@ class Fleet:
             words = {}
         for owner in set(expired.values()):
             shards = {shard for shard, previous in expired.items() if previous == owner}
-            said = words.get(owner) or {"host": owner.split(":")[0], "pid": "?", "processes": []}
+            said = words.get(owner) or {"processes": []}
             logger.warning("kernel worker %s took shard(s) %s over from %s, which stopped renewing its leases", self.name, ",".join(map(str, sorted(shards))), owner)
-            reason = f"Kernel stopped: its kernel worker ({said['host']}, pid {said['pid']}) stopped answering and another took the notebook over; the next run starts it and reruns what that cell needs"
+            # Said to the notebook's members: no host name nor process id (the log has them).
+            reason = "Kernel stopped: the kernel worker that ran it stopped answering and another took the notebook over; the next run starts it and reruns what that cell needs"
             self.service.shards_orphaned(shards, reason)
             for process in said["processes"]:
                 if not process.get("pending") and self.shard(process["notebook"]) in shards:
