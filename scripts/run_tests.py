@@ -3,14 +3,17 @@
 Uses DATABASE_URL / REDIS_URL when given; otherwise installs PostgreSQL, Redis
 and Chromium with apt-get when missing (as root) and starts throwaway
 instances in a temporary directory on free ports, and collects the static files
-there (STATIC_ROOT) for the servers the tests start with DEBUG off.  A run in
-which pytest collected no test fails (pytest's exit status 5 never passes silently).
+(STATIC_ROOT, kept in var/test-static/ while their sources stay the same) for the servers
+the tests start with DEBUG off.  A run in which pytest collected no test fails (pytest's
+exit status 5 never passes silently).
 
 `--fast` selects the fast tier by markers: no `browser` test (Chromium) and no `slow` one
 (a test that starts server processes of its own), as `-m "not browser and not slow"`, and'd
-with any `-m` given too.
+with any `-m` given too; it runs on pytest-xdist workers (FAST_WORKERS, TEST_WORKERS) unless
+the arguments say `-n` or `--dist` themselves.
 """
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -133,22 +136,89 @@ class Services:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def collectstatic(env, static_root):
-    """The hashed static files the production-shape servers serve (DEBUG off), collected per
-    run: a fresh clone has none, and concurrent runs must not rewrite each other's."""
-    env["STATIC_ROOT"] = str(static_root)
-    log(f"collectstatic into {static_root}")
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
+STATIC_CACHE = ROOT / "var" / "test-static"
+
+
+def static_sources_digest():
+    """A digest of what collectstatic's output is made from: static/, the storage class, the
+    settings, and the pinned requirements (whose packages bring the other apps' static files)."""
+    digest = hashlib.sha256()
+    paths = sorted(path for path in (ROOT / "static").rglob("*") if path.is_file())
+    paths += [ROOT / "notebookproject" / "storage.py", ROOT / "notebookproject" / "settings.py", *sorted(ROOT.glob("requirements*.txt"))]
+    for path in paths:
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(ROOT)}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()[:20]
+
+
+def collectstatic(env):
+    """The hashed static files the production-shape servers serve (DEBUG off) and pages name:
+    collected once for each content of their sources, into var/test-static/<digest>, and reused
+    by later runs, which never write to it (collecting takes ~10 s). A fresh clone collects;
+    concurrent runs collect apart and the first to finish publishes its copy."""
+    digest = static_sources_digest()
+    root = STATIC_CACHE / digest
+    if (root / "staticfiles.json").exists():
+        log(f"static files as collected in {root}")
+    else:
+        staging = STATIC_CACHE / f".{digest}-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        log(f"collectstatic into {root}")
+        subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=dict(env, STATIC_ROOT=str(staging)), check=True)
+        try:
+            staging.rename(root)
+        except OSError:  # another run published it first
+            shutil.rmtree(staging, ignore_errors=True)
+        for other in STATIC_CACHE.iterdir():  # copies of other sources (or of crashed runs) unused for a day
+            if other != root and time.time() - other.stat().st_mtime > 86400:
+                shutil.rmtree(other, ignore_errors=True)
+    # Used now, and newer than every source file, which tests/live.py's collected_static() checks.
+    os.utime(root)
+    os.utime(root / "staticfiles.json")
+    env["STATIC_ROOT"] = str(root)
 
 
 FAST_TIER = "not browser and not slow"
+# The fast tier runs on this many pytest-xdist workers (TEST_WORKERS overrides; 0 or 1: serial):
+# one per core, at least 2. Run alone, its tests mostly wait (on the kernel worker, sandboxes,
+# sockets), so two workers on two cores nearly halve its time; a third adds little once they
+# keep the CPU busy. Each worker has its own test database, kernel worker and Redis server
+# (main; tests/conftest.py); --dist loadfile keeps a module on one worker, so a module-scoped
+# fixture is made once.
+FAST_WORKERS = max(2, min(os.cpu_count() or 2, 8))
+
+
+def xdist_args(argv):
+    """`-n N --dist loadfile` for the fast tier, unless the arguments choose for themselves."""
+    workers = int(os.environ.get("TEST_WORKERS", FAST_WORKERS))
+    chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg in ("no:xdist", "-pno:xdist") for arg in argv)
+    if workers < 2 or chosen:
+        return []
+    return ["-n", str(workers), "--dist", "loadfile"]
+
+
+def xdist_workers(argv):
+    """How many pytest-xdist workers `argv` asks for (0: none)."""
+    for i, arg in enumerate(argv):
+        if arg in ("-n", "--numprocesses") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--numprocesses="):
+            value = arg.split("=", 1)[1]
+        elif arg.startswith("-n") and len(arg) > 2:
+            value = arg[2:]
+        else:
+            continue
+        return os.cpu_count() or 1 if value in ("auto", "logical") else int(value) if value.isdigit() else 0
+    return 0
 
 
 def select_tier(argv):
-    """pytest's arguments for the tier asked for: `--fast` becomes a marker expression."""
+    """pytest's arguments for the tier asked for: `--fast` becomes a marker expression (and runs
+    on pytest-xdist workers, xdist_args); the full tier stays serial (its browser tests)."""
     if "--fast" not in argv:
         return argv
     argv = [arg for arg in argv if arg != "--fast"]
+    argv = [*xdist_args(argv), *argv]
     for i, arg in enumerate(argv):
         if arg == "-m" and i + 1 < len(argv):
             return [*argv[:i], "-m", f"({argv[i + 1]}) and {FAST_TIER}", *argv[i + 2 :]]
@@ -165,13 +235,18 @@ def main(argv):
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = services.postgres()
         if not env.get("REDIS_URL"):
-            env["REDIS_URL"] = services.redis()
+            # A Redis server for each xdist worker: no command, count or pub/sub channel of one
+            # worker's is seen by another's (tests/conftest.py picks its own from TEST_REDIS_URLS).
+            urls = [services.redis() for _ in range(max(1, xdist_workers(argv)))]
+            env["REDIS_URL"] = urls[0]
+            if len(urls) > 1:
+                env["TEST_REDIS_URLS"] = " ".join(urls)
         services.chromium()
         services.sandbox()
         env.setdefault("SECRET_KEY", "test-secret-key")
         env.setdefault("SECRETS_KEY", "dGVzdC1zZWNyZXRzLWtleS1ub3QtZm9yLXByb2R1Y3Q=")  # a Fernet key, tests only
         env["PYTHONUNBUFFERED"] = "1"
-        collectstatic(env, services.tmp / "static")
+        collectstatic(env)
         log(f"pytest on {env['DATABASE_URL'].rsplit('@', 1)[-1]} and {env['REDIS_URL']}")
         code = subprocess.call([sys.executable, "-m", "pytest", *argv], cwd=ROOT, env=env)
     finally:

@@ -44,11 +44,13 @@ class InProcess:
         await self.comm.send_input({"type": "websocket.receive", ("bytes" if isinstance(data, bytes) else "text"): data})
 
     async def receive(self, timeout):
-        # receive_output() cancels the application when it times out; waiting with
-        # receive_nothing() first keeps the connection open across a quiet spell.
-        if await self.comm.receive_nothing(timeout, interval=0.005):
-            raise asyncio.TimeoutError
-        message = await self.comm.receive_output(EVENT_TIMEOUT)
+        # receive_output() cancels the application when it times out, so not that: the output
+        # queue itself, awaited (a cancelled get() loses no message), keeps the connection open
+        # across a quiet spell, and wakes at the frame rather than polling for it.
+        if self.comm.future.done():
+            self.comm.future.result()  # the application failed: its exception, as receive_output() raises it
+        queue = self.comm.output_queue
+        message = queue.get_nowait() if not queue.empty() else await asyncio.wait_for(queue.get(), timeout)
         if message["type"] == "websocket.close":
             raise Closed(message.get("code"))
         return message["text"]

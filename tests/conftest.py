@@ -21,6 +21,39 @@ from tests.client import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
+FIRST_XDIST_REDIS_DB = 8  # without TEST_REDIS_URLS, xdist worker gwN uses Redis database 8 + N (test_bench.py uses 3 to 6)
+
+
+def _redis_of_this_xdist_worker():
+    """Under pytest-xdist (the fast tier runs on several workers, scripts/run_tests.py) each
+    worker process has a test database of its own (pytest-django) and starts a kernel worker of
+    its own on it; its Redis must be its own too, or one kernel worker would read the other's
+    kernel channels and find none of its notebooks. Django is set up before this conftest is
+    imported but no channel layer is made yet: REDIS_URL (read by every process the tests
+    start) and the settings the layers are made from are pointed at gwN's Redis server, the Nth
+    of TEST_REDIS_URLS (scripts/run_tests.py starts one per worker). Given only REDIS_URL, at
+    its database FIRST_XDIST_REDIS_DB + N: enough for the kernel channels, but pub/sub and
+    Redis's command counts (tests/test_edit_path.py) are the whole server's."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    worker, url = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("REDIS_URL")
+    if not worker.startswith("gw") or not url:
+        return
+    index, own = int(worker[2:]), os.environ.get("TEST_REDIS_URLS", "").split()
+    url = own[index] if index < len(own) else urlunsplit(urlsplit(url)._replace(path=f"/{FIRST_XDIST_REDIS_DB + index}"))
+    os.environ["REDIS_URL"] = settings.REDIS_URL = url
+    for layer in settings.CHANNEL_LAYERS.values():
+        hosts = layer.get("CONFIG", {}).get("hosts")
+        if hosts:
+            # (a Sentinel's hosts, REDIS_SENTINELS, name no address: left as they are)
+            layer["CONFIG"]["hosts"] = [url if isinstance(host, str) else dict(host, address=url) if "address" in host else host for host in hosts]
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+
+
+_redis_of_this_xdist_worker()
+
 
 def pytest_collection_modifyitems(items):
     """Browser tests on Playwright's sync API last: it keeps an event loop on the main thread
@@ -44,7 +77,8 @@ def _flush_by_delete():
     """A transactional test ends with Django's flush: a TRUNCATE of every table (new files for
     each), then post_migrate to make the content types and permissions again; together most of
     the test's teardown. Here it DELETEs the rows of every other table, a fraction of the time,
-    and the rows migrate made stay, so nothing needs making again. Django's foreign keys are
+    and the rows migrate made stay, so nothing needs making again; after its commit the kernel
+    worker forgets the notebooks deleted (forget_notebooks). Django's foreign keys are
     DEFERRABLE INITIALLY DEFERRED on PostgreSQL: checked at the flush's commit, when every
     table that refers to another is empty."""
     from django.core.management.commands import flush
@@ -61,7 +95,7 @@ def _flush_by_delete():
             return truncate(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
         return [f"DELETE FROM {self.quote_name(table)};" for table in tables]
 
-    DatabaseOperations.sql_flush, flush.emit_post_migrate_signal = sql_flush, lambda *args, **kwargs: None
+    DatabaseOperations.sql_flush, flush.emit_post_migrate_signal = sql_flush, lambda *args, **kwargs: forget_notebooks()
     yield
     DatabaseOperations.sql_flush, flush.emit_post_migrate_signal = truncate, post_migrate
 
@@ -159,10 +193,42 @@ def kernel_worker(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def live_kernel(kernel_worker, transactional_db):
-    """The real worker, with committed (transactional) test data it can read."""
+    """The real worker, with committed (transactional) test data it can read; after the test's
+    flush it forgets the test's notebooks (forget_notebooks)."""
     if kernel_worker.proc.poll() is not None:
         kernel_worker.start()
-    return kernel_worker
+    yield kernel_worker
+    from notebooks_app.models import Notebook
+
+    _deleted_by_the_flush.extend(Notebook.objects.values_list("pk", flat=True))
+
+
+_deleted_by_the_flush = []  # notebooks of a test on the live kernel: forget_notebooks() after the flush
+
+
+def forget_notebooks():
+    """After the flush: the worker drops the notebooks it deleted, their sessions and execution
+    processes, as it does for a deleted notebook (kernel_client.notebook_deleted_on_commit: after
+    the commit, so that closing a session never races the DELETEs). Untold, it would keep each
+    process for KERNEL_IDLE_MINUTES (up to KERNEL_MAX_PROCESSES of them, each loading jedi a
+    second after its last command): CPU that later tests, and other xdist workers', wait for.
+    Not waited for; best effort (a test may have stopped Redis or the worker: a message left in
+    Redis names a notebook that no longer exists)."""
+    from asgiref.sync import async_to_sync
+
+    from notebooks_app import kernel_client
+
+    async def forget(ids):
+        for notebook_id in ids:
+            await kernel_client.send(notebook_id, {"type": "kernel.forget_notebook", "notebook": str(notebook_id)})
+
+    ids = list(_deleted_by_the_flush)
+    _deleted_by_the_flush.clear()
+    if ids:
+        try:
+            async_to_sync(forget)(ids)
+        except Exception:  # noqa: BLE001 - cleanup only
+            pass
 
 
 # --- the live server of the browser tests ---------------------------------------------------
