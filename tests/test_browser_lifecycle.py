@@ -165,7 +165,7 @@ async def test_a_run_over_a_full_worker_waits_pending_first_in_line_then_runs(li
         [slow] = client.order
         await client.send(type="run_cell", cellId=slow)
         await client.wait_for(lambda e: e["type"] == "kernel_status" and e["state"] == "running", what="A's kernel running")
-        assert client.state[slow]["status"] == "running", client.state[slow]
+        await client.wait_status(slow, "running")  # (after its kernel started: queued until then)
 
         # Notebook B's run waits for a place, and the page says so.
         await cells(page).first.locator(".run-cell").click()
