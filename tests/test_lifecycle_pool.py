@@ -240,3 +240,13 @@ def test_a_journal_loaded_after_runs_arrived_keeps_them_and_recovers_only_the_ot
     assert not journal.add({"type": "kernel.run_cell", "cellId": "c0", "requestId": "r0"}), "done before: not run again"
     journal.finish(arrived)
     assert [entry["id"] for entry in journal.state()["pending"]] == ["r1"] and "r2" in journal.state()["done"]
+
+
+def test_a_journal_takes_integer_request_ids():
+    from notebooks_app.kernel.run_journal import RunJournal
+
+    journal = RunJournal()
+    message = {"type": "kernel.run_cell", "cellId": "c", "requestId": 7}
+    assert journal.add(message) and not journal.add(dict(message))
+    journal.finish(message)
+    assert journal.state() == {"pending": [], "done": [7]}

@@ -11,6 +11,7 @@ from collections import deque
 
 RUN_TYPES = frozenset({"kernel.run_cell", "kernel.run_all"})
 DONE_KEPT = 200  # request ids remembered after their run finished
+ANONYMOUS = "anonymous-"  # the id of a run sent without a requestId (an int one is fine too)
 MAX_ATTEMPTS = 2  # a run taken over this many times without finishing is dropped (logged)
 
 
@@ -47,7 +48,7 @@ class RunJournal:
         request = message.get("requestId")
         if request is not None and request in self._ids:
             return False
-        entry_id = request if request is not None else f"anonymous-{id(message):x}-{len(self.pending)}"
+        entry_id = request if request is not None else f"{ANONYMOUS}{id(message):x}-{len(self.pending)}"
         self._ids.add(entry_id)
         message["journalId"] = entry_id
         self.pending.append({"id": entry_id, "message": dict(message), "attempts": 0})
@@ -61,7 +62,7 @@ class RunJournal:
         before = len(self.pending)
         self.pending = [entry for entry in self.pending if entry["id"] != entry_id]
         if len(self.pending) != before:
-            if not entry_id.startswith("anonymous-"):
+            if not (isinstance(entry_id, str) and entry_id.startswith(ANONYMOUS)):
                 if len(self.done) == self.done.maxlen:
                     self._ids.discard(self.done[0])
                 self.done.append(entry_id)
