@@ -89,6 +89,17 @@ def run_examples(loop, strategy, check, examples):
     property_holds()
 
 
+@pytest.fixture(autouse=True)
+def no_rate_limit(monkeypatch):
+    """The fuzzers send as fast as the in-process socket takes frames, past the per-socket token
+    bucket (consumers.RATE_BURST, tested on its own in test_protocol): what they check is the
+    answer to each frame, so the bucket is out of their way."""
+    from notebooks_app import consumers
+
+    monkeypatch.setattr(consumers, "RATE_BURST", 10**9)
+    monkeypatch.setattr(consumers, "RATE_PER_SECOND", 10.0**9)
+
+
 @pytest.fixture
 def quiet_logs(caplog, live_kernel):
     caplog.set_level(logging.WARNING)

@@ -198,6 +198,11 @@ class Fleet:
         shard = self.shard(notebook_id)
         return shard in self.held and time.monotonic() < self.valid_until.get(shard, 0)
 
+    async def wait_held(self, notebook_id):
+        """Whether this worker still holds the notebook's shard, waiting for the next renewal if
+        its own clock says the lease may have expired (False once it knows it lost it)."""
+        return self.embedded or await self._still_ours(self.shard(notebook_id))
+
     def describe(self):
         return {"name": self.name, "fleet": self.fleet, "shards": sorted(self.held), "renewed": self.last_renewal}
 
@@ -215,9 +220,13 @@ class Fleet:
         self._task = asyncio.get_running_loop().create_task(self._ticks(), name=f"{self.fleet}-leases")
 
     async def _ticks(self):
+        """A renewal every third of the lease time, counted from the start of the last (a slow
+        one does not push the next back)."""
         period = self.lease_seconds / 3
+        next_at = time.monotonic() + period
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at + period, time.monotonic())
             try:
                 await self.tick()
             except Exception:  # noqa: BLE001 - the next tick tries again
@@ -257,7 +266,6 @@ class Fleet:
             self.valid_until[shard] = until
         self._renewed.set()
         self._renewed = asyncio.Event()
-        self.service.lease_renewed()
         target = 0 if self.draining else math.ceil(self.shards / max(1, live))
         if len(self.held) < target:
             taken, expired = await self._db(self.table.acquire, self.name, target - len(self.held))

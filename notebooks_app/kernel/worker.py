@@ -439,10 +439,10 @@ class KernelService:
         separate frames or as one `batch` frame to a client that asked for batches
         (docs/protocol.md).
         """
-        if self.fleet is not None and not self.fleet.may_act(notebook_id):
+        if self.fleet is not None and not self.fleet.may_act(notebook_id) and not await self.fleet.wait_held(notebook_id):
             # This worker may have lost the notebook (a pause, a partition): nothing goes out until
-            # a renewal says it still holds it; then its clients get a fresh state (lease_renewed).
-            self._unannounced.add(str(notebook_id))
+            # a renewal says it still holds it (then the events go, late), and nothing at all
+            # once it knows another worker holds it.
             return
         event = {"type": "notebook.event", "texts": [e.text if type(e) is Encoded else protocol.dumps(e) for e in events]}
         try:
@@ -513,15 +513,6 @@ class KernelService:
         for notebook_id in pending:
             if self.fleet.shard(notebook_id) in shards:
                 self.session(notebook_id).resume()
-
-    def lease_renewed(self):
-        """The leases were renewed: notebooks whose events were held back while this worker was
-        unsure of them get a fresh state (those it lost are dropped by then)."""
-        held = [nid for nid in self._unannounced if nid in self.sessions and self.fleet.may_act(nid)]
-        if held and (self._recovery is None or self._recovery.done()):
-            for notebook_id in held:
-                self._unannounced.discard(notebook_id)
-                asyncio.get_running_loop().create_task(self._guard(self.sessions[notebook_id].announce_state(), notebook_id))
 
     def submit(self, message):
         """Route one kernel message; never blocks and never raises."""
