@@ -266,6 +266,7 @@ class Fleet:
             self.valid_until[shard] = until
         self._renewed.set()
         self._renewed = asyncio.Event()
+        self.service.lease_renewed()
         target = 0 if self.draining else math.ceil(self.shards / max(1, live))
         if len(self.held) < target:
             taken, expired = await self._db(self.table.acquire, self.name, target - len(self.held))

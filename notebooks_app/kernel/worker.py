@@ -439,11 +439,16 @@ class KernelService:
         separate frames or as one `batch` frame to a client that asked for batches
         (docs/protocol.md).
         """
-        if self.fleet is not None and not self.fleet.may_act(notebook_id) and not await self.fleet.wait_held(notebook_id):
-            # This worker may have lost the notebook (a pause, a partition): nothing goes out until
-            # a renewal says it still holds it (then the events go, late), and nothing at all
-            # once it knows another worker holds it.
-            return
+        if self.fleet is not None and not self.fleet.may_act(notebook_id):
+            # This worker may have lost the notebook (a pause, a partition, or PostgreSQL out of
+            # reach): a reply to one socket waits for the next renewal (nothing else would answer
+            # it); events for everyone are held back, and once a renewal says it still holds
+            # the notebook its clients get a fresh state instead (lease_renewed). Waiting here
+            # would hold the events' lock, and a result computed during an outage of PostgreSQL
+            # would then not even be tried until it is back.
+            if target is None or not await self.fleet.wait_held(notebook_id):
+                self._unannounced.add(str(notebook_id))
+                return
         event = {"type": "notebook.event", "texts": [e.text if type(e) is Encoded else protocol.dumps(e) for e in events]}
         try:
             if target is None:
@@ -513,6 +518,15 @@ class KernelService:
         for notebook_id in pending:
             if self.fleet.shard(notebook_id) in shards:
                 self.session(notebook_id).resume()
+
+    def lease_renewed(self):
+        """The leases were renewed: notebooks whose events were held back while this worker was
+        unsure of them get a fresh state (those it lost are dropped by then)."""
+        held = [nid for nid in self._unannounced if nid in self.sessions and self.fleet.may_act(nid)]
+        if held and (self._recovery is None or self._recovery.done()):
+            for notebook_id in held:
+                self._unannounced.discard(notebook_id)
+                asyncio.get_running_loop().create_task(self._guard(self.sessions[notebook_id].announce_state(), notebook_id))
 
     def submit(self, message):
         """Route one kernel message; never blocks and never raises."""
