@@ -1,22 +1,26 @@
 """Committed structural edits applied to one notebook's memory (the kernel messages of
 operations.py, docs/protocol.md): a cell created, moved, edited or deleted, a new database
-connection, changed files, and typing the persister saved (`typed`); each is announced, statuses follow the
-graph, and what must rerun runs.
+connection, changed files, packages that built, and typing the persister saved (`typed`); each
+is announced, statuses follow the graph, and what must rerun runs.
 
 It applies an edit the session has checked is the next revision; it must not read the queue,
-reload, or decide revisions (the session's), nor write cells' code (operations.py or
-the persister did).
+reload, or decide revisions (the session's: `advance` takes a revision this unit wrote, or
+reloads), nor write cells' code (operations.py or the persister did).
 """
 import base64
 import dataclasses
 
+from ..constants import STATUS_ERROR, STATUS_SUCCESS
 from .cell_state import CellState
 from .shared_text import code_key
 
 
 class EditApplier:
-    def __init__(self, notebook_id, *, store, model, texts, statuses, persister, events, execution, cascades):
+    def __init__(self, notebook_id, *, store, model, texts, statuses, persister, events, execution, cascades, packages, advance, submit):
         self.notebook_id = notebook_id
+        self.packages = packages  # package_builds.PackageBuilds
+        self.advance = advance  # async (revision) -> True when it was the next one (else reloaded)
+        self.submit = submit  # (kernel message) -> queued in order, as if it came from the web side
         self.store = store
         self.model = model
         self.texts = texts
@@ -111,6 +115,35 @@ class EditApplier:
         if readers:
             await self.events.flush()
             await self.cascades.run_roots(readers)
+
+    async def file_saved_by_cell(self, path, data):
+        """A running cell's files.save: stored at once (a revision of its own), applied in order
+        once the cascade is done (`files` above: everyone hears, readers rerun)."""
+        saved = await self.store.save_file(self.notebook_id, path, data)
+        if "error" in saved:
+            return saved
+        # Mirrored now, so the cells after this one in the cascade read it (the child links it);
+        # only runs that ended before it read the old version and rerun.
+        await self.store.load_files(self.notebook_id)
+        self.submit({"type": "kernel.files", "notebook": self.notebook_id, "revision": saved["revision"], "changed": [saved["path"]], "savedAt": self.model.tick()})
+        return {"path": saved["path"], "version": saved["version"]}
+
+    async def packages_built(self, requirements, lock, message):
+        """Packages that built (package_builds.py): saved (a revision, a history event), the
+        execution process restarted on them, and the cells that had run run again (stale until
+        they do)."""
+        ran = {cell_id for cell_id, cell in self.model.cells.items() if cell.status in (STATUS_SUCCESS, STATUS_ERROR)}
+        revision = await self.store.save_requirements(self.notebook_id, requirements, lock, message.get("byId"))
+        if revision is None:
+            return
+        if await self.advance(revision):  # else someone's edit came in between: the reload has them too
+            config = dataclasses.replace(self.execution.config, requirements=tuple(requirements), lock=lock)
+            await self.execution.configure(config, reason="the notebook's packages changed")
+        self.packages.finished(message, requirements, self.execution.config)
+        await self.events.flush()
+        ran &= set(self.model.cells)
+        if ran:
+            await self.cascades.run_roots(ran, by=message.get("by"))
 
     async def secrets(self, message):
         """The notebook's secrets changed (operations.set_secret / delete_secret): everyone hears

@@ -6,15 +6,15 @@ loads and reloads the notebook, and keeps clients caught up with the database's 
 it coordinates lives beside it, one job each: the cells and the cascade plan
 (notebook_model.py), statuses (statuses.py), the event stream and its `seq` (event_stream.py),
 shared texts (cell_texts.py), inputs (inputs.py), persistence and saving typing (persister.py),
-applying edits (edits.py), completion (assists.py), the notebook's packages (package_builds.py),
-the execution process (execution.py) and running a cascade (running.py).  It knows nothing of
+the revision memory holds (revisions.py), applying edits (edits.py), completion (assists.py),
+the notebook's packages (package_builds.py), the execution process (execution.py), running a
+cascade (running.py) and what a takeover brings (takeover.py).  It knows nothing of
 Django or Channels: the worker gives it a `store` (load/persist) and a `publish` coroutine.
 """
 import asyncio
-import dataclasses
 import logging
 
-from ..constants import ERROR_TEXT_LIMIT, STATUS_ERROR, STATUS_SUCCESS
+from ..constants import ERROR_TEXT_LIMIT
 from .assists import Assists
 from .cell_state import CellState  # noqa: F401  (imported from here by operations.py)
 from .cell_texts import CellTexts
@@ -27,6 +27,7 @@ from .notebook_model import NotebookModel
 from .outputs import cut, untrusted_outputs  # noqa: F401  (untrusted_outputs: imported from here)
 from .package_builds import PackageBuilds
 from .persister import Persister
+from .revisions import Revisions
 from .running import CascadeRunner
 from .statuses import CellStatuses
 from .takeover import Takeover
@@ -45,8 +46,6 @@ class NotebookSession:
         self.loaded = False
         self.closed = False
         self.name = ""
-        self.revision = -1
-        self._state_announced = False
         self._load_lock = asyncio.Lock()
         self._queue = asyncio.Queue()
         self._task = None
@@ -55,6 +54,7 @@ class NotebookSession:
         self.takeover = Takeover(self.notebook_id, store=store, on_fenced=self._fenced)
         self.model = NotebookModel()
         self.events = EventStream(publish)
+        self.revisions = Revisions(self.notebook_id, events=self.events, reload=self.reload, emit_state=self._emit_state)
         self.texts = CellTexts(model=self.model, events=self.events, queue_job=self._queue_job, save_job=self._save_text, max_code_bytes=max_code_bytes)
         self.persister = Persister(self.notebook_id, store=store, model=self.model, texts=self.texts, events=self.events, journal=self.takeover.journal)
         self.statuses = CellStatuses(model=self.model, events=self.events, persister=self.persister)
@@ -64,7 +64,7 @@ class NotebookSession:
             runner_factory=runner_factory,
             on_gone=self.statuses.namespace_gone,
             environment_for=self.packages.environment_for,
-            save_file=self._file_saved_by_cell,
+            save_file=lambda path, data: self.edits.file_saved_by_cell(path, data),
             pool=pool,  # the worker's lifecycle.ProcessPool: caps, pending, idle and memory stops
             on_status=self._kernel_status,
             in_order=self._queue_job,  # its stops for the lifecycle go in order with the messages
@@ -73,12 +73,12 @@ class NotebookSession:
         self.inputs = PendingInputs(model=self.model, events=self.events, persister=self.persister, execution=self.execution)
         units = {"model": self.model, "statuses": self.statuses, "events": self.events, "persister": self.persister, "execution": self.execution}
         self.cascades = CascadeRunner(self.notebook_id, store=store, **units)
-        self.edits = EditApplier(self.notebook_id, store=store, texts=self.texts, cascades=self.cascades, **units)
+        self.edits = EditApplier(self.notebook_id, store=store, texts=self.texts, cascades=self.cascades, packages=self.packages, advance=self.revisions.advance, submit=self.submit, **units)
         self.assists = Assists(model=self.model, events=self.events, execution=self.execution)
         # Kernel messages (docs/protocol.md, sent by kernel_client.py on commit), by type. An
-        # edit is applied only when it is the next revision (_caught_up); a run waits for the
+        # edit is applied only when it is the next revision (revisions.py); a run waits for the
         # database's revision and the typing saved (_up_to_date).
-        edit, run = self._next_revision, self._up_to_date
+        edit, run = self.revisions.gate, self._up_to_date
         self._handlers = {
             "kernel.create_cell": edit(self.edits.create_cell),
             "kernel.update_cell": edit(self.edits.update_cell),
@@ -92,13 +92,14 @@ class NotebookSession:
             "kernel.run_cell": run(lambda message: self.cascades.run_cell(message["cellId"], by=message.get("by"))),
             "kernel.run_all": run(lambda message: self.cascades.run_all(by=message.get("by"))),
             "kernel.restart_kernel": lambda message: self.execution.stop(message["reason"]),  # no rows changed: no revision
-            "kernel.set_packages": self._set_packages,
+            "kernel.set_packages": self._set_packages,  # built beside the queue, then applied in it
             "kernel.version_restored": self._version_restored,
             "kernel.text_update": self._text_update,  # one that arrived before the notebook was loaded
         }
 
     # --- what tests read: the units' own, under the names they had ------------------------------
     cells = property(lambda self: self.model.cells)
+    revision = property(lambda self: self.revisions.current)
     runner = property(lambda self: self.execution.runner)
     flush = property(lambda self: self.events.flush)
     persist = property(lambda self: self.persister.persist)
@@ -199,14 +200,10 @@ class NotebookSession:
         if self.closed:
             return
         self.closed = True
-        self.texts.cancel_timers()
-        self.persister.closed = True
-        self.events.close()
-        self.packages.close()
         task, self._task = self._task, None
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
-        await self.execution.close()
+        await self._release()
 
     async def close(self, stop_reason=None):
         """Drop the session: the message being handled is cancelled, typing not saved yet is
@@ -234,11 +231,15 @@ class NotebookSession:
         except Exception:
             logger.exception("could not save notebook %s while closing its session", self.notebook_id)
         finally:
-            self.texts.cancel_timers()
-            self.persister.closed = True
-            self.events.close()
-            self.packages.close()
-            await self.execution.close()
+            await self._release()
+
+    async def _release(self):
+        """Nothing of the session writes, publishes or runs any more."""
+        self.texts.cancel_timers()
+        self.persister.closed = True
+        self.events.close()
+        self.packages.close()
+        await self.execution.close()
 
     def _kernel_status(self, status):
         """The execution process's state for every page (`kernel_status`, docs/protocol.md), and a
@@ -272,8 +273,7 @@ class NotebookSession:
                 return
             self.events.start_above_earlier_sessions()
             self.name = snapshot["name"]
-            self.revision = snapshot["revision"]
-            self._state_announced = False
+            self.revisions.loaded(snapshot["revision"])
             await self.execution.configure(RunnerConfig.from_snapshot(snapshot), reason="the notebook's settings changed")
             self.persister.dirty |= self.model.load(snapshot["cells"])
             if self.takeover.loaded(snapshot, self.model.cells.values()):
@@ -314,7 +314,7 @@ class NotebookSession:
 
     def _emit_state(self, request_id=None):
         """A full state to every client; it carries the seq of the last event before it."""
-        self._state_announced = True
+        self.revisions.state_announced = True
         self.events.emit_state(self.state_messages(request_id))
 
     async def announce_state(self):
@@ -361,41 +361,6 @@ class NotebookSession:
 
         return handler
 
-    def _next_revision(self, apply):
-        """A handler that applies a kernel message (`await apply(message)`) only when it is
-        the next revision."""
-
-        async def handler(message):
-            if await self._caught_up(message):
-                await apply(message)
-
-        return handler
-
-    async def _caught_up(self, message):
-        """True when `message` is the next revision and should be applied to memory.
-
-        A message the loaded state already reflects is skipped; one that skips a
-        revision means a message was missed, so the session reloads from the database.
-        """
-        revision = message.get("revision")
-        if revision is None:
-            return False
-        if revision <= self.revision:
-            if not self._state_announced:
-                # Loaded fresh (a restarted worker) with this change already in it: the
-                # clients of the old session never saw it and have no gap to notice.
-                self._emit_state(message.get("requestId"))
-            elif message.get("requestId") is not None:
-                # Already in a state every client got (a reload): its sender still hears of it.
-                self.events.emit({"type": "applied", "requestId": message["requestId"]})
-            return False
-        if revision == self.revision + 1:
-            self.revision = revision
-            return True
-        logger.info("notebook %s: revision %s after %s, reloading", self.notebook_id, revision, self.revision)
-        await self.reload(message.get("requestId"))
-        return False
-
     # --- out of band --------------------------------------------------------------------------
     def text_update(self, message):
         """A page's edit of a cell's shared text, merged and relayed at once (cell_texts.py)."""
@@ -431,43 +396,10 @@ class NotebookSession:
             await self.cascades.run_roots(changed)
 
     async def _set_packages(self, message):
-        """A new list of packages: built beside the queue (package_builds.py), then `_apply_packages`."""
         self.packages.request(message, asyncio.get_running_loop().create_task)
 
     def _packages_built(self, requirements, lock, message):
-        self._queue_job("kernel.packages_built", self._apply_packages, requirements, lock, message)
-
-    async def _apply_packages(self, requirements, lock, message):
-        """Packages that built: saved (a revision, a history event), the execution process restarted
-        on them, and the cells that had run run again (stale until they do)."""
-        ran = {cell_id for cell_id, cell in self.model.cells.items() if cell.status in (STATUS_SUCCESS, STATUS_ERROR)}
-        revision = await self.store.save_requirements(self.notebook_id, requirements, lock, message.get("byId"))
-        if revision is None:
-            return
-        if revision != self.revision + 1:
-            await self.reload()  # someone's edit came in between: the snapshot has the packages too
-        else:
-            self.revision = revision
-            config = dataclasses.replace(self.execution.config, requirements=tuple(requirements), lock=lock)
-            await self.execution.configure(config, reason="the notebook's packages changed")
-        self.packages.finished(message, requirements, self.execution.config)
-        await self.events.flush()
-        ran &= set(self.model.cells)
-        if ran:
-            await self.cascades.run_roots(ran, by=message.get("by"))
-
-    async def _file_saved_by_cell(self, path, data):
-        """A running cell's files.save: stored at once (a revision of its own), applied in order
-        once the cascade is done (edits.files: everyone hears, readers rerun)."""
-        saved = await self.store.save_file(self.notebook_id, path, data)
-        if "error" in saved:
-            return saved
-        # Mirrored now, so the cells after this one in the cascade read it (the child links it);
-        # only runs that ended before it read the old version and rerun.
-        await self.store.load_files(self.notebook_id)
-        message = {"type": "kernel.files", "notebook": self.notebook_id, "revision": saved["revision"], "changed": [saved["path"]], "savedAt": self.model.tick()}
-        self.submit(message)
-        return {"path": saved["path"], "version": saved["version"]}
+        self._queue_job("kernel.packages_built", self.edits.packages_built, requirements, lock, message)
 
     async def _rename(self, message):
         self.name = message["name"]
@@ -481,13 +413,8 @@ class NotebookSession:
         (edits.typed) when it made the next revision; someone else's edit committed in between
         means a reload instead."""
         rows, revision = await self.persister.save_typing()
-        if revision is None:
-            return
-        if revision != self.revision + 1:
-            await self.reload()
-            return
-        self.revision = revision
-        await self.edits.typed(rows)
+        if revision is not None and await self.revisions.advance(revision):
+            await self.edits.typed(rows)
 
     async def _apply_inputs(self):
         readers, by = await self.inputs.apply()
