@@ -1,6 +1,10 @@
 """Cascade: run the root of a chain (x0 = 0, x{i} = x{i-1} + 1) or of a fan-out (root + N
 children) and time it until the last cell's final status reaches a client.
 
+Two rows each: the root run with its code unchanged ("rerun"), and what users do, an edit of the
+root (`cell_update`, a new value every repeat) followed by its run ("edit + run": timed from the
+edit sent to the last final status; every value downstream changes).
+
     .venv/bin/python -m bench.cascade [--sizes 10,100,1000] [--repeat R] [--settle S] [--quick]
 
 --settle: seconds to wait after each notebook's warm-up run (default 3), while its new
@@ -33,8 +37,9 @@ def cell_ids_of(notebook_id):
     return [str(pk) for pk in Cell.objects.filter(notebook_id=notebook_id).order_by("position").values_list("pk", flat=True)]
 
 
-async def run_root(client, cell_ids):
-    """run_cell on the first cell; ms until every cell of the cascade has its final status."""
+async def run_root(client, cell_ids, *, edit=None):
+    """run_cell on the first cell (after `cell_update` with code `edit`, if given); ms until every
+    cell of the cascade has its final status."""
     remaining = set(cell_ids)
     failed = []
 
@@ -46,6 +51,8 @@ async def run_root(client, cell_ids):
         return not remaining
 
     start = time.perf_counter()
+    if edit is not None:
+        await client.send(type="cell_update", cellId=cell_ids[0], code=edit)
     await client.send(type="run_cell", cellId=cell_ids[0])
     await client.wait_for(done, timeout=600)
     if failed:
@@ -67,10 +74,15 @@ async def measure(cluster, args):
             # command: 1 - 2 s of CPU, once per process, that is not the cascade's.
             await asyncio.sleep(args.settle[0])
             repeat = args.repeat or (2 if args.quick else max(3, 2000 // (n + 10)))
-            totals = [await run_root(client, cell_ids) for _ in range(repeat)]
+            root = "x0" if shape == "chain" else "root"
+            reruns, edits = [], []
+            for k in range(repeat):  # alternating, so both see the same machine
+                reruns.append(await run_root(client, cell_ids))
+                edits.append(await run_root(client, cell_ids, edit=f"{root} = {k + 1}"))
             cells = len(cell_ids)
-            report.row(f"{shape} N={n}: whole cascade", totals)
-            report.row(f"{shape} N={n}: per cell", [t / cells for t in totals], unit="ms/cell", note=f"{cells} cells")
+            for what, totals in (("rerun", reruns), ("edit + run", edits)):
+                report.row(f"{shape} N={n}, {what}: whole cascade", totals)
+                report.row(f"{shape} N={n}, {what}: per cell", [t / cells for t in totals], unit="ms/cell", note=f"{cells} cells")
             await client.close()
 
 

@@ -46,7 +46,7 @@ def test_benchmark_runs_on_the_test_services(name, transactional_db):
 def test_cascade_starts_its_own_services():
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     output = run_bench("cascade", env)
-    assert "starting a throwaway PostgreSQL" in output and "chain N=3: per cell" in output and "fan-out N=3" in output
+    assert "starting a throwaway PostgreSQL" in output and "chain N=3, rerun: per cell" in output and "chain N=3, edit + run: per cell" in output and "fan-out N=3" in output
 
 
 def test_graph_benchmark():

@@ -75,7 +75,11 @@ class Persister:
         self.texts.saved(rows)
         return rows, revision
 
+    def due(self):
+        """The last write is PERSIST_INTERVAL old."""
+        return time.monotonic() - self._last >= PERSIST_INTERVAL
+
     async def persist_if_due(self):
-        if time.monotonic() - self._last >= PERSIST_INTERVAL:
+        if self.due():
             await self.events.flush()
             await self.persist()

@@ -161,9 +161,11 @@ class NotebookSession:
                     # Results are persisted before they are announced (cascade() does both);
                     # what is left here is the bookkeeping of a structural change (the new
                     # cell's reads and writes, statuses turned stale), which need not hold
-                    # up its announcement.
+                    # up its announcement, nor the next job: with one queued (a run after an
+                    # edit) it waits for that job's write, at most PERSIST_INTERVAL.
                     await self.events.flush()
-                    await self.persister.persist()
+                    if self._queue.empty() or self.persister.due():
+                        await self.persister.persist()
                 except Fenced:
                     await self._fenced()
                     return

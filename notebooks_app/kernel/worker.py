@@ -11,7 +11,9 @@ reaches it through kernel_client.py.
 """
 import asyncio
 import datetime
+import functools
 import io
+import json
 import logging
 import os
 import socket
@@ -352,22 +354,41 @@ class DatabaseStore:
 
     @retried_while_database_down
     def persist(self, notebook_id, rows, journal=None):
-        """Final states as one executemany of a plain UPDATE (psycopg 3 pipelines it into one
-        round trip); rows of cells deleted meanwhile simply match nothing.
+        """Final states in one statement; rows of cells deleted meanwhile simply match nothing.
 
-        Not bulk_update: its CASE WHEN per row and field cost about 1 ms of Python per
-        cell, which stalled a 1,000-cell cascade for seconds (docs/performance.md).
+        On PostgreSQL the rows travel as one JSON document that `jsonb_to_recordset` turns back
+        into a relation the UPDATE joins: 1,000 rows take one statement and about 10 ms, where an
+        executemany of 1,000 UPDATEs (pipelined into one round trip, but still 1,000 statements)
+        took 150 - 250 ms, the larger part of an edit-then-run of a 1,000-cell chain
+        (docs/performance.md, "Cascades").  Elsewhere (SQLite) an executemany of a plain UPDATE.
+        Not bulk_update: its CASE WHEN per row and field cost about 1 ms of Python per cell.
         """
-        fields = [Cell._meta.get_field(name) for name in PERSISTED_FIELDS]
-        quote = connection.ops.quote_name
-        sql = f"UPDATE {quote(Cell._meta.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in fields)} WHERE {quote(Cell._meta.pk.column)} = %s"
-        params = [[f.get_db_prep_save(row[f.name], connection) for f in fields] + [Cell._meta.pk.get_db_prep_save(row["id"], connection)] for row in rows]
         with transaction.atomic(), connection.cursor() as cursor:
             self._fenced(notebook_id)
-            if params:
-                cursor.executemany(sql, params)
+            if rows and connection.vendor == "postgresql":
+                cursor.execute(_persist_sql(), [json.dumps(rows, separators=(",", ":"))])
+            elif rows:
+                fields = [Cell._meta.get_field(name) for name in PERSISTED_FIELDS]
+                quote = connection.ops.quote_name
+                sql = f"UPDATE {quote(Cell._meta.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in fields)} WHERE {quote(Cell._meta.pk.column)} = %s"
+                cursor.executemany(sql, [[f.get_db_prep_save(row[f.name], connection) for f in fields] + [Cell._meta.pk.get_db_prep_save(row["id"], connection)] for row in rows])
             if journal is not None:  # the runs these results end, in the same transaction
                 Notebook.objects.filter(pk=notebook_id).update(run_journal=journal)
+
+
+@functools.cache
+def _persist_sql():
+    """DatabaseStore.persist's statement on PostgreSQL: table, columns and their types from the
+    model's _meta (the JSON document's keys are the field names, PERSISTED_FIELDS and `id`)."""
+    quote = connection.ops.quote_name
+    fields = [Cell._meta.get_field(name) for name in PERSISTED_FIELDS]
+    pk = Cell._meta.pk
+    record = ", ".join(f"{quote(f.name)} {f.db_type(connection)}" for f in [pk, *fields])
+    assignments = ", ".join(f"{quote(f.column)} = r.{quote(f.name)}" for f in fields)
+    return (
+        f"UPDATE {quote(Cell._meta.db_table)} AS c SET {assignments}"
+        f" FROM jsonb_to_recordset(%s::jsonb) AS r({record}) WHERE c.{quote(pk.column)} = r.{quote(pk.name)}"
+    )
 
 
 class KernelService:
