@@ -2,8 +2,8 @@
 
 It authenticates, validates every frame (protocol.py), hands each message to its handler
 (HANDLERS, one per message of protocol.MESSAGE_SCHEMAS), performs edits through
-operations.py and history.py (one short transaction each, on the ORM thread; create_cell and
-delete_cell on the event loop's edit lane when it can take them, edit_lane.py), and relays the
+operations.py and history.py (one short transaction each, on the ORM thread; create_cell,
+delete_cell, update_cell and move_cell on the event loop's edit lane when it can take them, edit_lane.py), and relays the
 kernel worker's events to its socket when fanout.py does not write them itself.  It sends no
 notebook events of its own but one: the early announcement of a create or delete it committed
 (without `seq`, docs/protocol.md); the kernel worker is the only sender of events in `seq`
@@ -233,7 +233,9 @@ class NotebookConsumer(AsyncWebsocketConsumer):
 
     async def _on_move_cell(self, message):
         f = message.fields
-        await self._operation(operations.move_cell, cell_id=f["cellId"], after_cell_id=f["afterCellId"], request_id=message.request_id)
+        fields = {"cell_id": f["cellId"], "after_cell_id": f["afterCellId"], "request_id": message.request_id}
+        if not await self._on_the_lane(edit_lane.move_cell, **fields):
+            await self._operation(operations.move_cell, **fields)
 
     async def _on_delete_cell(self, message):
         fields = {"cell_id": message.fields["cellId"], "request_id": message.request_id}
@@ -242,7 +244,9 @@ class NotebookConsumer(AsyncWebsocketConsumer):
 
     async def _on_cell_update(self, message):
         f = message.fields
-        await self._operation(operations.update_cell, cell_id=f["cellId"], code=f.get("code"), result_variable=f.get("resultVariable"), request_id=message.request_id)
+        fields = {"cell_id": f["cellId"], "code": f.get("code"), "result_variable": f.get("resultVariable"), "request_id": message.request_id}
+        if not await self._on_the_lane(edit_lane.update_cell, **fields):
+            await self._operation(operations.update_cell, **fields)
 
     async def _on_update_db_connection(self, message):
         await self._operation(operations.update_db_connection, connection_string=message.fields["connectionString"], request_id=message.request_id)

@@ -1,6 +1,7 @@
-"""create_cell and delete_cell on the event loop: the edit lane (docs/performance.md, "Edits").
+"""create_cell, delete_cell, update_cell and move_cell on the event loop: the edit lane
+(docs/performance.md, "Edits").
 
-On PostgreSQL both are one pipeline of SQL (operations.NewCell / GoneCell and
+On PostgreSQL each is one pipeline of SQL (operations.NewCell / GoneCell / EditedCell / MovedCell and
 operations.edit_statements). Through database_sync_to_async that pipeline crosses to the ORM
 thread and back: two thread wake-ups per edit, ~0.6 ms each on a 2-core VM, a quarter of the edit's hops. Here the same statements go
 over an asyncio psycopg connection of the event loop's own, then the kernel's message and the
@@ -146,6 +147,20 @@ async def create_cell(notebook_id, user, *, cell_type, after_cell_id=None, befor
 async def delete_cell(notebook_id, user, *, cell_id, request_id=None):
     """operations.delete_cell on the lane; False when it must take the ORM thread instead."""
     return await _edit(notebook_id, user, operations.GoneCell(notebook_id, cell_id=cell_id, request_id=request_id))
+
+
+async def update_cell(notebook_id, user, *, cell_id, code=None, result_variable=None, request_id=None):
+    """operations.update_cell on the lane (new code); False when it must take the ORM thread
+    instead (a SQL cell's result variable)."""
+    if code is None or result_variable is not None:
+        return False
+    return await _edit(notebook_id, user, operations.EditedCell(notebook_id, cell_id=cell_id, code=code, request_id=request_id))
+
+
+async def move_cell(notebook_id, user, *, cell_id, after_cell_id, request_id=None):
+    """operations.move_cell on the lane; False when it must take the ORM thread instead (no
+    room between the neighbours: positions to spread)."""
+    return await _edit(notebook_id, user, operations.MovedCell(notebook_id, cell_id=cell_id, after_cell_id=after_cell_id, request_id=request_id))
 
 
 async def close():

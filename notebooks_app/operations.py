@@ -15,6 +15,7 @@ in one pipeline of their own and then send the kernel message (send_on_commit ru
 the change has committed).  Other modules use the public names here, never the private ones.
 """
 import base64
+import datetime
 import uuid
 
 from django.core.exceptions import ImproperlyConfigured
@@ -42,6 +43,7 @@ from .models import (
     EVENT_SECRET_SET,
     EVENT_SHARED,
     EVENT_UNSHARED,
+    EDIT_COALESCE_SECONDS,
     Cell,
     Membership,
     Notebook,
@@ -347,7 +349,12 @@ def delete_cell(notebook_id, user, *, cell_id, request_id=None, revert=None):
 
 
 def move_cell(notebook_id, user, *, cell_id, after_cell_id, request_id=None, revert=None):
-    """Put a cell just after another one (None: first). Order only: the graph is unchanged."""
+    """Put a cell just after another one (None: first). Order only: the graph is unchanged.
+    On PostgreSQL: MovedCell's statement (run_change); otherwise the ORM, placing it the same way."""
+    if connection.vendor == "postgresql":
+        moved = MovedCell(notebook_id, cell_id=cell_id, after_cell_id=after_cell_id, request_id=request_id, revert=revert)
+        run_change(notebook_id, user, moved)
+        return moved.position
     with transaction.atomic():
         notebook = lock_notebook(notebook_id, user)
         cell = _get_cell(notebook, cell_id)
@@ -369,7 +376,12 @@ def move_cell(notebook_id, user, *, cell_id, after_cell_id, request_id=None, rev
 
 
 def update_cell(notebook_id, user, *, cell_id, code=None, result_variable=None, request_id=None, revert=None):
-    """Save new code (and, for SQL cells, a new result variable); the kernel re-analyses it."""
+    """Save new code (and, for SQL cells, a new result variable); the kernel re-analyses it.
+    New code alone, on PostgreSQL: EditedCell's statement (run_change); otherwise the ORM."""
+    if connection.vendor == "postgresql" and code is not None and result_variable is None:
+        edited = EditedCell(notebook_id, cell_id=cell_id, code=code, request_id=request_id, revert=revert)
+        run_change(notebook_id, user, edited)
+        return Cell.objects.get(pk=edited.key)
     with transaction.atomic():
         notebook = lock_notebook(notebook_id, user)
         cell = _get_cell(notebook, cell_id)
@@ -756,6 +768,92 @@ SELECT (SELECT {notebook.revision} FROM bumped)""",
     bump=_bump_sql("removed"),
 )
 
+# New code for a cell: the row (status stale), its history event (or, for the same person's
+# edit of the same cell within EDIT_COALESCE_SECONDS, the previous event's `after` moved on:
+# models.NotebookEventQuerySet.record, in SQL) and the bump, when the code differs.
+_UPDATE_SQL = _sql(
+    """WITH
+target AS (
+    SELECT {cell.id}, {cell.code}, {cell.result_variable} FROM {cell}
+    WHERE {cell.notebook} = %(notebook)s AND {cell.id} = %(cell)s AND {may_edit}
+),
+changed AS (
+    UPDATE {cell} SET {cell.code} = %(code)s, {cell.status} = %(stale)s, {cell.updated_at} = %(now)s
+    WHERE {cell.id} IN (SELECT {cell.id} FROM target WHERE {cell.code} IS DISTINCT FROM %(code)s)
+    RETURNING {cell.id}
+),
+coalesced AS (
+    UPDATE {event} SET {event.after} = jsonb_build_object('code', %(code)s::text, 'resultVariable', (SELECT {cell.result_variable} FROM target))
+    WHERE {event.id} = (SELECT {event.id} FROM {event} WHERE {event.notebook} = %(notebook)s ORDER BY {event.id} DESC LIMIT 1)
+      AND EXISTS (SELECT 1 FROM changed) AND %(reverts)s::bigint IS NULL
+      AND {event.kind} = %(kind)s AND {event.user} = %(user)s AND {event.cell_id} = %(cell)s AND {event.created_at} > %(recent)s
+      AND NOT {event.is_undo} AND NOT {event.reverted} AND {event.reverts} IS NULL
+    RETURNING {event.id}
+),
+recorded AS (
+    {record}
+    FROM target t, changed WHERE NOT EXISTS (SELECT 1 FROM coalesced)
+),
+{bump}
+SELECT EXISTS (SELECT 1 FROM target), (SELECT {cell.result_variable} FROM target), EXISTS (SELECT 1 FROM changed),
+       COALESCE((SELECT {notebook.revision} FROM bumped), (SELECT {notebook.revision} FROM {notebook} WHERE {notebook.id} = %(notebook)s))""",
+    may_edit=_MAY_EDIT,
+    record=_event_insert(
+        "t",
+        before=f"jsonb_build_object('code', t.{_N['cell'].code}, 'resultVariable', t.{_N['cell'].result_variable})",
+        after=f"jsonb_build_object('code', %(code)s::text, 'resultVariable', t.{_N['cell'].result_variable})",
+    ),
+    bump=_bump_sql("changed"),
+)
+
+# A cell put just after another (or first): placed as _position_after / _position_at_top place it
+# (halfway to the next cell, the moved one included; NULL when there is no room: run_change
+# spreads the positions and runs it again), its event (the cell it followed, the one it follows
+# now) and the bump.
+_MOVE_SQL = _sql(
+    """WITH
+target AS (
+    SELECT {cell.id}, {cell.position} FROM {cell}
+    WHERE {cell.notebook} = %(notebook)s AND {cell.id} = %(cell)s AND {may_edit}
+),
+after_cell AS (
+    SELECT {cell.position} AS position FROM {cell} WHERE {cell.notebook} = %(notebook)s AND {cell.id} = %(after)s
+),
+was_after AS (
+    SELECT c.{cell.id} AS id FROM {cell} c, target t
+    WHERE c.{cell.notebook} = %(notebook)s AND c.{cell.position} < t.{cell.position} ORDER BY c.{cell.position} DESC LIMIT 1
+),
+next_position AS (
+    SELECT min(c.{cell.position}) AS position FROM {cell} c
+    WHERE c.{cell.notebook} = %(notebook)s AND (%(after)s::uuid IS NULL OR c.{cell.position} > (SELECT position FROM after_cell))
+),
+placed AS (
+    SELECT CASE
+        WHEN %(after)s::uuid IS NULL THEN CASE WHEN n.position IS NULL THEN %(step)s WHEN n.position >= 2 THEN n.position / 2 END
+        WHEN n.position IS NULL THEN a.position + %(step)s
+        WHEN n.position - a.position >= 2 THEN (a.position + n.position) / 2
+    END AS position
+    FROM next_position n LEFT JOIN after_cell a ON true
+    WHERE %(after)s::uuid IS NULL OR a.position IS NOT NULL
+),
+moved AS (
+    UPDATE {cell} SET {cell.position} = (SELECT position FROM placed)
+    WHERE {cell.id} IN (SELECT {cell.id} FROM target) AND (SELECT position FROM placed) IS NOT NULL
+      AND %(after)s::uuid IS DISTINCT FROM %(cell)s::uuid
+    RETURNING {cell.id}, {cell.position}
+),
+recorded AS (
+    {record}
+    FROM moved t
+),
+{bump}
+SELECT EXISTS (SELECT 1 FROM target), %(after)s::uuid IS NULL OR EXISTS (SELECT 1 FROM after_cell),
+       (SELECT {cell.position} FROM moved), (SELECT {notebook.revision} FROM bumped)""",
+    may_edit=_MAY_EDIT,
+    record=_event_insert("t", before="jsonb_build_object('after', (SELECT id FROM was_after)::text)", after="jsonb_build_object('after', %(after_text)s::text)"),
+    bump=_bump_sql("moved"),
+)
+
 _EDIT_ROLES = [role for role, actions in permissions.ALLOWED.items() if EDIT in actions and role != ROLE_OWNER]
 
 
@@ -975,6 +1073,104 @@ class GoneCell:
             raise OperationError("unknown_cell", f"There is no cell {self.cell_id} in this notebook.")
         self.message = {"type": "kernel.delete_cell", "notebook": str(self.notebook_id), "revision": revision, "requestId": self.request_id, "cellId": str(self.cell_id)}
         self.early = {"type": "cell_deleted", "cellId": str(self.cell_id), "requestId": self.request_id, "early": True}
+        return True
+
+
+class EditedCell:
+    """New code for a cell (the lock, then row + event + bump in one statement: _UPDATE_SQL), as
+    NewCell. Not announced early: the pages hear the new code through its shared text, which
+    the kernel replaces and relays (kernel/cell_texts.py). A SQL cell's new result variable, and
+    SQLite, take update_cell's ORM path."""
+
+    prepares = False
+    on_the_lane = True
+    early = None
+
+    @property
+    def sql(self):
+        return _UPDATE_SQL  # as NewCell.sql
+
+    def __init__(self, notebook_id, *, cell_id, code, request_id=None, revert=None):
+        reverts, is_undo = revert or (None, False)
+        self.notebook_id, self.cell_id, self.code, self.request_id, self.revert = notebook_id, cell_id, code, request_id, revert
+        self.key = _as_uuid(cell_id)
+        now = timezone.now()
+        self.params = {
+            "cell": self.key,
+            "code": code,
+            "stale": STATUS_STALE,
+            "now": now,
+            "recent": now - datetime.timedelta(seconds=EDIT_COALESCE_SECONDS),
+            "kind": EVENT_EDITED,
+            "reverts": getattr(reverts, "pk", reverts),
+            "is_undo": is_undo,
+        }
+        self.message = self.result_variable = None
+
+    def prepare(self, notebook_id):
+        pass
+
+    def made(self, row):
+        found, self.result_variable, changed, revision = row
+        if self.key is None or not found:
+            raise OperationError("unknown_cell", f"There is no cell {self.cell_id} in this notebook.")
+        self.message = {
+            "type": "kernel.update_cell",
+            "notebook": str(self.notebook_id),
+            "revision": revision,
+            "requestId": self.request_id,
+            "cellId": str(self.key),
+            "code": self.code,
+            "resultVariable": self.result_variable,
+            "changed": changed,
+        }
+        return True
+
+
+class MovedCell:
+    """A cell put just after another one (the lock, then placement + event + bump in one
+    statement: _MOVE_SQL), as NewCell. Not announced early: pages hear it in `seq` order."""
+
+    prepares = False
+    on_the_lane = True
+    early = None
+
+    @property
+    def sql(self):
+        return _MOVE_SQL  # as NewCell.sql
+
+    def __init__(self, notebook_id, *, cell_id, after_cell_id, request_id=None, revert=None):
+        reverts, is_undo = revert or (None, False)
+        self.notebook_id, self.cell_id, self.after_cell_id, self.request_id = notebook_id, cell_id, after_cell_id, request_id
+        self.key, self.after = _as_uuid(cell_id), _as_uuid(after_cell_id)
+        self.params = {
+            "cell": self.key,
+            "after": self.after,
+            "after_text": str(after_cell_id) if after_cell_id else None,
+            "step": POSITION_STEP,
+            "now": timezone.now(),
+            "kind": EVENT_MOVED,
+            "reverts": getattr(reverts, "pk", reverts),
+            "is_undo": is_undo,
+        }
+        self.positions = self.position = self.message = None
+
+    def prepare(self, notebook_id):
+        pass
+
+    def made(self, row):
+        """False when there was no room (positions to spread first: run_change)."""
+        found, after_found, position, revision = row
+        if self.key is None or not found:
+            raise OperationError("unknown_cell", f"There is no cell {self.cell_id} in this notebook.")
+        if self.after_cell_id is not None and str(self.after_cell_id) == str(self.cell_id):
+            raise OperationError("invalid_field", "A cell cannot be moved after itself.")
+        if self.after_cell_id is not None and (self.after is None or not after_found):
+            raise OperationError("unknown_cell", f"There is no cell {self.after_cell_id} in this notebook.")
+        if position is None:
+            return False
+        self.position = position
+        self.message = {"type": "kernel.move_cell", "notebook": str(self.notebook_id), "revision": revision, "requestId": self.request_id, "cellId": str(self.key), "position": position, "positions": self.positions}
         return True
 
 

@@ -1,6 +1,7 @@
-"""One way to create and delete a cell: whichever transport runs an edit (the ORM thread, outside
-or inside a caller's transaction, or the event loop's edit lane), the same edits leave the same
-rows, the same history events and the same kernel messages (operations.NewCell / GoneCell)."""
+"""One way to create, edit, move and delete a cell: whichever transport runs an edit (the ORM thread,
+outside or inside a caller's transaction, or the event loop's edit lane), the same edits leave the
+same rows, the same history events and the same kernel messages (operations.NewCell / GoneCell /
+EditedCell / MovedCell)."""
 import asyncio
 
 import pytest
@@ -20,6 +21,13 @@ EDITS = [
     ("bob", "create", {"label": "m", "cell_type": "markdown", "code": "# m", "after_cell_id": "@a", "request_id": "r3"}),
     ("alice", "create", {"label": "q", "cell_type": "sql", "code": "SELECT 1", "request_id": "r4"}),  # the lane leaves it to the thread
     ("alice", "create", {"label": "z", "code": "z = 0", "before_cell_id": "@a", "request_id": "r5"}),  # and this one
+    ("alice", "update", {"cell_id": "@b", "code": "b = 3", "request_id": "u1"}),  # a new event
+    ("alice", "update", {"cell_id": "@b", "code": "b = 4", "request_id": "u2"}),  # the same one, coalesced
+    ("bob", "update", {"cell_id": "@b", "code": "b = 5", "request_id": "u3"}),  # someone else: a new one
+    ("bob", "update", {"cell_id": "@b", "code": "b = 5", "request_id": "u4"}),  # the same code: no event, no revision
+    ("alice", "update", {"cell_id": "@q", "result_variable": "df_9", "request_id": "u5"}),  # the lane leaves it to the thread
+    ("bob", "move", {"cell_id": "@z", "after_cell_id": "@b", "request_id": "v1"}),  # halfway to the next cell
+    ("alice", "move", {"cell_id": "@q", "after_cell_id": None, "request_id": "v2"}),  # to the top
     ("bob", "delete", {"cell_id": "@m", "request_id": "r6"}),
     ("alice", "delete", {"cell_id": "@a", "request_id": "r7"}),
 ]
@@ -122,27 +130,51 @@ def test_every_transport_makes_the_same_rows_events_and_messages(path, notebook,
     got = outcome(notebook, ids, sent)
 
     # What the ORM thread does, written out once: every path must match it.
-    assert [row[0] for row in got["rows"]] == ["z", "b", "q"]
-    assert [row[1] for row in got["rows"]] == [POSITION_STEP // 2, 2 * POSITION_STEP, 3 * POSITION_STEP]
-    assert got["rows"][2][2:5] == ["sql", "SELECT 1", "df_1"]
-    assert got["every row has its shared text"] and got["revision"] == 7
+    assert [row[0] for row in got["rows"]] == ["q", "b", "z"]
+    assert [row[1] for row in got["rows"]] == [POSITION_STEP // 2, 2 * POSITION_STEP, 5 * POSITION_STEP // 2]
+    assert got["rows"][0][2:5] == ["sql", "SELECT 1", "df_9"]
+    assert got["rows"][1][3] == "b = 5" and got["rows"][1][5] == "stale" and got["rows"][0][5] == "stale"
+    assert got["every row has its shared text"] and got["revision"] == 13
     assert [(kind, cell, who) for kind, cell, who, *_ in got["events"]] == [
         ("created", "a", "alice"),
         ("created", "b", "alice"),
         ("created", "m", "bob"),
         ("created", "q", "alice"),
         ("created", "z", "alice"),
+        ("edited", "b", "alice"),
+        ("edited", "b", "bob"),
+        ("edited", "q", "alice"),
+        ("moved", "z", "bob"),
+        ("moved", "q", "alice"),
         ("deleted", "m", "bob"),
         ("deleted", "a", "alice"),
     ]
     assert got["events"][2][4] == {"id": "m", "type": "markdown", "code": "# m", "resultVariable": "", "previous": "a", "next": "b"}
     assert got["events"][4][4] == {"id": "z", "type": "python", "code": "z = 0", "resultVariable": "", "previous": None, "next": "a"}
-    assert got["events"][6][3] == {"id": "a", "type": "python", "code": "a = 1", "resultVariable": "", "previous": "z", "next": "b"}
-    assert [m["revision"] for m in got["kernel"]] == [1, 2, 3, 4, 5, 6, 7]
+    assert got["events"][5][3:5] == [{"code": "b = 2", "resultVariable": ""}, {"code": "b = 4", "resultVariable": ""}]
+    assert got["events"][6][3:5] == [{"code": "b = 4", "resultVariable": ""}, {"code": "b = 5", "resultVariable": ""}]
+    assert got["events"][7][3:5] == [{"code": "SELECT 1", "resultVariable": "df_1"}, {"code": "SELECT 1", "resultVariable": "df_9"}]
+    assert got["events"][8][3:5] == [{"after": None}, {"after": "b"}]
+    assert got["events"][9][3:5] == [{"after": "z"}, {"after": None}]
+    assert got["events"][11][3] == {"id": "a", "type": "python", "code": "a = 1", "resultVariable": "", "previous": "q", "next": "b"}
+    assert [m["revision"] for m in got["kernel"]] == [1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10, 11, 12, 13]
+    moves = [{k: m[k] for k in ("type", "cellId", "position", "positions", "requestId")} for m in got["kernel"][10:12]]
+    assert moves == [
+        {"type": "kernel.move_cell", "cellId": "z", "position": 5 * POSITION_STEP // 2, "positions": None, "requestId": "v1"},
+        {"type": "kernel.move_cell", "cellId": "q", "position": POSITION_STEP // 2, "positions": None, "requestId": "v2"},
+    ]
+    updates = [{k: m[k] for k in ("cellId", "code", "resultVariable", "changed", "requestId")} for m in got["kernel"][5:10]]
+    assert updates == [
+        {"cellId": "b", "code": "b = 3", "resultVariable": "", "changed": True, "requestId": "u1"},
+        {"cellId": "b", "code": "b = 4", "resultVariable": "", "changed": True, "requestId": "u2"},
+        {"cellId": "b", "code": "b = 5", "resultVariable": "", "changed": True, "requestId": "u3"},
+        {"cellId": "b", "code": "b = 5", "resultVariable": "", "changed": False, "requestId": "u4"},
+        {"cellId": "q", "code": "SELECT 1", "resultVariable": "df_9", "changed": True, "requestId": "u5"},
+    ]
     assert got["kernel"][3]["cell"]["resultVariable"] == "df_1" and got["kernel"][4]["position"] == POSITION_STEP // 2
     # Announced early: what the lane can take (a Python or markdown cell placed after another or
     # at the end, a delete); the rest only by the worker, in order.
-    assert [bool(early) for early in got["early"]] == [True, True, True, False, False, True, True]
+    assert [bool(early) for early in got["early"]] == [True, True, True, False, False, *[False] * 7, True, True]
     assert got["early"][2]["index"] == 1
 
 
