@@ -1,5 +1,5 @@
-"""CRUD: create_cell then delete_cell from one client while others watch; time until every
-client (the sender included) has the event.
+"""CRUD: create_cell, cell_update, move_cell (to the top) and delete_cell from one client while
+others watch; time until every client (the sender included) has the event.
 
     .venv/bin/python -m bench.crud [--others 1,10,100] [--repeat R] [--quick] [--full-only]
 
@@ -47,21 +47,27 @@ def watchers_see(watchers):
     return see
 
 
-async def rounds(sender, see, repeat, creates, deletes):
-    """`repeat` create + delete rounds after one that warms the session up, paced at PACE;
-    `see(request_id, kind, start)` -> (ms until everyone has it, its cellId)."""
+# The edits of a round, in order: (message type, the event every client waits for).
+EDITS = (("create_cell", "cell_created"), ("cell_update", "cell_updated"), ("move_cell", "cell_moved"), ("delete_cell", "cell_deleted"))
+
+
+async def rounds(sender, see, repeat, samples):
+    """`repeat` rounds (create, edit its code, move it to the top, delete it) after one that warms
+    the session up, paced at PACE; `see(request_id, kind, start)` -> (ms until everyone has it,
+    its cellId); `samples`: message type -> list, appended to."""
     for i in range(repeat + 1):  # the first round warms the session up
-        start = time.perf_counter()
-        await sender.send(type="create_cell", code=f"v{i} = {i}", requestId=f"c{i}")
-        created, cell_id = await see(f"c{i}", "cell_created", start)
-        await asyncio.sleep(max(0, PACE - (time.perf_counter() - start)))
-        start = time.perf_counter()
-        await sender.send(type="delete_cell", cellId=cell_id, requestId=f"d{i}")
-        deleted, _ = await see(f"d{i}", "cell_deleted", start)
-        await asyncio.sleep(max(0, PACE - (time.perf_counter() - start)))
-        if i:
-            creates.append(created)
-            deletes.append(deleted)
+        cell_id = None
+        for n, (kind, event) in enumerate(EDITS):
+            fields = {"create_cell": {"code": f"v{i} = {i}"}, "cell_update": {"cellId": cell_id, "code": f"v{i} = {i} + 1"}}.get(kind, {"cellId": cell_id})
+            if kind == "move_cell":
+                fields["afterCellId"] = None
+            start = time.perf_counter()
+            await sender.send(type=kind, requestId=f"{n}-{i}", **fields)
+            took, seen_id = await see(f"{n}-{i}", event, start)
+            cell_id = cell_id or seen_id
+            await asyncio.sleep(max(0, PACE - (time.perf_counter() - start)))
+            if i:
+                samples[kind].append(took)
 
 
 async def measure(cluster, args):
@@ -77,31 +83,29 @@ async def measure(cluster, args):
     for others in args.others:
         notebook_id = await cluster.anotebook(["a = 1"])
         clients = await cluster.clients(notebook_id, others + 1)
-        creates, deletes = [], []
+        samples = {kind: [] for kind, _ in EDITS}
         with clients_without_gc():
-            await rounds(clients[0], lambda rid, kind, start: everyone_sees(clients, rid, kind, start), repeat, creates, deletes)
-        results[others] = (
-            report.row(f"create_cell, {others} other clients: all {others + 1} have it", creates),
-            report.row(f"delete_cell, {others} other clients: all {others + 1} have it", deletes),
-        )
+            await rounds(clients[0], lambda rid, kind, start: everyone_sees(clients, rid, kind, start), repeat, samples)
+        rows = {kind: report.row(f"{kind}, {others} other clients: all {others + 1} have it", samples[kind]) for kind, _ in EDITS}
+        results[others] = (rows["create_cell"], rows["delete_cell"])
         await asyncio.gather(*(c.close() for c in clients))
         if args.full_only:
             continue
         notebook_id = await cluster.anotebook(["a = 1"])
         watchers = await cluster.watchers(notebook_id, others + 1)  # the first one sends
-        creates, deletes = [], []
+        samples = {kind: [] for kind, _ in EDITS}
         with clients_without_gc():
-            await rounds(watchers[0], watchers_see(watchers), repeat, creates, deletes)
-        for name, samples in (("create_cell", creates), ("delete_cell", deletes)):
-            report.row(f"{name}, {others} watchers: the sender and all {others} have it", [read for read, _ in samples], note="read by the bench")
-        for name, samples in (("create_cell", creates), ("delete_cell", deletes)):
-            report.row(f"{name}, {others} watchers: on the sender's and all {others} sockets", [at for _, at in samples], note="kernel receive time")
+            await rounds(watchers[0], watchers_see(watchers), repeat, samples)
+        for name, _ in EDITS:
+            report.row(f"{name}, {others} watchers: the sender and all {others} have it", [read for read, _ in samples[name]], note="read by the bench")
+        for name, _ in EDITS:
+            report.row(f"{name}, {others} watchers: on the sender's and all {others} sockets", [at for _, at in samples[name]], note="kernel receive time")
         await asyncio.gather(*(w.close() for w in watchers))
     return results
 
 
 def main(argv=None):
-    args = parse_args("create_cell / delete_cell latency to every client.", argv, [("full-only", "measure with full clients only, no Watchers")], others="1,10,100")
+    args = parse_args("create_cell / cell_update / move_cell / delete_cell latency to every client.", argv, [("full-only", "measure with full clients only, no Watchers")], others="1,10,100")
     if args.quick:
         args.others = [1, 2]
     with Cluster("crud") as cluster:
