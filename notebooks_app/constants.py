@@ -71,5 +71,9 @@ OUTPUT_INLINE_LIMIT = 64 * 1024
 STATE_STDOUT_LIMIT = 64 * 1024
 # An error's message and traceback are each cut to this many characters.
 ERROR_TEXT_LIMIT = 64 * 1024
+# A notebook_state carries the outputs of its first this-many cells; a later cell's final outputs
+# are left out for `outputsRef`, which the page fetches as the cell comes near the viewport
+# (/notebooks/<id>/cells/<cell>/outputs/): a 10,000-cell notebook's state without its 50 MB.
+STATE_INLINE_OUTPUT_CELLS = 100
 # A notebook_state is split into chunks of cells of about this many bytes each.
 STATE_CHUNK_BYTES = 256 * 1024

@@ -20,4 +20,5 @@ urlpatterns = [
     path("notebooks/<uuid:notebook_id>/files/<path:path>", views.notebook_file_download, name="file"),
     path("frames/chart/", output_documents.chart_frame, name="chart_frame"),
     path("notebooks/<uuid:notebook_id>/cells/<uuid:cell_id>/stdout/", views.cell_stdout, name="stdout"),
+    path("notebooks/<uuid:notebook_id>/cells/<uuid:cell_id>/outputs/", views.cell_outputs, name="cell_outputs"),
 ]

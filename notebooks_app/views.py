@@ -269,6 +269,17 @@ def cell_stdout(request, notebook_id, cell_id):
     return response
 
 
+def cell_outputs(request, notebook_id, cell_id):
+    """A cell's stored outputs, {"outputs": [...]}: a big notebook's state leaves them out for
+    its later cells (`outputsRef`, docs/protocol.md), and the page fetches them as they come near."""
+    cell = Cell.objects.filter(pk=cell_id, notebook__in=Notebook.objects.visible_to(request.user).filter(pk=notebook_id)).only("outputs").first()
+    if cell is None:
+        raise Http404("No such cell.")
+    response = JsonResponse({"outputs": cell.outputs or []})
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
 @require_POST
 def set_theme(request):
     """The person's colour theme (light, dark or system), kept on their account for every page

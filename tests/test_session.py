@@ -81,6 +81,9 @@ class MemoryStore:
     def stdout_url(self, notebook_id, cell_id):
         return f"/stdout/{cell_id}"
 
+    def outputs_url(self, notebook_id, cell_id):
+        return f"/outputs-of/{cell_id}"
+
 
 class Published:
     """The publish coroutine a session is given: records every event, lets a test await one."""

@@ -8,7 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
 
-from notebooks_app.constants import FRAME_BYTES_BUDGET, FRAME_BYTES_LIMIT, OUTPUT_INLINE_LIMIT, STATE_STDOUT_LIMIT
+from notebooks_app.constants import FRAME_BYTES_BUDGET, FRAME_BYTES_LIMIT, OUTPUT_INLINE_LIMIT, STATE_INLINE_OUTPUT_CELLS, STATE_STDOUT_LIMIT
 from notebooks_app.models import Cell, Notebook
 from notebooks_app.protocol import frame_groups
 from tests.conftest import create, run_and_wait
@@ -147,3 +147,29 @@ def test_stdout_reference_of_a_cell_is_for_its_notebooks_members_only(notebook, 
     stranger.force_login(users["dave"])
     assert member.get(url).content == b"o" * 100
     assert stranger.get(url).status_code == 404
+
+
+async def test_a_big_notebooks_later_cells_come_with_their_outputs_by_reference(ws, notebook, users):
+    """The first STATE_INLINE_OUTPUT_CELLS cells of a state carry their outputs; a later cell whose
+    run ended carries `outputsRef`, which returns exactly the outputs a small state would hold."""
+    @database_sync_to_async
+    def fill():
+        cells = [Cell(notebook=notebook, position=(i + 1) * 1024, code=f"v{i} = {i}\nv{i}") for i in range(STATE_INLINE_OUTPUT_CELLS + 5)]
+        Cell.objects.bulk_create(cells)
+        Notebook.objects.filter(pk=notebook.pk).update(revision=notebook.revision + 1)
+
+    await fill()
+    alice = await ws(users["alice"], notebook, batch=True)
+    await alice.send(type="run_all")
+    last = alice.order[-1]
+    await alice.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == last and e["status"] == "success", timeout=120)
+    fresh = await ws(users["carol"], notebook)  # a viewer
+    first, later = fresh.state[fresh.order[0]], fresh.state[last]
+    assert first["outputs"] == alice.state[fresh.order[0]]["outputs"] and "outputsRef" not in first
+    assert later["outputs"] == [] and later["outputsRef"]["count"] == 1
+    assert [fresh.state[c].get("outputsRef") is not None for c in fresh.order] == [False] * STATE_INLINE_OUTPUT_CELLS + [True] * 5
+    response = await fetch(users["carol"], later["outputsRef"]["url"])
+    assert response.status_code == 200 and response.json()["outputs"] == alice.state[last]["outputs"]
+    assert response.json()["outputs"][0]["data"] == str(STATE_INLINE_OUTPUT_CELLS + 4)
+    assert (await fetch(users["dave"], later["outputsRef"]["url"])).status_code == 404  # a stranger
+    assert (await fetch(None, later["outputsRef"]["url"])).status_code == 404  # anonymous

@@ -120,10 +120,16 @@ class CellState:
             fields["tables"] = self.tables
         return fields
 
-    def to_message(self, stdout_url=None):
+    def to_message(self, stdout_url=None, outputs_url=None):
         """The cell as the protocol sends it.  Stdout longer than STATE_STDOUT_LIMIT is sent as its
-        tail, with `stdoutRef` ({url, size}) to the whole of it (`stdout_url(cell_id)`)."""
-        message = {"id": self.id, "type": self.type, **self.code_fields(), "status": self.status, "outputs": self.outputs, "stdout": self.stdout, "error": self.error}
+        tail, with `stdoutRef` ({url, size}) to the whole of it (`stdout_url(cell_id)`).  With
+        `outputs_url` (a state's cell beyond STATE_INLINE_OUTPUT_CELLS), final outputs are left
+        out for `outputsRef` ({url, count}): the stored ones, which are these once a run ended."""
+        outputs = self.outputs
+        message = {"id": self.id, "type": self.type, **self.code_fields(), "status": self.status, "outputs": outputs, "stdout": self.stdout, "error": self.error}
+        if outputs and outputs_url is not None and self.status not in TRANSIENT:
+            message["outputs"] = []
+            message["outputsRef"] = {"url": outputs_url(self.id), "count": len(outputs)}
         if self.run_by:
             message["runBy"] = self.run_by
         if len(self.stdout) > STATE_STDOUT_LIMIT and stdout_url is not None:

@@ -9,7 +9,7 @@ import bisect
 import re
 from dataclasses import dataclass
 
-from ..constants import CELL_SQL, STATUS_BLOCKED, STATUS_ERROR, STATUS_STALE
+from ..constants import CELL_SQL, STATE_INLINE_OUTPUT_CELLS, STATUS_BLOCKED, STATUS_ERROR, STATUS_STALE
 from .cell_state import TRANSIENT, CellState
 from .graph import DependencyGraph
 
@@ -131,11 +131,12 @@ class NotebookModel:
     def ordered_cells(self):
         return [self.cells[cell_id] for _, cell_id in self.order]
 
-    def cell_messages(self, stdout_url, extra):
+    def cell_messages(self, stdout_url, extra, outputs_url=None):
         """Every cell in order as a state carries it (one at a time), with `extra(cell)`'s fields
-        (its shared text: cell_texts.fields)."""
-        for cell in self.ordered_cells():
-            message = cell.to_message(stdout_url)
+        (its shared text: cell_texts.fields); the outputs of cells after the first
+        STATE_INLINE_OUTPUT_CELLS by reference (`outputs_url`, cell_state.to_message)."""
+        for index, cell in enumerate(self.ordered_cells()):
+            message = cell.to_message(stdout_url, outputs_url if index >= STATE_INLINE_OUTPUT_CELLS else None)
             message.update(extra(cell))
             yield message
 

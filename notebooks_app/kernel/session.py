@@ -299,6 +299,7 @@ class NotebookSession:
     def state_messages(self, request_id=None):
         """The notebook's state as event_stream.EventStream.state_messages sends it."""
         stdout_url = lambda cell_id: self.store.stdout_url(self.notebook_id, cell_id)  # noqa: E731
+        outputs_url = lambda cell_id: self.store.outputs_url(self.notebook_id, cell_id)  # noqa: E731
         config = self.execution.config
         notebook = {
             "id": self.notebook_id,
@@ -312,7 +313,7 @@ class NotebookSession:
             "egressAllowlist": list(config.egress_allowlist),
             "kernel": self.execution.status,
         }
-        return self.events.state_messages(notebook, self.model.cell_messages(stdout_url, self.texts.fields), request_id)
+        return self.events.state_messages(notebook, self.model.cell_messages(stdout_url, self.texts.fields, outputs_url), request_id)
 
     def _emit_state(self, request_id=None):
         """A full state to every client; it carries the seq of the last event before it."""

@@ -321,6 +321,9 @@ class DatabaseStore:
     def stdout_url(self, notebook_id, cell_id):
         return reverse("notebooks:stdout", args=[notebook_id, cell_id])
 
+    def outputs_url(self, notebook_id, cell_id):
+        return reverse("notebooks:cell_outputs", args=[notebook_id, cell_id])
+
     @retried_while_database_down
     def load_connection(self, notebook_id):
         notebook = Notebook.objects.filter(pk=notebook_id).only("id", "db_connection").first()

@@ -226,6 +226,10 @@ export class NotebookApp {
       onAdd: (view, where, cellType) => this.addCell(view.id, where, cellType),
       onMove: (view, direction) => this.moveCell(view.id, direction),
       onName: (name) => this.highlight(name),
+      onOutputsLoaded: (view, outputs) => {
+        const record = this.records.get(view.id);
+        if (record) record.cell.outputs = outputs; // fetched as the cell came near (outputsRef)
+      },
       onResultVariable: (view, name) => this.request({ type: "cell_update", cellId: view.id, resultVariable: name }, { kind: "result_variable", cellId: view.id }),
       ask: this.canEdit && !this.appMode ? (type, cellId, code, cursor) => this.assistant.ask(type, cellId, code, cursor) : null,
       // The offer to add the package a cell failed to import (packages_panel.js); editors only.

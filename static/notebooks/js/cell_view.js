@@ -224,8 +224,30 @@ export class CellView {
     this.setResultVariable(cell.resultVariable || "");
     this.setNames(cell.reads || [], cell.writes || [], cell.tables || []);
     this.setStdout(cell.stdout || "", cell.stdoutRef);
-    this.setOutputs(cell.outputs || []);
+    if (cell.outputsRef) this.deferOutputs(cell.outputsRef);
+    else this.setOutputs(cell.outputs || []);
     this.setError(cell.error, cell.status);
+  }
+
+  /** Outputs a big notebook's state left out (`outputsRef`, docs/protocol.md): fetched once the
+   * cell comes near the viewport, and shown unless newer ones (a run, an event) came meanwhile. */
+  deferOutputs(ref) {
+    const key = `ref ${ref.url}`;
+    if (key === this.outputsKey) return;
+    this.outputsKey = key;
+    const note = (text) => this.outputs.replaceChildren(el("div.outputs-pending", { text }));
+    note(ref.count === 1 ? "1 output, loading…" : `${ref.count} outputs, loading…`);
+    this.loads = [() => fetch(ref.url, { credentials: "same-origin" })
+      .then((response) => (response.ok ? response.json() : Promise.reject(new Error(`HTTP ${response.status}`))))
+      .then((body) => {
+        if (this.outputsKey !== key) return;
+        this.setOutputs(body.outputs);
+        this.hooks.onOutputsLoaded?.(this, body.outputs);
+      })
+      .catch((error) => {
+        if (this.outputsKey === key) note(`These outputs could not be loaded (${error.message}); reload the page to try again.`);
+      })];
+    if (this.near) for (const load of this.loads.splice(0)) load();
   }
 
   setStatus(status) {
