@@ -11,6 +11,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator  # noqa: E402
 
+from notebooks_app.kernel_client import starting_embedded_worker  # noqa: E402
 from notebooks_app.middleware import WebSocketUnavailableGuard  # noqa: E402
 from notebooks_app.routing import websocket_urlpatterns  # noqa: E402
 
@@ -33,7 +34,7 @@ def same_host_or_no_origin(app):
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": starting_embedded_worker(django_asgi_app, "/api/"),
         "websocket": WebSocketUnavailableGuard(same_host_or_no_origin(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
     }
 )

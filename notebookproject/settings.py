@@ -168,6 +168,11 @@ INSTALLED_APPS = [
     "notebooks_app",
     "channels",
     "csp",
+    # The REST API under /api/v1/ (notebooks_app/api/, docs/api.md): Django REST Framework, its
+    # OpenAPI schema (drf-spectacular) and Swagger UI served from our own static files (sidecar).
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
 ]
 
 MIDDLEWARE = [
@@ -464,6 +469,40 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 X_FRAME_OPTIONS = "SAMEORIGIN"
+
+# --- REST API (notebooks_app/api/, docs/api.md) -------------------------------------------------
+# Requests per token (or per logged-in user) and period, counted across every server process
+# through the "api" cache: "120/min", "10/s", "5000/hour", "100000/day".
+API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT") or "120/min"
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_RATE_LIMIT):
+    raise ImproperlyConfigured(f"API_RATE_LIMIT must be a number of requests per s, min, hour or day, such as 120/min, not {API_RATE_LIMIT!r}")
+API_PAGE_SIZE = 50
+_LOCAL_CACHE = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+CACHES = {
+    "default": _LOCAL_CACHE,
+    # Django's Redis cache takes no Sentinel: there, and in the embedded default, the count is
+    # per process (a deployment with Sentinel and several web processes allows that many times it).
+    "api": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "api"} if REDIS_URL and not REDIS_SENTINELS else _LOCAL_CACHE,
+}
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["notebooks_app.api.authentication.BearerTokenAuthentication", "rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated", "notebooks_app.api.permissions.TokenScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["notebooks_app.api.throttling.TokenRateThrottle"],
+    # JSON only: DRF's browsable API is a page of inline scripts the CSP above refuses.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "notebooks_app.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Reactive Notebooks API",
+    "DESCRIPTION": "Read, edit and run notebooks with a personal API token (docs/api.md).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",  # from /static/, not a CDN: the CSP allows only this site's scripts
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
 
 LOGGING = {
     "version": 1,

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
 from . import kernel_client
-from .models import Cell, KernelLease, KernelWorkerRecord, Membership, Notebook, NotebookEvent, NotebookSecret, NotebookVersion
+from .models import ApiToken, Cell, KernelLease, KernelWorkerRecord, Membership, Notebook, NotebookEvent, NotebookSecret, NotebookVersion
 
 
 def render_outputs(cell):
@@ -251,3 +251,28 @@ class KernelLeaseAdmin(ReadOnlyAdmin):
     list_display = ["fleet", "shard", "owner", "epoch", "expires_at"]
     list_filter = ["fleet", "owner"]
     ordering = ["fleet", "shard"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    """Personal API tokens (docs/api.md): who has which, for what, used when. The token itself is
+    never stored and its hash is not shown; made at /accounts/tokens/ or with `manage.py api_token`
+    (the only places the token is shown, once), revoked here with the action or by their owner."""
+
+    list_display = ["name", "owner", "prefix", "scope_list", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), ("owner", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name", "owner__username", "prefix"]
+    list_select_related = ["owner"]
+    fields = ["name", "owner", "prefix", "scope_list", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    actions = ["revoke"]
+
+    @admin.display(description="scopes")
+    def scope_list(self, token):
+        return ", ".join(token.scopes)
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset):
+        from django.utils import timezone
+
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} token(s).")

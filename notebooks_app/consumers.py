@@ -341,11 +341,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         """Messages that change no rows: check permission (and the cell), then ask the kernel."""
         cell_id = message.fields.get("cellId")
         revision = await self._operation(operations.check_kernel_command, cell_id=cell_id)
-        payload = {"type": f"kernel.{message.type}", "notebook": self.notebook_id, "revision": revision, "requestId": message.request_id}
-        if cell_id:
-            payload["cellId"] = cell_id
-        if message.type != "interrupt":
-            payload["by"] = self.user.get_username()  # shown on the cells it runs: "run by bob"
+        by = self.user.get_username() if message.type != "interrupt" else None
+        payload = kernel_client.command_message(self.notebook_id, message.type, revision=revision, request_id=message.request_id, cell_id=cell_id, by=by)
         await kernel_client.send(self.notebook_id, payload)
 
     async def _assist(self, message):

@@ -50,6 +50,17 @@ async def send(notebook_id, message):
     await get_channel_layer().send(kernel_channel(notebook_id), message)
 
 
+def command_message(notebook_id, kind, *, revision, request_id=None, cell_id=None, by=None):
+    """`kernel.<kind>` for a command that changes no rows (run_cell, run_all, interrupt), sent
+    after operations.check_kernel_command by the consumer and the API alike."""
+    message = {"type": f"kernel.{kind}", "notebook": str(notebook_id), "revision": revision, "requestId": request_id}
+    if cell_id:
+        message["cellId"] = cell_id
+    if by is not None:
+        message["by"] = by  # shown on the cells it runs: "run by bob"
+    return message
+
+
 async def send_then_announce(notebook_id, message, announcement=None):
     """`message` to the notebook's kernel, then `announcement` to its sockets (docs/protocol.md,
     "Early announcements"): a structural change reaches every page without waiting for the
@@ -116,6 +127,20 @@ def ensure_embedded_worker():
     from .kernel.worker import ensure_embedded_worker as start
 
     start()
+
+
+def starting_embedded_worker(app, path_prefix):
+    """ASGI wrapper: in the embedded default, an HTTP request under `path_prefix` (the REST API,
+    whose edits and runs the kernel must hear without any page open) starts the worker on the
+    server's own event loop, as a page's first socket does (consumers.py). A view, run on a
+    thread, could only start it on a loop of its own that ends with the call."""
+
+    async def http(scope, receive, send):
+        if settings.KERNEL_EMBEDDED and scope["path"].startswith(path_prefix):
+            ensure_embedded_worker()
+        return await app(scope, receive, send)
+
+    return http
 
 
 def notebook_deleted_on_commit(notebook_id):

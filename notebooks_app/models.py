@@ -4,7 +4,10 @@ Domain questions (a user's role, how a connection string is shown) live here as
 methods; what a role allows is permissions.py's, and every edit, sharing included,
 is a transactional function in operations.py.
 """
+import hashlib
+import secrets as stdlib_secrets
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
@@ -447,3 +450,109 @@ class KernelWorkerRecord(models.Model):
 
     def __str__(self):
         return f"{self.name} ({len(self.shards)} shards)"
+
+
+# --- personal API tokens (docs/api.md) -----------------------------------------------------
+SCOPE_READ = "read"
+SCOPE_RUN = "run"
+SCOPE_EDIT = "edit"
+SCOPES = [
+    (SCOPE_READ, "read: list notebooks, read cells and outputs"),
+    (SCOPE_RUN, "run: run a cell or the whole notebook"),
+    (SCOPE_EDIT, "edit: create, change, move and delete cells"),
+]
+TOKEN_PREFIX = "nbk_"  # what a token starts with, so a leaked one is recognisable (secret scanners)
+TOKEN_SHOWN_CHARS = 12  # the token's first characters, kept to tell tokens apart in lists
+TOKEN_NAME_MAX = 100
+TOKEN_MAX_DAYS = 3650
+TOKEN_TOUCH_SECONDS = 60  # last_used_at is written at most this often per token
+
+
+def parse_scopes(scopes):
+    """The scopes of `scopes` (a list, or text such as "read,run"), in SCOPES' order; ValueError
+    for an unknown one or none at all."""
+    if isinstance(scopes, str):
+        scopes = [scope.strip() for scope in scopes.split(",") if scope.strip()]
+    known = [scope for scope, _ in SCOPES]
+    unknown = sorted(set(scopes) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown scope {', '.join(unknown)}: choose from {', '.join(known)}.")
+    if not scopes:
+        raise ValueError(f"Give a token at least one scope: {', '.join(known)}.")
+    return [scope for scope in known if scope in scopes]
+
+
+def token_digest(secret):
+    """What is stored of a token: its SHA-256. A token is 256 random bits, so no salt or slow
+    hash is needed for the digest to reveal nothing, and a lookup is one indexed equality."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def issue(self, owner, *, name, scopes, expires_in_days=None):
+        """(token row, the token itself): the only moment the token exists outside its owner's
+        hands; only its digest is stored."""
+        secret = TOKEN_PREFIX + stdlib_secrets.token_urlsafe(32)
+        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+        token = self.create(owner=owner, name=name, scopes=parse_scopes(scopes), prefix=secret[:TOKEN_SHOWN_CHARS], digest=token_digest(secret), expires_at=expires_at)
+        return token, secret
+
+    def find(self, secret):
+        """The token row whose digest `secret` has (revoked and expired ones too), or None."""
+        return self.filter(digest=token_digest(secret)).select_related("owner").first()
+
+    def active(self):
+        now = timezone.now()
+        return self.filter(Q(revoked_at__isnull=True), Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
+class ApiToken(models.Model):
+    """A personal API token: it acts as its owner, with the owner's role on each notebook and no
+    more, and only within its scopes (docs/api.md). The token is shown once, when it is made;
+    the database holds its SHA-256 and its first characters, never the token."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=TOKEN_NAME_MAX)
+    scopes = models.JSONField(default=list)  # a subset of SCOPES, in their order
+    prefix = models.CharField(max_length=TOKEN_SHOWN_CHARS, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], condition=Q(revoked_at__isnull=True), name="unique_active_token_name")]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…) of {self.owner}"
+
+    def refusal(self, now=None):
+        """Why the token may not be used now (revoked, expired), or None."""
+        now = now or timezone.now()
+        if self.revoked_at is not None:
+            return "This API token was revoked."
+        if self.expires_at is not None and self.expires_at <= now:
+            return f"This API token expired on {self.expires_at:%Y-%m-%d %H:%M} UTC."
+        return None
+
+    def allows(self, scope):
+        return scope in self.scopes
+
+    def touch(self, now=None):
+        """Note that the token was used: written at most once every TOKEN_TOUCH_SECONDS, so that a
+        busy script does not write a row per request."""
+        now = now or timezone.now()
+        stale = now - timedelta(seconds=TOKEN_TOUCH_SECONDS)
+        if self.last_used_at is not None and self.last_used_at > stale:
+            return
+        ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale), pk=self.pk).update(last_used_at=now)
+        self.last_used_at = now
+
+    def revoke(self):
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])

@@ -7,16 +7,18 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
+from django.db import IntegrityError, transaction
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import exporting, importing, notebook_files, operations, output_documents, packages, permissions
 from .constants import OUTPUT_HTML_STYLE
 from .kernel.display import CHART_MIME_TYPES
-from .forms import ImportForm, NotebookForm, ShareForm
-from .models import THEMES, Cell, Notebook, OutputBlob, UserPreference
+from .forms import ApiTokenForm, ImportForm, NotebookForm, ShareForm
+from .models import THEMES, ApiToken, Cell, Notebook, OutputBlob, UserPreference
 
 
 # The message of every 404 this app raises is written for its user: templates/404.html shows it.
@@ -348,3 +350,37 @@ def notebook_file_download(request, notebook_id, path):
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
+
+
+# --- personal API tokens (docs/api.md) --------------------------------------------------------
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_tokens(request):
+    """The person's API tokens: make one (shown once, on the page this answers with) and list
+    them (name, scopes, dates; never the token)."""
+    form = ApiTokenForm(request.POST or None, owner=request.user)
+    new_token = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            with transaction.atomic():
+                token, new_token = ApiToken.objects.issue(request.user, name=data["name"], scopes=data["scopes"], expires_in_days=data["expires_in_days"])
+        except IntegrityError:  # the same name made a moment ago, in another request
+            form.add_error("name", f"You already have a token called “{data['name']}”; revoke it or choose another name.")
+        else:
+            form = ApiTokenForm(owner=request.user)
+    context = {"form": form, "new_token": new_token, "tokens": request.user.api_tokens.all(), "now": timezone.now()}
+    response = render(request, "notebooks/api_tokens.html", context, status=400 if form.errors else 200)
+    response["Cache-Control"] = "no-store"  # a page that shows a new token once is never kept
+    return response
+
+
+@login_required
+@require_POST
+def api_token_revoke(request, token_id):
+    token = ApiToken.objects.filter(pk=token_id, owner=request.user).first()
+    if token is None:
+        raise Http404("You have no such API token.")
+    token.revoke()
+    messages.success(request, f"Revoked the token “{token.name}”: it no longer works.")
+    return redirect("notebooks:api_tokens")
