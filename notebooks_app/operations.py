@@ -1046,16 +1046,28 @@ class NewCell:
         return cell
 
 
-class GoneCell:
-    """A deleted cell (the lock, then snapshot + event + delete + bump in one statement), as
-    NewCell."""
+class _OneStatement:
+    """A change that is one statement after the lock with nothing to prepare between them
+    (GoneCell, EditedCell, MovedCell): the edit lane takes it."""
 
     prepares = False
     on_the_lane = True
+    early = None
+    statement = None  # the name of its SQL in this module, looked up when used (as NewCell.sql)
 
     @property
     def sql(self):
-        return _DELETE_SQL  # as NewCell.sql
+        return globals()[self.statement]
+
+    def prepare(self, notebook_id):
+        pass
+
+
+class GoneCell(_OneStatement):
+    """A deleted cell (the lock, then snapshot + event + delete + bump in one statement), as
+    NewCell."""
+
+    statement = "_DELETE_SQL"
 
     def __init__(self, notebook_id, *, cell_id, request_id=None, revert=None):
         reverts, is_undo = revert or (None, False)
@@ -1063,9 +1075,6 @@ class GoneCell:
         self.key = _as_uuid(cell_id)
         self.params = {"cell": self.key, "now": timezone.now(), "kind": EVENT_DELETED, "reverts": getattr(reverts, "pk", reverts), "is_undo": is_undo}
         self.message = self.early = None
-
-    def prepare(self, notebook_id):
-        pass
 
     def made(self, row):
         (revision,) = row
@@ -1076,19 +1085,13 @@ class GoneCell:
         return True
 
 
-class EditedCell:
+class EditedCell(_OneStatement):
     """New code for a cell (the lock, then row + event + bump in one statement: _UPDATE_SQL), as
     NewCell. Not announced early: the pages hear the new code through its shared text, which
     the kernel replaces and relays (kernel/cell_texts.py). A SQL cell's new result variable, and
     SQLite, take update_cell's ORM path."""
 
-    prepares = False
-    on_the_lane = True
-    early = None
-
-    @property
-    def sql(self):
-        return _UPDATE_SQL  # as NewCell.sql
+    statement = "_UPDATE_SQL"
 
     def __init__(self, notebook_id, *, cell_id, code, request_id=None, revert=None):
         reverts, is_undo = revert or (None, False)
@@ -1107,9 +1110,6 @@ class EditedCell:
         }
         self.message = self.result_variable = None
 
-    def prepare(self, notebook_id):
-        pass
-
     def made(self, row):
         found, self.result_variable, changed, revision = row
         if self.key is None or not found:
@@ -1127,17 +1127,11 @@ class EditedCell:
         return True
 
 
-class MovedCell:
+class MovedCell(_OneStatement):
     """A cell put just after another one (the lock, then placement + event + bump in one
     statement: _MOVE_SQL), as NewCell. Not announced early: pages hear it in `seq` order."""
 
-    prepares = False
-    on_the_lane = True
-    early = None
-
-    @property
-    def sql(self):
-        return _MOVE_SQL  # as NewCell.sql
+    statement = "_MOVE_SQL"
 
     def __init__(self, notebook_id, *, cell_id, after_cell_id, request_id=None, revert=None):
         reverts, is_undo = revert or (None, False)
@@ -1154,9 +1148,6 @@ class MovedCell:
             "is_undo": is_undo,
         }
         self.positions = self.position = self.message = None
-
-    def prepare(self, notebook_id):
-        pass
 
     def made(self, row):
         """False when there was no room (positions to spread first: run_change)."""

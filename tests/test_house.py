@@ -5,6 +5,8 @@ import ast
 import collections
 import pathlib
 
+from notebooks_app.kernel.cycles import strong_components
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "notebooks_app"
 BIGGEST_CLASS = 400
 
@@ -64,32 +66,6 @@ def test_no_import_cycles():
         for module, _ in _module_imports(name, path, modules):
             if module in modules and module != name:
                 edges[name].add(module)
-    # Tarjan's strongly connected components: any with more than one module is a cycle.
-    index, low, stack, on_stack, cycles, counter = {}, {}, [], set(), [], [0]
-
-    def visit(module):
-        index[module] = low[module] = counter[0]
-        counter[0] += 1
-        stack.append(module)
-        on_stack.add(module)
-        for other in edges[module]:
-            if other not in index:
-                visit(other)
-                low[module] = min(low[module], low[other])
-            elif other in on_stack:
-                low[module] = min(low[module], index[other])
-        if low[module] == index[module]:
-            component = []
-            while True:
-                other = stack.pop()
-                on_stack.discard(other)
-                component.append(other)
-                if other == module:
-                    break
-            if len(component) > 1:
-                cycles.append(sorted(component))
-
-    for module in sorted(modules):
-        if module not in index:
-            visit(module)
+    # Strongly connected components (the graph's own Tarjan): any of more than one module is a cycle.
+    cycles = [sorted(component) for component in strong_components(set(modules), edges) if len(component) > 1]
     assert cycles == []
