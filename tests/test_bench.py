@@ -127,3 +127,12 @@ def test_lifecycle_benchmark():
     assert re.search(r"start of a stopped notebook: [\d.]+ ms median vs [\d.]+ ms warm", output)
     assert re.search(r"failover: median [\d.]+ s, max [\d.]+ s over \d+ kills; lease 2 s", output)
     assert re.search(r"1 worker\(s\): [\d.]+ edits/s \+ [\d.]+ runs/s", output) and "limit: " in output
+
+
+@pytest.mark.browser
+def test_page_open_benchmark_opens_a_big_notebook_in_chromium():
+    """bench/page_open.py: the notebook opened cold and warm in Chromium, every figure printed."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    output = run_bench("page_open", env)
+    for case in ("cold", "warm"):
+        assert f"300 cells, {case}: first screen" in output and f"300 cells, {case}: editable" in output
