@@ -56,10 +56,10 @@ class Switch:
 
         self.operations = operations
         self.record, self.snapshot = operations.record_event, operations.cell_snapshot
-        # create_cell, delete_cell and update_cell (new code) on PostgreSQL write their event in
+        # create_cell, delete_cell, update_cell (new code) and move_cell on PostgreSQL write their event in
         # the same statement (a `recorded` CTE, and for an edit a `coalesced` one that moves the
         # previous event on): log off is that statement without them.
-        self.sql = {name: getattr(operations, name) for name in ("_CREATE_SQL", "_DELETE_SQL", "_UPDATE_SQL")}
+        self.sql = {name: getattr(operations, name) for name in ("_CREATE_SQL", "_DELETE_SQL", "_UPDATE_SQL", "_MOVE_SQL")}
         self.sql_off = {name: re.sub(r"(recorded|coalesced) AS \(\n.*?\n\),\n", "", sql, count=2, flags=re.DOTALL) for name, sql in self.sql.items()}
         assert all(off != self.sql[name] for name, off in self.sql_off.items()), "no recorded CTE to switch off"
         self.inside = 0.0  # seconds spent in the log's work during the current call (log on)
