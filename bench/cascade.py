@@ -13,12 +13,19 @@ execution process loads jedi for completion in a thread (1 - 2 s of CPU, once pe
 
 ms/cell is the whole cascade divided by its cells: the kernel's per-cell overhead
 (run the trivial cell in the runner, announce it, persist it) as a client sees it.
+
+The chain's floor is bench/floor_server.py running the same chain (its cells made there first):
+the N cells' code to a child process in one message, a line per cell back, one UPDATE of the N
+statuses, the statuses to the socket in ~10 ms batches; "rerun" and "edit + run" alike, each
+repeat alternating with the real server's.  Its rows follow the chain's, and the chain's notes
+give the ratios of the medians and of the p99s.  The round-trip floor (one UPDATE + one
+PUBLISH round trip) is still the ratio column.
 """
 import asyncio
 import sys
 import time
 
-from .harness import Cluster, Report, parse_args
+from .harness import Cluster, Report, parse_args, summary, to_floor_server
 
 FINAL = {"success", "error"}
 
@@ -60,8 +67,17 @@ async def run_root(client, cell_ids, *, edit=None):
     return (time.perf_counter() - start) * 1000
 
 
+async def floor_notebook(cluster, cells):
+    """A client of the floor server and the ids of `cells` (code strings) it made there, in order."""
+    client = (await cluster.floor_clients(1))[0]
+    for i, code in enumerate(cells):
+        await client.send(type="create_cell", code=code, requestId=f"make-{i}")
+    await client.wait_for(lambda e: e.get("requestId") == f"make-{len(cells) - 1}", timeout=600)
+    return client, list(client.order)
+
+
 async def measure(cluster, args):
-    report = Report("cascade", await cluster.floor())
+    report = Report("cascade", await cluster.floor(), floor_server="floor server (bench/floor_server.py): the chain run there, each repeat alternating with the real server's")
     for shape, build in (("chain", chain), ("fan-out", fan)):
         for n in args.sizes:
             notebook_id = await cluster.anotebook(build(n))
@@ -70,20 +86,33 @@ async def measure(cluster, args):
             # (a 1,000-cell chain arrives in two chunks).
             cell_ids = await asyncio.to_thread(cell_ids_of, notebook_id)
             await run_root(client, cell_ids)  # warm-up: loads the session, starts the runner
+            floor = None
+            if shape == "chain":
+                floor = await floor_notebook(cluster, build(n))
+                await run_root(*floor)  # warm-up: starts its child process
             # A new execution process loads jedi (completion) in a thread after its first
             # command: 1 - 2 s of CPU, once per process, that is not the cascade's.
             await asyncio.sleep(args.settle[0])
             repeat = args.repeat or (2 if args.quick else max(3, 2000 // (n + 10)))
             root = "x0" if shape == "chain" else "root"
-            reruns, edits = [], []
-            for k in range(repeat):  # alternating, so both see the same machine
-                reruns.append(await run_root(client, cell_ids))
-                edits.append(await run_root(client, cell_ids, edit=f"{root} = {k + 1}"))
+            real, floors = {"rerun": [], "edit + run": []}, {"rerun": [], "edit + run": []}
+            for k in range(repeat):  # alternating, so that all see the same machine
+                real["rerun"].append(await run_root(client, cell_ids))
+                real["edit + run"].append(await run_root(client, cell_ids, edit=f"{root} = {k + 1}"))
+                if floor:
+                    floors["rerun"].append(await run_root(*floor))
+                    floors["edit + run"].append(await run_root(*floor, edit=f"{root} = {k + 1}"))
             cells = len(cell_ids)
-            for what, totals in (("rerun", reruns), ("edit + run", edits)):
-                report.row(f"{shape} N={n}, {what}: whole cascade", totals)
+            for what, totals in real.items():
+                note = to_floor_server(summary(totals), summary(floors[what])) if floor else ""
+                report.row(f"{shape} N={n}, {what}: whole cascade", totals, note=note)
                 report.row(f"{shape} N={n}, {what}: per cell", [t / cells for t in totals], unit="ms/cell", note=f"{cells} cells")
+            for what, totals in floors.items() if floor else ():
+                report.row(f"{shape} N={n}, floor server, {what}: whole cascade", totals, note="bench/floor_server.py")
+                report.row(f"{shape} N={n}, floor server, {what}: per cell", [t / cells for t in totals], unit="ms/cell", note=f"{cells} cells")
             await client.close()
+            if floor:
+                await floor[0].close()
 
 
 def main(argv=None):

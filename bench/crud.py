@@ -4,17 +4,23 @@ others watch; time until every client (the sender included) has the event.
     .venv/bin/python -m bench.crud [--others 1,10,100] [--repeat R] [--quick] [--full-only]
 
 An edit pays one committed transaction (operations.py), a channel-layer hop to the kernel
-worker and a group send back, so the floor (one UPDATE + one PUBLISH round trip) is the
-least it can cost.  Edits are paced at 25 a second, as people make them, and the floor is
-reported twice: back to back, and paced alike (bench/harness.py says why).
+worker and a group send back.  Its floor is bench/floor_server.py doing the same edits' essential
+work (one committed INSERT / UPDATE / DELETE, one PUBLISH, the frame to every socket) for the same
+number of clients at the same pace, in blocks of BLOCK rounds alternating with the real
+server's, so that both see the same machine; each row's note gives the ratios of the medians
+and of the p99s, and the floor server has a row of its own per case.  Edits are paced at 25 a
+second, as people make them.  The round-trip floor (one UPDATE + one PUBLISH round trip) is
+still printed, back to back and paced alike (bench/harness.py says why).  The Watcher rows have
+no floor server of their own.
 """
 import asyncio
 import sys
 import time
 
-from .harness import Cluster, Report, clients_without_gc, parse_args
+from .harness import Cluster, Report, clients_without_gc, parse_args, summary, to_floor_server
 
 PACE = 0.04
+BLOCK = 10  # rounds on one server before the other's turn
 
 
 async def everyone_sees(clients, request_id, kind, start):
@@ -51,11 +57,11 @@ def watchers_see(watchers):
 EDITS = (("create_cell", "cell_created"), ("cell_update", "cell_updated"), ("move_cell", "cell_moved"), ("delete_cell", "cell_deleted"))
 
 
-async def rounds(sender, see, repeat, samples):
-    """`repeat` rounds (create, edit its code, move it to the top, delete it) after one that warms
-    the session up, paced at PACE; `see(request_id, kind, start)` -> (ms until everyone has it,
-    its cellId); `samples`: message type -> list, appended to."""
-    for i in range(repeat + 1):  # the first round warms the session up
+async def rounds(sender, see, numbers, samples):
+    """The rounds `numbers` (each: create, edit its code, move it to the top, delete it), paced at
+    PACE; round 0 warms the session up and is not kept.  `see(request_id, kind, start)` -> (ms
+    until everyone has it, its cellId); `samples`: message type -> list, appended to."""
+    for i in numbers:
         cell_id = None
         for n, (kind, event) in enumerate(EDITS):
             fields = {"create_cell": {"code": f"v{i} = {i}"}, "cell_update": {"cellId": cell_id, "code": f"v{i} = {i} + 1"}}.get(kind, {"cellId": cell_id})
@@ -70,6 +76,14 @@ async def rounds(sender, see, repeat, samples):
                 samples[kind].append(took)
 
 
+async def alternating(sides, repeat):
+    """`repeat` rounds (after round 0) on each side, (sender, see, samples) as `rounds` takes
+    them, BLOCK rounds at a time in turn."""
+    for start in range(0, repeat + 1, BLOCK):
+        for sender, see, samples in sides:
+            await rounds(sender, see, range(start, min(repeat + 1, start + BLOCK)), samples)
+
+
 async def measure(cluster, args):
     """Prints the table; returns {others: (create summary, delete summary)} (bench/history.py).
 
@@ -77,25 +91,39 @@ async def measure(cluster, args):
     then with Watchers (bench/harness.py), the sender one of them, which cost this process
     very little and note when each frame was read and when it was on the socket, as it would
     be at a hundred browsers on their own machines."""
-    report = Report("crud", await cluster.floor(), paced_floor=await cluster.floor(pace=PACE))
+    floor_server = f"floor server (bench/floor_server.py): the same clients and edits at the same pace, {BLOCK} rounds at a time alternating with the real server's"
+    report = Report("crud", await cluster.floor(), paced_floor=await cluster.floor(pace=PACE), floor_server=floor_server)
     results = {}
     repeat = args.repeat or (3 if args.quick else 50)
     for others in args.others:
         notebook_id = await cluster.anotebook(["a = 1"])
         clients = await cluster.clients(notebook_id, others + 1)
-        samples = {kind: [] for kind, _ in EDITS}
+        floor_clients = await cluster.floor_clients(others + 1)
+        await floor_clients[0].request(type="create_cell", code="a = 1")  # as the real notebook has
+        samples, floor_samples = {kind: [] for kind, _ in EDITS}, {kind: [] for kind, _ in EDITS}
         with clients_without_gc():
-            await rounds(clients[0], lambda rid, kind, start: everyone_sees(clients, rid, kind, start), repeat, samples)
-        rows = {kind: report.row(f"{kind}, {others} other clients: all {others + 1} have it", samples[kind]) for kind, _ in EDITS}
+            await alternating(
+                [
+                    (clients[0], lambda rid, kind, start: everyone_sees(clients, rid, kind, start), samples),
+                    (floor_clients[0], lambda rid, kind, start: everyone_sees(floor_clients, rid, kind, start), floor_samples),
+                ],
+                repeat,
+            )
+        rows = {}
+        for kind, _ in EDITS:
+            note = to_floor_server(summary(samples[kind]), summary(floor_samples[kind]))
+            rows[kind] = report.row(f"{kind}, {others} other clients: all {others + 1} have it", samples[kind], note=note)
+        for kind, _ in EDITS:
+            report.row(f"{kind}, {others} other clients: floor server, all {others + 1} have it", floor_samples[kind], note="bench/floor_server.py")
         results[others] = (rows["create_cell"], rows["delete_cell"])
-        await asyncio.gather(*(c.close() for c in clients))
+        await asyncio.gather(*(c.close() for c in clients + floor_clients))
         if args.full_only:
             continue
         notebook_id = await cluster.anotebook(["a = 1"])
         watchers = await cluster.watchers(notebook_id, others + 1)  # the first one sends
         samples = {kind: [] for kind, _ in EDITS}
         with clients_without_gc():
-            await rounds(watchers[0], watchers_see(watchers), repeat, samples)
+            await rounds(watchers[0], watchers_see(watchers), range(repeat + 1), samples)
         for name, _ in EDITS:
             report.row(f"{name}, {others} watchers: the sender and all {others} have it", [read for read, _ in samples[name]], note="read by the bench")
         for name, _ in EDITS:

@@ -5,9 +5,14 @@ kernel workers on PostgreSQL + Redis.  It uses DATABASE_URL / REDIS_URL when giv
 otherwise starts throwaway instances with the test suite's `Services`.  Clients are real
 WebSocket connections (tests/live.py) logged in through the login page.
 
-Every report carries a floor measured in the same run on the same services: one Redis
-PUBLISH -> SUBSCRIBE round trip and one committed PostgreSQL UPDATE, the least an edit
-that is stored and broadcast has to pay.  Ratios are to their sum.
+The benchmarks of edits, keystrokes and runs (bench/crud.py, keystroke.py, cascade.py) compare
+with a floor server (bench/floor_server.py, `Cluster.start_floor_server`): a minimal server doing
+the same essential work on the same services, for the same clients at the same pace, measured in
+blocks alternating with the real server's; they print its rows and the ratios of the medians and
+p99s (`to_floor_server`).  Every report also carries the round-trip floor measured in the same
+run on the same services: one Redis PUBLISH -> SUBSCRIBE round trip and one committed
+PostgreSQL UPDATE, the least an edit that is stored and broadcast has to pay, without the
+sockets.  The ratio column is to their sum.
 
 A benchmark that paces its operations (bench/crud.py: one edit every 40 ms) also measures the
 floor paced alike, and reports the ratio to that one as well.  On this kind of VM a process
@@ -36,6 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts.run_tests import Services  # noqa: E402
+from . import floor_server  # noqa: E402
 from notebooks_app.fanout import frame  # noqa: E402
 from tests.client import NotebookClient  # noqa: E402
 from tests.live import free_port, login, server_frames, start_daphne, start_worker, stop, upgrade_request  # noqa: E402
@@ -68,6 +74,11 @@ def clients_without_gc():
 
 def summary(samples):
     return {"median": statistics.median(samples), "p99": percentile(samples, 0.99), "max": max(samples), "n": len(samples)}
+
+
+def to_floor_server(real, floor):
+    """The note that compares a row (summary) with the floor server's (summary) in the same run."""
+    return f"floor server: {real['median'] / floor['median']:.1f}x median, {real['p99'] / floor['p99']:.1f}x p99"
 
 
 def machine():
@@ -110,6 +121,7 @@ class Cluster:
         self.worker_env = list(worker_env or [])
         self.services = Services()
         self.daphnes, self.workers, self.urls, self.cookies = [], [], [], []
+        self.floor_proc = self.floor_url = None
 
     def __enter__(self):
         try:
@@ -156,7 +168,7 @@ class Cluster:
             self.cookies.append(login(self.urls[-1], USERNAME, PASSWORD))
 
     def stop(self):
-        for proc in self.daphnes + self.workers:
+        for proc in self.daphnes + self.workers + [self.floor_proc]:
             stop(proc)
         self.services.stop()
 
@@ -220,6 +232,20 @@ class Cluster:
         """`count` Watchers spread over the Daphnes, connected `chunk` at a time."""
         n = len(self.urls)
         return await _in_chunks(count, chunk, lambda i: Watcher.connect(self.urls[i % n], notebook_id, self.cookies[i % n]))
+
+    def start_floor_server(self):
+        """bench/floor_server.py on this cluster's PostgreSQL and Redis (started once); its URL."""
+        if self.floor_proc is None:
+            port = free_port()
+            self.floor_proc = floor_server.start(port, self.env, LOG_DIR / f"bench-{self.name}-floor-server.log")
+            self.floor_url = f"http://127.0.0.1:{port}"
+        return self.floor_url
+
+    async def floor_clients(self, count, notebook_id=None, *, chunk=50):
+        """`count` clients of the floor server, connected as `clients` connects them, to a notebook
+        of its own (any id: it holds what its sockets make of it)."""
+        url, notebook_id = self.start_floor_server(), notebook_id or str(uuid.uuid4())
+        return await _in_chunks(count, chunk, lambda i: NotebookClient(notebook_id, server=url, batch=True, timeout=30, watch_presence=True, watch_early=True).connect())
 
     async def floor(self, samples=FLOOR_SAMPLES, *, pace=0.0):
         """(Redis PUBLISH->SUBSCRIBE round trip, committed PostgreSQL UPDATE) medians in ms;
@@ -420,10 +446,11 @@ def _pg_updates(url, notebook_id, samples, pace=0.0):
 class Report:
     """Prints the figures of one benchmark run as a Markdown table (pasteable into docs/performance.md)."""
 
-    def __init__(self, title, floor, *, floor_note=None, paced_floor=None):
+    def __init__(self, title, floor, *, floor_note=None, paced_floor=None, floor_server=None):
         """`floor` is None for in-process benchmarks, which do no I/O to compare with;
         `floor_note` then says what their rows compare with instead.  `paced_floor`: the same
-        floor taken at the benchmark's pace (Cluster.floor(pace=...)), a second ratio column."""
+        floor taken at the benchmark's pace (Cluster.floor(pace=...)), a second ratio column.
+        `floor_server`: a line on how the benchmark measures bench/floor_server.py alongside."""
         self.floor_total = floor and floor["redis"] + floor["postgres"]
         self.paced_total = paced_floor and paced_floor["redis"] + paced_floor["postgres"]
         print(f"\n## {title}")
@@ -435,6 +462,8 @@ class Report:
                     f"floor paced alike (one sample every {paced_floor['pace'] * 1000:.0f} ms): "
                     f"{paced_floor['redis']:.3f} ms + {paced_floor['postgres']:.3f} ms = {self.paced_total:.3f} ms"
                 )
+            if floor_server:
+                print(floor_server)
             print()
         else:
             print(f"{floor_note or 'floor: none (in-process, no I/O)'}\n")

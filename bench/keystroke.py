@@ -14,8 +14,12 @@ sockets).  Per case, the CPU each process used (Daphne, worker, Redis, these cli
 
 The path: the typist's socket -> Daphne consumer -> core channel layer (Redis) -> kernel
 worker -> pycrdt merge -> pub/sub layer (Redis PUBLISH) -> every Daphne -> every socket.
-Floor, measured in the same run: one bare Redis PUBLISH -> SUBSCRIBE round trip (a
-keystroke commits nothing, so PostgreSQL is not on its path); ratios are to it.  Also in
+Floor: bench/floor_server.py relaying the same `text_update`s (WebSocket in -> Redis PUBLISH ->
+WebSocket out to every other socket) between as many editors as the case has, typing with the
+same gaps, in blocks of BLOCK keystrokes per typist alternating with the real server's; its rows
+follow the real ones, and the notes and verdicts give the ratios of the medians and of the
+p99s.  The round-trip floor, one bare Redis PUBLISH -> SUBSCRIBE round trip (a keystroke
+commits nothing, so PostgreSQL is not on its path), is still the ratio column.  Also in
 the same run, what the path is made of: `presence` relayed from one socket to another
 (the same path without the worker: Daphne -> pub/sub layer -> Daphne), one hop of each
 channel layer alone (this process, the settings' layers), and pycrdt's merge in process.
@@ -34,9 +38,10 @@ import uuid
 
 from pycrdt import Doc, Text
 
-from .harness import Cluster, Report, parse_args, summary
+from .harness import Cluster, Report, parse_args, summary, to_floor_server
 
 WARMUP = 3  # first keystrokes of each typist, not measured
+BLOCK = 30  # keystrokes of each typist on one server before the other's turn
 LETTERS = "abcdefghijklmnopqrstuvwxyz0123456789"
 PRESENCE_SAMPLES = 100
 LAYER_SAMPLES = 200
@@ -52,20 +57,24 @@ def cpu_seconds(pid):
 
 
 class CpuMeter:
-    """Where the CPU went during a case: each process of the cluster (and these clients), as %
-    of one core over the case's wall time."""
+    """Where the CPU went during a case: each process of the cluster (the floor server's too, once
+    started, and these clients), as % of one core over the wall time of every `with` of it."""
 
     def __init__(self, cluster):
-        self.pids = {"Daphne": [p.pid for p in cluster.daphnes], "worker": [p.pid for p in cluster.workers], "Redis": [p.pid for p in cluster.services.procs], "bench clients": [os.getpid()]}
+        floor = [cluster.floor_proc.pid] if cluster.floor_proc else []
+        self.pids = {"Daphne": [p.pid for p in cluster.daphnes], "worker": [p.pid for p in cluster.workers], "floor server": floor, "Redis": [p.pid for p in cluster.services.procs], "bench clients": [os.getpid()]}
         self.pids = {name: pids for name, pids in self.pids.items() if pids}
+        self.wall, self.seconds = 0.0, dict.fromkeys(self.pids, 0.0)
 
     def __enter__(self):
         self.start = time.perf_counter(), {name: sum(map(cpu_seconds, pids)) for name, pids in self.pids.items()}
         return self
 
     def __exit__(self, *exc):
-        wall = time.perf_counter() - self.start[0]
-        self.used = {name: (sum(map(cpu_seconds, pids)) - self.start[1][name]) / wall * 100 for name, pids in self.pids.items()}
+        self.wall += time.perf_counter() - self.start[0]
+        for name, pids in self.pids.items():
+            self.seconds[name] += sum(map(cpu_seconds, pids)) - self.start[1][name]
+        self.used = {name: seconds / self.wall * 100 for name, seconds in self.seconds.items()}
 
     def line(self):
         return ", ".join(f"{name} {percent:.0f}%" for name, percent in self.used.items())
@@ -125,13 +134,14 @@ class Editor:
         self.text.insert(cursor, char)
         update = base64.b64encode(self.doc.get_update(before)).decode("ascii")
         self.typed.append(char)
+        self.received.add(update)  # its own, whether or not the server echoes it (the floor server does not)
         self.sent[update] = (self.index, time.perf_counter(), measured)
         await self.client.send(type="text_update", cellId=self.cell_id, update=update, generation=self.generation)
 
     async def type(self, count, gap, rng):
-        for i in range(count):
+        for _ in range(count):
             await asyncio.sleep(rng.uniform(*gap))
-            await self.keystroke(measured=i >= WARMUP)
+            await self.keystroke(measured=len(self.typed) >= WARMUP)
 
     async def close(self):
         self.reader.cancel()
@@ -155,6 +165,60 @@ async def open_editors(cluster, count, sent, arrivals):
     return [Editor(i, client, sent, arrivals) for i, client in enumerate(clients)]
 
 
+async def open_floor_editors(cluster, count, sent, arrivals):
+    """open_editors on the floor server: the cell made there (with a shared text of its code, as
+    the real server makes it) by the first editor, the others waiting for it."""
+    code = "".join(f"{line_tag(i)}\n" for i in range(count))
+    doc = Doc()
+    doc.get("code", type=Text).insert(0, code)
+    clients = await cluster.floor_clients(count)
+    await clients[0].request(type="create_cell", code=code, ydoc=base64.b64encode(doc.get_update()).decode("ascii"))
+    await asyncio.gather(*(c.wait_for(lambda e: e["type"] == "cell_created") for c in clients[1:]))
+    return [Editor(i, client, sent, arrivals) for i, client in enumerate(clients)]
+
+
+class Side:
+    """One server's editors in a case, with what they sent and received and the CPU it took."""
+
+    def __init__(self, editors, sent, arrivals, cpu):
+        self.editors, self.sent, self.arrivals, self.cpu = editors, sent, arrivals, cpu
+        self.typing = 0.0  # seconds spent typing, its blocks only
+
+    @classmethod
+    async def open(cls, cluster, count, opener):
+        sent, arrivals = {}, []
+        editors = await opener(cluster, count, sent, arrivals)
+        return cls(editors, sent, arrivals, CpuMeter(cluster))
+
+    async def type(self, typists, count, gap, rngs):
+        """`count` keystrokes of each of the first `typists` editors; whether every editor had
+        every keystroke so far within 120 s."""
+        with self.cpu:
+            start = time.perf_counter()
+            await asyncio.gather(*(t.type(count, gap, rng) for t, rng in zip(self.editors[:typists], rngs)))
+            self.typing += time.perf_counter() - start
+            total = sum(len(e.typed) for e in self.editors)
+            return await until(lambda: all(len(e.received) == total for e in self.editors), timeout=120)
+
+    def latencies(self):
+        """(ms per keystroke and other editor, ms per keystroke until its last other editor), measured keystrokes only."""
+        per_receipt, last_receipt = [], {}
+        for key, _, now in self.arrivals:
+            _, start, measured = self.sent[key]
+            if measured:
+                ms = (now - start) * 1000
+                per_receipt.append(ms)
+                last_receipt[key] = max(last_receipt.get(key, 0), ms)
+        return per_receipt, list(last_receipt.values())
+
+    def rate(self):
+        """Keystrokes a second while its editors typed."""
+        return len(self.sent) / max(1e-9, self.typing)
+
+    async def close(self):
+        await asyncio.gather(*(e.close() for e in self.editors))
+
+
 def check(editors, case):
     """Every editor has every update, the same text, and each line is exactly what its typist typed."""
     texts = {str(e.text) for e in editors}
@@ -170,31 +234,35 @@ def check(editors, case):
 
 
 async def typing_case(cluster, report, editors_count, typists_count, keystrokes, gap, seed):
-    sent, arrivals = {}, []
-    editors = await open_editors(cluster, editors_count, sent, arrivals)
-    typists = editors[:typists_count]
+    """One case on the real server and on the floor server, BLOCK keystrokes per typist at a time
+    in turn, each typist with the same gaps on both; (ok, real per-receipt ms, floor's)."""
+    cluster.start_floor_server()  # before the CPU meters, which count it
+    real = await Side.open(cluster, editors_count, open_editors)
+    floor = await Side.open(cluster, editors_count, open_floor_editors)
     rng = random.Random(seed)
-    total = keystrokes * typists_count
-    with CpuMeter(cluster) as cpu:
-        await asyncio.gather(*(t.type(keystrokes, gap, random.Random(rng.random())) for t in typists))
-        arrived = await until(lambda: all(len(e.received) == total for e in editors), timeout=120)
+    seeds = [rng.random() for _ in range(typists_count)]
+    rngs = {side: [random.Random(s) for s in seeds] for side in (real, floor)}
+    arrived = True
+    for start in range(0, keystrokes, BLOCK):
+        for side in (real, floor):
+            arrived = await side.type(typists_count, min(BLOCK, keystrokes - start), gap, rngs[side]) and arrived
     case = f"{editors_count} editors, {typists_count} typing"
+    total = keystrokes * typists_count
     if not arrived:
-        print(f"{case}: only {min(len(e.received) for e in editors)} of {total} updates reached every editor within 60 s", flush=True)
-    per_receipt, last_receipt = [], {}
-    for key, _, now in arrivals:
-        _, start, measured = sent[key]
-        if measured:
-            ms = (now - start) * 1000
-            per_receipt.append(ms)
-            last_receipt[key] = max(last_receipt.get(key, 0), ms)
-    rate = total / max(1e-9, max(s for _, s, _ in sent.values()) - min(s for _, s, _ in sent.values()))
-    report.row(f"keystroke -> another page: {case}", per_receipt, note=f"{rate:.0f} keystrokes/s, each to {editors_count - 1} other page{'s' if editors_count > 2 else ''}")
-    report.row(f"keystroke -> every other page: {case}", list(last_receipt.values()))
-    ok = check(editors, case) and arrived
-    print(f"cpu {case} (% of one core, until every page had every keystroke): {cpu.line()}", flush=True)
-    await asyncio.gather(*(e.close() for e in editors))
-    return ok, per_receipt
+        print(f"{case}: only {min(len(e.received) for e in real.editors + floor.editors)} of {total} updates reached every editor within 120 s", flush=True)
+    (per_receipt, last_receipt), (floor_per_receipt, floor_last_receipt) = real.latencies(), floor.latencies()
+    versus = {"per": to_floor_server(summary(per_receipt), summary(floor_per_receipt)), "last": to_floor_server(summary(last_receipt), summary(floor_last_receipt))}
+    pages = f"{editors_count - 1} other page{'s' if editors_count > 2 else ''}"
+    report.row(f"keystroke -> another page: {case}", per_receipt, note=f"{real.rate():.0f} keystrokes/s, each to {pages}; {versus['per']}")
+    report.row(f"keystroke -> every other page: {case}", last_receipt, note=versus["last"])
+    report.row(f"floor server relay -> another page: {case}", floor_per_receipt, note=f"{floor.rate():.0f} keystrokes/s, each to {pages}")
+    report.row(f"floor server relay -> every other page: {case}", floor_last_receipt)
+    ok = check(real.editors, case) and check(floor.editors, f"{case}, floor server") and arrived
+    print(f"cpu {case} (% of one core, until every page had every keystroke): {real.cpu.line()}", flush=True)
+    print(f"cpu {case}, floor server (same): {floor.cpu.line()}", flush=True)
+    await real.close()
+    await floor.close()
+    return ok, per_receipt, floor_per_receipt
 
 
 async def presence_relay(cluster, samples):
@@ -278,20 +346,22 @@ async def measure(cluster, args):
     report = Report(
         "keystroke: a keystroke on one page to its appearance on another",
         None,
-        floor_note=f"floor: Redis PUBLISH->SUBSCRIBE {redis_floor:.3f} ms (no PostgreSQL on a keystroke's path; "
-        f"a committed UPDATE would add {floor['postgres']:.3f} ms); ratios are to it",
+        floor_note=f"floor server (bench/floor_server.py): the relay alone, WebSocket in -> Redis PUBLISH -> WebSocket out, to as many editors "
+        f"typing with the same gaps, {BLOCK} keystrokes per typist at a time alternating with the real server; its rows follow the real ones, "
+        f"the notes give the ratios to them.\nround-trip floor: Redis PUBLISH->SUBSCRIBE {redis_floor:.3f} ms (no PostgreSQL on a keystroke's path; "
+        f"a committed UPDATE would add {floor['postgres']:.3f} ms); the ratio column is to it",
     )
     report.floor_total = redis_floor  # Report's ratio column, against this floor
     ok, medians = True, {}
     gap = (args.gap[0] / 1000, args.gap[-1] / 1000)
     for editors_count in args.editors:
         for typists_count in sorted({1, editors_count}):
-            case_ok, samples = await typing_case(cluster, report, editors_count, typists_count, args.repeat or args.keystrokes[0], gap, seed=editors_count * 100 + typists_count)
+            case_ok, samples, floor_samples = await typing_case(cluster, report, editors_count, typists_count, args.repeat or args.keystrokes[0], gap, seed=editors_count * 100 + typists_count)
             ok = ok and case_ok
-            if samples:
-                medians[(editors_count, typists_count)] = summary(samples)
+            if samples and floor_samples:
+                medians[(editors_count, typists_count)] = summary(samples), summary(floor_samples)
     print("\nwhere the time goes (same run):", flush=True)
-    parts = Report("keystroke: the parts of its path", None, floor_note=f"floor: Redis PUBLISH->SUBSCRIBE {redis_floor:.3f} ms, as above")
+    parts = Report("keystroke: the parts of its path", None, floor_note=f"round-trip floor: Redis PUBLISH->SUBSCRIBE {redis_floor:.3f} ms, as above")
     parts.floor_total = redis_floor
     presence = await presence_relay(cluster, args.presence[0])
     parts.row("presence relayed socket -> socket (Daphne -> pub/sub layer -> Daphne, no worker)", presence)
@@ -300,10 +370,11 @@ async def measure(cluster, args):
     parts.row("pub/sub channel layer group_send -> receive (worker -> consumers hop)", pubsub_ms)
     parts.row("pycrdt merge in the worker (CellText.apply, 2,000-character cell)", pycrdt_merge(samples=1000, size=2000), unit="µs")
     print(flush=True)
-    for (editors_count, typists_count), s in medians.items():
+    for (editors_count, typists_count), (s, f) in medians.items():
         print(
             f"verdict: {editors_count} editors, {typists_count} typing: p50 {s['median']:.2f} ms, p99 {s['p99']:.2f} ms "
-            f"= {s['median'] / redis_floor:.1f}x / {s['p99'] / redis_floor:.1f}x the floor ({redis_floor:.3f} ms); "
+            f"= {s['median'] / f['median']:.1f}x / {s['p99'] / f['p99']:.1f}x the floor server (p50 {f['median']:.2f} ms, p99 {f['p99']:.2f} ms); "
+            f"{s['median'] / redis_floor:.1f}x / {s['p99'] / redis_floor:.1f}x the round-trip floor ({redis_floor:.3f} ms); "
             f"p50 minus presence relay: {s['median'] - statistics.median(presence):.2f} ms",
             flush=True,
         )

@@ -36,6 +36,11 @@ def test_benchmark_runs_on_the_test_services(name, transactional_db):
         assert re.search(r"\| create_cell, 1 other clients: all 2 have it \|( [^|]+ \|){6} [\d.]+x \| [\d.]+x \|", output)
         assert re.search(r"\| delete_cell, 2 watchers: the sender and all 2 have it \| 3 \| [\d.]+ \|", output)  # bench.harness.Watcher
         assert re.search(r"\| create_cell, 2 watchers: on the sender's and all 2 sockets \| 3 \| [\d.]+ \|.*kernel receive time", output)
+        # bench/floor_server.py, alternating with the real server: its rows, and the ratios to them
+        assert "floor server (bench/floor_server.py): the same clients and edits at the same pace" in output
+        for kind in ("create_cell", "cell_update", "move_cell", "delete_cell"):
+            assert re.search(rf"\| {kind}, 1 other clients: floor server, all 2 have it \| 3 \| [\d.]+ \|", output)
+            assert re.search(rf"\| {kind}, 2 other clients: all 3 have it \|.*\| floor server: [\d.]+x median, [\d.]+x p99 \|", output)
     if name.startswith("fanout"):  # Daphne's side of each event, from its FANOUT_TIMING log lines
         assert "3 sockets: server, arrival -> frames written to every transport" in output
     if name == "open":
@@ -47,6 +52,9 @@ def test_cascade_starts_its_own_services():
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     output = run_bench("cascade", env)
     assert "starting a throwaway PostgreSQL" in output and "chain N=3, rerun: per cell" in output and "chain N=3, edit + run: per cell" in output and "fan-out N=3" in output
+    for what in ("rerun", "edit + run"):  # the chain's floor, bench/floor_server.py, and the ratios to it
+        assert re.search(rf"\| chain N=3, floor server, {re.escape(what)}: whole cascade \| 2 \| [\d.]+ \|", output)
+        assert re.search(rf"\| chain N=3, {re.escape(what)}: whole cascade \|.*\| floor server: [\d.]+x median, [\d.]+x p99 \|", output)
 
 
 def test_graph_benchmark():
@@ -81,8 +89,9 @@ def test_keystroke_benchmark(transactional_db):
     assert re.search(r"floor: Redis PUBLISH->SUBSCRIBE [\d.]+ ms", output)
     for case in ("2 editors, 1 typing", "2 editors, 2 typing", "3 editors, 1 typing", "3 editors, 3 typing"):
         assert f"keystroke -> another page: {case}" in output and f"keystroke -> every other page: {case}" in output
-        assert f"check {case}: OK" in output
-        assert re.search(rf"verdict: {case}: p50 [\d.]+ ms, p99 [\d.]+ ms = [\d.]+x / [\d.]+x the floor", output)
+        assert f"check {case}: OK" in output and f"check {case}, floor server: OK" in output
+        assert f"floor server relay -> another page: {case}" in output and f"floor server relay -> every other page: {case}" in output
+        assert re.search(rf"verdict: {case}: p50 [\d.]+ ms, p99 [\d.]+ ms = [\d.]+x / [\d.]+x the floor server \(p50 [\d.]+ ms, p99 [\d.]+ ms\); [\d.]+x / [\d.]+x the round-trip floor", output)
     assert "presence relayed socket -> socket" in output and "core channel layer send -> receive" in output
     assert "shared text: OK" in output and "FAIL" not in output
 
