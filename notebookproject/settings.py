@@ -477,6 +477,22 @@ API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT") or "120/min"
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_RATE_LIMIT):
     raise ImproperlyConfigured(f"API_RATE_LIMIT must be a number of requests per s, min, hour or day, such as 120/min, not {API_RATE_LIMIT!r}")
 API_PAGE_SIZE = 50
+# Runs with parameters (docs/api.md#runs): the longest a whole run may take, in seconds (then it
+# is `timed_out` and its process killed; each cell still has KERNEL_TIME_LIMIT), and how many one
+# kernel worker carries out at once (the others wait, `queued`).
+RUN_TIME_LIMIT = env_float("RUN_TIME_LIMIT", 600.0)
+RUN_CONCURRENCY = env_int("RUN_CONCURRENCY", 4)
+# Seconds between two looks of each kernel worker for due schedules (notebooks_app/schedules.py);
+# 0: this process runs no scheduler.
+SCHEDULE_TICK_SECONDS = env_float("SCHEDULE_TICK_SECONDS", 30.0)
+# How failed scheduled runs email their owner: Django's email settings, from the environment.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = os.environ.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL") or "notebooks@localhost"
 _LOCAL_CACHE = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 CACHES = {
     "default": _LOCAL_CACHE,
@@ -502,6 +518,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",  # from /static/, not a CDN: the CSP allows only this site's scripts
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # A cell's status and a run's share the name `status`: each its own enum in the document.
+    "ENUM_NAME_OVERRIDES": {"CellStatusEnum": "notebooks_app.constants.CELL_STATUSES", "RunStatusEnum": "notebooks_app.constants.RUN_STATUSES"},
 }
 
 LOGGING = {

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
 from . import kernel_client
-from .models import ApiToken, Cell, KernelLease, KernelWorkerRecord, Membership, Notebook, NotebookEvent, NotebookSecret, NotebookVersion
+from .models import ApiToken, Cell, KernelLease, KernelWorkerRecord, Membership, Notebook, NotebookEvent, NotebookRun, NotebookSchedule, NotebookSecret, NotebookVersion
 
 
 def render_outputs(cell):
@@ -276,3 +276,28 @@ class ApiTokenAdmin(ReadOnlyAdmin):
 
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} token(s).")
+
+
+
+@admin.register(NotebookRun)
+class NotebookRunAdmin(ReadOnlyAdmin):
+    """Runs with an id (docs/api.md#runs): written by the API and the kernel worker, read here;
+    cancelled over the API (POST /api/v1/runs/{id}/cancel)."""
+
+    list_display = ["created_at", "notebook", "status", "kind", "source", "started_by", "started_at", "finished_at", "claimed_by"]
+    list_filter = ["status", "kind", "source"]
+    search_fields = ["notebook__name", "started_by__username", "claimed_by"]
+    list_select_related = ["notebook", "started_by"]
+    fields = ["notebook", "status", "kind", "source", "started_by", "parameters", "error", "created_at", "started_at", "finished_at", "claimed_by"]
+
+
+
+@admin.register(NotebookSchedule)
+class NotebookScheduleAdmin(ReadOnlyAdmin):
+    """Schedules (docs/api.md#schedules): managed over the API by the notebook's editors, read here."""
+
+    list_display = ["name", "notebook", "owner", "cron", "timezone", "enabled", "next_run_at", "last_run"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "notebook__name", "owner__username"]
+    list_select_related = ["notebook", "owner", "last_run"]
+    fields = ["name", "notebook", "owner", "cron", "timezone", "parameters", "enabled", "next_run_at", "webhook_url", "last_run", "created_at"]

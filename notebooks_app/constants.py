@@ -77,3 +77,24 @@ ERROR_TEXT_LIMIT = 64 * 1024
 STATE_INLINE_OUTPUT_CELLS = 100
 # A notebook_state is split into chunks of cells of about this many bytes each.
 STATE_CHUNK_BYTES = 256 * 1024
+
+# Runs with an id (models.NotebookRun, docs/api.md#runs): where one runs, why, and how it ended.
+RUN_KIND_SHARED = "shared"  # on the notebook's shared kernel, no parameters (reserved: not recorded yet)
+RUN_KIND_COPY = "copy"  # parameters given: an execution process of its own (kernel/copy_runs.py)
+RUN_KINDS = [(RUN_KIND_SHARED, "Shared kernel"), (RUN_KIND_COPY, "Own process")]
+RUN_SOURCE_API = "api"
+RUN_SOURCE_SCHEDULE = "schedule"
+RUN_SOURCE_PAGE = "page"
+RUN_SOURCES = [(RUN_SOURCE_API, "API"), (RUN_SOURCE_SCHEDULE, "Schedule"), (RUN_SOURCE_PAGE, "Page")]
+RUN_QUEUED = "queued"
+RUN_RUNNING = "running"
+RUN_SUCCESS = "success"
+RUN_ERROR = "error"
+RUN_CANCELLED = "cancelled"
+RUN_TIMED_OUT = "timed_out"
+RUN_STATUSES = [(RUN_QUEUED, "Queued"), (RUN_RUNNING, "Running"), (RUN_SUCCESS, "Success"), (RUN_ERROR, "Error"), (RUN_CANCELLED, "Cancelled"), (RUN_TIMED_OUT, "Timed out")]
+RUN_FINISHED = frozenset({RUN_SUCCESS, RUN_ERROR, RUN_CANCELLED, RUN_TIMED_OUT})
+# A run's per-cell stdout: its last this-many characters; an output's data over RUN_OUTPUT_LIMIT
+# (characters; base64 for images) is left out of the run's row, said in a text output instead.
+RUN_STDOUT_LIMIT = 64 * 1024
+RUN_OUTPUT_LIMIT = 2 * 1024 * 1024

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import jupytext
 import nbformat
@@ -296,6 +297,18 @@ def to_html(notebook, *, show_code=False):
     blobs = _blob_data(notebook, cells)
     shown = [_report_cell(cell, blobs) for cell in cells]
     context = {"notebook": notebook, "cells": shown, "show_code": show_code, "output_style": OUTPUT_HTML_STYLE, "policy": report_policy()}
+    return render_to_string("notebooks/export.html", context)
+
+
+def run_to_html(run, *, show_code=False):
+    """A run with an id (models.NotebookRun) as a report like to_html's: its cells' outputs as the
+    run left them (inputs at the run's parameter values), from the run's row alone."""
+    cells = [
+        SimpleNamespace(type=r.get("type"), code=r.get("code", ""), outputs=r.get("outputs") or [], inputs={}, stdout=r.get("stdout") or "", error=r.get("error"))
+        for r in run.results or []
+    ]
+    shown = [_report_cell(cell, {}) for cell in cells]
+    context = {"notebook": run.notebook, "run": run, "cells": shown, "show_code": show_code, "output_style": OUTPUT_HTML_STYLE, "policy": report_policy()}
     return render_to_string("notebooks/export.html", context)
 
 

@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from . import permissions, vault
 from .constants import CELL_PYTHON, CELL_STATUSES, CELL_TYPES, NOTEBOOK_NAME_MAX, OUTPUT_HTML_STYLE, POSITION_STEP, STATE_STDOUT_LIMIT, STATUS_IDLE
+from .constants import RUN_FINISHED, RUN_KIND_COPY, RUN_KINDS, RUN_QUEUED, RUN_SOURCE_API, RUN_SOURCES, RUN_STATUSES
+from .kernel.parameters import named_inputs
 from .permissions import MEMBER_ROLES, ROLE_OWNER, ROLE_VIEWER
 from .secrets import mask_connection_string
 
@@ -68,6 +70,10 @@ class Notebook(models.Model):
 
     def __str__(self):
         return self.name
+
+    def named_inputs(self):
+        """{name: kernel.parameters.NamedInput}: the inputs a run's parameters may set, as stored now."""
+        return named_inputs(self.cells.order_by("position").values("id", "type", "code", "outputs", "inputs"))
 
     def role_of(self, user):
         """permissions.ROLE_OWNER, ROLE_EDITOR, ROLE_VIEWER, or None for no access."""
@@ -556,3 +562,77 @@ class ApiToken(models.Model):
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
+
+
+class NotebookRun(models.Model):
+    """One run of a notebook with an id (docs/api.md#runs): who asked, with which parameters, and
+    each cell's result in notebook order. A `copy` run executes in a process of its own from the
+    notebook's code at its start (kernel/copy_runs.py) and never changes the notebook's cells."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="runs")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="notebook_runs")
+    source = models.CharField(max_length=16, choices=RUN_SOURCES, default=RUN_SOURCE_API)
+    kind = models.CharField(max_length=16, choices=RUN_KINDS, default=RUN_KIND_COPY)
+    parameters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=RUN_STATUSES, default=RUN_QUEUED)
+    # [{cellId, type, status, outputs, stdout, error}] in notebook order, filled as cells finish.
+    results = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True, default="")  # the kernel worker that ran it
+    schedule = models.ForeignKey("NotebookSchedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    due_at = models.DateTimeField(null=True, blank=True)  # a scheduled run's due time: each fires once
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["notebook", "-created_at"], name="run_log")]
+        constraints = [models.UniqueConstraint(fields=["schedule", "due_at"], name="one_run_per_due_time")]
+
+    def __str__(self):
+        return f"run {self.pk} of {self.notebook_id} ({self.status})"
+
+    @property
+    def finished(self):
+        return self.status in RUN_FINISHED
+
+    @property
+    def duration(self):
+        """Seconds from its start to its end (or to now while it runs); None before it starts."""
+        if self.started_at is None:
+            return None
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
+
+SCHEDULE_NAME_MAX = 100
+
+
+def new_webhook_secret():
+    return stdlib_secrets.token_urlsafe(32)
+
+
+class NotebookSchedule(models.Model):
+    """A notebook run with parameters at the times of a cron expression in a time zone
+    (docs/api.md#schedules). Kernel workers claim due rows (schedules.tick); a failed run emails
+    its owner and POSTs to `webhook_url`, signed with `webhook_secret`."""
+
+    notebook = models.ForeignKey(Notebook, on_delete=models.CASCADE, related_name="schedules")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notebook_schedules")
+    name = models.CharField(max_length=SCHEDULE_NAME_MAX)
+    cron = models.CharField(max_length=200)
+    timezone = models.CharField(max_length=64, default="UTC")
+    parameters = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    next_run_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    webhook_url = models.URLField(max_length=500, blank=True, default="")
+    webhook_secret = models.CharField(max_length=64, default=new_webhook_secret, editable=False)
+    last_run = models.ForeignKey(NotebookRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "pk"]
+
+    def __str__(self):
+        return f"{self.name} ({self.cron} {self.timezone})"

@@ -12,6 +12,7 @@ from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
+from django.utils.text import slugify
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import exporting, importing, notebook_files, operations, output_documents, packages, permissions
@@ -384,3 +385,58 @@ def api_token_revoke(request, token_id):
     token.revoke()
     messages.success(request, f"Revoked the token “{token.name}”: it no longer works.")
     return redirect("notebooks:api_tokens")
+
+
+# --- runs with an id (docs/api.md#runs) ------------------------------------------------------
+
+RUN_LOG_SHOWN = 200
+
+
+def _run_for(user, notebook_id, run_id):
+    notebook = _notebook_for(user, notebook_id)
+    run = notebook.runs.select_related("started_by").filter(pk=run_id).first()
+    if run is None:
+        raise Http404("This run does not exist (its notebook's runs are listed on its Runs page).")
+    run.notebook = notebook
+    return run
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def notebook_runs(request, notebook_id):
+    """The notebook's run log, newest first, for anyone who may view it."""
+    notebook = _notebook_for(request.user, notebook_id)
+    runs = list(notebook.runs.select_related("started_by").order_by("-created_at")[:RUN_LOG_SHOWN])
+    return render(request, "notebooks/runs.html", {"notebook": notebook, "runs": runs, "shown": RUN_LOG_SHOWN})
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def run_detail(request, notebook_id, run_id):
+    """A run: its status, parameters and each cell's status, and its report (run_export) framed."""
+    run = _run_for(request.user, notebook_id, run_id)
+    cells = [{"number": index, "status": r.get("status"), "line": next((line for line in (r.get("code") or "").splitlines() if line.strip()), "")[:80], "error": r.get("error")} for index, r in enumerate(run.results or [], start=1)]
+    return render(request, "notebooks/run.html", {"notebook": run.notebook, "run": run, "cells": cells})
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def run_export(request, notebook_id, run_id):
+    """The run as a static HTML report (exporting.run_to_html): shown inline (the run page frames
+    it), `?download=1` as a file, `?code=1` with the code."""
+    run = _run_for(request.user, notebook_id, run_id)
+    response = HttpResponse(exporting.run_to_html(run, show_code=request.GET.get("code") == "1"), content_type=exporting.FORMATS["html"][0])
+    filename = f"{slugify(run.notebook.name) or 'notebook'}-run-{str(run.pk)[:8]}.html"
+    response["Content-Disposition"] = content_disposition_header(request.GET.get("download") == "1", filename)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = exporting.report_policy()
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def notebook_schedules(request, notebook_id):
+    """The notebook's schedules and when each runs next (managed over the API: docs/api.md#schedules)."""
+    notebook = _notebook_for(request.user, notebook_id)
+    rows = list(notebook.schedules.select_related("owner", "last_run"))
+    return render(request, "notebooks/schedules.html", {"notebook": notebook, "schedules": rows})

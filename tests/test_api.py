@@ -300,6 +300,11 @@ def test_the_schema_is_a_valid_openapi_3_document_of_every_endpoint():
         "/api/v1/notebooks/{notebook_id}/cells/{cell_id}/run",
         "/api/v1/notebooks/{notebook_id}/cells/{cell_id}/stdout",
         "/api/v1/notebooks/{notebook_id}/outputs/{digest}",
+        "/api/v1/notebooks/{notebook_id}/runs",
+        "/api/v1/runs/{run_id}",
+        "/api/v1/runs/{run_id}/cancel",
+        "/api/v1/notebooks/{notebook_id}/schedules",
+        "/api/v1/schedules/{schedule_id}",
     }
     scheme = document["components"]["securitySchemes"]["apiToken"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")

@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .. import protocol
-from ..constants import CELL_PYTHON, CELL_STATUSES, CELL_TYPES
+from ..constants import CELL_PYTHON, CELL_STATUSES, CELL_TYPES, RUN_KINDS, RUN_SOURCES, RUN_STATUSES
 from ..kernel.ui import UI_MIME
 from ..permissions import ALLOWED
 
@@ -87,7 +87,26 @@ class CellMoveSerializer(StrictSerializer):
 
 
 class RunSerializer(StrictSerializer):
-    """A run takes no parameters yet (docs/api.md, "Runs")."""
+    """A cell's run takes no parameters (docs/api.md, "Runs")."""
+
+
+MAX_PARAMETERS = 100
+
+
+class NotebookRunRequestSerializer(StrictSerializer):
+    """Run every cell: on the shared kernel, or with `parameters` in a process of its own."""
+
+    parameters = serializers.DictField(
+        required=False,
+        allow_empty=True,
+        child=serializers.JSONField(),
+        help_text="{input name: value}: the notebook's named inputs (`name = ui.slider(...)`) to set for this run; given, the run is a copy in a process of its own.",
+    )
+
+    def validate_parameters(self, value):
+        if len(value) > MAX_PARAMETERS:
+            raise serializers.ValidationError(f"At most {MAX_PARAMETERS} parameters.", code=protocol.INVALID_FIELD)
+        return value
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -188,3 +207,78 @@ class ErrorBodySerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     error = ErrorBodySerializer()
+
+
+class RunStartedSerializer(serializers.Serializer):
+    runId = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=RUN_STATUSES)
+    url = serializers.CharField(help_text="The run in the API: GET it until `status` is not queued or running.")
+    pageUrl = serializers.CharField(help_text="The run's page, for a browser.")
+
+
+class RunCellResultSerializer(serializers.Serializer):
+    cellId = serializers.UUIDField()
+    type = serializers.ChoiceField(choices=CELL_TYPE_NAMES)
+    code = serializers.CharField(help_text="The code the run ran (the notebook's at the run's start).")
+    status = serializers.CharField(help_text="queued, running, success, error, blocked, skipped (never ran), cancelled or timed_out.")
+    outputs = serializers.ListField(child=serializers.DictField())
+    stdout = serializers.CharField(help_text="Its last 64 KiB.")
+    error = serializers.JSONField(allow_null=True)
+
+
+class RunSummarySerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    notebookId = serializers.UUIDField(source="notebook_id")
+    kind = serializers.ChoiceField(choices=RUN_KINDS)
+    source = serializers.ChoiceField(choices=RUN_SOURCES)
+    status = serializers.ChoiceField(choices=RUN_STATUSES)
+    parameters = serializers.DictField(child=serializers.JSONField())
+    startedBy = serializers.CharField(source="started_by.get_username", allow_null=True, default=None)
+    createdAt = serializers.DateTimeField(source="created_at")
+    startedAt = serializers.DateTimeField(source="started_at", allow_null=True)
+    finishedAt = serializers.DateTimeField(source="finished_at", allow_null=True)
+    duration = serializers.FloatField(allow_null=True, help_text="Seconds from its start to its end (to now while it runs).")
+    error = serializers.CharField(help_text="Why the run failed, was cancelled or timed out; empty otherwise.")
+    url = serializers.SerializerMethodField()
+    pageUrl = serializers.SerializerMethodField()
+
+    def get_url(self, run) -> str:
+        return reverse("api:run", args=[run.pk])
+
+    def get_pageUrl(self, run) -> str:
+        return reverse("notebooks:run", args=[run.notebook_id, run.pk])
+
+
+class RunDetailSerializer(RunSummarySerializer):
+    claimedBy = serializers.CharField(source="claimed_by", help_text="The kernel worker that carried it out.")
+    cells = RunCellResultSerializer(many=True, source="results")
+
+
+class ScheduleWriteSerializer(StrictSerializer):
+    """A schedule's fields; on PATCH any of them."""
+
+    name = serializers.CharField(max_length=100)
+    cron = serializers.CharField(max_length=200, help_text="Five fields: minute hour day month weekday, e.g. '0 9 * * 1-5'.")
+    timezone = serializers.CharField(max_length=64, default="UTC", help_text="An IANA time zone, e.g. Europe/Paris: the clock the cron expression reads.")
+    parameters = serializers.DictField(child=serializers.JSONField(), default=dict, help_text="As for a run with parameters: named inputs and values.")
+    enabled = serializers.BooleanField(default=True)
+    webhookUrl = serializers.URLField(max_length=500, required=False, allow_blank=True, source="webhook_url", help_text="Told of a failed run: a signed POST (docs/api.md#schedules).")
+
+
+class ScheduleSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    notebookId = serializers.UUIDField(source="notebook_id")
+    name = serializers.CharField()
+    owner = serializers.CharField(source="owner.get_username")
+    cron = serializers.CharField()
+    timezone = serializers.CharField()
+    parameters = serializers.DictField(child=serializers.JSONField())
+    enabled = serializers.BooleanField()
+    nextRunAt = serializers.DateTimeField(source="next_run_at", allow_null=True)
+    webhookUrl = serializers.CharField(source="webhook_url")
+    webhookSecret = serializers.SerializerMethodField(help_text="The key of the webhook's X-Notebook-Signature; only for those who may edit the notebook.")
+    lastRunId = serializers.UUIDField(source="last_run_id", allow_null=True)
+    lastRunStatus = serializers.CharField(source="last_run.status", allow_null=True, default=None)
+
+    def get_webhookSecret(self, schedule) -> str | None:
+        return schedule.webhook_secret if self.context.get("may_edit") else None

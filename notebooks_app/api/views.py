@@ -6,14 +6,16 @@ each method needs is `scopes` (api/permissions.py)."""
 import uuid
 
 from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import generics, pagination, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import operations, permissions, protocol, views as pages
-from ..models import SCOPE_EDIT, SCOPE_READ, SCOPE_RUN, Cell, Notebook
+from .. import operations, permissions, protocol, schedules, views as pages
+from ..kernel.parameters import InvalidParameters
+from ..models import SCOPE_EDIT, SCOPE_READ, SCOPE_RUN, Cell, Notebook, NotebookSchedule
 from . import runs
 from .errors import ApiError
 from .serializers import (
@@ -24,9 +26,15 @@ from .serializers import (
     CellUpdateSerializer,
     ErrorSerializer,
     NotebookSerializer,
+    NotebookRunRequestSerializer,
     NotebookSummarySerializer,
+    RunDetailSerializer,
     RunQueuedSerializer,
     RunSerializer,
+    RunStartedSerializer,
+    RunSummarySerializer,
+    ScheduleSerializer,
+    ScheduleWriteSerializer,
 )
 
 ERRORS = {code: OpenApiResponse(ErrorSerializer, description=description) for code, description in [
@@ -40,6 +48,9 @@ ERRORS = {code: OpenApiResponse(ErrorSerializer, description=description) for co
 
 ON_NOTEBOOK = [OpenApiParameter("notebook_id", OpenApiTypes.UUID, OpenApiParameter.PATH)]
 ON_CELL = [*ON_NOTEBOOK, OpenApiParameter("cell_id", OpenApiTypes.UUID, OpenApiParameter.PATH)]
+ON_RUN = [OpenApiParameter("run_id", OpenApiTypes.UUID, OpenApiParameter.PATH)]
+ON_SCHEDULE = [OpenApiParameter("schedule_id", OpenApiTypes.INT, OpenApiParameter.PATH)]
+RUN_ACCEPTED = PolymorphicProxySerializer(component_name="RunAccepted", serializers=[RunStartedSerializer, RunQueuedSerializer], resource_type_field_name=None)
 
 
 def new_request_id():
@@ -174,11 +185,56 @@ class CellRun(ChangeView):
 class NotebookRun(ChangeView):
     scopes = {"POST": SCOPE_RUN}
 
-    @extend_schema(parameters=ON_NOTEBOOK, request=RunSerializer, responses={202: RunQueuedSerializer, **ERRORS}, summary="Run every cell in dependency order (run_all)")
+    @extend_schema(
+        parameters=ON_NOTEBOOK,
+        request=NotebookRunRequestSerializer,
+        responses={202: RUN_ACCEPTED, **ERRORS},
+        summary="Run every cell: on the shared kernel (run_all), or with parameters in a process of its own (a run with an id)",
+    )
     def post(self, request, notebook_id):
-        self.validated(RunSerializer)
-        queued = runs.queue_run(checked_id(notebook_id, protocol.NOT_FOUND), request.user, request_id=self.request_id)
+        data = self.validated(NotebookRunRequestSerializer)
+        notebook_id = checked_id(notebook_id, protocol.NOT_FOUND)
+        if "parameters" in data:
+            run = runs.start_copy_run(notebook_id, request.user, parameters=data["parameters"])
+            return Response(RunStartedSerializer(run_started(run)).data, status=status.HTTP_202_ACCEPTED)
+        queued = runs.queue_run(notebook_id, request.user, request_id=self.request_id)
         return Response(queued.describe(), status=status.HTTP_202_ACCEPTED)
+
+
+def run_started(run):
+    summary = RunSummarySerializer(run)
+    return {"runId": run.pk, "status": run.status, "url": summary.get_url(run), "pageUrl": summary.get_pageUrl(run)}
+
+
+@extend_schema(parameters=ON_NOTEBOOK, responses={200: RunSummarySerializer(many=True), **ERRORS}, summary="The notebook's run log, newest first")
+class NotebookRunList(generics.ListAPIView):
+    scopes = {"GET": SCOPE_READ}
+    serializer_class = RunSummarySerializer
+    pagination_class = NotebookPages
+
+    def get_queryset(self):
+        notebook = readable_notebook_row(self.kwargs["notebook_id"], self.request.user)
+        return notebook.runs.select_related("started_by").order_by("-created_at", "pk")
+
+
+def readable_notebook_row(notebook_id, user):
+    return operations.get_notebook(Notebook.objects.only("id", "owner_id"), checked_id(notebook_id, protocol.NOT_FOUND), user, action=permissions.VIEW)
+
+
+class RunDetail(ApiView):
+    scopes = {"GET": SCOPE_READ}
+
+    @extend_schema(parameters=ON_RUN, responses={200: RunDetailSerializer, **ERRORS}, summary="A run: its status, parameters and each cell's result")
+    def get(self, request, run_id):
+        return Response(RunDetailSerializer(runs.visible_run(checked_id(run_id, protocol.NOT_FOUND), request.user)).data)
+
+
+class RunCancel(ApiView):
+    scopes = {"POST": SCOPE_RUN}
+
+    @extend_schema(parameters=ON_RUN, request=None, responses={200: RunDetailSerializer, **ERRORS}, summary="Cancel a run: a queued one never starts, a running one's process is stopped")
+    def post(self, request, run_id):
+        return Response(RunDetailSerializer(runs.cancel_run(checked_id(run_id, protocol.NOT_FOUND), request.user)).data)
 
 
 class OutputData(ApiView):
@@ -213,3 +269,64 @@ class Unknown(ApiView):
         raise ApiError(protocol.NOT_FOUND, "There is no such endpoint; see /api/v1/docs.")
 
     post = put = patch = delete = get
+
+
+# --- schedules (docs/api.md#schedules) ---------------------------------------------------------------
+
+
+def saved_schedule(schedule, fields):
+    try:
+        return schedules.save_schedule(schedule, fields, timezone.now())
+    except (schedules.InvalidSchedule, InvalidParameters) as exc:
+        raise ApiError(protocol.INVALID_FIELD, f"{exc}.") from None
+
+
+def schedule_of(schedule_id, user, *, action):
+    """The schedule if `user` may do `action` on its notebook; not_found otherwise."""
+    schedule = NotebookSchedule.objects.select_related("notebook", "owner", "last_run").filter(pk=schedule_id).first() if str(schedule_id).isdigit() else None
+    if schedule is None:
+        raise ApiError(protocol.NOT_FOUND, "No schedule here.")
+    operations.get_notebook(Notebook.objects.only("id", "owner_id"), schedule.notebook_id, user, action=action)
+    return schedule
+
+
+def may_edit(notebook_id, user):
+    return permissions.may(Notebook.objects.only("id", "owner_id").get(pk=notebook_id).role_of(user), permissions.EDIT)
+
+
+class ScheduleCollection(ApiView):
+    scopes = {"GET": SCOPE_READ, "POST": SCOPE_EDIT}
+
+    @extend_schema(parameters=ON_NOTEBOOK, responses={200: ScheduleSerializer(many=True), **ERRORS}, summary="The notebook's schedules")
+    def get(self, request, notebook_id):
+        notebook = readable_notebook_row(notebook_id, request.user)
+        rows = notebook.schedules.select_related("owner", "last_run")
+        return Response(ScheduleSerializer(rows, many=True, context={"may_edit": may_edit(notebook.pk, request.user)}).data)
+
+    @extend_schema(parameters=ON_NOTEBOOK, request=ScheduleWriteSerializer, responses={201: ScheduleSerializer, **ERRORS}, summary="Schedule runs of the notebook (an editor)")
+    def post(self, request, notebook_id):
+        notebook = operations.get_notebook(Notebook.objects.all(), checked_id(notebook_id, protocol.NOT_FOUND), request.user, action=permissions.EDIT)
+        fields = self.validated(ScheduleWriteSerializer)
+        schedule = saved_schedule(NotebookSchedule(notebook=notebook, owner=request.user), fields)
+        return Response(ScheduleSerializer(schedule, context={"may_edit": True}).data, status=status.HTTP_201_CREATED)
+
+
+class ScheduleDetail(ApiView):
+    scopes = {"GET": SCOPE_READ, "PATCH": SCOPE_EDIT, "DELETE": SCOPE_EDIT}
+
+    @extend_schema(parameters=ON_SCHEDULE, responses={200: ScheduleSerializer, **ERRORS}, summary="A schedule")
+    def get(self, request, schedule_id):
+        schedule = schedule_of(schedule_id, request.user, action=permissions.VIEW)
+        return Response(ScheduleSerializer(schedule, context={"may_edit": may_edit(schedule.notebook_id, request.user)}).data)
+
+    @extend_schema(parameters=ON_SCHEDULE, request=ScheduleWriteSerializer(partial=True), responses={200: ScheduleSerializer, **ERRORS}, summary="Change a schedule (an editor)")
+    def patch(self, request, schedule_id):
+        schedule = schedule_of(schedule_id, request.user, action=permissions.EDIT)
+        serializer = ScheduleWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        return Response(ScheduleSerializer(saved_schedule(schedule, serializer.validated_data), context={"may_edit": True}).data)
+
+    @extend_schema(parameters=ON_SCHEDULE, responses={204: None, **ERRORS}, summary="Delete a schedule (an editor); its runs stay in the log")
+    def delete(self, request, schedule_id):
+        schedule_of(schedule_id, request.user, action=permissions.EDIT).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -31,6 +31,20 @@ def batchable(cell):
     return cell.type not in (CELL_SQL, CELL_MARKDOWN) and cell.syntax_error is None
 
 
+async def run_one_cell(runner, cell, redactor, on_stdout):
+    """One cell of any type on `runner` (started): its RunResult, a markdown cell's as safe HTML
+    (the sandbox formats its values; the markdown becomes HTML here, on the trusted side).
+    Shared by the cascade and the runs with parameters (copy_runs.py)."""
+    if cell.type == CELL_SQL:
+        return await runner.run_sql(cell.id, cell.code, result_variable=cell.result_variable, on_stdout=on_stdout)
+    if cell.type == CELL_MARKDOWN:
+        result = await runner.run_markdown(cell.id, cell.code)
+        text = result.outputs[0].get("data") if result.status == "success" and result.outputs else ""
+        result.outputs = [{"mimeType": MARKDOWN_MIME, "data": render_markdown(redactor.text(str(text)))}] if result.status == "success" else []
+        return result
+    return await runner.run(cell.id, cell.code, writes=cell.writes, inputs=cell.inputs, on_stdout=on_stdout)
+
+
 class CascadeRunner:
     def __init__(self, notebook_id, *, store, model, statuses, events, persister, execution):
         self.notebook_id = notebook_id
@@ -245,15 +259,7 @@ class CascadeRunner:
             if self.cancelled:  # Stop pressed while the execution process was starting
                 finish(cell, STATUS_ERROR, [], INTERRUPTED_BEFORE_START)
                 return False
-            if cell.type == CELL_SQL:
-                result = await runner.run_sql(cell.id, cell.code, result_variable=cell.result_variable, on_stdout=on_stdout)
-            elif cell.type == CELL_MARKDOWN:
-                result = await runner.run_markdown(cell.id, cell.code)
-                # The sandbox formats the values; the markdown becomes safe HTML here, on the trusted side.
-                text = result.outputs[0].get("data") if result.status == "success" and result.outputs else ""
-                result.outputs = [{"mimeType": MARKDOWN_MIME, "data": render_markdown(self.redactor.text(str(text)))}] if result.status == "success" else []
-            else:
-                result = await runner.run(cell.id, cell.code, writes=cell.writes, inputs=cell.inputs, on_stdout=on_stdout)
+            result = await run_one_cell(runner, cell, self.redactor, on_stdout)
         except (SandboxUnavailable, PackageError) as exc:
             self._sandbox_unavailable(cell, exc)
             return True

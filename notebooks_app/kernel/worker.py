@@ -30,10 +30,14 @@ from .. import protocol, vault
 from ..layers import REDIS_ERRORS, Outage, backoff_delays
 from .. import file_store
 from ..models import EVENT_EDITED, EVENT_KERNEL_STOPPED, EVENT_PACKAGES, Cell, Notebook, NotebookEvent, NotebookFile, NotebookSecret, OutputBlob
+from .. import schedules
+from ..run_store import RunStore
 from ..secrets import mask_connection_string
 from .addresses import group_name
 from .database import DatabasePolicy
-from .environments import Environments, PackageSettings
+from .environments import Environments, PackageError, PackageSettings
+from .copy_runs import CopyRuns
+from .copy_runs import MESSAGES as RUN_MESSAGES
 from .fleet import Fleet, LeaseTable
 from .lifecycle import OPERATOR, PoolLimits, ProcessPool
 from .runner import Runner
@@ -412,6 +416,16 @@ class KernelService:
         self.started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self.fleet = None  # fleet.Fleet once this worker serves shards
         self._orphaned = {}  # shard -> why its notebooks' kernels are gone (taken from a dead worker)
+        self._scheduler = None  # the loop of start_scheduler()
+        # Runs with parameters (copy_runs.py): tasks beside the sessions, in processes of their own.
+        self.copy_runs = CopyRuns(
+            store=RunStore(on_failed=schedules.notify_failure),
+            load=self.store.load,
+            runner_factory=self._runner_factory,
+            environment_for=self._run_environment,
+            concurrency=settings.RUN_CONCURRENCY,
+            worker_name=lambda: self.fleet.name if self.fleet is not None else f"{socket.gethostname()}:{os.getpid()}",
+        )
 
     async def _collect_environments(self):
         """Every hour: environments no notebook's lock names, unused for ENVIRONMENTS_GC_HOURS, go."""
@@ -436,6 +450,42 @@ class KernelService:
             database_policy=database_policy(),
             nice=settings.KERNEL_NICE,
         )
+
+    def start_scheduler(self):
+        """Look for due schedules every SCHEDULE_TICK_SECONDS (schedules.tick: each due time fires
+        once across every worker), until close()."""
+        if self._scheduler is None and settings.SCHEDULE_TICK_SECONDS > 0:
+            self._scheduler = asyncio.get_running_loop().create_task(self._schedule_loop(), name="schedules")
+
+    async def _schedule_loop(self):
+        tick = database_sync_to_async(schedules.tick)
+        while True:
+            try:
+                made = await tick(datetime.datetime.now(datetime.timezone.utc))
+                if made:
+                    logger.info("started %d scheduled run(s)", len(made))
+            except Exception:  # noqa: BLE001 - the next tick tries again (a due schedule stays due)
+                logger.exception("could not start due schedules")
+            await asyncio.sleep(settings.SCHEDULE_TICK_SECONDS)
+
+    def _run_environment(self, notebook_id):
+        """The packages of a run with parameters: the notebook's lock's environment, resolved and
+        built if need be as for its shared kernel, but never written back (the run changes nothing)."""
+
+        async def environment_for(config):
+            if not config.requirements:
+                return None, config.lock
+            if not settings.NOTEBOOK_PACKAGES:
+                raise PackageError("this notebook lists packages, but notebook packages are turned off on this server (NOTEBOOK_PACKAGES=off)")
+            lock = config.lock
+            if not lock or self.environments.stale(lock):
+                lock = await self.environments.resolve(list(config.requirements))
+            site = self.environments.built(lock)
+            if site is None and self.environments.key(lock):
+                site = await self.environments.ensure(lock)
+            return site, lock
+
+        return environment_for
 
     def session(self, notebook_id):
         notebook_id = str(notebook_id)
@@ -563,7 +613,11 @@ class KernelService:
         except (KeyError, TypeError):
             logger.warning("malformed kernel message ignored: %r", message)
             return
+        if kind in RUN_MESSAGES:  # a run with parameters: never the notebook's session
+            self.copy_runs.submit(message)
+            return
         if kind == "kernel.forget_notebook":  # deleted: its namespace and process go too
+            self.copy_runs.forget_notebook(notebook_id)
             session = self.sessions.pop(str(notebook_id), None)
             if session is not None:
                 asyncio.get_running_loop().create_task(self._guard(session.close(), notebook_id))
@@ -629,6 +683,9 @@ class KernelService:
             logger.exception("kernel task for notebook %s failed", notebook_id)
 
     async def close(self):
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+        await self.copy_runs.close()
         await self.pool.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
@@ -675,6 +732,7 @@ async def run_worker(stop, ready=None):
     fleet = fleet_for(service, get_channel_layer())
     service.join(fleet)
     await fleet.start()
+    service.start_scheduler()
     if ready is not None:
         ready()
     logger.info("kernel worker %s serves fleet %s (%d shards, leases of %g s)", fleet.name, fleet.fleet, fleet.shards, fleet.lease_seconds)
@@ -700,6 +758,7 @@ def ensure_embedded_worker():
     fleet = fleet_for(service, get_channel_layer(), embedded=True)
     service.join(fleet)
     _embedded_task = asyncio.get_running_loop().create_task(fleet.start(), name="embedded-kernel-worker")
+    service.start_scheduler()
     _embedded_task.add_done_callback(_log_embedded_exit)
     logger.info("embedded kernel worker started (%d shards)", fleet.shards)
 
