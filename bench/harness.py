@@ -144,9 +144,13 @@ class Cluster:
         env.setdefault("SECRET_KEY", "bench-secret-key")
         env.setdefault("SECRETS_KEY", "YmVuY2gtc2VjcmV0cy1rZXktbm90LWZvci1wcm9kdWM=")  # a Fernet key, benchmarks only
         env.pop("KERNEL_SHARDS", None)
+        # A fleet of its own (kernel channels and shard leases are per fleet): a kernel worker of
+        # the test suite on the same database and Redis keeps its shards, and this cluster's
+        # workers take all of theirs.
+        env.setdefault("KERNEL_FLEET", f"bench-{self.name}-{os.getpid()}"[:40].lower().replace("_", "-"))
         env.update(PYTHONUNBUFFERED="1", LOG_LEVEL=env.get("LOG_LEVEL", "WARNING"), DJANGO_SETTINGS_MODULE="notebookproject.settings")
         self.env = env
-        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SECRETS_KEY", "DJANGO_SETTINGS_MODULE")})
+        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SECRETS_KEY", "DJANGO_SETTINGS_MODULE", "KERNEL_FLEET")})
         import django
 
         django.setup()

@@ -101,10 +101,12 @@ def page_ms(cluster, notebook_id):
 
 
 def restart_worker(cluster):
+    from django.conf import settings
+
     from tests.live import start_worker, stop
 
     stop(cluster.workers[0])
-    cluster.workers[0] = start_worker(["kernel"], cluster.env, LOG_DIR / f"bench-{cluster.name}-worker-kernel.log")
+    cluster.workers[0] = start_worker([settings.KERNEL_FLEET], cluster.env, LOG_DIR / f"bench-{cluster.name}-worker-kernel.log")
     return cluster.workers[0].pid
 
 
