@@ -79,7 +79,7 @@ STATE_INLINE_OUTPUT_CELLS = 100
 STATE_CHUNK_BYTES = 256 * 1024
 
 # Runs with an id (models.NotebookRun, docs/api.md#runs): where one runs, why, and how it ended.
-RUN_KIND_SHARED = "shared"  # on the notebook's shared kernel, no parameters (reserved: not recorded yet)
+RUN_KIND_SHARED = "shared"  # on the notebook's shared kernel, no parameters: what Run does on the page (kernel/shared_runs.py)
 RUN_KIND_COPY = "copy"  # parameters given: an execution process of its own (kernel/copy_runs.py)
 RUN_KINDS = [(RUN_KIND_SHARED, "Shared kernel"), (RUN_KIND_COPY, "Own process")]
 RUN_SOURCE_API = "api"

@@ -8,20 +8,21 @@ same transaction; the unique (schedule, due_at) of runs is the backstop. It runs
 each run goes to its notebook's kernel worker as any run with parameters (run_store.send_run).
 """
 import datetime
+import functools
 import hashlib
 import hmac
 import json
 import logging
 import urllib.error
 import urllib.request
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 
 from . import run_store
-from .kernel.parameters import resolve
+from .kernel.parameters import InvalidParameters, resolve
 from .constants import RUN_ERROR, RUN_KIND_COPY, RUN_QUEUED, RUN_RUNNING, RUN_SOURCE_SCHEDULE, RUN_TIMED_OUT
 from .models import NotebookRun, NotebookSchedule
 
@@ -34,7 +35,7 @@ NOTIFIED = frozenset({RUN_ERROR, RUN_TIMED_OUT})  # a scheduled run ending so te
 
 
 class InvalidSchedule(ValueError):
-    """A cron expression or time zone that cannot be used; the message says why."""
+    """A cron expression, time zone or parameters that cannot be used; the message says why."""
 
 
 def zone(name):
@@ -55,6 +56,26 @@ def next_time(expression, timezone_name, after):
     `timezone_name`, in UTC."""
     local = after.astimezone(zone(timezone_name))
     return croniter(check_cron(expression), local).get_next(datetime.datetime).astimezone(datetime.timezone.utc)
+
+
+def upcoming(schedule, count=3):
+    """The schedule's next `count` times (aware, UTC), from its `next_run_at`; [] while it is paused.
+    Fewer when its stored cron or time zone no longer reads (a row changed outside save_schedule)."""
+    if not schedule.enabled or schedule.next_run_at is None:
+        return []
+    times = [schedule.next_run_at]
+    try:
+        while len(times) < count:
+            times.append(next_time(schedule.cron, schedule.timezone, times[-1]))
+    except InvalidSchedule:
+        logger.warning("schedule %s: %r in %r does not read as a cron expression in a time zone", schedule.pk, schedule.cron, schedule.timezone)
+    return times
+
+
+@functools.cache
+def time_zones():
+    """The IANA names zone() accepts, sorted (what the Schedules page offers)."""
+    return sorted(available_timezones())
 
 
 def tick(now):
@@ -151,18 +172,38 @@ def post_webhook(schedule, payload, attempts=2):
     return False
 
 
-# --- managing schedules (the API's, docs/api.md#schedules) --------------------------------------
+# --- managing schedules (the API and the Schedules page, docs/api.md#schedules) -----------------
+
+
+def problems(notebook, fields):
+    """{field: why} of what cannot be used in `fields` (name, cron, timezone, parameters, enabled,
+    webhook_url: any of them); {} when all can. The field is "cron", "timezone",
+    "parameters.<input name>" for one parameter, or "parameters" when they are no object. The one
+    home of these rules: the API (check_fields) and the Schedules page (forms.ScheduleForm) ask it."""
+    found = {}
+    for field, check in (("cron", check_cron), ("timezone", zone)):
+        if field in fields:
+            try:
+                check(fields[field])
+            except InvalidSchedule as exc:
+                found[field] = str(exc)
+    if "parameters" in fields:
+        inputs, parameters = notebook.named_inputs(), fields["parameters"]
+        # One at a time, so that each problem is told with its input's name (a form shows it there).
+        singly = {f"parameters.{name}": {name: value} for name, value in parameters.items()} if isinstance(parameters, dict) else {"parameters": parameters}
+        for field, checked in singly.items():
+            try:
+                resolve(inputs, checked)
+            except InvalidParameters as exc:
+                found[field] = str(exc)
+    return found
 
 
 def check_fields(notebook, fields):
-    """`fields` (name, cron, timezone, parameters, enabled, webhook_url: any of them) checked;
-    InvalidSchedule or parameters.InvalidParameters say what is wrong."""
-    if "cron" in fields:
-        check_cron(fields["cron"])
-    if "timezone" in fields:
-        zone(fields["timezone"])
-    if "parameters" in fields:
-        resolve(notebook.named_inputs(), fields["parameters"])
+    """`fields` checked (problems()); InvalidSchedule says everything that is wrong."""
+    found = problems(notebook, fields)
+    if found:
+        raise InvalidSchedule("; ".join(found.values()))
 
 
 def save_schedule(schedule, fields, now):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import output_documents, views
+from . import output_documents, schedule_views, views
 
 app_name = "notebooks"
 urlpatterns = [
@@ -14,7 +14,11 @@ urlpatterns = [
     path("notebooks/<uuid:notebook_id>/app/", views.notebook_app, name="app"),
     path("notebooks/<uuid:notebook_id>/export/<str:fmt>/", views.notebook_export, name="export"),
     path("notebooks/<uuid:notebook_id>/runs/", views.notebook_runs, name="runs"),
-    path("notebooks/<uuid:notebook_id>/schedules/", views.notebook_schedules, name="schedules"),
+    path("notebooks/<uuid:notebook_id>/schedules/", schedule_views.notebook_schedules, name="schedules"),
+    path("notebooks/<uuid:notebook_id>/schedules/add/", schedule_views.schedule_add, name="schedule_add"),
+    path("notebooks/<uuid:notebook_id>/schedules/<int:schedule_id>/edit/", schedule_views.schedule_edit, name="schedule_edit"),
+    path("notebooks/<uuid:notebook_id>/schedules/<int:schedule_id>/enabled/", schedule_views.schedule_enabled, name="schedule_enabled"),
+    path("notebooks/<uuid:notebook_id>/schedules/<int:schedule_id>/delete/", schedule_views.schedule_delete, name="schedule_delete"),
     path("notebooks/<uuid:notebook_id>/runs/<uuid:run_id>/", views.run_detail, name="run"),
     path("notebooks/<uuid:notebook_id>/runs/<uuid:run_id>/export/html", views.run_export, name="run_export"),
     path("notebooks/<uuid:notebook_id>/share/", views.notebook_share, name="share"),

@@ -431,12 +431,3 @@ def run_export(request, notebook_id, run_id):
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = exporting.report_policy()
     return response
-
-
-@login_required
-@require_http_methods(["GET", "HEAD"])
-def notebook_schedules(request, notebook_id):
-    """The notebook's schedules and when each runs next (managed over the API: docs/api.md#schedules)."""
-    notebook = _notebook_for(request.user, notebook_id)
-    rows = list(notebook.schedules.select_related("owner", "last_run"))
-    return render(request, "notebooks/schedules.html", {"notebook": notebook, "schedules": rows})

@@ -1,17 +1,24 @@
-"""Runs with an id and parameters (docs/api.md#runs): on the real kernel worker, a run's outputs
-follow its parameters while the notebook, its statuses and an open page hear nothing of it; bad
-parameters refused with nothing written; cancel; RUN_TIME_LIMIT; the run log; the run's page
-and report; named inputs (kernel/parameters.py) on their own."""
+"""Runs with an id (docs/api.md#runs): on the real kernel worker, a run's outputs follow its
+parameters while the notebook, its statuses and an open page hear nothing of it; bad parameters
+refused with nothing written; cancel; RUN_TIME_LIMIT; the run log; the run's page and report;
+named inputs (kernel/parameters.py) on their own. Runs on the shared kernel (no parameters): a
+row for a cell's run and for run all, each cell's result, a failure, cancel (the cascade
+interrupted, a queued one never run); and the runs of a kernel worker SIGKILLed, ended."""
 import asyncio
+import os
+import signal
+import time
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db.models.functions import Now
 from django.test import Client
 
+from notebooks_app import run_store
 from notebooks_app.kernel.parameters import InvalidParameters, named_inputs, resolve
 from notebooks_app.kernel.ui import UI_MIME
-from notebooks_app.models import Cell, NotebookRun
-from tests.conftest import create, run_and_wait
+from notebooks_app.models import Cell, KernelWorkerRecord, NotebookRun
+from tests.conftest import WorkerProcess, create, run_and_wait, text_output
 from tests.test_api import api, call, error_of, issue, snapshot
 from tests.waiting import eventually
 
@@ -245,3 +252,135 @@ async def test_a_run_over_run_time_limit_times_out(live_kernel, users, notebook,
     run = await finished_run(run_id, token)
     assert run["status"] == "timed_out" and "RUN_TIME_LIMIT" in run["error"], run
     assert run["cells"][0]["status"] == "timed_out" and run["duration"] < 30
+
+
+# --- runs on the shared kernel (kernel/shared_runs.py) -------------------------------------------------
+
+
+def python_cells(notebook, *codes):
+    return [str(Cell.objects.create(notebook=notebook, position=index, code=code).pk) for index, code in enumerate(codes, start=1)]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_cell_run_on_the_shared_kernel_has_an_id_and_ends_success_with_each_cells_result(live_kernel, ws, users, notebook):
+    first, second, apart = await database_sync_to_async(python_cells)(notebook, "x = 6 * 7\nprint('x is', x)", "y = x + 1\ny", "z = 0")
+    page = await ws(users["alice"], notebook)
+    token = await database_sync_to_async(issue)(users["bob"])
+
+    queued = await api("post", f"/api/v1/notebooks/{notebook.pk}/cells/{first}/run", token)
+    body = queued.json()
+    assert queued.status_code == 202 and (body["queued"], body["status"], body["url"]) == ("run_cell", "queued", f"/api/v1/runs/{body['runId']}"), body
+    run = await finished_run(body["runId"], token)
+
+    assert (run["status"], run["kind"], run["source"], run["startedBy"], run["parameters"], run["error"]) == ("success", "shared", "api", "bob", {}, ""), run
+    assert [c["cellId"] for c in run["cells"]] == [first, second]  # the cell and its dependent, not the cell apart
+    assert [c["status"] for c in run["cells"]] == ["success", "success"] and run["cells"][0]["stdout"] == "x is 42\n" and text_of(run["cells"][1]) == "43"
+    assert run["claimedBy"] and run["startedAt"] and run["finishedAt"] and run["duration"] is not None
+    await page.wait_status(second, "success")  # on every open page, and in the notebook: the page's own Run
+    assert text_output(page, second) == "43" and (await database_sync_to_async(Cell.objects.get)(pk=second)).status == "success"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_run_all_on_the_shared_kernel_has_an_id_and_each_cells_result_in_notebook_order(live_kernel, users, notebook):
+    later, earlier = await database_sync_to_async(python_cells)(notebook, "y = x + 1\ny", "x = 1")
+    token = await database_sync_to_async(issue)(users["alice"])
+    body = (await api("post", f"/api/v1/notebooks/{notebook.pk}/run", token)).json()
+    assert body["queued"] == "run_all" and body["cellId"] is None and body["runId"], body
+    run = await finished_run(body["runId"], token)
+    assert (run["status"], run["kind"]) == ("success", "shared"), run
+    assert [(c["cellId"], c["status"]) for c in run["cells"]] == [(later, "success"), (earlier, "success")] and text_of(run["cells"][0]) == "2"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failing_cell_makes_the_shared_run_error_with_its_error(live_kernel, users, notebook):
+    cells = await database_sync_to_async(python_cells)(notebook, "x = 1", "raise ValueError('no good')", "y = x + 1\ny")
+    token = await database_sync_to_async(issue)(users["alice"])
+    run = await finished_run((await api("post", f"/api/v1/notebooks/{notebook.pk}/run", token)).json()["runId"], token)
+    assert run["status"] == "error" and run["error"] == "1 cell failed, the first cell 2 (raise ValueError('no good'))." and run["finishedAt"], run
+    assert [c["status"] for c in run["cells"]] == ["success", "error", "success"] and [c["cellId"] for c in run["cells"]] == cells
+    assert (run["cells"][1]["error"]["ename"], run["cells"][1]["error"]["evalue"]) == ("ValueError", "no good")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_cancel_interrupts_a_shared_runs_cell_and_a_cancelled_queued_run_never_runs(live_kernel, ws, users, notebook):
+    sleeper, second, marker = await database_sync_to_async(python_cells)(notebook, "import time\nprint('started', flush=True)\ntime.sleep(60)", "print('second ran')", "z = 3")
+    page = await ws(users["alice"], notebook)
+    token = await database_sync_to_async(issue)(users["bob"])
+    running = (await api("post", f"/api/v1/notebooks/{notebook.pk}/cells/{sleeper}/run", token)).json()["runId"]
+    await page.wait_for(lambda e: e["type"] == "cell_stdout" and e["cellId"] == sleeper, what="the long cell running")
+    queued = (await api("post", f"/api/v1/notebooks/{notebook.pk}/cells/{second}/run", token)).json()["runId"]  # behind it
+
+    cancelled = (await api("post", f"/api/v1/runs/{queued}/cancel", token)).json()
+    assert cancelled["status"] == "cancelled" and "bob" in cancelled["error"]
+    cancelled = (await api("post", f"/api/v1/runs/{running}/cancel", token)).json()
+    assert cancelled["status"] == "cancelled" and "bob" in cancelled["error"]
+    run = await finished_run(running, token, final=("cancelled",), until=lambda row: bool(row.results))  # the worker interrupted it
+    assert run["status"] == "cancelled" and "bob" in run["error"] and run["cells"][0]["status"] == "cancelled", run
+    assert run["cells"][0]["error"]["ename"] == "KeyboardInterrupt" and run["cells"][0]["stdout"] == "started\n"
+    await page.wait_status(sleeper, "error")  # interrupted for everyone, as Stop does
+
+    await run_and_wait(page, marker)  # the session has handled every message before it, the cancelled run's too
+    never = await run_row(queued)
+    assert (never.status, never.started_at, never.results) == ("cancelled", None, [])
+    assert not [e for e in page.events if e.get("cellId") == second] and (await database_sync_to_async(Cell.objects.get)(pk=second)).status == "idle"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_stop_on_the_page_ends_a_shared_run_cancelled_and_a_crash_of_its_kernel_error(live_kernel, ws, users, notebook):
+    sleeper, crasher = await database_sync_to_async(python_cells)(notebook, "import time\nprint('started', flush=True)\ntime.sleep(60)", "import os\nos._exit(3)")
+    page = await ws(users["alice"], notebook)
+    token = await database_sync_to_async(issue)(users["bob"])
+    stopped = (await api("post", f"/api/v1/notebooks/{notebook.pk}/cells/{sleeper}/run", token)).json()["runId"]
+    await page.wait_for(lambda e: e["type"] == "cell_stdout" and e["cellId"] == sleeper, what="the long cell running")
+    await page.send(type="interrupt")  # alice presses Stop
+    run = await finished_run(stopped, token)
+    assert (run["status"], run["error"], run["cells"][0]["status"]) == ("cancelled", "Interrupted while it ran: Stop on the notebook's page, or a restart of its kernel.", "cancelled"), run
+
+    crashed = await finished_run((await api("post", f"/api/v1/notebooks/{notebook.pk}/cells/{crasher}/run", token)).json()["runId"], token)
+    assert crashed["status"] == "error" and crashed["cells"][0]["error"]["ename"] == "KernelDied" and crashed["finishedAt"], crashed
+
+
+@pytest.fixture
+def own_worker(settings, live_kernel):
+    """A kernel worker of a fleet of the test's own, to kill: the API sends to it, not to the
+    session's worker."""
+    settings.KERNEL_FLEET = f"runs{os.getpid()}x{time.monotonic_ns() % 10**6}"
+    settings.KERNEL_VSHARDS, settings.KERNEL_LEASE_SECONDS = 4, 2
+    env = {"KERNEL_FLEET": settings.KERNEL_FLEET, "KERNEL_VSHARDS": "4", "KERNEL_LEASE_SECONDS": "2"}
+    worker = WorkerProcess([settings.KERNEL_FLEET], extra_env=env).start()
+    yield worker
+    worker.kill(signal.SIGTERM)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_runs_of_a_killed_kernel_worker_end_error_saying_so(own_worker, users, notebook):
+    sleeper = (await database_sync_to_async(python_cells)(notebook, "import time\ntime.sleep(60)"))[0]
+    token = await database_sync_to_async(issue)(users["bob"])
+    shared = (await api("post", f"/api/v1/notebooks/{notebook.pk}/cells/{sleeper}/run", token)).json()["runId"]
+    copy = (await api("post", f"/api/v1/notebooks/{notebook.pk}/run", token, {"parameters": {}})).json()["runId"]
+
+    async def both_running():
+        rows = [await run_row(shared), await run_row(copy)]
+        return all(row.status == "running" and row.claimed_by for row in rows) and rows
+
+    rows = await eventually(both_running, timeout=40, what="both runs running on the worker")
+    assert rows[0].claimed_by == rows[1].claimed_by
+    make = database_sync_to_async(NotebookRun.objects.create)
+    elsewhere = await make(notebook=notebook, kind="shared", status="running", claimed_by=f"alive-{os.getpid()}")  # a worker that renews
+    waiting = await make(notebook=notebook, kind="copy")  # queued, no worker took it yet: its message waits
+    await database_sync_to_async(KernelWorkerRecord.objects.create)(fleet="elsewhere", name=elsewhere.claimed_by, host="h", pid=1)
+    own_worker.kill()  # SIGKILL: its leases and its record are no longer renewed
+
+    def swept():
+        KernelWorkerRecord.objects.filter(name=elsewhere.claimed_by).update(heartbeat_at=Now())
+        run_store.end_orphaned_runs()  # what every worker's scheduler loop calls
+        return all(NotebookRun.objects.get(pk=pk).status == "error" for pk in (shared, copy))
+
+    try:
+        await eventually(database_sync_to_async(swept), timeout=30, what="the dead worker's runs ended")
+        for pk in (shared, copy):
+            row = await run_row(pk)
+            assert row.error == run_store.WORKER_STOPPED_RUNNING and row.finished_at, row
+        assert (await run_row(elsewhere.pk)).status == "running" and (await run_row(waiting.pk)).status == "queued"
+    finally:
+        await database_sync_to_async(KernelWorkerRecord.objects.filter(name=elsewhere.claimed_by).delete)()

@@ -1,14 +1,19 @@
-"""Runs asked for over the API. Today (phase 1 of "Notebooks as services") a run is what the page's
-Run button does: a cell, or every cell, on the notebook's shared kernel, without parameters,
-checked by operations.check_kernel_command and queued to the kernel worker with the very message
-the consumer sends (kernel_client.command_message). Its results reach every open page and the
-database as any run's do; the API answers 202 with what was queued.
+"""Runs asked for over the API, each a `NotebookRun` row with an id (docs/api.md#runs).
 
-A run with parameters (phase 2, `start_copy_run`) is a `NotebookRun` row: its parameters are
-checked against the notebook's named inputs (kernel/parameters.py) before the row is written,
-then `kernel.run_copy` goes to the notebook's kernel channel, and the worker that owns the
-notebook carries it out in a process of its own (kernel/copy_runs.py), writing the row.
-`cancel_run` ends a queued or running one. Shared runs (no parameters) get no row yet.
+A run without parameters (`queue_run`) is what the page's Run button does: a cell, or every cell,
+on the notebook's shared kernel, checked by operations.check_kernel_command and queued to the
+kernel worker with the very message the consumer sends (kernel_client.command_message), which
+also carries the run's id. Its results reach every open page and the notebook as any run's do,
+and the session keeps its row (`kind: shared`: kernel/shared_runs.py).
+
+A run with parameters (`start_copy_run`, `kind: copy`): its parameters are checked against the
+notebook's named inputs (kernel/parameters.py) before the row is written, then `kernel.run_copy`
+goes to the notebook's kernel channel, and the worker that owns the notebook carries it out in a
+process of its own (kernel/copy_runs.py), writing the row.
+
+`cancel_run` ends a queued or running run of either kind: its row says `cancelled` at once, and
+the worker is told (`kernel.cancel_run`), which stops the copy's process or interrupts the shared
+run's cascade as Stop does.
 """
 import logging
 from dataclasses import dataclass
@@ -17,7 +22,7 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from .. import kernel_client, operations, permissions, protocol, run_store
-from ..constants import RUN_CANCELLED, RUN_KIND_COPY, RUN_QUEUED, RUN_RUNNING, RUN_SOURCE_API
+from ..constants import RUN_CANCELLED, RUN_KIND_COPY, RUN_KIND_SHARED, RUN_QUEUED, RUN_RUNNING, RUN_SOURCE_API
 from ..kernel.copy_runs import CANCEL_RUN
 from ..kernel.parameters import InvalidParameters, resolve
 from ..layers import REDIS_ERRORS
@@ -36,19 +41,23 @@ class QueuedRun:
     cell_id: str | None
     request_id: str  # the requestId of the events the run causes
     revision: int  # the notebook's revision the run was queued at
+    run: NotebookRun  # its row (kind shared)
 
     def describe(self):
         return {"queued": self.kind, "notebookId": self.notebook_id, "cellId": self.cell_id, "requestId": self.request_id, "revision": self.revision}
 
 
-def queue_run(notebook_id, user, *, cell_id=None, request_id):
-    """Check that `user` may run the notebook (and that the cell is there), then queue the run;
-    OperationError (not_found, forbidden, unknown_cell) as for the WebSocket's run_cell."""
+def queue_run(notebook_id, user, *, cell_id=None, request_id, source=RUN_SOURCE_API):
+    """Check that `user` may run the notebook (and that the cell is there), record the run
+    (`queued`, kind shared), then queue it with its id; OperationError (not_found, forbidden,
+    unknown_cell) as for the WebSocket's run_cell, and then nothing is written. Redis out of
+    reach: the row says the run never started (run_store.send)."""
     kind = RUN_CELL if cell_id else RUN_ALL
     revision = operations.check_kernel_command(notebook_id, user, cell_id=cell_id)
+    run = NotebookRun.objects.create(notebook_id=notebook_id, started_by=user, source=source, kind=RUN_KIND_SHARED)
     message = kernel_client.command_message(notebook_id, kind, revision=revision, request_id=request_id, cell_id=cell_id, by=user.get_username())
-    async_to_sync(kernel_client.send)(notebook_id, message)
-    return QueuedRun(kind=kind, notebook_id=str(notebook_id), cell_id=cell_id, request_id=request_id, revision=revision)
+    run_store.send(run, {**message, "run": str(run.pk)})
+    return QueuedRun(kind=kind, notebook_id=str(notebook_id), cell_id=cell_id, request_id=request_id, revision=revision, run=run)
 
 
 def start_copy_run(notebook_id, user, *, parameters, source=RUN_SOURCE_API):
@@ -77,8 +86,9 @@ def visible_run(run_id, user, *, action=permissions.VIEW):
 
 
 def cancel_run(run_id, user):
-    """An editor stops a run: a queued one never starts, a running one's process is stopped (its
-    worker is told); one that has ended stays as it ended. The run as it is now."""
+    """An editor stops a run: a queued one never starts, a running one's process is stopped or,
+    on the shared kernel, its cascade interrupted (its worker is told); one that has ended stays
+    as it ended. The run as it is now."""
     run = visible_run(run_id, user, action=permissions.EDIT)
     ended = NotebookRun.objects.filter(pk=run.pk, status__in=[RUN_QUEUED, RUN_RUNNING]).update(
         status=RUN_CANCELLED, error=f"Cancelled by {user.get_username()}.", finished_at=timezone.now()

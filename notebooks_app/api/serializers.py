@@ -191,14 +191,6 @@ class CellChangeSerializer(serializers.Serializer):
     requestId = serializers.CharField(help_text="Carried by the live events this change causes.")
 
 
-class RunQueuedSerializer(serializers.Serializer):
-    queued = serializers.ChoiceField(choices=["run_cell", "run_all"])
-    notebookId = serializers.UUIDField()
-    cellId = serializers.UUIDField(allow_null=True)
-    requestId = serializers.CharField(help_text="Carried by the live events of the run.")
-    revision = serializers.IntegerField()
-
-
 class ErrorBodySerializer(serializers.Serializer):
     code = serializers.CharField(help_text="One of the codes of docs/api.md, e.g. not_found, forbidden, invalid_field.")
     message = serializers.CharField()
@@ -214,6 +206,16 @@ class RunStartedSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=RUN_STATUSES)
     url = serializers.CharField(help_text="The run in the API: GET it until `status` is not queued or running.")
     pageUrl = serializers.CharField(help_text="The run's page, for a browser.")
+
+
+class RunQueuedSerializer(RunStartedSerializer):
+    """A run on the shared kernel (docs/api.md#runs): its row, and what was queued."""
+
+    queued = serializers.ChoiceField(choices=["run_cell", "run_all"])
+    notebookId = serializers.UUIDField()
+    cellId = serializers.UUIDField(allow_null=True)
+    requestId = serializers.CharField(help_text="Carried by the live events of the run.")
+    revision = serializers.IntegerField()
 
 
 class RunCellResultSerializer(serializers.Serializer):

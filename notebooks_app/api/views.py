@@ -1,8 +1,8 @@
 """The API's endpoints: each translates a request into the call the WebSocket consumer makes for
-the same message (operations.py for edits, runs.queue_run for runs) and its result or error into
-a response, so rows, history, revisions and the live events of open pages are the same whichever
-way a change came. Who may do what is operations.py's (the owner's role); which token scope
-each method needs is `scopes` (api/permissions.py)."""
+the same message (operations.py for edits, runs.queue_run for runs, which also records them)
+and its result or error into a response, so rows, history, revisions and the live events of open
+pages are the same whichever way a change came. Who may do what is operations.py's (the owner's
+role); which token scope each method needs is `scopes` (api/permissions.py)."""
 import uuid
 
 from django.conf import settings
@@ -14,7 +14,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import operations, permissions, protocol, schedules, views as pages
-from ..kernel.parameters import InvalidParameters
 from ..models import SCOPE_EDIT, SCOPE_READ, SCOPE_RUN, Cell, Notebook, NotebookSchedule
 from . import runs
 from .errors import ApiError
@@ -175,11 +174,16 @@ class CellMove(ChangeView):
 class CellRun(ChangeView):
     scopes = {"POST": SCOPE_RUN}
 
-    @extend_schema(parameters=ON_CELL, request=RunSerializer, responses={202: RunQueuedSerializer, **ERRORS}, summary="Run a cell, its out-of-date ancestors and its descendants (run_cell)")
+    @extend_schema(
+        parameters=ON_CELL,
+        request=RunSerializer,
+        responses={202: RunQueuedSerializer, **ERRORS},
+        summary="Run a cell, its out-of-date ancestors and its descendants on the shared kernel (run_cell): a run with an id",
+    )
     def post(self, request, notebook_id, cell_id):
         self.validated(RunSerializer)
         queued = runs.queue_run(checked_id(notebook_id, protocol.NOT_FOUND), request.user, cell_id=checked_id(cell_id, protocol.UNKNOWN_CELL), request_id=self.request_id)
-        return Response(queued.describe(), status=status.HTTP_202_ACCEPTED)
+        return Response(run_queued(queued), status=status.HTTP_202_ACCEPTED)
 
 
 class NotebookRun(ChangeView):
@@ -189,7 +193,7 @@ class NotebookRun(ChangeView):
         parameters=ON_NOTEBOOK,
         request=NotebookRunRequestSerializer,
         responses={202: RUN_ACCEPTED, **ERRORS},
-        summary="Run every cell: on the shared kernel (run_all), or with parameters in a process of its own (a run with an id)",
+        summary="Run every cell: on the shared kernel (run_all), or with parameters in a process of its own; either way a run with an id",
     )
     def post(self, request, notebook_id):
         data = self.validated(NotebookRunRequestSerializer)
@@ -198,12 +202,17 @@ class NotebookRun(ChangeView):
             run = runs.start_copy_run(notebook_id, request.user, parameters=data["parameters"])
             return Response(RunStartedSerializer(run_started(run)).data, status=status.HTTP_202_ACCEPTED)
         queued = runs.queue_run(notebook_id, request.user, request_id=self.request_id)
-        return Response(queued.describe(), status=status.HTTP_202_ACCEPTED)
+        return Response(run_queued(queued), status=status.HTTP_202_ACCEPTED)
 
 
 def run_started(run):
     summary = RunSummarySerializer(run)
     return {"runId": run.pk, "status": run.status, "url": summary.get_url(run), "pageUrl": summary.get_pageUrl(run)}
+
+
+def run_queued(queued):
+    """A run on the shared kernel as the API answers it: what was queued, and its row's id and URLs."""
+    return RunQueuedSerializer({**queued.describe(), **run_started(queued.run)}).data
 
 
 @extend_schema(parameters=ON_NOTEBOOK, responses={200: RunSummarySerializer(many=True), **ERRORS}, summary="The notebook's run log, newest first")
@@ -277,7 +286,7 @@ class Unknown(ApiView):
 def saved_schedule(schedule, fields):
     try:
         return schedules.save_schedule(schedule, fields, timezone.now())
-    except (schedules.InvalidSchedule, InvalidParameters) as exc:
+    except schedules.InvalidSchedule as exc:
         raise ApiError(protocol.INVALID_FIELD, f"{exc}.") from None
 
 

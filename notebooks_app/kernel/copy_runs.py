@@ -98,12 +98,8 @@ class CopyRun:
         for cell_id in model.graph.topological([c for c in model.cells if c not in blocked]):
             if not await self._run_one(model.cells[cell_id]):
                 break  # the process could not start or died: the rest never runs
-        failed = [r for r in self.results if r["status"] in (STATUS_ERROR, STATUS_BLOCKED)]
         self.end(SKIPPED)
-        if not failed:
-            return RUN_SUCCESS, ""
-        first = model.label(failed[0]["cellId"])
-        return RUN_ERROR, f"{len(failed)} cell{'s' if len(failed) > 1 else ''} failed, the first {first}."
+        return ended(model, self.results)
 
     def end(self, status, error=None):
         """The run ended: the running cell takes `status` (and `error`), cells not started SKIPPED."""
@@ -153,6 +149,16 @@ class CopyRun:
         outputs = ran.outputs if cell.type == CELL_MARKDOWN else self.redactor.outputs(untrusted_outputs(ran.outputs))
         self._finish(cell.id, STATUS_SUCCESS if ran.status == "success" else STATUS_ERROR, kept_outputs(outputs), ran.error)
         return True
+
+
+def ended(model, results):
+    """(status, error message) of a run whose cells ended as `results` say: `error` naming the
+    first cell that failed or was blocked, else `success` (shared_runs.py's runs too)."""
+    failed = [r for r in results if r["status"] in (STATUS_ERROR, STATUS_BLOCKED)]
+    if not failed:
+        return RUN_SUCCESS, ""
+    first = model.label(failed[0]["cellId"])
+    return RUN_ERROR, f"{len(failed)} cell{'s' if len(failed) > 1 else ''} failed, the first {first}."
 
 
 def kept_outputs(outputs):
@@ -205,6 +211,12 @@ class CopyRuns:
                 task.cancel()
 
     async def _run(self, run_id, notebook_id, message):
+        # Received: the row names this worker while the run waits for a place, so that if the
+        # worker dies meanwhile the run is ended (run_store.end_orphaned_runs), not left queued.
+        try:
+            await self.store.accept(run_id, self.worker_name())
+        except Exception:  # noqa: BLE001 - only the sweep's knowledge is lost; the run goes on
+            logger.exception("could not record that this worker received run %s", run_id)
         async with self._places:
             if not await self.store.claim(run_id, self.worker_name()):
                 return  # cancelled while queued, or taken already

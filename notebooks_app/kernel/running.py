@@ -60,6 +60,9 @@ class CascadeRunner:
         # () -> None, set by the session for the run of a message: called just before the
         # cascade's final write, so the message's journal entry ends in that same write.
         self.finishing = None
+        # (cell ids) -> None, set by shared_runs.py for the run of a message with a run id: told
+        # the cells each cascade of that run is asked to run (its blocked ones included).
+        self.starting = None
 
     async def run_cell(self, cell_id, by=None):
         """Run one cell on purpose: if it crashed the execution process it gets its chance again,
@@ -93,6 +96,8 @@ class CascadeRunner:
         An interrupt stops the running cell and leaves the rest `stale`; so does a death of
         the execution process, which also fails the running cell with `KernelDied`.
         """
+        if self.starting is not None:
+            self.starting(cell_ids)
         runnable = self.model.runnable(cell_ids)
         if by and not self.execution.alive:
             self.execution.user = by  # whoever starts the process: their cap counts it (lifecycle.py)

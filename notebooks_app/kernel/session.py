@@ -8,8 +8,9 @@ it coordinates lives beside it, one job each: the cells and the cascade plan
 shared texts (cell_texts.py), inputs (inputs.py), persistence and saving typing (persister.py),
 the revision memory holds (revisions.py), applying edits (edits.py), completion (assists.py),
 the notebook's packages (package_builds.py), the execution process (execution.py), running a
-cascade (running.py) and what a takeover brings (takeover.py).  It knows nothing of
-Django or Channels: the worker gives it a `store` (load/persist) and a `publish` coroutine.
+cascade (running.py), what a takeover brings (takeover.py) and the rows of runs with an id
+(shared_runs.py).  It knows nothing of Django or Channels: the worker gives it a `store`
+(load/persist), a `publish` coroutine and the run rows' store (`runs`).
 """
 import asyncio
 import logging
@@ -29,6 +30,7 @@ from .package_builds import PackageBuilds
 from .persister import Persister
 from .revisions import Revisions
 from .running import CascadeRunner
+from .shared_runs import SharedRuns
 from .statuses import CellStatuses
 from .takeover import Takeover
 
@@ -40,7 +42,7 @@ DRAIN = "drain"  # lifecycle cause: the notebook moved to another worker (fleet.
 
 
 class NotebookSession:
-    def __init__(self, notebook_id, *, store, publish, runner_factory, environments=None, max_code_bytes=256 * 1024, pool=None):
+    def __init__(self, notebook_id, *, store, publish, runner_factory, environments=None, max_code_bytes=256 * 1024, pool=None, runs=None):
         self.notebook_id = str(notebook_id)
         self.store = store
         self.loaded = False
@@ -73,6 +75,7 @@ class NotebookSession:
         self.inputs = PendingInputs(model=self.model, events=self.events, persister=self.persister, execution=self.execution)
         units = {"model": self.model, "statuses": self.statuses, "events": self.events, "persister": self.persister, "execution": self.execution}
         self.cascades = CascadeRunner(self.notebook_id, store=store, **units)
+        self.shared_runs = SharedRuns(self.notebook_id, runs=runs, model=self.model, cascades=self.cascades)
         self.edits = EditApplier(self.notebook_id, store=store, texts=self.texts, cascades=self.cascades, packages=self.packages, advance=self.revisions.advance, submit=self.submit, **units)
         self.assists = Assists(model=self.model, events=self.events, execution=self.execution)
         # Kernel messages (docs/protocol.md, sent by kernel_client.py on commit), by type. An
@@ -225,6 +228,7 @@ class NotebookSession:
             if stop_reason and self.loaded and not self.model.gone and self.execution.alive:
                 await self.execution.stop(stop_reason, cause=DRAIN)
             await self.takeover.wait_records()
+            await self.shared_runs.close()
             if self.loaded and not self.model.gone:
                 await self._save_text()
                 await self.persister.persist()
@@ -360,7 +364,7 @@ class NotebookSession:
             if message.get("revision", -1) > self.revision:
                 await self.reload()
             await self._save_text()
-            await self.takeover.running(message, lambda: run(message), self.cascades)
+            await self.takeover.running(message, lambda: self.shared_runs.running(message, lambda: run(message)), self.cascades)
 
         return handler
 

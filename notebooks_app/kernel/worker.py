@@ -31,12 +31,12 @@ from ..layers import REDIS_ERRORS, Outage, backoff_delays
 from .. import file_store
 from ..models import EVENT_EDITED, EVENT_KERNEL_STOPPED, EVENT_PACKAGES, Cell, Notebook, NotebookEvent, NotebookFile, NotebookSecret, OutputBlob
 from .. import schedules
-from ..run_store import RunStore
+from ..run_store import RunStore, SharedRunStore
 from ..secrets import mask_connection_string
 from .addresses import group_name
 from .database import DatabasePolicy
 from .environments import Environments, PackageError, PackageSettings
-from .copy_runs import CopyRuns
+from .copy_runs import CANCEL_RUN, CopyRuns
 from .copy_runs import MESSAGES as RUN_MESSAGES
 from .fleet import Fleet, LeaseTable
 from .lifecycle import OPERATOR, PoolLimits, ProcessPool
@@ -418,14 +418,21 @@ class KernelService:
         self._orphaned = {}  # shard -> why its notebooks' kernels are gone (taken from a dead worker)
         self._scheduler = None  # the loop of start_scheduler()
         # Runs with parameters (copy_runs.py): tasks beside the sessions, in processes of their own.
+        self.run_store = RunStore(on_failed=schedules.notify_failure)
         self.copy_runs = CopyRuns(
-            store=RunStore(on_failed=schedules.notify_failure),
+            store=self.run_store,
             load=self.store.load,
             runner_factory=self._runner_factory,
             environment_for=self._run_environment,
             concurrency=settings.RUN_CONCURRENCY,
-            worker_name=lambda: self.fleet.name if self.fleet is not None else f"{socket.gethostname()}:{os.getpid()}",
+            worker_name=self.worker_name,
         )
+        # The rows of runs on the shared kernel, which the sessions keep (shared_runs.py).
+        self.shared_run_store = SharedRunStore(worker_name=self.worker_name, call=retried_while_database_down)
+
+    def worker_name(self):
+        """This worker's name, as a run it carries out records it (`claimed_by`)."""
+        return self.fleet.name if self.fleet is not None else f"{socket.gethostname()}:{os.getpid()}"
 
     async def _collect_environments(self):
         """Every hour: environments no notebook's lock names, unused for ENVIRONMENTS_GC_HOURS, go."""
@@ -453,7 +460,8 @@ class KernelService:
 
     def start_scheduler(self):
         """Look for due schedules every SCHEDULE_TICK_SECONDS (schedules.tick: each due time fires
-        once across every worker), until close()."""
+        once across every worker), and end the runs of kernel workers that died
+        (run_store.end_orphaned_runs), until close()."""
         if self._scheduler is None and settings.SCHEDULE_TICK_SECONDS > 0:
             self._scheduler = asyncio.get_running_loop().create_task(self._schedule_loop(), name="schedules")
 
@@ -466,6 +474,10 @@ class KernelService:
                     logger.info("started %d scheduled run(s)", len(made))
             except Exception:  # noqa: BLE001 - the next tick tries again (a due schedule stays due)
                 logger.exception("could not start due schedules")
+            try:
+                await self.run_store.end_orphaned(alive=(self.worker_name(),))  # the embedded worker has no record
+            except Exception:  # noqa: BLE001 - the next tick looks again
+                logger.exception("could not end the runs of kernel workers that stopped")
             await asyncio.sleep(settings.SCHEDULE_TICK_SECONDS)
 
     def _run_environment(self, notebook_id):
@@ -499,6 +511,7 @@ class KernelService:
                 environments=self.environments,
                 max_code_bytes=settings.MAX_CODE_BYTES,
                 pool=self.pool,
+                runs=self.shared_run_store,
             )
             session.on_fenced = self._fenced
             session.takeover.orphan_reason = lambda _id=notebook_id: self._orphan_reason(_id)
@@ -615,6 +628,9 @@ class KernelService:
             return
         if kind in RUN_MESSAGES:  # a run with parameters: never the notebook's session
             self.copy_runs.submit(message)
+            session = self.sessions.get(str(notebook_id)) if kind == CANCEL_RUN else None
+            if session is not None:  # or a run on the shared kernel, whose cascade stops (shared_runs.py)
+                asyncio.get_running_loop().create_task(self._guard(session.shared_runs.cancel(str(message.get("run"))), notebook_id))
             return
         if kind == "kernel.forget_notebook":  # deleted: its namespace and process go too
             self.copy_runs.forget_notebook(notebook_id)
