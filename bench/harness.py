@@ -18,7 +18,7 @@ A benchmark that paces its operations (bench/crud.py: one edit every 40 ms) also
 floor paced alike, and reports the ratio to that one as well.  On this kind of VM a process
 that has slept takes a few hundred microseconds to run again, so the same PUBLISH or UPDATE
 costs 3 - 8x more one at a time, 40 ms apart, than back to back: an operation and its floor
-compare fairly only when both are taken the same way (docs/performance.md, "Frames sent at once").
+compare fairly only when both are taken the same way (docs/performance.md, "Floors").
 """
 import argparse
 import asyncio
@@ -275,14 +275,14 @@ class Watcher:
     client (tests/live.py: the websockets library, a task and a wait per frame) costs ~70 µs a
     frame, so the hundredth watcher of bench.crud heard of an edit some 10 ms after the first
     only because the bench read the others first. This one costs a parse of the frame header and
-    json.loads (docs/performance.md, "Frames sent at once").
+    json.loads (docs/performance.md, "Watchers at a hundred sockets").
 
     Each event gets two times: `read`, when this process read it, and `at`, when the kernel had
     it on the socket (SO_TIMESTAMPNS, the receive timestamp of its bytes; for bytes read
     together, the last one's). `at` is what a browser on its own machine would see, minus the
     network: it does not wait for this process to get round to the socket, which on two shared
-    cores is most of the difference between 10 and 100 watchers (docs/performance.md, "Fifth
-    step"). Frames from a server are unmasked and, from this one, unfragmented; pings get their
+    cores is most of the difference between 10 and 100 watchers (docs/performance.md, "Watchers
+    at a hundred sockets"). Frames from a server are unmasked and, from this one, unfragmented; pings get their
     pong and `send` writes a text frame, masked with a zero key as a client's must be."""
 
     def __init__(self, notebook_id, *, batch=True):

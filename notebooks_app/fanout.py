@@ -268,7 +268,7 @@ def _write(targets, frames, sender=None):
 
 
 # Early announcements this process writes to its own sockets without waiting for Redis to
-# publish them back (docs/protocol.md, "Early announcements"; docs/performance.md, "Early announcement written at once").
+# publish them back (docs/protocol.md, "Early announcements"; docs/performance.md, "Early announcements").
 # The published copy carries an `origin` that the same loop's shard recognises, so the sockets
 # that had it are not written twice; a copy that never comes back (Redis lost) is forgotten
 # after HERE_REMEMBERED newer ones.
@@ -288,7 +288,7 @@ def few_here(layer, group_channel):
     the group: then an early announcement is written to them before the edit goes to Redis
     (layers.RedisChannelLayer.send_then_group_send). At ~10 µs a socket, the default 128 delay
     the kernel's message by ~1.3 ms at most; with a hundred sockets, writing them first gets
-    the announcement onto every one ~2 ms sooner (docs/performance.md, "Where a paced create's 3 ms go")."""
+    the announcement onto every one ~2 ms sooner (docs/performance.md, "Early writes to many sockets")."""
     limit, count = settings.EARLY_FIRST_SOCKETS, 0
     for target in layer.groups.get(group_channel, ()):
         if target in SINKS:

@@ -185,7 +185,7 @@ class RedisChannelLayer(core.RedisChannelLayer):
         # A few sockets are written before the script goes (their frames leave ~0.5 ms sooner
         # than after the send(2) to Redis, which wakes Redis); many are written once the script
         # is on its way, so that the kernel's message and the other processes' copy do not wait
-        # for hundreds of writes (docs/performance.md, "Early announcement written at once"). Correctness rests on
+        # for hundreds of writes (docs/performance.md, "Early writes to many sockets"). Correctness rests on
         # neither order: what a page sends about a cell it has just heard of (run, edit, move,
         # delete, restore) is checked under edit_lane.in_order, which this edit holds until Redis
         # has run the script; typing into a new cell waits for the kernel's confirmation (the
@@ -224,7 +224,7 @@ class RedisChannelLayer(core.RedisChannelLayer):
 
     async def _brpop_with_clean(self, index, channel, timeout):
         """core's BZPOPMIN, without the backup around it: one round trip a message where core's
-        takes four (docs/performance.md, "Early announcement written at once").
+        takes four (docs/performance.md, "Hops between threads and processes").
 
         core's receive runs a script that puts its channel's backup back in front, pops, then
         writes the popped message to the backup (ZADD) and, once the message is handed on, pops
