@@ -9,8 +9,8 @@ exit status 5 never passes silently).
 
 `--fast` selects the fast tier by markers: no `browser` test (Chromium) and no `slow` one
 (a test that starts server processes of its own), as `-m "not browser and not slow"`, and'd
-with any `-m` given too; it runs on pytest-xdist workers (FAST_WORKERS, TEST_WORKERS) unless
-the arguments say `-n` or `--dist` themselves.
+with any `-m` given too. Both tiers run on pytest-xdist workers (TEST_WORKERS) unless the
+arguments say `-n` or `--dist` themselves.
 """
 import glob
 import hashlib
@@ -179,22 +179,25 @@ def collectstatic(env):
 
 
 FAST_TIER = "not browser and not slow"
-# The fast tier runs on this many pytest-xdist workers (TEST_WORKERS overrides; 0 or 1: serial):
-# one per core, at least 2. Run alone, its tests mostly wait (on the kernel worker, sandboxes,
-# sockets), so two workers on two cores nearly halve its time; a third adds little once they
-# keep the CPU busy. Each worker has its own test database, kernel worker and Redis server
-# (main; tests/conftest.py); --dist loadfile keeps a module on one worker, so a module-scoped
-# fixture is made once.
-FAST_WORKERS = max(2, min(os.cpu_count() or 2, 8))
+# Both tiers run on this many pytest-xdist workers (TEST_WORKERS overrides; 0 or 1: serial):
+# one per core, at least 2. Run alone, the tests mostly wait (on the kernel worker, sandboxes,
+# Chromium, the processes a slow test starts), so two workers on two cores nearly halve the
+# time; a third adds little once they keep the CPU busy. Each worker has its own test database,
+# kernel worker, Daphne and Redis server (main; tests/conftest.py); --dist loadfile keeps a
+# module on one worker, so a module-scoped fixture (a Chromium, a private cluster) is made once.
+# The modules go out in the order tests/conftest.py gives them, the longest first
+# (--no-loadscope-reorder: not by their number of tests), so that no long one starts last.
+TEST_WORKERS = max(2, min(os.cpu_count() or 2, 8))
 
 
 def xdist_args(argv):
-    """`-n N --dist loadfile` for the fast tier, unless the arguments choose for themselves."""
-    workers = int(os.environ.get("TEST_WORKERS", FAST_WORKERS))
-    chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg in ("no:xdist", "-pno:xdist") for arg in argv)
+    """`-n N --dist loadfile --no-loadscope-reorder`, unless the arguments choose for themselves
+    (or ask for a debugger, which needs the test in this process)."""
+    workers = int(os.environ.get("TEST_WORKERS", TEST_WORKERS))
+    chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg in ("no:xdist", "-pno:xdist", "--pdb", "--trace") for arg in argv)
     if workers < 2 or chosen:
         return []
-    return ["-n", str(workers), "--dist", "loadfile"]
+    return ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]
 
 
 def xdist_workers(argv):
@@ -213,10 +216,10 @@ def xdist_workers(argv):
 
 
 def select_tier(argv):
-    """pytest's arguments for the tier asked for: `--fast` becomes a marker expression (and runs
-    on pytest-xdist workers, xdist_args); the full tier stays serial (its browser tests)."""
+    """pytest's arguments for the tier asked for, on pytest-xdist workers (xdist_args): `--fast`
+    becomes a marker expression."""
     if "--fast" not in argv:
-        return argv
+        return [*xdist_args(argv), *argv]
     argv = [arg for arg in argv if arg != "--fast"]
     argv = [*xdist_args(argv), *argv]
     for i, arg in enumerate(argv):

@@ -21,7 +21,7 @@ from tests.client import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FIRST_XDIST_REDIS_DB = 8  # without TEST_REDIS_URLS, xdist worker gwN uses Redis database 8 + N (test_bench.py uses 3 to 6)
+FIRST_XDIST_REDIS_DB = 8  # without TEST_REDIS_URLS, xdist worker gwN uses Redis database 8 + N (test_bench.py uses 3 to 7)
 
 
 def _redis_of_this_xdist_worker():
@@ -55,15 +55,45 @@ def _redis_of_this_xdist_worker():
 _redis_of_this_xdist_worker()
 
 
-def pytest_collection_modifyitems(items):
-    """Browser tests on Playwright's sync API last: it keeps an event loop on the main thread
-    from its first use to the end of the session, which the async tests (async Playwright
-    ones included) cannot share."""
-    def uses_sync_playwright(item):
-        is_async = asyncio.iscoroutinefunction(getattr(item, "function", None))
-        return item.get_closest_marker("browser") is not None and not is_async
+def _kernels_not_below_the_other_xdist_workers():
+    """Under pytest-xdist the execution processes the tests start run at the servers' CPU
+    priority (KERNEL_NICE=0) unless KERNEL_NICE is given. Its default, 10 (an autogroup nice of
+    10 too: kernel/lifecycle.py), puts a deployment's kernels behind its own server; here they
+    were behind another xdist worker's Chromium, Daphnes and benchmarks as well, and what the
+    product times out loses: a completion falls back to the static answer after 5 s
+    (runner.ASSIST_TIMEOUT) while jedi loads. tests/test_completion.py failed so with two
+    CPU-bound processes beside it, and passed with KERNEL_NICE=0. The priority itself is tested
+    with a worker of its own (test_lifecycle.py, KERNEL_NICE=7) and measured by
+    bench/lifecycle.py, which set it for their workers."""
+    if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw") and "KERNEL_NICE" not in os.environ:
+        os.environ["KERNEL_NICE"] = "0"
+        settings.KERNEL_NICE = 0
 
-    items.sort(key=uses_sync_playwright)
+
+_kernels_not_below_the_other_xdist_workers()
+
+
+# The modules that take longest, in seconds (setup and teardown included) on one of 2 pytest-xdist
+# workers on 2 cores. --dist loadfile hands whole modules to the workers in collection order
+# (scripts/run_tests.py asks it not to reorder them), so these go out first, the longest first:
+# a long module handed out last would leave the other workers idle while it runs.
+MODULE_SECONDS = {
+    "test_bench.py": 293, "test_browser.py": 109, "test_run_script.py": 104, "test_faults.py": 72,
+    "test_fleet.py": 57, "test_jupyter_corpus.py": 57, "test_lifecycle.py": 52, "test_browser_big.py": 44,
+    "test_fanout.py": 40, "test_protocol.py": 39, "test_scaleout.py": 35, "test_browser_files.py": 34,
+    "test_sql.py": 31, "test_browser_papercuts.py": 30, "test_browser_coedit.py": 27,
+    "test_browser_history.py": 26, "test_browser_charts.py": 25, "test_browser_lifecycle.py": 25,
+    "test_browser_packages.py": 24, "test_convergence.py": 24, "test_browser_theme.py": 23,
+    "test_browser_inputs.py": 23, "test_browser_keys.py": 22, "test_browser_completion.py": 17,
+    "test_charts.py": 15, "test_browser_resync.py": 14, "test_api.py": 14, "test_sizes.py": 13,
+    "test_inputs.py": 12, "test_sandbox.py": 11, "test_browser_api.py": 10,
+}
+
+
+def pytest_collection_modifyitems(items):
+    """The longest modules first (MODULE_SECONDS), the others in their order; a module's tests
+    stay together and in order (a stable sort)."""
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.name, 0))
 
 
 @pytest.fixture(autouse=True)
@@ -80,9 +110,19 @@ def _flush_by_delete():
     and the rows migrate made stay, so nothing needs making again; after its commit the kernel
     worker forgets the notebooks deleted (forget_notebooks). Django's foreign keys are
     DEFERRABLE INITIALLY DEFERRED on PostgreSQL: checked at the flush's commit, when every
-    table that refers to another is empty."""
+    table that refers to another is empty.
+
+    The kernel worker may still be writing the test's notebook then (it hears of the flush only
+    after it): its UPDATE of the cells and these DELETEs lock rows in different orders, and
+    PostgreSQL ends a deadlock by failing one of the two transactions. The flush's is made again
+    (a warning says so), as PostgreSQL's documentation advises for a deadlock; left failed, every
+    row would stay and the next test would find the users it makes there."""
+    import warnings
+
     from django.core.management.commands import flush
+    from django.db import OperationalError
     from django.db.backends.postgresql.operations import DatabaseOperations
+    from psycopg.errors import DeadlockDetected
 
     # And the kernel fleet's leases and worker records: the session's worker holds its shards
     # across tests, as a deployment's workers do across requests (kernel/fleet.py).
@@ -95,9 +135,22 @@ def _flush_by_delete():
             return truncate(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
         return [f"DELETE FROM {self.quote_name(table)};" for table in tables]
 
+    execute = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list, attempts=3):
+        for attempt in range(1, attempts + 1):
+            try:
+                return execute(self, sql_list)
+            except OperationalError as exc:  # rolled back whole: nothing of it stays
+                if attempt == attempts or not isinstance(exc.__cause__, DeadlockDetected):
+                    raise
+                warnings.warn(f"the flush after a test deadlocked, made again: {exc}")
+
     DatabaseOperations.sql_flush, flush.emit_post_migrate_signal = sql_flush, lambda *args, **kwargs: forget_notebooks()
+    DatabaseOperations.execute_sql_flush = execute_sql_flush
     yield
     DatabaseOperations.sql_flush, flush.emit_post_migrate_signal = truncate, post_migrate
+    DatabaseOperations.execute_sql_flush = execute
 
 
 @pytest.fixture

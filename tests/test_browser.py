@@ -34,10 +34,12 @@ SCREENSHOT = ROOT / "docs" / "screenshot-two-pages.png"
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(browser_server):
     # After the server (and so the test database): Playwright's loop must not exist while
-    # pytest-django creates or drops the database with sync calls.
+    # pytest-django creates or drops the database with sync calls. For this module only: its
+    # loop counts as running on this thread until Playwright stops, and the async tests a
+    # pytest-xdist worker runs after this module need the thread without one.
     with sync_playwright() as playwright:
         executable = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")  # never a downloaded browser
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
