@@ -6,7 +6,7 @@
 // the same methods the buttons use.
 import { Connection, newRequestId } from "./connection.js";
 import { Sequencer } from "./sequencer.js";
-import { CellView } from "./cell_view.js";
+import { CellView, buildWhenIdle } from "./cell_view.js";
 import { DbPanel } from "./db_panel.js";
 import { FilesPanel } from "./files_panel.js";
 import { PackagesPanel } from "./packages_panel.js";
@@ -16,12 +16,16 @@ import { el } from "./dom.js";
 import { HistoryPanel, bindUndoKeys, deletedToast } from "./history_panel.js";
 import { configureWidgets, widgetById } from "./widgets.js";
 import { SharedText, toBase64 } from "./shared_text.js";
-import { Presence, showRunBy } from "./presence.js";
+import { Presence } from "./presence.js";
 import { Assistant } from "./completion.js";
 import { bindKeyboard } from "./keyboard.js";
 import { KernelState } from "./kernel_state.js";
 
 const MAX_REMEMBERED = 500;
+// A state's first cells are built as it is applied; the others when they come near the viewport,
+// are needed, or the page is idle (cell_view.js, buildWhenIdle): 10,000 cells at once held a big
+// notebook's page for seconds (docs/frontend.md, "Big notebooks").
+const BUILT_AT_ONCE = 100;
 
 export class NotebookApp {
   constructor(root) {
@@ -141,7 +145,7 @@ export class NotebookApp {
   /** A copy of the cell with `cellType` and the same text, just above it: the protocol has no
    * change of a cell's type (keyboard.js deletes the old cell once the copy exists). */
   retypeCell(cellId, cellType) {
-    const code = this.records.get(cellId)?.view.editor.code ?? "";
+    const code = this.records.get(cellId)?.view.code ?? "";
     return this.request({ type: "create_cell", cellType, beforeCellId: cellId, code }, { kind: "create_cell", focus: false });
   }
 
@@ -165,7 +169,7 @@ export class NotebookApp {
     this.request({ type: "run_cell", cellId }, { kind: "run_cell", cellId });
     if (!advance) return;
     const next = this.order[this.order.indexOf(cellId) + 1];
-    if (next) this.records.get(next).view.editor.focus("start");
+    if (next) this.records.get(next).view.focus("start");
     else this.createCell("python", cellId, { focus: true });
   }
 
@@ -188,7 +192,7 @@ export class NotebookApp {
   navigate(cellId, direction) {
     const target = this.order[this.order.indexOf(cellId) + direction];
     if (!target) return false;
-    this.records.get(target).view.editor.focus(direction > 0 ? "start" : "end");
+    this.records.get(target).view.focus(direction > 0 ? "start" : "end");
     return true;
   }
 
@@ -198,9 +202,12 @@ export class NotebookApp {
     return [...this.order];
   }
 
-  /** The cell's element on the page, or null when it is not (or no longer) there. */
+  /** The cell's element on the page (built, if it was deferred), or null when it is not (or no
+   * longer) there. */
   cellElement(cellId) {
-    return this.records.get(cellId)?.view.element ?? null;
+    const view = this.records.get(cellId)?.view;
+    view?.build();
+    return view?.element ?? null;
   }
 
   /** Put the user in the cell's editor (a markdown cell shows its source for that). */
@@ -237,15 +244,14 @@ export class NotebookApp {
     };
   }
 
-  addRecord(cell, index) {
+  addRecord(cell, index, { deferred = false } = {}) {
     // Every cell's code is a shared text: every cell the server sends (in notebook_state and
     // cell_created, early or not) carries its `ydoc` (docs/protocol.md, "Server → client").
     // The app view shows no code: its cells hold none and have no shared text.
     const text = this.appMode ? null : new SharedText(cell, (changed, update) => this.sendText(changed, update));
     const shared = text && { text, awareness: this.presence.awareness(text) };
-    const view = new CellView(this.appMode ? { ...cell, code: "" } : cell, { ...this.hooks(), shared });
+    const view = new CellView(this.appMode ? { ...cell, code: "" } : cell, { ...this.hooks(), shared }, { deferred });
     view.element.classList.add("live"); // server-rendered cells lack it and are replaced
-    showRunBy(view.element, cell.runBy);
     const record = { cell, view, text };
     this.records.set(cell.id, record);
     const before = this.order[index] ? this.records.get(this.order[index]).view.element : null;
@@ -277,15 +283,16 @@ export class NotebookApp {
     // Server-rendered cells (the no-JavaScript view) give way to live ones.
     for (const stale of this.cellsEl.querySelectorAll(".cell:not(.live)")) stale.remove();
     document.getElementById("more-cells")?.remove();
+    const deferred = [];
     notebook.cells.forEach((cell, index) => {
       let record = this.records.get(cell.id);
       if (!record) {
-        record = this.addRecord(cell, index);
+        record = this.addRecord(cell, index, { deferred: index >= BUILT_AT_ONCE });
+        if (!record.view.built) deferred.push(record.view);
       } else {
         record.cell = cell;
         if (this.order[index] !== cell.id) this.moveRecord(cell.id, index);
         record.view.render(cell);
-        showRunBy(record.view.element, cell.runBy);
         if (record.text) this.mergeText(record.text, cell); // the app view's cells hold no code
       }
       this.trackRunning(cell.id, cell.status);
@@ -303,6 +310,7 @@ export class NotebookApp {
     this.root.dataset.synced = "true"; // a hook for tests: the page shows the server's state
     this.connection.healthy();
     this.presence.connected();
+    buildWhenIdle(deferred);
   }
 
   /** A new notebook (one empty cell) opens with the cursor in it: one starts typing. Only on the
@@ -500,7 +508,7 @@ export class NotebookApp {
     const about = this.requests.get(event.requestId);
     if (about?.kind === "create_cell") {
       this.requests.delete(event.requestId);
-      if (about.focus) record.view.editor.focus("start"); // only in the tab that asked for it
+      if (about.focus) record.view.focus("start"); // only in the tab that asked for it
     }
     this.afterChange();
   }
@@ -535,7 +543,7 @@ export class NotebookApp {
     record.cell.status = event.status;
     if (event.by) {
       record.cell.runBy = event.by; // queued and running say who started the run
-      showRunBy(record.view.element, event.by);
+      record.view.setRunBy(event.by);
     }
     if (event.status === "running" || event.status === "blocked") {
       // A run starts afresh; a blocked cell shows no results of older code.

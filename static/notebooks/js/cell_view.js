@@ -1,17 +1,20 @@
 // The DOM of one cell: header (type, status, names, actions), editor, stdout, outputs, error.
 // Same classes as templates/notebooks/_cell.html, which is what the page shows without JavaScript.
-// The editor and the costly outputs wait until the cell is near the viewport (proximity.js).
+// The editor and the costly outputs wait until the cell is near the viewport (proximity.js); a
+// cell built `deferred` is an empty <article> until then, until something needs it, or until the
+// page is idle (buildWhenIdle): a big notebook is editable before its far cells are built.
 import { LazyEditor } from "./editor.js";
 import { el, formatElapsed, renderError } from "./dom.js";
 import { renderOutput, shownOutputs } from "./outputs.js";
 import { MarkdownMode } from "./markdown_view.js";
-import { inFrames, unwatchProximity, watchProximity } from "./proximity.js";
+import { showRunBy } from "./presence.js";
+import { inFrames, whenIdle, unwatchProximity, watchProximity } from "./proximity.js";
 
 const TYPE_LABELS = { python: "Python", sql: "SQL", markdown: "Markdown" };
 
 let skeleton = null;
 
-/** The elements every cell has, made once and cloned: a big notebook builds thousands at once. */
+/** The elements inside every cell, made once and cloned: a big notebook builds thousands. */
 function cellSkeleton() {
   skeleton ??= el("article.cell", {},
     el("header.cell-header", {}, el("span.cell-type"), el("span.cell-status"), el("span.cell-elapsed", { hidden: true }), el("span.cell-names")),
@@ -20,7 +23,12 @@ function cellSkeleton() {
     el("div.cell-stdout", { hidden: true }, el("a.stdout-more", { hidden: true, target: "_blank", rel: "noopener" }), el("pre")),
     el("div.cell-outputs"),
     el("div.cell-error", { hidden: true }));
-  return skeleton.cloneNode(true);
+  return skeleton.cloneNode(true).children;
+}
+
+/** Build the deferred `views` when the page is idle, in their order, a few at a time. */
+export function buildWhenIdle(views) {
+  for (const view of views) whenIdle(() => view.element.isConnected && view.build()); // not once removed
 }
 
 // --- the cells' "⋯" menus (details.cell-menu): one open at a time ---------------------------
@@ -89,17 +97,33 @@ export class CellView {
   /**
    * @param {object} cell  the cell as the protocol sends it
    * @param {object} hooks {canEdit, appMode, onRun, onNavigate, onDelete, onAdd, onMove, onName, onResultVariable, shared, ask, packagePrompt}
+   * @param {{deferred?: boolean}} options  deferred: the inside is built later (`build()`)
    */
-  constructor(cell, hooks) {
+  constructor(cell, hooks, { deferred = false } = {}) {
     this.id = cell.id;
     this.hooks = hooks;
+    this.cell = cell; // what build() starts from; render() keeps it current until then
+    this.built = false;
+    this.editor = null;
     this.outputsKey = null;
     this.near = false; // near the viewport at least once: actions, editor and outputs are built
     this.place = [false, false]; // first, last: for the move buttons, once they exist
+    this.shownNumber = null;
+    this.highlighted = null;
     this.loads = []; // outputs waiting to be built or fetched until the cell is near
-    this.element = cellSkeleton();
-    this.element.id = `cell-${cell.id}`;
-    Object.assign(this.element.dataset, { cellId: cell.id, cellType: cell.type });
+    this.element = el("article.cell", { id: `cell-${cell.id}`, dataset: { cellId: cell.id, cellType: cell.type } });
+    if (!deferred) this.build();
+    watchProximity(this.element, { near: () => this.cameNear(), far: () => this.editor?.release() });
+  }
+
+  /** The inside of the cell, from the latest `render()`ed cell; once. Every method that shows
+   * something builds first, except those the whole notebook calls at once (render, setNumber,
+   * setPlace, setHighlight), which keep their value for it. */
+  build() {
+    if (this.built) return;
+    this.built = true;
+    const { cell, hooks } = this;
+    this.element.append(...cellSkeleton());
     [this.header, this.editorHost, this.message, this.stdout, this.outputs, this.error] = this.element.children;
     const [type, status, elapsed, names] = this.header.children;
     [this.status, this.elapsed, this.names] = [status, elapsed, names];
@@ -117,16 +141,30 @@ export class CellView {
     });
     if (cell.type === "markdown") this.markdown = new MarkdownMode(this, { canEdit: hooks.canEdit && !hooks.appMode });
     this.render(cell);
-    watchProximity(this.element, { near: () => this.cameNear(), far: () => this.editor.release() });
+    if (this.shownNumber !== null) this.setNumber(this.shownNumber);
+    if (this.highlighted) this.setHighlight(this.highlighted);
   }
 
   /** Put the user in the editor, at the end of the code (a markdown cell shows its source for that). */
   edit() {
+    this.build();
     if (this.markdown?.canEdit) this.markdown.edit();
     else this.editor.focus("end");
   }
 
+  /** Put the cursor in the editor, at the "start" or the "end" of the code. */
+  focus(where) {
+    this.build();
+    this.editor.focus(where);
+  }
+
+  /** The code as this page has it (the editor's, or the text it was built from). */
+  get code() {
+    return this.built ? this.editor.code : (this.hooks.shared?.text.text ?? this.cell.code);
+  }
+
   cameNear() {
+    this.build();
     if (!this.near && this.hooks.canEdit && !this.hooks.appMode) {
       // Built here rather than for every cell up front: most of a long notebook's cells
       // are never near the viewport.
@@ -184,6 +222,8 @@ export class CellView {
 
   /** The cell's place, 1-based, as the server's messages name it ("cell 5 (first line…)"). */
   setNumber(number) {
+    this.shownNumber = number;
+    if (!this.built) return;
     if (!this.number) {
       this.number = el("span.cell-number", { title: "The cell's place in the notebook" });
       this.header.prepend(this.number);
@@ -220,6 +260,8 @@ export class CellView {
 
   /** Bring everything but the code in line with `cell` (the code is the shared text's: shared_text.js). */
   render(cell) {
+    this.cell = cell;
+    if (!this.built) return;
     this.setStatus(cell.status);
     this.setResultVariable(cell.resultVariable || "");
     this.setNames(cell.reads || [], cell.writes || [], cell.tables || []);
@@ -227,6 +269,13 @@ export class CellView {
     if (cell.outputsRef) this.deferOutputs(cell.outputsRef);
     else this.setOutputs(cell.outputs || []);
     this.setError(cell.error, cell.status);
+    showRunBy(this.element, cell.runBy);
+  }
+
+  /** "run by bob": who started the cell's run. */
+  setRunBy(name) {
+    this.build();
+    showRunBy(this.element, name);
   }
 
   /** Outputs a big notebook's state left out (`outputsRef`, docs/protocol.md): fetched once the
@@ -251,6 +300,7 @@ export class CellView {
   }
 
   setStatus(status) {
+    this.build();
     if (status !== "queued" && status !== "running") this.element.style.minHeight = ""; // clearRun's hold
     if (status === this.status.dataset.status) return;
     this.element.classList.remove(`status-${this.status.dataset.status}`);
@@ -262,11 +312,13 @@ export class CellView {
   }
 
   setElapsed(ms) {
+    this.build();
     this.elapsed.hidden = false;
     this.elapsed.textContent = formatElapsed(ms);
   }
 
   setResultVariable(name) {
+    this.build();
     this.resultVariable = name;
     if (this.resultInput && document.activeElement !== this.resultInput) this.resultInput.value = name;
     if (this.resultCode) this.resultCode.textContent = name;
@@ -274,6 +326,7 @@ export class CellView {
 
   /** Python cells read and write names; a SQL cell reads its {placeholders} and its `tables`. */
   setNames(reads, writes, tables = []) {
+    this.build();
     this.reads = [...reads, ...tables];
     this.writes = writes;
     const group = (kind, names) => names.length
@@ -290,6 +343,7 @@ export class CellView {
    * ends (setStatus; the new results come just before), so what stands below does not jump
    * twice under the pointer: a click right after a run lands where it was aimed. */
   clearRun() {
+    this.build();
     if (this.element.isConnected && !this.element.style.minHeight) this.element.style.minHeight = `${this.element.offsetHeight}px`;
     this.setStdout("");
     this.setOutputs([]);
@@ -298,6 +352,7 @@ export class CellView {
 
   /** `text`, or with `ref` ({url, size}) the tail of a longer stdout and a link to all of it. */
   setStdout(text, ref = null) {
+    this.build();
     this.stdoutText.textContent = text;
     this.stdoutMore.hidden = !ref;
     if (ref) {
@@ -308,11 +363,13 @@ export class CellView {
   }
 
   appendStdout(text) {
+    this.build();
     this.stdoutText.append(text); // a text node: never parsed as HTML
     this.stdout.hidden = false;
   }
 
   setOutputs(outputs) {
+    this.build();
     const key = JSON.stringify(outputs);
     if (key === this.outputsKey) return; // unchanged: keep iframes as they are
     this.outputsKey = key;
@@ -325,6 +382,7 @@ export class CellView {
   }
 
   setError(error, status) {
+    this.build();
     this.error.hidden = !error;
     this.error.classList.toggle("blocked-reason", Boolean(error) && status === "blocked");
     // A failed import: editors are offered to add the package (packages_panel.js).
@@ -333,6 +391,7 @@ export class CellView {
   }
 
   showMessage(text) {
+    this.build();
     this.message.hidden = false;
     this.message.replaceChildren(el("span", { text }), el("button.link", { type: "button", "aria-label": "Dismiss", onclick: () => this.hideMessage() }, "×"));
   }
@@ -343,6 +402,8 @@ export class CellView {
   }
 
   setHighlight(name) {
+    this.highlighted = name;
+    if (!this.built) return;
     this.element.classList.toggle("name-defines", Boolean(name) && this.writes.includes(name));
     this.element.classList.toggle("name-uses", Boolean(name) && this.reads.includes(name));
     for (const button of this.names.querySelectorAll("button.name")) button.classList.toggle("active", button.dataset.name === name);
@@ -350,7 +411,7 @@ export class CellView {
 
   destroy() {
     unwatchProximity(this.element);
-    this.editor.destroy();
+    this.editor?.destroy();
     this.element.remove();
   }
 }

@@ -1,7 +1,8 @@
 // The notebook's WebSocket: connects, reconnects with exponential backoff and jitter, gives up
 // (saying why, with a Reload button) when reconnecting will not help, and shows its state in
-// #connection-indicator. Frames go to `onFrame`; putting them in order is sequencer.js's job.
-// `newRequestId()` is the page's one source of request ids.
+// #connection-indicator. Its first connection is the socket early_socket.js opened before the
+// page's modules loaded, when there is one. Frames go to `onFrame`; putting them in order is
+// sequencer.js's job. `newRequestId()` is the page's one source of request ids.
 import { el } from "./dom.js";
 
 const BACKOFF_START_MS = 500;
@@ -27,6 +28,20 @@ let requestCount = 0;
 export function newRequestId() {
   requestCount += 1;
   return `${PAGE_PREFIX}-${requestCount}`;
+}
+
+/**
+ * The socket early_socket.js opened for `url`, with the frames it kept, if it is still open or
+ * opening; taken once (later connections open their own). One for another URL, or closed, is let go.
+ */
+function adoptEarlySocket(url) {
+  const early = window.notebookEarlySocket;
+  window.notebookEarlySocket = null; // claimed: an early script running late opens nothing
+  if (!early) return null;
+  early.release();
+  if (early.url === url && early.socket.readyState <= WebSocket.OPEN) return early;
+  early.socket.close();
+  return null;
 }
 
 export class Connection {
@@ -58,23 +73,32 @@ export class Connection {
   open() {
     clearTimeout(this.timer);
     this.timer = null;
-    const socket = new WebSocket(this.url);
+    const early = adoptEarlySocket(this.url);
+    const socket = early?.socket ?? new WebSocket(this.url);
     this.socket = socket;
-    socket.addEventListener("open", () => {
-      this.setState("connected");
-      this.onOpen();
-    });
-    socket.addEventListener("message", (event) => {
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        console.warn("notebook: ignoring a frame that is not JSON");
-        return;
-      }
-      this.onFrame(frame);
-    });
+    socket.addEventListener("open", () => this.opened());
+    socket.addEventListener("message", (event) => this.received(event.data));
     socket.addEventListener("close", (event) => this.closed(socket, event.code));
+    if (!early) return;
+    // What it received before now, in order, before anything it receives after this task.
+    if (socket.readyState === WebSocket.OPEN) this.opened();
+    for (const data of early.frames) this.received(data);
+  }
+
+  opened() {
+    this.setState("connected");
+    this.onOpen();
+  }
+
+  received(data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      console.warn("notebook: ignoring a frame that is not JSON");
+      return;
+    }
+    this.onFrame(frame);
   }
 
   closed(socket, code) {
