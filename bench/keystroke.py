@@ -1,6 +1,6 @@
 """Shared text: the latency from a keystroke on one page to its appearance on another.
 
-    .venv/bin/python -m bench.keystroke [--editors 2,20] [--keystrokes 150] [--gap 100,200] [--quick]
+    .venv/bin/python -m bench.keystroke [--editors 2,20] [--keystrokes 150] [--gap 100,200] [--daphnes 1] [--quick]
 
 E editors (real WebSocket clients, each holding a pycrdt document of the cell, as a page does
 with Yjs) have one notebook open; its one cell has a line per editor.  A keystroke inserts one
@@ -23,6 +23,8 @@ commits nothing, so PostgreSQL is not on its path), is still the ratio column.  
 the same run, what the path is made of: `presence` relayed from one socket to another
 (the same path without the worker: Daphne -> pub/sub layer -> Daphne), one hop of each
 channel layer alone (this process, the settings' layers), and pycrdt's merge in process.
+
+`--daphnes 2` spreads the editors over two Daphnes (one worker still): what a second one adds.
 
 At the end every editor's text must be the same and hold every typed character, each line
 exactly what its typist typed, in order: `OK` or `FAIL`.
@@ -383,10 +385,10 @@ async def measure(cluster, args):
 
 
 def main(argv=None):
-    args = parse_args("Keystroke latency between pages of one notebook (shared text), against the floor.", argv, editors="2,20", keystrokes="150", gap="100,200", presence=str(PRESENCE_SAMPLES))
+    args = parse_args("Keystroke latency between pages of one notebook (shared text), against the floor.", argv, editors="2,20", keystrokes="150", gap="100,200", presence=str(PRESENCE_SAMPLES), daphnes="1")
     if args.quick:
         args.editors, args.keystrokes, args.presence = [2, 3], [WARMUP + 5], [10]
-    with Cluster("keystroke") as cluster:
+    with Cluster("keystroke", daphnes=args.daphnes[0]) as cluster:
         ok = asyncio.run(measure(cluster, args))
     return 0 if ok else 1
 
