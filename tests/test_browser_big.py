@@ -1,7 +1,7 @@
 """Big notebooks in Chromium (docs/frontend.md, "Big notebooks"): outputs by reference load when
 their cell comes near the viewport, a notebook of 10,000 cells opens without freezing the tab
-(editors and outputs are built lazily; the timing and memory are printed, not asserted beyond
-sanity bounds), and a page whose socket keeps failing backs off and then stops with a Reload
+(its socket opened before its modules load; far cells, editors and outputs are built lazily; the
+timing and memory are printed, not asserted beyond sanity bounds), and a page whose socket keeps failing backs off and then stops with a Reload
 button.
 
 Async Playwright with the shared Daphne and per-module Chromium of tests/async_pages.py: the cells are rows written with the ORM before the page opens, and a revision bump
@@ -167,7 +167,13 @@ async def test_a_notebook_of_10000_cells_opens_without_freezing_and_scrolls_to_i
     cdp = await page.context.new_cdp_session(page)
     await cdp.send("Performance.enable")
     state_frames = []  # when the state's frames reached the browser: the server's share of the time
-    page.on("websocket", lambda socket: socket.on("framereceived", lambda frame: state_frames.append(time.monotonic()) if "notebook_state" in frame[:200] else None))
+    sockets = []
+
+    def opened(socket):
+        sockets.append(socket)
+        socket.on("framereceived", lambda frame: state_frames.append(time.monotonic()) if "notebook_state" in frame[:200] else None)
+
+    page.on("websocket", opened)
     started = time.monotonic()
     await page.goto(f"{daphne}/notebooks/{notebook.pk}/", wait_until="commit")
     await page.wait_for_function("() => document.getElementById('notebook')?.dataset.synced === 'true'", polling=50, timeout=60_000)
@@ -199,6 +205,8 @@ async def test_a_notebook_of_10000_cells_opens_without_freezing_and_scrolls_to_i
     assert counts["cells"] == BIG_CELLS
     assert counts["editors"] < 100 and counts["fetched"] < 20  # built and fetched near the viewport only
     assert timing["responsive"] - timing["synced"] < 5_000  # a sanity bound, not a benchmark
+    # One socket: the one early_socket.js opened before the modules loaded, adopted by the page.
+    assert len(sockets) == 1 and await page.evaluate("() => window.notebookEarlySocket === null")
 
     # Jump to the end. Waited for with sparse polling: Playwright's locators check visibility on
     # every poll, which forces a style and layout pass of the whole page each time.
@@ -217,3 +225,8 @@ async def test_a_notebook_of_10000_cells_opens_without_freezing_and_scrolls_to_i
     previous = f"#cell-{ids[-2]}"
     await page.wait_for_function(f"() => document.activeElement?.closest('.cell') === document.querySelector('{previous}')", polling=250, timeout=30_000)
     assert await page.evaluate(f"() => document.activeElement.matches('{previous} .cm-content')")
+    # The cells far from both ends were built while the page was idle: none is left empty.
+    await page.wait_for_function("() => !document.querySelector('#cells > .cell.live:empty')", polling=500, timeout=60_000)
+    middle = cell(page, ids[BIG_CELLS // 2])
+    await expect(middle.locator(".cell-code-preview")).to_have_text(f"v{BIG_CELLS // 2} = {BIG_CELLS // 2}\nprint(v{BIG_CELLS // 2})")
+    await expect(middle.locator(".cell-number")).to_have_text(f"[{BIG_CELLS // 2 + 1}]")

@@ -223,8 +223,9 @@ export class NotebookApp {
   }
 
   // --- state and events ----------------------------------------------------------------
+  /** What every cell view calls back (one object for all: a big notebook has thousands). */
   hooks() {
-    return {
+    return this.cellHooks ??= {
       canEdit: this.canEdit,
       appMode: this.appMode,
       onRun: (view, advance) => this.run(view.id, advance),
@@ -250,7 +251,7 @@ export class NotebookApp {
     // The app view shows no code: its cells hold none and have no shared text.
     const text = this.appMode ? null : new SharedText(cell, (changed, update) => this.sendText(changed, update));
     const shared = text && { text, awareness: this.presence.awareness(text) };
-    const view = new CellView(this.appMode ? { ...cell, code: "" } : cell, { ...this.hooks(), shared }, { deferred });
+    const view = new CellView(this.appMode ? { ...cell, code: "" } : cell, shared ? { ...this.hooks(), shared } : this.hooks(), { deferred });
     view.element.classList.add("live"); // server-rendered cells lack it and are replaced
     const record = { cell, view, text };
     this.records.set(cell.id, record);

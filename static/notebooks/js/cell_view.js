@@ -13,6 +13,7 @@ import { inFrames, whenIdle, unwatchProximity, watchProximity } from "./proximit
 const TYPE_LABELS = { python: "Python", sql: "SQL", markdown: "Markdown" };
 
 let skeleton = null;
+let bareCell = null;
 
 /** The elements inside every cell, made once and cloned: a big notebook builds thousands. */
 function cellSkeleton() {
@@ -24,6 +25,12 @@ function cellSkeleton() {
     el("div.cell-outputs"),
     el("div.cell-error", { hidden: true }));
   return skeleton.cloneNode(true).children;
+}
+
+/** An empty <article class="cell">: a deferred cell until it is built. */
+function emptyCell() {
+  bareCell ??= el("article.cell");
+  return bareCell.cloneNode(false);
 }
 
 /** Build the deferred `views` when the page is idle, in their order, a few at a time. */
@@ -111,7 +118,9 @@ export class CellView {
     this.shownNumber = null;
     this.highlighted = null;
     this.loads = []; // outputs waiting to be built or fetched until the cell is near
-    this.element = el("article.cell", { id: `cell-${cell.id}`, dataset: { cellId: cell.id, cellType: cell.type } });
+    this.element = emptyCell();
+    this.element.id = `cell-${cell.id}`;
+    Object.assign(this.element.dataset, { cellId: cell.id, cellType: cell.type });
     if (!deferred) this.build();
     watchProximity(this.element, { near: () => this.cameNear(), far: () => this.editor?.release() });
   }
