@@ -1,5 +1,6 @@
-"""CRUD: create_cell, cell_update, move_cell (to the top) and delete_cell from one client while
-others watch; time until every client (the sender included) has the event.
+"""CRUD: create_cell, cell_update and its undo, move_cell (to the top), delete_cell, restore_cell
+and the undo of that restore from one client while others watch; time until every client (the
+sender included) has the event.
 
     .venv/bin/python -m bench.crud [--others 1,10,100] [--repeat R] [--quick] [--full-only]
 
@@ -8,7 +9,8 @@ worker and a group send back.  Its floor is bench/floor_server.py doing the same
 work (one committed INSERT / UPDATE / DELETE, one PUBLISH, the frame to every socket) for the same
 number of clients at the same pace, in blocks of BLOCK rounds alternating with the real
 server's, so that both see the same machine; each row's note gives the ratios of the medians
-and of the p99s, and the floor server has a row of its own per case.  Edits are paced at 25 a
+and of the p99s, and the floor server has a row of its own per case (it keeps no history: a
+restore is a create there, an undo the plain edit that undoes it, FLOOR).  Edits are paced at 25 a
 second, as people make them.  The round-trip floor (one UPDATE + one PUBLISH round trip) is
 still printed, back to back and paced alike (bench/harness.py says why).  The Watcher rows have
 no floor server of their own.
@@ -53,35 +55,66 @@ def watchers_see(watchers):
     return see
 
 
-# The edits of a round, in order: (message type, the event every client waits for).
-EDITS = (("create_cell", "cell_created"), ("cell_update", "cell_updated"), ("move_cell", "cell_moved"), ("delete_cell", "cell_deleted"))
+# The edits of a round, in order: (its name in the table, the event every client waits for).
+EDITS = (
+    ("create_cell", "cell_created"),
+    ("cell_update", "cell_updated"),
+    ("undo of cell_update", "cell_updated"),
+    ("move_cell", "cell_moved"),
+    ("delete_cell", "cell_deleted"),
+    ("restore_cell", "cell_created"),
+    ("undo of restore_cell", "cell_deleted"),
+)
 
 
-async def rounds(sender, see, numbers, samples):
-    """The rounds `numbers` (each: create, edit its code, move it to the top, delete it), paced at
-    PACE; round 0 warms the session up and is not kept.  `see(request_id, kind, start)` -> (ms
-    until everyone has it, its cellId); `samples`: message type -> list, appended to."""
+def message(kind, i, cell_id):
+    """Edit `kind` of round `i` on `cell_id` (None before the create)."""
+    code = f"v{i} = {i}"
+    return {
+        "create_cell": {"type": "create_cell", "code": code},
+        "cell_update": {"type": "cell_update", "cellId": cell_id, "code": f"{code} + 1"},
+        "undo of cell_update": {"type": "undo"},
+        "move_cell": {"type": "move_cell", "cellId": cell_id, "afterCellId": None},
+        "delete_cell": {"type": "delete_cell", "cellId": cell_id},
+        "restore_cell": {"type": "restore_cell", "cellId": cell_id},
+        "undo of restore_cell": {"type": "undo"},
+    }[kind]
+
+
+def floor_message(kind, i, cell_id):
+    """message() for the floor server, which keeps no history: the plain edit doing the same
+    essential work (an undo's write, a restore's insert)."""
+    plain = {"undo of cell_update": "cell_update", "restore_cell": "create_cell", "undo of restore_cell": "delete_cell"}.get(kind, kind)
+    fields = message(plain, i, cell_id)
+    if kind == "undo of cell_update":
+        fields["code"] = message("create_cell", i, cell_id)["code"]
+    return fields
+
+
+async def rounds(sender, see, numbers, samples, edit=message):
+    """The rounds `numbers` (each: create, edit its code, undo that, move it to the top, delete
+    it, restore it, undo that), paced at PACE; round 0 warms the session up and is not kept.
+    `see(request_id, kind, start)` -> (ms until everyone has it, its cellId); `edit`: message or
+    floor_message; `samples`: edit -> list, appended to."""
     for i in numbers:
         cell_id = None
         for n, (kind, event) in enumerate(EDITS):
-            fields = {"create_cell": {"code": f"v{i} = {i}"}, "cell_update": {"cellId": cell_id, "code": f"v{i} = {i} + 1"}}.get(kind, {"cellId": cell_id})
-            if kind == "move_cell":
-                fields["afterCellId"] = None
             start = time.perf_counter()
-            await sender.send(type=kind, requestId=f"{n}-{i}", **fields)
+            await sender.send(requestId=f"{n}-{i}", **edit(kind, i, cell_id))
             took, seen_id = await see(f"{n}-{i}", event, start)
-            cell_id = cell_id or seen_id
+            if event == "cell_created":
+                cell_id = seen_id  # the floor server's restore is a new cell
             await asyncio.sleep(max(0, PACE - (time.perf_counter() - start)))
             if i:
                 samples[kind].append(took)
 
 
 async def alternating(sides, repeat):
-    """`repeat` rounds (after round 0) on each side, (sender, see, samples) as `rounds` takes
-    them, BLOCK rounds at a time in turn."""
+    """`repeat` rounds (after round 0) on each side, (sender, see, samples, edit) as `rounds`
+    takes them, BLOCK rounds at a time in turn."""
     for start in range(0, repeat + 1, BLOCK):
-        for sender, see, samples in sides:
-            await rounds(sender, see, range(start, min(repeat + 1, start + BLOCK)), samples)
+        for sender, see, samples, edit in sides:
+            await rounds(sender, see, range(start, min(repeat + 1, start + BLOCK)), samples, edit)
 
 
 async def measure(cluster, args):
@@ -104,8 +137,8 @@ async def measure(cluster, args):
         with clients_without_gc():
             await alternating(
                 [
-                    (clients[0], lambda rid, kind, start: everyone_sees(clients, rid, kind, start), samples),
-                    (floor_clients[0], lambda rid, kind, start: everyone_sees(floor_clients, rid, kind, start), floor_samples),
+                    (clients[0], lambda rid, kind, start: everyone_sees(clients, rid, kind, start), samples, message),
+                    (floor_clients[0], lambda rid, kind, start: everyone_sees(floor_clients, rid, kind, start), floor_samples, floor_message),
                 ],
                 repeat,
             )
@@ -133,7 +166,7 @@ async def measure(cluster, args):
 
 
 def main(argv=None):
-    args = parse_args("create_cell / cell_update / move_cell / delete_cell latency to every client.", argv, [("full-only", "measure with full clients only, no Watchers")], others="1,10,100")
+    args = parse_args("create_cell / cell_update / move_cell / delete_cell / restore_cell / undo latency to every client.", argv, [("full-only", "measure with full clients only, no Watchers")], others="1,10,100")
     if args.quick:
         args.others = [1, 2]
     with Cluster("crud") as cluster:

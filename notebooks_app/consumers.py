@@ -3,12 +3,12 @@
 It authenticates, validates every frame (protocol.py), hands each message to its handler
 (HANDLERS, one per message of protocol.MESSAGE_SCHEMAS), performs edits through
 operations.py and history.py (one short transaction each, on the ORM thread; create_cell,
-delete_cell, update_cell and move_cell on the event loop's edit lane when it can take them, edit_lane.py), and relays the
-kernel worker's events to its socket when fanout.py does not write them itself.  It sends no
-notebook events of its own but one: the early announcement of a create or delete it committed
-(without `seq`, docs/protocol.md); the kernel worker is the only sender of events in `seq`
-order, so every client sees one order.  Presence (who is where) is relayed between sockets,
-without `seq`, and never stored.
+delete_cell, update_cell, move_cell, restore_cell and undo on the event loop's edit lane when it
+can take them, edit_lane.py), and relays the kernel worker's events to its socket when fanout.py
+does not write them itself.  It sends no notebook events of its own but one: the early
+announcement of a create, restore or delete it committed (without `seq`, docs/protocol.md); the
+kernel worker is the only sender of events in `seq` order, so every client sees one order.
+Presence (who is where) is relayed between sockets, without `seq`, and never stored.
 """
 import base64
 import hashlib
@@ -295,10 +295,13 @@ class NotebookConsumer(AsyncWebsocketConsumer):
         await self._operation(operations.set_input, cell_id=f["cellId"], index=f.get("index", 0), value=f["value"], request_id=message.request_id)
 
     async def _on_restore_cell(self, message):
-        await self._operation(history.restore_cell, cell_id=message.fields["cellId"], request_id=message.request_id)
+        fields = {"cell_id": message.fields["cellId"], "request_id": message.request_id}
+        if not await self._on_the_lane(edit_lane.restore_cell, **fields):
+            await self._operation(history.restore_cell, **fields)
 
     async def _on_undo(self, message):
-        await self._operation(history.undo, request_id=message.request_id)
+        if not await self._on_the_lane(edit_lane.undo, request_id=message.request_id):
+            await self._operation(history.undo, request_id=message.request_id)
 
     async def _on_redo(self, message):
         await self._operation(history.redo, request_id=message.request_id)

@@ -1,9 +1,11 @@
-"""create_cell, delete_cell, update_cell and move_cell on the event loop: the edit lane
-(docs/performance.md, "Edits").
+"""create_cell, delete_cell, update_cell, move_cell, restore_cell and undo on the event loop: the
+edit lane (docs/performance.md, "Edits").
 
 On PostgreSQL each is one pipeline of SQL (operations.NewCell / GoneCell / EditedCell / MovedCell and
-operations.edit_statements). Through database_sync_to_async that pipeline crosses to the ORM
-thread and back: two thread wake-ups per edit, ~0.6 ms each on a 2-core VM, a quarter of the edit's hops. Here the same statements go
+operations.edit_statements); a restore and an undo first read what they depend on (one
+statement, history.read_statement), then write their change in that pipeline, which changes
+nothing if the notebook has moved past the revision they read (operations.edit_row). Through
+database_sync_to_async that pipeline crosses to the ORM thread and back: two thread wake-ups per edit, ~0.6 ms each on a 2-core VM, a quarter of the edit's hops. Here the same statements go
 over an asyncio psycopg connection of the event loop's own, then the kernel's message and the
 early announcement leave from the loop as before (kernel_client.send_then_announce).
 
@@ -12,9 +14,11 @@ One connection per event loop. The consumer runs a process's operations one at a
 commits, then sends the kernel its message, so the kernel gets a process's edits in the order of
 their revisions (a message that skips a revision makes the kernel reload the notebook and
 resync every page). Whatever the lane cannot do (SQLite; a change that needs Python between the
-lock and its statement or is not announced early: a SQL cell, a cell placed above another, a
-restored cell, positions to spread; `NewCell.on_the_lane`) returns False with nothing written,
-and the thread does it (operations.run_change, the same statements).
+lock and its statement or is not announced early: a SQL cell, a new cell placed above another,
+positions to spread, `NewCell.on_the_lane`; a SQL cell's result variable; a restore or undo that
+is refused, or whose notebook changed between its read and its lock; redo) returns False with
+nothing written, and the thread does it (operations.run_change, history.py: the same statements,
+decided with the notebook locked).
 
 The connection is checked as the pool's are (notebookproject/db_pool.py): replaced when its
 socket shows the server closed it, checked with a round trip after a rest. Errors are Django's
@@ -31,7 +35,8 @@ from django.db import connections
 
 from notebookproject import db_pool
 
-from . import kernel_client, operations
+from . import history, kernel_client, operations
+from .operations import OperationError
 
 _lanes = weakref.WeakKeyDictionary()  # event loop -> _Lane
 _order_locks = weakref.WeakKeyDictionary()  # event loop -> asyncio.Lock
@@ -132,7 +137,8 @@ async def _edit(notebook_id, user, change):
     if not enabled() or not change.on_the_lane:
         return False
     rows = await _run(operations.edit_statements(notebook_id, user, change))
-    if not change.made(operations.edit_row(user, rows)):
+    row = operations.edit_row(user, rows, change)
+    if row is None or not change.made(row):
         return False
     await kernel_client.send_committed(notebook_id, change.message, change.early)
     return True
@@ -161,6 +167,50 @@ async def move_cell(notebook_id, user, *, cell_id, after_cell_id, request_id=Non
     """operations.move_cell on the lane; False when it must take the ORM thread instead (no
     room between the neighbours: positions to spread)."""
     return await _edit(notebook_id, user, operations.MovedCell(notebook_id, cell_id=cell_id, after_cell_id=after_cell_id, request_id=request_id))
+
+
+async def restore_cell(notebook_id, user, *, cell_id, request_id=None):
+    """history.restore_cell on the lane (announced early, as a create); False when it must take
+    the ORM thread instead (refused: the thread says why)."""
+    if not enabled() or operations.as_uuid(cell_id) is None:
+        return False
+    facts = await _facts(notebook_id, user, cell_id=cell_id)
+    if facts is None:
+        return False
+    try:
+        snapshot = history.restorable(cell_id, present=facts.cell is not None, deleted=facts.deleted)
+    except OperationError:
+        return False
+    return await _edit_as_read(notebook_id, user, history.restored(notebook_id, cell_id, snapshot, request_id=request_id), facts)
+
+
+async def undo(notebook_id, user, *, request_id=None):
+    """history.undo on the lane: the inverse of the sender's newest change (a delete, a restore,
+    a move back, the text before an edit), the undone event marked in the same statement; False
+    when it must take the ORM thread instead (nothing to undo, a conflict, a SQL cell's result
+    variable)."""
+    if not enabled():
+        return False
+    facts = await _facts(notebook_id, user)
+    if facts is None or facts.target is None:
+        return False
+    try:
+        change = history.inverse_change(notebook_id, facts, request_id=request_id)
+    except OperationError:
+        return False
+    return change is not None and await _edit_as_read(notebook_id, user, change, facts)
+
+
+async def _facts(notebook_id, user, *, cell_id=None):
+    """history.Facts, read in one statement outside a transaction (None: no such notebook)."""
+    (row,) = await _run([history.read_statement(notebook_id, user, cell_id=cell_id)])
+    return history.facts_from_row(row)
+
+
+async def _edit_as_read(notebook_id, user, change, facts):
+    """_edit for a change decided from `facts`: written only at the revision they were read at."""
+    change.decided_at = facts.revision
+    return await _edit(notebook_id, user, change)
 
 
 async def close():

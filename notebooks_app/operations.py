@@ -8,11 +8,13 @@ re-check their access) also goes out on commit.  Used by the WebSocket consumer
 and the views.  Runs synchronously: callers in async code wrap it in
 `database_sync_to_async`.
 
-create_cell and delete_cell (and history.restore_cell, through add_cell) are one statement each
-on PostgreSQL, written once at the end of this module (NewCell, GoneCell) and run by the ORM
-thread here (run_change) or by the event loop (edit_lane.py): outside a transaction they commit
-in one pipeline of their own and then send the kernel message (send_on_commit runs it at once:
-the change has committed).  Other modules use the public names here, never the private ones.
+create_cell, delete_cell, update_cell (new code) and move_cell (and history.py's restore and
+undo, through the same changes) are one statement each on PostgreSQL, written once at the end of
+this module (NewCell, GoneCell, EditedCell, MovedCell) and run by the ORM thread here
+(run_change) or by the event loop (edit_lane.py): outside a transaction they commit in one
+pipeline of their own and then send the kernel message (send_on_commit runs it at once: the
+change has committed).  An undo's or redo's statement also marks the event it reverts.  Other
+modules use the public names here, never the private ones.
 """
 import base64
 import datetime
@@ -36,6 +38,7 @@ from .models import (
     EVENT_DELETED,
     EVENT_EDITED,
     EVENT_MOVED,
+    EVENT_RESTORED,
     EVENT_EGRESS,
     EVENT_KERNEL_RESTARTED,
     EVENT_RENAMED,
@@ -533,7 +536,7 @@ def unshare_notebook(notebook_id, user, *, member):
     return removed
 
 
-# --- create_cell and delete_cell: one statement each (docs/performance.md, "Edits") ---------------
+# --- create, delete, update, move: one statement each (docs/performance.md, "Edits") --------------
 # An edit's time is mostly round trips to PostgreSQL, each a process switch on a busy machine.
 # Done through the ORM, a create_cell took eleven (the pool's health check, BEGIN, the lock
 # timeout, the lock, the position, the INSERT, the history snapshot, the event's INSERT, the
@@ -545,9 +548,10 @@ def unshare_notebook(notebook_id, user, *, member):
 # (run_change: outside a transaction, BEGIN, both statements and COMMIT go to the server as one
 # pipeline, one round trip; inside a caller's transaction, a statement at a time) and the event
 # loop (edit_lane.py, the same pipeline over a connection of its own). SQLite has no
-# data-modifying CTEs: there the same changes are made through the ORM (_add_cell_portable,
-# _delete_cell_portable), and their kernel messages are built by the same NewCell / GoneCell.
-# Table and column names come from the models.
+# data-modifying CTEs: there the same changes are made through the ORM (_add_cell_portable and
+# _delete_cell_portable, whose kernel messages the same NewCell / GoneCell build; update_cell's
+# and move_cell's own paths). Table and column names come from the models (edit_sql, which
+# history.py's READ_SQL uses too).
 
 
 class _Table:
@@ -576,7 +580,7 @@ def _sql_names():
 _N = _sql_names()
 
 
-def _sql(template, **fragments):
+def edit_sql(template, **fragments):
     """`template` with its {notebook}, {cell.position}, ... names and the `fragments` (SQL
     already complete) filled in."""
     return template.format_map({**_N, **fragments})
@@ -623,9 +627,20 @@ def _event_insert(row, *, before, after):
     return f"INSERT INTO {_N['event']:} ({columns})\n    SELECT {values}"
 
 
+def _undone_sql(done):
+    """An undo's or redo's target (`reverts`) marked reverted, once the CTE `done` shows the
+    change was made (history.py)."""
+    return edit_sql(
+        """undone AS (
+    UPDATE {event} SET {event.reverted} = true WHERE {event.id} = %(reverts)s AND EXISTS (SELECT 1 FROM {done})
+)""",
+        done=done,
+    )
+
+
 def _bump_sql(changed):
     """The revision bump, once the CTE `changed` shows a row was written."""
-    return _sql(
+    return edit_sql(
         """bumped AS (
     UPDATE {notebook} SET {notebook.revision} = {notebook.revision} + 1, {notebook.updated_at} = %(now)s
     WHERE {notebook.id} = %(notebook)s AND EXISTS (SELECT 1 FROM {changed})
@@ -635,17 +650,21 @@ def _bump_sql(changed):
     )
 
 
-_LOCK_SQL = _sql(
-    """SELECT n.{notebook.owner}, (SELECT m.{membership.role} FROM {membership} m WHERE m.{membership.notebook} = n.{notebook.id} AND m.{membership.user} = %(user)s)
+_LOCK_SQL = edit_sql(
+    """SELECT n.{notebook.owner}, (SELECT m.{membership.role} FROM {membership} m WHERE m.{membership.notebook} = n.{notebook.id} AND m.{membership.user} = %(user)s),
+       n.{notebook.revision}
 FROM {notebook} n WHERE n.{notebook.id} = %(notebook)s FOR UPDATE OF n"""
 )
 
 # The caller may edit: re-checked inside the changing statement, so a refused edit changes nothing
-# even though, pipelined, it is sent before the lock's answer is read.
-_MAY_EDIT = _sql(
+# even though, pipelined, it is sent before the lock's answer is read. And a change decided
+# before the lock (`decided_at`: the revision it was read at, history.py's restore and undo on the
+# edit lane) finds the notebook still at that revision, or changes nothing (edit_row says so).
+_MAY_EDIT = edit_sql(
     """EXISTS (
     SELECT 1 FROM {notebook} n WHERE n.{notebook.id} = %(notebook)s AND (n.{notebook.owner} = %(user)s OR EXISTS (
         SELECT 1 FROM {membership} m WHERE m.{membership.notebook} = n.{notebook.id} AND m.{membership.user} = %(user)s AND m.{membership.role} = ANY(%(roles)s)))
+      AND (%(decided_at)s::bigint IS NULL OR n.{notebook.revision} = %(decided_at)s)
 )"""
 )
 
@@ -677,7 +696,7 @@ _CELL_COLUMNS, _CELL_VALUES = _columns_and_values(
 # The placement: after `after` if it is a cell of the notebook, else just above `before` if it
 # is one, else at the end; halfway between the two neighbours, or NULL (nothing is written) when
 # they are too close and the notebook's positions must be spread first (run_change does).
-_CREATE_SQL = _sql(
+_CREATE_SQL = edit_sql(
     """WITH
 after_cell AS (
     SELECT {cell.id} AS id, {cell.position} AS position FROM {cell} WHERE {cell.notebook} = %(notebook)s AND {cell.id} = %(after)s
@@ -727,6 +746,7 @@ recorded AS (
     {record}
     FROM placed, inserted i
 ),
+{undone},
 {bump}
 SELECT (SELECT {cell.position} FROM inserted), (SELECT {notebook.revision} FROM bumped),
        (SELECT count(*) FROM {cell} c, inserted i WHERE c.{cell.notebook} = %(notebook)s AND c.{cell.position} < i.{cell.position})""",
@@ -734,10 +754,11 @@ SELECT (SELECT {cell.position} FROM inserted), (SELECT {notebook.revision} FROM 
     cell_values=_CELL_VALUES,
     may_edit=_MAY_EDIT,
     record=_event_insert("i", before="NULL", after=_snapshot_sql("i", "placed.previous", "placed.following")),
+    undone=_undone_sql("inserted"),
     bump=_bump_sql("inserted"),
 )
 
-_DELETE_SQL = _sql(
+_DELETE_SQL = edit_sql(
     """WITH
 target AS (
     SELECT {cell.id}, {cell.position}, {cell.type}, {cell.code}, {cell.result_variable} FROM {cell}
@@ -761,17 +782,19 @@ blobs AS (
 removed AS (
     DELETE FROM {cell} WHERE {cell.id} IN (SELECT {cell.id} FROM target) RETURNING {cell.id}
 ),
+{undone},
 {bump}
 SELECT (SELECT {notebook.revision} FROM bumped)""",
     may_edit=_MAY_EDIT,
     record=_event_insert("t", before=_snapshot_sql("t", "SELECT id FROM previous", "SELECT id FROM following"), after="NULL"),
+    undone=_undone_sql("removed"),
     bump=_bump_sql("removed"),
 )
 
 # New code for a cell: the row (status stale), its history event (or, for the same person's
 # edit of the same cell within EDIT_COALESCE_SECONDS, the previous event's `after` moved on:
 # models.NotebookEventQuerySet.record, in SQL) and the bump, when the code differs.
-_UPDATE_SQL = _sql(
+_UPDATE_SQL = edit_sql(
     """WITH
 target AS (
     SELECT {cell.id}, {cell.code}, {cell.result_variable} FROM {cell}
@@ -794,6 +817,7 @@ recorded AS (
     {record}
     FROM target t, changed WHERE NOT EXISTS (SELECT 1 FROM coalesced)
 ),
+{undone},
 {bump}
 SELECT EXISTS (SELECT 1 FROM target), (SELECT {cell.result_variable} FROM target), EXISTS (SELECT 1 FROM changed),
        COALESCE((SELECT {notebook.revision} FROM bumped), (SELECT {notebook.revision} FROM {notebook} WHERE {notebook.id} = %(notebook)s))""",
@@ -803,6 +827,7 @@ SELECT EXISTS (SELECT 1 FROM target), (SELECT {cell.result_variable} FROM target
         before=f"jsonb_build_object('code', t.{_N['cell'].code}, 'resultVariable', t.{_N['cell'].result_variable})",
         after=f"jsonb_build_object('code', %(code)s::text, 'resultVariable', t.{_N['cell'].result_variable})",
     ),
+    undone=_undone_sql("target"),  # an undone edit whose text is already back is undone all the same
     bump=_bump_sql("changed"),
 )
 
@@ -810,7 +835,7 @@ SELECT EXISTS (SELECT 1 FROM target), (SELECT {cell.result_variable} FROM target
 # (halfway to the next cell, the moved one included; NULL when there is no room: run_change
 # spreads the positions and runs it again), its event (the cell it followed, the one it follows
 # now) and the bump.
-_MOVE_SQL = _sql(
+_MOVE_SQL = edit_sql(
     """WITH
 target AS (
     SELECT {cell.id}, {cell.position} FROM {cell}
@@ -846,18 +871,20 @@ recorded AS (
     {record}
     FROM moved t
 ),
+{undone},
 {bump}
 SELECT EXISTS (SELECT 1 FROM target), %(after)s::uuid IS NULL OR EXISTS (SELECT 1 FROM after_cell),
        (SELECT {cell.position} FROM moved), (SELECT {notebook.revision} FROM bumped)""",
     may_edit=_MAY_EDIT,
     record=_event_insert("t", before="jsonb_build_object('after', (SELECT id FROM was_after)::text)", after="jsonb_build_object('after', %(after_text)s::text)"),
+    undone=_undone_sql("moved"),
     bump=_bump_sql("moved"),
 )
 
 _EDIT_ROLES = [role for role, actions in permissions.ALLOWED.items() if EDIT in actions and role != ROLE_OWNER]
 
 
-def _as_uuid(value):
+def as_uuid(value):
     try:
         return uuid.UUID(str(value)) if value else None
     except ValueError:
@@ -868,19 +895,23 @@ def edit_statements(notebook_id, user, change):
     """A change's statements, (sql, params) each, to run in order outside a transaction: BEGIN,
     the lock timeout, the notebook's lock, the change's statement (which re-checks `_MAY_EDIT`),
     COMMIT. The answer's rows go to edit_row. Refusals (not_found / forbidden) are raised here."""
-    notebook = _as_uuid(notebook_id)
+    notebook = as_uuid(notebook_id)
     if notebook is None or user is None or not user.is_authenticated:
         permissions_refusal(None)
-    params = {**change.params, "notebook": notebook, "user": user.pk, "roles": _EDIT_ROLES}
+    params = {**change.params, "notebook": notebook, "user": user.pk, "roles": _EDIT_ROLES, "decided_at": change.decided_at}
     lock_params = {"notebook": notebook, "user": user.pk}
     return [("BEGIN", None), (f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}", None), (_LOCK_SQL, lock_params), (change.sql, params), ("COMMIT", None)]
 
 
-def edit_row(user, rows):
+def edit_row(user, rows, change):
     """The change's row of an edit_statements answer (each statement's first row), the caller's
-    right to edit checked (refused: nothing was written, the statement re-checked it)."""
+    right to edit checked (refused: nothing was written, the statement re-checked it); None when
+    the change was decided at a revision the notebook has left (`decided_at`: nothing was written,
+    the statement re-checked that too)."""
     lock_row, row = rows[2:4]
     _check_edit(user, lock_row)
+    if change.decided_at is not None and lock_row[2] != change.decided_at:
+        return None
     return row
 
 
@@ -888,9 +919,10 @@ def run_change(notebook_id, user, change):
     """A NewCell or GoneCell made on this thread through Django's connection (PostgreSQL), then
     its kernel message sent (on commit). Outside a transaction, in one round trip; inside one
     (undo, restore), or when the change needs Python between the lock and its statement (a SQL
-    cell's result variable, positions to spread), a statement at a time."""
+    cell's result variable, positions to spread), a statement at a time. Decided with the notebook
+    locked (no `decided_at`: that is the edit lane's)."""
     if not connection.in_atomic_block and not change.prepares:
-        if change.made(edit_row(user, _one_round_trip(edit_statements(notebook_id, user, change)))):
+        if change.made(edit_row(user, _one_round_trip(edit_statements(notebook_id, user, change)), change)):
             kernel_client.send_on_commit(notebook_id, change.message, announce=change.early)  # outside a transaction: sent now, it has committed
             return
     _, timeout, lock, _, _ = edit_statements(notebook_id, user, change)
@@ -949,7 +981,7 @@ def permissions_refusal(role):
 def _check_edit(user, lock_row):
     role = None
     if lock_row is not None:
-        owner_id, member_role = lock_row
+        owner_id, member_role = lock_row[:2]
         role = ROLE_OWNER if owner_id == user.pk else member_role
     if not permissions.may(role, EDIT):
         permissions_refusal(role)
@@ -964,8 +996,10 @@ class NewCell:
     """A new cell: its statement's parameters, then, from the statement's row, the cell and
     what the kernel and the sockets are told. Run on the ORM thread (add_cell) or on the event
     loop (edit_lane.py, which takes only those that need nothing between the lock and the
-    statement: `on_the_lane`). history.restore_cell makes one with the deleted cell's id and
+    statement: `on_the_lane`). history.restored makes one with the deleted cell's id and
     fields (`kind` restored, `run`: the kernel runs it and what failed without it)."""
+
+    decided_at = None  # the revision it was decided at, when before the lock (edit_row)
 
     @property
     def sql(self):
@@ -975,11 +1009,11 @@ class NewCell:
         reverts, is_undo = revert or (None, False)
         self.notebook_id, self.cell_type, self.code, self.request_id, self.revert = notebook_id, cell_type, code, request_id, revert
         self.result_variable, self.kind, self.run = result_variable or "", kind, run
-        self.cell_id, self.now = _as_uuid(cell_id) or uuid.uuid4(), timezone.now()
+        self.cell_id, self.now = as_uuid(cell_id) or uuid.uuid4(), timezone.now()
         # The cell's shared text is made here, stored with the row and announced with it: the
         # kernel adopts this very document (kernel/session.py, on_create_cell).
         self.ydoc = new_state(code)
-        self.after, self.before = _as_uuid(after_cell_id), _as_uuid(before_cell_id)  # unknown or not an id: appended
+        self.after, self.before = as_uuid(after_cell_id), as_uuid(before_cell_id)  # unknown or not an id: appended
         self.params = {
             "after": self.after,
             "before": self.before,
@@ -1002,7 +1036,10 @@ class NewCell:
 
     @property
     def on_the_lane(self):
-        """Whether the event loop takes it (edit_lane.py): what is announced early (made())."""
+        """Whether the event loop takes it (edit_lane.py): what is announced early (made()). A
+        restored cell is, wherever its snapshot places it."""
+        if self.kind == EVENT_RESTORED:
+            return not self.prepares
         return not self.prepares and self.before is None and self.kind == EVENT_CREATED and not self.run
 
     def prepare(self, notebook_id):
@@ -1053,6 +1090,7 @@ class _OneStatement:
     prepares = False
     on_the_lane = True
     early = None
+    decided_at = None  # as NewCell's
     statement = None  # the name of its SQL in this module, looked up when used (as NewCell.sql)
 
     @property
@@ -1072,7 +1110,7 @@ class GoneCell(_OneStatement):
     def __init__(self, notebook_id, *, cell_id, request_id=None, revert=None):
         reverts, is_undo = revert or (None, False)
         self.notebook_id, self.cell_id, self.request_id, self.revert = notebook_id, cell_id, request_id, revert
-        self.key = _as_uuid(cell_id)
+        self.key = as_uuid(cell_id)
         self.params = {"cell": self.key, "now": timezone.now(), "kind": EVENT_DELETED, "reverts": getattr(reverts, "pk", reverts), "is_undo": is_undo}
         self.message = self.early = None
 
@@ -1096,7 +1134,7 @@ class EditedCell(_OneStatement):
     def __init__(self, notebook_id, *, cell_id, code, request_id=None, revert=None):
         reverts, is_undo = revert or (None, False)
         self.notebook_id, self.cell_id, self.code, self.request_id, self.revert = notebook_id, cell_id, code, request_id, revert
-        self.key = _as_uuid(cell_id)
+        self.key = as_uuid(cell_id)
         now = timezone.now()
         self.params = {
             "cell": self.key,
@@ -1136,7 +1174,7 @@ class MovedCell(_OneStatement):
     def __init__(self, notebook_id, *, cell_id, after_cell_id, request_id=None, revert=None):
         reverts, is_undo = revert or (None, False)
         self.notebook_id, self.cell_id, self.after_cell_id, self.request_id = notebook_id, cell_id, after_cell_id, request_id
-        self.key, self.after = _as_uuid(cell_id), _as_uuid(after_cell_id)
+        self.key, self.after = as_uuid(cell_id), as_uuid(after_cell_id)
         self.params = {
             "cell": self.key,
             "after": self.after,

@@ -1,16 +1,17 @@
-"""One way to create, edit, move and delete a cell: whichever transport runs an edit (the ORM thread,
-outside or inside a caller's transaction, or the event loop's edit lane), the same edits leave the
-same rows, the same history events and the same kernel messages (operations.NewCell / GoneCell /
-EditedCell / MovedCell)."""
+"""One way to create, edit, move, delete and restore a cell, and to undo: whichever transport runs
+an edit (the ORM thread, outside or inside a caller's transaction, or the event loop's edit lane),
+the same edits leave the same rows, the same history events, the same kernel messages and the
+same refusals (operations.NewCell / GoneCell / EditedCell / MovedCell, history.Facts)."""
 import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
 from django.db import transaction
 
-from notebooks_app import edit_lane, operations
+from notebooks_app import edit_lane, history, operations
 from notebooks_app.constants import POSITION_STEP
 from notebooks_app.models import Cell, NotebookEvent
+from notebooks_app.operations import OperationError
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,11 +31,27 @@ EDITS = [
     ("alice", "move", {"cell_id": "@q", "after_cell_id": None, "request_id": "v2"}),  # to the top
     ("bob", "delete", {"cell_id": "@m", "request_id": "r6"}),
     ("alice", "delete", {"cell_id": "@a", "request_id": "r7"}),
+    ("carol", "restore", {"cell_id": "@m", "request_id": "s0"}),  # a viewer: refused, nothing written
+    ("bob", "restore", {"cell_id": "@m", "request_id": "s1"}),  # its previous cell is gone: above its next one
+    ("alice", "restore", {"cell_id": "@a", "request_id": "s2"}),
+    ("alice", "restore", {"cell_id": "@a", "request_id": "s3"}),  # it is there: refused
+    ("alice", "undo", {"request_id": "x1"}),  # of her restore: a delete
+    ("alice", "undo", {"request_id": "x2"}),  # of her delete: a restore
+    ("alice", "undo", {"request_id": "x3"}),  # of her move: back after the cell it followed
+    ("alice", "undo", {"request_id": "x4"}),  # of a SQL cell's result variable: the lane leaves it to the thread
+    ("alice", "undo", {"request_id": "x5"}),  # of her edit, which bob has edited since: a conflict
+    ("bob", "undo", {"request_id": "y1"}),
+    ("bob", "undo", {"request_id": "y2"}),
+    ("bob", "undo", {"request_id": "y3"}),  # of his move: back to the top
+    ("bob", "undo", {"request_id": "y4"}),  # of his edit: the text before it
 ]
+
+ORM = {"create": operations.create_cell, "update": operations.update_cell, "move": operations.move_cell, "delete": operations.delete_cell, "restore": history.restore_cell, "undo": history.undo}
+LANE = {"create": edit_lane.create_cell, "update": edit_lane.update_cell, "move": edit_lane.move_cell, "delete": edit_lane.delete_cell, "restore": edit_lane.restore_cell, "undo": edit_lane.undo}
 
 
 def orm_thread(user, operation, fields):
-    return getattr(operations, f"{operation}_cell")(fields.pop("notebook_id"), user, **fields)
+    return ORM[operation](fields.pop("notebook_id"), user, **fields)
 
 
 def orm_thread_in_a_transaction(user, operation, fields):
@@ -43,12 +60,15 @@ def orm_thread_in_a_transaction(user, operation, fields):
 
 
 async def event_loop_lane(user, operation, fields):
-    """As the consumer does: the lane first, the ORM thread for what the lane leaves."""
+    """As the consumer does: the lane first, the ORM thread for what the lane leaves. True when
+    the lane did it."""
     lane_fields = {k: v for k, v in fields.items() if k != "notebook_id"}
     if operation == "create":
         lane_fields.setdefault("cell_type", "python")  # the consumer's default
-    if not await getattr(edit_lane, f"{operation}_cell")(fields["notebook_id"], user, **lane_fields):
-        await database_sync_to_async(orm_thread)(user, operation, fields)
+    if await LANE[operation](fields["notebook_id"], user, **lane_fields):
+        return True
+    await database_sync_to_async(orm_thread)(user, operation, fields)
+    return False
 
 
 @pytest.fixture
@@ -68,19 +88,28 @@ def sent(monkeypatch):
 
 
 def run_edits(path, notebook, users, sent):
-    """EDITS through `path`; the cells' ids by label."""
-    ids = {}
+    """EDITS through `path`: the cells' ids by label, the refusals (request id: code) and the
+    request ids the lane did itself."""
+    ids, refused, on_the_lane = {}, {}, []
 
     def fields_of(fields):
         fields = {k: ids[v[1:]] if isinstance(v, str) and v.startswith("@") else v for k, v in fields.items() if k != "label"}
         return {**fields, "notebook_id": notebook.pk}
 
+    def made(operation, fields):
+        if operation == "create":
+            ids[fields["label"]] = sent[-1][0]["cell"]["id"]
+
     async def lane():
         try:
             for who, operation, fields in EDITS:
-                await event_loop_lane(users[who], operation, fields_of(fields))
-                if operation == "create":
-                    ids[fields["label"]] = sent[-1][0]["cell"]["id"]
+                try:
+                    if await event_loop_lane(users[who], operation, fields_of(fields)):
+                        on_the_lane.append(fields["request_id"])
+                except OperationError as exc:
+                    refused[fields["request_id"]] = exc.code
+                    continue
+                made(operation, fields)
         finally:
             await edit_lane.close()
 
@@ -88,10 +117,13 @@ def run_edits(path, notebook, users, sent):
         asyncio.run(lane())
     else:
         for who, operation, fields in EDITS:
-            path(users[who], operation, fields_of(fields))
-            if operation == "create":
-                ids[fields["label"]] = sent[-1][0]["cell"]["id"]
-    return ids
+            try:
+                path(users[who], operation, fields_of(fields))
+            except OperationError as exc:
+                refused[fields["request_id"]] = exc.code
+                continue
+            made(operation, fields)
+    return ids, refused, on_the_lane
 
 
 def labelled(value, names):
@@ -110,11 +142,13 @@ def outcome(notebook, ids, sent):
         "id", "position", "type", "code", "result_variable", "status", "outputs", "reads", "writes", "inputs", "ydoc_key", "ydoc_generation"
     )
     ydocs = list(Cell.objects.filter(notebook=notebook).values_list("ydoc", flat=True))
-    events = NotebookEvent.objects.filter(notebook=notebook).order_by("id").values_list("kind", "cell_id", "user__username", "before", "after", "reverts_id", "is_undo", "reverted")
+    events = list(NotebookEvent.objects.filter(notebook=notebook).order_by("id").values_list("id", "kind", "cell_id", "user__username", "before", "after", "reverts_id", "is_undo", "reverted"))
+    number = {event[0]: index for index, event in enumerate(events)}  # `reverts` as the index of the event it names
+    events = [(*event[1:6], number.get(event[6]), *event[7:]) for event in events]
     return {
         "rows": labelled(list(rows), names),
         "every row has its shared text": all(ydocs),
-        "events": labelled(list(events), names),
+        "events": labelled(events, names),
         "kernel": labelled([message for message, _ in sent], names),
         "early": labelled([announce for _, announce in sent], names),
         "revision": notebook.__class__.objects.get(pk=notebook.pk).revision,
@@ -126,56 +160,86 @@ PATHS = [orm_thread, orm_thread_in_a_transaction, event_loop_lane]
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.__name__)
 def test_every_transport_makes_the_same_rows_events_and_messages(path, notebook, users, sent):
-    ids = run_edits(path, notebook, users, sent)
+    ids, refused, on_the_lane = run_edits(path, notebook, users, sent)
     got = outcome(notebook, ids, sent)
 
     # What the ORM thread does, written out once: every path must match it.
-    assert [row[0] for row in got["rows"]] == ["q", "b", "z"]
-    assert [row[1] for row in got["rows"]] == [POSITION_STEP // 2, 2 * POSITION_STEP, 5 * POSITION_STEP // 2]
-    assert got["rows"][0][2:5] == ["sql", "SELECT 1", "df_9"]
-    assert got["rows"][1][3] == "b = 5" and got["rows"][1][5] == "stale" and got["rows"][0][5] == "stale"
-    assert got["every row has its shared text"] and got["revision"] == 13
-    assert [(kind, cell, who) for kind, cell, who, *_ in got["events"]] == [
-        ("created", "a", "alice"),
-        ("created", "b", "alice"),
-        ("created", "m", "bob"),
-        ("created", "q", "alice"),
-        ("created", "z", "alice"),
-        ("edited", "b", "alice"),
-        ("edited", "b", "bob"),
-        ("edited", "q", "alice"),
-        ("moved", "z", "bob"),
-        ("moved", "q", "alice"),
-        ("deleted", "m", "bob"),
-        ("deleted", "a", "alice"),
+    step = POSITION_STEP
+    assert [row[0] for row in got["rows"]] == ["z", "a", "m", "b", "q"]
+    assert [row[1] for row in got["rows"]] == [step * 7 // 16, step * 7 // 8, step * 23 // 16, 2 * step, step * 7 // 2]
+    assert got["rows"][4][2:5] == ["sql", "SELECT 1", "df_1"]
+    assert got["rows"][3][3] == "b = 4" and got["rows"][3][5] == "stale" and got["rows"][4][5] == "stale"
+    assert got["rows"][1][2:6] == ["python", "a = 1", "", "idle"] and got["rows"][2][2:4] == ["markdown", "# m"]
+    assert got["every row has its shared text"] and got["revision"] == 23
+    assert refused == {"s0": "forbidden", "s3": "invalid_field", "x5": "conflict"}
+    assert [(kind, cell, who, reverts, is_undo, reverted) for kind, cell, who, _, _, reverts, is_undo, reverted in got["events"]] == [
+        ("created", "a", "alice", None, False, False),
+        ("created", "b", "alice", None, False, False),
+        ("created", "m", "bob", None, False, False),
+        ("created", "q", "alice", None, False, False),
+        ("created", "z", "alice", None, False, False),
+        ("edited", "b", "alice", None, False, False),
+        ("edited", "b", "bob", None, False, True),  # 6: undone by y4
+        ("edited", "q", "alice", None, False, True),  # 7: undone by x4
+        ("moved", "z", "bob", None, False, True),  # 8: undone by y3
+        ("moved", "q", "alice", None, False, True),  # 9: undone by x3
+        ("deleted", "m", "bob", None, False, True),  # 10: undone by y2
+        ("deleted", "a", "alice", None, False, True),  # 11: undone by x2
+        ("restored", "m", "bob", None, False, True),  # 12: undone by y1
+        ("restored", "a", "alice", None, False, True),  # 13: undone by x1
+        ("deleted", "a", "alice", 13, True, False),
+        ("restored", "a", "alice", 11, True, False),
+        ("moved", "q", "alice", 9, True, False),
+        ("edited", "q", "alice", 7, True, False),
+        ("deleted", "m", "bob", 12, True, False),
+        ("restored", "m", "bob", 10, True, False),
+        ("moved", "z", "bob", 8, True, False),
+        ("edited", "b", "bob", 6, True, False),
     ]
-    assert got["events"][2][4] == {"id": "m", "type": "markdown", "code": "# m", "resultVariable": "", "previous": "a", "next": "b"}
-    assert got["events"][4][4] == {"id": "z", "type": "python", "code": "z = 0", "resultVariable": "", "previous": None, "next": "a"}
-    assert got["events"][5][3:5] == [{"code": "b = 2", "resultVariable": ""}, {"code": "b = 4", "resultVariable": ""}]
-    assert got["events"][6][3:5] == [{"code": "b = 4", "resultVariable": ""}, {"code": "b = 5", "resultVariable": ""}]
-    assert got["events"][7][3:5] == [{"code": "SELECT 1", "resultVariable": "df_1"}, {"code": "SELECT 1", "resultVariable": "df_9"}]
-    assert got["events"][8][3:5] == [{"after": None}, {"after": "b"}]
-    assert got["events"][9][3:5] == [{"after": "z"}, {"after": None}]
-    assert got["events"][11][3] == {"id": "a", "type": "python", "code": "a = 1", "resultVariable": "", "previous": "q", "next": "b"}
-    assert [m["revision"] for m in got["kernel"]] == [1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10, 11, 12, 13]
-    moves = [{k: m[k] for k in ("type", "cellId", "position", "positions", "requestId")} for m in got["kernel"][10:12]]
+    events = got["events"]
+    assert events[2][4] == {"id": "m", "type": "markdown", "code": "# m", "resultVariable": "", "previous": "a", "next": "b"}
+    assert events[4][4] == {"id": "z", "type": "python", "code": "z = 0", "resultVariable": "", "previous": None, "next": "a"}
+    assert events[5][3:5] == [{"code": "b = 2", "resultVariable": ""}, {"code": "b = 4", "resultVariable": ""}]
+    assert events[6][3:5] == [{"code": "b = 4", "resultVariable": ""}, {"code": "b = 5", "resultVariable": ""}]
+    assert events[7][3:5] == [{"code": "SELECT 1", "resultVariable": "df_1"}, {"code": "SELECT 1", "resultVariable": "df_9"}]
+    assert events[8][3:5] == [{"after": None}, {"after": "b"}]
+    assert events[9][3:5] == [{"after": "z"}, {"after": None}]
+    assert events[10][3] == {"id": "m", "type": "markdown", "code": "# m", "resultVariable": "", "previous": "a", "next": "b"}
+    assert events[11][3] == {"id": "a", "type": "python", "code": "a = 1", "resultVariable": "", "previous": "q", "next": "b"}
+    assert events[12][4] == {"id": "m", "type": "markdown", "code": "# m", "resultVariable": "", "previous": "q", "next": "b"}
+    assert events[13][4] == {"id": "a", "type": "python", "code": "a = 1", "resultVariable": "", "previous": "q", "next": "m"}
+    assert events[15][4]["previous"] == "q" and events[19][4]["previous"] == "a"  # back from their newest deletions' snapshots
+    assert events[16][3:5] == [{"after": None}, {"after": "z"}] and events[20][3:5] == [{"after": "b"}, {"after": None}]
+    assert events[17][3:5] == [{"code": "SELECT 1", "resultVariable": "df_9"}, {"code": "SELECT 1", "resultVariable": "df_1"}]
+    assert events[21][3:5] == [{"code": "b = 5", "resultVariable": ""}, {"code": "b = 4", "resultVariable": ""}]
+    assert [m["revision"] for m in got["kernel"]] == [1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10, 11, 12, 13, *range(14, 24)]
+    moves = [{k: m[k] for k in ("type", "cellId", "position", "positions", "requestId")} for m in got["kernel"] if m["type"] == "kernel.move_cell"]
     assert moves == [
-        {"type": "kernel.move_cell", "cellId": "z", "position": 5 * POSITION_STEP // 2, "positions": None, "requestId": "v1"},
-        {"type": "kernel.move_cell", "cellId": "q", "position": POSITION_STEP // 2, "positions": None, "requestId": "v2"},
+        {"type": "kernel.move_cell", "cellId": "z", "position": 5 * step // 2, "positions": None, "requestId": "v1"},
+        {"type": "kernel.move_cell", "cellId": "q", "position": step // 2, "positions": None, "requestId": "v2"},
+        {"type": "kernel.move_cell", "cellId": "q", "position": 7 * step // 2, "positions": None, "requestId": "x3"},
+        {"type": "kernel.move_cell", "cellId": "z", "position": 7 * step // 16, "positions": None, "requestId": "y3"},
     ]
-    updates = [{k: m[k] for k in ("cellId", "code", "resultVariable", "changed", "requestId")} for m in got["kernel"][5:10]]
+    updates = [{k: m[k] for k in ("cellId", "code", "resultVariable", "changed", "requestId")} for m in got["kernel"] if m["type"] == "kernel.update_cell"]
     assert updates == [
         {"cellId": "b", "code": "b = 3", "resultVariable": "", "changed": True, "requestId": "u1"},
         {"cellId": "b", "code": "b = 4", "resultVariable": "", "changed": True, "requestId": "u2"},
         {"cellId": "b", "code": "b = 5", "resultVariable": "", "changed": True, "requestId": "u3"},
         {"cellId": "b", "code": "b = 5", "resultVariable": "", "changed": False, "requestId": "u4"},
         {"cellId": "q", "code": "SELECT 1", "resultVariable": "df_9", "changed": True, "requestId": "u5"},
+        {"cellId": "q", "code": "SELECT 1", "resultVariable": "df_1", "changed": True, "requestId": "x4"},
+        {"cellId": "b", "code": "b = 4", "resultVariable": "", "changed": True, "requestId": "y4"},
     ]
-    assert got["kernel"][3]["cell"]["resultVariable"] == "df_1" and got["kernel"][4]["position"] == POSITION_STEP // 2
+    assert got["kernel"][3]["cell"]["resultVariable"] == "df_1" and got["kernel"][4]["position"] == step // 2
+    restores = [(m["requestId"], m["cell"]["id"], m["position"], m.get("run")) for m in got["kernel"] if m["type"] == "kernel.create_cell" and m.get("run")]
+    assert restores == [("s1", "m", 5 * step // 4, True), ("s2", "a", 7 * step // 8, True), ("x2", "a", 7 * step // 8, True), ("y2", "m", 23 * step // 16, True)]
     # Announced early: what the lane can take (a Python or markdown cell placed after another or
-    # at the end, a delete); the rest only by the worker, in order.
-    assert [bool(early) for early in got["early"]] == [True, True, True, False, False, *[False] * 7, True, True]
-    assert got["early"][2]["index"] == 1
+    # at the end, a restored cell wherever it goes, a delete); the rest only by the worker, in order.
+    create_to_delete = [True, True, True, False, False, *[False] * 7, True, True]
+    assert [bool(early) for early in got["early"]] == [*create_to_delete, True, True, True, True, False, False, True, True, False, False]
+    assert got["early"][2]["index"] == 1 and got["early"][14]["index"] == 1 and got["early"][15]["cell"]["code"] == "a = 1"
+    if path is event_loop_lane:
+        assert on_the_lane == ["r1", "r2", "r3", "u1", "u2", "u3", "u4", "v1", "v2", "r6", "r7", "s1", "s2", "x1", "x2", "x3", "y1", "y2", "y3", "y4"]
 
 
 def test_the_transports_agree_with_each_other(users, sent):
@@ -186,7 +250,40 @@ def test_the_transports_agree_with_each_other(users, sent):
     for path in PATHS:
         fresh = Notebook.objects.create(name=path.__name__, owner=users["alice"])
         fresh.memberships.create(user=users["bob"], role="editor")
+        fresh.memberships.create(user=users["carol"], role="viewer")
         sent.clear()
-        ids = run_edits(path, fresh, users, sent)
-        outcomes.append(outcome(fresh, ids, sent))
+        ids, refused, _ = run_edits(path, fresh, users, sent)
+        outcomes.append((outcome(fresh, ids, sent), refused))
     assert outcomes[0] == outcomes[1] == outcomes[2]
+
+
+@pytest.mark.parametrize("operation", ["restore", "undo"])
+def test_a_restore_or_undo_read_before_someone_elses_edit_writes_nothing(operation, notebook, users, sent, monkeypatch):
+    """The lane reads what a restore or an undo depends on before it takes the lock: when the
+    notebook has changed in between, its statement writes nothing and the lane answers False, so
+    that the ORM thread decides again with the notebook locked (as the consumer then does)."""
+    alice, bob = users["alice"], users["bob"]
+    cell = operations.create_cell(notebook.pk, alice, code="x = 1")
+    other = operations.create_cell(notebook.pk, bob, code="y = 1")
+    operations.delete_cell(notebook.pk, alice, cell_id=str(cell.pk))
+    read = edit_lane._facts
+
+    async def read_then_bob_edits(*args, **kwargs):
+        facts = await read(*args, **kwargs)
+        await database_sync_to_async(operations.update_cell)(notebook.pk, bob, cell_id=str(other.pk), code="y = 2")
+        return facts
+
+    monkeypatch.setattr(edit_lane, "_facts", read_then_bob_edits)
+    fields = {"cell_id": str(cell.pk)} if operation == "restore" else {}
+
+    async def on_the_lane():
+        try:
+            return await LANE[operation](notebook.pk, alice, request_id="late", **fields)
+        finally:
+            await edit_lane.close()
+
+    assert asyncio.run(on_the_lane()) is False
+    assert not Cell.objects.filter(pk=cell.pk).exists() and NotebookEvent.objects.filter(notebook=notebook).count() == 4  # bob's edit, nothing else
+    assert [m["requestId"] for m, _ in sent][-1] is None  # bob's; no message for the restore
+    ORM[operation](notebook.pk, alice, request_id="late", **fields)
+    assert Cell.objects.get(pk=cell.pk).code == "x = 1" and sent[-1][0]["requestId"] == "late"
