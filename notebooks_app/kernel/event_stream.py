@@ -123,9 +123,15 @@ class EventStream:
         if wait <= 0:
             self._last_eager_flush = now
             self._spawn_flush()
-        elif self._flush_handle is None and not self.closed:
-            self._last_eager_flush = now + wait
-            self._flush_handle = asyncio.get_running_loop().call_later(wait, self._spawn_flush)
+        elif not self.closed:
+            # Not behind a flush already due later (FLUSH_DELAY after a cascade's status): it is
+            # brought forward to the end of the window, for everything pending.
+            loop = asyncio.get_running_loop()
+            if self._flush_handle is None or self._flush_handle.when() > loop.time() + wait:
+                if self._flush_handle is not None:
+                    self._flush_handle.cancel()
+                self._last_eager_flush = now + wait
+                self._flush_handle = loop.call_later(wait, self._spawn_flush)
 
     def _spawn_flush(self):
         self._spawn(self.flush())
