@@ -304,7 +304,8 @@ class NotebookConsumer(AsyncWebsocketConsumer):
             await self._operation(history.undo, request_id=message.request_id)
 
     async def _on_redo(self, message):
-        await self._operation(history.redo, request_id=message.request_id)
+        if not await self._on_the_lane(edit_lane.redo, request_id=message.request_id):
+            await self._operation(history.redo, request_id=message.request_id)
 
     async def _on_save_version(self, message):
         rid = message.request_id

@@ -9,9 +9,9 @@ newest undo, as long as they made no new change after it.  Nothing here undoes s
 change, and an undo that would discard someone else's later work is refused.
 
 What a restore or an undo depends on is read as `Facts` and decided once (`restorable`,
-`inverse`): here with the notebook locked, on the ORM thread; by the edit lane (edit_lane.py)
-in one read before its lock (`read_statement`), its change then written only if the notebook is
-still at the revision it read (operations.edit_row).
+`inverse`): here with the notebook locked, on the ORM thread; by the edit lane (edit_lane.py:
+restore, undo and redo) in one read before its lock (`read_statement`), its change then written
+only if the notebook is still at the revision it read (operations.edit_row).
 """
 import json
 from collections import namedtuple
@@ -50,13 +50,12 @@ PREVIEW_CHARS = 2000  # of code in a history event (the timeline shows a preview
 # whether the cell a moved one followed is still there (`after_present`).
 Facts = namedtuple("Facts", "revision target kind cell_id before after cell others deleted after_present")
 
-READ_SQL = operations.edit_sql(
-    """WITH
+_READ_SQL = """WITH
 target AS (
     SELECT e.{event.id} AS id, e.{event.kind} AS kind, e.{event.cell_id} AS cell_id, e.{event.before} AS before, e.{event.after} AS after
     FROM {event} e
     WHERE %(cell)s::uuid IS NULL AND e.{event.notebook} = %(notebook)s AND e.{event.user} = %(user)s AND e.{event.kind} = ANY(%(undoable)s)
-      AND NOT e.{event.is_undo} AND NOT e.{event.reverted}
+      AND <which>
     ORDER BY e.{event.id} DESC LIMIT 1
 ),
 subject AS (
@@ -72,15 +71,29 @@ SELECT n.{notebook.revision}, t.id, t.kind, s.cell_id, t.before, t.after, c.{cel
 FROM {notebook} n CROSS JOIN subject s LEFT JOIN target t ON true
     LEFT JOIN {cell} c ON c.{cell.notebook} = n.{notebook.id} AND c.{cell.id} = s.cell_id
 WHERE n.{notebook.id} = %(notebook)s"""
+# Undo's target: the person's newest change not undone yet (an undo is not one).
+READ_SQL = operations.edit_sql(_READ_SQL.replace("<which>", "NOT e.{event.is_undo} AND NOT e.{event.reverted}"))
+# Redo's: their newest undo not redone yet, made after their newest new change (neither an undo
+# nor a redo), as redo() finds it walking back.
+REDO_READ_SQL = operations.edit_sql(
+    _READ_SQL.replace(
+        "<which>",
+        """e.{event.is_undo} AND NOT e.{event.reverted}
+      AND e.{event.id} > COALESCE((
+          SELECT max(p.{event.id}) FROM {event} p WHERE p.{event.notebook} = %(notebook)s AND p.{event.user} = %(user)s
+            AND p.{event.kind} = ANY(%(undoable)s) AND NOT p.{event.is_undo} AND p.{event.reverts} IS NULL
+      ), 0)""",
+    )
 )
 
 
-def read_statement(notebook_id, user, *, cell_id=None):
+def read_statement(notebook_id, user, *, cell_id=None, redo=False):
     """READ_SQL with its parameters: the facts of restoring `cell_id`, or (None) of undoing
-    `user`'s newest change; its row goes to facts_from_row. Reads anything: what it finds is
-    only acted on through a change that checks the caller may edit."""
+    `user`'s newest change (`redo`: of redoing their newest undo, REDO_READ_SQL); its row goes
+    to facts_from_row. Reads anything: what it finds is only acted on through a change that
+    checks the caller may edit."""
     params = {"notebook": operations.as_uuid(notebook_id), "user": user.pk, "cell": operations.as_uuid(cell_id), "undoable": list(UNDOABLE), "deleted": EVENT_DELETED}
-    return READ_SQL, params
+    return (REDO_READ_SQL if redo else READ_SQL), params
 
 
 def facts_from_row(row):
@@ -153,12 +166,13 @@ def inverse(facts):
     return "update", {"cell_id": facts.cell_id, "code": before.get("code", code), "result_variable": result_variable}
 
 
-def inverse_change(notebook_id, facts, *, request_id=None):
+def inverse_change(notebook_id, facts, *, request_id=None, redo=False):
     """inverse() as the change that undoes the event of `facts` (an operations.GoneCell, NewCell,
-    MovedCell or EditedCell), marked as its undo, for the edit lane; None for what only the ORM
-    thread does (a SQL cell's result variable: update_cell)."""
+    MovedCell or EditedCell), marked as its undo (`redo`: the event is an undo, and the change
+    its redo), for the edit lane; None for what only the ORM thread does (a SQL cell's result
+    variable: update_cell)."""
     operation, fields = inverse(facts)
-    revert = (facts.target, True)
+    revert = (facts.target, not redo)
     if operation == "restore":
         snapshot = restorable(facts.cell_id, present=facts.cell is not None, deleted=facts.deleted)
         return restored(notebook_id, facts.cell_id, snapshot, request_id=request_id, revert=revert)

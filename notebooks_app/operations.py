@@ -1060,7 +1060,7 @@ class NewCell:
         if self.run:
             self.message["run"] = True
         if self.on_the_lane and self.positions is None and len(self.code) <= EARLY_CODE_LIMIT:
-            self.early = {"type": "cell_created", "cellId": str(self.cell_id), "cell": {**fields, "ydoc": ydoc_b64, "ygen": 0}, "index": index, "requestId": self.request_id, "early": True}
+            self.early = {"type": "cell_created", "cellId": str(self.cell_id), "cell": {**fields, "ydoc": ydoc_b64, "ygen": 0}, "index": index, "revision": revision, "requestId": self.request_id, "early": True}
         return True
 
     def cell(self):
@@ -1119,15 +1119,18 @@ class GoneCell(_OneStatement):
         if self.key is None or revision is None:
             raise OperationError("unknown_cell", f"There is no cell {self.cell_id} in this notebook.")
         self.message = {"type": "kernel.delete_cell", "notebook": str(self.notebook_id), "revision": revision, "requestId": self.request_id, "cellId": str(self.cell_id)}
-        self.early = {"type": "cell_deleted", "cellId": str(self.cell_id), "requestId": self.request_id, "early": True}
+        self.early = {"type": "cell_deleted", "cellId": str(self.cell_id), "revision": revision, "requestId": self.request_id, "early": True}
         return True
 
 
 class EditedCell(_OneStatement):
     """New code for a cell (the lock, then row + event + bump in one statement: _UPDATE_SQL), as
-    NewCell. Not announced early: the pages hear the new code through its shared text, which
-    the kernel replaces and relays (kernel/cell_texts.py). A SQL cell's new result variable, and
-    SQLite, take update_cell's ORM path."""
+    NewCell. Announced early when the code changed (docs/protocol.md, "Early announcements"):
+    the code and the cell's `stale` status at its revision, without the analysis (the kernel's
+    `cell_updated` brings it) and without touching the shared text, which only the kernel edits
+    (its document holds typing the database may not have yet: kernel/cell_texts.py replaces
+    the text and relays the update). A SQL cell's new result variable, and SQLite, take
+    update_cell's ORM path."""
 
     statement = "_UPDATE_SQL"
 
@@ -1162,12 +1165,16 @@ class EditedCell(_OneStatement):
             "resultVariable": self.result_variable,
             "changed": changed,
         }
+        if changed and len(self.code) <= EARLY_CODE_LIMIT:
+            self.early = {"type": "cell_updated", "cellId": str(self.key), "code": self.code, "resultVariable": self.result_variable, "status": STATUS_STALE, "revision": revision, "requestId": self.request_id, "early": True}
         return True
 
 
 class MovedCell(_OneStatement):
     """A cell put just after another one (the lock, then placement + event + bump in one
-    statement: _MOVE_SQL), as NewCell. Not announced early: pages hear it in `seq` order."""
+    statement: _MOVE_SQL), as NewCell. Announced early by the cell it now follows (`after`, null
+    for the top): a page places it there in its own order, which may still lack changes in
+    `seq` order that the committed `index` counts."""
 
     statement = "_MOVE_SQL"
 
@@ -1200,6 +1207,7 @@ class MovedCell(_OneStatement):
             return False
         self.position = position
         self.message = {"type": "kernel.move_cell", "notebook": str(self.notebook_id), "revision": revision, "requestId": self.request_id, "cellId": str(self.key), "position": position, "positions": self.positions}
+        self.early = {"type": "cell_moved", "cellId": str(self.key), "after": str(self.after) if self.after else None, "revision": revision, "requestId": self.request_id, "early": True}
         return True
 
 

@@ -182,8 +182,8 @@ async def test_early_announcements_show_at_once_and_the_order_in_seq_order_wins(
 
     # Indexes in seq order do not count cells the page holds from early announcements: y moved
     # after x (index 2 in seq order), then z created after a, announced early before the move
-    # reaches the page.
-    wire.hold = lambda events: any(isinstance(e.get("seq"), int) for e in events)
+    # reaches the page (its early announcement held too).
+    wire.hold = lambda events: any(isinstance(e.get("seq"), int) or e.get("type") == "cell_moved" for e in events)
     await database_sync_to_async(operations.move_cell)(notebook.pk, users["bob"], cell_id=str(y.pk), after_cell_id=str(x.pk))
     z = await create(notebook.pk, users["bob"], code="z = 0", after_cell_id=str(a.pk))
     await expect(alice.locator("#cells .cell.live")).to_have_count(5, timeout=TIMEOUT_MS)
@@ -205,3 +205,68 @@ async def test_early_announcements_show_at_once_and_the_order_in_seq_order_wins(
     await shows_cells(alice, [str(a.pk), str(z.pk), str(y.pk), str(b.pk)])
     assert len(wire.syncs()) == syncs_before
 
+
+
+def cell_status(page, cell_id):
+    return page.locator(f'.cell.live[data-cell-id="{cell_id}"] .cell-status')
+
+
+def cell_text(page, cell_id):
+    return page.locator(f'.cell.live[data-cell-id="{cell_id}"] .cm-content')
+
+
+async def test_early_moves_and_edits_show_at_once_and_late_ones_are_dropped(open_page, notebook, users):
+    """docs/protocol.md, "Early announcements": a move shows at once after the cell it now
+    follows, an edit shows its cell stale at once (its text follows with the kernel's
+    text_update); an early announcement that comes after its change in seq order (its revision
+    seen) is dropped, so it cannot undo a later change."""
+    from notebooks_app import operations
+    from notebooks_app.models import Cell
+
+    create = database_sync_to_async(operations.create_cell)
+    move = database_sync_to_async(operations.move_cell)
+    a = await create(notebook.pk, users["alice"], code="a = 1")
+    b = await create(notebook.pk, users["alice"], code="b = a + 1")
+    a_id, b_id = str(a.pk), str(b.pk)
+    wire = Wire()
+    alice = await open_page("alice", wire)
+    await alice.locator("#run-all").click()
+    await expect(cell_status(alice, b_id)).to_have_text("success", timeout=TIMEOUT_MS)
+    await expect(cell_status(alice, a_id)).to_have_text("success")
+    syncs_before = len(wire.syncs())
+
+    # Nothing in seq order reaches the page: what it shows comes from the early announcements.
+    wire.hold = lambda events: any(isinstance(e.get("seq"), int) for e in events)
+    await move(notebook.pk, users["bob"], cell_id=b_id, after_cell_id=None)
+    await shows_cells(alice, [b_id, a_id])
+    await database_sync_to_async(operations.update_cell)(notebook.pk, users["bob"], cell_id=a_id, code="a = 2")
+    await expect(cell_status(alice, a_id)).to_have_text("stale", timeout=TIMEOUT_MS)
+    await expect(cell_text(alice, a_id)).to_have_text("a = 1")  # the shared text is the kernel's to change
+    await expect(cell_status(alice, b_id)).to_have_text("success")  # its dependents: the kernel's graph
+    wire.hold = None
+    wire.release(list(wire.held))
+    await expect(cell_text(alice, a_id)).to_have_text("a = 2", timeout=TIMEOUT_MS)
+    await expect(cell_status(alice, b_id)).to_have_text("stale", timeout=TIMEOUT_MS)
+    await shows_cells(alice, [b_id, a_id])
+
+    # Early announcements held back until their changes came in seq order, and later ones after
+    # them: a to the top, b's edit then its run, b back to the top. Applied late, the first two
+    # would put a above b again and show b stale.
+    wire.hold = lambda events: any(e.get("early") for e in events)
+    await move(notebook.pk, users["bob"], cell_id=a_id, after_cell_id=None)
+    await shows_cells(alice, [a_id, b_id])
+    await database_sync_to_async(operations.update_cell)(notebook.pk, users["bob"], cell_id=b_id, code="b = a + 2")
+    await expect(cell_text(alice, b_id)).to_have_text("b = a + 2", timeout=TIMEOUT_MS)
+    await eventually(lambda: sum(early(m) for m in wire.held) == 2, what="the two early announcements held")
+    wire.hold = None
+    await alice.locator("#run-all").click()
+    await expect(cell_status(alice, b_id)).to_have_text("success", timeout=TIMEOUT_MS)
+    await move(notebook.pk, users["bob"], cell_id=b_id, after_cell_id=None)
+    await shows_cells(alice, [b_id, a_id])
+    wire.release(list(wire.held))
+    await alice.wait_for_timeout(300)
+    assert await cell_ids(alice) == [b_id, a_id]
+    await expect(cell_status(alice, b_id)).to_have_text("success")  # not the late edit's `stale`
+    expected = await database_sync_to_async(lambda: [str(pk) for pk in Cell.objects.filter(notebook=notebook).order_by("position").values_list("id", flat=True)])()
+    assert expected == [b_id, a_id]
+    assert len(wire.syncs()) == syncs_before

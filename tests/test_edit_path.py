@@ -82,7 +82,7 @@ def test_create_cell_places_records_and_announces_like_the_orm_path(notebook, us
     assert Cell.objects.get(pk=middle.pk).to_message() == middle.to_message()
     # Announced early with its index and its shared text, which the row stores with its key.
     early = kernel_messages.announced[2]
-    assert early == {"type": "cell_created", "cellId": str(middle.pk), "cell": {**middle.to_message(), "ydoc": ydoc, "ygen": 0}, "index": 1, "requestId": "r3", "early": True}
+    assert early == {"type": "cell_created", "cellId": str(middle.pk), "cell": {**middle.to_message(), "ydoc": ydoc, "ygen": 0}, "index": 1, "revision": 3, "requestId": "r3", "early": True}
     assert [a["index"] for a in kernel_messages.announced] == [0, 1, 1, 3, 4, 5]
     stored = Cell.objects.get(pk=middle.pk)
     assert bytes(stored.ydoc) == base64.b64decode(ydoc) and stored.ydoc_key == code_key("c = 3")

@@ -227,6 +227,45 @@ async def test_an_early_announcement_reaches_each_socket_of_its_daphne_once_befo
         await other.close()
 
 
+async def test_moves_edits_undos_and_redos_are_announced_early_at_their_revision(early_daphne):
+    """`move_cell`, `cell_update`, `undo` and `redo` are announced early too (docs/protocol.md,
+    "Early announcements"), each once per socket and before the kernel's event, which carries
+    the same revision: a move by the cell it now follows, an edit with its code and `stale`."""
+    daphne = early_daphne
+    sender = await connect(daphne, watch_early=True)
+    other = await connect(daphne, batch=False, watch_early=True)
+    try:
+        ids = []
+        for i in range(2):
+            await sender.send(type="create_cell", code=f"v{i} = {i}", requestId=f"c{i}")
+            ids.append((await sender.wait_for(lambda e: e.get("requestId") == f"c{i}" and "seq" in e, timeout=10))[-1]["cellId"])
+        steps = [
+            ("m", {"type": "move_cell", "cellId": ids[1], "afterCellId": None}, "cell_moved"),
+            ("e", {"type": "cell_update", "cellId": ids[0], "code": "v0 = 10"}, "cell_updated"),
+            ("u", {"type": "undo"}, "cell_updated"),  # the edit: its text before
+            ("r", {"type": "redo"}, "cell_updated"),  # the edit again
+        ]
+        for rid, message, _ in steps:
+            await sender.send(**message, requestId=rid)
+            await sender.wait_for(lambda e: e.get("requestId") == rid and "seq" in e, timeout=10)
+        heard = await other.wait_for(lambda e: e.get("requestId") == "r" and "seq" in e, timeout=10)
+        for rid, _, kind in steps:
+            mine = [e for e in heard if e.get("requestId") == rid and e["type"] == kind]
+            assert [bool(e.get("early")) for e in mine] == [True, False], (rid, mine)
+            early, in_order = mine
+            assert early["revision"] == in_order["revision"] and early["cellId"] == in_order["cellId"]
+        moved, edited, undone, redone = ([e for e in heard if e.get("requestId") == rid and e.get("early")][0] for rid in "meur")
+        assert moved["after"] is None and moved["cellId"] == ids[1]
+        assert (edited["code"], edited["status"], "reads" not in edited) == ("v0 = 10", "stale", True)
+        assert (undone["code"], redone["code"]) == ("v0 = 0", "v0 = 10")
+        assert [e["revision"] for e in (moved, edited, undone, redone)] == [3, 4, 5, 6]
+        in_order = [e for e in heard if e.get("requestId") == "e" and e["type"] == "cell_updated" and not e.get("early")][0]
+        assert in_order["writes"] == ["v0"]  # the kernel's analysis comes in seq order
+    finally:
+        await sender.close()
+        await other.close()
+
+
 async def test_a_socket_that_fell_behind_gets_every_big_event_whole_and_in_order(patient_daphne):
     """fanout.send_now sends what the socket takes at once and leaves the rest to Twisted. A
     socket that does not read while 6 MB of events are written fills the kernel's buffers (up

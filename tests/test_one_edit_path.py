@@ -46,8 +46,33 @@ EDITS = [
     ("bob", "undo", {"request_id": "y4"}),  # of his edit: the text before it
 ]
 
-ORM = {"create": operations.create_cell, "update": operations.update_cell, "move": operations.move_cell, "delete": operations.delete_cell, "restore": history.restore_cell, "undo": history.undo}
-LANE = {"create": edit_lane.create_cell, "update": edit_lane.update_cell, "move": edit_lane.move_cell, "delete": edit_lane.delete_cell, "restore": edit_lane.restore_cell, "undo": edit_lane.undo}
+# Undo and redo, back and forth: each redo takes the newest undo that is not redone yet, until
+# the person makes a new change.
+REDOS = [
+    ("alice", "create", {"label": "a", "code": "a = 1", "request_id": "r1"}),
+    ("alice", "create", {"label": "b", "code": "b = a", "request_id": "r2"}),
+    ("alice", "update", {"cell_id": "@b", "code": "b = a + 1", "request_id": "u1"}),
+    ("alice", "move", {"cell_id": "@a", "after_cell_id": "@b", "request_id": "v1"}),
+    ("alice", "delete", {"cell_id": "@a", "request_id": "d1"}),
+    ("alice", "redo", {"request_id": "n0"}),  # nothing undone yet: refused
+    ("alice", "undo", {"request_id": "x1"}),  # the delete: a restore
+    ("alice", "undo", {"request_id": "x2"}),  # the move: back to the top
+    ("alice", "undo", {"request_id": "x3"}),  # the edit: the text before it
+    ("alice", "redo", {"request_id": "y1"}),  # the edit again
+    ("alice", "redo", {"request_id": "y2"}),  # the move again
+    ("alice", "undo", {"request_id": "x4"}),  # that redo of the move: back to the top
+    ("alice", "redo", {"request_id": "y3"}),  # that undo: the move once more
+    ("bob", "redo", {"request_id": "n1"}),  # bob undid nothing: refused
+    ("bob", "update", {"cell_id": "@a", "code": "a = 2", "request_id": "u2"}),
+    ("alice", "redo", {"request_id": "y4"}),  # the delete, of a cell bob has changed since: a conflict
+    ("alice", "create", {"label": "c", "code": "c = 3", "request_id": "r3"}),  # a new change
+    ("alice", "redo", {"request_id": "n2"}),  # so nothing is left to redo
+    ("alice", "undo", {"request_id": "x5"}),  # the create: a delete
+    ("alice", "redo", {"request_id": "y5"}),  # the create again: a restore
+]
+
+ORM = {"create": operations.create_cell, "update": operations.update_cell, "move": operations.move_cell, "delete": operations.delete_cell, "restore": history.restore_cell, "undo": history.undo, "redo": history.redo}
+LANE = {"create": edit_lane.create_cell, "update": edit_lane.update_cell, "move": edit_lane.move_cell, "delete": edit_lane.delete_cell, "restore": edit_lane.restore_cell, "undo": edit_lane.undo, "redo": edit_lane.redo}
 
 
 def orm_thread(user, operation, fields):
@@ -87,8 +112,8 @@ def sent(monkeypatch):
     return out
 
 
-def run_edits(path, notebook, users, sent):
-    """EDITS through `path`: the cells' ids by label, the refusals (request id: code) and the
+def run_edits(path, notebook, users, sent, edits=EDITS):
+    """`edits` through `path`: the cells' ids by label, the refusals (request id: code) and the
     request ids the lane did itself."""
     ids, refused, on_the_lane = {}, {}, []
 
@@ -102,7 +127,7 @@ def run_edits(path, notebook, users, sent):
 
     async def lane():
         try:
-            for who, operation, fields in EDITS:
+            for who, operation, fields in edits:
                 try:
                     if await event_loop_lane(users[who], operation, fields_of(fields)):
                         on_the_lane.append(fields["request_id"])
@@ -116,7 +141,7 @@ def run_edits(path, notebook, users, sent):
     if path is event_loop_lane:
         asyncio.run(lane())
     else:
-        for who, operation, fields in EDITS:
+        for who, operation, fields in edits:
             try:
                 path(users[who], operation, fields_of(fields))
             except OperationError as exc:
@@ -234,10 +259,15 @@ def test_every_transport_makes_the_same_rows_events_and_messages(path, notebook,
     restores = [(m["requestId"], m["cell"]["id"], m["position"], m.get("run")) for m in got["kernel"] if m["type"] == "kernel.create_cell" and m.get("run")]
     assert restores == [("s1", "m", 5 * step // 4, True), ("s2", "a", 7 * step // 8, True), ("x2", "a", 7 * step // 8, True), ("y2", "m", 23 * step // 16, True)]
     # Announced early: what the lane can take (a Python or markdown cell placed after another or
-    # at the end, a restored cell wherever it goes, a delete); the rest only by the worker, in order.
-    create_to_delete = [True, True, True, False, False, *[False] * 7, True, True]
-    assert [bool(early) for early in got["early"]] == [*create_to_delete, True, True, True, True, False, False, True, True, False, False]
+    # at the end, a restored cell wherever it goes, a delete, new code that changed the cell, a
+    # move); the rest only by the worker, in order. Each at the revision it made.
+    creates, updates, moves = [True, True, True, False, False], [True, True, True, False, False], [True, True]
+    assert [bool(early) for early in got["early"]] == [*creates, *updates, *moves, True, True, True, True, True, True, True, False, True, True, True, True]
+    assert [early["revision"] for early in got["early"] if early] == [1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 20, 21, 22, 23]
     assert got["early"][2]["index"] == 1 and got["early"][14]["index"] == 1 and got["early"][15]["cell"]["code"] == "a = 1"
+    assert got["early"][5] == {"type": "cell_updated", "cellId": "b", "code": "b = 3", "resultVariable": "", "status": "stale", "revision": 6, "requestId": "u1", "early": True}
+    assert got["early"][10] == {"type": "cell_moved", "cellId": "z", "after": "b", "revision": 10, "requestId": "v1", "early": True}
+    assert got["early"][11]["after"] is None and got["early"][18]["after"] == "z" and got["early"][22]["after"] is None and got["early"][23]["code"] == "b = 4"
     if path is event_loop_lane:
         assert on_the_lane == ["r1", "r2", "r3", "u1", "u2", "u3", "u4", "v1", "v2", "r6", "r7", "s1", "s2", "x1", "x2", "x3", "y1", "y2", "y3", "y4"]
 
@@ -287,3 +317,25 @@ def test_a_restore_or_undo_read_before_someone_elses_edit_writes_nothing(operati
     assert [m["requestId"] for m, _ in sent][-1] is None  # bob's; no message for the restore
     ORM[operation](notebook.pk, alice, request_id="late", **fields)
     assert Cell.objects.get(pk=cell.pk).code == "x = 1" and sent[-1][0]["requestId"] == "late"
+
+
+def test_redo_takes_every_path_alike(users, sent):
+    """REDOS through each path, each on a notebook of its own: the same rows, events, kernel
+    messages and early announcements, the same refusals; the lane makes every redo it can."""
+    from notebooks_app.models import Notebook
+
+    outcomes = []
+    for path in PATHS:
+        fresh = Notebook.objects.create(name=path.__name__, owner=users["alice"])
+        fresh.memberships.create(user=users["bob"], role="editor")
+        sent.clear()
+        ids, refused, on_the_lane = run_edits(path, fresh, users, sent, REDOS)
+        outcomes.append((outcome(fresh, ids, sent), refused))
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    got, refused = outcomes[0]
+    assert refused == {"n0": "nothing_to_undo", "n1": "nothing_to_undo", "y4": "conflict", "n2": "nothing_to_undo"}
+    assert [row[:4] for row in got["rows"]] == [["b", 2 * POSITION_STEP, "python", "b = a + 1"], ["a", 3 * POSITION_STEP, "python", "a = 2"], ["c", 4 * POSITION_STEP, "python", "c = 3"]]
+    redos = [(kind, cell, reverts, is_undo, reverted) for kind, cell, who, _, _, reverts, is_undo, reverted in got["events"] if reverts is not None and not is_undo]
+    assert redos == [("edited", "b", 7, False, False), ("moved", "a", 6, False, True), ("moved", "a", 10, False, False), ("restored", "c", 14, False, False)]
+    assert [m["requestId"] for m, early in zip(got["kernel"], got["early"]) if early and m["requestId"].startswith("y")] == ["y1", "y2", "y3", "y5"]
+    assert on_the_lane == [rid for _, _, f in REDOS if (rid := f["request_id"])[0] in "ruvdxy" and rid not in ("y4",)]

@@ -16,8 +16,11 @@ from .shared_text import code_key
 
 
 class EditApplier:
-    def __init__(self, notebook_id, *, store, model, texts, statuses, persister, events, execution, cascades, packages, advance, submit):
+    def __init__(self, notebook_id, *, store, model, texts, statuses, persister, events, execution, cascades, packages, advance, submit, revision):
         self.notebook_id = notebook_id
+        # () -> the revision memory holds: a change's announcement carries it, so that a client
+        # can tell an early announcement (docs/protocol.md) it has already seen in `seq` order.
+        self.revision = revision
         self.packages = packages  # package_builds.PackageBuilds
         self.advance = advance  # async (revision) -> True when it was the next one (else reloaded)
         self.submit = submit  # (kernel message) -> queued in order, as if it came from the web side
@@ -43,7 +46,7 @@ class EditApplier:
         self.model.insert(cell)
         self.persister.dirty.add(cell.id)
         created = {**cell.to_message(), **self.texts.fields(cell)}
-        self.events.emit({"type": "cell_created", "cellId": cell.id, "cell": created, "index": self.model.index_of(cell.id), "requestId": message.get("requestId")})
+        self.events.emit({"type": "cell_created", "cellId": cell.id, "cell": created, "index": self.model.index_of(cell.id), "revision": self.revision(), "requestId": message.get("requestId")})
         await self.refresh_blocked()
         if message.get("run"):  # a restored cell: it and what failed without it run again
             await self.events.flush()  # the answer to the request goes out now, not after the cascade starts
@@ -54,7 +57,7 @@ class EditApplier:
         positions[message["cellId"]] = message["position"]
         self.model.reposition(positions)
         if message["cellId"] in self.model.cells:
-            self.events.emit({"type": "cell_moved", "cellId": message["cellId"], "index": self.model.index_of(message["cellId"]), "requestId": message.get("requestId")})
+            self.events.emit({"type": "cell_moved", "cellId": message["cellId"], "index": self.model.index_of(message["cellId"]), "revision": self.revision(), "requestId": message.get("requestId")})
         self.statuses.refresh_blocked()  # blocked messages name cells by their place
 
     async def update_cell(self, message):
@@ -76,7 +79,7 @@ class EditApplier:
         self.texts.discard(cell_id)
         self.persister.discard(cell_id)
         await self.execution.forget([cell_id])
-        self.events.emit({"type": "cell_deleted", "cellId": cell_id, "requestId": message.get("requestId")})
+        self.events.emit({"type": "cell_deleted", "cellId": cell_id, "revision": self.revision(), "requestId": message.get("requestId")})
         _, unblocked = self.statuses.refresh_blocked()
         freed = (blocked_before - set(model.graph.blocked())) & set(model.cells)
         roots = (set(descendants) | freed | model.unblocked) & set(model.cells)
@@ -170,7 +173,7 @@ class EditApplier:
         self.model.change_code(cell, code, result_variable)
         self.persister.dirty.add(cell.id)
         cell.saved = None  # the edit's transaction wrote the row's status (stale): written again
-        self.events.emit({"type": "cell_updated", "cellId": cell.id, **cell.code_fields(), "requestId": request_id})
+        self.events.emit({"type": "cell_updated", "cellId": cell.id, **cell.code_fields(), "revision": self.revision(), "requestId": request_id})
         self.statuses.mark_stale([cell.id, *self.model.graph.descendants(cell.id)])
 
     async def refresh_blocked(self):

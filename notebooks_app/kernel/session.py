@@ -76,7 +76,7 @@ class NotebookSession:
         units = {"model": self.model, "statuses": self.statuses, "events": self.events, "persister": self.persister, "execution": self.execution}
         self.cascades = CascadeRunner(self.notebook_id, store=store, **units)
         self.shared_runs = SharedRuns(self.notebook_id, runs=runs, model=self.model, cascades=self.cascades)
-        self.edits = EditApplier(self.notebook_id, store=store, texts=self.texts, cascades=self.cascades, packages=self.packages, advance=self.revisions.advance, submit=self.submit, **units)
+        self.edits = EditApplier(self.notebook_id, store=store, texts=self.texts, cascades=self.cascades, packages=self.packages, advance=self.revisions.advance, submit=self.submit, revision=lambda: self.revisions.current, **units)
         self.assists = Assists(model=self.model, events=self.events, execution=self.execution)
         # Kernel messages (docs/protocol.md, sent by kernel_client.py on commit), by type. An
         # edit is applied only when it is the next revision (revisions.py); a run waits for the

@@ -37,6 +37,7 @@ export class NotebookApp {
     this.records = new Map(); // cell id -> {cell, view, text (its SharedText; none in the app view)}
     this.provisional = new Set(); // cells announced early, not yet in `seq` order (applyEarly)
     this.deletedInOrder = new Set(); // cells deleted in `seq` order since the last state: a late early announcement of one is stale
+    this.revision = -1; // the newest revision seen in `seq` order (a state's, a change's): an early announcement at or below it is late
     this.order = [];
     this.requests = new Map(); // requestId -> what it was for, to place replies and errors
     this.highlighted = null;
@@ -281,6 +282,7 @@ export class NotebookApp {
     for (const cellId of [...this.records.keys()]) if (!incoming.has(cellId)) this.removeRecord(cellId);
     this.provisional.clear(); // what the state holds is in order now; the rest was removed above
     this.deletedInOrder.clear();
+    this.revision = typeof notebook.revision === "number" ? notebook.revision : -1;
     // Server-rendered cells (the no-JavaScript view) give way to live ones.
     for (const stale of this.cellsEl.querySelectorAll(".cell:not(.live)")) stale.remove();
     document.getElementById("more-cells")?.remove();
@@ -354,6 +356,7 @@ export class NotebookApp {
 
   handleEvent(event) {
     const handler = EVENT_HANDLERS[event.type];
+    if (!event.early && event.revision > this.revision) this.revision = event.revision;
     // An event a newer server sends and this page does not know is harmless to skip.
     if (handler) handler.call(this, event, event.cellId ? this.records.get(event.cellId) : null);
   }
@@ -474,16 +477,47 @@ export class NotebookApp {
   }
 
   /**
-   * An early announcement (docs/protocol.md): a cell created or deleted, sent by the server that
-   * committed it before the kernel orders it. Shown at once; the same change follows in `seq`
-   * order, which confirms it (onCellCreated) or finds it done (onCellDeleted).
+   * An early announcement (docs/protocol.md): a cell created, deleted, moved or edited, sent by
+   * the server that committed it before the kernel orders it. Shown at once; the same change
+   * follows in `seq` order, which confirms it (onCellCreated, onCellUpdated's analysis) or finds
+   * it done (onCellDeleted, onCellMoved). One that comes after its change in `seq` order (its
+   * revision seen) is dropped.
    */
   applyEarly(event) {
     if (!this.synced) return; // the coming state, or the event in seq order, will bring it
+    if (event.revision <= this.revision) return;
     if (event.type === "cell_deleted") return this.onCellDeleted(event);
+    if (event.type === "cell_moved") return this.movedEarly(event);
+    if (event.type === "cell_updated") return this.updatedEarly(event);
     if (event.type !== "cell_created" || this.records.has(event.cellId) || this.deletedInOrder.has(event.cellId)) return;
     this.provisional.add(event.cellId);
     this.placeCreated(event, Math.max(0, Math.min(event.index, this.order.length)));
+  }
+
+  /** An early `cell_moved`: just after the cell it now follows (`after`; null: the top). */
+  movedEarly(event) {
+    if (!this.records.has(event.cellId)) return;
+    let index = 0;
+    if (event.after) {
+      index = this.order.filter((id) => id !== event.cellId).indexOf(event.after) + 1;
+      if (index === 0) return; // a cell this page does not hold yet: the move in seq order places it
+    }
+    if (this.order[index] !== event.cellId) this.moveRecord(event.cellId, index);
+    this.afterChange();
+  }
+
+  /**
+   * An early `cell_updated`: the cell's results are stale now, as the kernel will say
+   * (statuses.mark_stale). Its text comes with the kernel's `text_update` (only the kernel edits
+   * the shared text, which may hold typing the database lacks), its analysis with the
+   * `cell_updated` in seq order.
+   */
+  updatedEarly(event) {
+    const record = this.records.get(event.cellId);
+    if (!record || (record.text ? record.text.text : record.cell.code) === event.code) return;
+    const { status, error } = record.cell;
+    if (["blocked", "stale", "idle"].includes(status) || (status === "error" && error?.ename === "KernelDied")) return;
+    this.onCellStatus({ type: "cell_status", cellId: event.cellId, status: "stale" }, record);
   }
 
   onCellCreated(event, record) {
