@@ -1,6 +1,7 @@
-"""CRUD: create_cell, cell_update and its undo, move_cell (to the top), delete_cell, restore_cell
-and the undo of that restore from one client while others watch; time until every client (the
-sender included) has the event.
+"""CRUD: create_cell, cell_update, its undo and redo, move_cell (to the top), delete_cell,
+restore_cell and the undo of that restore from one client while others watch; time until every
+client (the sender included) has the event (an early announcement, docs/protocol.md, when there
+is one; for an edit and a move, the kernel's event in seq order is timed too).
 
     .venv/bin/python -m bench.crud [--others 1,10,100] [--repeat R] [--quick] [--full-only]
 
@@ -25,17 +26,23 @@ PACE = 0.04
 BLOCK = 10  # rounds on one server before the other's turn
 
 
-async def everyone_sees(clients, request_id, kind, start):
-    """ms from `start` until every client has the event `kind` carrying `request_id`; its cellId."""
+async def everyone_sees(clients, request_id, kind, start, in_order=None):
+    """ms from `start` until every client has the event `kind` carrying `request_id` (the early
+    announcement, docs/protocol.md, when there is one); its cellId. `in_order`, a list: the ms
+    until every client also had the kernel's own event, in `seq` order, appended to it."""
 
     async def one(client):
         seen = await client.wait_for(lambda e: e.get("requestId") == request_id)
         if seen[-1]["type"] != kind:
             raise RuntimeError(f"expected {kind}, got {seen[-1]}")
-        return seen[-1]["cellId"]
+        return seen[-1]
 
-    cell_ids = await asyncio.gather(*(one(c) for c in clients))
-    return (time.perf_counter() - start) * 1000, cell_ids[0]
+    events = await asyncio.gather(*(one(c) for c in clients))
+    took = (time.perf_counter() - start) * 1000
+    if in_order is not None:
+        await asyncio.gather(*(c.wait_for(lambda e: e.get("requestId") == request_id and e["type"] == kind and "seq" in e) for c, e in zip(clients, events) if "seq" not in e))
+        in_order.append((time.perf_counter() - start) * 1000)
+    return took, events[0]["cellId"]
 
 
 def watchers_see(watchers):
@@ -60,6 +67,7 @@ EDITS = (
     ("create_cell", "cell_created"),
     ("cell_update", "cell_updated"),
     ("undo of cell_update", "cell_updated"),
+    ("redo of cell_update", "cell_updated"),
     ("move_cell", "cell_moved"),
     ("delete_cell", "cell_deleted"),
     ("restore_cell", "cell_created"),
@@ -74,6 +82,7 @@ def message(kind, i, cell_id):
         "create_cell": {"type": "create_cell", "code": code},
         "cell_update": {"type": "cell_update", "cellId": cell_id, "code": f"{code} + 1"},
         "undo of cell_update": {"type": "undo"},
+        "redo of cell_update": {"type": "redo"},
         "move_cell": {"type": "move_cell", "cellId": cell_id, "afterCellId": None},
         "delete_cell": {"type": "delete_cell", "cellId": cell_id},
         "restore_cell": {"type": "restore_cell", "cellId": cell_id},
@@ -84,16 +93,21 @@ def message(kind, i, cell_id):
 def floor_message(kind, i, cell_id):
     """message() for the floor server, which keeps no history: the plain edit doing the same
     essential work (an undo's write, a restore's insert)."""
-    plain = {"undo of cell_update": "cell_update", "restore_cell": "create_cell", "undo of restore_cell": "delete_cell"}.get(kind, kind)
+    plain = {"undo of cell_update": "cell_update", "redo of cell_update": "cell_update", "restore_cell": "create_cell", "undo of restore_cell": "delete_cell"}.get(kind, kind)
     fields = message(plain, i, cell_id)
     if kind == "undo of cell_update":
         fields["code"] = message("create_cell", i, cell_id)["code"]
     return fields
 
 
+# Announced early by the server that commits them; the kernel's event, in seq order, follows
+# (for a cell_update, with the shared text's update a page's editor shows): timed too.
+IN_ORDER = ("cell_update", "undo of cell_update", "redo of cell_update", "move_cell")
+
+
 async def rounds(sender, see, numbers, samples, edit=message):
-    """The rounds `numbers` (each: create, edit its code, undo that, move it to the top, delete
-    it, restore it, undo that), paced at PACE; round 0 warms the session up and is not kept.
+    """The rounds `numbers` (each: create, edit its code, undo that, redo it, move it to the top,
+    delete it, restore it, undo that), paced at PACE; round 0 warms the session up and is not kept.
     `see(request_id, kind, start)` -> (ms until everyone has it, its cellId); `edit`: message or
     floor_message; `samples`: edit -> list, appended to."""
     for i in numbers:
@@ -101,7 +115,8 @@ async def rounds(sender, see, numbers, samples, edit=message):
         for n, (kind, event) in enumerate(EDITS):
             start = time.perf_counter()
             await sender.send(requestId=f"{n}-{i}", **edit(kind, i, cell_id))
-            took, seen_id = await see(f"{n}-{i}", event, start)
+            in_order = samples.get(f"{kind} (in seq order)") if i else None
+            took, seen_id = await see(f"{n}-{i}", event, start, **({"in_order": in_order} if in_order is not None else {}))
             if event == "cell_created":
                 cell_id = seen_id  # the floor server's restore is a new cell
             await asyncio.sleep(max(0, PACE - (time.perf_counter() - start)))
@@ -134,11 +149,12 @@ async def measure(cluster, args):
         floor_clients = await cluster.floor_clients(others + 1)
         await floor_clients[0].request(type="create_cell", code="a = 1")  # as the real notebook has
         samples, floor_samples = {kind: [] for kind, _ in EDITS}, {kind: [] for kind, _ in EDITS}
+        samples.update({f"{kind} (in seq order)": [] for kind in IN_ORDER})
         with clients_without_gc():
             await alternating(
                 [
-                    (clients[0], lambda rid, kind, start: everyone_sees(clients, rid, kind, start), samples, message),
-                    (floor_clients[0], lambda rid, kind, start: everyone_sees(floor_clients, rid, kind, start), floor_samples, floor_message),
+                    (clients[0], lambda rid, kind, start, **kw: everyone_sees(clients, rid, kind, start, **kw), samples, message),
+                    (floor_clients[0], lambda rid, kind, start, **kw: everyone_sees(floor_clients, rid, kind, start, **kw), floor_samples, floor_message),
                 ],
                 repeat,
             )
@@ -146,6 +162,10 @@ async def measure(cluster, args):
         for kind, _ in EDITS:
             note = to_floor_server(summary(samples[kind]), summary(floor_samples[kind]))
             rows[kind] = report.row(f"{kind}, {others} other clients: all {others + 1} have it", samples[kind], note=note)
+        for kind in IN_ORDER:
+            name = f"{kind} (in seq order)"
+            note = to_floor_server(summary(samples[name]), summary(floor_samples[kind]))
+            report.row(f"{name}, {others} other clients: all {others + 1} have the kernel's event", samples[name], note=note)
         for kind, _ in EDITS:
             report.row(f"{kind}, {others} other clients: floor server, all {others + 1} have it", floor_samples[kind], note="bench/floor_server.py")
         results[others] = (rows["create_cell"], rows["delete_cell"])

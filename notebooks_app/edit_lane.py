@@ -131,7 +131,7 @@ async def _run(statements):
 
 
 async def _edit(notebook_id, user, change):
-    """`change` (an operations.NewCell or GoneCell) over the loop's connection, then its kernel
+    """`change` (an operations.NewCell, GoneCell, EditedCell or MovedCell) over the loop's connection, then its kernel
     message and early announcement; False when it needs the ORM thread after all (nothing was
     written)."""
     if not enabled() or not change.on_the_lane:

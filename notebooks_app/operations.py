@@ -987,8 +987,9 @@ def _check_edit(user, lock_row):
         permissions_refusal(role)
 
 
-# A cell created with more code than this (a paste, an import) is announced by the worker only:
-# an early announcement carries the code twice (text and shared text), and so would every socket.
+# A cell created or edited with more code than this (a paste, an import) is announced by the
+# worker only: an early announcement carries the code (a new cell's twice: text and shared text)
+# beside the worker's own, to every socket.
 EARLY_CODE_LIMIT = 16 * 1024
 
 
