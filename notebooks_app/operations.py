@@ -1127,8 +1127,8 @@ class GoneCell(_OneStatement):
 class EditedCell(_OneStatement):
     """New code for a cell (the lock, then row + event + bump in one statement: _UPDATE_SQL), as
     NewCell. Announced early when the code changed (docs/protocol.md, "Early announcements"):
-    the code and the cell's `stale` status at its revision, without the analysis (the kernel's
-    `cell_updated` brings it) and without touching the shared text, which only the kernel edits
+    the code at its revision, without the analysis or the statuses (the kernel's `cell_updated`
+    and `cell_status` bring them) and without touching the shared text, which only the kernel edits
     (its document holds typing the database may not have yet: kernel/cell_texts.py replaces
     the text and relays the update). A SQL cell's new result variable, and SQLite, take
     update_cell's ORM path."""
@@ -1167,7 +1167,7 @@ class EditedCell(_OneStatement):
             "changed": changed,
         }
         if changed and len(self.code) <= EARLY_CODE_LIMIT:
-            self.early = {"type": "cell_updated", "cellId": str(self.key), "code": self.code, "resultVariable": self.result_variable, "status": STATUS_STALE, "revision": revision, "requestId": self.request_id, "early": True}
+            self.early = {"type": "cell_updated", "cellId": str(self.key), "code": self.code, "resultVariable": self.result_variable, "revision": revision, "requestId": self.request_id, "early": True}
         return True
 
 

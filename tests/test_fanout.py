@@ -230,7 +230,7 @@ async def test_an_early_announcement_reaches_each_socket_of_its_daphne_once_befo
 async def test_moves_edits_undos_and_redos_are_announced_early_at_their_revision(early_daphne):
     """`move_cell`, `cell_update`, `undo` and `redo` are announced early too (docs/protocol.md,
     "Early announcements"), each once per socket and before the kernel's event, which carries
-    the same revision: a move by the cell it now follows, an edit with its code and `stale`."""
+    the same revision: a move by the cell it now follows, an edit with its code."""
     daphne = early_daphne
     sender = await connect(daphne, watch_early=True)
     other = await connect(daphne, batch=False, watch_early=True)
@@ -256,7 +256,7 @@ async def test_moves_edits_undos_and_redos_are_announced_early_at_their_revision
             assert early["revision"] == in_order["revision"] and early["cellId"] == in_order["cellId"]
         moved, edited, undone, redone = ([e for e in heard if e.get("requestId") == rid and e.get("early")][0] for rid in "meur")
         assert moved["after"] is None and moved["cellId"] == ids[1]
-        assert (edited["code"], edited["status"], "reads" not in edited) == ("v0 = 10", "stale", True)
+        assert (edited["code"], "reads" not in edited, "status" not in edited) == ("v0 = 10", True, True)
         assert (undone["code"], redone["code"]) == ("v0 = 0", "v0 = 10")
         assert [e["revision"] for e in (moved, edited, undone, redone)] == [3, 4, 5, 6]
         in_order = [e for e in heard if e.get("requestId") == "e" and e["type"] == "cell_updated" and not e.get("early")][0]

@@ -265,7 +265,7 @@ def test_every_transport_makes_the_same_rows_events_and_messages(path, notebook,
     assert [bool(early) for early in got["early"]] == [*creates, *updates, *moves, True, True, True, True, True, True, True, False, True, True, True, True]
     assert [early["revision"] for early in got["early"] if early] == [1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 20, 21, 22, 23]
     assert got["early"][2]["index"] == 1 and got["early"][14]["index"] == 1 and got["early"][15]["cell"]["code"] == "a = 1"
-    assert got["early"][5] == {"type": "cell_updated", "cellId": "b", "code": "b = 3", "resultVariable": "", "status": "stale", "revision": 6, "requestId": "u1", "early": True}
+    assert got["early"][5] == {"type": "cell_updated", "cellId": "b", "code": "b = 3", "resultVariable": "", "revision": 6, "requestId": "u1", "early": True}
     assert got["early"][10] == {"type": "cell_moved", "cellId": "z", "after": "b", "revision": 10, "requestId": "v1", "early": True}
     assert got["early"][11]["after"] is None and got["early"][18]["after"] == "z" and got["early"][22]["after"] is None and got["early"][23]["code"] == "b = 4"
     if path is event_loop_lane:
