@@ -8,9 +8,11 @@ Async Playwright with the shared Daphne and per-module Chromium of tests/async_p
 """
 import re
 
+from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import expect
 
 from tests.async_pages import BROWSER_MODULE, TIMEOUT_MS, cells, chromium, daphne, log_in, make_cells, new_context, open_page, run_all, watch_errors  # noqa: F401 (fixtures)
+from tests.waiting import eventually
 
 pytestmark = BROWSER_MODULE
 expect.set_options(timeout=TIMEOUT_MS)
@@ -28,6 +30,18 @@ LUMINANCE = """(color) => {
 def contrast(a, b):
     light, dark = max(a, b), min(a, b)
     return (light + 0.05) / (dark + 0.05)
+
+
+async def output_frame_is_dark(page):
+    """Whether the DataFrame's frame, as the page holds it now, is dark: asked afresh each time,
+    since the page may replace the frame (a cell rendered again once the state is whole), and
+    a replaced frame's document never changes again."""
+    handle = await page.locator("iframe.output-html").first.element_handle()
+    frame = await handle.content_frame() if handle else None
+    try:
+        return frame is not None and await frame.evaluate("document.documentElement.dataset.theme") == "dark"
+    except PlaywrightError:  # detached while asked
+        return False
 
 
 async def frame_colours(page):
@@ -54,16 +68,14 @@ async def test_dark_mode_reaches_a_dataframe_output(open_page, notebook):
     assert background > 0.8 and text < 0.1
     await alice.click("form.theme-toggle button[value=dark]")
     await alice.wait_for_function("() => document.documentElement.dataset.theme === 'dark'")
-    frame = await (await alice.locator("iframe.output-html").first.element_handle()).content_frame()
-    await frame.wait_for_function("() => document.documentElement.dataset.theme === 'dark'")
+    await eventually(lambda: output_frame_is_dark(alice), timeout=TIMEOUT_MS / 1000, what="the output's frame dark")
     colour, background, text = await frame_colours(alice)
     assert background < 0.05, colour
     assert contrast(background, text) >= 7  # WCAG AAA for body text
     # A frame made while the page is dark starts dark.
     await alice.reload()
     await expect(alice.locator("#notebook")).to_have_attribute("data-synced", "true")
-    frame = await (await alice.locator("iframe.output-html").first.element_handle()).content_frame()
-    await frame.wait_for_function("() => document.documentElement.dataset.theme === 'dark'")
+    await eventually(lambda: output_frame_is_dark(alice), timeout=TIMEOUT_MS / 1000, what="the output's frame, made dark")
     _, background, _ = await frame_colours(alice)
     assert background < 0.05
 
