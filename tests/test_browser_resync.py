@@ -270,3 +270,35 @@ async def test_early_moves_and_edits_show_at_once_and_late_ones_are_dropped(open
     expected = await database_sync_to_async(lambda: [str(pk) for pk in Cell.objects.filter(notebook=notebook).order_by("position").values_list("id", flat=True)])()
     assert expected == [b_id, a_id]
     assert len(wire.syncs()) == syncs_before
+
+
+async def test_an_early_restore_shows_a_cell_this_page_saw_deleted(open_page, notebook, users):
+    """A restored cell keeps its id: its early `cell_created` comes at a revision above the
+    deletion this page saw in seq order, so the page shows it at once; a late early delete of
+    it (a revision seen) does not take it away again."""
+    from notebooks_app import history, operations
+
+    create = database_sync_to_async(operations.create_cell)
+    a = await create(notebook.pk, users["alice"], code="a = 1")
+    b = await create(notebook.pk, users["alice"], code="b = a + 1")
+    a_id, b_id = str(a.pk), str(b.pk)
+    wire = Wire()
+    alice = await open_page("alice", wire)
+    await shows_cells(alice, [a_id, b_id])
+    syncs_before = len(wire.syncs())
+
+    wire.hold = lambda events: any(e.get("early") for e in events)  # the delete's early frame comes late
+    await database_sync_to_async(operations.delete_cell)(notebook.pk, users["bob"], cell_id=b_id)
+    await shows_cells(alice, [a_id])
+    await eventually(lambda: sum(early(m) for m in wire.held) == 1, what="the early delete held")
+    late_delete = list(wire.held)
+    wire.hold = lambda events: any(isinstance(e.get("seq"), int) for e in events)  # now nothing in seq order
+    await database_sync_to_async(history.restore_cell)(notebook.pk, users["bob"], cell_id=b_id)
+    await shows_cells(alice, [a_id, b_id])  # from its early announcement
+    wire.hold = None
+    wire.release([m for m in wire.held if m not in late_delete])
+    await expect(alice.locator(f'.cell.live[data-cell-id="{b_id}"] .cell-status')).to_have_text("success", timeout=TIMEOUT_MS)  # the restore runs it
+    wire.release(late_delete)
+    await alice.wait_for_timeout(300)
+    assert await cell_ids(alice) == [a_id, b_id]
+    assert len(wire.syncs()) == syncs_before

@@ -36,7 +36,6 @@ export class NotebookApp {
     this.cellsEl = root.querySelector("#cells");
     this.records = new Map(); // cell id -> {cell, view, text (its SharedText; none in the app view)}
     this.provisional = new Set(); // cells announced early, not yet in `seq` order (applyEarly)
-    this.deletedInOrder = new Set(); // cells deleted in `seq` order since the last state: a late early announcement of one is stale
     this.revision = -1; // the newest revision seen in `seq` order (a state's, a change's): an early announcement at or below it is late
     this.order = [];
     this.requests = new Map(); // requestId -> what it was for, to place replies and errors
@@ -281,7 +280,6 @@ export class NotebookApp {
     const incoming = new Set(notebook.cells.map((cell) => cell.id));
     for (const cellId of [...this.records.keys()]) if (!incoming.has(cellId)) this.removeRecord(cellId);
     this.provisional.clear(); // what the state holds is in order now; the rest was removed above
-    this.deletedInOrder.clear();
     this.revision = typeof notebook.revision === "number" ? notebook.revision : -1;
     // Server-rendered cells (the no-JavaScript view) give way to live ones.
     for (const stale of this.cellsEl.querySelectorAll(".cell:not(.live)")) stale.remove();
@@ -362,7 +360,6 @@ export class NotebookApp {
   }
 
   onCellDeleted(event) {
-    if (!event.early) this.deletedInOrder.add(event.cellId);
     if (this.requests.get(event.requestId)?.kind === "delete_cell") {
       // Undo in this toast restores this very cell, not whatever this user did last.
       deletedToast(() => this.request({ type: "restore_cell", cellId: event.cellId }, { kind: "restore_cell" }));
@@ -489,7 +486,7 @@ export class NotebookApp {
     if (event.type === "cell_deleted") return this.onCellDeleted(event);
     if (event.type === "cell_moved") return this.movedEarly(event);
     if (event.type === "cell_updated") return this.updatedEarly(event);
-    if (event.type !== "cell_created" || this.records.has(event.cellId) || this.deletedInOrder.has(event.cellId)) return;
+    if (event.type !== "cell_created" || this.records.has(event.cellId)) return; // a restore of a cell this page saw deleted shows too
     this.provisional.add(event.cellId);
     this.placeCreated(event, Math.max(0, Math.min(event.index, this.order.length)));
   }
@@ -537,7 +534,6 @@ export class NotebookApp {
   }
 
   placeCreated(event, index) {
-    if (!event.early) this.deletedInOrder.delete(event.cellId); // restored
     const record = this.addRecord(event.cell, index);
     this.trackRunning(event.cellId, event.cell.status);
     const about = this.requests.get(event.requestId);
