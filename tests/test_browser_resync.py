@@ -207,6 +207,19 @@ async def test_early_announcements_show_at_once_and_the_order_in_seq_order_wins(
 
 
 
+async def two_cells_on_a_watched_page(open_page, notebook, users):
+    """Cells a (`a = 1`) and b (`b = a + 1`), then alice's page with a Wire on its socket:
+    (a's id, b's id, the wire, the page)."""
+    from notebooks_app import operations
+
+    create = database_sync_to_async(operations.create_cell)
+    a = await create(notebook.pk, users["alice"], code="a = 1")
+    b = await create(notebook.pk, users["alice"], code="b = a + 1")
+    wire = Wire()
+    page = await open_page("alice", wire)
+    return str(a.pk), str(b.pk), wire, page
+
+
 def cell_status(page, cell_id):
     return page.locator(f'.cell.live[data-cell-id="{cell_id}"] .cell-status')
 
@@ -223,13 +236,8 @@ async def test_early_moves_and_edits_show_at_once_and_late_ones_are_dropped(open
     from notebooks_app import operations
     from notebooks_app.models import Cell
 
-    create = database_sync_to_async(operations.create_cell)
     move = database_sync_to_async(operations.move_cell)
-    a = await create(notebook.pk, users["alice"], code="a = 1")
-    b = await create(notebook.pk, users["alice"], code="b = a + 1")
-    a_id, b_id = str(a.pk), str(b.pk)
-    wire = Wire()
-    alice = await open_page("alice", wire)
+    a_id, b_id, wire, alice = await two_cells_on_a_watched_page(open_page, notebook, users)
     await alice.locator("#run-all").click()
     await expect(cell_status(alice, b_id)).to_have_text("success", timeout=TIMEOUT_MS)
     await expect(cell_status(alice, a_id)).to_have_text("success")
@@ -278,12 +286,7 @@ async def test_an_early_restore_shows_a_cell_this_page_saw_deleted(open_page, no
     it (a revision seen) does not take it away again."""
     from notebooks_app import history, operations
 
-    create = database_sync_to_async(operations.create_cell)
-    a = await create(notebook.pk, users["alice"], code="a = 1")
-    b = await create(notebook.pk, users["alice"], code="b = a + 1")
-    a_id, b_id = str(a.pk), str(b.pk)
-    wire = Wire()
-    alice = await open_page("alice", wire)
+    a_id, b_id, wire, alice = await two_cells_on_a_watched_page(open_page, notebook, users)
     await shows_cells(alice, [a_id, b_id])
     syncs_before = len(wire.syncs())
 
