@@ -3,12 +3,12 @@
 It authenticates, validates every frame (protocol.py), hands each message to its handler
 (HANDLERS, one per message of protocol.MESSAGE_SCHEMAS), performs edits through
 operations.py and history.py (one short transaction each, on the ORM thread; create_cell,
-delete_cell, update_cell, move_cell, restore_cell and undo on the event loop's edit lane when it
-can take them, edit_lane.py), and relays the kernel worker's events to its socket when fanout.py
-does not write them itself.  It sends no notebook events of its own but one: the early
-announcement of a create, restore or delete it committed (without `seq`, docs/protocol.md); the
-kernel worker is the only sender of events in `seq` order, so every client sees one order.
-Presence (who is where) is relayed between sockets, without `seq`, and never stored.
+delete_cell, update_cell, move_cell, restore_cell, undo and redo on the event loop's edit lane
+when it can take them, edit_lane.py), and relays the kernel worker's events to its socket when
+fanout.py does not write them itself.  It sends no notebook events of its own but one: the early
+announcement of a structural change it committed (a create, delete, move, code edit, restore, undo
+or redo; without `seq`, docs/protocol.md); the kernel worker is the only sender of events in `seq`
+order, so every client sees one order.  Presence (who is where) is relayed between sockets, without `seq`, and never stored.
 """
 import base64
 import hashlib

@@ -189,29 +189,24 @@ async def undo(notebook_id, user, *, request_id=None):
     a move back, the text before an edit), the undone event marked in the same statement; False
     when it must take the ORM thread instead (nothing to undo, a conflict, a SQL cell's result
     variable)."""
-    if not enabled():
-        return False
-    facts = await _facts(notebook_id, user)
-    if facts is None or facts.target is None:
-        return False
-    try:
-        change = history.inverse_change(notebook_id, facts, request_id=request_id)
-    except OperationError:
-        return False
-    return change is not None and await _edit_as_read(notebook_id, user, change, facts)
+    return await _revert(notebook_id, user, request_id=request_id, redo=False)
 
 
 async def redo(notebook_id, user, *, request_id=None):
     """history.redo on the lane: the sender's newest undo made again (its inverse), the undo
-    marked redone in the same statement; False when it must take the ORM thread instead
-    (nothing to redo, a conflict, a SQL cell's result variable)."""
+    marked redone in the same statement; False as for undo."""
+    return await _revert(notebook_id, user, request_id=request_id, redo=True)
+
+
+async def _revert(notebook_id, user, *, request_id, redo):
+    """The inverse of the event an undo (or a redo) targets, decided from one read."""
     if not enabled():
         return False
-    facts = await _facts(notebook_id, user, redo=True)
+    facts = await _facts(notebook_id, user, redo=redo)
     if facts is None or facts.target is None:
         return False
     try:
-        change = history.inverse_change(notebook_id, facts, request_id=request_id, redo=True)
+        change = history.inverse_change(notebook_id, facts, request_id=request_id, redo=redo)
     except OperationError:
         return False
     return change is not None and await _edit_as_read(notebook_id, user, change, facts)
