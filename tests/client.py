@@ -127,6 +127,7 @@ class NotebookClient:
         self.order = []
         self.kernel = None  # the execution process's state: notebook_state's `kernel`, then kernel_status
         self.seq = None
+        self.revision = None  # the newest revision the state and events in seq order said
         self.state_chunks = 1  # how many frames the last notebook_state came in
         self.close_code = None
         self.resyncs = 0
@@ -218,6 +219,7 @@ class NotebookClient:
                 self.order = [c["id"] for c in event["notebook"]["cells"]]
                 self.kernel = event["notebook"].get("kernel")
                 self.seq = event["seq"]
+                self.revision = event["notebook"].get("revision")
                 self.state_chunks = event.get("chunks", 1)
                 out.append(event)
                 continue
@@ -245,6 +247,8 @@ class NotebookClient:
                 continue
             assert self.seq is None or event["seq"] == self.seq + 1, f"gap: {self.seq} -> {event['seq']}"
             self.seq = event["seq"]
+            if isinstance(event.get("revision"), int) and (self.revision is None or event["revision"] > self.revision):
+                self.revision = event["revision"]
             self.events.append(event)
             self._fold(event)
             out.append(event)

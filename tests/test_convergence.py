@@ -144,24 +144,32 @@ class Editor:
             await self.drain(self.rng.choice([0.01, 0.03, 0.08, 0.15]))
 
 
-async def settle(editors, quiet=1.0, timeout=90):
+async def settle(editors, notebook, quiet=1.0, timeout=90):
     """Until no editor received anything for `quiet` seconds (the text saved 0.3 s after the
-    last keystroke, every cascade done) and no cell is queued or running."""
+    last keystroke, every cascade done), no cell is queued or running, and every editor has
+    heard of the database's revision (a worker busy for over `quiet` under load, reloading or
+    saving, has not sent its last changes yet)."""
     last = {}
 
     async def settled():
         last["frames"] = await asyncio.gather(*(e.drain(quiet) for e in editors))
         last["transient"] = [c["status"] for e in editors for c in e.client.state.values() if c["status"] in TRANSIENT]
-        return not any(last["frames"]) and not last["transient"]
+        last["revisions"] = [e.client.revision for e in editors], await database_revision(notebook)
+        return not any(last["frames"]) and not last["transient"] and all(r == last["revisions"][1] for r in last["revisions"][0])
 
     try:
         await eventually(settled, timeout, "every editor to settle", interval=0)
     except AssertionError:
-        raise AssertionError(f"not settled after {timeout} s: {last['frames']} frames, {last['transient']}") from None
+        raise AssertionError(f"not settled after {timeout} s: {last['frames']} frames, {last['transient']}, revisions {last['revisions']}") from None
 
 
 def view(cells, order):
     return [(cell_id, cells[cell_id]["type"], cells[cell_id]["code"], cells[cell_id]["status"], cells[cell_id]["outputs"], cells[cell_id]["error"]) for cell_id in order]
+
+
+@database_sync_to_async
+def database_revision(notebook):
+    return type(notebook).objects.values_list("revision", flat=True).get(pk=notebook.pk)
 
 
 @database_sync_to_async
@@ -193,7 +201,7 @@ async def test_three_editors_at_random_converge_to_the_database(ws, notebook, us
     editors = [Editor(name, client, seed * 10 + i) for i, (name, client) in enumerate(zip(("alice", "bob", "erin"), clients))]
 
     await asyncio.gather(*(editor.run(OPERATIONS) for editor in editors))
-    await settle(editors)
+    await settle(editors, notebook)
 
     refusals = collections.Counter()
     for editor in editors:
