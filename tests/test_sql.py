@@ -660,7 +660,8 @@ async def test_an_interrupt_sent_right_after_run_is_not_lost(kind):
             assert time.monotonic() - started < 5
         assert (await runner.run("d", "1 + 1")).outputs[0]["data"] == "2"
         # A cancelled DuckDB query leaves no DataFrame registered behind it.
-        await runner.run("e", "import pandas as pd\nframe = pd.DataFrame({'a': [1]})")
+        made = await runner.run("e", "import pandas as pd\nframe = pd.DataFrame({'a': [1]})")
+        assert made.status == "success", made.error  # pandas whole after the interrupts
         assert (await runner.run_sql("f", "SELECT * FROM frame", result_variable="y")).status == "success"
         await runner.run("e", "del frame")
         assert (await runner.run_sql("f", "SELECT * FROM frame", result_variable="y")).error["ename"] == "CatalogException"
@@ -683,3 +684,45 @@ async def test_running_a_frame_cell_first_runs_the_never_run_cell_a_query_reads(
     await alice.wait_for(lambda e: e["type"] == "cell_status" and e["cellId"] == answer and e["status"] in ("success", "error"))
     assert alice.state[query]["status"] == "success", alice.state[query]["error"]
     assert text_output(alice, answer) == "3"
+
+
+ENGINE_LOADED_PROBE = """
+import json, os, sys
+from notebooks_app.kernel import _child
+
+seen = []
+started = _child.Activity.start_executing
+
+
+def start_executing(self, sql=False):
+    engine = kernel._sql
+    seen.append({"modules": sorted(m for m in ("pandas", "numpy", "duckdb", "sqlglot", "pyarrow") if m in sys.modules),
+                 "connected": engine is not None and engine._duck is not None})
+    return started(self, sql)
+
+
+_child.Activity.start_executing = start_executing
+out = os.open(sys.argv[1], os.O_WRONLY)
+protocol = _child.Protocol(os.dup(0), os.dup(out))
+kernel = _child.Kernel(protocol, _child.Capture(protocol, 10000), 10000)
+kernel.handle({"op": "run_sql", "id": 1, "cell": "a", "code": "SELECT 1 AS one", "result_variable": "x"})
+kernel.handle({"op": "run_sql", "id": 2, "cell": "b", "code": "SELECT {x}", "engine": "postgres"})
+protocol.send({"op": "seen", "seen": seen})
+"""
+
+
+def test_a_sql_cell_becomes_interruptible_only_once_its_engine_is_loaded(tmp_path):
+    """An interrupt that landed inside the engine's first `import pandas` (an interrupt right
+    after run, under load) left numpy half made: every later `import pandas` in that notebook
+    failed.  So the engine's modules (and DuckDB's configured connection) are loaded before
+    the cell can be interrupted; an interrupt meanwhile waits for it (interrupt_pending)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "protocol"
+    out.touch()
+    subprocess.run([sys.executable, "-c", ENGINE_LOADED_PROBE, str(out)], check=True, timeout=60, stdin=subprocess.DEVNULL)
+    messages = [json.loads(line) for line in out.read_text().splitlines()]
+    seen = next(m for m in messages if m.get("op") == "seen")["seen"]
+    assert {"duckdb", "numpy", "pandas", "sqlglot"} <= set(seen[0]["modules"]) and seen[0]["connected"], seen
+    assert "pyarrow" in seen[1]["modules"], seen  # the notebook's own database answers in Arrow

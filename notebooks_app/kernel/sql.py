@@ -236,6 +236,22 @@ def frame_from_arrow(data):
     return pa.ipc.open_stream(base64.b64decode(data)).read_all().to_pandas()
 
 
+def load(engine=""):
+    """Import what a SQL cell on `engine` needs ("" is the embedded DuckDB), before the cell
+    becomes interruptible (the child calls this ahead of `Activity.start_executing`).
+
+    An interrupt that lands inside a module's first import leaves it half made for the life
+    of the process: numpy cannot be initialised twice, so every later `import pandas` in the
+    notebook would fail.  A user's own import is the user's; these are the engine's."""
+    import pandas  # noqa: F401
+    import sqlglot  # noqa: F401 - sql_table_names and bind parse with it
+    import sqlglot.dialects.duckdb  # noqa: F401 - loaded on first parse otherwise
+
+    if engine:
+        import pyarrow  # noqa: F401 - the trusted side's rows come as Arrow IPC
+        import pyarrow.ipc  # noqa: F401
+
+
 def run_external(engine, code, namespace, ask, row_cap=DEFAULT_ROW_CAP):
     """A SQL cell on the notebook's own database, from inside the sandbox.
 
@@ -270,6 +286,12 @@ class DuckDbEngine:
         self._cancelled = False
         self._registered = set()  # DataFrame names registered in DuckDB for the query in flight
         self._lock = threading.Lock()
+
+    def connect(self):
+        """The connection, made and configured now (see `load`): only a query is cut short
+        by an interrupt, never the connection's set-up, whose settings keep Python frames
+        out of DuckDB's reach."""
+        return self._duckdb()
 
     def _duckdb(self):
         if self._duck is None:
@@ -343,12 +365,14 @@ class DuckDbEngine:
         return frame, render(frame, row_cap, types)
 
     def _unregister(self, duck):
-        while self._registered:
-            name = self._registered.pop()
+        # A name leaves the set only once DuckDB let go of it: the KeyboardInterrupt of an
+        # interrupt may land here, and the next query's call must still find what is left.
+        for name in list(self._registered):
             try:
                 duck.unregister(name)
             except Exception:  # already gone (the query dropped the view)
                 pass
+            self._registered.discard(name)
 
     @staticmethod
     def _rollback(duck):
