@@ -522,6 +522,38 @@ async def test_runner_time_limit_cancels_a_query():
         await runner.close()
 
 
+async def test_an_interrupted_query_has_ended_on_its_server_when_the_cell_reports_it(pg):
+    """The interrupt stops the child's wait at once, while the cancel takes a round trip to
+    the server (slowed here, as on a loaded machine or a distant database): the cell's
+    result is handed over only once the query has ended there."""
+    runner = Runner(time_limit=30)
+    database = runner.database
+    cancel = database.interrupt
+
+    def slow_cancel():
+        time.sleep(0.5)
+        return cancel()
+
+    database.interrupt = slow_cancel
+    database.set_connection(pg.url)
+
+    def sleeping():
+        rows = pg_query(pg, "SELECT state, query FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (pg.name,))
+        return [row for row in rows if "pg_sleep" in (row[1] or "") and row[0] == "active"]
+
+    try:
+        task = asyncio.create_task(runner.run_sql("q", SLOW_QUERIES["postgres"], result_variable="x"))
+        await eventually(sleeping, what="the query running on the server")
+        interrupting = asyncio.create_task(runner.interrupt())  # as a socket's interrupt: beside the run
+        result = await asyncio.wait_for(task, 15)
+        assert result.status == "error" and result.error["ename"] == "KeyboardInterrupt", result.error
+        assert not sleeping()
+        assert await interrupting
+        assert (await runner.run_sql("r", "SELECT 41 + 1 AS answer", result_variable="y")).status == "success"
+    finally:
+        await runner.close()
+
+
 def test_row_cap_setting_reaches_the_runner(settings):
     from notebooks_app.kernel.worker import KernelService
 

@@ -20,6 +20,12 @@ from collections import deque
 logger = logging.getLogger(__name__)
 
 
+# Seconds a cell's result waits for the query it started on the notebook's database to end
+# (the interrupt cancels it there; a cancel takes a round trip to the server).  Less than
+# the runner's KILL_GRACE: a cell past its time limit is not killed for its query's sake.
+QUERY_SETTLE = 2.0
+
+
 class RunnerDied(Exception):
     def __init__(self, reason):
         super().__init__(reason)
@@ -45,6 +51,7 @@ class ChildChannel:
         self._reader = None
         self._stderr_reader = None
         self._queries = set()  # tasks answering the child's database queries
+        self._settling = set()  # tasks holding a result until its query ended (_settle_after_query)
         self._stdout_counts = {}  # request id -> characters of stdout relayed
 
     def attach(self, process, *, sandboxed, stdout_cap):
@@ -163,7 +170,10 @@ class ChildChannel:
                     entry = self.pending.get(request)
                     future = entry[0] if entry else self.assists.get(request)
                     if future is not None and not future.done():
-                        future.set_result(message)
+                        if entry and self._queries:
+                            self._settle_after_query(future, message)
+                        else:
+                            future.set_result(message)
                 elif op in ("query", "save_file") and request in self.pending and not self._queries:
                     # One query or save at a time, for a request that is running: user code that
                     # writes to the protocol pipe itself cannot pile work up out here.
@@ -187,6 +197,19 @@ class ChildChannel:
                     # deadline, a start that failed first) leaves no "never retrieved" warning.
                     future.exception()
             self.pending.clear()
+
+    def _settle_after_query(self, future, message):
+        """A cell's result that came while its query still runs out here (an interrupt stopped
+        the child's wait first): handed over once the query has ended, QUERY_SETTLE seconds at
+        most, so the cell never reads as stopped while its database still runs the query."""
+        async def settle():
+            await asyncio.wait(set(self._queries), timeout=QUERY_SETTLE)
+            if not future.done():
+                future.set_result(message)
+
+        task = asyncio.create_task(settle())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     def _within_stdout_cap(self, request, text):
         """The child caps a cell's output, but user code can write to the protocol pipe itself:
