@@ -203,7 +203,8 @@ class ChildChannel:
         the child's wait first): handed over once the query has ended, QUERY_SETTLE seconds at
         most, so the cell never reads as stopped while its database still runs the query."""
         async def settle():
-            await asyncio.wait(set(self._queries), timeout=QUERY_SETTLE)
+            if self._queries:  # it may have ended since
+                await asyncio.wait(set(self._queries), timeout=QUERY_SETTLE)
             if not future.done():
                 future.set_result(message)
 
