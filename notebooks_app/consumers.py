@@ -8,7 +8,8 @@ when it can take them, edit_lane.py), and relays the kernel worker's events to i
 fanout.py does not write them itself.  It sends no notebook events of its own but one: the early
 announcement of a structural change it committed (a create, delete, move, code edit, restore, undo
 or redo; without `seq`, docs/protocol.md); the kernel worker is the only sender of events in `seq`
-order, so every client sees one order.  Presence (who is where) is relayed between sockets, without `seq`, and never stored.
+order, so every client sees one order.  Presence (who is where) is relayed between sockets,
+without `seq`, and never stored.
 """
 import base64
 import hashlib

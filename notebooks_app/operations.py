@@ -9,8 +9,8 @@ and the views.  Runs synchronously: callers in async code wrap it in
 `database_sync_to_async`.
 
 create_cell, delete_cell, update_cell (new code) and move_cell (and history.py's restore, undo
-and redo, through the same changes) are one statement each on PostgreSQL, written once at the end of
-this module (NewCell, GoneCell, EditedCell, MovedCell) and run by the ORM thread here
+and redo, through the same changes) are one statement each on PostgreSQL, written once at the
+end of this module (NewCell, GoneCell, EditedCell, MovedCell) and run by the ORM thread here
 (run_change) or by the event loop (edit_lane.py): outside a transaction they commit in one
 pipeline of their own and then send the kernel message (send_on_commit runs it at once: the
 change has committed).  An undo's or redo's statement also marks the event it reverts.  Other
@@ -659,7 +659,8 @@ FROM {notebook} n WHERE n.{notebook.id} = %(notebook)s FOR UPDATE OF n"""
 # The caller may edit: re-checked inside the changing statement, so a refused edit changes nothing
 # even though, pipelined, it is sent before the lock's answer is read. And a change decided
 # before the lock (`decided_at`: the revision it was read at, history.py's restore, undo and
-# redo on the edit lane) finds the notebook still at that revision, or changes nothing (edit_row says so).
+# redo on the edit lane) finds the notebook still at that revision, or changes nothing
+# (edit_row says so).
 _MAY_EDIT = edit_sql(
     """EXISTS (
     SELECT 1 FROM {notebook} n WHERE n.{notebook.id} = %(notebook)s AND (n.{notebook.owner} = %(user)s OR EXISTS (
@@ -916,11 +917,11 @@ def edit_row(user, rows, change):
 
 
 def run_change(notebook_id, user, change):
-    """A NewCell, GoneCell, EditedCell or MovedCell made on this thread through Django's connection (PostgreSQL), then
-    its kernel message sent (on commit). Outside a transaction, in one round trip; inside one
-    (undo, restore), or when the change needs Python between the lock and its statement (a SQL
-    cell's result variable, positions to spread), a statement at a time. Decided with the notebook
-    locked (no `decided_at`: that is the edit lane's)."""
+    """A NewCell, GoneCell, EditedCell or MovedCell made on this thread through Django's
+    connection (PostgreSQL), then its kernel message sent (on commit). Outside a transaction, in
+    one round trip; inside one (undo, restore), or when the change needs Python between the lock
+    and its statement (a SQL cell's result variable, positions to spread), a statement at a time.
+    Decided with the notebook locked (no `decided_at`: that is the edit lane's)."""
     if not connection.in_atomic_block and not change.prepares:
         if change.made(edit_row(user, _one_round_trip(edit_statements(notebook_id, user, change)), change)):
             kernel_client.send_on_commit(notebook_id, change.message, announce=change.early)  # outside a transaction: sent now, it has committed

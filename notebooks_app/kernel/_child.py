@@ -454,8 +454,7 @@ class Kernel:
         return {"status": "error" if error else "success", "outputs": outputs, "error": error, "files": files}
 
     def run_sql(self, request, cell_id, code, result_variable, engine=""):
-        from notebooks_app.kernel import sql
-        from notebooks_app.kernel.sql import SqlError, run_external
+        from notebooks_app.kernel.sql import SqlError, load, run_external
 
         self.forget(cell_id)
         self.capture.begin(request)
@@ -463,7 +462,7 @@ class Kernel:
         try:
             # The engine's imports and connection before the cell is interruptible: an
             # interrupt meanwhile waits for start_executing (Activity.interrupt_pending).
-            sql.load(engine)
+            load(engine)
             if not engine:
                 self.sql.connect()
             self.activity.start_executing(sql=True)
